@@ -1,0 +1,165 @@
+"""The arithmetic rules of softfloor, written once.
+
+Every stage that computes on integer codes -- the hard-quantized torch forward, the golden
+model, the RTL generator's numpy twins and the RTL tests -- calls these functions. Nothing else
+re-implements a rounding mode, a saturation or a shift.
+
+Fixed-point legend
+------------------
+A tensor is a vector of integer *codes* ``q`` with a real value ``x = scale * (q - zero_point)``.
+A code type is ``(signed, bits)``: signed codes lie in ``[-2**(bits-1), 2**(bits-1) - 1]``,
+unsigned in ``[0, 2**bits - 1]``. With a power-of-two scale ``2**-f`` this is hls4ml's
+``ap_fixed<bits, bits - f>`` (signed) / ``ap_ufixed`` (unsigned): keep-negative = signed,
+integer bits = bits - f, fraction bits = f.
+
+Rules
+-----
+* Right shift by ``s >= 0`` with a rounding mode (``round_shift``), i.e. ``round(x / 2**s)``:
+
+  - ``floor``: toward minus infinity; this is the arithmetic ``>>`` of two's complement
+    (``-5 >> 1 == -3``). Never truncation toward zero.
+  - ``half_up``: nearest, ties toward plus infinity: ``floor(x / 2**s + 1/2)``, the hardware idiom
+    ``(x + 2**(s-1)) >> s``. ``-2.5 -> -2``, ``2.5 -> 3``. The default.
+  - ``half_even``: nearest, ties to the even neighbour (``numpy.rint``, ``torch.round``).
+    ``-2.5 -> -2``, ``-1.5 -> -2``, ``2.5 -> 2``.
+
+  A shift of 0 returns ``x`` unchanged in every mode.
+* Requantization: ``y = saturate(round_shift(acc * multiplier, shift, mode), lo, hi)``: one
+  multiplication by a non-negative integer, *one* rounding, then saturation (clamping) to the
+  bounds of the output code. ReLU is saturation with ``lo = 0``. There is never wrap-around.
+* Input quantization of real numbers: ``q = saturate(round(x / scale) + zero_point, lo, hi)``
+  with the same rounding modes, computed in float64.
+
+The integer functions use only operators that numpy arrays, Python ints and torch integer tensors
+all share (``+``, ``>>``, ``&``, ``==``, ``.clip``), so the very same code runs in training and in
+the golden model.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+#: Rounding modes of a right shift, in the order they are documented.
+ROUNDING_MODES = ("floor", "half_up", "half_even")
+#: The rounding mode used when a model does not say otherwise.
+DEFAULT_ROUNDING = "half_up"
+
+
+class RuleError(ValueError):
+    """An argument to an arithmetic rule is outside its domain."""
+
+
+def check_rounding(mode: str) -> str:
+    """Return ``mode`` if it is a known rounding mode, else raise naming the choices."""
+    if mode not in ROUNDING_MODES:
+        raise RuleError(
+            f"unknown rounding mode {mode!r}; choose one of {', '.join(ROUNDING_MODES)}")
+    return mode
+
+
+def code_range(bits: int, signed: bool) -> tuple[int, int]:
+    """Smallest and largest code of a ``bits``-wide signed or unsigned integer."""
+    if not isinstance(bits, (int, np.integer)) or bits < 1:
+        raise RuleError(f"bit width must be a positive integer, got {bits!r}")
+    bits = int(bits)
+    if signed:
+        return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    return 0, (1 << bits) - 1
+
+
+def bits_for_range(lo: int, hi: int) -> tuple[int, bool]:
+    """Fewest bits (and signedness) of a two's complement code holding ``[lo, hi]``."""
+    lo, hi = int(lo), int(hi)
+    if lo > hi:
+        raise RuleError(f"empty range [{lo}, {hi}]")
+    if lo >= 0:
+        return max(1, hi.bit_length()), False
+    bits = max((-lo - 1).bit_length(), hi.bit_length() if hi > 0 else 0) + 1
+    return bits, True
+
+
+def round_shift(x, shift: int, mode: str = DEFAULT_ROUNDING):
+    """``round(x / 2**shift)`` on integers with rounding ``mode`` (see the module docstring).
+
+    Parameters
+    ----------
+    x : int, numpy integer array or torch integer tensor
+        The value to shift. Must be of a signed integer type wide enough for ``x + 2**(shift-1)``.
+    shift : int
+        Non-negative shift amount.
+    mode : str
+        One of :data:`ROUNDING_MODES`.
+    """
+    check_rounding(mode)
+    shift = int(shift)
+    if shift < 0:
+        raise RuleError(f"shift must be >= 0, got {shift}")
+    if shift == 0:
+        return x
+    if mode == "floor":
+        return x >> shift
+    half = 1 << (shift - 1)
+    q = (x + half) >> shift
+    if mode == "half_up":
+        return q
+    # half_even: a tie rounded up to an odd quotient goes back down by one.
+    tie = (x & ((1 << shift) - 1)) == half
+    return q - tie * (q & 1)
+
+
+def saturate(x, lo: int, hi: int):
+    """Clamp ``x`` to ``[lo, hi]`` (no wrap-around, ever)."""
+    if lo > hi:
+        raise RuleError(f"saturation bounds reversed: [{lo}, {hi}]")
+    if isinstance(x, (int, np.integer)):
+        return min(max(int(x), lo), hi)
+    return x.clip(lo, hi)
+
+
+def requantize(acc, shift: int, mode: str, lo: int, hi: int, multiplier: int = 1):
+    """``saturate(round_shift(acc * multiplier, shift, mode), lo, hi)``: the one requantization."""
+    if multiplier != 1:
+        acc = acc * int(multiplier)
+    return saturate(round_shift(acc, shift, mode), lo, hi)
+
+
+def round_float(v: np.ndarray, mode: str = DEFAULT_ROUNDING) -> np.ndarray:
+    """Round real numbers to integers with ``mode`` (float64 in, float64 out)."""
+    check_rounding(mode)
+    v = np.asarray(v, dtype=np.float64)
+    if mode == "floor":
+        return np.floor(v)
+    if mode == "half_up":
+        return np.floor(v + 0.5)
+    return np.rint(v)
+
+
+def quantize_real(x, scale: float, zero_point: int, bits: int, signed: bool,
+                  mode: str = DEFAULT_ROUNDING) -> np.ndarray:
+    """Quantize real numbers to codes: ``saturate(round(x / scale) + zero_point, lo, hi)``.
+
+    Computed in float64; returns int64 codes. Non-finite inputs are an error.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    if not np.all(np.isfinite(x)):
+        raise RuleError("inputs contain NaN or infinity")
+    if not (scale > 0 and math.isfinite(scale)):
+        raise RuleError(f"scale must be a positive finite number, got {scale!r}")
+    lo, hi = code_range(bits, signed)
+    q = round_float(x / scale, mode) + zero_point
+    return np.clip(q, lo, hi).astype(np.int64)
+
+
+def dense_bounds(weight: np.ndarray, bias: np.ndarray, in_lo: int, in_hi: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Worst-case accumulator bounds of ``x @ weight.T + bias`` per output, for x in [in_lo, in_hi].
+
+    Each term ``w * x`` is extreme at an end of the input range, so the bounds are exact
+    (attained by some input) for independent inputs.
+    """
+    w = np.asarray(weight, dtype=object)
+    lo_terms = np.minimum(w * in_lo, w * in_hi)
+    hi_terms = np.maximum(w * in_lo, w * in_hi)
+    b = np.asarray(bias, dtype=object)
+    return lo_terms.sum(axis=-1) + b, hi_terms.sum(axis=-1) + b
