@@ -1,0 +1,162 @@
+"""Co-simulation: run integer input codes through generated RTL with cocotb, on Icarus or Verilator.
+
+:func:`cosimulate` builds the design once per (simulator, Verilog hash) -- the build directory is
+a cache, so a Verilator model is compiled once per design and reused -- then runs the
+:mod:`softfloor.sim.tb_stream` testbench through cocotb's Python runner and returns the integer
+outputs and the measured cycle counts.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import tools
+
+#: Verilator warnings that Amaranth's generated Verilog trips and that are benign there.
+VERILATOR_ARGS = ["-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC", "-Wno-UNUSEDSIGNAL",
+                  "-Wno-PINCONNECTEMPTY", "-O2", "--x-assign", "fast", "--x-initial", "fast"]
+TIMESCALE = ("1ns", "1ps")
+
+
+class CosimError(RuntimeError):
+    """The simulation could not run or did not produce results."""
+
+
+@dataclass
+class CosimResult:
+    """What one co-simulation run measured."""
+    simulator: str
+    outputs: np.ndarray
+    latency_cycles: int | None
+    initiation_interval: float | None
+    mismatches: int | None
+    first_mismatches: list = field(default_factory=list)
+    build_seconds: float = 0.0
+    run_seconds: float = 0.0
+    waves: str | None = None
+    raw: dict = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return (f"{self.simulator}: {len(self.outputs)} samples, latency {self.latency_cycles} "
+                f"cycles, II {self.initiation_interval}, mismatches {self.mismatches}, "
+                f"build {self.build_seconds:.1f}s run {self.run_seconds:.1f}s")
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("SOFTFLOOR_SIM_CACHE", Path.cwd() / "build" / "sim_cache"))
+
+
+def design_hash(verilog: Path, simulator: str, waves: bool) -> str:
+    h = hashlib.sha256(verilog.read_bytes())
+    h.update(f"{simulator}|{waves}|{VERILATOR_ARGS}|{TIMESCALE}".encode())
+    return h.hexdigest()[:16]
+
+
+def _runner(simulator: str):
+    tools.ensure(simulator)
+    from cocotb_tools.runner import get_runner
+    return get_runner(simulator)
+
+
+def build(verilog: Path, top: str, simulator: str, waves: bool = False, log=None):
+    """Build (or reuse from the cache) the simulation model of ``verilog``. Returns (runner, dir)."""
+    verilog = Path(verilog).resolve()
+    runner = _runner(simulator)
+    build_dir = cache_root() / f"{simulator}-{design_hash(verilog, simulator, waves)}"
+    stamp = build_dir / ".softfloor-built"
+    t0 = time.monotonic()
+    kwargs = dict(sources=[verilog], hdl_toplevel=top, build_dir=build_dir, timescale=TIMESCALE,
+                  waves=waves, log_file=build_dir / "build.log")
+    if simulator == "verilator":
+        kwargs["build_args"] = VERILATOR_ARGS
+        if shutil.which("ccache"):
+            os.environ.setdefault("OBJCACHE", "ccache")
+    if not stamp.exists():
+        build_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            runner.build(**kwargs, always=True)
+        except SystemExit as e:  # cocotb's runner exits on tool failure
+            raise CosimError(f"{simulator} build of {verilog} failed (exit {e.code}); "
+                             f"see {build_dir / 'build.log'}") from None
+        stamp.write_text(str(verilog))
+    else:
+        # Reuse: tell the runner about the build without running the tools again.
+        runner.build_dir = build_dir
+        runner.hdl_toplevel = top
+        if simulator == "icarus":
+            runner.timescale = TIMESCALE
+    return runner, build_dir, time.monotonic() - t0
+
+
+def cosimulate(verilog: str | os.PathLike, manifest: dict, inputs: np.ndarray, simulator: str,
+               work_dir: str | os.PathLike, *, expected: np.ndarray | None = None,
+               gap_prob: float = 0.0, stall_prob: float = 0.0, seed: int = 0,
+               measure_latency: bool = True, strict: bool = False, waves: bool = False
+               ) -> CosimResult:
+    """Stream ``inputs`` (integer codes, one row per sample) through the RTL on ``simulator``.
+
+    Parameters
+    ----------
+    expected : optional integer outputs to score against in the testbench (in order).
+    gap_prob, stall_prob : probabilities of an idle input cycle / a not-ready output cycle.
+    strict : fail the cocotb test (and raise here) on the first mismatching sample.
+    waves : dump a waveform (VCD for Verilator, FST for Icarus) and return its path.
+    """
+    verilog = Path(verilog).resolve()
+    work = Path(work_dir).resolve() / simulator
+    work.mkdir(parents=True, exist_ok=True)
+    inputs = np.asarray(inputs, dtype=np.int64).reshape(len(inputs), -1)
+    np.save(work / "inputs.npy", inputs)
+    job = {"manifest": manifest, "inputs": str(work / "inputs.npy"),
+           "outputs": str(work / "outputs.npy"), "results": str(work / "results.json"),
+           "gap_prob": gap_prob, "stall_prob": stall_prob, "seed": seed,
+           "measure_latency": measure_latency, "strict": strict, "expected": None}
+    if expected is not None:
+        np.save(work / "expected.npy", np.asarray(expected, dtype=np.int64))
+        job["expected"] = str(work / "expected.npy")
+    for name in ("outputs.npy", "results.json"):
+        (work / name).unlink(missing_ok=True)
+    (work / "job.json").write_text(json.dumps(job))
+
+    runner, build_dir, build_s = build(verilog, manifest["top"], simulator, waves)
+    t0 = time.monotonic()
+    env = {"SOFTFLOOR_COSIM_JOB": str(work / "job.json")}
+    try:
+        runner.test(test_module="softfloor.sim.tb_stream", hdl_toplevel=manifest["top"],
+                    test_dir=work, build_dir=build_dir, extra_env=env, waves=waves,
+                    seed=seed, log_file=work / "sim.log", results_xml=str(work / "results.xml"),
+                    timescale=TIMESCALE if simulator == "icarus" else None)
+    except SystemExit as e:
+        raise CosimError(_failure_message(simulator, work, e.code)) from None
+    run_s = time.monotonic() - t0
+    if not (work / "results.json").exists():
+        raise CosimError(_failure_message(simulator, work, None))
+    from cocotb_tools.check_results import get_results
+    _, failed = get_results(work / "results.xml")
+    res = json.loads((work / "results.json").read_text())
+    if failed:
+        raise CosimError(_failure_message(simulator, work, "test failed"))
+    wave = None
+    if waves:
+        for cand in ("dump.vcd", "dump.fst", f"{manifest['top']}.fst"):
+            p = work / cand
+            if p.exists():
+                wave = str(p)
+    return CosimResult(simulator, np.load(work / "outputs.npy"), res.get("latency_cycles"),
+                       res.get("initiation_interval"), res.get("mismatches"),
+                       res.get("first_mismatches", []), build_s, run_s, wave, res)
+
+
+def _failure_message(simulator: str, work: Path, code) -> str:
+    log = work / "sim.log"
+    tail = ""
+    if log.exists():
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-25:])
+    return f"{simulator} co-simulation failed ({code}); log: {log}\n{tail}"
