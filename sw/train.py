@@ -1,0 +1,273 @@
+"""Quantization-aware training of the digits MLP, and the hard-quantized integer forward.
+
+:func:`train_qat` trains a :class:`~softfloor.models.QuantMLP` with Adam and a cosine learning
+rate, while an :class:`~softfloor.surrogates.AnnealSchedule` raises the surrogate sharpness
+``k`` and ends in a hard phase: the last epochs use the exact hard rounding in the forward pass,
+so the trained model *is* the hard-quantized model. :func:`hard_codes` runs that model on
+integer input codes with integer arithmetic (torch int64, the rules of :mod:`softfloor.arith`)
+and is what the golden model of the exported file must reproduce bit for bit.
+
+Deterministic for a seed: the run uses one CPU thread and its own random generators.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import arith
+from .data import DigitsSplit, check_input_bits
+from .models import SIZES, FloatMLP, QuantMLP
+from .quant import check_bits, requant_params
+from .surrogates import AnnealSchedule, check_surrogate
+
+Progress = Callable[[int, int, dict], None]
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on.
+
+    The default surrogate is ``"sigmoid"``: the normalised sigmoid staircase anneals from
+    ``k_start`` (close to the identity, i.e. float training) to ``k_end``, then the last
+    ``hard_fraction`` of the epochs train with the exact hard rounding in the forward pass and
+    the smooth gradient ``R_k'`` in the backward pass.
+    """
+    weight_bits: int = 4
+    act_bits: int = 4
+    input_bits: int | None = None     # None: same as act_bits
+    surrogate: str = "sigmoid"
+    hard_grad: str = "smooth"          # sigmoid only: gradient in the hard phase
+    k_start: float = 1.0
+    k_end: float = 20.0
+    hard_fraction: float = 0.25
+    epochs: int = 60
+    seed: int = 0
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+    batch_size: int = 64
+    bias_bits: int = 16
+    sizes: tuple = SIZES
+
+    def __post_init__(self):
+        check_bits("weight_bits", self.weight_bits)
+        check_bits("act_bits", self.act_bits)
+        if self.input_bits is not None:
+            check_input_bits(self.input_bits)
+        check_surrogate(self.surrogate)
+        if not (isinstance(self.epochs, int) and self.epochs >= 1):
+            raise ValueError(f"epochs must be a positive integer, got {self.epochs!r}")
+        if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
+            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        self.schedule()  # validates k_start, k_end, hard_fraction
+
+    @property
+    def in_bits(self) -> int:
+        """The input code width actually used."""
+        return self.act_bits if self.input_bits is None else self.input_bits
+
+    def schedule(self) -> AnnealSchedule:
+        return AnnealSchedule(self.k_start, self.k_end, self.hard_fraction)
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"input_bits": self.in_bits, "sizes": list(self.sizes)}
+
+
+@dataclass
+class TrainResult:
+    """A trained model with its configuration, accuracies, per-epoch history and wall time.
+
+    ``accuracy`` holds ``test`` and ``train`` (for QAT: of the hard-quantized model, argmax of
+    the integer output codes) and, for QAT, ``bit_exact`` (the float hard forward and
+    :func:`hard_codes` agree on every test sample).
+    """
+    model: torch.nn.Module
+    config: TrainConfig
+    accuracy: dict
+    history: list = field(default_factory=list)
+    seconds: float = 0.0
+
+    def __str__(self) -> str:
+        acc = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in self.accuracy.items())
+        c = self.config
+        return (f"TrainResult({type(self.model).__name__} w{c.weight_bits}a{c.act_bits}"
+                f"i{c.in_bits} {c.surrogate} seed={c.seed} epochs={c.epochs}: {acc}; "
+                f"{self.seconds:.1f} s)")
+
+
+@contextlib.contextmanager
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+def _check_split(cfg: TrainConfig, split: DigitsSplit) -> None:
+    if split.input_bits != cfg.in_bits:
+        raise ValueError(
+            f"the split's inputs are {split.input_bits}-bit codes but the config wants "
+            f"input_bits={cfg.in_bits}; load the split with load_digits_split({cfg.in_bits})")
+
+
+def _fit(model, params, x, y, cfg: TrainConfig, on_epoch, progress: Progress | None):
+    """Adam + per-step cosine decay over shuffled mini-batches; returns the history."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    n = len(y)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    total = cfg.epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total)))
+    history = []
+    for epoch in range(cfg.epochs):
+        info = on_epoch(epoch)
+        model.train()
+        perm = torch.randperm(n, generator=gen)
+        loss_sum = 0.0
+        for start in range(0, n, cfg.batch_size):
+            idx = perm[start:start + cfg.batch_size]
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += float(loss.detach()) * len(idx)
+        info = {"epoch": epoch, "loss": loss_sum / n, "lr": sched.get_last_lr()[0]} | info
+        history.append(info)
+        if progress is not None:
+            progress(epoch, cfg.epochs, info)
+    return history
+
+
+def train_qat(cfg: TrainConfig, split: DigitsSplit, progress: Progress | None = None
+              ) -> TrainResult:
+    """Quantization-aware training; returns the model in its final, hard-quantized state.
+
+    Parameters
+    ----------
+    cfg : TrainConfig
+    split : DigitsSplit
+        Must have been loaded with ``cfg.in_bits`` input bits.
+    progress : callable(epoch, epochs, info), optional
+        Called after every epoch with the loss, learning rate, ``k`` and ``hard``.
+    """
+    _check_split(cfg, split)
+    t0 = time.perf_counter()
+    with _one_thread():
+        torch.manual_seed(cfg.seed)
+        model = QuantMLP(cfg.sizes, cfg.weight_bits, cfg.act_bits, cfg.in_bits, cfg.surrogate,
+                         cfg.bias_bits, {"hard_grad": cfg.hard_grad}
+                         if cfg.surrogate == "sigmoid" else None)
+        x = torch.as_tensor(split.c_train, dtype=torch.float64) * 2.0 ** model.input_exp
+        y = torch.as_tensor(split.y_train)
+        model.calibrate(x)
+        schedule = cfg.schedule()
+
+        def on_epoch(epoch):
+            k, hard = schedule.at(epoch, cfg.epochs)
+            model.set_surrogate(k, hard)
+            return {"k": k, "hard": hard}
+
+        history = _fit(model, model.parameters(), x, y, cfg, on_epoch, progress)
+        model.set_surrogate(schedule.k_end, True)
+        model.eval()
+        acc = {"test": quantized_accuracy(model, split.c_test, split.y_test),
+               "train": quantized_accuracy(model, split.c_train, split.y_train)}
+        acc["bit_exact"] = bool(np.array_equal(float_hard_codes(model, split.c_test),
+                                               hard_codes(model, split.c_test)))
+    return TrainResult(model, cfg, acc, history, time.perf_counter() - t0)
+
+
+def train_float(cfg: TrainConfig, split: DigitsSplit, progress: Progress | None = None
+                ) -> TrainResult:
+    """Train the float baseline (:class:`~softfloor.models.FloatMLP`) on the real inputs."""
+    t0 = time.perf_counter()
+    with _one_thread():
+        torch.manual_seed(cfg.seed)
+        model = FloatMLP(cfg.sizes)
+        x = torch.as_tensor(split.x_train, dtype=torch.float32)
+        y = torch.as_tensor(split.y_train)
+        history = _fit(model, model.parameters(), x, y, cfg, lambda epoch: {}, progress)
+        model.eval()
+        with torch.no_grad():
+            acc = {name: float((model(torch.as_tensor(xs)).argmax(1).numpy() == ys).mean())
+                   for name, xs, ys in (("test", split.x_test, split.y_test),
+                                        ("train", split.x_train, split.y_train))}
+    return TrainResult(model, cfg, acc, history, time.perf_counter() - t0)
+
+
+# ----------------------------------------------------------------------------------------------
+# The hard-quantized forward on integer codes
+
+
+def hard_codes(model: QuantMLP, codes, intermediates: bool = False):
+    """Run integer input codes through the hard-quantized model with integer arithmetic.
+
+    Mirrors the exported :class:`~softfloor.intmodel.IntModel` layer by layer: per linear layer
+    ``acc = x @ W.T + b`` (int64), then (except after the last) the requantization
+    ``arith.requantize(acc, shift, "half_up", 0, 2**act_bits - 1, multiplier)``.
+
+    Parameters
+    ----------
+    codes : int array (N, 64)
+        Input codes.
+    intermediates : bool
+        Also return the codes after every integer op (as ``golden.run(..., intermediates=True)``).
+
+    Returns
+    -------
+    int64 array (N, 10), or ``(outputs, per_layer)``.
+    """
+    x = torch.as_tensor(np.asarray(codes), dtype=torch.int64)
+    exps = model.layer_exps()
+    per_layer = []
+    for i, lin in enumerate(model.linears):
+        x = x @ lin.weight_codes().T + lin.bias_codes(exps[i])
+        per_layer.append(x.numpy().copy())
+        if i < len(model.acts):
+            act = model.acts[i]
+            shift, mult = requant_params(exps[i], lin.wq.exp, act.exp)
+            x = arith.requantize(x, shift, "half_up", 0, act.hi, mult)
+            per_layer.append(x.numpy().copy())
+    out = x.numpy().astype(np.int64)
+    return (out, per_layer) if intermediates else out
+
+
+@torch.no_grad()
+def float_hard_codes(model: QuantMLP, codes) -> np.ndarray:
+    """The float forward with hard rounding, divided by the output scale: integer codes.
+
+    Every value is a dyadic rational computed exactly in float64, so this equals
+    :func:`hard_codes`; raises if a result is not an integer (it would be a bug).
+    """
+    hard = [a.surrogate.hard for a in model.acts]
+    was_training = model.training
+    model.eval()
+    model.set_surrogate(model.acts[0].surrogate.k if model.acts else 1.0, True)
+    try:
+        x = torch.as_tensor(np.asarray(codes), dtype=torch.float64) * 2.0 ** model.input_exp
+        out_exp = model.layer_exps()[-1] + model.linears[-1].wq.exp
+        y = model(x) * 2.0 ** -out_exp
+    finally:
+        for a, h in zip(model.acts, hard):
+            a.surrogate.hard = h
+        model.train(was_training)
+    q = torch.round(y)
+    if not torch.equal(q, y):
+        raise ArithmeticError("the float hard forward produced a non-integer output code")
+    return q.to(torch.int64).numpy()
+
+
+def quantized_accuracy(model: QuantMLP, codes, labels) -> float:
+    """Accuracy of the hard-quantized model: argmax (first maximum) of the integer codes."""
+    return float((np.argmax(hard_codes(model, codes), axis=1) == np.asarray(labels)).mean())
