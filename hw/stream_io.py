@@ -1,0 +1,195 @@
+"""Width conversion between AXI4-Stream beats and one-element-per-transfer internal streams.
+
+Beat layout (both directions): element ``i`` of a beat occupies bits ``[i*b, (i+1)*b)`` of
+``data`` (``b`` = element bits); a sample is ``beats_per_sample`` beats; the last beat of a sample
+may carry fewer elements, its unused high bits are zero on output and ignored on input.
+
+Framing is by count. :class:`BeatUnpacker` ignores ``last`` on its input (a sample is always
+``beats_per_sample`` beats); :class:`BeatPacker` drives ``last`` on the final beat of every sample.
+"""
+from __future__ import annotations
+
+import math
+
+from amaranth.hdl import Module, Mux, Shape, Signal, unsigned
+from amaranth.lib import data
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["BeatLayout", "beat_shape", "BeatUnpacker", "BeatPacker"]
+
+
+def beat_shape(tdata_width: int) -> data.StructLayout:
+    """Payload of a beat stream: ``data`` (``tdata_width`` bits) and ``last``."""
+    return data.StructLayout({"data": unsigned(tdata_width), "last": 1})
+
+
+def _pos_int(name, v):
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    return v
+
+
+class BeatLayout:
+    """Geometry of one stream direction.
+
+    Parameters
+    ----------
+    element_shape : shape-like
+        Shape of one element inside the beat (its width is ``element_bits``).
+    elements : int
+        Elements per sample.
+    elements_per_beat : int
+    tdata_width : int or None
+        Default: the smallest whole number of bytes holding ``elements_per_beat`` elements.
+    """
+
+    def __init__(self, element_shape, *, elements: int, elements_per_beat: int,
+                 tdata_width: int | None = None):
+        self.element_shape = Shape.cast(element_shape)
+        self.element_bits = self.element_shape.width
+        self.signed = self.element_shape.signed
+        self.elements = _pos_int("elements", elements)
+        self.elements_per_beat = _pos_int("elements_per_beat", elements_per_beat)
+        need = self.elements_per_beat * self.element_bits
+        if tdata_width is None:
+            tdata_width = 8 * math.ceil(need / 8)
+        _pos_int("tdata_width", tdata_width)
+        if tdata_width % 8 or tdata_width < need:
+            raise ValueError(f"tdata_width {tdata_width} must be a whole number of bytes holding "
+                             f"{self.elements_per_beat} x {self.element_bits}-bit elements")
+        self.tdata_width = tdata_width
+        self.beats_per_sample = math.ceil(self.elements / self.elements_per_beat)
+        self.last_beat_elements = self.elements - (self.beats_per_sample - 1) * elements_per_beat
+
+    def to_dict(self) -> dict:
+        return {"tdata_width": self.tdata_width, "element_bits": self.element_bits,
+                "signed": self.signed, "elements_per_beat": self.elements_per_beat,
+                "beats_per_sample": self.beats_per_sample, "elements": self.elements}
+
+    # numpy faces -----------------------------------------------------------------------------
+    def pack(self, sample) -> list[tuple[int, int]]:
+        """One sample's element codes -> list of ``(tdata, last)`` beats (two's complement)."""
+        sample = [int(v) for v in sample]
+        if len(sample) != self.elements:
+            raise ValueError(f"expected {self.elements} elements, got {len(sample)}")
+        mask = (1 << self.element_bits) - 1
+        beats = []
+        for k in range(self.beats_per_sample):
+            chunk = sample[k * self.elements_per_beat:(k + 1) * self.elements_per_beat]
+            word = 0
+            for i, v in enumerate(chunk):
+                word |= (v & mask) << (i * self.element_bits)
+            beats.append((word, int(k == self.beats_per_sample - 1)))
+        return beats
+
+    def unpack(self, beats) -> list[int]:
+        """``tdata`` words of one sample -> element codes (sign-extended when signed)."""
+        out = []
+        mask = (1 << self.element_bits) - 1
+        for k, word in enumerate(beats):
+            n = self.last_beat_elements if k == self.beats_per_sample - 1 else self.elements_per_beat
+            for i in range(n):
+                v = (int(word) >> (i * self.element_bits)) & mask
+                if self.signed and v >> (self.element_bits - 1):
+                    v -= 1 << self.element_bits
+                out.append(v)
+        return out
+
+
+class BeatUnpacker(wiring.Component):
+    """Beats in, one element per transfer out (``tdata`` -> elements gearbox).
+
+    ``i.ready`` is high when the beat register is empty or its last element leaves this cycle,
+    so a new beat is taken without a bubble. ``i.payload.last`` is ignored (framing by count).
+
+    Members
+    -------
+    i : ``In(stream.Signature(beat_shape(tdata_width)))``
+    o : ``Out(stream.Signature(element_shape))``
+    """
+
+    def __init__(self, layout: BeatLayout):
+        if not isinstance(layout, BeatLayout):
+            raise TypeError(f"layout must be a BeatLayout, got {layout!r}")
+        self.layout = layout
+        super().__init__({"i": In(stream.Signature(beat_shape(layout.tdata_width))),
+                          "o": Out(stream.Signature(layout.element_shape))})
+
+    def elaborate(self, platform):
+        m = Module()
+        L = self.layout
+        b, epb = L.element_bits, L.elements_per_beat
+        buf = Signal(epb * b)
+        n = Signal(range(epb + 1))                  # elements left in buf
+        beat = Signal(range(L.beats_per_sample))    # index of the next beat in the sample
+        take = Signal()
+        m.d.comb += [
+            self.o.valid.eq(n != 0),
+            self.o.payload.eq(buf[:b]),
+            self.i.ready.eq((n == 0) | ((n == 1) & self.o.ready)),
+            take.eq(self.i.valid & self.i.ready),
+        ]
+        with m.If(take):
+            m.d.sync += buf.eq(self.i.payload.data[:epb * b])
+            with m.If(beat == L.beats_per_sample - 1):
+                m.d.sync += [beat.eq(0), n.eq(L.last_beat_elements)]
+            with m.Else():
+                m.d.sync += [beat.eq(beat + 1), n.eq(epb)]
+        with m.Elif(self.o.valid & self.o.ready):
+            m.d.sync += [buf.eq(buf >> b), n.eq(n - 1)]
+        return m
+
+
+class BeatPacker(wiring.Component):
+    """One element per transfer in, beats out (elements -> ``tdata`` packer).
+
+    Elements are sign- or zero-extended (per the input shape) to ``element_bits``; ``last`` is set
+    on the final beat of each sample; unused high bits of a partial beat are zero.
+
+    Members
+    -------
+    i : ``In(stream.Signature(in_shape))``
+    o : ``Out(stream.Signature(beat_shape(tdata_width)))``
+    """
+
+    def __init__(self, layout: BeatLayout, in_shape):
+        if not isinstance(layout, BeatLayout):
+            raise TypeError(f"layout must be a BeatLayout, got {layout!r}")
+        self.layout = layout
+        self.in_shape = Shape.cast(in_shape)
+        if self.in_shape.width > layout.element_bits:
+            raise ValueError(f"{self.in_shape!r} is wider than {layout.element_bits}-bit elements")
+        super().__init__({"i": In(stream.Signature(self.in_shape)),
+                          "o": Out(stream.Signature(beat_shape(layout.tdata_width)))})
+
+    def elaborate(self, platform):
+        m = Module()
+        L = self.layout
+        b, epb = L.element_bits, L.elements_per_beat
+        elem = Signal(L.element_shape)
+        m.d.comb += elem.eq(self.i.payload)         # sign/zero extension
+        k = Signal(range(epb))                      # slot of the next element in the beat
+        beat = Signal(range(L.beats_per_sample))
+        word = Signal(L.tdata_width)
+        m.d.comb += [self.o.payload.data.eq(word),
+                     self.i.ready.eq(~self.o.valid | self.o.ready)]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        with m.If(self.i.valid & self.i.ready):
+            for s in range(epb):
+                with m.If(k == s):
+                    if s == 0:
+                        m.d.sync += word.eq(elem[:b])   # clears the other slots
+                    else:
+                        m.d.sync += word[s * b:(s + 1) * b].eq(elem)
+            last_beat = beat == L.beats_per_sample - 1
+            beat_done = Signal()
+            m.d.comb += beat_done.eq(Mux(last_beat, k == L.last_beat_elements - 1, k == epb - 1))
+            with m.If(beat_done):
+                m.d.sync += [k.eq(0), self.o.valid.eq(1), self.o.payload.last.eq(last_beat),
+                             beat.eq(Mux(last_beat, 0, beat + 1))]
+            with m.Else():
+                m.d.sync += k.eq(k + 1)
+        return m
+

@@ -1,0 +1,91 @@
+"""Random small IntModels for the hardware tests (built only from softfloor.intmodel classes)."""
+from __future__ import annotations
+
+import numpy as np
+
+from softfloor import arith
+from softfloor.intmodel import CodeType, Dense, InputSpec, IntModel, OutputSpec, Requant
+
+
+def acc_bits_for(weight, bias, t: CodeType) -> int:
+    lo, hi = arith.dense_bounds(weight, bias, t.lo, t.hi)
+    bits, _ = arith.bits_for_range(min(int(min(lo)), -1), max(int(max(hi)), 0))
+    return max(2, bits)
+
+
+def random_model(rng: np.random.Generator, sizes, *, in_bits=None, in_signed=None,
+                 weight_bits=None, act_bits=None, final_requant=None, multipliers=True,
+                 name="rand") -> IntModel:
+    """A Dense/Requant chain ``sizes[0] -> sizes[1] -> ...`` with random integer parameters.
+
+    Unset options are drawn at random. Hidden layers always end in a Requant; the last layer ends
+    in one when ``final_requant`` (raw accumulator logits otherwise).
+    """
+    in_bits = in_bits or int(rng.integers(1, 9))
+    in_signed = bool(rng.integers(2)) if in_signed is None else in_signed
+    final_requant = bool(rng.integers(2)) if final_requant is None else final_requant
+    spec = InputSpec((sizes[0],), in_bits, in_signed, scale=1.0)
+    t = spec.code_type
+    layers = []
+    n = len(sizes) - 1
+    for k in range(n):
+        wb = weight_bits or int(rng.integers(1, 9))
+        wlo, whi = (-1, 1) if wb == 1 else arith.code_range(wb, True)
+        w = rng.integers(wlo, whi + 1, size=(sizes[k + 1], sizes[k]))
+        if wb == 1:
+            w = np.where(w == 0, 1, w)
+        bb = int(rng.integers(2, 10))
+        b = rng.integers(*arith.code_range(bb, True), size=sizes[k + 1], endpoint=True)
+        ab = acc_bits_for(w, b, t) + int(rng.integers(0, 3))
+        bb = min(bb, ab)
+        b = b.clip(*arith.code_range(bb, True))
+        ab = max(ab, acc_bits_for(w, b, t))
+        d = Dense(f"fc{k}", w.astype(np.int64), b.astype(np.int64), wb, bb, ab)
+        layers.append(d)
+        t = d.out_type(t)
+        if k < n - 1 or final_requant:
+            ob = act_bits or int(rng.integers(2, 9))
+            signed = bool(rng.integers(2))
+            clo, chi = arith.code_range(ob, signed)
+            kind = rng.integers(3)
+            if kind == 0 and signed:
+                lo, hi = 0, chi                                   # ReLU
+            elif kind == 1:
+                lo = int(rng.integers(clo, chi + 1))
+                hi = int(rng.integers(lo, chi + 1))               # narrowed clamp
+            else:
+                lo, hi = clo, chi
+            mult = int(rng.choice([1, 1, 3, 5, 77, 255])) if multipliers else 1
+            span = max(abs(t.lo), abs(t.hi), 1) * mult
+            shift = max(0, span.bit_length() - ob + int(rng.integers(-2, 3)))
+            rq = Requant(f"rq{k}", shift, str(rng.choice(arith.ROUNDING_MODES)), ob, signed,
+                         lo, hi, mult)
+            layers.append(rq)
+            t = rq.out_type(t)
+    return IntModel(spec, layers, OutputSpec(1.0), name)
+
+
+def random_codes(rng: np.random.Generator, model: IntModel, n: int) -> np.ndarray:
+    t = model.input.code_type
+    return rng.integers(t.lo, t.hi, size=(n, model.input.size), endpoint=True)
+
+
+def digits_model(seed: int = 0) -> IntModel:
+    """A digits-sized 64-64-32-10 model, w4a4, 4-bit unsigned inputs, ReLU, raw logits out."""
+    rng = np.random.default_rng(seed)
+    spec = InputSpec((64,), 4, False, scale=1 / 15)
+    t = spec.code_type
+    layers = []
+    sizes = [64, 64, 32, 10]
+    for k in range(3):
+        w = rng.integers(-8, 8, size=(sizes[k + 1], sizes[k]))
+        b = rng.integers(-64, 64, size=sizes[k + 1])
+        d = Dense(f"fc{k}", w, b, 4, 8, acc_bits_for(w, b, t))
+        layers.append(d)
+        t = d.out_type(t)
+        if k < 2:
+            shift = max(0, max(abs(t.lo), abs(t.hi)).bit_length() - 6)
+            rq = Requant(f"act{k}", shift, "half_even" if k else "half_up", 4, False, 0, 15)
+            layers.append(rq)
+            t = rq.out_type(t)
+    return IntModel(spec, layers, OutputSpec(1.0), "digits")
