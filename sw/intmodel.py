@@ -129,6 +129,8 @@ def _int_array(d: dict, key: str, where: str, shape: tuple[int, ...], lo: int, h
 
 
 def _no_extra(d: dict, allowed: set[str], where: str) -> None:
+    if not isinstance(d, dict):
+        raise ModelFormatError(f"{where}: expected an object, got {type(d).__name__}")
     extra = sorted(set(d) - allowed)
     if extra:
         raise ModelFormatError(f"{where}: unknown field(s) {', '.join(extra)}")
