@@ -1,0 +1,65 @@
+"""Bad input gets a clear error and a non-zero exit, before any work is done."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from softfloor import cli, intmodel as im
+from tests.randmodel import random_model
+
+
+def run(*args):
+    return subprocess.run([sys.executable, "-m", "softfloor", *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--weight-bits", "9"], "--weight-bits 9 is outside the supported range 1..8"),
+    (["--act-bits", "0"], "--act-bits 0 is outside the supported range 1..8"),
+    (["--weight-bits", "four"], "must be an integer"),
+    (["--surrogate", "magic"], "invalid choice: 'magic'"),
+    (["--device", "xc7a35t"], "invalid choice: 'xc7a35t'"),
+    (["--simulator", "modelsim"], "invalid choice: 'modelsim'"),
+])
+def test_bad_flow_options_exit_nonzero(args, match, tmp_path):
+    r = run("flow", "--out", str(tmp_path / "o"), *args)
+    assert r.returncode == 2
+    assert match in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_model_file(tmp_path):
+    r = run("flow", "--out", str(tmp_path / "o"), "--model", str(tmp_path / "nope.json"),
+            "--inputs", str(tmp_path / "x.npy"), "--no-synth")
+    assert r.returncode == 2
+    assert "no such model file" in r.stderr
+
+
+def test_corrupt_model_file(tmp_path):
+    m = random_model(np.random.default_rng(0)).to_dict()
+    m["layers"][0]["acc_bits"] = 3
+    p = tmp_path / "bad.intmodel.json"
+    p.write_text(json.dumps(m))
+    r = run("info", str(p))
+    assert r.returncode == 2
+    assert "acc_bits" in r.stderr and "can overflow" in r.stderr
+    p.write_text("{")
+    r = run("info", str(p))
+    assert r.returncode == 2 and "not valid JSON" in r.stderr
+
+
+def test_info_prints_summary(tmp_path):
+    p = im.save(random_model(np.random.default_rng(0)), tmp_path / "m.intmodel.json")
+    assert cli.main(["info", str(p)]) == 0
+
+
+def test_stage_without_its_input_says_what_to_run(tmp_path, capsys):
+    assert cli.main(["rtl", "--out", str(tmp_path)]) == 2
+    assert "run `softfloor export" in capsys.readouterr().err
+
+
+def test_device_list_matches_synth():
+    from softfloor.hw import synth
+    assert set(cli.DEVICES) == set(synth.DEVICES)
