@@ -1,0 +1,147 @@
+"""Integer model -> one Verilog file for the whole network + ``manifest.json``.
+
+>>> from softfloor import intmodel
+>>> from softfloor.hw.generate import generate, build_manifest
+>>> result = generate(intmodel.load("digits.intmodel.json"), "build/rtl")   # doctest: +SKIP
+>>> result.manifest["initiation_interval"], result.verilog                  # doctest: +SKIP
+
+The manifest is the public contract with the testbenches and the synthesis flow. Guaranteed keys:
+``top``, ``clock``, ``reset``, ``input`` / ``output`` (each ``tdata_width``, ``element_bits``,
+``signed``, ``elements_per_beat``, ``beats_per_sample``, ``elements``), ``cycles_per_inference``,
+``initiation_interval``, ``mac_units``, ``macs_per_inference``, ``layers`` (one entry per engine)
+and ``model_layers`` (the model's own layer list, without weights).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from amaranth.back import verilog
+
+from ..intmodel import Dense, IntModel, atomic_write_text, load
+from .engine import ENGINE_LATENCY, REQUANT_LATENCY, DenseEngine
+from .top import ADAPTER_LATENCY, IO_PINS_UP5K_SG48, SoftfloorTop
+
+__all__ = ["generate", "build_manifest", "Generated", "MANIFEST_VERSION"]
+
+MANIFEST_VERSION = 1
+
+
+@dataclass
+class Generated:
+    """What :func:`generate` wrote."""
+    manifest: dict
+    verilog: Path
+    manifest_path: Path
+    seconds: float
+
+
+def _as_model(model) -> IntModel:
+    if isinstance(model, IntModel):
+        return model
+    if isinstance(model, (str, os.PathLike)):
+        return load(model)
+    raise TypeError(f"model must be an IntModel or a model file path, got {type(model).__name__}")
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"name must be a Verilog identifier, got {name!r}")
+    return name
+
+
+def _manifest(top: SoftfloorTop, name: str) -> dict:
+    model = top.model
+    layers = []
+    for e in top.engines:
+        entry = {"name": e.layer_names[0], "fused": e.layer_names,
+                 "kind": "dense" if isinstance(e, DenseEngine) else "requant",
+                 "rows": e.rows, "cols": e.cols, "cycles": e.cycles,
+                 "latency": e.latency, "resources": e.resources(),
+                 "in_bits": e.in_type.bits, "in_signed": e.in_type.signed,
+                 "out_bits": e.out_type.bits, "out_signed": e.out_type.signed}
+        if isinstance(e, DenseEngine):
+            entry.update(pe=e.pe, simd=e.simd, acc_bits=e.dense.acc_bits,
+                         weight_bits=e.dense.weight_bits, macs=e.dense.macs())
+            if e.requant is not None:
+                rq = e.requant
+                entry["requant"] = {"multiplier": rq.multiplier, "shift": rq.shift,
+                                    "rounding": rq.rounding, "lo": rq.lo, "hi": rq.hi}
+        else:
+            entry.update(pe=1, simd=1, acc_bits=None)
+        layers.append(entry)
+    model_layers = []
+    for layer in model.layers:
+        d = layer.to_dict()
+        d.pop("weight", None)
+        d.pop("bias", None)
+        model_layers.append(d)
+    return {
+        "manifest_version": MANIFEST_VERSION,
+        "top": name,
+        "model": model.name,
+        "clock": "clk",
+        "reset": "rst",
+        "reset_active": "high",
+        "reset_kind": "synchronous",
+        "input": top.in_layout.to_dict() | {
+            "tlast": "ignored: a sample is always beats_per_sample beats (framing by count)"},
+        "output": top.out_layout.to_dict() | {"tlast": "high on the last beat of each sample"},
+        "cycles_per_inference": top.cycles_per_inference,
+        "cycles_per_inference_definition": (
+            "cycles from the first input beat accepted to the last output beat accepted, "
+            "isolated sample, input presented back to back, output always ready"),
+        "latency_formula": (f"input_elements - 1 + {ADAPTER_LATENCY} + sum over dense engines of "
+                            f"(rows*cols + {ENGINE_LATENCY}) + sum over requant engines of "
+                            f"{REQUANT_LATENCY}"),
+        "initiation_interval": top.initiation_interval,
+        "initiation_interval_formula": "max(engine cycles (rows*cols/(pe*simd)), input elements, "
+                                       "output beats per sample)",
+        "mac_units": top.mac_units,
+        "macs_per_inference": int(model.macs()),
+        "io_pins": top.io_pins,
+        "fits_up5k_sg48_pins": top.io_pins <= IO_PINS_UP5K_SG48,
+        "resources_estimate": top.resources(),
+        "layers": layers,
+        "model_layers": model_layers,
+    }
+
+
+def build_manifest(model, *, elements_per_beat=None, name: str = "softfloor_top") -> dict:
+    """The manifest of the top that :func:`generate` would emit, without generating Verilog."""
+    top = SoftfloorTop(_as_model(model), elements_per_beat=elements_per_beat)
+    return _manifest(top, _check_name(name))
+
+
+def generate(model, out_dir, *, elements_per_beat=None, name: str = "softfloor_top"
+             ) -> Generated:
+    """Write ``out_dir/<name>.v`` (the whole network, one module tree) and ``manifest.json``.
+
+    Parameters
+    ----------
+    model : IntModel or path to a ``*.intmodel.json``
+    out_dir : path-like
+        Created if missing. Files are replaced atomically.
+    elements_per_beat : int, (int, int), {"input": int, "output": int} or None
+        See :class:`~softfloor.hw.top.SoftfloorTop`.
+    name : str
+        Verilog name of the top module.
+
+    Returns
+    -------
+    Generated
+        ``manifest`` (the dict written to ``manifest.json``), ``verilog`` and ``manifest_path``.
+    """
+    name = _check_name(name)
+    t0 = time.monotonic()
+    top = SoftfloorTop(_as_model(model), elements_per_beat=elements_per_beat)
+    manifest = _manifest(top, name)
+    text = verilog.convert(top, name=name, emit_src=False)
+    out_dir = Path(out_dir)
+    v_path = atomic_write_text(out_dir / f"{name}.v", text)
+    manifest["verilog"] = v_path.name
+    m_path = atomic_write_text(out_dir / "manifest.json", json.dumps(manifest, indent=1) + "\n")
+    return Generated(manifest, v_path, m_path, time.monotonic() - t0)
