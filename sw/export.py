@@ -72,5 +72,5 @@ def export(model: QuantMLP, input_spec: InputSpec, name: str = "model",
 def export_result(result, input_spec: InputSpec, name: str = "model") -> IntModel:
     """Export a :class:`~softfloor.train.TrainResult`, recording its config and accuracies."""
     return export(result.model, input_spec, name,
-                  {"train_config": result.config.to_dict(),
+                  {"train_config": result.config.to_dict() | {"input_bits": result.config.in_bits},
                    "accuracy": dict(result.accuracy), "train_seconds": round(result.seconds, 3)})

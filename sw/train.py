@@ -12,9 +12,11 @@ Deterministic for a seed: the run uses one CPU thread and its own random generat
 from __future__ import annotations
 
 import contextlib
+import os
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -76,7 +78,25 @@ class TrainConfig:
         return AnnealSchedule(self.k_start, self.k_end, self.hard_fraction)
 
     def to_dict(self) -> dict:
-        return asdict(self) | {"input_bits": self.in_bits, "sizes": list(self.sizes)}
+        """Plain JSON-able dict; ``TrainConfig.from_dict(cfg.to_dict()) == cfg``."""
+        return asdict(self) | {"sizes": list(self.sizes)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown training option(s) {', '.join(unknown)}; "
+                             f"known: {', '.join(sorted(names))}")
+        d = dict(d)
+        if "sizes" in d:
+            d["sizes"] = tuple(d["sizes"])
+        return cls(**d)
+
+
+def config_dict(cfg: TrainConfig) -> dict:
+    """The config as a JSON-able dict (with ``input_bits`` resolved)."""
+    return cfg.to_dict() | {"input_bits": cfg.in_bits}
 
 
 @dataclass
@@ -92,6 +112,10 @@ class TrainResult:
     accuracy: dict
     history: list = field(default_factory=list)
     seconds: float = 0.0
+
+    @property
+    def test_accuracy(self) -> float:
+        return float(self.accuracy["test"])
 
     def __str__(self) -> str:
         acc = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
@@ -142,10 +166,10 @@ def _fit(model, params, x, y, cfg: TrainConfig, on_epoch, progress: Progress | N
             opt.step()
             sched.step()
             loss_sum += float(loss.detach()) * len(idx)
-        info = {"epoch": epoch, "loss": loss_sum / n, "lr": sched.get_last_lr()[0]} | info
-        history.append(info)
+        info = {"loss": loss_sum / n, "lr": sched.get_last_lr()[0]} | info
+        history.append({"epoch": epoch + 1} | info)
         if progress is not None:
-            progress(epoch, cfg.epochs, info)
+            progress(epoch + 1, cfg.epochs, info)
     return history
 
 
@@ -159,15 +183,14 @@ def train_qat(cfg: TrainConfig, split: DigitsSplit, progress: Progress | None = 
     split : DigitsSplit
         Must have been loaded with ``cfg.in_bits`` input bits.
     progress : callable(epoch, epochs, info), optional
-        Called after every epoch with the loss, learning rate, ``k`` and ``hard``.
+        Called after every epoch (``epoch`` counts completed epochs, 1..epochs) with a dict of
+        the mean loss, learning rate, sharpness ``k`` and ``hard``.
     """
     _check_split(cfg, split)
     t0 = time.perf_counter()
     with _one_thread():
         torch.manual_seed(cfg.seed)
-        model = QuantMLP(cfg.sizes, cfg.weight_bits, cfg.act_bits, cfg.in_bits, cfg.surrogate,
-                         cfg.bias_bits, {"hard_grad": cfg.hard_grad}
-                         if cfg.surrogate == "sigmoid" else None)
+        model = _build(cfg, "qat")
         x = torch.as_tensor(split.c_train, dtype=torch.float64) * 2.0 ** model.input_exp
         y = torch.as_tensor(split.y_train)
         model.calibrate(x)
@@ -271,3 +294,47 @@ def float_hard_codes(model: QuantMLP, codes) -> np.ndarray:
 def quantized_accuracy(model: QuantMLP, codes, labels) -> float:
     """Accuracy of the hard-quantized model: argmax (first maximum) of the integer codes."""
     return float((np.argmax(hard_codes(model, codes), axis=1) == np.asarray(labels)).mean())
+
+
+# ----------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+def _build(cfg: TrainConfig, kind: str) -> torch.nn.Module:
+    if kind == "float":
+        return FloatMLP(cfg.sizes)
+    return QuantMLP(cfg.sizes, cfg.weight_bits, cfg.act_bits, cfg.in_bits, cfg.surrogate,
+                    cfg.bias_bits,
+                    {"hard_grad": cfg.hard_grad} if cfg.surrogate == "sigmoid" else None)
+
+
+def save_checkpoint(result: TrainResult, path) -> Path:
+    """Save a :class:`TrainResult` (config, weights, accuracies, history) atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    kind = "float" if isinstance(result.model, FloatMLP) else "qat"
+    blob = {"format": "softfloor.checkpoint", "version": 1, "kind": kind,
+            "config": result.config.to_dict(), "state_dict": result.model.state_dict(),
+            "accuracy": dict(result.accuracy), "history": list(result.history),
+            "seconds": float(result.seconds)}
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(blob, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path) -> TrainResult:
+    """Load a checkpoint written by :func:`save_checkpoint`; the QAT model comes back hard."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such checkpoint; run the training stage first")
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(blob, dict) or blob.get("format") != "softfloor.checkpoint":
+        raise ValueError(f"{path}: not a softfloor checkpoint")
+    cfg = TrainConfig.from_dict(blob["config"])
+    model = _build(cfg, blob["kind"])
+    model.load_state_dict(blob["state_dict"])
+    if isinstance(model, QuantMLP):
+        model.set_surrogate(cfg.k_end, True)
+    model.eval()
+    return TrainResult(model, cfg, blob["accuracy"], blob["history"], blob["seconds"])
