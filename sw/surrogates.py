@@ -288,5 +288,5 @@ class AnnealSchedule:
         n_soft = self.soft_epochs(epochs)
         if epoch >= n_soft:
             return float(self.k_end), True
-        t = epoch / (n_soft - 1) if n_soft > 1 else 1.0
+        t = epoch / (n_soft - 1) if n_soft > 1 else 0.0
         return float(self.k_start * (self.k_end / self.k_start) ** t), False
