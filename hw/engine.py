@@ -9,8 +9,9 @@ Each engine exposes, FINN style:
 
 * ``model(x)`` -- its numpy twin (calls the model's own ``execute``, i.e. ``softfloor.arith``);
 * ``cycles`` -- compute cycles per vector when streaming (the engine's initiation interval);
-* ``latency`` -- cycles from the first accepted input element of a vector to its last output
-  element when the engine is otherwise idle and its output always ready;
+* ``latency`` -- cycles from the handshake of the first input element of a vector to the
+  handshake of its last output element, when the engine is otherwise idle, its input presented
+  every cycle and its output always ready;
 * ``resources()`` -- an estimate of iCE40 resources (LUT4, DFF, EBR, DSP).
 
 DenseEngine micro-architecture (``pe = simd = 1``)
@@ -46,14 +47,12 @@ from . import primitives as P
 
 __all__ = ["DenseEngine", "RequantEngine", "ENGINE_LATENCY", "REQUANT_LATENCY"]
 
-#: Cycles from the issue of a vector's last MAC to its last result being valid at ``o``.
-#: Memory read, product, accumulator, scale, round/saturate registers, skid buffer = 6.
-PIPELINE_DEPTH = 6
-#: Latency of a DenseEngine: cycles from the first input element accepted to the last output
-#: element valid, idle engine, always-ready output, input presented every cycle:
-#: ``cols`` (load) + ``rows * cols`` (compute) + ENGINE_LATENCY.
-ENGINE_LATENCY = PIPELINE_DEPTH
-#: Latency of a RequantEngine (scale register, round/saturate register, skid buffer).
+#: Cycles from the last input element of a vector accepted to its last result accepted at ``o``
+#: (minus the ``rows * cols`` compute cycles): bank-full flag (1), memory read (1), product (1),
+#: accumulator (1), scale (1), round/saturate (1) registers; the skid buffer's output register is
+#: the round/saturate register's successor and the handshake happens on its first valid cycle.
+ENGINE_LATENCY = 6
+#: Same for a RequantEngine: scale register, round/saturate register, skid buffer.
 REQUANT_LATENCY = 3
 
 
@@ -131,8 +130,12 @@ class DenseEngine(wiring.Component):
 
     @property
     def latency(self) -> int:
-        """First input element accepted -> last output element valid (idle, output ready)."""
-        return self.cols + self.cycles + ENGINE_LATENCY
+        """Cycles from the first input element accepted to the last output element accepted.
+
+        Idle engine, input presented every cycle, output always ready:
+        ``(cols - 1) + rows * cols + ENGINE_LATENCY``.
+        """
+        return self.cols - 1 + self.cycles + ENGINE_LATENCY
 
     @property
     def mac_units(self) -> int:

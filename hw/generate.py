@@ -113,6 +113,9 @@ def _manifest(top: SoftfloorTop, name: str) -> dict:
 def build_manifest(model, *, elements_per_beat=None, name: str = "softfloor_top") -> dict:
     """The manifest of the top that :func:`generate` would emit, without generating Verilog."""
     top = SoftfloorTop(_as_model(model), elements_per_beat=elements_per_beat)
+    # Only introspected, never elaborated: silence Amaranth's UnusedElaboratable warnings.
+    for obj in [top, *top.engines]:
+        obj._MustUse__silence = True
     return _manifest(top, _check_name(name))
 
 

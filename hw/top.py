@@ -159,14 +159,16 @@ class SoftfloorTop(wiring.Component):
     def cycles_per_inference(self) -> int:
         """First input beat accepted -> last output beat accepted (isolated sample, output ready).
 
-        Each engine starts computing only when its whole input vector has arrived, so latencies
-        add up: input elements (one per cycle) + per engine ``rows * cols + ENGINE_LATENCY``
-        (``elements - 1 + REQUANT_LATENCY`` for a standalone Requant) + the adapters.
+        Cycle difference between the two handshakes, input beats presented back to back. Each
+        engine starts computing only when its whole input vector has arrived, so latencies add
+        up: 1 (unpacker) + ``input_elements - 1`` + per engine, from its last input accepted to
+        its last output accepted, ``rows * cols + ENGINE_LATENCY`` (``REQUANT_LATENCY`` for a
+        standalone Requant) + 1 (packer).
         """
         total = self.in_layout.elements - 1 + ADAPTER_LATENCY
         for e in self.engines:
-            total += e.latency - (e.cols if isinstance(e, DenseEngine) else e.elements - 1)
-        # Output beats beyond the one carrying the last element are not on the critical path.
+            n_in = e.cols if isinstance(e, DenseEngine) else e.elements
+            total += e.latency - (n_in - 1)
         return total
 
     @property

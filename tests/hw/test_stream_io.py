@@ -1,0 +1,78 @@
+"""Beat <-> element adapters: numpy pack/unpack faces and the Amaranth gearboxes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from amaranth.hdl import signed, unsigned
+
+from softfloor.hw.stream_io import BeatLayout, BeatPacker, BeatUnpacker
+
+from .streamsim import run_stream
+
+
+def test_layout_defaults_and_validation():
+    L = BeatLayout(unsigned(4), elements=9, elements_per_beat=2)
+    assert (L.tdata_width, L.beats_per_sample, L.last_beat_elements) == (8, 5, 1)
+    assert BeatLayout(signed(3), elements=4, elements_per_beat=2).tdata_width == 8
+    with pytest.raises(ValueError):
+        BeatLayout(unsigned(4), elements=4, elements_per_beat=3, tdata_width=12)
+    with pytest.raises(ValueError):
+        BeatLayout(unsigned(4), elements=4, elements_per_beat=0)
+
+
+@pytest.mark.parametrize("shape,n,epb", [(unsigned(4), 9, 2), (signed(3), 7, 2),
+                                         (signed(5), 5, 3), (unsigned(8), 3, 1)])
+def test_pack_unpack_roundtrip(shape, n, epb):
+    L = BeatLayout(shape, elements=n, elements_per_beat=epb)
+    rng = np.random.default_rng(0)
+    lo, hi = (-(1 << (shape.width - 1)), (1 << (shape.width - 1)) - 1) if shape.signed \
+        else (0, (1 << shape.width) - 1)
+    s = [int(v) for v in rng.integers(lo, hi + 1, n)]
+    beats = L.pack(s)
+    assert len(beats) == L.beats_per_sample
+    assert [b[1] for b in beats] == [0] * (len(beats) - 1) + [1]
+    assert all(0 <= b[0] < 1 << (epb * shape.width) for b in beats)   # unused bits zero
+    assert L.unpack([b[0] for b in beats]) == s
+
+
+@pytest.mark.parametrize("shape,n,epb,gap,stall", [
+    (unsigned(4), 9, 2, 0.0, 0.0), (signed(3), 7, 2, 0.3, 0.5), (signed(5), 5, 3, 0.5, 0.2),
+    (unsigned(8), 3, 1, 0.2, 0.2)])
+def test_unpacker(shape, n, epb, gap, stall):
+    L = BeatLayout(shape, elements=n, elements_per_beat=epb)
+    rng = np.random.default_rng(1)
+    samples = [[int(v) for v in rng.integers(-4 if shape.signed else 0, 4, n)] for _ in range(6)]
+    beats = []
+    for s in samples:
+        for word, last in L.pack(s):
+            # Garbage in the unused high bits must be ignored; tlast is ignored too.
+            beats.append((word | (0 if epb * shape.width == L.tdata_width else
+                                  (1 << (L.tdata_width - 1))), int(rng.integers(2))))
+    dut = BeatUnpacker(L)
+    r = run_stream(dut, i_valid=dut.i.valid, i_ready=dut.i.ready, i_data=dut.i.payload.data,
+                   i_last=dut.i.payload.last, o_valid=dut.o.valid, o_ready=dut.o.ready,
+                   o_data=dut.o.payload, inputs=beats, n_out=6 * n, gap_prob=gap,
+                   stall_prob=stall, rng=rng, idle_after=5)
+    # Partial last beats carry only their valid elements.
+    assert r.outputs == [v for s in samples for v in s]
+    if gap == stall == 0:
+        assert np.all(np.diff(r.out_cycles) == 1)       # one element per cycle, no bubbles
+
+
+@pytest.mark.parametrize("in_shape,shape,n,epb,gap,stall", [
+    (unsigned(4), unsigned(4), 9, 2, 0.0, 0.0), (signed(13), signed(16), 4, 1, 0.3, 0.3),
+    (signed(3), signed(3), 7, 2, 0.4, 0.5), (unsigned(2), unsigned(2), 5, 4, 0.1, 0.6)])
+def test_packer(in_shape, shape, n, epb, gap, stall):
+    L = BeatLayout(shape, elements=n, elements_per_beat=epb)
+    rng = np.random.default_rng(2)
+    lo = -(1 << (in_shape.width - 1)) if in_shape.signed else 0
+    hi = (1 << (in_shape.width - 1)) - 1 if in_shape.signed else (1 << in_shape.width) - 1
+    samples = [[int(v) for v in rng.integers(lo, hi + 1, n)] for _ in range(5)]
+    dut = BeatPacker(L, in_shape)
+    r = run_stream(dut, i_valid=dut.i.valid, i_ready=dut.i.ready, i_data=dut.i.payload,
+                   o_valid=dut.o.valid, o_ready=dut.o.ready, o_data=dut.o.payload.data,
+                   o_last=dut.o.payload.last, inputs=[v for s in samples for v in s],
+                   n_out=5 * L.beats_per_sample, gap_prob=gap, stall_prob=stall, rng=rng,
+                   idle_after=5)
+    want = [b for s in samples for b in L.pack(s)]
+    assert list(zip(r.outputs, r.lasts)) == want

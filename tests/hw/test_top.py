@@ -1,0 +1,97 @@
+"""The whole streaming top against softfloor.golden, with AXI4-Stream gaps and backpressure."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from softfloor import golden
+from softfloor.hw.generate import build_manifest
+from softfloor.hw.top import SoftfloorTop
+from softfloor.intmodel import CodeType, Dense, InputSpec, IntModel, OutputSpec, Requant
+
+from .randmodel import random_codes, random_model
+from .streamsim import run_stream
+
+
+def stream_top(top, codes, *, gap=0.0, stall=0.0, seed=0):
+    IL, OL = top.in_layout, top.out_layout
+    beats = [b for s in codes for b in IL.pack(s)]
+    n_out = len(codes) * OL.beats_per_sample
+    r = run_stream(top, i_valid=top.s_axis_tvalid, i_ready=top.s_axis_tready,
+                   i_data=top.s_axis_tdata, i_last=top.s_axis_tlast,
+                   o_valid=top.m_axis_tvalid, o_ready=top.m_axis_tready,
+                   o_data=top.m_axis_tdata, o_last=top.m_axis_tlast, inputs=beats, n_out=n_out,
+                   gap_prob=gap, stall_prob=stall, rng=np.random.default_rng(seed),
+                   idle_after=20)
+    bps = OL.beats_per_sample
+    out = np.array([OL.unpack(r.outputs[k * bps:(k + 1) * bps]) for k in range(len(codes))])
+    assert r.lasts == ([0] * (bps - 1) + [1]) * len(codes)
+    return out, r
+
+
+def check_timing(top, codes, manifest):
+    """Isolated latency and back-to-back II, measured, equal the manifest's numbers."""
+    out, r = stream_top(top, codes)
+    np.testing.assert_array_equal(out, golden.run(top.model, codes))
+    bi, bo = top.in_layout.beats_per_sample, top.out_layout.beats_per_sample
+    first_in = r.in_cycles[::bi]
+    last_out = r.out_cycles[bo - 1::bo]
+    assert last_out[0] - first_in[0] == manifest["cycles_per_inference"]
+    ii = np.diff(last_out)
+    assert set(ii[1:]) == {manifest["initiation_interval"]}, ii
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_top_16_8_4_random(seed):
+    """16-8-4 with random bits/signedness/rounding; 5 samples, gaps and backpressure."""
+    rng = np.random.default_rng(seed)
+    model = random_model(rng, [16, 8, 4], final_requant=bool(seed % 2))
+    codes = random_codes(rng, model, 5)
+    top = SoftfloorTop(model)
+    out, _ = stream_top(top, codes, gap=0.3, stall=0.5, seed=seed)
+    np.testing.assert_array_equal(out, golden.run(model, codes))
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_top_timing_matches_manifest(seed):
+    rng = np.random.default_rng(50 + seed)
+    model = random_model(rng, [16, 8, 4], final_requant=bool(seed % 2))
+    check_timing(SoftfloorTop(model), random_codes(rng, model, 4), build_manifest(model))
+
+
+def test_top_timing_when_a_later_layer_is_the_bottleneck():
+    rng = np.random.default_rng(9)
+    model = random_model(rng, [3, 12, 10, 2], final_requant=True)
+    man = build_manifest(model)
+    assert man["initiation_interval"] == 120
+    check_timing(SoftfloorTop(model), random_codes(rng, model, 4), man)
+
+
+def test_top_standalone_requant_and_dense_dense():
+    """Requant first (no Dense before it), two Denses back to back, raw logits out."""
+    rng = np.random.default_rng(5)
+    spec = InputSpec((6,), 8, True, 1.0)
+    rq0 = Requant("pre", 2, "half_even", 5, True, -16, 15)
+    t = rq0.out_type(spec.code_type)
+    w1 = rng.integers(-4, 4, (5, 6))
+    d1 = Dense("fc0", w1, np.zeros(5, dtype=np.int64), 3, 2, 12)
+    w2 = rng.integers(-2, 2, (3, 5))
+    d2 = Dense("fc1", w2, np.array([1, -1, 0]), 2, 2, 16)
+    rq2 = Requant("post", 3, "floor", 6, True, -20, 31, multiplier=3)
+    model = IntModel(spec, [rq0, d1, d2, rq2], OutputSpec(1.0))
+    codes = rng.integers(-128, 128, (6, 6))
+    codes[0] = [-128, 127, 2, -2, 6, -6]       # ties of the first requant
+    top = SoftfloorTop(model)
+    out, _ = stream_top(top, codes, gap=0.2, stall=0.3)
+    np.testing.assert_array_equal(out, golden.run(model, codes))
+    check_timing(SoftfloorTop(model), codes, build_manifest(model))
+
+
+@pytest.mark.parametrize("epb", [1, (3, 2), {"input": 4, "output": 3}])
+def test_top_elements_per_beat(epb):
+    rng = np.random.default_rng(21)
+    model = random_model(rng, [10, 6, 5], in_bits=4, act_bits=3, final_requant=True)
+    top = SoftfloorTop(model, elements_per_beat=epb)
+    codes = random_codes(rng, model, 4)
+    out, _ = stream_top(top, codes, gap=0.3, stall=0.3)
+    np.testing.assert_array_equal(out, golden.run(model, codes))
