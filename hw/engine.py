@@ -96,6 +96,7 @@ class DenseEngine(wiring.Component):
 
     def __init__(self, dense: Dense, in_type: CodeType, requant: Requant | None = None, *,
                  pe: int = 1, simd: int = 1):
+        self._MustUse__silence = True           # no "never used" warning if validation fails
         if not isinstance(dense, Dense):
             raise TypeError(f"dense must be a Dense layer, got {type(dense).__name__}")
         if not isinstance(in_type, CodeType):
@@ -116,6 +117,7 @@ class DenseEngine(wiring.Component):
         self.out_shape = _out_shape(self.out_type)
         super().__init__({"i": In(stream.Signature(self.in_shape)),
                           "o": Out(stream.Signature(self.out_shape))})
+        self._MustUse__silence = False
 
     # -- the FINN-style faces ---------------------------------------------------------------
     def model(self, x: np.ndarray) -> np.ndarray:
@@ -282,6 +284,7 @@ class RequantEngine(wiring.Component):
     """
 
     def __init__(self, requant: Requant, in_type: CodeType, *, elements: int):
+        self._MustUse__silence = True           # no "never used" warning if validation fails
         if not isinstance(requant, Requant):
             raise TypeError(f"requant must be a Requant layer, got {type(requant).__name__}")
         if isinstance(elements, bool) or not isinstance(elements, int) or elements < 1:
@@ -292,6 +295,7 @@ class RequantEngine(wiring.Component):
         self.rows, self.cols = elements, 1
         super().__init__({"i": In(stream.Signature(self.in_shape)),
                           "o": Out(stream.Signature(self.out_shape))})
+        self._MustUse__silence = False
 
     def model(self, x):
         return self.requant.execute(np.asarray(x, dtype=np.int64))

@@ -119,6 +119,7 @@ class SoftfloorTop(wiring.Component):
     def __init__(self, model: IntModel, *, elements_per_beat=None):
         if not isinstance(model, IntModel):
             raise TypeError(f"model must be an IntModel, got {type(model).__name__}")
+        self._MustUse__silence = True           # no "never used" warning if validation fails
         self.model = model
         self.engines = plan_engines(model)
         in_epb, out_epb = _split_epb(elements_per_beat)
@@ -139,6 +140,7 @@ class SoftfloorTop(wiring.Component):
             "m_axis_tdata": Out(ow), "m_axis_tvalid": Out(1), "m_axis_tlast": Out(1),
             "m_axis_tready": In(1),
         })
+        self._MustUse__silence = False
 
     # -- the FINN-style faces ---------------------------------------------------------------
     def model_run(self, codes) -> np.ndarray:

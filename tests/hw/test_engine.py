@@ -74,6 +74,7 @@ def test_dense_engine_validates():
     with pytest.raises(NotImplementedError):
         DenseEngine(d, t, pe=2)
     e = DenseEngine(d, t)
+    e._MustUse__silence = True
     assert e.cycles == 4 and e.mac_units == 1
     assert set(e.resources()) >= {"lut4", "dff", "ebr", "dsp"}
 
