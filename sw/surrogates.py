@@ -193,6 +193,9 @@ class Surrogate:
 
     __call__ = forward
 
+    def __str__(self) -> str:
+        return f"{self.name}(k={self.k:g}, hard={self.hard})"
+
     def soft_forward(self, v: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 

@@ -1,0 +1,114 @@
+"""Quantizers and quantized layers: code ranges, power-of-two scales, exactness vs arith."""
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from softfloor import arith
+from softfloor.models import FloatMLP, QuantMLP
+from softfloor.quant import (QuantLinear, QuantReLU, WeightQuantizer, requant_params,
+                             weight_code_range)
+
+D = torch.float64
+
+
+@pytest.mark.parametrize("bits, lo, hi", [(1, -1, 1), (2, -1, 1), (3, -4, 3), (4, -8, 7),
+                                          (8, -128, 127)])
+def test_weight_codes(bits, lo, hi):
+    assert weight_code_range(bits) == (lo, hi)
+    wq = WeightQuantizer(bits).double()
+    w = torch.randn(64, 64, dtype=D, generator=torch.Generator().manual_seed(bits))
+    wq.init_scale(w)
+    c = wq.codes(w)
+    assert c.dtype == torch.int64 and c.min() >= lo and c.max() <= hi
+    if bits == 1:
+        assert set(c.unique().tolist()) == {-1, 1}
+    else:
+        assert c.min() == lo or bits >= 4  # the LSQ init does not saturate much at 4+ bits
+    s = wq.scale()
+    assert s.item() == 2.0 ** wq.exp
+    assert torch.equal(wq(w), s * c.to(D))
+    want = torch.clamp(torch.floor(w / s + 0.5), lo, hi) if bits > 1 else \
+        torch.where(w >= 0, 1.0, -1.0).to(D)
+    assert torch.equal(c.to(D), want)
+
+
+def test_weight_gradients_are_lsq_like():
+    wq = WeightQuantizer(3).double()
+    wq.log2_scale.data.fill_(-2.0)  # s = 1/4, codes [-4, 3] cover [-1, 0.75]
+    w = torch.tensor([-2.0, -0.3, 0.1, 0.6, 5.0], dtype=D, requires_grad=True)
+    wq(w).sum().backward()
+    assert w.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]  # clipped straight-through
+    assert wq.log2_scale.grad is not None and wq.log2_scale.grad != 0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(-5000, 5000), min_size=1, max_size=50), st.integers(0, 9),
+       st.integers(1, 8))
+def test_quant_relu_hard_is_arith_requantize(acc, shift, bits):
+    act = QuantReLU(bits, "sigmoid").double()
+    act.log2_scale.data.fill_(float(shift - 9))
+    act.surrogate.hard = True
+    acc_t = torch.tensor(acc, dtype=torch.int64)
+    x = acc_t.to(D) * 2.0 ** -9  # an accumulator at scale 2**-9
+    q = act(x) / 2.0 ** (shift - 9)
+    want = arith.requantize(acc_t, shift, "half_up", 0, (1 << bits) - 1)
+    assert torch.equal(q, want.to(D))
+
+
+def test_quant_relu_soft_and_init():
+    act = QuantReLU(4).double()
+    x = torch.linspace(-2, 10, 1001, dtype=D)
+    act.init_scale(x)
+    assert act.exp == 0  # 99.9th percentile ~ 10 -> 10/15 -> 2**0
+    act.surrogate.k = 1e-3  # soft, k -> 0: just ReLU clipped to [0, 15]
+    assert torch.allclose(act(x), x.clamp(0, 15), atol=1e-3)
+    assert "bits=4" in repr(act) and "sigmoid" in repr(act)
+
+
+def test_quant_linear_is_integer_exact():
+    torch.manual_seed(0)
+    lin = QuantLinear(64, 32, weight_bits=4, bias_bits=8).double()
+    codes = torch.randint(0, 16, (100, 64))
+    in_exp = -4
+    acc = lin(codes.to(D) * 2.0 ** in_exp, in_exp)
+    w, b = lin.weight_codes(), lin.bias_codes(in_exp)
+    want = codes @ w.T + b
+    assert torch.equal(acc * 2.0 ** -(in_exp + lin.wq.exp), want.to(D))
+
+
+def test_bias_is_clipped_to_bias_bits():
+    lin = QuantLinear(4, 3, weight_bits=4, bias_bits=4).double()
+    lin.bias.data = torch.tensor([100.0, -100.0, 0.0], dtype=D)
+    assert lin.bias_codes(-4).tolist() == [7, -8, 0]
+
+
+def test_requant_params():
+    assert requant_params(-4, -4, -3) == (5, 1)
+    assert requant_params(-4, -4, -8) == (0, 1)
+    assert requant_params(-2, 1, -4) == (0, 8)  # a negative shift becomes a multiplier
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"weight_bits": 0}, "weight_bits must be an integer from 1 to 8"),
+    ({"weight_bits": 9}, "weight_bits must be an integer from 1 to 8"),
+    ({"act_bits": 0}, "act_bits must be an integer from 1 to 8"),
+    ({"act_bits": 12}, "act_bits must be an integer from 1 to 8"),
+    ({"input_bits": 9}, "input_bits must be an integer from 1 to 8"),
+    ({"surrogate": "magic"}, "unknown surrogate 'magic'; choose one of"),
+])
+def test_bad_model_options(kw, match):
+    with pytest.raises(ValueError, match=match):
+        QuantMLP(**kw)
+
+
+def test_models_shape_and_print():
+    q, f = QuantMLP(), FloatMLP()
+    x = torch.rand(5, 64)
+    assert q(x).shape == (5, 10) and q(x).dtype == D
+    assert f(x).shape == (5, 10)
+    text = str(q)
+    assert "64->64, bias_bits=16" in text and "QuantReLU(bits=4" in text
+    assert sum(isinstance(m, torch.nn.Linear) for m in f.modules()) == 3
+    assert np.all([a.exp == 0 for a in q.acts])  # before calibration
