@@ -1,0 +1,149 @@
+"""Train -> export -> save/load -> golden: integer codes equal the torch hard forward, always."""
+import numpy as np
+import pytest
+
+from softfloor import golden, intmodel
+from softfloor.data import load_digits_split
+from softfloor.export import export, export_result
+from softfloor.intmodel import Dense, ModelFormatError, Requant
+from softfloor.train import (TrainConfig, float_hard_codes, hard_codes, load_checkpoint,
+                             save_checkpoint, train_float, train_qat)
+
+SHORT = 6  # epochs of the quick runs: enough to move every scale, fast
+
+
+@pytest.fixture(scope="module")
+def splits():
+    cache = {}
+
+    def get(bits):
+        if bits not in cache:
+            cache[bits] = load_digits_split(bits)
+        return cache[bits]
+    return get
+
+
+def assert_bit_exact(result, split, model):
+    """golden(exported) == hard_codes(torch) == float hard forward, on every sample."""
+    for codes in (split.c_test, split.c_train):
+        want, want_layers = hard_codes(result.model, codes, intermediates=True)
+        got, got_layers = golden.run(model, codes, intermediates=True)
+        assert got.dtype == np.int64 and want.dtype == np.int64
+        assert np.array_equal(got, want)
+        assert len(got_layers) == len(want_layers) == len(model.layers)
+        for g, w in zip(got_layers, want_layers):
+            assert np.array_equal(g, w)
+        assert np.array_equal(float_hard_codes(result.model, codes), want)
+
+
+@pytest.mark.parametrize("wb, ab, ib, surrogate", [
+    (4, 4, None, "sigmoid"), (8, 8, None, "sigmoid"), (2, 2, None, "ste"),
+    (1, 1, None, "sigmoid"), (3, 5, 8, "ste"),
+])
+def test_export_is_bit_exact(wb, ab, ib, surrogate, splits, tmp_path):
+    cfg = TrainConfig(weight_bits=wb, act_bits=ab, input_bits=ib, surrogate=surrogate,
+                      epochs=SHORT)
+    split = splits(cfg.in_bits)
+    res = train_qat(cfg, split)
+    assert res.accuracy["bit_exact"] is True
+    model = export_result(res, split.input_spec, name=f"w{wb}a{ab}")
+    path = intmodel.save(model, tmp_path / "m.intmodel.json")
+    loaded = intmodel.load(path)
+    assert loaded.to_dict() == model.to_dict()
+    assert_bit_exact(res, split, loaded)
+    acc = float(np.mean(golden.predict(loaded, split.c_test) == split.y_test))
+    assert acc == res.accuracy["test"] == loaded.meta["accuracy"]["test"]
+    assert loaded.meta["train_config"]["weight_bits"] == wb
+    assert loaded.output.scale == 2.0 ** (res.model.layer_exps()[-1]
+                                          + res.model.linears[-1].wq.exp)
+    # Structure: dense, requant, dense, requant, dense; ReLU saturation at act_bits.
+    ops = [type(layer) for layer in loaded.layers]
+    assert ops == [Dense, Requant, Dense, Requant, Dense]
+    for layer in loaded.layers:
+        if isinstance(layer, Requant):
+            assert (layer.rounding, layer.lo, layer.hi, layer.signed) == \
+                ("half_up", 0, 2 ** ab - 1, False)
+        else:
+            assert layer.weight_bits == wb
+            lo, hi = intmodel.arith.code_range(layer.weight_bits, True)
+            assert layer.weight.min() >= max(lo, -1 if wb <= 2 else lo)
+            assert layer.weight.max() <= (1 if wb <= 2 else hi)
+
+
+def test_widths_are_minimal(splits):
+    split = splits(4)
+    res = train_qat(TrainConfig(epochs=2), split)
+    model = export(res.model, split.input_spec)
+    for i, layer in enumerate(model.layers):
+        if not isinstance(layer, Dense):
+            continue
+        tight = [layer_ if j != i else Dense(layer.name, layer.weight, layer.bias,
+                                             layer.weight_bits, layer.bias_bits,
+                                             layer.acc_bits - 1)
+                 for j, layer_ in enumerate(model.layers)]
+        with pytest.raises(ModelFormatError, match="can overflow"):
+            intmodel.IntModel(model.input, tight, model.output)
+        b = layer.bias
+        lo, hi = intmodel.arith.code_range(layer.bias_bits - 1, True) \
+            if layer.bias_bits > 1 else (0, 0)
+        assert b.min() < lo or b.max() > hi or layer.bias_bits == 1
+
+
+def test_negative_shift_becomes_a_multiplier(splits):
+    split = splits(4)
+    res = train_qat(TrainConfig(epochs=2), split)
+    m = res.model
+    lin, act = m.linears[1], m.acts[1]
+    act.log2_scale.data.fill_(float(m.acts[0].exp + lin.wq.exp - 2))  # 4x finer than the acc
+    model = export(m, split.input_spec)
+    rq = model.layers[3]
+    assert (rq.shift, rq.multiplier) == (0, 4)
+    assert_bit_exact(res, split, model)
+
+
+def test_deterministic(splits):
+    split = splits(4)
+    a = train_qat(TrainConfig(epochs=3, seed=5), split)
+    b = train_qat(TrainConfig(epochs=3, seed=5), split)
+    assert a.history == b.history
+    assert np.array_equal(hard_codes(a.model, split.c_test), hard_codes(b.model, split.c_test))
+
+
+def test_progress_and_checkpoint(splits, tmp_path):
+    split = splits(4)
+    seen = []
+    res = train_qat(TrainConfig(epochs=4), split, progress=lambda e, n, info: seen.append(
+        (e, n, info["hard"])))
+    assert seen == [(1, 4, False), (2, 4, False), (3, 4, False), (4, 4, True)]
+    back = load_checkpoint(save_checkpoint(res, tmp_path / "model.pt"))
+    assert back.config == res.config and back.accuracy == res.accuracy
+    assert np.array_equal(hard_codes(back.model, split.c_test), hard_codes(res.model, split.c_test))
+    fl = train_float(TrainConfig(epochs=3), split)
+    assert 0 < fl.test_accuracy <= 1
+    assert load_checkpoint(save_checkpoint(fl, tmp_path / "f.pt")).accuracy == fl.accuracy
+
+
+def test_errors(splits):
+    with pytest.raises(ValueError, match="weight_bits must be an integer from 1 to 8"):
+        TrainConfig(weight_bits=9)
+    with pytest.raises(ValueError, match="input_bits must be an integer from 1 to 8"):
+        TrainConfig(input_bits=0)
+    with pytest.raises(ValueError, match="unknown surrogate"):
+        TrainConfig(surrogate="relu6")
+    with pytest.raises(ValueError, match=r"load_digits_split\(8\)"):
+        train_qat(TrainConfig(act_bits=8, epochs=1), splits(4))
+    res = train_qat(TrainConfig(epochs=1), splits(4))
+    with pytest.raises(ValueError, match="does not match the model's input"):
+        export(res.model, splits(8).input_spec)
+
+
+@pytest.mark.slow
+def test_default_w4a4_reaches_95_percent(splits):
+    split = splits(4)
+    res = train_qat(TrainConfig(), split)
+    assert res.seconds < 60
+    assert res.accuracy["test"] >= 0.95, res
+    model = export_result(res, split.input_spec)
+    assert_bit_exact(res, split, model)
+    assert float(np.mean(golden.predict(model, split.c_test) == split.y_test)) == \
+        res.accuracy["test"]
