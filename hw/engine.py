@@ -19,8 +19,8 @@ DenseEngine micro-architecture (``pe = simd = 1``)
 ::
 
     i ──► loader ──► input buffer (2 banks, ping-pong) ──┐
-                                      weight ROM ─────────┼─► x*w ─► acc ─► *mult ─► round/sat ─► skid ─► o
-                                      bias ROM ───────────┘   (reg)   (reg)  (reg)    (reg)
+                                      weight ROM ─────────┼─► x*w ─► acc ─► *mult ─► round ─► sat ─► skid ─► o
+                                      bias ROM ───────────┘   (reg)   (reg)  (reg)   (reg)  (reg)
 
 * The loader writes element ``c`` of a vector into the free bank; when the vector is complete the
   bank is marked full and the loader switches to the other bank (``i.ready`` is low only while
@@ -28,7 +28,7 @@ DenseEngine micro-architecture (``pe = simd = 1``)
 * The issuer walks ``(row, col)`` over the full bank, one MAC per cycle, without a bubble between
   rows or between back-to-back vectors; the bank is released when its last element is read.
 * Stages: memory read (1) -> product register (1) -> accumulator (1) -> ``acc * multiplier``
-  register (1) -> round/saturate register (1) -> output skid buffer. The whole pipeline stalls
+  register (1) -> round register (1) -> saturate register (1) -> output skid buffer. The whole pipeline stalls
   only while a finished result cannot leave the round/saturate register.
 """
 from __future__ import annotations
@@ -49,9 +49,9 @@ __all__ = ["DenseEngine", "RequantEngine", "ENGINE_LATENCY", "REQUANT_LATENCY"]
 
 #: Cycles from the last input element of a vector accepted to its last result accepted at ``o``
 #: (minus the ``rows * cols`` compute cycles): bank-full flag (1), memory read (1), product (1),
-#: accumulator (1), scale (1), round/saturate (1) registers; the skid buffer's output register is
-#: the round/saturate register's successor and the handshake happens on its first valid cycle.
-ENGINE_LATENCY = 6
+#: accumulator (1), scale (1), round (1), saturate (1) registers; the skid buffer's output register
+#: is the saturate register's successor and the handshake happens on its first valid cycle.
+ENGINE_LATENCY = 7
 #: Same for a RequantEngine: scale register, round/saturate register, skid buffer.
 REQUANT_LATENCY = 3
 
@@ -252,16 +252,20 @@ class DenseEngine(wiring.Component):
         rq = self.requant
         mult = rq.multiplier if rq else 1
         scaled = Signal(signed(len(acc) + (mult.bit_length() + 1 if mult != 1 else 0)))
-        v4 = Signal()
+        v4, v5 = Signal(), Signal()
+        rounded = Signal(P.round_shift(scaled, rq.shift, rq.rounding).shape() if rq
+                         else scaled.shape())
         res = stream.Signature(self.out_shape).create()
         with m.If(advance):
             m.d.sync += [v4.eq(v3), scaled.eq(acc * mult if mult != 1 else acc)]
+            # Rounding and saturation in separate stages: together they are the critical path.
+            m.d.sync += [v5.eq(v4),
+                         rounded.eq(P.round_shift(scaled, rq.shift, rq.rounding) if rq else scaled)]
             if rq:
-                m.d.sync += res.payload.eq(P.saturate(P.round_shift(scaled, rq.shift, rq.rounding),
-                                                      rq.lo, rq.hi, self.out_shape))
+                m.d.sync += res.payload.eq(P.saturate(rounded, rq.lo, rq.hi, self.out_shape))
             else:
-                m.d.sync += res.payload.eq(scaled)
-            m.d.sync += res.valid.eq(v4)
+                m.d.sync += res.payload.eq(rounded)
+            m.d.sync += res.valid.eq(v5)
         m.d.comb += advance.eq(~res.valid | res.ready)
 
         # ---- output skid buffer -----------------------------------------------------------

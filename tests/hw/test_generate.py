@@ -38,7 +38,7 @@ def test_manifest_contract_digits():
         elements=10)
     assert man["io_pins"] == 32 and man["fits_up5k_sg48_pins"]
     assert man["initiation_interval"] == 64 * 64
-    assert man["cycles_per_inference"] == 64 + 1 + (4096 + 6) + (2048 + 6) + (320 + 6)
+    assert man["cycles_per_inference"] == 64 + 1 + (4096 + 7) + (2048 + 7) + (320 + 7)
     assert man["mac_units"] == 3 and man["macs_per_inference"] == 64 * 64 + 64 * 32 + 32 * 10
     assert [(l["name"], l["kind"], l["rows"], l["cols"], l["pe"], l["simd"], l["cycles"])
             for l in man["layers"]] == [("fc0", "dense", 64, 64, 1, 1, 4096),
