@@ -36,10 +36,17 @@ Progress = Callable[[int, int, dict], None]
 class TrainConfig:
     """Everything a training run depends on.
 
-    The default surrogate is ``"sigmoid"``: the normalised sigmoid staircase anneals from
-    ``k_start`` (close to the identity, i.e. float training) to ``k_end``, then the last
-    ``hard_fraction`` of the epochs train with the exact hard rounding in the forward pass and
-    the smooth gradient ``R_k'`` in the backward pass.
+    The default surrogate is ``"sigmoid"``: the normalised sigmoid staircase anneals
+    geometrically from ``k_start = 1`` (close to the identity, i.e. float training) to
+    ``k_end = 20``, then the last ``hard_fraction = 0.25`` of the epochs train with the exact
+    hard rounding in the forward pass and the smooth gradient ``R_k'`` in the backward pass.
+
+    Why (measured, 60 epochs, seeds 0..9, hard-quantized test accuracy on 360 samples): at
+    w4a4 the sigmoid schedule and the STE tie (mean 97.6% both, min 97.2%), and the variants
+    tried (``k_end`` 10 or 50, hard-phase STE gradient, 10% hard phase, lr 1e-2) all land in
+    97.5-97.8%, within one or two test samples. So the default is the project's surrogate. At
+    1-2 bits the STE trains better (w2a2: 95.1% vs 94.4%; w1a1: 90.5% vs 88.4%, seeds 0..5);
+    use ``surrogate="ste"`` (or ``k_start=4`` for w2a2, 95.0%) there.
     """
     weight_bits: int = 4
     act_bits: int = 4
