@@ -1,46 +1,101 @@
-"""Random valid integer models for tests (accumulators sized from the actual weights)."""
+"""Random valid IntModels for tests (built only from softfloor.intmodel classes).
+
+Accumulator widths always come from the worst-case bound of the actual integer weights.
+"""
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
-from softfloor import arith, intmodel as im
+from softfloor import arith
+from softfloor.intmodel import CodeType, Dense, InputSpec, IntModel, OutputSpec, Requant
 
 
-def random_model(rng: np.random.Generator, widths=(16, 8, 4), weight_bits=4, act_bits=4,
-                 input_bits=4, input_signed=False, rounding=None, bias_scale=30,
-                 worst_case: bool = False) -> im.IntModel:
-    """A chain dense -> requant -> ... -> dense, with random (or worst-case) weights."""
+def acc_bits_for(weight, bias, t: CodeType) -> int:
+    lo, hi = arith.dense_bounds(weight, bias, t.lo, t.hi)
+    bits, _ = arith.bits_for_range(min(int(min(lo)), -1), max(int(max(hi)), 0))
+    return max(2, bits)
+
+
+def random_model(rng: np.random.Generator, sizes, *, in_bits=None, in_signed=None,
+                 weight_bits=None, act_bits=None, final_requant=None, multipliers=True,
+                 worst_case=False, name="rand") -> IntModel:
+    """A Dense/Requant chain ``sizes[0] -> sizes[1] -> ...`` with random integer parameters.
+
+    Unset options are drawn at random. ``worst_case`` uses only the extreme weight codes, so the
+    accumulators reach their bounds. Hidden layers always end in a Requant; the last layer ends
+    in one when ``final_requant`` (raw accumulator logits otherwise).
+    """
+    in_bits = in_bits or int(rng.integers(1, 9))
+    in_signed = bool(rng.integers(2)) if in_signed is None else in_signed
+    final_requant = bool(rng.integers(2)) if final_requant is None else final_requant
+    spec = InputSpec((sizes[0],), in_bits, in_signed, scale=1.0)
+    t = spec.code_type
     layers = []
-    t = im.CodeType.full(input_bits, input_signed)
-    wlo, whi = (-1, 1) if weight_bits == 1 else arith.code_range(weight_bits, True)
-    for i, (n_in, n_out) in enumerate(zip(widths, widths[1:])):
+    n = len(sizes) - 1
+    for k in range(n):
+        wb = weight_bits or int(rng.integers(1, 9))
+        wlo, whi = (-1, 1) if wb == 1 else arith.code_range(wb, True)
+        w = rng.integers(wlo, whi + 1, size=(sizes[k + 1], sizes[k]))
         if worst_case:
-            w = np.where(rng.random((n_out, n_in)) < 0.5, wlo, whi)
-        else:
-            w = rng.integers(wlo, whi + 1, (n_out, n_in))
-        if weight_bits == 1:
-            w = np.where(w >= 0, 1, -1)
-        b = rng.integers(-bias_scale, bias_scale + 1, n_out)
-        lo, hi = arith.dense_bounds(w, b, t.lo, t.hi)
-        bits, signed = arith.bits_for_range(int(min(lo)), int(max(hi)))
-        acc_bits = max(bits + (0 if signed else 1), 2)
-        bias_bits = max(arith.bits_for_range(int(b.min()), int(b.max()))[0] + 1, 2)
-        d = im.Dense(f"fc{i}", w, b, weight_bits, min(bias_bits, acc_bits), acc_bits)
+            w = np.where(w < 0, wlo, whi)
+        if wb == 1:
+            w = np.where(w == 0, 1, w)
+        bb = int(rng.integers(2, 10))
+        b = rng.integers(*arith.code_range(bb, True), size=sizes[k + 1], endpoint=True)
+        ab = acc_bits_for(w, b, t) + int(rng.integers(0, 3))
+        bb = min(bb, ab)
+        b = b.clip(*arith.code_range(bb, True))
+        ab = max(ab, acc_bits_for(w, b, t))
+        d = Dense(f"fc{k}", w.astype(np.int64), b.astype(np.int64), wb, bb, ab)
         layers.append(d)
         t = d.out_type(t)
-        if i < len(widths) - 2:
-            mode = rounding or arith.ROUNDING_MODES[int(rng.integers(3))]
-            span = max(abs(t.lo), abs(t.hi), 1)
-            shift = max(0, span.bit_length() - act_bits + int(rng.integers(-1, 2)))
-            r = im.Requant(f"act{i}", shift, mode, act_bits, False, 0, (1 << act_bits) - 1)
-            layers.append(r)
-            t = r.out_type(t)
-    return im.IntModel(im.InputSpec((widths[0],), input_bits, input_signed, 2.0 ** -input_bits),
-                       layers, im.OutputSpec(0.01), name="random")
+        if k < n - 1 or final_requant:
+            ob = act_bits or int(rng.integers(2, 9))
+            signed = bool(rng.integers(2))
+            clo, chi = arith.code_range(ob, signed)
+            kind = rng.integers(3)
+            if kind == 0 and signed:
+                lo, hi = 0, chi                                   # ReLU
+            elif kind == 1:
+                lo = int(rng.integers(clo, chi + 1))
+                hi = int(rng.integers(lo, chi + 1))               # narrowed clamp
+            else:
+                lo, hi = clo, chi
+            mult = int(rng.choice([1, 1, 3, 5, 77, 255])) if multipliers else 1
+            # Typical accumulators are ~sqrt(n) smaller than the worst case: aim the shift there
+            # so outputs use the whole code range rather than all saturating.
+            span = max(abs(t.lo), abs(t.hi), 1) * mult // max(1, math.isqrt(sizes[k]))
+            shift = max(0, span.bit_length() - ob + int(rng.integers(-2, 3)))
+            rq = Requant(f"rq{k}", shift, str(rng.choice(arith.ROUNDING_MODES)), ob, signed,
+                         lo, hi, mult)
+            layers.append(rq)
+            t = rq.out_type(t)
+    return IntModel(spec, layers, OutputSpec(1.0), name)
 
 
-def random_inputs(model: im.IntModel, rng: np.random.Generator, n: int) -> np.ndarray:
+def random_codes(rng: np.random.Generator, model: IntModel, n: int) -> np.ndarray:
     t = model.input.code_type
-    x = rng.integers(t.lo, t.hi + 1, (n, model.input.size))
-    x[: min(n, 2)] = [t.hi, t.lo][: min(n, 2)][0] if n == 1 else np.array([[t.hi], [t.lo]])[:min(n, 2)]
-    return x
+    return rng.integers(t.lo, t.hi, size=(n, model.input.size), endpoint=True)
+
+
+def digits_model(seed: int = 0) -> IntModel:
+    """A digits-sized 64-64-32-10 model, w4a4, 4-bit unsigned inputs, ReLU, raw logits out."""
+    rng = np.random.default_rng(seed)
+    spec = InputSpec((64,), 4, False, scale=1 / 15)
+    t = spec.code_type
+    layers = []
+    sizes = [64, 64, 32, 10]
+    for k in range(3):
+        w = rng.integers(-8, 8, size=(sizes[k + 1], sizes[k]))
+        b = rng.integers(-64, 64, size=sizes[k + 1])
+        d = Dense(f"fc{k}", w, b, 4, 8, acc_bits_for(w, b, t))
+        layers.append(d)
+        t = d.out_type(t)
+        if k < 2:
+            shift = max(0, max(abs(t.lo), abs(t.hi)).bit_length() - 6)
+            rq = Requant(f"act{k}", shift, "half_even" if k else "half_up", 4, False, 0, 15)
+            layers.append(rq)
+            t = rq.out_type(t)
+    return IntModel(spec, layers, OutputSpec(1.0), "digits")

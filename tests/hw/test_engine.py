@@ -8,7 +8,7 @@ from softfloor import golden
 from softfloor.hw.engine import DenseEngine, RequantEngine
 from softfloor.intmodel import CodeType, Dense, Requant
 
-from .randmodel import random_codes, random_model
+from tests.randmodel import random_codes, random_model
 from .streamsim import run_stream
 
 

@@ -11,7 +11,7 @@ from softfloor import golden, intmodel
 from softfloor.hw.generate import build_manifest, generate
 from softfloor.hw.top import SoftfloorTop
 
-from .randmodel import digits_model, random_codes, random_model
+from tests.randmodel import digits_model, random_codes, random_model
 from .test_top import check_timing
 
 PORTS = {"s_axis_tdata": "input", "s_axis_tvalid": "input", "s_axis_tlast": "input",

@@ -9,7 +9,7 @@ from softfloor.hw.generate import build_manifest
 from softfloor.hw.top import SoftfloorTop
 from softfloor.intmodel import CodeType, Dense, InputSpec, IntModel, OutputSpec, Requant
 
-from .randmodel import random_codes, random_model
+from tests.randmodel import random_codes, random_model
 from .streamsim import run_stream
 
 

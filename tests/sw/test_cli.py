@@ -38,7 +38,7 @@ def test_missing_model_file(tmp_path):
 
 
 def test_corrupt_model_file(tmp_path):
-    m = random_model(np.random.default_rng(0)).to_dict()
+    m = random_model(np.random.default_rng(0), (16, 8, 4), in_bits=4, final_requant=False, multipliers=False).to_dict()
     m["layers"][0]["acc_bits"] = 3
     p = tmp_path / "bad.intmodel.json"
     p.write_text(json.dumps(m))
@@ -51,7 +51,7 @@ def test_corrupt_model_file(tmp_path):
 
 
 def test_info_prints_summary(tmp_path):
-    p = im.save(random_model(np.random.default_rng(0)), tmp_path / "m.intmodel.json")
+    p = im.save(random_model(np.random.default_rng(0), (16, 8, 4), in_bits=4, final_requant=False, multipliers=False), tmp_path / "m.intmodel.json")
     assert cli.main(["info", str(p)]) == 0
 
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from softfloor import arith, golden, intmodel as im
-from tests.randmodel import random_model, random_inputs
+from tests.randmodel import random_codes, random_model
 
 
 def interpret(model: im.IntModel, sample) -> list[int]:
@@ -22,8 +22,8 @@ def interpret(model: im.IntModel, sample) -> list[int]:
 @pytest.mark.parametrize("seed", range(5))
 def test_golden_matches_interpreter(seed):
     rng = np.random.default_rng(seed)
-    m = random_model(rng, widths=(12, 9, 6, 3), worst_case=seed % 2 == 1)
-    x = random_inputs(m, rng, 50)
+    m = random_model(rng, (12, 9, 6, 3), worst_case=seed % 2 == 1)
+    x = random_codes(rng, m, 50)
     out, inter = golden.run(m, x, intermediates=True)
     assert len(inter) == len(m.layers)
     assert out.dtype == np.int64
@@ -32,7 +32,7 @@ def test_golden_matches_interpreter(seed):
 
 
 def test_input_range_is_enforced_or_clipped():
-    m = random_model(np.random.default_rng(0))
+    m = random_model(np.random.default_rng(0), (16, 8, 4), in_bits=4, in_signed=False)
     x = np.zeros((2, 16), dtype=np.int64)
     x[1, 3] = 16
     with pytest.raises(im.ModelFormatError, match=r"sample 1, element 3"):
@@ -46,7 +46,7 @@ def test_input_range_is_enforced_or_clipped():
 
 def test_streaming_equals_batch():
     rng = np.random.default_rng(3)
-    m = random_model(rng)
-    x = random_inputs(m, rng, 300)
+    m = random_model(rng, (16, 8, 4))
+    x = random_codes(rng, m, 300)
     chunks = [x[:100], x[100:250], x[250:]]
     np.testing.assert_array_equal(np.concatenate(list(golden.iter_run(m, chunks))), golden.run(m, x))

@@ -12,7 +12,7 @@ from tests.randmodel import random_model
 
 @pytest.fixture
 def model():
-    return random_model(np.random.default_rng(0))
+    return random_model(np.random.default_rng(0), (16, 8, 4), in_bits=4, final_requant=False, multipliers=False)
 
 
 def test_round_trip(model, tmp_path):

@@ -1,0 +1,74 @@
+"""The whole chain, as `make demo` runs it, and the chain from a user's model file."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from softfloor import cli, golden, intmodel
+from softfloor.sim import tools
+from tests.randmodel import random_model
+
+REPORT_KEYS = [
+    "accuracy.float", "accuracy.quantized", "accuracy.golden", "accuracy.rtl",
+    "hardware.cycles_per_inference", "hardware.initiation_interval", "hardware.mac_units",
+    "hardware.macs_per_inference", "synth.device", "synth.logic_cells", "synth.ff", "synth.dsp",
+    "synth.ram_blocks", "synth.fmax_mhz", "timings",
+]
+
+
+def get(d: dict, dotted: str):
+    for k in dotted.split("."):
+        d = d[k]
+    return d
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_default_flow_is_bit_exact_on_both_simulators(tmp_path):
+    for sim in tools.SIMULATORS:  # both, always: missing ones fail here
+        tools.ensure(sim)
+    out = tmp_path / "demo"
+    assert cli.main(["flow", "--out", str(out), "--no-synth", "--quiet"]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    for key in REPORT_KEYS:
+        get(rep, key)  # present (synth values are null with --no-synth)
+    acc = rep["accuracy"]
+    assert acc["quantized"] >= 0.95
+    assert acc["quantized"] == acc["golden"] == acc["rtl"]
+    for sim in tools.SIMULATORS:
+        assert rep["bit_exact"][sim] == {"samples": 360, "mismatches": 0, "first_mismatches": []}
+    vec = np.load(out / "vectors.npz")
+    assert vec["inputs"].shape == (360, 64) and vec["golden"].shape == (360, 10)
+    for sim in tools.SIMULATORS:
+        np.testing.assert_array_equal(vec[f"rtl_{sim}"], vec["golden"])
+    model = intmodel.load(out / "model.intmodel.json")
+    np.testing.assert_array_equal(golden.run(model, vec["inputs"]), vec["golden"])
+    man = json.loads((out / "manifest.json").read_text())
+    assert rep["hardware"]["cycles_per_inference"] == man["cycles_per_inference"]
+    assert rep["hardware"]["initiation_interval"] == man["initiation_interval"]
+    assert (out / f"{man['top']}.v").exists()
+    assert set(rep["timings"]) >= {"data", "train", "export", "golden", "rtl", "sim"}
+
+
+@pytest.mark.sim
+def test_flow_from_a_model_file_and_float_inputs(tmp_path):
+    rng = np.random.default_rng(5)
+    model = random_model(rng, (12, 6, 4), in_bits=4, in_signed=False)
+    model.input.scale = 0.25
+    mpath = intmodel.save(model, tmp_path / "user.intmodel.json")
+    x = rng.uniform(-1, 5, (30, 12))
+    y = rng.integers(0, 4, 30)
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    out = tmp_path / "out"
+    assert cli.main(["flow", "--out", str(out), "--model", str(mpath), "--inputs",
+                     str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"),
+                     "--simulator", "verilator", "--no-synth", "--quiet"]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["bit_exact"]["verilator"]["mismatches"] == 0
+    vec = np.load(out / "vectors.npz")
+    np.testing.assert_array_equal(vec["inputs"], model.input.quantize(x))
+    np.testing.assert_array_equal(vec["rtl_verilator"], golden.run(model, vec["inputs"]))
+    assert rep["accuracy"]["golden"] == rep["accuracy"]["rtl"]
