@@ -20,7 +20,7 @@ test-fast: bootstrap
 	$(PY) -m pytest -q -m "not sim and not synth and not slow"
 
 bench: bootstrap
-	$(PY) -m softfloor.bench --out build/bench
+	$(PY) -m softfloor.benchmarks --out build/bench $(SECTIONS)
 
 clean:
 	rm -rf build sim_build .pytest_cache .hypothesis
