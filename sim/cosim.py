@@ -7,6 +7,8 @@ outputs and the measured cycle counts.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -42,6 +44,7 @@ class CosimResult:
     run_seconds: float = 0.0
     waves: str | None = None
     raw: dict = field(default_factory=dict)
+    probes: list = field(default_factory=list)
 
     def __str__(self) -> str:
         return (f"{self.simulator}: {len(self.outputs)} samples, latency {self.latency_cycles} "
@@ -83,26 +86,46 @@ def build(verilog: Path, top: str, simulator: str, waves: bool = False, log=None
         if "CFG_CXXFLAGS_PCH_I" not in os.environ.get("MAKEFLAGS", ""):
             os.environ["MAKEFLAGS"] = (os.environ.get("MAKEFLAGS", "") +
                                        " CFG_CXXFLAGS_PCH_I=-include").strip()
-    hit = stamp.exists()
-    if hit:
-        # Cache hit: let the runner record the build settings without running the tools again.
-        runner._build_command = lambda: []
     build_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        runner.build(**kwargs, always=True)
-    except SystemExit as e:  # cocotb's runner exits on tool failure
-        raise CosimError(f"{simulator} build of {verilog} failed (exit {e.code}); "
-                         f"see {build_dir / 'build.log'}") from None
-    if not hit:
-        stamp.write_text(str(verilog))
+    # One builder per design at a time: pytest-xdist workers (or two flows) asking for the same
+    # design wait for the first one's build instead of compiling into the same directory.
+    with build_lock(build_dir):
+        hit = stamp.exists()
+        if hit:
+            # Cache hit: let the runner record the build settings without running the tools.
+            runner._build_command = lambda: []
+        try:
+            runner.build(**kwargs, always=True)
+        except SystemExit as e:  # cocotb's runner exits on tool failure
+            raise CosimError(f"{simulator} build of {verilog} failed (exit {e.code}); "
+                             f"see {build_dir / 'build.log'}") from None
+        if not hit:
+            stamp.write_text(str(verilog))
     return runner, build_dir, time.monotonic() - t0
+
+
+@contextlib.contextmanager
+def build_lock(build_dir: Path):
+    """Exclusive advisory lock (``fcntl.flock``) on ``<build_dir>.lock`` for the block.
+
+    The stamp file ``.softfloor-built`` is written last, inside the lock, so a directory without
+    it is never used as a finished build; a crashed build is simply redone by the next caller.
+    """
+    lock = build_dir.parent / (build_dir.name + ".lock")
+    with open(lock, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def cosimulate(verilog: str | os.PathLike, manifest: dict, inputs: np.ndarray, simulator: str,
                work_dir: str | os.PathLike, *, expected: np.ndarray | None = None,
                gap_prob: float = 0.0, stall_prob: float = 0.0, seed: int = 0,
-               measure_latency: bool = True, strict: bool = False, waves: bool = False
-               ) -> CosimResult:
+               measure_latency: bool = True, strict: bool = False, waves: bool = False,
+               probes: list | None = None, reset: dict | None = None,
+               idle_check_cycles: int = 0) -> CosimResult:
     """Stream ``inputs`` (integer codes, one row per sample) through the RTL on ``simulator``.
 
     Parameters
@@ -111,6 +134,17 @@ def cosimulate(verilog: str | os.PathLike, manifest: dict, inputs: np.ndarray, s
     gap_prob, stall_prob : probabilities of an idle input cycle / a not-ready output cycle.
     strict : fail the cocotb test (and raise here) on the first mismatching sample.
     waves : dump a waveform (VCD for Verilator, FST for Icarus) and return its path.
+    probes : internal stream probes (see :func:`softfloor.sim.diagnose.probe_specs`); their
+        recordings come back in ``result.probes`` (one ``(samples, elements)`` array each).
+    reset : ``{"after_beats": k, "resume_from": s, "cycles": c}``: reset asserted mid-stream.
+        ``inputs[:s]`` are sent; after ``k`` input beats are accepted, ``rst`` is held high for
+        ``c`` cycles; then ``inputs[s:]`` are sent. **Semantics**: samples in flight at reset
+        (accepted, not completely delivered) are dropped; samples completely delivered before
+        reset are kept in ``result.raw["pre_reset_outputs"]``; ``result.outputs`` holds the
+        outputs of ``inputs[s:]`` only (score them against ``expected`` for those samples).
+        While ``rst`` is high the source keeps ``tvalid`` low and the sink ``tready`` low.
+    idle_check_cycles : after the last expected sample, watch ``m_axis_tvalid`` this many cycles
+        and count any beat in ``raw["extra_output_beats"]`` (duplicates / spurious outputs).
     """
     verilog = Path(verilog).resolve()
     work = Path(work_dir).resolve() / simulator
@@ -120,11 +154,13 @@ def cosimulate(verilog: str | os.PathLike, manifest: dict, inputs: np.ndarray, s
     job = {"manifest": manifest, "inputs": str(work / "inputs.npy"),
            "outputs": str(work / "outputs.npy"), "results": str(work / "results.json"),
            "gap_prob": gap_prob, "stall_prob": stall_prob, "seed": seed,
-           "measure_latency": measure_latency, "strict": strict, "expected": None}
+           "measure_latency": measure_latency, "strict": strict, "expected": None,
+           "probes": probes or [], "probes_out": str(work / "probes.npz"), "reset": reset,
+           "idle_check_cycles": int(idle_check_cycles)}
     if expected is not None:
         np.save(work / "expected.npy", np.asarray(expected, dtype=np.int64))
         job["expected"] = str(work / "expected.npy")
-    for name in ("outputs.npy", "results.json"):
+    for name in ("outputs.npy", "results.json", "probes.npz"):
         (work / name).unlink(missing_ok=True)
     (work / "job.json").write_text(json.dumps(job))
 
@@ -148,13 +184,22 @@ def cosimulate(verilog: str | os.PathLike, manifest: dict, inputs: np.ndarray, s
         raise CosimError(_failure_message(simulator, work, "test failed"))
     wave = None
     if waves:
+        # Icarus writes its FST into the (shared, cached) build directory: move it to the run's.
+        built_fst = build_dir / f"{manifest['top']}.fst"
+        if simulator == "icarus" and built_fst.exists():
+            shutil.move(str(built_fst), str(work / built_fst.name))
         for cand in ("dump.vcd", "dump.fst", f"{manifest['top']}.fst"):
             p = work / cand
             if p.exists():
                 wave = str(p)
+    probe_data = []
+    if probes and (work / "probes.npz").exists():
+        with np.load(work / "probes.npz") as z:
+            probe_data = [z[f"p{k}"] for k in range(len(probes))]
     return CosimResult(simulator, np.load(work / "outputs.npy"), res.get("latency_cycles"),
                        res.get("initiation_interval"), res.get("mismatches"),
-                       res.get("first_mismatches", []), build_s, run_s, wave, res)
+                       res.get("first_mismatches", []), build_s, run_s, wave, res,
+                       probe_data)
 
 
 def _failure_message(simulator: str, work: Path, code) -> str:

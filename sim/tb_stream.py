@@ -12,6 +12,21 @@ training code. The job (inputs, expected outputs, options) arrives as a JSON fil
 
 Waiting is event driven (on ``tready``/``tvalid`` edges, not on every clock) unless random gaps or
 backpressure are requested, so long inferences simulate quickly.
+
+Options of the job (all optional):
+
+* ``probes``: a list of internal stream probes (``instance``, ``elements``, ``element_bits``,
+  ``elements_per_transfer``, ``signed``); each records every transfer (``o__valid & o__ready``)
+  on the ``o__*`` ports of that engine instance, in order, into ``probes_out`` (``.npz``, one
+  ``(samples, elements)`` array per probe, named ``p<k>``). Probes wait on ``o__valid`` edges,
+  so they keep the event-driven fast path. Used by :mod:`softfloor.sim.diagnose`.
+* ``reset``: ``{"after_beats": k, "resume_from": s, "cycles": c}`` -- the reset scenario. Samples
+  ``inputs[:s]`` are streamed; once ``k`` input beats have been accepted, ``rst`` is asserted for
+  ``c`` cycles (source ``tvalid`` low, sink ``tready`` low); then ``inputs[s:]`` are streamed.
+  Semantics (documented in docs of :func:`softfloor.sim.cosim.cosimulate`): every sample not
+  completely delivered at ``m_axis`` before reset was asserted is dropped; the outputs of samples
+  delivered before reset are kept (``pre_reset_outputs`` in the results); ``outputs`` holds only
+  the samples sent after reset, and must be exact.
 """
 from __future__ import annotations
 
@@ -142,6 +157,53 @@ class Monitor:
                 await RisingEdge(self.dut.clk)
 
 
+class Probe:
+    """Records the transfers of an engine's output stream (``<instance>.o__valid/ready/payload``).
+
+    Elements of one transfer sit at bits ``[j*b, (j+1)*b)`` of ``o__payload``.
+    """
+
+    def __init__(self, dut, spec: dict):
+        self.spec = spec
+        h = dut
+        for part in spec["instance"].split("."):
+            h = getattr(h, part)
+        self.clk = dut.clk
+        self.valid, self.ready, self.payload = h.o__valid, h.o__ready, h.o__payload
+        self.values: list[int] = []
+
+    def _decode(self, word: int) -> list[int]:
+        b, per = self.spec["element_bits"], self.spec.get("elements_per_transfer", 1)
+        mask = (1 << b) - 1
+        out = []
+        for j in range(per):
+            v = (word >> (j * b)) & mask
+            if self.spec["signed"] and v >> (b - 1):
+                v -= 1 << b
+            out.append(v)
+        return out
+
+    async def run(self) -> None:
+        while True:
+            await ReadOnly()
+            if self.valid.value == 1 and self.ready.value == 1:
+                self.values.extend(self._decode(int(self.payload.value)))
+                await RisingEdge(self.clk)
+            elif self.valid.value != 1:
+                await RisingEdge(self.valid)
+            else:
+                await RisingEdge(self.clk)
+
+    def samples(self) -> np.ndarray:
+        """Recorded elements as ``(complete samples, elements)`` (padding of a last partial
+        transfer per sample is dropped: transfers never straddle two samples)."""
+        n, per = self.spec["elements"], self.spec.get("elements_per_transfer", 1)
+        per_sample = -(-n // per) * per
+        k = len(self.values) // per_sample
+        arr = np.array(self.values[:k * per_sample], dtype=np.int64).reshape(k, per_sample)
+        return arr[:, :n]
+
+
 async def reset(dut, cycles: int = 4) -> None:
     dut.s_axis_tvalid.value = 0
     dut.s_axis_tlast.value = 0
@@ -152,6 +214,28 @@ async def reset(dut, cycles: int = 4) -> None:
         await RisingEdge(dut.clk)
     dut.rst.value = 0
     await RisingEdge(dut.clk)
+
+
+async def _reset_midstream(dut, job: dict, man: dict, rng: random.Random, inputs: np.ndarray,
+                           results: dict) -> np.ndarray:
+    """The reset scenario (see the module docstring); returns the inputs streamed after reset."""
+    spec = job["reset"]
+    split = int(spec["resume_from"])
+    drv = Driver(dut, man["input"], job.get("gap_prob", 0.0), rng)
+    mon = Monitor(dut, man["output"], job.get("stall_prob", 0.0), rng)
+    mon_task = cocotb.start_soon(mon.run())
+    drv_task = cocotb.start_soon(drv.send(inputs[:split]))
+    cycles = 0
+    while len(drv.accepted) < int(spec["after_beats"]) and not drv_task.done():
+        await RisingEdge(dut.clk)
+        cycles += 1
+    drv_task.cancel()
+    mon_task.cancel()
+    results["pre_reset_outputs"] = [list(map(int, s)) for s in mon.samples]
+    results["pre_reset_beats_accepted"] = len(drv.accepted)
+    results["reset_edge"] = upcoming_edge()
+    await reset(dut, int(spec.get("cycles", 3)))
+    return inputs[split:]
 
 
 @cocotb.test()
@@ -171,8 +255,12 @@ async def stream_samples(dut):
     await reset(dut)
 
     results: dict = {"samples": int(len(inputs))}
+    if job.get("reset"):
+        inputs = await _reset_midstream(dut, job, man, rng, inputs, results)
+        results["samples"] = int(len(inputs))
+    probes = [Probe(dut, p) for p in job.get("probes") or []]
     # 1. latency: one sample alone, output always ready.
-    if job.get("measure_latency", True) and len(inputs):
+    if job.get("measure_latency", True) and len(inputs) and not job.get("reset"):
         drv = Driver(dut, man["input"], 0.0, rng)
         mon = Monitor(dut, man["output"], 0.0, rng)
         task = cocotb.start_soon(mon.run())
@@ -186,9 +274,20 @@ async def stream_samples(dut):
     drv = Driver(dut, man["input"], job.get("gap_prob", 0.0), rng)
     mon = Monitor(dut, man["output"], job.get("stall_prob", 0.0), rng)
     task = cocotb.start_soon(mon.run())
+    probe_tasks = [cocotb.start_soon(p.run()) for p in probes]
     await drv.send(inputs)
     await mon.wait_for(len(inputs))
     task.cancel()
+    # Nothing more may come out: watch the idle output for a few cycles.
+    for _ in range(int(job.get("idle_check_cycles", 0))):
+        await ReadOnly()
+        if dut.m_axis_tvalid.value == 1:
+            results["extra_output_beats"] = results.get("extra_output_beats", 0) + 1
+        await RisingEdge(dut.clk)
+    for t in probe_tasks:
+        t.cancel()
+    if probes:
+        np.savez(job["probes_out"], **{f"p{k}": p.samples() for k, p in enumerate(probes)})
     start = drv.accepted[0]
     edges = mon.sample_edges
     results["stream_cycles"] = edges[-1] - start if edges else 0

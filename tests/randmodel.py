@@ -20,12 +20,13 @@ def acc_bits_for(weight, bias, t: CodeType) -> int:
 
 def random_model(rng: np.random.Generator, sizes, *, in_bits=None, in_signed=None,
                  weight_bits=None, act_bits=None, final_requant=None, multipliers=True,
-                 worst_case=False, name="rand") -> IntModel:
+                 worst_case=False, name="rand", leading_requant=False) -> IntModel:
     """A Dense/Requant chain ``sizes[0] -> sizes[1] -> ...`` with random integer parameters.
 
     Unset options are drawn at random. ``worst_case`` uses only the extreme weight codes, so the
     accumulators reach their bounds. Hidden layers always end in a Requant; the last layer ends
-    in one when ``final_requant`` (raw accumulator logits otherwise).
+    in one when ``final_requant`` (raw accumulator logits otherwise). ``leading_requant`` puts a
+    standalone Requant (no Dense before it) on the input.
     """
     in_bits = in_bits or int(rng.integers(1, 9))
     in_signed = bool(rng.integers(2)) if in_signed is None else in_signed
@@ -33,6 +34,14 @@ def random_model(rng: np.random.Generator, sizes, *, in_bits=None, in_signed=Non
     spec = InputSpec((sizes[0],), in_bits, in_signed, scale=1.0)
     t = spec.code_type
     layers = []
+    if leading_requant:
+        ob = act_bits or int(rng.integers(2, 9))
+        sg = bool(rng.integers(2))
+        clo, chi = arith.code_range(ob, sg)
+        rq = Requant("rq_in", int(rng.integers(0, 3)), str(rng.choice(arith.ROUNDING_MODES)), ob,
+                     sg, clo, chi, int(rng.choice([1, 3])))
+        layers.append(rq)
+        t = rq.out_type(t)
     n = len(sizes) - 1
     for k in range(n):
         wb = weight_bits or int(rng.integers(1, 9))
@@ -99,3 +108,41 @@ def digits_model(seed: int = 0) -> IntModel:
             layers.append(rq)
             t = rq.out_type(t)
     return IntModel(spec, layers, OutputSpec(1.0), "digits")
+
+
+def random_network(seed: int, *, max_depth: int = 3, max_width: int = 12,
+                   max_inputs: int = 16) -> IntModel:
+    """A random valid model from one integer ``seed`` (reproducible: same seed, same model).
+
+    Random depth (1..``max_depth`` Dense layers), widths (1..``max_width``), input/weight/
+    activation bit widths, shifts, rounding modes, clamps, multipliers; one network in four
+    uses only extreme weight codes (worst-case accumulators), one in five starts with a
+    standalone Requant.
+    """
+    rng = np.random.default_rng(seed)
+    depth = int(rng.integers(1, max_depth + 1))
+    sizes = [int(rng.integers(1, max_inputs + 1))] + \
+        [int(rng.integers(1, max_width + 1)) for _ in range(depth)]
+    return random_model(rng, sizes, worst_case=bool(rng.random() < 0.25),
+                        leading_requant=bool(rng.random() < 0.2), name=f"rand{seed}")
+
+
+def extreme_codes(rng: np.random.Generator, model: IntModel, n: int) -> np.ndarray:
+    """Input codes driving a random row of the first Dense to its accumulator max or min.
+
+    Each sample sets every input to the code extreme matching (or opposing) the sign of the
+    weights of one row: the worst-case accumulation that ``acc_bits`` must hold. Models that
+    start with a Requant get extreme codes (all lo / all hi / alternating) instead.
+    """
+    t = model.input.code_type
+    first = model.layers[0]
+    out = np.empty((n, model.input.size), dtype=np.int64)
+    for k in range(n):
+        if isinstance(first, Dense):
+            w = np.asarray(first.weight)[int(rng.integers(first.out_features))]
+            up = (w > 0) if k % 2 == 0 else (w < 0)
+            out[k] = np.where(up, t.hi, t.lo)
+        else:
+            out[k] = [(t.lo, t.hi)[(j + k) % 2] if k % 3 == 2 else (t.lo, t.hi)[k % 3]
+                      for j in range(model.input.size)]
+    return out
