@@ -203,6 +203,17 @@ def stage_sim(ctx: Context) -> None:
         if r.waves:
             rec[sim]["waves"] = r.waves
         ctx.say(f"    {r}")
+        if mism:
+            # Locate the fault: first bad layer and element, from engine-output probes + waves.
+            from .sim import diagnose
+            d = diagnose.diagnose(intmodel.load(ctx.need(MODEL_FILE, "export")), man, verilog,
+                                  vec["inputs"], vec["golden"], r.outputs, sim,
+                                  ctx.out / "cosim" / "diagnose")
+            if d is not None:
+                rec[sim].update(first_bad_layer=d.first_bad_layer,
+                                first_bad_instance=d.first_bad_instance,
+                                diagnosis=d.to_dict(), diagnosis_waves=d.waves)
+                ctx.say("    MISMATCH -- " + str(d).replace("\n", "\n    "))
     _save_vectors(ctx, **vec)
     ctx.record("sim", rec)
 
@@ -286,7 +297,9 @@ def report(ctx: Context) -> dict:
             **{f"rtl_{k}": v["accuracy"] for k, v in sm.items() if "accuracy" in v},
         },
         "bit_exact": {k: {"samples": v["samples"], "mismatches": v["mismatches"],
-                          "first_mismatches": v.get("first_mismatches", [])}
+                          "first_mismatches": v.get("first_mismatches", []),
+                          **{f: v[f] for f in ("first_bad_layer", "first_bad_instance",
+                                               "diagnosis", "diagnosis_waves") if f in v}}
                       for k, v in sm.items()},
         "hardware": {
             "cycles_per_inference": max(measured_lat) if measured_lat
