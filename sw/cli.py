@@ -48,6 +48,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     sur = _surrogates()
     p.add_argument("--surrogate", choices=sur or None, default=None,
                    help="surrogate of round/floor used in training (default: the trainer's)")
+    p.add_argument("--batchnorm", action=argparse.BooleanOptionalAction, default=None,
+                   help="BatchNorm after the hidden layers, folded before export "
+                        "(default: on when weights or activations are 1-bit)")
     p.add_argument("--epochs", type=_bits(1, 10000, "--epochs"), default=60)
     p.add_argument("--seed", type=int, default=0)
 
@@ -97,8 +100,8 @@ def parser() -> argparse.ArgumentParser:
 
 def _options(args: argparse.Namespace) -> flow_mod.FlowOptions:
     o = flow_mod.FlowOptions(out=args.out, quiet=getattr(args, "quiet", False))
-    for k in ("weight_bits", "act_bits", "input_bits", "surrogate", "epochs", "seed",
-              "simulator", "device", "model", "inputs", "labels", "waves"):
+    for k in ("weight_bits", "act_bits", "input_bits", "surrogate", "batchnorm", "epochs",
+              "seed", "simulator", "device", "model", "inputs", "labels", "waves"):
         if hasattr(args, k):
             setattr(o, k, getattr(args, k))
     if hasattr(args, "no_synth"):

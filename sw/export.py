@@ -8,13 +8,16 @@ saturation to ``[0, 2**act_bits - 1]`` (ReLU). Widths are the minimum the actual
 ``bias_bits`` from the bias codes, ``acc_bits`` from the worst-case accumulator bound
 (:func:`softfloor.arith.dense_bounds`) over the input code range of each layer. The output
 scale is the last accumulator's, ``2**(in_exp + w_exp)``.
+
+BatchNorm is already folded by the model (:meth:`~softfloor.models.QuantMLP.integer_layers`):
+into the quantized weights and bias, or, before a 1-bit activation, into an integer threshold
+carried by the bias (the requantization is then shift 0, saturation to ``[0, 1]``).
 """
 from __future__ import annotations
 
 from . import arith
 from .intmodel import Dense, InputSpec, IntModel, OutputSpec, Requant
 from .models import QuantMLP
-from .quant import requant_params
 
 
 def signed_bits(lo: int, hi: int) -> int:
@@ -47,21 +50,19 @@ def export(model: QuantMLP, input_spec: InputSpec, name: str = "model",
     exps = model.layer_exps()
     in_lo, in_hi = input_spec.code_type.lo, input_spec.code_type.hi
     layers = []
-    for i, lin in enumerate(model.linears):
-        w = lin.weight_codes().numpy()
-        b = lin.bias_codes(exps[i]).numpy()
+    for i, il in enumerate(model.integer_layers(in_lo, in_hi)):
+        w, b = il.weight.numpy(), il.bias.numpy()
         lo, hi = arith.dense_bounds(w, b, in_lo, in_hi)
         acc_bits = max(2, signed_bits(int(min(lo)), int(max(hi))))
         bias_bits = signed_bits(int(b.min()), int(b.max()))
-        layers.append(Dense(f"fc{i + 1}", w, b, lin.weight_bits, bias_bits, acc_bits))
-        if i < len(model.acts):
-            act = model.acts[i]
-            shift, mult = requant_params(exps[i], lin.wq.exp, act.exp)
-            layers.append(Requant(f"act{i + 1}", shift, "half_up", act.bits, False, 0, act.hi,
-                                  mult))
-            in_lo, in_hi = 0, act.hi
+        layers.append(Dense(f"fc{i + 1}", w, b, il.weight_bits, bias_bits, acc_bits))
+        if il.requant is not None:
+            shift, mode, rlo, rhi, mult = il.requant
+            layers.append(Requant(f"act{i + 1}", shift, mode, il.act_bits, False, rlo, rhi, mult))
+            in_lo, in_hi = rlo, rhi
     out_exp = exps[-1] + model.linears[-1].wq.exp
     info = {"producer": "softfloor.export", "surrogate": model.surrogate_name,
+            "batchnorm": [lin.bn_mode for lin in model.linears[:len(model.acts)]],
             "exponents": {"input": model.input_exp,
                           "weights": [lin.wq.exp for lin in model.linears],
                           "activations": [a.exp for a in model.acts]}}

@@ -40,6 +40,7 @@ class FlowOptions:
     act_bits: int = 4
     input_bits: int | None = None
     surrogate: str | None = None
+    batchnorm: bool | None = None  # None: the trainer's default
     epochs: int = 60
     seed: int = 0
     simulator: str = "both"
@@ -127,6 +128,7 @@ def stage_train(ctx: Context) -> None:
     o = ctx.opts
     cfg = train.TrainConfig(weight_bits=o.weight_bits, act_bits=o.act_bits,
                             input_bits=o.input_bits, epochs=o.epochs, seed=o.seed,
+                            batchnorm=o.batchnorm,
                             **({"surrogate": o.surrogate} if o.surrogate else {}))
     split = data.load_digits_split(cfg.input_bits or cfg.act_bits)
     progress = _epoch_progress(ctx)

@@ -7,14 +7,32 @@ its hard-quantized forward is exact (see :func:`softfloor.train.hard_codes`).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from .quant import QuantLinear, QuantReLU, check_bits
-from .surrogates import check_surrogate
+from . import arith
+from .quant import QuantLinear, QuantReLU, check_bits, requant_params, threshold_gate
+from .surrogates import SURROGATES, check_surrogate, make_surrogate
 
 #: The default layer widths: 64 pixels in, 10 classes out.
 SIZES = (64, 64, 32, 10)
+
+
+@dataclass
+class IntLayer:
+    """One integer layer of a hard-quantized model, exactly as it is exported.
+
+    ``acc = x @ weight.T + bias``; then, if ``requant`` is given, ``arith.requantize(acc,
+    *requant)`` with ``requant = (shift, rounding, lo, hi, multiplier)`` and ``act_bits`` wide
+    unsigned output codes.
+    """
+    weight: torch.Tensor
+    bias: torch.Tensor
+    weight_bits: int
+    requant: tuple | None = None
+    act_bits: int | None = None
 
 
 class QuantMLP(nn.Module):
@@ -27,30 +45,40 @@ class QuantMLP(nn.Module):
     weight_bits, act_bits, input_bits : int
         Widths 1..8 of weight codes, activation codes and input codes.
     surrogate : str
-        Rounding surrogate of the activations (``"sigmoid"`` or ``"ste"``).
+        Rounding surrogate of the activations (a key of ``SURROGATES``).
     bias_bits : int
         Signed width the bias codes are clipped to.
     surrogate_kwargs : dict, optional
         Extra arguments to the surrogate class (e.g. ``hard_grad``).
+    batchnorm : bool
+        BatchNorm after every hidden linear layer, folded before export: into an integer
+        threshold (the bias) for 1-bit activations, into the weights and bias before
+        quantization otherwise (see :class:`~softfloor.quant.QuantLinear`). Batch statistics
+        while the surrogate is soft; frozen running statistics in the hard phase and after.
     """
 
     def __init__(self, sizes=SIZES, weight_bits: int = 4, act_bits: int = 4,
                  input_bits: int = 4, surrogate: str = "sigmoid", bias_bits: int = 16,
-                 surrogate_kwargs: dict | None = None):
+                 surrogate_kwargs: dict | None = None, batchnorm: bool = False):
         super().__init__()
         check_bits("weight_bits", weight_bits)
         check_bits("act_bits", act_bits)
         self.input_bits = check_bits("input_bits", input_bits)
         check_surrogate(surrogate)
-        from .surrogates import make_surrogate
         self.sizes = tuple(int(s) for s in sizes)
         self.weight_bits, self.act_bits, self.bias_bits = weight_bits, act_bits, bias_bits
         self.surrogate_name = surrogate
+        self.batchnorm = bool(batchnorm)
+        n_hidden = len(sizes) - 2
+        bn = ("threshold" if act_bits == 1 else "fold") if batchnorm else None
+        scale_grad = SURROGATES[surrogate].scale_grad
         self.linears = nn.ModuleList(
-            QuantLinear(a, b, weight_bits, bias_bits) for a, b in zip(sizes, sizes[1:]))
+            QuantLinear(a, b, weight_bits, bias_bits, scale_grad if scale_grad == "lsq" else "auto",
+                        bn if i < n_hidden else None)
+            for i, (a, b) in enumerate(zip(sizes, sizes[1:])))
         self.acts = nn.ModuleList(
             QuantReLU(act_bits, make_surrogate(surrogate, **(surrogate_kwargs or {})))
-            for _ in range(len(sizes) - 2))
+            for _ in range(n_hidden))
         self.double()
 
     @property
@@ -59,10 +87,17 @@ class QuantMLP(nn.Module):
         return -self.input_bits
 
     def set_surrogate(self, k: float, hard: bool) -> None:
-        """Set the sharpness and the hard flag of every activation's surrogate."""
+        """Set the sharpness and the hard flag of every activation's surrogate.
+
+        Entering the hard phase also freezes the BatchNorm statistics (running ones from then
+        on), so the hard phase trains exactly the exported integer model.
+        """
         for act in self.acts:
             act.surrogate.k = k
             act.surrogate.hard = hard
+        for lin in self.linears:
+            if lin.bn is not None:
+                lin.bn.use_batch = not hard
 
     def layer_exps(self) -> list[int]:
         """Input exponent of every linear layer (the input's, then each activation's)."""
@@ -70,29 +105,107 @@ class QuantMLP(nn.Module):
 
     @torch.no_grad()
     def calibrate(self, x: torch.Tensor) -> None:
-        """Initialise the activation scales from a batch, layer by layer (hard quantization)."""
+        """Initialise BatchNorm statistics, weight and activation scales from a batch, layer by
+        layer (hard quantization)."""
         hard = [a.surrogate.hard for a in self.acts]
         x = x.to(torch.float64)
         exp = self.input_exp
         for i, lin in enumerate(self.linears):
-            x = lin(x, exp)
+            if lin.bn_mode == "fold":
+                lin.bn.reset_stats(x @ lin.weight.T + lin.bias)
+                lin.init_weight_scale()
+            z = lin(x, exp)
             if i < len(self.acts):
                 act = self.acts[i]
-                act.init_scale(x)
+                if lin.bn_mode == "threshold":
+                    lin.bn.reset_stats(z)
+                    z = self._bn(lin, z)
+                act.init_scale(z)
+                if lin.bn_mode == "threshold":
+                    # Fire at the mean: the 1-bit threshold s/2 sits at beta.
+                    lin.bn.beta.fill_(2.0 ** act.exp / 2)
+                    z = self._bn(lin, lin(x, exp))
                 act.surrogate.hard = True
-                x = act(x)
+                x = act(z)
                 act.surrogate.hard = hard[i]
                 exp = act.exp
+
+    @staticmethod
+    def _bn(lin: QuantLinear, z: torch.Tensor) -> torch.Tensor:
+        mean, var = lin.bn.stats(z)
+        return (z - mean) * lin.bn.factor(var) + lin.bn.beta
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Real inputs (codes * 2**input_exp) to real logits (accumulator * its scale)."""
         x = x.to(torch.float64)
         exps = self.layer_exps()
         for i, lin in enumerate(self.linears):
-            x = lin(x, exps[i])
+            z = lin(x, exps[i])
             if i < len(self.acts):
-                x = self.acts[i](x)
+                act = self.acts[i]
+                if lin.bn_mode == "threshold":
+                    y = act(self._bn(lin, z))
+                    if act.surrogate.hard:
+                        # The exact integer comparison the exported layer makes.
+                        acc = z.detach() * 2.0 ** -(exps[i] + lin.wq.exp)
+                        gate = threshold_gate(acc, *lin.threshold(exps[i], act.exp))
+                        y = y + (2.0 ** act.exp * gate.to(y.dtype) - y).detach()
+                    x = y
+                else:
+                    x = act(z)
+            else:
+                x = z
         return x
+
+    @torch.no_grad()
+    def integer_layers(self, in_lo: int = 0, in_hi: int | None = None) -> list[IntLayer]:
+        """The hard-quantized model as integer layers (what export writes, hard_codes runs).
+
+        ``in_lo``/``in_hi`` bound the input codes (default: the unsigned input range); they
+        only matter to express never/always-firing thresholds with a bounded bias.
+        """
+        in_hi = (1 << self.input_bits) - 1 if in_hi is None else in_hi
+        exps = self.layer_exps()
+        out = []
+        for i, lin in enumerate(self.linears):
+            w, b = lin.weight_codes(), lin.bias_codes(exps[i])
+            if i >= len(self.acts):
+                out.append(IntLayer(w, b, lin.weight_bits))
+                continue
+            act = self.acts[i]
+            if lin.bn_mode == "threshold":
+                w, b = _threshold_layer(w, b, *lin.threshold(exps[i], act.exp), in_lo, in_hi)
+                req = (0, "half_up", 0, 1, 1)
+            else:
+                shift, mult = requant_params(exps[i], lin.wq.exp, act.exp)
+                req = (shift, "half_up", 0, act.hi, mult)
+            out.append(IntLayer(w, b, lin.weight_bits, req, act.bits))
+            in_lo, in_hi = 0, act.hi
+        return out
+
+
+def _threshold_layer(w, b, direction, t, in_lo, in_hi):
+    """Rewrite ``gate = [acc >= t]`` / ``[acc <= t]`` / constant as ``clamp(acc', 0, 1)``.
+
+    ``acc' = acc - t + 1`` (``>=``) or ``-acc + t + 1`` (``<=``, the row negated, which keeps
+    1-bit weights in {-1, +1}); ``t`` is first clamped into the reachable accumulator range
+    (plus one), which changes no output but keeps the bias small.
+    """
+    lo, hi = ([int(v) for v in a]
+              for a in arith.dense_bounds(w.numpy(), b.numpy(), in_lo, in_hi))
+    w2, b2 = w.clone(), b.clone()
+    for c in range(w.shape[0]):
+        d = int(direction[c])
+        if d > 0:
+            tc = int(min(max(float(t[c]), float(lo[c])), float(hi[c]) + 1))
+            b2[c] = b[c] - tc + 1
+        elif d < 0:
+            tc = int(min(max(float(t[c]), float(lo[c]) - 1), float(hi[c])))
+            w2[c] = -w[c]
+            b2[c] = -b[c] + tc + 1
+        else:  # always (t = 1) or never (t = 0): acc' >= 1 or <= 0 for every input
+            b2[c] = b[c] + (1 - int(lo[c]) if float(t[c]) > 0 else -int(hi[c]))
+    return w2, b2
 
 
 class FloatMLP(nn.Module):

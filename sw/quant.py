@@ -57,6 +57,17 @@ def pow2_scale(log2_scale: torch.Tensor) -> torch.Tensor:
     return torch.exp2(ste_round(log2_scale))
 
 
+def grad_scale(x: torch.Tensor, g: float) -> torch.Tensor:
+    """``x`` in the forward pass, gradient times ``g`` in the backward pass (LSQ's trick)."""
+    y = x * g
+    return (x - y).detach() + y
+
+
+def lsq_grad_factor(n: int, qp: int) -> float:
+    """LSQ's gradient scale ``1 / sqrt(N * Qp)`` (``N`` values share the scale, top code ``Qp``)."""
+    return 1.0 / math.sqrt(max(1, n) * max(1, qp))
+
+
 def exponent(log2_scale: torch.Tensor) -> int:
     """The integer exponent the forward pass uses: ``floor(log2_scale + 1/2)``."""
     return int(math.floor(float(log2_scale.detach()) + 0.5))
@@ -97,11 +108,12 @@ class WeightQuantizer(nn.Module):
         Weight width, 1..8 (see the module docstring for the code ranges).
     """
 
-    def __init__(self, bits: int):
+    def __init__(self, bits: int, scale_grad: str = "auto"):
         super().__init__()
         self.bits = check_bits("weight_bits", bits)
         self.lo, self.hi = weight_code_range(bits)
         self.log2_scale = nn.Parameter(torch.zeros(()))
+        self.scale_grad = scale_grad
 
     def extra_repr(self) -> str:
         return (f"bits={self.bits}, codes=[{self.lo}, {self.hi}], "
@@ -123,14 +135,20 @@ class WeightQuantizer(nn.Module):
 
     def codes_float(self, w: torch.Tensor) -> torch.Tensor:
         """Integer codes as a float tensor, with straight-through gradients to ``w`` and scale."""
-        v = w / self.scale()
+        log2_scale = self.log2_scale
+        if self.scale_grad == "lsq":
+            log2_scale = grad_scale(log2_scale, lsq_grad_factor(w.numel(), self.hi))
+        v = w / pow2_scale(log2_scale)
         if self.bits == 1:
             return _SignSTE.apply(v)
         return torch.clamp(STERoundFn.apply(v), self.lo, self.hi)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         """Fake-quantized weights ``s * codes``."""
-        return self.scale() * self.codes_float(w)
+        log2_scale = self.log2_scale
+        if self.scale_grad == "lsq":
+            log2_scale = grad_scale(log2_scale, lsq_grad_factor(w.numel(), self.hi))
+        return pow2_scale(log2_scale) * self.codes_float(w)
 
     @torch.no_grad()
     def codes(self, w: torch.Tensor) -> torch.Tensor:
@@ -155,6 +173,11 @@ class QuantReLU(nn.Module):
         self.hi = (1 << bits) - 1
         self.surrogate = make_surrogate(surrogate) if isinstance(surrogate, str) else surrogate
         self.log2_scale = nn.Parameter(torch.zeros(()))
+        if self.surrogate.learns_sharpness:
+            # DSQ: alpha = sigmoid(theta), initialised to the paper's alpha.
+            a = self.surrogate.alpha_init
+            self.sharpness_logit = nn.Parameter(torch.tensor(math.log(a / (1 - a))))
+            self.surrogate.theta = self.sharpness_logit
 
     def extra_repr(self) -> str:
         return (f"bits={self.bits}, codes=[0, {self.hi}], scale=2**{self.exp}, "
@@ -175,10 +198,70 @@ class QuantReLU(nn.Module):
     def scale(self) -> torch.Tensor:
         return pow2_scale(self.log2_scale)
 
+    def _apply(self, fn, *args, **kwargs):
+        out = super()._apply(fn, *args, **kwargs)
+        if self.surrogate.learns_sharpness:  # .double() etc. replace the parameter's tensor
+            self.surrogate.theta = self.sharpness_logit
+        return out
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.scale()
-        q = torch.clamp(self.surrogate(x / s), 0, self.hi)
-        return s * q
+        mode = self.surrogate.scale_grad
+        log2_scale = self.log2_scale
+        if mode == "lsq":
+            log2_scale = grad_scale(log2_scale, lsq_grad_factor(x[0].numel(), self.hi))
+        s = pow2_scale(log2_scale)
+        if mode == "pact":
+            # PACT: y = s_d * round(clip(x, 0, alpha) / s_d), alpha = s * hi; s_d carries no
+            # gradient, so d y / d alpha = 1 exactly where x > alpha.
+            sd = s.detach()
+            x = torch.minimum(torch.relu(x), s * self.hi)
+            return sd * self.surrogate.quantize(x / sd, 0, self.hi)
+        return s * self.surrogate.quantize(x / s, 0, self.hi)
+
+
+BN_MODES = ("fold", "threshold")
+
+
+class BatchNormStats(nn.Module):
+    """BatchNorm's affine parameters and statistics, applied by folding (never as a layer).
+
+    ``gamma``/``beta`` are learned; ``running_mean``/``running_var`` follow the batches with
+    ``momentum`` while ``use_batch`` is set (the soft phase of training) and are frozen
+    afterwards, so the hard phase trains exactly the model that is exported.
+    """
+
+    def __init__(self, features: int, momentum: float = 0.1, eps: float = 1e-5):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.ones(features))
+        self.beta = nn.Parameter(torch.zeros(features))
+        self.register_buffer("running_mean", torch.zeros(features))
+        self.register_buffer("running_var", torch.ones(features))
+        self.momentum, self.eps = momentum, eps
+        self.use_batch = True
+
+    def extra_repr(self) -> str:
+        return f"{self.gamma.numel()}, batch_stats={self.use_batch}"
+
+    def stats(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mean, var)``: of the batch ``z`` (updating the running ones) or the running ones."""
+        if self.training and self.use_batch and z.shape[0] > 1:
+            mean, var = z.mean(0), z.var(0, unbiased=False)
+            with torch.no_grad():
+                m = self.momentum
+                self.running_mean.mul_(1 - m).add_(m * mean.detach())
+                self.running_var.mul_(1 - m).add_(m * var.detach())
+            return mean, var
+        return self.running_mean, self.running_var
+
+    @torch.no_grad()
+    def reset_stats(self, z: torch.Tensor) -> None:
+        """Set the running statistics to those of ``z`` (calibration)."""
+        self.running_mean.copy_(z.mean(0))
+        self.running_var.copy_(z.var(0, unbiased=False))
+
+    def factor(self, var: torch.Tensor) -> torch.Tensor:
+        """``gamma / sqrt(var + eps)``."""
+        return self.gamma / torch.sqrt(var + self.eps)
 
 
 class QuantLinear(nn.Module):
@@ -194,10 +277,18 @@ class QuantLinear(nn.Module):
         1..8.
     bias_bits : int
         Signed width the bias codes are clipped to (1..32).
+    scale_grad : str
+        Gradient mode of the weight scale (``"auto"`` or ``"lsq"``).
+    bn : None, "fold" or "threshold"
+        BatchNorm after the layer. ``"fold"``: folded into the weights and bias *before* they
+        are quantized (``w * gamma / sigma``, ``beta + (b - mu) * gamma / sigma``), so the
+        integer layer is an ordinary one. ``"threshold"``: the weights are quantized unfolded
+        and BatchNorm is applied to the accumulator by the model; for a 1-bit activation it
+        folds exactly into an integer threshold (see :meth:`threshold`).
     """
 
     def __init__(self, in_features: int, out_features: int, weight_bits: int = 4,
-                 bias_bits: int = 16):
+                 bias_bits: int = 16, scale_grad: str = "auto", bn: str | None = None):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.bias_bits = check_bits("bias_bits", bias_bits, MAX_BIAS_BITS)
@@ -205,8 +296,26 @@ class QuantLinear(nn.Module):
         lin = nn.Linear(in_features, out_features)  # PyTorch's default init
         self.weight = nn.Parameter(lin.weight.detach().clone())
         self.bias = nn.Parameter(lin.bias.detach().clone())
-        self.wq = WeightQuantizer(weight_bits)
+        self.wq = WeightQuantizer(weight_bits, scale_grad)
         self.wq.init_scale(self.weight)
+        if bn is not None and bn not in BN_MODES:
+            raise ValueError(f"bn must be None or one of {', '.join(BN_MODES)}, got {bn!r}")
+        self.bn_mode = bn
+        self.bn = BatchNormStats(out_features) if bn else None
+
+    def folded(self, x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Real weight and bias before quantization: BatchNorm folded in (``"fold"`` mode).
+
+        With ``x`` (a training batch) and batch statistics on, the statistics are the batch's.
+        """
+        if self.bn_mode != "fold":
+            return self.weight, self.bias
+        if x is not None and self.training and self.bn.use_batch:
+            mean, var = self.bn.stats(x @ self.weight.T + self.bias)
+        else:
+            mean, var = self.bn.running_mean, self.bn.running_var
+        g = self.bn.factor(var)
+        return self.weight * g[:, None], self.bn.beta + (self.bias - mean) * g
 
     @property
     def weight_bits(self) -> int:
@@ -218,21 +327,63 @@ class QuantLinear(nn.Module):
     def acc_scale(self, in_exp: int) -> torch.Tensor:
         return torch.exp2(torch.tensor(float(in_exp), dtype=self.weight.dtype)) * self.wq.scale()
 
-    def bias_codes_float(self, in_exp: int) -> torch.Tensor:
+    def bias_codes_float(self, in_exp: int, bias: torch.Tensor | None = None) -> torch.Tensor:
         s_acc = self.acc_scale(in_exp).detach()
-        return torch.clamp(STERoundFn.apply(self.bias / s_acc), self.bias_lo, self.bias_hi)
+        b = self.folded()[1] if bias is None else bias
+        return torch.clamp(STERoundFn.apply(b / s_acc), self.bias_lo, self.bias_hi)
 
     def forward(self, x: torch.Tensor, in_exp: int) -> torch.Tensor:
-        w = self.wq(self.weight)
-        b = self.acc_scale(in_exp).detach() * self.bias_codes_float(in_exp)
+        wf, bf = self.folded(x)
+        w = self.wq(wf)
+        b = self.acc_scale(in_exp).detach() * self.bias_codes_float(in_exp, bf)
         return x @ w.T + b
+
+    @torch.no_grad()
+    def init_weight_scale(self) -> None:
+        """Re-initialise the weight scale from the (folded) weights."""
+        self.wq.init_scale(self.folded()[0])
 
     @torch.no_grad()
     def weight_codes(self) -> torch.Tensor:
         """Integer weight codes (int64), ``(out_features, in_features)``."""
-        return self.wq.codes(self.weight)
+        return self.wq.codes(self.folded()[0])
 
     @torch.no_grad()
     def bias_codes(self, in_exp: int) -> torch.Tensor:
         """Integer bias codes (int64) at the accumulator scale ``2**(in_exp + w_exp)``."""
         return self.bias_codes_float(in_exp).to(torch.int64)
+
+    @torch.no_grad()
+    def threshold(self, in_exp: int, act_exp: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``"threshold"`` BatchNorm before a 1-bit activation as an integer comparison.
+
+        The activation fires when ``gamma (z - mu) / sigma + beta >= s / 2`` (``s`` the
+        activation scale, ``z = s_acc * acc``, running statistics). Per output channel this is
+        ``acc >= t`` (``direction`` +1, ``gamma > 0``), ``acc <= t`` (-1, ``gamma < 0``), or a
+        constant (0, ``gamma == 0``: ``t`` is 1 if it always fires, else 0).
+
+        Returns
+        -------
+        direction : int64 tensor of -1, 0, +1
+        t : float64 tensor of integers (``+-inf`` when never / always reachable)
+        """
+        bn = self.bn
+        g = bn.factor(bn.running_var).to(torch.float64)
+        s = 2.0 ** act_exp
+        s_acc = 2.0 ** (in_exp + self.wq.exp)
+        beta = bn.beta.to(torch.float64)
+        direction = torch.sign(g).to(torch.int64)
+        safe = torch.where(g == 0, torch.ones_like(g), g)
+        t_real = (bn.running_mean.to(torch.float64) + (s / 2 - beta) / safe) / s_acc
+        t = torch.where(direction > 0, torch.ceil(t_real), torch.floor(t_real))
+        t = torch.where(direction == 0, (beta >= s / 2).to(torch.float64), t)
+        return direction, t
+
+
+def threshold_gate(acc: torch.Tensor, direction: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """0/1 outputs of :meth:`QuantLinear.threshold` for integer accumulators ``acc`` (any dtype)."""
+    acc = acc.to(torch.float64)
+    ge, le = acc >= t, acc <= t
+    const = (t > 0).expand_as(acc)
+    out = torch.where(direction > 0, ge, torch.where(direction < 0, le, const))
+    return out.to(torch.int64)

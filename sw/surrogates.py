@@ -45,6 +45,29 @@ hard phase *is* the hard-quantized model.
 * ``"sigmoid"``: soft forward ``R_k`` with gradient ``R_k'`` while annealing; in the hard phase,
   hard forward with the smooth gradient ``R_k'`` at the final ``k`` (``hard_grad="smooth"``,
   default) or the STE gradient (``hard_grad="ste"``).
+* ``"ste_plain"``: straight-through estimator whose gradient is 1 everywhere, *also* where the
+  quantizer saturates (``"ste"`` is the clipped one: zero gradient outside the code range).
+* ``"dsq"`` / ``"dsq_hard"``: Differentiable Soft Quantization (Gong et al., ICCV 2019), see
+  :func:`dsq_round`. ``"dsq"`` has the soft forward with a *learned* characteristic variable
+  ``alpha = sigmoid(theta)`` (one per activation quantizer, always inside (0, 1), so the
+  sharpness ``log(2/alpha - 1) = log1p(2 exp(-theta))`` is finite and positive: never NaN);
+  ``"dsq_hard"`` is the hard-forward / soft-backward variant with ``alpha`` from the schedule.
+  The clipping range of DSQ is the quantizer's learned (power-of-two) scale times the top code.
+* ``"fourier"``: the Fourier / arctan smooth floor (:func:`fourier_floor`), a damped Fourier
+  series of ``floor`` whose derivative is the Poisson kernel; sharpness ``k`` maps to the
+  damping ``r = (k - 1) / (k + 1)`` (``k`` is the peak slope ``(1 + r) / (1 - r)``).
+* ``"lsq"``: STE rounding with learned step size (Esser et al., ICLR 2020): the gradient to
+  every scale is multiplied by LSQ's ``1 / sqrt(N * Qp)``.
+* ``"pact"``: STE rounding with PACT's learned clipping (Choi et al., 2018) for activations: the
+  clip level ``alpha = scale * Qp`` gets gradient only from the clipped inputs.
+
+Every surrogate declares ``default_k = (k_start, k_end)``, the sharpness range its schedule
+anneals over, and ``scale_grad`` (``"auto"``, ``"lsq"`` or ``"pact"``), how the quantizers
+route gradients to their scales.
+
+An identity worth knowing: DSQ in grid units with sharpness ``k`` is *exactly* the normalised
+sigmoid staircase with sharpness ``2k`` (``sigmoid(z) = (1 + tanh(z/2)) / 2``; tested). DSQ differs
+from ``"sigmoid"`` only by learning its sharpness.
 """
 from __future__ import annotations
 
@@ -167,6 +190,181 @@ def ste_round(v: torch.Tensor) -> torch.Tensor:
     return STERoundFn.apply(v)
 
 
+class STEClampRoundFn(torch.autograd.Function):
+    """Forward ``clamp(floor(v + 1/2), lo, hi)``, backward identity everywhere (plain STE)."""
+
+    @staticmethod
+    def forward(ctx, v: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+        return torch.clamp(torch.floor(v + 0.5), lo, hi)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        return grad, None, None
+
+
+# -- DSQ ---------------------------------------------------------------------------------------
+
+def dsq_round(v: torch.Tensor, k) -> torch.Tensor:
+    """DSQ's soft round in grid units: ``i + (tanh(k (v - i - 1/2)) / tanh(k/2) + 1) / 2``.
+
+    ``i = floor(v)``. Gong et al. write it per interval ``[l + i D, l + (i+1) D]`` with
+    ``phi = s tanh(k (x - m_i))``, ``s = 1 / tanh(k D / 2)``; here ``D = 1``. It is continuous
+    (``i`` at ``v = i`` from both sides), passes through every integer and half-integer, and
+    tends to round-half-up as ``k -> inf``. ``k`` is a float or a tensor (learned DSQ).
+    """
+    i = torch.floor(v)
+    T = torch.tanh(torch.as_tensor(k, dtype=v.dtype) / 2)
+    return i + (torch.tanh(k * (v - i - 0.5)) / T + 1) / 2
+
+
+def dsq_round_grad(v: torch.Tensor, k) -> torch.Tensor:
+    """Closed-form ``d dsq_round / dv = k (1 - t**2) / (2 tanh(k/2))``, ``t = tanh(k (frac - 1/2))``."""
+    t = torch.tanh(k * (v - torch.floor(v) - 0.5))
+    T = torch.tanh(torch.as_tensor(k, dtype=v.dtype) / 2)
+    return k * (1 - t * t) / (2 * T)
+
+
+def dsq_k_from_alpha(alpha):
+    """DSQ's sharpness from its characteristic variable: ``k = log(2 / alpha - 1)``, alpha in (0, 1)."""
+    return math.log(2 / alpha - 1) if isinstance(alpha, float) else torch.log(2 / alpha - 1)
+
+
+def dsq_alpha_from_k(k: float) -> float:
+    """Inverse of :func:`dsq_k_from_alpha`: ``alpha = 2 / (1 + exp(k))``."""
+    return 2 / (1 + math.exp(k))
+
+
+#: Bounds of DSQ's learned logit ``theta`` (``alpha = sigmoid(theta)``): sharpness
+#: ``log1p(2 exp(-theta))`` stays within ~[0.036, 50.7], finite, so gradients are never NaN.
+DSQ_THETA_RANGE = (-50.0, 4.0)
+
+
+def dsq_k_from_theta(theta: torch.Tensor) -> torch.Tensor:
+    """``k = log(2 / alpha - 1)`` with ``alpha = sigmoid(theta)``, computed as ``log1p(2 e**-theta)``.
+
+    ``theta`` is clamped to :data:`DSQ_THETA_RANGE` first, so ``alpha`` is always strictly
+    inside (0, 1) and ``k`` is finite and positive whatever the optimiser does to ``theta``.
+    """
+    th = torch.clamp(theta, *DSQ_THETA_RANGE)
+    return torch.log1p(2 * torch.exp(-th))
+
+
+class DSQRoundFn(torch.autograd.Function):
+    """Forward :func:`dsq_round`, closed-form backward to ``v`` and to a tensor ``k``."""
+
+    @staticmethod
+    def forward(ctx, v: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+        i = torch.floor(v)
+        c = v - i - 0.5
+        t = torch.tanh(k * c)
+        T = torch.tanh(k / 2)
+        ctx.save_for_backward(c, t, T, k)
+        return i + (t / T + 1) / 2
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        c, t, T, k = ctx.saved_tensors
+        dv = grad * k * (1 - t * t) / (2 * T)
+        dk = None
+        if ctx.needs_input_grad[1]:
+            # d/dk [t / T] / 2 = (c (1 - t^2) T - t (1 - T^2) / 2) / (2 T^2)
+            d = (c * (1 - t * t) * T - t * (1 - T * T) / 2) / (2 * T * T)
+            dk = (grad * d).sum().reshape(k.shape)
+        return dv, dk
+
+
+class HardRoundDSQGradFn(torch.autograd.Function):
+    """Forward ``floor(v + 1/2)`` exactly, backward :func:`dsq_round_grad` at a fixed ``k``."""
+
+    @staticmethod
+    def forward(ctx, v: torch.Tensor, k: float) -> torch.Tensor:
+        ctx.save_for_backward(v)
+        ctx.k = k
+        return torch.floor(v + 0.5)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (v,) = ctx.saved_tensors
+        return grad * dsq_round_grad(v, ctx.k), None
+
+
+# -- Fourier / arctan --------------------------------------------------------------------------
+
+def fourier_r(k: float) -> float:
+    """Damping ``r = (k - 1) / (k + 1)`` (0 for ``k <= 1``) of sharpness ``k`` = peak slope."""
+    k = _check_k(k)
+    return max(0.0, (k - 1) / (k + 1))
+
+
+def _check_r(r: float) -> float:
+    r = float(r)
+    if not 0.0 <= r < 1.0:
+        raise ValueError(f"Fourier damping r must be in [0, 1), got {r!r}")
+    return r
+
+
+def fourier_floor(v: torch.Tensor, r: float) -> torch.Tensor:
+    """Smooth floor ``v - 1/2 + atan(r sin 2 pi v / (1 - r cos 2 pi v)) / pi``, ``0 <= r < 1``.
+
+    It is the Fourier series ``floor(v) = v - 1/2 + sum_n sin(2 pi n v) / (pi n)`` with the
+    ``n``-th term damped by ``r**n`` (summed in closed form). ``r = 0`` gives ``v - 1/2``;
+    ``r -> 1`` gives ``floor(v)`` away from the integers. The denominator ``1 - r cos`` is
+    positive, so it is smooth everywhere (computed with ``atan2``).
+    """
+    r = _check_r(r)
+    a = 2 * math.pi * v
+    return v - 0.5 + torch.atan2(r * torch.sin(a), 1 - r * torch.cos(a)) / math.pi
+
+
+def fourier_floor_grad(v: torch.Tensor, r: float) -> torch.Tensor:
+    """The Poisson kernel ``(1 - r**2) / (1 - 2 r cos 2 pi v + r**2)``: derivative of the floor."""
+    r = _check_r(r)
+    return (1 - r * r) / (1 - 2 * r * torch.cos(2 * math.pi * v) + r * r)
+
+
+def fourier_round(v: torch.Tensor, r: float) -> torch.Tensor:
+    """Smooth round ``fourier_floor(v + 1/2) = v - atan(r sin 2 pi v / (1 + r cos 2 pi v)) / pi``."""
+    r = _check_r(r)
+    a = 2 * math.pi * v
+    return v - torch.atan2(r * torch.sin(a), 1 + r * torch.cos(a)) / math.pi
+
+
+def fourier_round_grad(v: torch.Tensor, r: float) -> torch.Tensor:
+    """``(1 - r**2) / (1 + 2 r cos 2 pi v + r**2)``: derivative of :func:`fourier_round`."""
+    r = _check_r(r)
+    return (1 - r * r) / (1 + 2 * r * torch.cos(2 * math.pi * v) + r * r)
+
+
+class FourierRoundFn(torch.autograd.Function):
+    """Forward :func:`fourier_round`, backward its Poisson kernel."""
+
+    @staticmethod
+    def forward(ctx, v: torch.Tensor, r: float) -> torch.Tensor:
+        ctx.save_for_backward(v)
+        ctx.r = r
+        return fourier_round(v, r)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (v,) = ctx.saved_tensors
+        return grad * fourier_round_grad(v, ctx.r), None
+
+
+class HardRoundFourierGradFn(torch.autograd.Function):
+    """Forward ``floor(v + 1/2)`` exactly, backward the Poisson kernel of :func:`fourier_round`."""
+
+    @staticmethod
+    def forward(ctx, v: torch.Tensor, r: float) -> torch.Tensor:
+        ctx.save_for_backward(v)
+        ctx.r = r
+        return torch.floor(v + 0.5)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (v,) = ctx.saved_tensors
+        return grad * fourier_round_grad(v, ctx.r), None
+
+
 # ----------------------------------------------------------------------------------------------
 # Surrogate objects
 
@@ -185,6 +383,13 @@ class Surrogate:
     k: float = 1.0
     hard: bool = False
     name: ClassVar[str] = "?"
+    #: ``(k_start, k_end)`` of the default annealing schedule.
+    default_k: ClassVar[tuple[float, float]] = (1.0, 20.0)
+    #: How quantizers send gradients to their scales: ``"auto"`` (autograd through ``v / s``),
+    #: ``"lsq"`` (times ``1 / sqrt(N * Qp)``) or ``"pact"`` (activations: clipped inputs only).
+    scale_grad: ClassVar[str] = "auto"
+    #: The surrogate learns its own sharpness (the quantizer owns the parameter).
+    learns_sharpness: ClassVar[bool] = False
 
     def forward(self, v: torch.Tensor, hard: bool | None = None) -> torch.Tensor:
         """Round ``v``: hard when ``hard`` (or, if None, ``self.hard``) is set, else soft."""
@@ -192,6 +397,10 @@ class Surrogate:
         return self.hard_forward(v) if use_hard else self.soft_forward(v)
 
     __call__ = forward
+
+    def quantize(self, v: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
+        """``clamp(round(v), lo, hi)`` with this surrogate's rounding (zero gradient outside)."""
+        return torch.clamp(self.forward(v), lo, hi)
 
     def __str__(self) -> str:
         return f"{self.name}(k={self.k:g}, hard={self.hard})"
@@ -238,11 +447,105 @@ class SigmoidSurrogate(Surrogate):
         return HardRoundSmoothGradFn.apply(v, _check_k(self.k))
 
 
+@dataclass
+class PlainSTESurrogate(STESurrogate):
+    """Plain straight-through estimator: gradient 1 everywhere, also where the codes saturate."""
+    name: ClassVar[str] = "ste_plain"
+
+    def quantize(self, v, lo, hi):
+        return STEClampRoundFn.apply(v, float(lo), float(hi))
+
+
+@dataclass
+class DSQSurrogate(Surrogate):
+    """DSQ with a learned characteristic variable (soft forward; see :func:`dsq_round`).
+
+    ``theta`` is set by the quantizer to its own parameter; ``alpha = sigmoid(theta)`` and the
+    sharpness is ``log1p(2 exp(-theta))`` (:func:`dsq_k_from_theta`). Without ``theta`` the
+    schedule's ``k`` is used. The schedule only decides when the hard phase starts (hard
+    forward ``floor(v + 1/2)``, DSQ gradient at the learned sharpness).
+    """
+    theta: torch.Tensor | None = None
+    name: ClassVar[str] = "dsq"
+    learns_sharpness: ClassVar[bool] = True
+    #: Gong et al. initialise alpha to 0.2.
+    alpha_init: ClassVar[float] = 0.2
+
+    def __str__(self) -> str:
+        return f"{self.name}(k={self.sharpness():.4g}, hard={self.hard})"
+
+    def _k(self) -> torch.Tensor | float:
+        return _check_k(self.k) if self.theta is None else dsq_k_from_theta(self.theta)
+
+    def sharpness(self) -> float:
+        k = self._k()
+        return float(k.detach()) if torch.is_tensor(k) else k
+
+    def soft_forward(self, v):
+        k = self._k()
+        if not torch.is_tensor(k):
+            k = torch.tensor(k, dtype=v.dtype)
+        return DSQRoundFn.apply(v, k.to(v.dtype))
+
+    def hard_forward(self, v):
+        return HardRoundDSQGradFn.apply(v, self.sharpness())
+
+
+@dataclass
+class HardDSQSurrogate(Surrogate):
+    """DSQ, hard forward / soft backward: forward ``floor(v + 1/2)``, gradient
+    :func:`dsq_round_grad` with the schedule's sharpness ``k`` (``alpha = 2 / (1 + e**k)``)."""
+    name: ClassVar[str] = "dsq_hard"
+    default_k: ClassVar[tuple[float, float]] = (0.5, 10.0)
+
+    def soft_forward(self, v):
+        return HardRoundDSQGradFn.apply(v, _check_k(self.k))
+
+    hard_forward = soft_forward
+
+
+@dataclass
+class FourierSurrogate(Surrogate):
+    """Fourier / arctan smooth round (:func:`fourier_round`) with damping ``r = fourier_r(k)``.
+
+    Soft forward with the Poisson-kernel gradient; the hard phase keeps that gradient at the
+    final ``k`` under the exact forward ``floor(v + 1/2)``.
+    """
+    name: ClassVar[str] = "fourier"
+    default_k: ClassVar[tuple[float, float]] = (1.0, 20.0)
+
+    def soft_forward(self, v):
+        return FourierRoundFn.apply(v, fourier_r(self.k))
+
+    def hard_forward(self, v):
+        return HardRoundFourierGradFn.apply(v, fourier_r(self.k))
+
+
+@dataclass
+class LSQSurrogate(STESurrogate):
+    """LSQ (Esser et al. 2020): STE rounding, scale gradients times ``1 / sqrt(N * Qp)``."""
+    name: ClassVar[str] = "lsq"
+    scale_grad: ClassVar[str] = "lsq"
+
+
+@dataclass
+class PACTSurrogate(STESurrogate):
+    """PACT (Choi et al. 2018): STE rounding; the activation clip ``alpha = scale * Qp`` learns
+    only from inputs above it (``d y / d alpha = 1`` there, 0 elsewhere)."""
+    name: ClassVar[str] = "pact"
+    scale_grad: ClassVar[str] = "pact"
+
+
 #: Surrogates by name.
 SURROGATES: dict[str, type[Surrogate]] = {
-    STESurrogate.name: STESurrogate,
-    SigmoidSurrogate.name: SigmoidSurrogate,
+    cls.name: cls for cls in (STESurrogate, PlainSTESurrogate, SigmoidSurrogate, DSQSurrogate,
+                              HardDSQSurrogate, FourierSurrogate, LSQSurrogate, PACTSurrogate)
 }
+
+
+def default_k(name: str) -> tuple[float, float]:
+    """``(k_start, k_end)`` of the default schedule of surrogate ``name``."""
+    return SURROGATES[check_surrogate(name)].default_k
 
 
 def make_surrogate(name: str, **kwargs) -> Surrogate:

@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from . import arith
 from .data import DigitsSplit, check_input_bits
 from .models import SIZES, FloatMLP, QuantMLP
-from .quant import check_bits, requant_params
-from .surrogates import AnnealSchedule, check_surrogate
+from .quant import check_bits
+from .surrogates import AnnealSchedule, check_surrogate, default_k
 
 Progress = Callable[[int, int, dict], None]
 
@@ -53,9 +53,10 @@ class TrainConfig:
     input_bits: int | None = None     # None: same as act_bits
     surrogate: str = "sigmoid"
     hard_grad: str = "smooth"          # sigmoid only: gradient in the hard phase
-    k_start: float = 1.0
-    k_end: float = 20.0
+    k_start: float | None = None       # None: the surrogate's default_k
+    k_end: float | None = None
     hard_fraction: float = 0.25
+    batchnorm: bool | None = None      # None: on when weights or activations are 1-bit
     epochs: int = 60
     seed: int = 0
     lr: float = 3e-3
@@ -81,8 +82,19 @@ class TrainConfig:
         """The input code width actually used."""
         return self.act_bits if self.input_bits is None else self.input_bits
 
+    @property
+    def use_batchnorm(self) -> bool:
+        """BatchNorm (folded before export) after the hidden layers: ``batchnorm`` if set, else
+        on exactly when the weights or the activations are 1-bit."""
+        if self.batchnorm is None:
+            return self.weight_bits == 1 or self.act_bits == 1
+        return bool(self.batchnorm)
+
     def schedule(self) -> AnnealSchedule:
-        return AnnealSchedule(self.k_start, self.k_end, self.hard_fraction)
+        """The annealing schedule; unset ends come from the surrogate's ``default_k``."""
+        k0, k1 = default_k(self.surrogate)
+        return AnnealSchedule(k0 if self.k_start is None else self.k_start,
+                              k1 if self.k_end is None else self.k_end, self.hard_fraction)
 
     def to_dict(self) -> dict:
         """Plain JSON-able dict; ``TrainConfig.from_dict(cfg.to_dict()) == cfg``."""
@@ -102,8 +114,11 @@ class TrainConfig:
 
 
 def config_dict(cfg: TrainConfig) -> dict:
-    """The config as a JSON-able dict (with ``input_bits`` resolved)."""
-    return cfg.to_dict() | {"input_bits": cfg.in_bits}
+    """The config as a JSON-able dict (with ``input_bits``, ``batchnorm`` and the schedule
+    resolved)."""
+    sch = cfg.schedule()
+    return cfg.to_dict() | {"input_bits": cfg.in_bits, "batchnorm": cfg.use_batchnorm,
+                            "k_start": sch.k_start, "k_end": sch.k_end}
 
 
 @dataclass
@@ -243,9 +258,11 @@ def train_float(cfg: TrainConfig, split: DigitsSplit, progress: Progress | None 
 def hard_codes(model: QuantMLP, codes, intermediates: bool = False):
     """Run integer input codes through the hard-quantized model with integer arithmetic.
 
-    Mirrors the exported :class:`~softfloor.intmodel.IntModel` layer by layer: per linear layer
+    Mirrors the exported :class:`~softfloor.intmodel.IntModel` layer by layer
+    (:meth:`~softfloor.models.QuantMLP.integer_layers`): per linear layer
     ``acc = x @ W.T + b`` (int64), then (except after the last) the requantization
-    ``arith.requantize(acc, shift, "half_up", 0, 2**act_bits - 1, multiplier)``.
+    ``arith.requantize(acc, shift, "half_up", 0, 2**act_bits - 1, multiplier)`` (a 1-bit
+    activation after BatchNorm: shift 0, the BatchNorm threshold folded into the bias).
 
     Parameters
     ----------
@@ -259,15 +276,13 @@ def hard_codes(model: QuantMLP, codes, intermediates: bool = False):
     int64 array (N, 10), or ``(outputs, per_layer)``.
     """
     x = torch.as_tensor(np.asarray(codes), dtype=torch.int64)
-    exps = model.layer_exps()
     per_layer = []
-    for i, lin in enumerate(model.linears):
-        x = x @ lin.weight_codes().T + lin.bias_codes(exps[i])
+    for layer in model.integer_layers():
+        x = x @ layer.weight.T + layer.bias
         per_layer.append(x.numpy().copy())
-        if i < len(model.acts):
-            act = model.acts[i]
-            shift, mult = requant_params(exps[i], lin.wq.exp, act.exp)
-            x = arith.requantize(x, shift, "half_up", 0, act.hi, mult)
+        if layer.requant is not None:
+            shift, mode, lo, hi, mult = layer.requant
+            x = arith.requantize(x, shift, mode, lo, hi, mult)
             per_layer.append(x.numpy().copy())
     out = x.numpy().astype(np.int64)
     return (out, per_layer) if intermediates else out
@@ -312,7 +327,8 @@ def _build(cfg: TrainConfig, kind: str) -> torch.nn.Module:
         return FloatMLP(cfg.sizes)
     return QuantMLP(cfg.sizes, cfg.weight_bits, cfg.act_bits, cfg.in_bits, cfg.surrogate,
                     cfg.bias_bits,
-                    {"hard_grad": cfg.hard_grad} if cfg.surrogate == "sigmoid" else None)
+                    {"hard_grad": cfg.hard_grad} if cfg.surrogate == "sigmoid" else None,
+                    batchnorm=cfg.use_batchnorm)
 
 
 def save_checkpoint(result: TrainResult, path) -> Path:
@@ -342,6 +358,6 @@ def load_checkpoint(path) -> TrainResult:
     model = _build(cfg, blob["kind"])
     model.load_state_dict(blob["state_dict"])
     if isinstance(model, QuantMLP):
-        model.set_surrogate(cfg.k_end, True)
+        model.set_surrogate(cfg.schedule().k_end, True)
     model.eval()
     return TrainResult(model, cfg, blob["accuracy"], blob["history"], blob["seconds"])

@@ -172,7 +172,7 @@ def test_soft_mode_is_the_staircase():
 def test_registry():
     assert set(SURROGATES) >= {"ste", "sigmoid"}
     assert isinstance(make_surrogate("sigmoid", k=3.0), SigmoidSurrogate)
-    with pytest.raises(ValueError, match="unknown surrogate 'tanh'; choose one of ste, sigmoid"):
+    with pytest.raises(ValueError, match="unknown surrogate 'tanh'; choose one of ste, ste_plain, sigmoid, dsq"):
         make_surrogate("tanh")
     with pytest.raises(ValueError, match="hard_grad"):
         SigmoidSurrogate(hard_grad="zero")
@@ -192,3 +192,190 @@ def test_anneal_schedule():
     assert not AnnealSchedule(hard_fraction=0.0).at(9, 10)[1]
     with pytest.raises(ValueError, match="hard_fraction"):
         AnnealSchedule(hard_fraction=1.5)
+
+
+# -- every registered surrogate ----------------------------------------------------------------
+
+ALL = sorted(SURROGATES)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_hard_forward_is_half_up(name):
+    sur = make_surrogate(name, k=6.0, hard=True)
+    assert sur(TIES).tolist() == [-3, -2, -1, 0, 1, 2, 3]
+    x = grid(-4, 4, 8001)
+    assert torch.equal(sur(x), torch.floor(x + 0.5))
+    # Clip edges: ties at the ends of [0, 3] round up, then saturate.
+    edge = torch.tensor([-0.51, -0.5, -0.49, 2.49, 2.5, 3.49, 3.5, 9.0], dtype=D)
+    assert sur.quantize(edge, 0, 3).tolist() == [0, 0, 0, 2, 3, 3, 3, 3]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_every_surrogate_has_finite_gradients_soft_and_hard(name):
+    v = grid(-3, 3, 6001).requires_grad_()  # includes integers and half-integers
+    for hard in (False, True):
+        sur = make_surrogate(name, k=8.0, hard=hard)
+        (g,) = torch.autograd.grad(sur.quantize(v, -2, 2).sum(), v)
+        assert torch.isfinite(g).all() and (g >= 0).all()
+        assert g[(v.detach() > -1.4) & (v.detach() < 1.4)].max() > 0
+        assert "k=" in str(sur) and f"hard={hard}" in str(sur)
+
+
+def test_plain_and_clipped_ste():
+    v = torch.tensor([-3.0, -0.2, 1.2, 2.7, 9.0], dtype=D, requires_grad=True)
+    make_surrogate("ste").quantize(v, 0, 3).sum().backward()
+    assert v.grad.tolist() == [0.0, 1.0, 1.0, 1.0, 0.0]  # clipped outside the code range
+    v.grad = None
+    out = make_surrogate("ste_plain").quantize(v, 0, 3)
+    out.sum().backward()
+    assert out.tolist() == [0, 0, 1, 3, 3] and v.grad.tolist() == [1.0] * 5
+
+
+def test_default_schedules_are_declared():
+    from softfloor.surrogates import default_k
+    for name in ALL:
+        k0, k1 = default_k(name)
+        assert 0 < k0 < k1
+        AnnealSchedule(k0, k1)
+    with pytest.raises(ValueError, match="unknown surrogate"):
+        default_k("nope")
+
+
+# -- DSQ ---------------------------------------------------------------------------------------
+
+from softfloor.surrogates import (DSQ_THETA_RANGE, DSQRoundFn, DSQSurrogate,  # noqa: E402
+                                  FourierRoundFn, dsq_alpha_from_k, dsq_k_from_alpha,
+                                  dsq_k_from_theta, dsq_round, dsq_round_grad, fourier_floor,
+                                  fourier_floor_grad, fourier_r, fourier_round,
+                                  fourier_round_grad)
+
+
+@pytest.mark.parametrize("k", [0.3, 2.0, 10.0])
+def test_dsq_gradcheck_v_and_k(k):
+    v = away_from_integers(40, seed=4).requires_grad_()
+    kt = torch.tensor(k, dtype=D, requires_grad=True)
+    assert torch.autograd.gradcheck(DSQRoundFn.apply, (v, kt))
+
+
+@pytest.mark.parametrize("k", [0.5, 3.0, 25.0])
+def test_dsq_closed_form_and_sigmoid_identity(k):
+    v = away_from_integers(400, seed=5, margin=0.0).requires_grad_()
+    (g,) = torch.autograd.grad(dsq_round(v, k).sum(), v)
+    assert torch.allclose(g, dsq_round_grad(v.detach(), k), rtol=1e-10, atol=1e-12)
+    x = grid()
+    # DSQ with sharpness k is the normalised sigmoid staircase with sharpness 2k.
+    assert torch.allclose(dsq_round(x, k), smooth_round(x, 2 * k), atol=1e-12)
+    assert dsq_k_from_alpha(dsq_alpha_from_k(k)) == pytest.approx(k)
+
+
+def test_dsq_continuity_and_convergence():
+    n = torch.arange(-3, 4, dtype=D)
+    errs = []
+    for k in (1.0, 5.0, 20.0, 60.0):
+        assert (dsq_round(n + 1e-9, k) - dsq_round(n - 1e-9, k)).abs().max() < 1e-6
+        x = grid()
+        far = ((x - torch.floor(x)) - 0.5).abs() >= 0.1
+        errs.append((dsq_round(x, k) - round_half_up(x))[far].abs().max().item())
+    assert errs == sorted(errs, reverse=True) and errs[-1] < 1e-4
+
+
+def test_dsq_alpha_stays_inside_after_large_steps():
+    theta = torch.nn.Parameter(torch.tensor(0.0, dtype=D))
+    sur = DSQSurrogate(theta=theta)
+    opt = torch.optim.SGD([theta], lr=1e6)
+    x = grid(-2, 2, 4001)
+    for sign in (1.0, -1.0, 1.0):
+        loss = sign * sur(x).pow(2).sum() + sign * 1e3 * theta
+        opt.zero_grad()
+        loss.backward()
+        assert torch.isfinite(theta.grad)
+        opt.step()
+        k = dsq_k_from_theta(theta)
+        alpha = torch.sigmoid(theta.clamp(*DSQ_THETA_RANGE))
+        assert torch.isfinite(k) and k > 0 and 0 < alpha < 1
+        assert torch.isfinite(sur(x)).all()
+    theta.data.fill_(-1e300)
+    assert math.isfinite(sur.sharpness()) and sur.sharpness() > 0
+
+
+def test_dsq_learns_its_sharpness_in_the_quantizer():
+    from softfloor.quant import QuantReLU
+    act = QuantReLU(2, "dsq").double()
+    assert torch.sigmoid(act.sharpness_logit).item() == pytest.approx(0.2)
+    assert act.surrogate.theta is act.sharpness_logit
+    x = torch.linspace(-1, 4, 101, dtype=D)
+    act(x).sum().backward()
+    assert act.sharpness_logit.grad is not None and act.sharpness_logit.grad != 0
+
+
+# -- Fourier / arctan --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("r", [0.1, 0.6, 0.95])
+def test_fourier_gradcheck_and_poisson_kernel(r):
+    v = away_from_integers(60, seed=6).requires_grad_()
+    assert torch.autograd.gradcheck(lambda t: FourierRoundFn.apply(t, r), (v,))
+    w = grid(-3, 3, 2001).requires_grad_()
+    (gf,) = torch.autograd.grad(fourier_floor(w, r).sum(), w)
+    assert torch.allclose(gf, fourier_floor_grad(w.detach(), r), rtol=1e-9, atol=1e-12)
+    (gr,) = torch.autograd.grad(fourier_round(w, r).sum(), w)
+    assert torch.allclose(gr, fourier_round_grad(w.detach(), r), rtol=1e-9, atol=1e-12)
+    # The closed form of the round, and round = floor(v + 1/2).
+    a = 2 * math.pi * w.detach()
+    want = w.detach() - torch.atan(r * torch.sin(a) / (1 + r * torch.cos(a))) / math.pi
+    assert torch.allclose(fourier_round(w.detach(), r), want, atol=1e-12)
+    assert torch.allclose(fourier_floor(w.detach() + 0.5, r), want, atol=1e-12)
+    x = torch.linspace(0, 1, 200001, dtype=D)
+    assert torch.trapezoid(fourier_round_grad(x, r), x).item() == pytest.approx(1, abs=1e-6)
+
+
+def test_fourier_limits_and_continuity():
+    x = grid()
+    assert torch.allclose(fourier_round(x, 0.0), x, atol=0) and fourier_r(1.0) == 0.0
+    assert fourier_r(19.0) == pytest.approx(0.9)
+    far_tie = ((x - torch.floor(x)) - 0.5).abs() >= 0.05
+    far_int = ((x - torch.floor(x)) - 0.5).abs() <= 0.45
+    prev_r = prev_f = math.inf
+    for r in (0.5, 0.9, 0.99, 0.999):
+        er = (fourier_round(x, r) - round_half_up(x))[far_tie].abs().max().item()
+        ef = (fourier_floor(x, r) - torch.floor(x))[far_int].abs().max().item()
+        assert er < prev_r and ef < prev_f
+        prev_r, prev_f = er, ef
+        n = torch.arange(-3, 4, dtype=D)
+        for f in (lambda v: fourier_round(v, r), lambda v: fourier_floor(v, r)):
+            assert (f(n + 0.5 + 1e-9) - f(n + 0.5 - 1e-9)).abs().max() < 1e-5
+            assert (f(n + 1e-9) - f(n - 1e-9)).abs().max() < 1e-5
+    assert prev_r < 0.01 and prev_f < 0.01
+    with pytest.raises(ValueError, match="damping r"):
+        fourier_round(x, 1.0)
+
+
+# -- LSQ and PACT scale gradients --------------------------------------------------------------
+
+def test_lsq_scales_the_scale_gradient():
+    from softfloor.quant import QuantReLU, lsq_grad_factor
+    x = torch.linspace(-1, 6, 64, dtype=D).reshape(4, 16)
+    grads = {}
+    for name in ("ste", "lsq"):
+        act = QuantReLU(3, name).double()
+        act.log2_scale.data.fill_(-1.0)
+        act(x).pow(2).sum().backward()
+        grads[name] = act.log2_scale.grad.item()
+    assert grads["ste"] != 0
+    assert grads["lsq"] == pytest.approx(grads["ste"] * lsq_grad_factor(16, 7), rel=1e-12)
+
+
+def test_pact_clip_gradient_comes_from_clipped_inputs_only():
+    from softfloor.quant import QuantReLU
+    act = QuantReLU(2, "pact").double()
+    act.log2_scale.data.fill_(0.0)  # alpha = 3
+    inside = torch.tensor([[0.2, 1.4, 2.6]], dtype=D, requires_grad=True)
+    act(inside).sum().backward()
+    assert act.log2_scale.grad.item() == 0.0 and inside.grad.tolist() == [[1.0, 1.0, 1.0]]
+    above = torch.tensor([[5.0, 7.0, 1.0]], dtype=D, requires_grad=True)
+    act.log2_scale.grad = None
+    y = act(above)
+    assert y.tolist() == [[3.0, 3.0, 1.0]]
+    y.sum().backward()
+    # d y / d alpha = 1 per clipped input; alpha = 3 * 2**e, d alpha / d e = 3 ln 2.
+    assert act.log2_scale.grad.item() == pytest.approx(2 * 3 * math.log(2))
+    assert above.grad.tolist() == [[0.0, 0.0, 1.0]]

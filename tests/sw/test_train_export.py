@@ -36,13 +36,16 @@ def assert_bit_exact(result, split, model):
         assert np.array_equal(float_hard_codes(result.model, codes), want)
 
 
-@pytest.mark.parametrize("wb, ab, ib, surrogate", [
-    (4, 4, None, "sigmoid"), (8, 8, None, "sigmoid"), (2, 2, None, "ste"),
-    (1, 1, None, "sigmoid"), (3, 5, 8, "ste"),
+@pytest.mark.parametrize("wb, ab, ib, surrogate, bn", [
+    (4, 4, None, "sigmoid", None), (8, 8, None, "sigmoid", None), (2, 2, None, "ste", None),
+    (1, 1, None, "sigmoid", False), (3, 5, 8, "ste", None),
+    # every other surrogate, and BatchNorm folded both ways (threshold at 1-bit activations)
+    (1, 1, None, "dsq", None), (2, 2, 2, "fourier", True), (4, 4, 4, "lsq", True),
+    (1, 2, 2, "pact", None), (8, 1, 4, "dsq_hard", True), (2, 8, 1, "ste_plain", True),
 ])
-def test_export_is_bit_exact(wb, ab, ib, surrogate, splits, tmp_path):
+def test_export_is_bit_exact(wb, ab, ib, surrogate, bn, splits, tmp_path):
     cfg = TrainConfig(weight_bits=wb, act_bits=ab, input_bits=ib, surrogate=surrogate,
-                      epochs=SHORT)
+                      epochs=SHORT, batchnorm=bn)
     split = splits(cfg.in_bits)
     res = train_qat(cfg, split)
     assert res.accuracy["bit_exact"] is True
@@ -63,6 +66,8 @@ def test_export_is_bit_exact(wb, ab, ib, surrogate, splits, tmp_path):
         if isinstance(layer, Requant):
             assert (layer.rounding, layer.lo, layer.hi, layer.signed) == \
                 ("half_up", 0, 2 ** ab - 1, False)
+            if cfg.use_batchnorm and ab == 1:  # the BatchNorm threshold lives in the bias
+                assert (layer.shift, layer.multiplier) == (0, 1)
         else:
             assert layer.weight_bits == wb
             lo, hi = intmodel.arith.code_range(layer.weight_bits, True)
@@ -147,3 +152,67 @@ def test_default_w4a4_reaches_95_percent(splits):
     assert_bit_exact(res, split, model)
     assert float(np.mean(golden.predict(model, split.c_test) == split.y_test)) == \
         res.accuracy["test"]
+
+
+def _bn_model(ab, seed=0):
+    import torch
+    from softfloor.models import QuantMLP
+    torch.manual_seed(seed)
+    return QuantMLP((64, 12, 8, 10), weight_bits=1, act_bits=ab, input_bits=4,
+                    surrogate="ste", batchnorm=True)
+
+
+def test_batchnorm_modes_and_freezing(splits):
+    import torch
+    split = splits(4)
+    x = torch.as_tensor(split.c_train[:200], dtype=torch.float64) / 16
+    for ab, mode in ((1, "threshold"), (2, "fold")):
+        m = _bn_model(ab)
+        assert [lin.bn_mode for lin in m.linears] == [mode, mode, None]
+        m.calibrate(x)
+        m.train()
+        before = m.linears[0].bn.running_mean.clone()
+        m(x[:50] + 0.25)
+        assert not torch.equal(m.linears[0].bn.running_mean, before)  # batch statistics
+        m.set_surrogate(5.0, True)  # the hard phase freezes them
+        frozen = m.linears[0].bn.running_mean.clone()
+        m(x[:50] + 0.5)
+        assert torch.equal(m.linears[0].bn.running_mean, frozen)
+        assert np.array_equal(float_hard_codes(m, split.c_test), hard_codes(m, split.c_test))
+
+
+def test_threshold_extremes_are_exported_exactly(splits):
+    """Negative, zero and huge gamma: flipped rows, always/never-firing channels stay exact."""
+    import torch
+    split = splits(4)
+    m = _bn_model(1, seed=3)
+    m.calibrate(torch.as_tensor(split.c_train, dtype=torch.float64) / 16)
+    bn = m.linears[0].bn
+    with torch.no_grad():
+        bn.gamma[:4] = -bn.gamma[:4]          # acc <= t: row negated
+        bn.gamma[4] = 0.0; bn.beta[4] = 100.0  # always fires
+        bn.gamma[5] = 0.0; bn.beta[5] = -1.0   # never fires
+        bn.gamma[6] = 1e-30                    # threshold far outside the reachable range
+    m.set_surrogate(5.0, True)
+    model = export(m, split.input_spec)
+    want = hard_codes(m, split.c_test, intermediates=True)[1][1]
+    assert np.all(want[:, 4] == 1) and np.all(want[:, 5] == 0)
+    assert model.layers[0].bias_bits <= 16  # the clamped thresholds keep the bias small
+    got = golden.run(model, split.c_test, intermediates=True)[1]
+    assert np.array_equal(got[1], want)
+    assert np.array_equal(golden.run(model, split.c_test), float_hard_codes(m, split.c_test))
+    w_exported, w_codes = model.layers[0].weight, m.linears[0].weight_codes().numpy()
+    assert np.array_equal(w_exported[:4], -w_codes[:4])
+    assert np.array_equal(w_exported[4:], w_codes[4:])
+
+
+@pytest.mark.parametrize("name", ["ste", "sigmoid", "dsq", "fourier"])
+def test_schedule_defaults_come_from_the_surrogate(name):
+    from softfloor.surrogates import default_k
+    from softfloor.train import config_dict
+    cfg = TrainConfig(surrogate=name)
+    assert (cfg.schedule().k_start, cfg.schedule().k_end) == default_k(name)
+    assert config_dict(cfg)["k_end"] == default_k(name)[1]
+    assert TrainConfig(surrogate=name, k_end=7.0).schedule().k_end == 7.0
+    assert TrainConfig(weight_bits=1).use_batchnorm and not TrainConfig().use_batchnorm
+    assert not TrainConfig(act_bits=1, batchnorm=False).use_batchnorm
