@@ -29,6 +29,8 @@ Rules
   bounds of the output code. ReLU is saturation with ``lo = 0``. There is never wrap-around.
 * Input quantization of real numbers: ``q = saturate(round(x / scale) + zero_point, lo, hi)``
   with the same rounding modes, computed in float64.
+* Multi-threshold (FINN/QONNX ``MultiThreshold``): ``y = out_bias + #{t : thresholds[t] <= x}``,
+  the number of thresholds at or below ``x``. Any order of thresholds; monotone in ``x``.
 
 The integer functions use only operators that numpy arrays, Python ints and torch integer tensors
 all share (``+``, ``>>``, ``&``, ``==``, ``.clip``), so the very same code runs in training and in
@@ -122,6 +124,26 @@ def requantize(acc, shift: int, mode: str, lo: int, hi: int, multiplier: int = 1
     if multiplier != 1:
         acc = acc * int(multiplier)
     return saturate(round_shift(acc, shift, mode), lo, hi)
+
+
+def multithreshold(x, thresholds, out_bias: int = 0):
+    """``out_bias + (number of thresholds t with t <= x)``: the one multi-threshold rule.
+
+    Parameters
+    ----------
+    x : int, numpy integer array or torch integer tensor
+    thresholds : sequence of int (with an int ``x``), or an integer array/tensor whose last axis
+        holds the ``T`` thresholds and whose leading axes broadcast against ``x`` (e.g. shape
+        ``(C, 1, 1, T)`` for per-channel thresholds on ``(N, C, H, W)`` codes).
+    out_bias : int
+        Added to the count.
+    """
+    if isinstance(x, (int, np.integer)):
+        return int(out_bias) + sum(1 for t in thresholds if int(t) <= int(x))
+    count = 0
+    for t in range(thresholds.shape[-1]):
+        count = count + (x >= thresholds[..., t]) * 1
+    return count + int(out_bias)
 
 
 def round_float(v: np.ndarray, mode: str = DEFAULT_ROUNDING) -> np.ndarray:

@@ -1,7 +1,12 @@
 """The golden model: numpy integer execution of an :class:`~softfloor.intmodel.IntModel`.
 
-It is the judge of every RTL run. Integer codes in, integer codes out; vectorised over a batch
-and streamed in chunks, so data larger than memory goes through ``iter_run``.
+It is the judge of every RTL run. Integer codes in, integer codes out (int64 throughout; dense
+and convolution use BLAS only where every partial sum is provably an exact float, see
+:func:`softfloor.intmodel.exact_matmul`); vectorised over a batch, convolutions by im2col, and
+streamed in chunks, so data larger than memory goes through :func:`iter_run`.
+
+Codes are passed flat, one row per sample (``(N, size)``, C order for ``(C, H, W)`` inputs), or
+already shaped ``(N, *input.shape)``; outputs are flat ``(N, output_size)``.
 """
 from __future__ import annotations
 
@@ -16,11 +21,13 @@ CHUNK = 65536
 
 
 def check_codes(model: IntModel, codes: np.ndarray, clip: bool = False) -> np.ndarray:
-    """Return ``codes`` as an int64 ``(N, input_size)`` array inside the input code range.
+    """Return ``codes`` as an int64 ``(N, *input.shape)`` array inside the input code range.
 
     Out-of-range codes raise :class:`ModelFormatError`, or are saturated when ``clip`` is true.
     """
     codes = np.asarray(codes)
+    if codes.ndim == 0:
+        raise ModelFormatError("input codes: expected one row per sample, got a scalar")
     if codes.ndim == 1:
         codes = codes[None, :]
     if not np.issubdtype(codes.dtype, np.integer):
@@ -32,14 +39,15 @@ def check_codes(model: IntModel, codes: np.ndarray, clip: bool = False) -> np.nd
             f"{model.input.size}")
     t = model.input.code_type
     if clip:
-        return codes.clip(t.lo, t.hi)
-    bad = (codes < t.lo) | (codes > t.hi)
-    if bad.any():
-        i, j = np.argwhere(bad)[0]
-        raise ModelFormatError(
-            f"input code {codes[i, j]} (sample {i}, element {j}) outside the input range "
-            f"[{t.lo}, {t.hi}]; pass clip=True to saturate instead")
-    return codes
+        codes = codes.clip(t.lo, t.hi)
+    else:
+        bad = (codes < t.lo) | (codes > t.hi)
+        if bad.any():
+            i, j = np.argwhere(bad)[0]
+            raise ModelFormatError(
+                f"input code {codes[i, j]} (sample {i}, element {j}) outside the input range "
+                f"[{t.lo}, {t.hi}]; pass clip=True to saturate instead")
+    return codes.reshape((codes.shape[0],) + tuple(model.input.shape))
 
 
 def run(model: IntModel, codes: np.ndarray, intermediates: bool = False, clip: bool = False):
@@ -47,12 +55,14 @@ def run(model: IntModel, codes: np.ndarray, intermediates: bool = False, clip: b
 
     Parameters
     ----------
-    codes : array of int, shape (N, input_size) or (input_size,)
+    codes : array of int, shape (N, input_size), (N, *input.shape) or (input_size,)
     intermediates : bool
-        Also return the codes after every layer (a list, one ``(N, width)`` array per layer), to
-        find the first layer where an implementation differs.
+        Also return the codes after every layer (a list, one ``(N, *shape)`` array per layer in
+        that layer's own shape: ``(N, width)`` for dense/requant on flat tensors, ``(N, C, H, W)``
+        after convolutions), to find the first layer where an implementation differs.
     clip : bool
         Saturate out-of-range input codes instead of raising.
+
     Returns
     -------
     outputs : int64 array (N, output_size), or ``(outputs, per_layer)`` with ``intermediates``.
@@ -63,27 +73,42 @@ def run(model: IntModel, codes: np.ndarray, intermediates: bool = False, clip: b
         x = layer.execute(x)
         if intermediates:
             per_layer.append(x)
-    return (x, per_layer) if intermediates else x
+    out = x.reshape(x.shape[0], -1)
+    return (out, per_layer) if intermediates else out
 
 
 def iter_run(model: IntModel, chunks: Iterable[np.ndarray], clip: bool = False
              ) -> Iterator[np.ndarray]:
-    """Stream: yield the outputs of each chunk of input codes."""
+    """Stream: yield the outputs of each chunk of input codes (e.g. slices of a ``np.memmap``)."""
     for chunk in chunks:
         for start in range(0, len(chunk), CHUNK):
-            yield run(model, chunk[start:start + CHUNK], clip=clip)
+            yield run(model, np.asarray(chunk[start:start + CHUNK]), clip=clip)
 
 
 def run_real(model: IntModel, x) -> np.ndarray:
-    """Quantize real inputs with the model's input spec, then :func:`run`."""
+    """Quantize real inputs with the model's input spec (always saturating), then :func:`run`."""
     return run(model, model.input.quantize(x))
 
 
 def dequantize(model: IntModel, out_codes: np.ndarray) -> np.ndarray:
-    """Output codes to real values."""
-    return model.output.scale * (np.asarray(out_codes, dtype=np.float64) - model.output.zero_point)
+    """Flat output codes ``(N, output_size)`` to real values (per-channel scales applied)."""
+    q = np.asarray(out_codes)
+    q = q.reshape((-1,) + tuple(model.output_shape))
+    return model.output.dequantize(q).reshape(q.shape[0], -1)
 
 
 def predict(model: IntModel, codes: np.ndarray) -> np.ndarray:
-    """Class index per sample: argmax of the output codes (first maximum on ties)."""
-    return np.argmax(run(model, codes), axis=1)
+    """Class index per sample: argmax of the outputs (first maximum on ties).
+
+    With one output scale this is the argmax of the integer codes; with per-channel scales the
+    codes are not comparable across channels, so it is the argmax of the dequantized values.
+    """
+    return classify(model, run(model, codes))
+
+
+def classify(model: IntModel, out_codes: np.ndarray) -> np.ndarray:
+    """Class index per sample from output codes (see :func:`predict`)."""
+    out = np.asarray(out_codes)
+    if model.output.per_channel:
+        return np.argmax(dequantize(model, out), axis=1)
+    return np.argmax(out.reshape(out.shape[0], -1), axis=1)

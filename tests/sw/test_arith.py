@@ -95,3 +95,19 @@ def test_dense_bounds_are_attained():
     x_lo = np.where(w < 0, 15, 0)
     np.testing.assert_array_equal((w * x_hi).sum(1) + b, hi.astype(np.int64))
     np.testing.assert_array_equal((w * x_lo).sum(1) + b, lo.astype(np.int64))
+
+
+def test_multithreshold_counts_thresholds_at_or_below():
+    thr = [3, -1, 3, 7]  # unsorted and repeated on purpose
+    for x in range(-3, 10):
+        want = sum(t <= x for t in thr) + 5
+        assert arith.multithreshold(x, thr, 5) == want
+    xs = np.arange(-3, 10)
+    assert arith.multithreshold(xs, np.array(thr), 5).tolist() == \
+        [arith.multithreshold(int(v), thr, 5) for v in xs]
+    # Per-channel thresholds broadcast over (N, C): channel axis 1, thresholds on the last axis.
+    per_ch = np.array([[0, 1], [5, 6]])
+    x = np.array([[1, 5], [0, 7]])
+    assert arith.multithreshold(x, per_ch[None, :, :]).tolist() == [[2, 1], [1, 2]]
+    t = torch.tensor(per_ch)[None]
+    assert arith.multithreshold(torch.tensor(x), t).tolist() == [[2, 1], [1, 2]]

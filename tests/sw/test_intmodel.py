@@ -1,13 +1,16 @@
 """The integer model file: round trip, validation that names the field, atomic writes."""
 import copy
 import json
+import re
 
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st, HealthCheck
 
-from softfloor import intmodel as im
-from tests.randmodel import random_model
+from softfloor import golden, intmodel as im
+from tests.randcnn import random_cnn
+from tests.randmodel import random_codes, random_model
+from tests.sw.test_golden import interpret
 
 
 @pytest.fixture
@@ -104,3 +107,192 @@ def test_atomic_save_keeps_the_old_file_on_failure(model, tmp_path, monkeypatch)
         im.save(model, p)
     assert p.read_text() == before
     assert [f.name for f in tmp_path.iterdir()] == ["m.json"]
+
+
+# ----------------------------------------------------------------------------------------------
+# Version 2: every op type; version 1 keeps loading.
+
+#: A version 1 file exactly as the first softfloor wrote it (documented format, by hand).
+V1_FILE = {
+    "format": "softfloor.intmodel", "version": 1, "name": "tiny",
+    "input": {"shape": [3], "bits": 4, "signed": False, "scale": 0.0625, "zero_point": 0,
+              "rounding": "half_up"},
+    "layers": [
+        {"op": "dense", "name": "fc1", "in_features": 3, "out_features": 2, "weight_bits": 4,
+         "bias_bits": 4, "acc_bits": 10, "weight": [[1, -2, 7], [-8, 0, 3]], "bias": [5, -3]},
+        {"op": "requant", "name": "act1", "multiplier": 3, "shift": 4, "rounding": "half_even",
+         "bits": 4, "signed": False, "lo": 0, "hi": 15},
+        {"op": "dense", "name": "fc2", "in_features": 2, "out_features": 2, "weight_bits": 2,
+         "bias_bits": 2, "acc_bits": 7, "weight": [[1, -2], [-1, 1]], "bias": [1, 0]}],
+    "output": {"scale": 0.5, "zero_point": 0},
+    "meta": {},
+}
+
+
+def test_version_1_files_keep_loading_and_are_written_as_version_1(tmp_path):
+    p = tmp_path / "v1.intmodel.json"
+    p.write_text(json.dumps(V1_FILE))
+    m = im.load(p)
+    assert m.to_dict() == V1_FILE
+    # fc1 on [15, 0, 15]: 15 - 0 + 105 + 5 = 125 -> 125*3 = 375 >> 4 half-even = 23 -> sat 15
+    out = golden.run(m, np.array([[15, 0, 15]]))
+    assert out.tolist() == [[-14 + 1, 15 - 15]] or out.tolist() == [interpret(m, [15, 0, 15])]
+    assert out.tolist() == [interpret(m, [15, 0, 15])]
+
+
+@pytest.fixture
+def cnn():
+    return random_cnn(np.random.default_rng(7), per_channel=True, threshold=True)
+
+
+def test_cnn_round_trip_is_version_2(cnn, tmp_path):
+    p = im.save(cnn, tmp_path / "c.intmodel.json")
+    d = json.loads(p.read_text())
+    assert d["version"] == 2
+    assert {ld["op"] for ld in d["layers"]} == {"conv2d", "requant", "maxpool2d", "flatten",
+                                               "multithreshold", "dense"}
+    assert isinstance(d["layers"][1]["shift"], list)      # per-channel requant
+    m2 = im.load(p)
+    assert m2.to_dict() == cnn.to_dict()
+    assert "conv2d" in m2.summary() and "per-channel" in m2.summary()
+    assert cnn.macs() > 0 and cnn.output_size == 3
+
+
+def test_version_1_cannot_hold_version_2_features(cnn):
+    d = cnn.to_dict() | {"version": 1}
+    with pytest.raises(im.ModelFormatError, match=r"model.version: 1, but input.shape"):
+        im.IntModel.from_dict(d)
+
+
+@pytest.mark.parametrize("mutate, match", [
+    (lambda d: d["layers"][0].update(stride=[0, 1]), r"layers\[0\].stride\[0\]"),
+    (lambda d: d["layers"][0].update(padding=[1, 1]), r"layers\[0\].padding"),
+    (lambda d: d["layers"][0].update(in_channels=3), r"layers\[0\].weight"),
+    (lambda d: d["layers"][0].update(acc_bits=4), r"layers\[0\].acc_bits \(conv0\).*overflow"),
+    (lambda d: d["layers"][0].update(pad_value=10**6), r"layers\[0\].pad_value"),
+    (lambda d: d["layers"][0]["weight"][0][0][0].__setitem__(0, 1000), r"weight\[0\]\[0\]\[0\]\[0\]"),
+    (lambda d: d["layers"][1]["shift"].append(3), r"layers\[1\].multiplier: expected 4"),
+    (lambda d: d["layers"][1]["multiplier"].__setitem__(0, 0), r"layers\[1\].multiplier\[0\]"),
+    (lambda d: d["layers"][1]["shift"].__setitem__(0, 63), r"layers\[1\].shift\[0\]"),
+    (lambda d: d["layers"][2].update(kernel=[9, 9]), r"layers\[2\].kernel"),
+    (lambda d: d["layers"][4].update(out_bias=100), r"layers\[4\].out_bias"),
+    (lambda d: d["layers"][4].update(channels=2), r"layers\[4\].thresholds"),
+    (lambda d: d["layers"][5].update(op="flatten2"), r"layers\[5\].op"),
+    (lambda d: d["layers"].pop(5), r"layers\[5\].*flatten"),
+    (lambda d: d["input"].update(shape=[2, 6]), r"layers\[0\].*\(C, H, W\)"),
+    (lambda d: d["input"].update(shape=[2, 6, 5, 1]), r"input.shape"),
+    (lambda d: d["input"].update(lo=5, hi=4), r"input.hi"),
+    (lambda d: d["output"].update(scale=[1.0, 2.0]), r"output.scale"),
+    (lambda d: d["output"].update(scale=[1.0, -2.0, 1.0]), r"output.scale\[1\]"),
+])
+def test_cnn_corruptions_name_the_field(cnn, mutate, match):
+    d = copy.deepcopy(cnn.to_dict())
+    mutate(d)
+    with pytest.raises(im.ModelFormatError, match=match):
+        im.IntModel.from_dict(d)
+
+
+def test_programmatic_models_are_validated_too():
+    rng = np.random.default_rng(0)
+    m = random_cnn(rng)
+    with pytest.raises(im.ModelFormatError, match=r"layers\[0\].weight \(conv0\)"):
+        im.IntModel(m.input, [im.Conv2d("conv0", m.layers[0].weight.astype(float),
+                                        m.layers[0].bias, 4, 8, 20)] + m.layers[1:], m.output)
+    with pytest.raises(im.ModelFormatError, match="not a layer type"):
+        im.IntModel(m.input, ["dense"], m.output)
+
+
+#: Values that a corrupted file may hold anywhere.
+JUNK2 = JUNK + [-(10**30), 2, 3, 63, 1 << 40, [1], [0, 0], [[1]], "conv2d", {"op": "flatten"}]
+
+
+def _corrupt(d, data):
+    """One random corruption: replace, delete, add a field, nudge a number, resize a list,
+    or reorder/duplicate/drop layers."""
+    kind = data.draw(st.sampled_from(["replace", "delete", "add", "nudge", "resize", "layers"]))
+    paths = [p for p in _all_paths(d) if p and p[0] != "meta"]
+    if kind == "layers":
+        layers = d["layers"]
+        how = data.draw(st.sampled_from(["swap", "dup", "drop"]))
+        i = data.draw(st.integers(0, len(layers) - 1))
+        j = data.draw(st.integers(0, len(layers) - 1))
+        if how == "swap":
+            layers[i], layers[j] = layers[j], layers[i]
+        elif how == "dup":
+            layers.insert(i, copy.deepcopy(layers[j]))
+        else:
+            layers.pop(i)
+        return
+    if kind == "add":
+        paths = [p for p in paths if isinstance(_get(d, p), dict)] or [()]
+        node = _get(d, data.draw(st.sampled_from(paths))) if paths != [()] else d
+        node[data.draw(st.sampled_from(["extra", "stride", "shift", "lo", "op"]))] = 1
+        return
+    path = data.draw(st.sampled_from(paths))
+    parent, key = _get(d, path[:-1]), path[-1]
+    if kind == "replace":
+        parent[key] = data.draw(st.sampled_from(JUNK2))
+    elif kind == "delete":
+        del parent[key]
+    elif kind == "nudge":
+        v = parent[key]
+        if isinstance(v, int) and not isinstance(v, bool):
+            parent[key] = v + data.draw(st.sampled_from([-1, 1, -v - 1, 2 * v + 1]))
+        else:
+            parent[key] = data.draw(st.sampled_from(JUNK2))
+    else:
+        v = parent[key]
+        if isinstance(v, list) and v:
+            if data.draw(st.booleans()):
+                v.pop()
+            else:
+                v.append(copy.deepcopy(v[-1]))
+        else:
+            parent[key] = [v]
+
+
+def _get(d, path):
+    for k in path:
+        d = d[k]
+    return d
+
+
+def _all_paths(d, prefix=()):
+    if isinstance(d, dict):
+        for k, v in d.items():
+            yield prefix + (k,)
+            yield from _all_paths(v, prefix + (k,))
+    elif isinstance(d, list):
+        for i in sorted({0, len(d) - 1, len(d) // 2}):
+            if 0 <= i < len(d):
+                yield prefix + (i,)
+                yield from _all_paths(d[i], prefix + (i,))
+
+
+NAMES_A_FIELD = re.compile(r"^(model|input|output|layers)(\[\d+\])?(\.\w+| \(|:)")
+
+
+@pytest.mark.parametrize("seed", range(3))
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_corruption_of_any_op_is_an_error_naming_the_field_or_still_exact(seed, data):
+    """Every corruption of a valid file with every op type: a ModelFormatError naming the field,
+    or a still-valid model whose golden outputs equal the independent interpreter. Never an
+    internal numpy/Key/Type error, never unchecked outputs."""
+    rng = np.random.default_rng(seed)
+    base = (random_cnn(rng, per_channel=True, threshold=True) if seed < 2
+            else random_model(rng, (6, 5, 3)))
+    d = copy.deepcopy(base.to_dict())
+    _corrupt(d, data)
+    d = json.loads(json.dumps(d))
+    try:
+        m = im.IntModel.from_dict(d)
+    except im.ModelFormatError as e:
+        assert NAMES_A_FIELD.match(str(e)), str(e)
+        return
+    x = random_codes(np.random.default_rng(0), m, 3)
+    out, inter = golden.run(m, x, intermediates=True)
+    for a, t in zip(inter, m.types()[1:]):
+        assert t.lo <= a.min() and a.max() <= t.hi
+    assert [out[i].tolist() for i in range(3)] == [interpret(m, x[i]) for i in range(3)]
