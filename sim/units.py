@@ -1,0 +1,150 @@
+"""Standalone Verilog harnesses for the RTL primitives, and a runner that drives vectors through them.
+
+A harness wraps function-style primitives of :mod:`softfloor.hw.primitives` (``multiply``,
+``round_shift``, ``saturate``, ``relu``, ``requantize``) in one combinational Amaranth module
+with a single wide input port ``vin`` (all input fields concatenated) and a single wide output
+port ``vout`` (every configuration's output concatenated), converted to Verilog with
+:func:`amaranth.back.verilog.convert`. :func:`run_vectors` applies one vector per nanosecond in
+cocotb (:mod:`softfloor.sim.tb_unit`: one write, one ``Timer``, one read per vector) on Icarus or
+Verilator and returns every output field as integer codes, to compare with the numpy twins.
+
+>>> h = harness("rs", {"x": signed(12)},
+...             {f"{m}_{s}": (lambda v, m=m, s=s: P.round_shift(v["x"], s, m))
+...              for m in arith.ROUNDING_MODES for s in (1, 3)})
+>>> got = run_vectors(h, {"x": xs}, "icarus", "build/units")      # doctest: +SKIP
+>>> got["half_even_3"]                                             # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from amaranth.back import verilog
+from amaranth.hdl import Cat, Module, Shape, Signal
+
+__all__ = ["Field", "Harness", "harness", "pack", "unpack", "run_vectors"]
+
+
+@dataclass(frozen=True)
+class Field:
+    """One field of a wide port: ``width`` bits at ``offset``, two's complement when signed."""
+    name: str
+    offset: int
+    width: int
+    signed: bool
+
+
+@dataclass
+class Harness:
+    """A generated unit: Verilog text, top name and the field layout of ``vin``/``vout``."""
+    top: str
+    verilog: str
+    inputs: list
+    outputs: list
+
+    def write(self, out_dir) -> Path:
+        """Write ``<top>_<hash>.v`` into ``out_dir`` (name by content: safe to share)."""
+        h = hashlib.sha256(self.verilog.encode()).hexdigest()[:12]
+        path = Path(out_dir) / f"{self.top}_{h}.v"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            tmp = path.with_suffix(f".{time.monotonic_ns()}.tmp")
+            tmp.write_text(self.verilog)
+            tmp.replace(path)
+        return path
+
+
+def _layout(shapes: dict) -> list:
+    fields, off = [], 0
+    for name, shape in shapes.items():
+        shape = Shape.cast(shape)
+        fields.append(Field(name, off, shape.width, shape.signed))
+        off += shape.width
+    return fields
+
+
+def harness(top: str, inputs: dict, outputs: dict) -> Harness:
+    """Build a combinational harness.
+
+    Parameters
+    ----------
+    top : Verilog module name.
+    inputs : ``{name: shape}`` of the input fields.
+    outputs : ``{name: fn}``, ``fn(signals) -> Value`` given ``{name: Signal}`` of the inputs.
+    """
+    m = Module()
+    sigs = {n: Signal(s, name=n) for n, s in inputs.items()}
+    outs = {}
+    for name, fn in outputs.items():
+        expr = fn(sigs)
+        outs[name] = Signal(expr.shape(), name=f"o_{name}")
+        m.d.comb += outs[name].eq(expr)
+    in_fields = _layout(inputs)
+    out_fields = _layout({n: s.shape() for n, s in outs.items()})
+    vin = Signal(sum(f.width for f in in_fields), name="vin")
+    vout = Signal(sum(f.width for f in out_fields), name="vout")
+    m.d.comb += Cat(*sigs.values()).eq(vin)
+    m.d.comb += vout.eq(Cat(*outs.values()))
+    text = verilog.convert(m, name=top, ports=[vin, vout], emit_src=False)
+    return Harness(top, text, in_fields, out_fields)
+
+
+def pack(fields, row) -> int:
+    """Integer codes of one vector -> the wide port word."""
+    word = 0
+    for f, v in zip(fields, row):
+        word |= (int(v) & ((1 << f.width) - 1)) << f.offset
+    return word
+
+
+def unpack(fields, word: int) -> list[int]:
+    """The wide port word -> integer codes of every field (sign-extended when signed)."""
+    out = []
+    for f in fields:
+        v = (word >> f.offset) & ((1 << f.width) - 1)
+        if f.signed and v >> (f.width - 1):
+            v -= 1 << f.width
+        out.append(v)
+    return out
+
+
+def run_vectors(h: Harness, vectors: dict, simulator: str, work_dir) -> dict:
+    """Apply ``vectors`` (``{input name: array}``, equal lengths) and return ``{output: array}``.
+
+    The Verilog is built once per content hash (see :func:`softfloor.sim.cosim.build`).
+    """
+    from . import cosim
+    work = Path(work_dir).resolve() / simulator
+    work.mkdir(parents=True, exist_ok=True)
+    cols = [np.asarray(vectors[f.name], dtype=object) for f in h.inputs]
+    n = len(cols[0])
+    if any(len(c) != n for c in cols):
+        raise ValueError("all input vectors must have the same length")
+    for f, c in zip(h.inputs, cols):
+        lo, hi = (-(1 << f.width - 1), (1 << f.width - 1) - 1) if f.signed else (0, (1 << f.width) - 1)
+        bad = [v for v in c if not lo <= int(v) <= hi]
+        if bad:
+            raise ValueError(f"input {f.name}: {bad[0]} outside [{lo}, {hi}]")
+    words = [pack(h.inputs, row) for row in zip(*cols)]
+    job = {"inputs": str(work / "vin.json"), "outputs": str(work / "vout.npy"),
+           "fields": [[f.name, f.offset, f.width, f.signed] for f in h.outputs]}
+    (work / "vin.json").write_text(json.dumps([str(w) for w in words]))
+    (work / "vout.npy").unlink(missing_ok=True)
+    (work / "job.json").write_text(json.dumps(job))
+    vpath = h.write(cosim.cache_root() / "units")
+    runner, build_dir, _ = cosim.build(vpath, h.top, simulator)
+    try:
+        runner.test(test_module="softfloor.sim.tb_unit", hdl_toplevel=h.top, test_dir=work,
+                    build_dir=build_dir, extra_env={"SOFTFLOOR_UNIT_JOB": str(work / "job.json")},
+                    log_file=work / "sim.log", results_xml=str(work / "results.xml"),
+                    timescale=cosim.TIMESCALE if simulator == "icarus" else None)
+    except SystemExit as e:
+        raise cosim.CosimError(cosim._failure_message(simulator, work, e.code)) from None
+    if not (work / "vout.npy").exists():
+        raise cosim.CosimError(cosim._failure_message(simulator, work, None))
+    out = np.load(work / "vout.npy")
+    return {f.name: out[:, k] for k, f in enumerate(h.outputs)}
