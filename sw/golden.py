@@ -68,13 +68,23 @@ def run(model: IntModel, codes: np.ndarray, intermediates: bool = False, clip: b
     outputs : int64 array (N, output_size), or ``(outputs, per_layer)`` with ``intermediates``.
     """
     x = check_codes(model, codes, clip)
-    per_layer = []
-    for layer in model.layers:
-        x = layer.execute(x)
-        if intermediates:
-            per_layer.append(x)
-    out = x.reshape(x.shape[0], -1)
-    return (out, per_layer) if intermediates else out
+    # Sub-batches small enough that every intermediate stays in cache (~8 MB of int64).
+    widest = max(int(np.prod(s)) for s in model.shapes())
+    step = max(1, (1 << 20) // widest)
+    outs, parts = [], []
+    for s in range(0, max(1, len(x)), step):
+        xb, per_layer = x[s:s + step], []
+        for layer in model.layers:
+            xb = layer.execute(xb)
+            if intermediates:
+                per_layer.append(xb)
+        outs.append(xb.reshape(xb.shape[0], -1))
+        parts.append(per_layer)
+    out = outs[0] if len(outs) == 1 else np.concatenate(outs)
+    if not intermediates:
+        return out
+    per_layer = [p[0] if len(parts) == 1 else np.concatenate(p) for p in zip(*parts)]
+    return out, per_layer
 
 
 def iter_run(model: IntModel, chunks: Iterable[np.ndarray], clip: bool = False

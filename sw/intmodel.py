@@ -214,13 +214,19 @@ def exact_matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """
     if x.size == 0 or w.size == 0:
         return np.zeros((x.shape[0], w.shape[0]), dtype=np.int64)
-    xmax = max(abs(int(x.min())), abs(int(x.max())))
-    bound = xmax * int(np.abs(w).sum(axis=1).max())
+    dt = exact_dtype(x, w)
+    return (x.astype(dt, copy=False) @ w.T.astype(dt)).astype(np.int64)
+
+
+def exact_dtype(x: np.ndarray, w: np.ndarray):
+    """The fastest dtype in which ``x @ w.T`` is exact (see :func:`exact_matmul`)."""
+    xmax = max(abs(int(x.min())), abs(int(x.max()))) if x.size else 0
+    bound = xmax * int(np.abs(w.reshape(w.shape[0], -1)).sum(axis=1).max())
     if bound < 1 << 24:
-        return (x.astype(np.float32) @ w.T.astype(np.float32)).astype(np.int64)
+        return np.float32
     if bound < 1 << 53:
-        return (x.astype(np.float64) @ w.T.astype(np.float64)).astype(np.int64)
-    return x.astype(np.int64) @ w.T.astype(np.int64)
+        return np.float64
+    return np.int64
 
 
 def _pair(d: dict, key: str, where: str, lo: int, hi: int, default=None) -> tuple[int, int]:
@@ -427,18 +433,21 @@ class Conv2d:
         (kh, kw), (sy, sx), (pt, pl, pb, pr) = self.kernel, self.stride, self.padding
         oc, oh, ow = self.out_shape(tuple(x.shape[1:]), "execute")
         w2d = self._w2d()
+        # One dtype for the whole batch: exact for every partial sum (pad_value is an input code).
+        dt = exact_dtype(np.array([[x.min(), x.max(), self.pad_value]]) if x.size else x, w2d)
+        wt = w2d.T.astype(dt)
         per_sample = oh * ow * w2d.shape[1]
-        step = max(1, (1 << 22) // max(1, per_sample))
+        step = max(1, (1 << 20) // max(1, per_sample))
         out = np.empty((n, oc, oh, ow), dtype=np.int64)
         for s in range(0, n, step):
-            xb = x[s:s + step]
+            xb = x[s:s + step].astype(dt)
             if pt or pl or pb or pr:
                 xb = np.pad(xb, ((0, 0), (0, 0), (pt, pb), (pl, pr)),
                             constant_values=self.pad_value)
             win = np.lib.stride_tricks.sliding_window_view(xb, (kh, kw), axis=(2, 3))
             win = win[:, :, ::sy, ::sx][:, :, :oh, :ow]          # (b, C, oh, ow, kh, kw)
             cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(-1, w2d.shape[1])
-            acc = exact_matmul(cols, w2d).reshape(len(xb), oh, ow, oc)
+            acc = (cols @ wt).reshape(len(xb), oh, ow, oc)
             out[s:s + step] = acc.transpose(0, 3, 1, 2)
         return out + self.bias[None, :, None, None]
 
@@ -529,10 +538,12 @@ class MaxPool2d:
         n, c, h, w = x.shape
         (kh, kw), (sy, sx) = self.kernel, self.stride
         _, oh, ow = self.out_shape((c, h, w), "execute")
-        if (kh, kw) == (sy, sx):   # non-overlapping windows: a reshape, no copies
-            return x[:, :, :oh * kh, :ow * kw].reshape(n, c, oh, kh, ow, kw).max(axis=(3, 5))
-        win = np.lib.stride_tricks.sliding_window_view(x, (kh, kw), axis=(2, 3))
-        return win[:, :, ::sy, ::sx][:, :, :oh, :ow].max(axis=(4, 5))
+        out = None
+        for i in range(kh):          # elementwise maximum of the kh*kw strided window offsets
+            for j in range(kw):
+                tap = x[:, :, i:i + sy * (oh - 1) + 1:sy, j:j + sx * (ow - 1) + 1:sx]
+                out = tap.copy() if out is None else np.maximum(out, tap, out=out)
+        return out
 
     def to_dict(self) -> dict:
         return {"op": "maxpool2d", "name": self.name, "kernel": list(self.kernel),
