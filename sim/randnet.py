@@ -13,7 +13,7 @@ import numpy as np
 
 from .. import golden
 from ..intmodel import IntModel
-from . import cosim, diagnose
+from . import cosim, diagnose, lint, tools
 
 __all__ = ["check_model", "NetworkCheck", "NetworkMismatch"]
 
@@ -40,12 +40,14 @@ class NetworkCheck:
 
 def check_model(model: IntModel, inputs: np.ndarray, simulator: str, work_dir, *,
                 seed: int = 0, gap_prob: float = 0.0, stall_prob: float = 0.0,
-                reproduce: str = "") -> NetworkCheck:
+                reproduce: str = "", lint_top: bool = True) -> NetworkCheck:
     """Generate ``model``'s RTL into ``work_dir``, stream ``inputs``, require bit-exactness.
 
     Without gaps and backpressure it also requires the measured latency and initiation interval
     to equal the manifest's ``cycles_per_inference`` and ``initiation_interval``. ``reproduce``
     (e.g. ``"SOFTFLOOR_SEED=17 pytest tests/sim/test_randnet.py"``) is quoted in the error.
+    ``lint_top`` also requires Verilator ``--lint-only -Wall`` to be clean up to the documented
+    waivers (skipped when Verilator is not installed and the run is on Icarus).
     """
     from ..hw.generate import generate
     work = Path(work_dir)
@@ -57,6 +59,10 @@ def check_model(model: IntModel, inputs: np.ndarray, simulator: str, work_dir, *
                          measure_latency=timing, idle_check_cycles=8)
     head = f"model {model.name} on {simulator}" + (f" -- reproduce: {reproduce}" if reproduce
                                                     else "")
+    if lint_top and (simulator == "verilator" or tools.available("verilator")):
+        rep = lint.lint(gen.verilog, gen.manifest["top"])
+        if not rep.ok:
+            raise NetworkMismatch(f"{head}: unwaived lint warnings\n{rep}")
     if r.outputs.shape != want.shape or np.any(r.outputs != want):
         d = diagnose.diagnose(model, gen.manifest, gen.verilog, inputs, want, r.outputs,
                               simulator, work, seed=seed, gap_prob=gap_prob,

@@ -14,7 +14,8 @@ from amaranth.hdl import signed, unsigned
 
 from softfloor import arith
 from softfloor.hw import primitives as P
-from softfloor.sim import units
+from softfloor.sim import tools, units
+from tests.conftest import require_tool
 
 pytestmark = pytest.mark.sim
 
@@ -191,9 +192,7 @@ def test_harness_pack_unpack_round_trip():
 def test_a_wrong_rounding_unit_is_caught(tmp_path):
     """Not vacuous: a harness that rounds half_up, checked against the half_even twin, fails on
     exactly the ties with an odd quotient."""
-    require = pytest.importorskip("tests.conftest").require_tool
-    from softfloor.sim import tools
-    require("icarus", lambda: tools.ensure("icarus"))
+    require_tool("icarus", lambda: tools.ensure("icarus"))
     h = units.harness("u_wrong", {"x": signed(10)},
                       {"r": lambda v: P.round_shift(v["x"], 3, "half_up")})
     x = np.arange(-512, 512)
