@@ -1,78 +1,107 @@
-"""Streaming compute engines: a matrix-vector unit per Dense layer, an elementwise requantizer.
+"""Streaming compute engines: a folded matrix-vector unit per Dense layer, an elementwise requantizer.
 
 :class:`DenseEngine` computes ``y = requant(W @ x + b)`` for one :class:`~softfloor.intmodel.Dense`
 layer, optionally fused with the :class:`~softfloor.intmodel.Requant` that follows it.
 :class:`RequantEngine` is a standalone elementwise :class:`~softfloor.intmodel.Requant` (used for a
-Requant that does not follow a Dense). Both consume and produce one element per stream transfer.
+Requant that does not follow a Dense). Streams carry ``elements_per_transfer`` elements per
+transfer: element ``j`` at bits ``[j*b, (j+1)*b)`` of the payload (the payload is the element's
+own shape when one element per transfer, else ``unsigned(n*b)``).
 
 Each engine exposes, FINN style:
 
 * ``model(x)`` -- its numpy twin (calls the model's own ``execute``, i.e. ``softfloor.arith``);
-* ``cycles`` -- compute cycles per vector when streaming (the engine's initiation interval);
-* ``latency`` -- cycles from the handshake of the first input element of a vector to the
-  handshake of its last output element, when the engine is otherwise idle, its input presented
+* ``cycles`` -- compute cycles per vector (``(rows/PE) * (cols/SIMD)``, rounded up);
+* ``initiation_interval`` -- cycles per vector when streaming: ``cycles``, or the input/output
+  transfer count if a stream is the narrower pipe;
+* ``latency`` -- cycles from the handshake of the first input transfer of a vector to the
+  handshake of its last output transfer, when the engine is otherwise idle, its input presented
   every cycle and its output always ready;
-* ``resources()`` -- an estimate of iCE40 resources (LUT4, DFF, EBR, DSP).
+* ``resources(device)`` -- the planner's estimate (see :mod:`softfloor.hw.planner`).
 
-DenseEngine micro-architecture (``pe = simd = 1``)
---------------------------------------------------
+DenseEngine micro-architecture (FINN MVAU style, ``PE`` output rows x ``SIMD`` input columns)
+------------------------------------------------------------------------------------------------
 ::
 
-    i ──► loader ──► input buffer (2 banks, ping-pong) ──┐
-                                      weight ROM ─────────┼─► x*w ─► acc ─► *mult ─► round ─► sat ─► skid ─► o
-                                      bias ROM ───────────┘   (reg)   (reg)  (reg)   (reg)  (reg)
+    i ─► gather (SIMD elements) ─► input buffer (2 banks, SIMD-wide words)───┐
+                          weight ROM (PE*SIMD weights per word) ────────────┼─► PE x SIMD products (reg)
+                                                                             │   ─► PE adder trees (reg per level)
+                          bias ROM (PE biases per word) ───────────────────────► PE accumulators (reg)
+       ─► hold (PE results) ─► n lanes: *multiplier (reg) ─► round (reg) ─► saturate (reg) ─► skid ─► o
 
-* The loader writes element ``c`` of a vector into the free bank; when the vector is complete the
-  bank is marked full and the loader switches to the other bank (``i.ready`` is low only while
-  both banks are full).
-* The issuer walks ``(row, col)`` over the full bank, one MAC per cycle, without a bubble between
-  rows or between back-to-back vectors; the bank is released when its last element is read.
-* Stages: memory read (1) -> product register (1) -> accumulator (1) -> ``acc * multiplier``
-  register (1) -> round register (1) -> saturate register (1) -> output skid buffer. The whole pipeline stalls
-  only while a finished result cannot leave the round/saturate register.
+* The loader gathers ``SIMD`` input elements (arriving ``in_elements_per_transfer`` at a time)
+  into one word of the free bank; the last word of a vector is zero-filled past ``cols``. When a
+  vector is complete the bank is marked full and the loader switches banks (``i.ready`` is low
+  only while both banks are full).
+* The issuer walks (row group, fold) over the full bank, ``PE * SIMD`` MACs per cycle, without a
+  bubble between row groups or between back-to-back vectors; the bank is released when its last
+  word is read. Rows beyond ``rows`` (when ``PE`` does not divide it) and columns beyond ``cols``
+  are padding: their inputs are zero, their results never leave.
+* When a row group is complete its ``PE`` accumulators move to the hold register, which feeds the
+  requantizer ``out_elements_per_transfer`` rows at a time while the next group accumulates. The
+  MAC pipeline stalls only when a finished group cannot move to the hold register.
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
-from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .. import arith
 from ..intmodel import CodeType, Dense, Requant
 from . import primitives as P
 
-__all__ = ["DenseEngine", "RequantEngine", "ENGINE_LATENCY", "REQUANT_LATENCY"]
+__all__ = ["DenseEngine", "RequantEngine", "ENGINE_LATENCY", "REQUANT_LATENCY",
+           "payload_shape", "dsp_eligible"]
 
-#: Cycles from the last input element of a vector accepted to its last result accepted at ``o``
-#: (minus the ``rows * cols`` compute cycles): bank-full flag (1), memory read (1), product (1),
-#: accumulator (1), scale (1), round (1), saturate (1) registers; the skid buffer's output register
-#: is the saturate register's successor and the handshake happens on its first valid cycle.
-ENGINE_LATENCY = 7
+#: Fixed cycles of a DenseEngine from its last input transfer accepted to its last output transfer
+#: accepted, on top of ``cycles + tree_levels + (last group transfers - 1)``: bank-full flag (1),
+#: memory read (1), product (1), accumulator (1), hold (1), scale (1), round (1), saturate (1),
+#: skid buffer output (1); the handshake is on the skid register's first valid cycle (-1).
+ENGINE_LATENCY = 8
 #: Same for a RequantEngine: scale register, round/saturate register, skid buffer.
 REQUANT_LATENCY = 3
+#: Yosys maps a ``$mul`` to an iCE40/ECP5 DSP only when its result is at least this wide.
+DSP_MIN_PRODUCT_BITS = 11
 
 
-def _out_shape(t: CodeType) -> Shape:
+def _code_shape(t: CodeType) -> Shape:
     return P.code_shape(t.bits, t.signed)
 
 
-def _ebr_blocks(depth: int, width: int) -> int:
-    """iCE40 SB_RAM40_4K count for a ``depth x width`` memory (256x16, 512x8, 1024x4, 2048x2)."""
-    if depth * width <= 0:
-        return 0
-    best = None
-    for d, w in ((256, 16), (512, 8), (1024, 4), (2048, 2)):
-        n = math.ceil(depth / d) * math.ceil(width / w)
-        best = n if best is None else min(best, n)
-    return best
+def payload_shape(element: Shape, n: int) -> Shape:
+    """Stream payload of ``n`` elements: the element's shape if ``n == 1``, else ``unsigned(n*b)``."""
+    element = Shape.cast(element)
+    return element if n == 1 else unsigned(n * element.width)
+
+
+def _pos(name: str, v) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    return v
+
+
+def _stored_weight_bits(weight_bits: int) -> int:
+    """Weight bits in the ROM: 1-bit weights {-1, +1} are stored as their sign bit."""
+    return weight_bits
+
+
+def product_bits(weight_bits: int, in_type: CodeType) -> int:
+    """Width of one ``weight * input`` product (Amaranth's exact widening)."""
+    if weight_bits == 1:
+        return in_type.bits + 1
+    return weight_bits + in_type.bits + (0 if in_type.signed else 1)
+
+
+def dsp_eligible(weight_bits: int, in_type: CodeType) -> bool:
+    """Would Yosys put a ``weight x input`` product on a DSP block (if asked to)?"""
+    return weight_bits >= 2 and product_bits(weight_bits, in_type) >= DSP_MIN_PRODUCT_BITS
 
 
 class DenseEngine(wiring.Component):
-    """Matrix-vector unit for one Dense layer, optionally fused with the following Requant.
+    """Folded matrix-vector unit for one Dense layer, optionally fused with the following Requant.
 
     Parameters
     ----------
@@ -83,19 +112,25 @@ class DenseEngine(wiring.Component):
     requant : Requant or None
         Fused requantization/activation; ``None`` outputs the raw ``acc_bits`` accumulator.
     pe, simd : int
-        Folding: output rows and input columns processed per cycle. Only ``1`` is implemented;
-        the parameters are part of the interface (``cycles`` already uses them).
+        Folding: output rows and input columns processed per cycle (``1 <= pe <= rows``,
+        ``1 <= simd <= cols``; non-divisors are padded).
+    in_elements_per_transfer, out_elements_per_transfer : int
+        Elements per ``i`` / ``o`` transfer. ``in`` must divide ``simd`` and ``cols``; ``out``
+        must divide ``pe`` and ``rows`` and be wide enough to drain a row group while the next
+        one computes (``pe / out <= ceil(cols / simd)``).
+    dsp : bool
+        Build the ``weight x input`` products as ``$mul`` cells that synthesis maps to DSP blocks
+        (when they are wide enough, see :func:`dsp_eligible`); otherwise as shift-and-add logic.
 
     Members
     -------
-    i : ``In(stream.Signature(in_shape))``
-        Input elements, ``cols`` per vector, in order.
-    o : ``Out(stream.Signature(out_shape))``
-        Output elements, ``rows`` per vector, in order.
+    i : ``In(stream.Signature(payload_shape(in_shape, in_elements_per_transfer)))``
+    o : ``Out(stream.Signature(payload_shape(out_shape, out_elements_per_transfer)))``
     """
 
     def __init__(self, dense: Dense, in_type: CodeType, requant: Requant | None = None, *,
-                 pe: int = 1, simd: int = 1):
+                 pe: int = 1, simd: int = 1, in_elements_per_transfer: int = 1,
+                 out_elements_per_transfer: int = 1, dsp: bool = False):
         self._MustUse__silence = True           # no "never used" warning if validation fails
         if not isinstance(dense, Dense):
             raise TypeError(f"dense must be a Dense layer, got {type(dense).__name__}")
@@ -103,20 +138,39 @@ class DenseEngine(wiring.Component):
             raise TypeError(f"in_type must be a CodeType, got {in_type!r}")
         if requant is not None and not isinstance(requant, Requant):
             raise TypeError(f"requant must be a Requant layer or None, got {requant!r}")
-        for name, v in (("pe", pe), ("simd", simd)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if pe != 1 or simd != 1:
-            raise NotImplementedError("only pe=1, simd=1 is implemented")
+        pe, simd = _pos("pe", pe), _pos("simd", simd)
+        win = _pos("in_elements_per_transfer", in_elements_per_transfer)
+        wout = _pos("out_elements_per_transfer", out_elements_per_transfer)
         self.dense, self.requant, self.in_type = dense, requant, in_type
-        self.pe, self.simd = pe, simd
         self.rows, self.cols = dense.out_features, dense.in_features
+        name = dense.name
+        if pe > self.rows:
+            raise ValueError(f"{name}: pe={pe} exceeds the layer's {self.rows} output rows")
+        if simd > self.cols:
+            raise ValueError(f"{name}: simd={simd} exceeds the layer's {self.cols} input columns")
+        self.pe, self.simd = pe, simd
+        self.folds = math.ceil(self.cols / simd)
+        self.groups = math.ceil(self.rows / pe)
+        if simd % win or self.cols % win:
+            raise ValueError(f"{name}: in_elements_per_transfer={win} must divide simd={simd} "
+                             f"and cols={self.cols}")
+        if pe % wout or self.rows % wout:
+            raise ValueError(f"{name}: out_elements_per_transfer={wout} must divide pe={pe} "
+                             f"and rows={self.rows}")
+        if pe // wout > self.folds:
+            raise ValueError(
+                f"{name}: {pe} results per row group leave {wout} per transfer, "
+                f"{pe // wout} transfers per group, more than the {self.folds} cycles a group "
+                f"computes: raise out_elements_per_transfer to at least "
+                f"{math.ceil(pe / self.folds)} (a divisor of pe and rows) or lower simd")
+        self.in_ept, self.out_ept = win, wout
+        self.dsp = bool(dsp)
         self.acc_type = dense.out_type(in_type)
         self.out_type = requant.out_type(self.acc_type) if requant else self.acc_type
-        self.in_shape = _out_shape(in_type)
-        self.out_shape = _out_shape(self.out_type)
-        super().__init__({"i": In(stream.Signature(self.in_shape)),
-                          "o": Out(stream.Signature(self.out_shape))})
+        self.in_shape = _code_shape(in_type)
+        self.out_shape = _code_shape(self.out_type)
+        super().__init__({"i": In(stream.Signature(payload_shape(self.in_shape, win))),
+                          "o": Out(stream.Signature(payload_shape(self.out_shape, wout)))})
         self._MustUse__silence = False
 
     # -- the FINN-style faces ---------------------------------------------------------------
@@ -127,149 +181,280 @@ class DenseEngine(wiring.Component):
 
     @property
     def cycles(self) -> int:
-        """Compute cycles per vector = initiation interval of this engine alone."""
-        return math.ceil(self.rows / self.pe) * math.ceil(self.cols / self.simd)
+        """Compute cycles per vector: ``ceil(rows / pe) * ceil(cols / simd)``."""
+        return self.groups * self.folds
+
+    @property
+    def in_transfers(self) -> int:
+        return self.cols // self.in_ept
+
+    @property
+    def out_transfers(self) -> int:
+        return self.rows // self.out_ept
+
+    @property
+    def initiation_interval(self) -> int:
+        """Cycles per vector of this engine alone, streaming (input always valid, output ready)."""
+        return max(self.cycles, self.in_transfers, self.out_transfers)
+
+    @property
+    def tree_levels(self) -> int:
+        """Registered adder-tree levels: ``ceil(log2(simd))``."""
+        return (self.simd - 1).bit_length()
+
+    @property
+    def last_group_transfers(self) -> int:
+        last_rows = self.rows - (self.groups - 1) * self.pe
+        return last_rows // self.out_ept
+
+    @property
+    def tail_latency(self) -> int:
+        """Cycles from the last input transfer accepted to the last output transfer accepted."""
+        return self.cycles + self.tree_levels + ENGINE_LATENCY + self.last_group_transfers - 1
 
     @property
     def latency(self) -> int:
-        """Cycles from the first input element accepted to the last output element accepted.
-
-        Idle engine, input presented every cycle, output always ready:
-        ``(cols - 1) + rows * cols + ENGINE_LATENCY``.
-        """
-        return self.cols - 1 + self.cycles + ENGINE_LATENCY
+        """First input transfer accepted -> last output transfer accepted (idle engine)."""
+        return self.in_transfers - 1 + self.tail_latency
 
     @property
     def mac_units(self) -> int:
         return self.pe * self.simd
 
-    def resources(self) -> dict:
-        """Rough iCE40 estimate: LUT4s, DFFs, EBR blocks and DSPs (no DSP mapping assumed)."""
-        wb, xb, ab = max(self.dense.weight_bits, 2), self.in_type.bits, self.dense.acc_bits
-        idx = max(1, (self.cols - 1).bit_length())
-        mult_luts = wb * xb + wb + xb               # array multiplier, LUT4 each partial product
-        scale_bits = ab + (self.requant.multiplier.bit_length() if self.requant else 0)
-        scale_luts = (ab * self.requant.multiplier.bit_length()
-                      if self.requant and self.requant.multiplier != 1 else 0)
-        out_bits = self.out_type.bits
-        luts = (mult_luts + ab                      # accumulator adder (carry chain)
-                + scale_luts + scale_bits + 2 * out_bits  # round adder, saturation muxes
-                + 4 * idx + 2 * (self.rows * self.cols - 1).bit_length()  # counters
-                + 20)                                # control
-        dffs = (wb + xb + (wb + xb + 1) + ab + scale_bits + 2 * out_bits + self.dense.bias_bits
-                + 4 * idx + 2 * (self.rows * self.cols - 1).bit_length() + 12)
-        weight_bits = self.rows * self.cols * wb
-        ebr = (_ebr_blocks(self.rows * self.cols, wb) + _ebr_blocks(2 << idx, xb)
-               + (_ebr_blocks(self.rows, self.dense.bias_bits) if self.rows > 32 else 0))
-        return {"lut4": int(luts), "dff": int(dffs), "ebr": int(ebr), "dsp": 0,
-                "weight_bits": int(weight_bits)}
+    @property
+    def dsp_blocks(self) -> int:
+        """DSP blocks this engine asks synthesis for (0 unless ``dsp`` and the products qualify)."""
+        return self.mac_units if self.dsp and dsp_eligible(self.dense.weight_bits,
+                                                           self.in_type) else 0
+
+    def resources(self, device: str = "up5k") -> dict:
+        """The planner's estimate for ``device`` (see :func:`softfloor.hw.planner.estimate`)."""
+        from .planner import estimate_engine
+        return estimate_engine(self, device)
+
+    # -- ROM contents -----------------------------------------------------------------------
+    def weight_words(self) -> list[int]:
+        """Weight ROM: word ``g*folds + f`` holds ``W[g*pe + p, f*simd + s]`` at lane ``p*simd+s``."""
+        ws = self.dense.weight_bits
+        mask = (1 << ws) - 1
+        W = np.asarray(self.dense.weight, dtype=np.int64)
+        pad = np.zeros((self.groups * self.pe, self.folds * self.simd), dtype=np.int64)
+        pad[:self.rows, :self.cols] = W
+        if ws == 1:
+            pad = (pad > 0).astype(np.int64)            # sign bit: 1 -> +1, 0 -> -1 (pad: -1 x 0)
+        words = []
+        for g in range(self.groups):
+            for f in range(self.folds):
+                blk = pad[g * self.pe:(g + 1) * self.pe, f * self.simd:(f + 1) * self.simd]
+                word = 0
+                for k, v in enumerate(blk.reshape(-1)):
+                    word |= (int(v) & mask) << (k * ws)
+                words.append(word)
+        return words
+
+    def bias_words(self) -> list[int]:
+        bb = self.dense.bias_bits
+        mask = (1 << bb) - 1
+        b = list(int(v) for v in self.dense.bias) + [0] * (self.groups * self.pe - self.rows)
+        return [sum((b[g * self.pe + p] & mask) << (p * bb) for p in range(self.pe))
+                for g in range(self.groups)]
 
     # -- hardware ---------------------------------------------------------------------------
     def elaborate(self, platform):
         m = Module()
-        rows, cols = self.rows, self.cols
-        idx_w = max(1, (cols - 1).bit_length())
-        wshape = signed(max(self.dense.weight_bits, 2))       # 1-bit weights are {-1, +1}
-        bshape = signed(self.dense.bias_bits)
-        acc_shape = signed(self.dense.acc_bits)
+        pe, simd, F, G = self.pe, self.simd, self.folds, self.groups
+        win, wout = self.in_ept, self.out_ept
+        b = self.in_shape.width
+        ws = self.dense.weight_bits
+        ab = self.dense.acc_bits
+        acc_shape = signed(ab)
+        fold_w = max(0, (F - 1).bit_length())
 
-        # Memories: input ping-pong buffer, weight ROM (row-major), bias ROM.
-        m.submodules.xbuf = xbuf = Memory(shape=self.in_shape, depth=2 << idx_w, init=[])
-        m.submodules.wrom = wrom = Memory(
-            shape=wshape, depth=rows * cols,
-            init=[int(v) for v in np.asarray(self.dense.weight).reshape(-1)])
-        m.submodules.brom = brom = Memory(
-            shape=bshape, depth=rows, init=[int(v) for v in self.dense.bias])
-        xw = xbuf.write_port()
-        xr = xbuf.read_port()
-        wr = wrom.read_port()
-        br = brom.read_port()
+        # ---- memories --------------------------------------------------------------------
+        m.submodules.xbuf = xbuf = Memory(shape=unsigned(simd * b), depth=2 << fold_w, init=[])
+        m.submodules.wrom = wrom = Memory(shape=unsigned(pe * simd * ws), depth=G * F,
+                                          init=self.weight_words())
+        m.submodules.brom = brom = Memory(shape=unsigned(pe * self.dense.bias_bits), depth=G,
+                                          init=self.bias_words())
+        xw, xr, wr, br = xbuf.write_port(), xbuf.read_port(), wrom.read_port(), brom.read_port()
+
+        def bank_addr(word, bank):
+            return Cat(word, bank) if fold_w else bank
 
         full = Signal(2)
+        set_full, clr_full = Signal(2), Signal(2)
 
-        # ---- loader --------------------------------------------------------------------
+        # ---- loader: gather SIMD elements per word -----------------------------------------
         wr_bank = Signal()
-        wr_idx = Signal(idx_w)
-        m.d.comb += [
-            self.i.ready.eq(~full.bit_select(wr_bank, 1)),
-            xw.addr.eq(Cat(wr_idx, wr_bank)),
-            xw.data.eq(self.i.payload),
-            xw.en.eq(self.i.valid & self.i.ready),
-        ]
-        set_full = Signal(2)
-        clr_full = Signal(2)
-        with m.If(self.i.valid & self.i.ready):
-            with m.If(wr_idx == cols - 1):
-                m.d.sync += [wr_idx.eq(0), wr_bank.eq(~wr_bank)]
-                m.d.comb += set_full.eq(Mux(wr_bank, 0b10, 0b01))
-            with m.Else():
-                m.d.sync += wr_idx.eq(wr_idx + 1)
+        wr_word = Signal(max(1, fold_w))
+        slots = simd // win
+        last_slots = (self.cols - (F - 1) * simd) // win
+        take = Signal()
+        m.d.comb += [self.i.ready.eq(~full.bit_select(wr_bank, 1)),
+                     take.eq(self.i.valid & self.i.ready)]
+        data_in = Value.cast(self.i.payload)
+        if slots == 1:
+            word_data, word_done = data_in, Const(1, 1)
+            slot = None
+        else:
+            gather = Signal(simd * b)
+            slot = Signal(range(slots))
+            word_data = Signal(simd * b)
+            m.d.comb += word_data.eq(gather)
+            for s in range(slots):
+                with m.If(slot == s):
+                    m.d.comb += word_data[s * win * b:(s + 1) * win * b].eq(data_in)
+            word_done = Signal()
+            last_word = (wr_word == F - 1) if F > 1 else Const(1, 1)
+            m.d.comb += word_done.eq(Mux(last_word, slot == last_slots - 1, slot == slots - 1))
+        m.d.comb += [xw.addr.eq(bank_addr(wr_word[:fold_w] if fold_w else wr_word, wr_bank)),
+                     xw.data.eq(word_data), xw.en.eq(take & word_done)]
+        with m.If(take):
+            if slot is not None:
+                with m.If(word_done):
+                    m.d.sync += [slot.eq(0), gather.eq(0)]     # zero-fill past cols
+                with m.Else():
+                    m.d.sync += [slot.eq(slot + 1), gather.eq(word_data)]
+            with m.If(word_done):
+                if F > 1:
+                    with m.If(wr_word == F - 1):
+                        m.d.sync += [wr_word.eq(0), wr_bank.eq(~wr_bank)]
+                        m.d.comb += set_full.eq(Mux(wr_bank, 0b10, 0b01))
+                    with m.Else():
+                        m.d.sync += wr_word.eq(wr_word + 1)
+                else:
+                    m.d.sync += wr_bank.eq(~wr_bank)
+                    m.d.comb += set_full.eq(Mux(wr_bank, 0b10, 0b01))
         m.d.sync += full.eq((full | set_full) & ~clr_full)
 
-        # ---- issuer --------------------------------------------------------------------
-        advance = Signal()          # the whole MAC pipeline moves this cycle
+        # ---- issuer ------------------------------------------------------------------------
+        advance = Signal()
         rd_bank = Signal()
-        col = Signal(idx_w)
-        row = Signal(range(rows))
-        waddr = Signal(range(rows * cols))
+        fold = Signal(max(1, fold_w))
+        group = Signal(range(max(2, G)))
+        waddr = Signal(range(max(2, G * F)))
         issue = Signal()
-        first0, last0 = Signal(), Signal()
-        m.d.comb += [
-            issue.eq(full.bit_select(rd_bank, 1) & advance),
-            first0.eq(col == 0),
-            last0.eq(col == cols - 1),
-            xr.addr.eq(Cat(col, rd_bank)), xr.en.eq(advance),
-            wr.addr.eq(waddr), wr.en.eq(advance),
-            br.addr.eq(row), br.en.eq(advance),
-        ]
+        first0 = Signal()
+        last0 = Signal()
+        lastg0 = Signal()
+        m.d.comb += [issue.eq(full.bit_select(rd_bank, 1) & advance),
+                     first0.eq(fold == 0), last0.eq(fold == F - 1), lastg0.eq(group == G - 1),
+                     xr.addr.eq(bank_addr(fold[:fold_w] if fold_w else fold, rd_bank)),
+                     xr.en.eq(advance), wr.addr.eq(waddr), wr.en.eq(advance)]
         with m.If(issue):
             with m.If(last0):
-                m.d.sync += col.eq(0)
-                with m.If(row == rows - 1):
-                    m.d.sync += [row.eq(0), waddr.eq(0), rd_bank.eq(~rd_bank)]
+                m.d.sync += fold.eq(0)
+                with m.If(lastg0):
+                    m.d.sync += [group.eq(0), waddr.eq(0), rd_bank.eq(~rd_bank)]
                     m.d.comb += clr_full.eq(Mux(rd_bank, 0b10, 0b01))
                 with m.Else():
-                    m.d.sync += [row.eq(row + 1), waddr.eq(waddr + 1)]
+                    m.d.sync += [group.eq(group + 1), waddr.eq(waddr + 1)]
             with m.Else():
-                m.d.sync += [col.eq(col + 1), waddr.eq(waddr + 1)]
+                m.d.sync += [fold.eq(fold + 1), waddr.eq(waddr + 1)]
 
-        # ---- stage 1: memory outputs valid; register the product -------------------------
-        v1, first1, last1 = Signal(), Signal(), Signal()
-        v2, first2, last2 = Signal(), Signal(), Signal()
-        prod = Signal(P.multiply(Signal(wshape), Signal(self.in_shape)).shape())
-        bias2 = Signal(bshape)
-        acc = Signal(acc_shape)
-        v3 = Signal()
+        # ---- control pipeline: stage 1 = memory outputs, 2 = products, 3.. = tree levels ---
+        L = self.tree_levels
+        T = 2 + L                                   # stage whose registers feed the accumulator
+        ctl = [(issue, first0, last0, lastg0, group)]
+        for k in range(1, T + 1):
+            v, f, l, lg = Signal(name=f"v{k}"), Signal(name=f"first{k}"), Signal(name=f"last{k}"), \
+                Signal(name=f"lastg{k}")
+            g = Signal.like(group, name=f"group{k}")
+            pv, pf, pl, plg, pg = ctl[-1]
+            with m.If(advance):
+                m.d.sync += [v.eq(pv), f.eq(pf), l.eq(pl), lg.eq(plg), g.eq(pg)]
+            ctl.append((v, f, l, lg, g))
+
+        # stage 2: products
+        xs = [xr.data[s * b:(s + 1) * b] for s in range(simd)]
+        if self.in_shape.signed:
+            xs = [x.as_signed() for x in xs]
+        level = []
+        for p in range(pe):
+            lane = []
+            for s in range(simd):
+                k = p * simd + s
+                wbits = wr.data[k * ws:(k + 1) * ws]
+                if ws == 1:
+                    prod = P.multiply_binary(wbits[0], xs[s])
+                elif self.dsp:
+                    prod = P.multiply(wbits.as_signed(), xs[s])
+                else:
+                    prod = P.multiply_shift_add(wbits.as_signed(), xs[s])
+                r = Signal(signed(min(len(prod), ab)), name=f"prod_{p}_{s}")
+                with m.If(advance):
+                    m.d.sync += r.eq(prod)
+                lane.append(r)
+            level.append(lane)
+        # stages 3..T: adder tree levels (sums mod 2**acc_bits: the final value fits)
+        for lv in range(L):
+            nxt = []
+            for p, lane in enumerate(level):
+                out = []
+                for j in range(0, len(lane), 2):
+                    if j + 1 < len(lane):
+                        expr = lane[j] + lane[j + 1]
+                    else:
+                        expr = lane[j]
+                    r = Signal(signed(min(len(expr), ab)), name=f"sum{lv}_{p}_{j // 2}")
+                    with m.If(advance):
+                        m.d.sync += r.eq(expr)
+                    out.append(r)
+                nxt.append(out)
+            level = nxt
+        sums = [lane[0] for lane in level]
+
+        # bias ROM read one stage ahead of the accumulator
+        m.d.comb += [br.addr.eq(ctl[T - 1][4]), br.en.eq(advance)]
+        bb = self.dense.bias_bits
+        vT, firstT, lastT, lastgT, _ = ctl[T]
+        accs = [Signal(acc_shape, name=f"acc{p}") for p in range(pe)]
+        for p in range(pe):
+            bias = br.data[p * bb:(p + 1) * bb].as_signed()
+            P.accumulate(m, accs[p], sums[p], enable=advance & vT, first=firstT, init=bias)
+        acc_full = Signal()           # the accumulators hold a finished row group
+        acc_lastg = Signal()
         with m.If(advance):
-            m.d.sync += [v1.eq(issue), first1.eq(first0), last1.eq(last0)]
-            m.d.sync += [v2.eq(v1), first2.eq(first1), last2.eq(last1),
-                         prod.eq(P.multiply(wr.data, xr.data)), bias2.eq(br.data)]
-            # ---- stage 2: accumulate ---------------------------------------------------
-            m.d.sync += v3.eq(v2 & last2)
-        P.accumulate(m, acc, prod, enable=advance & v2, first=first2, init=bias2)
+            m.d.sync += [acc_full.eq(vT & lastT), acc_lastg.eq(lastgT)]
 
-        # ---- stage 3/4: scale, then round + saturate ---------------------------------------
+        # ---- hold register: drain a finished group, wout results per transfer ---------------
+        per_group = pe // wout
+        hold = Signal(pe * ab)
+        hold_cnt = Signal(range(per_group + 1))
+        rq_adv = Signal()
+        emit = Signal()
+        hold_accept = Signal()
+        m.d.comb += [emit.eq((hold_cnt != 0) & rq_adv),
+                     hold_accept.eq((hold_cnt == 0) | ((hold_cnt == 1) & emit)),
+                     advance.eq(~acc_full | hold_accept)]
+        with m.If(emit):
+            m.d.sync += [hold.eq(hold >> (wout * ab)), hold_cnt.eq(hold_cnt - 1)]
+        with m.If(acc_full & hold_accept):
+            m.d.sync += [hold.eq(Cat(*accs)),
+                         hold_cnt.eq(Mux(acc_lastg, self.last_group_transfers, per_group))]
+
+        # ---- requantize, wout lanes: scale, round, saturate ----------------------------------
         rq = self.requant
         mult = rq.multiplier if rq else 1
-        scaled = Signal(signed(len(acc) + (mult.bit_length() + 1 if mult != 1 else 0)))
-        v4, v5 = Signal(), Signal()
-        rounded = Signal(P.round_shift(scaled, rq.shift, rq.rounding).shape() if rq
-                         else scaled.shape())
-        res = stream.Signature(self.out_shape).create()
-        with m.If(advance):
-            m.d.sync += [v4.eq(v3), scaled.eq(acc * mult if mult != 1 else acc)]
-            # Rounding and saturation in separate stages: together they are the critical path.
-            m.d.sync += [v5.eq(v4),
-                         rounded.eq(P.round_shift(scaled, rq.shift, rq.rounding) if rq else scaled)]
-            if rq:
-                m.d.sync += res.payload.eq(P.saturate(rounded, rq.lo, rq.hi, self.out_shape))
-            else:
-                m.d.sync += res.payload.eq(rounded)
-            m.d.sync += res.valid.eq(v5)
-        m.d.comb += advance.eq(~res.valid | res.ready)
+        res = stream.Signature(payload_shape(self.out_shape, wout)).create()
+        m.d.comb += rq_adv.eq(~res.valid | res.ready)
+        va, vb = Signal(), Signal()
+        lanes_out = []
+        for j in range(wout):
+            a = hold[j * ab:(j + 1) * ab].as_signed()
+            sexpr = P.multiply_const(a, mult) if mult != 1 else a
+            scaled = Signal(signed(len(sexpr)), name=f"scaled{j}")
+            rexpr = P.round_shift(scaled, rq.shift, rq.rounding) if rq else scaled
+            rounded = Signal(rexpr.shape(), name=f"rounded{j}")
+            with m.If(rq_adv):
+                m.d.sync += [scaled.eq(sexpr), rounded.eq(rexpr)]
+            lanes_out.append(P.saturate(rounded, rq.lo, rq.hi, self.out_shape) if rq
+                             else rounded[:self.out_shape.width])
+        with m.If(rq_adv):
+            m.d.sync += [va.eq(hold_cnt != 0), vb.eq(va), res.valid.eq(vb),
+                         res.payload.eq(Cat(*lanes_out))]
 
-        # ---- output skid buffer -----------------------------------------------------------
-        out = P.skid_buffer(m, "skid", res, self.out_shape)
+        out = P.skid_buffer(m, "skid", res, payload_shape(self.out_shape, wout))
         m.d.comb += [self.o.payload.eq(out.payload), self.o.valid.eq(out.valid),
                      out.ready.eq(self.o.ready)]
         return m
@@ -278,27 +463,33 @@ class DenseEngine(wiring.Component):
 class RequantEngine(wiring.Component):
     """Elementwise Requant on a stream (for a Requant that does not follow a Dense).
 
-    One element per cycle; stages: ``x * multiplier`` register, round/saturate register, skid
-    buffer (latency :data:`REQUANT_LATENCY`).
+    ``elements_per_transfer`` lanes; stages: ``x * multiplier`` register, round/saturate
+    register, skid buffer (latency :data:`REQUANT_LATENCY` after the last input).
 
     Members
     -------
-    i : ``In(stream.Signature(in_shape))``
-    o : ``Out(stream.Signature(out_shape))``
+    i : ``In(stream.Signature(payload_shape(in_shape, elements_per_transfer)))``
+    o : ``Out(stream.Signature(payload_shape(out_shape, elements_per_transfer)))``
     """
 
-    def __init__(self, requant: Requant, in_type: CodeType, *, elements: int):
+    def __init__(self, requant: Requant, in_type: CodeType, *, elements: int,
+                 elements_per_transfer: int = 1):
         self._MustUse__silence = True           # no "never used" warning if validation fails
         if not isinstance(requant, Requant):
             raise TypeError(f"requant must be a Requant layer, got {type(requant).__name__}")
-        if isinstance(elements, bool) or not isinstance(elements, int) or elements < 1:
-            raise ValueError(f"elements must be a positive integer, got {elements!r}")
+        elements = _pos("elements", elements)
+        n = _pos("elements_per_transfer", elements_per_transfer)
+        if elements % n:
+            raise ValueError(f"{requant.name}: elements_per_transfer={n} must divide the "
+                             f"{elements} elements")
         self.requant, self.in_type, self.elements = requant, in_type, elements
+        self.in_ept = self.out_ept = n
         self.out_type = requant.out_type(in_type)
-        self.in_shape, self.out_shape = _out_shape(in_type), _out_shape(self.out_type)
+        self.in_shape, self.out_shape = _code_shape(in_type), _code_shape(self.out_type)
         self.rows, self.cols = elements, 1
-        super().__init__({"i": In(stream.Signature(self.in_shape)),
-                          "o": Out(stream.Signature(self.out_shape))})
+        self.pe, self.simd = n, 1
+        super().__init__({"i": In(stream.Signature(payload_shape(self.in_shape, n))),
+                          "o": Out(stream.Signature(payload_shape(self.out_shape, n)))})
         self._MustUse__silence = False
 
     def model(self, x):
@@ -306,38 +497,47 @@ class RequantEngine(wiring.Component):
 
     @property
     def cycles(self) -> int:
-        return self.elements
+        return self.elements // self.in_ept
+
+    in_transfers = out_transfers = initiation_interval = cycles
+
+    @property
+    def tail_latency(self) -> int:
+        return REQUANT_LATENCY
 
     @property
     def latency(self) -> int:
-        return self.elements - 1 + REQUANT_LATENCY
+        return self.cycles - 1 + REQUANT_LATENCY
 
     mac_units = 0
+    dsp_blocks = 0
 
-    def resources(self) -> dict:
-        rq, xb = self.requant, self.in_type.bits
-        mb = rq.multiplier.bit_length()
-        luts = (xb * mb if rq.multiplier != 1 else 0) + xb + mb + 2 * self.out_type.bits + 4
-        dffs = xb + mb + 1 + 2 * self.out_type.bits + 4
-        return {"lut4": luts, "dff": dffs, "ebr": 0, "dsp": 0, "weight_bits": 0}
+    def resources(self, device: str = "up5k") -> dict:
+        from .planner import estimate_engine
+        return estimate_engine(self, device)
 
     def elaborate(self, platform):
         m = Module()
         rq = self.requant
-        mult = rq.multiplier
-        scaled = Signal(signed(len(self.i.payload) + 1 + (mult.bit_length() + 1
-                                                            if mult != 1 else 0)))
+        n, b = self.in_ept, self.in_shape.width
         v1 = Signal()
-        res = stream.Signature(self.out_shape).create()
+        res = stream.Signature(payload_shape(self.out_shape, n)).create()
         advance = Signal()
         m.d.comb += [advance.eq(~res.valid | res.ready), self.i.ready.eq(advance)]
+        data = Value.cast(self.i.payload)
+        outs = []
+        for j in range(n):
+            x = data[j * b:(j + 1) * b]
+            x = x.as_signed() if self.in_shape.signed else x
+            sexpr = P.multiply_const(x, rq.multiplier) if rq.multiplier != 1 else x
+            scaled = Signal(sexpr.shape(), name=f"scaled{j}")
+            with m.If(advance):
+                m.d.sync += scaled.eq(sexpr)
+            outs.append(P.saturate(P.round_shift(scaled, rq.shift, rq.rounding),
+                                   rq.lo, rq.hi, self.out_shape))
         with m.If(advance):
-            m.d.sync += [v1.eq(self.i.valid),
-                         scaled.eq(self.i.payload * mult if mult != 1 else self.i.payload),
-                         res.valid.eq(v1),
-                         res.payload.eq(P.saturate(P.round_shift(scaled, rq.shift, rq.rounding),
-                                                   rq.lo, rq.hi, self.out_shape))]
-        out = P.skid_buffer(m, "skid", res, self.out_shape)
+            m.d.sync += [v1.eq(self.i.valid), res.valid.eq(v1), res.payload.eq(Cat(*outs))]
+        out = P.skid_buffer(m, "skid", res, payload_shape(self.out_shape, n))
         m.d.comb += [self.o.payload.eq(out.payload), self.o.valid.eq(out.valid),
                      out.ready.eq(self.o.ready)]
         return m

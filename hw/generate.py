@@ -22,10 +22,11 @@ from pathlib import Path
 from amaranth.back import verilog
 
 from ..intmodel import Dense, IntModel, atomic_write_text, load
+from . import planner
 from .engine import ENGINE_LATENCY, REQUANT_LATENCY, DenseEngine
 from .top import ADAPTER_LATENCY, IO_PINS_UP5K_SG48, SoftfloorTop
 
-__all__ = ["generate", "build_manifest", "Generated", "MANIFEST_VERSION"]
+__all__ = ["generate", "build_manifest", "make_top", "Generated", "MANIFEST_VERSION"]
 
 MANIFEST_VERSION = 1
 
@@ -53,25 +54,32 @@ def _check_name(name: str) -> str:
     return name
 
 
-def _manifest(top: SoftfloorTop, name: str) -> dict:
+def _manifest(top: SoftfloorTop, name: str, device: str = "up5k") -> dict:
     model = top.model
     layers = []
-    for e in top.engines:
+    for n, e in enumerate(top.engines):
         entry = {"name": e.layer_names[0], "fused": e.layer_names,
+                 "instance": f"engine{n}_{e.layer_names[0]}",
                  "kind": "dense" if isinstance(e, DenseEngine) else "requant",
                  "rows": e.rows, "cols": e.cols, "cycles": e.cycles,
-                 "latency": e.latency, "resources": e.resources(),
+                 "initiation_interval": e.initiation_interval,
+                 "latency": e.latency, "tail_latency": e.tail_latency,
+                 "resources": e.resources(device),
                  "in_bits": e.in_type.bits, "in_signed": e.in_type.signed,
-                 "out_bits": e.out_type.bits, "out_signed": e.out_type.signed}
+                 "out_bits": e.out_type.bits, "out_signed": e.out_type.signed,
+                 "in_elements_per_transfer": e.in_ept,
+                 "out_elements_per_transfer": e.out_ept,
+                 "out_element_bits": e.out_shape.width}
         if isinstance(e, DenseEngine):
-            entry.update(pe=e.pe, simd=e.simd, acc_bits=e.dense.acc_bits,
+            entry.update(pe=e.pe, simd=e.simd, mac_units=e.mac_units, dsp=e.dsp,
+                         tree_levels=e.tree_levels, acc_bits=e.dense.acc_bits,
                          weight_bits=e.dense.weight_bits, macs=e.dense.macs())
             if e.requant is not None:
                 rq = e.requant
                 entry["requant"] = {"multiplier": rq.multiplier, "shift": rq.shift,
                                     "rounding": rq.rounding, "lo": rq.lo, "hi": rq.hi}
         else:
-            entry.update(pe=1, simd=1, acc_bits=None)
+            entry.update(pe=e.in_ept, simd=1, mac_units=0, dsp=False, acc_bits=None)
         layers.append(entry)
     model_layers = []
     for layer in model.layers:
@@ -94,33 +102,54 @@ def _manifest(top: SoftfloorTop, name: str) -> dict:
         "cycles_per_inference_definition": (
             "cycles from the first input beat accepted to the last output beat accepted, "
             "isolated sample, input presented back to back, output always ready"),
-        "latency_formula": (f"input_elements - 1 + {ADAPTER_LATENCY} + sum over dense engines of "
-                            f"(rows*cols + {ENGINE_LATENCY}) + sum over requant engines of "
-                            f"{REQUANT_LATENCY}"),
+        "latency_formula": (
+            f"input transfers - 1 + {ADAPTER_LATENCY} + sum over dense engines of "
+            f"(ceil(rows/pe)*ceil(cols/simd) + ceil(log2(simd)) + {ENGINE_LATENCY} + "
+            f"last row group's output transfers - 1) + sum over requant engines of "
+            f"{REQUANT_LATENCY}"),
         "initiation_interval": top.initiation_interval,
-        "initiation_interval_formula": "max(engine cycles (rows*cols/(pe*simd)), input elements, "
-                                       "output beats per sample)",
+        "initiation_interval_formula": (
+            "max over engines of max(ceil(rows/pe)*ceil(cols/simd), input transfers, output "
+            "transfers); input transfers and beats; output transfers and beats"),
         "mac_units": top.mac_units,
         "macs_per_inference": int(model.macs()),
         "io_pins": top.io_pins,
         "fits_up5k_sg48_pins": top.io_pins <= IO_PINS_UP5K_SG48,
-        "resources_estimate": top.resources(),
+        "device": device,
+        "resources_estimate": top.resources(device),
+        "plan": top.plan.to_dict() if top.plan is not None else None,
         "layers": layers,
         "model_layers": model_layers,
     }
 
 
-def build_manifest(model, *, elements_per_beat=None, name: str = "softfloor_top") -> dict:
+def make_top(model, *, elements_per_beat=None, device: str = "up5k",
+             objective: str = "throughput", overrides: dict | None = None, folding=None) -> SoftfloorTop:
+    """The top :func:`generate` emits: folded by ``folding`` if given, else by the planner."""
+    model = _as_model(model)
+    if folding is None:
+        folding = planner.plan(model, device, objective, overrides,
+                               elements_per_beat=elements_per_beat)
+    elif overrides:
+        raise ValueError("give either folding or overrides, not both")
+    return SoftfloorTop(model, elements_per_beat=elements_per_beat, folding=folding)
+
+
+def build_manifest(model, *, elements_per_beat=None, name: str = "softfloor_top",
+                   device: str = "up5k", objective: str = "throughput",
+                   overrides: dict | None = None, folding=None) -> dict:
     """The manifest of the top that :func:`generate` would emit, without generating Verilog."""
-    top = SoftfloorTop(_as_model(model), elements_per_beat=elements_per_beat)
+    top = make_top(model, elements_per_beat=elements_per_beat, device=device,
+                   objective=objective, overrides=overrides, folding=folding)
     # Only introspected, never elaborated: silence Amaranth's UnusedElaboratable warnings.
     for obj in [top, *top.engines]:
         obj._MustUse__silence = True
-    return _manifest(top, _check_name(name))
+    return _manifest(top, _check_name(name), device)
 
 
-def generate(model, out_dir, *, elements_per_beat=None, name: str = "softfloor_top"
-             ) -> Generated:
+def generate(model, out_dir, *, elements_per_beat=None, name: str = "softfloor_top",
+             device: str = "up5k", objective: str = "throughput",
+             overrides: dict | None = None, folding=None) -> Generated:
     """Write ``out_dir/<name>.v`` (the whole network, one module tree) and ``manifest.json``.
 
     Parameters
@@ -132,6 +161,11 @@ def generate(model, out_dir, *, elements_per_beat=None, name: str = "softfloor_t
         See :class:`~softfloor.hw.top.SoftfloorTop`.
     name : str
         Verilog name of the top module.
+    device, objective, overrides :
+        The planner's inputs (:func:`softfloor.hw.planner.plan`): the default is the
+        throughput plan for the UP5K. Ignored when ``folding`` is given.
+    folding : None, Plan or dict
+        Explicit folding (see :func:`softfloor.hw.top.plan_engines`); ``{}`` is fully folded.
 
     Returns
     -------
@@ -140,8 +174,9 @@ def generate(model, out_dir, *, elements_per_beat=None, name: str = "softfloor_t
     """
     name = _check_name(name)
     t0 = time.monotonic()
-    top = SoftfloorTop(_as_model(model), elements_per_beat=elements_per_beat)
-    manifest = _manifest(top, name)
+    top = make_top(model, elements_per_beat=elements_per_beat, device=device,
+                   objective=objective, overrides=overrides, folding=folding)
+    manifest = _manifest(top, name, device)
     text = verilog.convert(top, name=name, emit_src=False)
     out_dir = Path(out_dir)
     v_path = atomic_write_text(out_dir / f"{name}.v", text)

@@ -29,6 +29,7 @@ __all__ = [
     "np_multiply", "np_round_shift", "np_saturate", "np_relu", "np_requantize",
     "multiply", "round_shift", "saturate", "relu", "requantize", "requantize_shape",
     "accumulate", "skid_buffer", "SkidBuffer", "code_shape",
+    "np_multiply_shift_add", "multiply_shift_add", "multiply_binary", "multiply_const",
 ]
 
 
@@ -237,3 +238,49 @@ def skid_buffer(m: Module, name: str, upstream: stream.Interface, shape) -> stre
     m.submodules[name] = buf
     wiring.connect(m, upstream, buf.i)
     return buf.o
+
+
+# ----------------------------------------------------------------------------------------------
+# Multipliers without a generic ``$mul`` cell (so synthesis never maps them to a DSP block)
+
+def np_multiply_shift_add(w, x):
+    """Numpy face of :func:`multiply_shift_add` and :func:`multiply_binary`: the exact product."""
+    return np_multiply(w, x)
+
+
+def multiply_shift_add(w, x) -> Value:
+    """``w * x`` for a two's complement ``w`` as a sum of shifted, gated copies of ``x``.
+
+    ``w = -w[n-1] * 2**(n-1) + sum(w[i] * 2**i)``: each bit of ``w`` selects ``x << i``; the sign
+    bit's copy is subtracted. Exact for any signed ``w`` (width ``n >= 1``) and any ``x``. Yosys
+    sees adders and multiplexers, never a ``$mul``, so the product stays in logic even when the
+    device has DSP blocks (which :func:`multiply` may be mapped to).
+    """
+    w, x = Value.cast(w), Value.cast(x)
+    n = len(w)
+    xs = x.as_signed() if x.shape().signed else Cat(x, Const(0, 1)).as_signed()
+    terms = [Mux(w[i], xs << i, 0) for i in range(n - 1)]
+    neg = Mux(w[n - 1], xs << (n - 1), 0)
+    total = terms[0] if terms else Const(0, 1)
+    for t in terms[1:]:
+        total = total + t
+    return (total - neg) if w.shape().signed else (total + neg)
+
+
+def multiply_binary(bit, x) -> Value:
+    """``(+1 if bit else -1) * x``: the product with a 1-bit weight stored as its sign bit."""
+    x = Value.cast(x)
+    xs = x.as_signed() if x.shape().signed else Cat(x, Const(0, 1)).as_signed()
+    return Mux(bit, xs, -xs)
+
+
+def multiply_const(x, c: int) -> Value:
+    """``x * c`` for a constant ``c >= 1`` as shifts and adds (a single shift for a power of two)."""
+    c = _check_int("c", c, 1)
+    x = Value.cast(x)
+    total = None
+    for i in range(c.bit_length()):
+        if (c >> i) & 1:
+            t = x << i
+            total = t if total is None else total + t
+    return total

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import math
 
-from amaranth.hdl import Module, Mux, Shape, Signal, unsigned
+from amaranth.hdl import Cat, Module, Mux, Shape, Signal, Value, unsigned
 from amaranth.lib import data
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["BeatLayout", "beat_shape", "BeatUnpacker", "BeatPacker"]
+__all__ = ["BeatLayout", "beat_shape", "transfer_shape", "BeatUnpacker", "BeatPacker"]
 
 
 def beat_shape(tdata_width: int) -> data.StructLayout:
@@ -97,79 +97,115 @@ class BeatLayout:
         return out
 
 
-class BeatUnpacker(wiring.Component):
-    """Beats in, one element per transfer out (``tdata`` -> elements gearbox).
+def transfer_shape(element_shape, n: int) -> Shape:
+    """Payload of an internal stream of ``n`` elements per transfer (element ``j`` at bits
+    ``[j*b, (j+1)*b)``): the element's own shape when ``n == 1``, else ``unsigned(n*b)``."""
+    element_shape = Shape.cast(element_shape)
+    return element_shape if n == 1 else unsigned(n * element_shape.width)
 
-    ``i.ready`` is high when the beat register is empty or its last element leaves this cycle,
+
+def check_elements_per_transfer(layout: BeatLayout, n: int, what: str) -> int:
+    """``n`` must divide the beat's elements and the last beat's elements."""
+    _pos_int(f"{what} elements_per_transfer", n)
+    if layout.elements_per_beat % n or layout.last_beat_elements % n:
+        raise ValueError(f"{what}: {n} elements per transfer must divide the "
+                         f"{layout.elements_per_beat} elements per beat and the "
+                         f"{layout.last_beat_elements} of the last beat")
+    return n
+
+
+class BeatUnpacker(wiring.Component):
+    """Beats in, ``elements_per_transfer`` elements per transfer out (``tdata`` -> elements).
+
+    ``i.ready`` is high when the beat register is empty or its last transfer leaves this cycle,
     so a new beat is taken without a bubble. ``i.payload.last`` is ignored (framing by count).
 
     Members
     -------
     i : ``In(stream.Signature(beat_shape(tdata_width)))``
-    o : ``Out(stream.Signature(element_shape))``
+    o : ``Out(stream.Signature(transfer_shape(element_shape, elements_per_transfer)))``
     """
 
-    def __init__(self, layout: BeatLayout):
+    def __init__(self, layout: BeatLayout, elements_per_transfer: int = 1):
         if not isinstance(layout, BeatLayout):
             raise TypeError(f"layout must be a BeatLayout, got {layout!r}")
+        self._MustUse__silence = True           # no "never used" warning if validation fails
         self.layout = layout
+        self.elements_per_transfer = check_elements_per_transfer(
+            layout, elements_per_transfer, "BeatUnpacker")
         super().__init__({"i": In(stream.Signature(beat_shape(layout.tdata_width))),
-                          "o": Out(stream.Signature(layout.element_shape))})
+                          "o": Out(stream.Signature(transfer_shape(layout.element_shape,
+                                                                   elements_per_transfer)))})
+        self._MustUse__silence = False
 
     def elaborate(self, platform):
         m = Module()
         L = self.layout
-        b, epb = L.element_bits, L.elements_per_beat
+        b, epb, k = L.element_bits, L.elements_per_beat, self.elements_per_transfer
         buf = Signal(epb * b)
-        n = Signal(range(epb + 1))                  # elements left in buf
+        n = Signal(range(epb // k + 1))             # transfers left in buf
         beat = Signal(range(L.beats_per_sample))    # index of the next beat in the sample
         take = Signal()
         m.d.comb += [
             self.o.valid.eq(n != 0),
-            self.o.payload.eq(buf[:b]),
+            self.o.payload.eq(buf[:k * b]),
             self.i.ready.eq((n == 0) | ((n == 1) & self.o.ready)),
             take.eq(self.i.valid & self.i.ready),
         ]
         with m.If(take):
             m.d.sync += buf.eq(self.i.payload.data[:epb * b])
             with m.If(beat == L.beats_per_sample - 1):
-                m.d.sync += [beat.eq(0), n.eq(L.last_beat_elements)]
+                m.d.sync += [beat.eq(0), n.eq(L.last_beat_elements // k)]
             with m.Else():
-                m.d.sync += [beat.eq(beat + 1), n.eq(epb)]
+                m.d.sync += [beat.eq(beat + 1), n.eq(epb // k)]
         with m.Elif(self.o.valid & self.o.ready):
-            m.d.sync += [buf.eq(buf >> b), n.eq(n - 1)]
+            m.d.sync += [buf.eq(buf >> (k * b)), n.eq(n - 1)]
         return m
 
 
 class BeatPacker(wiring.Component):
-    """One element per transfer in, beats out (elements -> ``tdata`` packer).
+    """``elements_per_transfer`` elements per transfer in, beats out (elements -> ``tdata``).
 
     Elements are sign- or zero-extended (per the input shape) to ``element_bits``; ``last`` is set
     on the final beat of each sample; unused high bits of a partial beat are zero.
 
     Members
     -------
-    i : ``In(stream.Signature(in_shape))``
+    i : ``In(stream.Signature(transfer_shape(in_shape, elements_per_transfer)))``
     o : ``Out(stream.Signature(beat_shape(tdata_width)))``
     """
 
-    def __init__(self, layout: BeatLayout, in_shape):
+    def __init__(self, layout: BeatLayout, in_shape, elements_per_transfer: int = 1):
         if not isinstance(layout, BeatLayout):
             raise TypeError(f"layout must be a BeatLayout, got {layout!r}")
         self.layout = layout
         self.in_shape = Shape.cast(in_shape)
         if self.in_shape.width > layout.element_bits:
             raise ValueError(f"{self.in_shape!r} is wider than {layout.element_bits}-bit elements")
-        super().__init__({"i": In(stream.Signature(self.in_shape)),
+        self._MustUse__silence = True
+        self.elements_per_transfer = check_elements_per_transfer(
+            layout, elements_per_transfer, "BeatPacker")
+        super().__init__({"i": In(stream.Signature(transfer_shape(self.in_shape,
+                                                                  elements_per_transfer))),
                           "o": Out(stream.Signature(beat_shape(layout.tdata_width)))})
+        self._MustUse__silence = False
 
     def elaborate(self, platform):
         m = Module()
         L = self.layout
-        b, epb = L.element_bits, L.elements_per_beat
-        elem = Signal(L.element_shape)
-        m.d.comb += elem.eq(self.i.payload)         # sign/zero extension
-        k = Signal(range(epb))                      # slot of the next element in the beat
+        b, n = L.element_bits, self.elements_per_transfer
+        epb = L.elements_per_beat // n              # slots of n elements per beat
+        wi = self.in_shape.width
+        raw = Value.cast(self.i.payload)
+        parts = []
+        for j in range(n):                          # sign/zero extension of each element
+            e = Signal(L.element_shape, name=f"elem{j}")
+            x = raw[j * wi:(j + 1) * wi]
+            m.d.comb += e.eq(x.as_signed() if self.in_shape.signed else x)
+            parts.append(e)
+        elem = Cat(*parts)
+        b = b * n
+        k = Signal(range(epb))                      # slot of the next transfer in the beat
         beat = Signal(range(L.beats_per_sample))
         word = Signal(L.tdata_width)
         m.d.comb += [self.o.payload.data.eq(word),
@@ -185,7 +221,7 @@ class BeatPacker(wiring.Component):
                         m.d.sync += word[s * b:(s + 1) * b].eq(elem)
             last_beat = beat == L.beats_per_sample - 1
             beat_done = Signal()
-            m.d.comb += beat_done.eq(Mux(last_beat, k == L.last_beat_elements - 1, k == epb - 1))
+            m.d.comb += beat_done.eq(Mux(last_beat, k == L.last_beat_elements // n - 1, k == epb - 1))
             with m.If(beat_done):
                 m.d.sync += [k.eq(0), self.o.valid.eq(1), self.o.payload.last.eq(last_beat),
                              beat.eq(Mux(last_beat, 0, beat + 1))]

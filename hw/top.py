@@ -35,11 +35,12 @@ from amaranth.lib.wiring import In, Out
 from .. import golden
 from ..intmodel import Dense, IntModel, Requant
 from . import primitives as P
-from .engine import ENGINE_LATENCY, REQUANT_LATENCY, DenseEngine, RequantEngine
+from .engine import DenseEngine, RequantEngine
+from .planner import Plan, engine_specs, link_widths
 from .stream_io import BeatLayout, BeatPacker, BeatUnpacker
 
-__all__ = ["SoftfloorTop", "plan_engines", "output_element_bits", "default_elements_per_beat",
-           "IO_PINS_UP5K_SG48"]
+__all__ = ["SoftfloorTop", "plan_engines", "beat_layouts", "output_element_bits",
+           "default_elements_per_beat", "IO_PINS_UP5K_SG48"]
 
 #: User I/O pins of the iCE40 UP5K in the SG48 package.
 IO_PINS_UP5K_SG48 = 39
@@ -67,30 +68,6 @@ def default_elements_per_beat(element_bits: int, elements: int) -> int:
     return max(1, min(elements, (8 * math.ceil(element_bits / 8)) // element_bits))
 
 
-def plan_engines(model: IntModel) -> list:
-    """The engines of ``model`` in order (not yet elaborated)."""
-    if not isinstance(model, IntModel):
-        raise TypeError(f"model must be an IntModel, got {type(model).__name__}")
-    types = model.types()
-    engines, i, width = [], 0, model.input.size
-    layers = model.layers
-    while i < len(layers):
-        layer = layers[i]
-        if isinstance(layer, Dense):
-            rq = layers[i + 1] if i + 1 < len(layers) and isinstance(layers[i + 1], Requant) \
-                else None
-            eng = DenseEngine(layer, types[i], rq)
-            eng.layer_names = [layer.name] + ([rq.name] if rq else [])
-            width = layer.out_features
-            i += 2 if rq else 1
-        else:
-            eng = RequantEngine(layer, types[i], elements=width)
-            eng.layer_names = [layer.name]
-            i += 1
-        engines.append(eng)
-    return engines
-
-
 def _split_epb(elements_per_beat):
     if elements_per_beat is None:
         return None, None
@@ -105,6 +82,69 @@ def _split_epb(elements_per_beat):
     return elements_per_beat, elements_per_beat
 
 
+def beat_layouts(model: IntModel, elements_per_beat=None) -> tuple[BeatLayout, BeatLayout]:
+    """Input and output :class:`BeatLayout` of the top (see :class:`SoftfloorTop`)."""
+    in_epb, out_epb = _split_epb(elements_per_beat)
+    in_shape = P.code_shape(model.input.bits, model.input.signed)
+    in_layout = BeatLayout(
+        in_shape, elements=model.input.size,
+        elements_per_beat=in_epb or default_elements_per_beat(in_shape.width, model.input.size))
+    ob, osg = output_element_bits(model)
+    n_out = model.output_size
+    out_layout = BeatLayout(P.code_shape(ob, osg), elements=n_out,
+                            elements_per_beat=out_epb or default_elements_per_beat(ob, n_out))
+    return in_layout, out_layout
+
+
+def _folding_dict(folding, specs) -> dict:
+    if folding is None:
+        return {}
+    if isinstance(folding, Plan):
+        return folding.folding()
+    if not isinstance(folding, dict):
+        raise TypeError(f"folding must be None, a Plan or a dict, got {type(folding).__name__}")
+    names = [s.dense.name for s in specs if s.kind == "dense"]
+    for name in folding:
+        if name not in names:
+            raise ValueError(f"folding: no dense layer named {name!r} (dense layers: "
+                             f"{', '.join(names)})")
+    return folding
+
+
+def plan_engines(model: IntModel, folding=None, elements_per_beat=None) -> list:
+    """The engines of ``model`` in order (not yet elaborated), folded as ``folding`` says.
+
+    ``folding``: ``None`` (every dense engine ``pe = simd = 1``), a
+    :class:`~softfloor.hw.planner.Plan`, or ``{dense layer name: (pe, simd[, dsp])}``.
+    Layers without a hardware engine raise :class:`~softfloor.hw.planner.UnsupportedLayerError`
+    naming the layer and its op.
+    """
+    specs = engine_specs(model)
+    fold = _folding_dict(folding, specs)
+    for s in specs:
+        if s.kind == "dense" and s.dense.name in fold:
+            f = tuple(fold[s.dense.name])
+            s.pe, s.simd = int(f[0]), int(f[1])
+            s.dsp = bool(f[2]) if len(f) > 2 else False
+            if not (1 <= s.pe <= s.rows and 1 <= s.simd <= s.cols):
+                raise ValueError(f"{s.name}: fold {s.pe}x{s.simd} outside 1..{s.rows} x "
+                                 f"1..{s.cols} for this {s.rows}x{s.cols} layer")
+    in_layout, out_layout = beat_layouts(model, elements_per_beat)
+    widths = link_widths(specs, in_layout, out_layout)
+    engines = []
+    for k, s in enumerate(specs):
+        if s.kind == "dense":
+            eng = DenseEngine(s.dense, s.in_type, s.requant, pe=s.pe, simd=s.simd,
+                              in_elements_per_transfer=widths[k],
+                              out_elements_per_transfer=widths[k + 1], dsp=s.dsp)
+        else:
+            eng = RequantEngine(s.requant, s.in_type, elements=s.rows,
+                                elements_per_transfer=widths[k])
+        eng.layer_names = list(s.names)
+        engines.append(eng)
+    return engines
+
+
 class SoftfloorTop(wiring.Component):
     """The accelerator: AXI4-Stream in, AXI4-Stream out, one engine per layer.
 
@@ -114,25 +154,20 @@ class SoftfloorTop(wiring.Component):
     elements_per_beat : int, (int, int), {"input": int, "output": int} or None
         Elements per beat of the input and output streams (an int applies to both). ``None``
         chooses the narrowest whole-byte beat (see :func:`default_elements_per_beat`).
+    folding : None, Plan or dict
+        Per dense layer ``(pe, simd[, dsp])`` (see :func:`plan_engines`); ``None`` is fully
+        folded (``1 x 1``, one MAC lane per layer). :func:`softfloor.hw.generate.generate`
+        passes the planner's plan.
     """
 
-    def __init__(self, model: IntModel, *, elements_per_beat=None):
+    def __init__(self, model: IntModel, *, elements_per_beat=None, folding=None):
         if not isinstance(model, IntModel):
             raise TypeError(f"model must be an IntModel, got {type(model).__name__}")
         self._MustUse__silence = True           # no "never used" warning if validation fails
         self.model = model
-        self.engines = plan_engines(model)
-        in_epb, out_epb = _split_epb(elements_per_beat)
-        in_shape = P.code_shape(model.input.bits, model.input.signed)
-        self.in_layout = BeatLayout(
-            in_shape, elements=model.input.size,
-            elements_per_beat=in_epb or default_elements_per_beat(in_shape.width,
-                                                                  model.input.size))
-        ob, osg = output_element_bits(model)
-        n_out = model.output_size
-        self.out_layout = BeatLayout(
-            P.code_shape(ob, osg), elements=n_out,
-            elements_per_beat=out_epb or default_elements_per_beat(ob, n_out))
+        self.plan = folding if isinstance(folding, Plan) else None
+        self.engines = plan_engines(model, folding, elements_per_beat)
+        self.in_layout, self.out_layout = beat_layouts(model, elements_per_beat)
         iw, ow = self.in_layout.tdata_width, self.out_layout.tdata_width
         super().__init__({
             "s_axis_tdata": In(iw), "s_axis_tvalid": In(1), "s_axis_tlast": In(1),
@@ -148,14 +183,25 @@ class SoftfloorTop(wiring.Component):
         return golden.run(self.model, codes)
 
     @property
+    def in_elements_per_transfer(self) -> int:
+        return self.engines[0].in_ept
+
+    @property
+    def out_elements_per_transfer(self) -> int:
+        return self.engines[-1].out_ept
+
+    @property
     def initiation_interval(self) -> int:
         """Cycles between successive samples when streaming back to back (output always ready).
 
-        The slowest engine sets the pace; the input and output adapters move one element per
-        cycle, so they only matter when a beat stream is slower than the engines.
+        The slowest stage sets the pace: an engine's compute cycles or stream transfers
+        (:attr:`DenseEngine.initiation_interval`), the input unpacker's transfers or beats, the
+        output packer's transfers or beats.
         """
-        return max([e.cycles for e in self.engines]
-                   + [self.in_layout.elements, self.out_layout.beats_per_sample])
+        L, O = self.in_layout, self.out_layout
+        return max([e.initiation_interval for e in self.engines]
+                   + [L.elements // self.in_elements_per_transfer, L.beats_per_sample,
+                      O.elements // self.out_elements_per_transfer, O.beats_per_sample])
 
     @property
     def cycles_per_inference(self) -> int:
@@ -163,15 +209,13 @@ class SoftfloorTop(wiring.Component):
 
         Cycle difference between the two handshakes, input beats presented back to back. Each
         engine starts computing only when its whole input vector has arrived, so latencies add
-        up: 1 (unpacker) + ``input_elements - 1`` + per engine, from its last input accepted to
-        its last output accepted, ``rows * cols + ENGINE_LATENCY`` (``REQUANT_LATENCY`` for a
-        standalone Requant) + 1 (packer).
+        up: 1 (unpacker) + ``input transfers - 1`` + per engine, from its last input accepted to
+        its last output accepted, :attr:`DenseEngine.tail_latency` (``cycles + tree levels +
+        ENGINE_LATENCY + last group transfers - 1``; ``REQUANT_LATENCY`` for a standalone
+        Requant) + 1 (packer).
         """
-        total = self.in_layout.elements - 1 + ADAPTER_LATENCY
-        for e in self.engines:
-            n_in = e.cols if isinstance(e, DenseEngine) else e.elements
-            total += e.latency - (n_in - 1)
-        return total
+        total = self.in_layout.elements // self.in_elements_per_transfer - 1 + ADAPTER_LATENCY
+        return total + sum(e.tail_latency for e in self.engines)
 
     @property
     def mac_units(self) -> int:
@@ -181,20 +225,23 @@ class SoftfloorTop(wiring.Component):
     def io_pins(self) -> int:
         return self.in_layout.tdata_width + 3 + self.out_layout.tdata_width + 3 + 2
 
-    def resources(self) -> dict:
-        tot = {"lut4": 0, "dff": 0, "ebr": 0, "dsp": 0, "weight_bits": 0}
+    def resources(self, device: str = "up5k") -> dict:
+        """Planner estimate of the whole top on ``device`` (engines + adapters)."""
+        from .planner import ADAPTER_LC_PER_BIT
+        tot: dict = {}
         for e in self.engines:
-            for k, v in e.resources().items():
-                tot[k] += v
-        adapters = 2 * (self.in_layout.tdata_width + self.out_layout.tdata_width) + 16
-        tot["lut4"] += adapters
-        tot["dff"] += self.in_layout.tdata_width + self.out_layout.tdata_width + 16
+            for k, v in e.resources(device).items():
+                tot[k] = tot.get(k, 0) + v
+        bits = self.in_layout.tdata_width + self.out_layout.tdata_width
+        tot["lc"] += int(ADAPTER_LC_PER_BIT * bits) + 20
+        tot["ff"] += bits + 16
+        tot["lut4"], tot["dff"] = tot["lc"], tot["ff"]
         return tot
 
     # -- hardware ---------------------------------------------------------------------------
     def elaborate(self, platform):
         m = Module()
-        m.submodules.unpack = unpack = BeatUnpacker(self.in_layout)
+        m.submodules.unpack = unpack = BeatUnpacker(self.in_layout, self.in_elements_per_transfer)
         m.d.comb += [unpack.i.payload.data.eq(self.s_axis_tdata),
                      unpack.i.payload.last.eq(self.s_axis_tlast),
                      unpack.i.valid.eq(self.s_axis_tvalid),
@@ -204,7 +251,8 @@ class SoftfloorTop(wiring.Component):
             m.submodules[f"engine{n}_{eng.layer_names[0]}"] = eng
             wiring.connect(m, prev, eng.i)
             prev = eng.o
-        m.submodules.pack = pack = BeatPacker(self.out_layout, self.engines[-1].out_shape)
+        m.submodules.pack = pack = BeatPacker(self.out_layout, self.engines[-1].out_shape,
+                                              self.out_elements_per_transfer)
         wiring.connect(m, prev, pack.i)
         m.d.comb += [self.m_axis_tdata.eq(pack.o.payload.data),
                      self.m_axis_tlast.eq(pack.o.payload.last),

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from . import flow as flow_mod
 
-DEVICES = ("up5k", "hx8k", "hx1k")  # kept in step with softfloor.hw.synth.DEVICES (tested)
+# Kept in step with softfloor.hw.synth.DEVICES (tested).
+DEVICES = ("up5k", "hx8k", "hx1k", "ecp5-25f", "ecp5-45f", "ecp5-85f")
 
 
 def _surrogates() -> tuple[str, ...]:
@@ -60,6 +61,15 @@ def _sim_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--waves", action="store_true", help="dump a waveform and print its path")
 
 
+def _plan_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--objective", choices=("throughput", "latency"), default="throughput",
+                   help="folding planner objective (default throughput: the smallest initiation "
+                        "interval that fits the device)")
+    p.add_argument("--fold", action="append", default=[], metavar="LAYER=PExSIMD",
+                   help="fold a dense layer as given, e.g. --fold fc1=8x4 (repeatable); the "
+                        "planner picks the others")
+
+
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="softfloor", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -70,6 +80,7 @@ def parser() -> argparse.ArgumentParser:
     _train_args(p)
     _sim_args(p)
     p.add_argument("--device", choices=DEVICES, default="up5k")
+    _plan_args(p)
     p.add_argument("--no-synth", action="store_true", help="skip synthesis")
     p.add_argument("--model", type=Path, help="start from an existing integer model file "
                                               "(skips data, training, export)")
@@ -90,23 +101,57 @@ def parser() -> argparse.ArgumentParser:
             _train_args(p)
         if name == "sim":
             _sim_args(p)
-        if name == "synth":
+        if name in ("synth", "rtl"):
             p.add_argument("--device", choices=DEVICES, default="up5k")
+        if name == "rtl":
+            _plan_args(p)
 
     p = sub.add_parser("info", help="validate an integer model file and print its summary")
     p.add_argument("model", type=Path)
+
+    p = sub.add_parser("import-qonnx", help="QONNX model (Brevitas export_qonnx) -> integer model "
+                                          "file (needs the [qonnx] extra)")
+    p.add_argument("onnx", type=Path, metavar="MODEL.onnx")
+    p.add_argument("-o", "--output", type=Path, required=True, metavar="MODEL_FILE",
+                   help="integer model file to write (*.intmodel.json)")
+    p.add_argument("--check", type=Path, metavar="INPUTS.npy",
+                   help="float inputs: measure agreement with QONNX execute_onnx")
+    p.add_argument("--labels", type=Path, metavar="LABELS.npy", help="with --check: accuracies")
     return ap
 
 
 def _options(args: argparse.Namespace) -> flow_mod.FlowOptions:
     o = flow_mod.FlowOptions(out=args.out, quiet=getattr(args, "quiet", False))
     for k in ("weight_bits", "act_bits", "input_bits", "surrogate", "batchnorm", "epochs",
-              "seed", "simulator", "device", "model", "inputs", "labels", "waves"):
+              "seed", "simulator", "device", "model", "inputs", "labels", "waves",
+              "objective"):
         if hasattr(args, k):
             setattr(o, k, getattr(args, k))
+    if getattr(args, "fold", None):
+        o.fold = tuple(args.fold)
     if hasattr(args, "no_synth"):
         o.synth = not args.no_synth
     return o
+
+
+def _import_qonnx(args: argparse.Namespace) -> int:
+    import json
+
+    import numpy as np
+
+    from . import intmodel, qonnx_import
+    res = qonnx_import.import_qonnx(args.onnx, name=args.onnx.stem)
+    if args.check is not None:
+        x = np.load(args.check)
+        labels = np.load(args.labels) if args.labels is not None else None
+        agree = qonnx_import.agreement(args.onnx, res.model, x, labels)
+        res.model.meta["agreement"] = agree
+    intmodel.save(res.model, args.output)
+    print(res)
+    if args.check is not None:
+        print("agreement with execute_onnx:", json.dumps(res.model.meta["agreement"]))
+    print(f"wrote {args.output}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
             from . import intmodel
             print(intmodel.load(args.model).summary())
             return 0
+        if args.command == "import-qonnx":
+            return _import_qonnx(args)
         opts = _options(args)
         if args.command == "flow":
             rep = flow_mod.flow(opts)

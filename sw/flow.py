@@ -45,6 +45,8 @@ class FlowOptions:
     seed: int = 0
     simulator: str = "both"
     device: str = "up5k"
+    objective: str = "throughput"  # folding planner objective (rtl): throughput or latency
+    fold: tuple = ()               # per-layer folding overrides "LAYER=PExSIMD" (rtl)
     synth: bool = True
     model: Path | None = None      # an existing integer model file: skip data/train/export
     inputs: Path | None = None     # float inputs (.npy), one row per sample
@@ -170,12 +172,16 @@ def stage_golden(ctx: Context) -> None:
 
 def stage_rtl(ctx: Context) -> None:
     """Integer model file -> one Verilog file + manifest.json."""
-    from .hw import generate
+    from .hw import generate, planner
+    o = ctx.opts
     model = intmodel.load(ctx.need(MODEL_FILE, "export"))
-    man = generate.generate(model, ctx.out).manifest
+    overrides = dict(planner.parse_fold(f) for f in (o.fold or ()))
+    plan = planner.plan(model, o.device, o.objective, overrides)
+    ctx.say(str(plan))
+    man = generate.generate(model, ctx.out, device=o.device, folding=plan).manifest
     ctx.record("rtl", {"top": man["top"], "cycles_per_inference": man["cycles_per_inference"],
                        "initiation_interval": man["initiation_interval"],
-                       "mac_units": man["mac_units"]})
+                       "mac_units": man["mac_units"], "plan": man.get("plan")})
 
 
 def stage_sim(ctx: Context) -> None:
@@ -312,6 +318,7 @@ def report(ctx: Context) -> dict:
             "initiation_interval_expected": man.get("initiation_interval"),
             "mac_units": man.get("mac_units"),
             "macs_per_inference": man.get("macs_per_inference"),
+            "plan": man.get("plan"),
             "simulators": {k: {"latency_cycles": v.get("latency_cycles"),
                                "initiation_interval": v.get("initiation_interval"),
                                "run_seconds": v.get("run_seconds")} for k, v in sm.items()},

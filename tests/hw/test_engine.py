@@ -12,14 +12,33 @@ from tests.randmodel import random_codes, random_model
 from .streamsim import run_stream
 
 
+def pack_words(values, n, bits):
+    """Elements -> transfers of ``n`` elements (element j at bits [j*bits, (j+1)*bits))."""
+    mask = (1 << bits) - 1
+    return [sum((int(v) & mask) << (j * bits) for j, v in enumerate(values[k:k + n]))
+            for k in range(0, len(values), n)]
+
+
+def unpack_words(words, n, bits, signed_):
+    out = []
+    for w in words:
+        for j in range(n):
+            v = (int(w) >> (j * bits)) & ((1 << bits) - 1)
+            out.append(v - (1 << bits) if signed_ and v >> (bits - 1) else v)
+    return out
+
+
 def run_engine(eng, vectors, *, gap=0.0, stall=0.0, seed=0):
     flat = [int(v) for vec in vectors for v in vec]
     rows = eng.rows
+    win, wout = eng.in_ept, eng.out_ept
     r = run_stream(eng, i_valid=eng.i.valid, i_ready=eng.i.ready, i_data=eng.i.payload,
                    o_valid=eng.o.valid, o_ready=eng.o.ready, o_data=eng.o.payload,
-                   inputs=flat, n_out=rows * len(vectors), gap_prob=gap, stall_prob=stall,
+                   inputs=pack_words(flat, win, eng.in_shape.width),
+                   n_out=rows * len(vectors) // wout, gap_prob=gap, stall_prob=stall,
                    rng=np.random.default_rng(seed), idle_after=8)
-    return np.array(r.outputs).reshape(len(vectors), rows), r
+    out = unpack_words(r.outputs, wout, eng.out_shape.width, eng.out_shape.signed)
+    return np.array(out).reshape(len(vectors), rows), r
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -63,20 +82,83 @@ def test_dense_engine_one_bit_weights_and_signed_inputs():
     np.testing.assert_array_equal(got, x @ w.T + b)
 
 
+#: (rows, cols, pe, simd, in per transfer, out per transfer): divisors, padded rows/columns,
+#: gathered inputs, wide outputs, fully unrolled.
+FOLDS = [(8, 8, 2, 2, 1, 1), (10, 32, 1, 3, 1, 1), (10, 32, 2, 2, 2, 2), (6, 9, 3, 4, 1, 3),
+         (16, 16, 8, 2, 2, 1), (16, 16, 8, 4, 1, 2), (4, 4, 4, 4, 4, 4), (7, 5, 7, 5, 5, 7),
+         (5, 12, 2, 6, 3, 1)]
+
+
+@pytest.mark.parametrize("rows,cols,pe,simd,win,wout", FOLDS)
+def test_folded_engine_timing(rows, cols, pe, simd, win, wout):
+    """PE x SIMD folding: bit-exact; back to back one vector per max(cycles, transfers) cycles
+    with no bubble; isolated latency exactly as advertised."""
+    rng = np.random.default_rng(rows * 100 + cols * 10 + pe + simd)
+    model = random_model(rng, [cols, rows], final_requant=bool(pe % 2))
+    layers = model.layers
+    eng = DenseEngine(layers[0], model.input.code_type, layers[1] if len(layers) > 1 else None,
+                      pe=pe, simd=simd, in_elements_per_transfer=win,
+                      out_elements_per_transfer=wout)
+    assert eng.cycles == -(-rows // pe) * -(-cols // simd)
+    codes = random_codes(rng, model, 5)
+    got, r = run_engine(eng, codes)
+    np.testing.assert_array_equal(got, eng.model(codes))
+    per = rows // wout
+    last_out = r.out_cycles[per - 1::per]
+    assert last_out[0] - r.in_cycles[0] == eng.latency
+    assert set(np.diff(last_out[1:])) == {eng.initiation_interval}, np.diff(last_out)
+
+
+@pytest.mark.parametrize("rows,cols,pe,simd,win,wout", FOLDS[1:6])
+def test_folded_engine_gaps_and_backpressure(rows, cols, pe, simd, win, wout):
+    rng = np.random.default_rng(rows + cols + pe)
+    model = random_model(rng, [cols, rows], final_requant=True)
+    eng = DenseEngine(model.layers[0], model.input.code_type, model.layers[1], pe=pe, simd=simd,
+                      in_elements_per_transfer=win, out_elements_per_transfer=wout)
+    codes = random_codes(rng, model, 5)
+    got, _ = run_engine(eng, codes, gap=0.3, stall=0.5, seed=rows)
+    np.testing.assert_array_equal(got, golden.run(model, codes))
+
+
+def test_folded_one_bit_weights_dsp_products():
+    """Binary weights (sign-bit ROM) and $mul products (the DSP path) under folding."""
+    rng = np.random.default_rng(8)
+    w = np.where(rng.random((6, 10)) < 0.5, -1, 1)
+    d = Dense("fc", w, rng.integers(-5, 6, 6), 1, 4, 10)
+    t = CodeType.full(5, True)
+    d.check(t, "test")
+    x = rng.integers(-16, 16, (4, 10))
+    got, _ = run_engine(DenseEngine(d, t, pe=3, simd=4, out_elements_per_transfer=3), x)
+    np.testing.assert_array_equal(got, x @ w.T + d.bias)
+    w8 = rng.integers(-128, 128, (4, 6))
+    d8 = Dense("fc8", w8, np.zeros(4, dtype=np.int64), 8, 2, 20)
+    x8 = rng.integers(0, 256, (3, 6))
+    e = DenseEngine(d8, CodeType.full(8, False), pe=2, simd=3, dsp=True)
+    assert e.dsp_blocks == 6
+    got, _ = run_engine(e, x8, stall=0.3)
+    np.testing.assert_array_equal(got, x8 @ w8.T)
+
+
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_dense_engine_validates():
-    d = Dense("fc", np.ones((2, 2), dtype=np.int64), np.zeros(2, dtype=np.int64), 2, 2, 6)
+    d = Dense("fc", np.ones((2, 4), dtype=np.int64), np.zeros(2, dtype=np.int64), 2, 2, 6)
     t = CodeType.full(3, False)
     with pytest.raises(TypeError):
         DenseEngine("fc", t)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="pe must be a positive integer"):
         DenseEngine(d, t, pe=0)
-    with pytest.raises(NotImplementedError):
-        DenseEngine(d, t, pe=2)
-    e = DenseEngine(d, t)
+    with pytest.raises(ValueError, match="fc: pe=3 exceeds the layer's 2 output rows"):
+        DenseEngine(d, t, pe=3)
+    with pytest.raises(ValueError, match="simd=5 exceeds"):
+        DenseEngine(d, t, simd=5)
+    with pytest.raises(ValueError, match="in_elements_per_transfer=2 must divide simd=1"):
+        DenseEngine(d, t, in_elements_per_transfer=2)
+    with pytest.raises(ValueError, match="raise out_elements_per_transfer to at least 2"):
+        DenseEngine(d, t, pe=2, simd=4)
+    e = DenseEngine(d, t, pe=2, simd=2)
     e._MustUse__silence = True
-    assert e.cycles == 4 and e.mac_units == 1
-    assert set(e.resources()) >= {"lut4", "dff", "ebr", "dsp"}
+    assert e.cycles == 2 and e.mac_units == 4 and e.tree_levels == 1
+    assert set(e.resources()) >= {"lc", "ff", "ram", "dsp", "lut4", "dff", "ebr"}
 
 
 @pytest.mark.parametrize("mode", ["floor", "half_up", "half_even"])

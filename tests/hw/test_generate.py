@@ -22,8 +22,9 @@ PORT_KEYS = {"tdata_width", "element_bits", "signed", "elements_per_beat", "beat
 
 
 def test_manifest_contract_digits():
+    """The fully folded (1x1) digits top: every contract key and the old cycle numbers."""
     model = digits_model()
-    man = build_manifest(model)
+    man = build_manifest(model, folding={})
     assert {"top", "clock", "reset", "input", "output", "cycles_per_inference",
             "initiation_interval", "mac_units", "macs_per_inference", "layers",
             "model_layers"} <= set(man)
@@ -38,15 +39,35 @@ def test_manifest_contract_digits():
         elements=10)
     assert man["io_pins"] == 32 and man["fits_up5k_sg48_pins"]
     assert man["initiation_interval"] == 64 * 64
-    assert man["cycles_per_inference"] == 64 + 1 + (4096 + 7) + (2048 + 7) + (320 + 7)
+    assert man["cycles_per_inference"] == 64 + 1 + (4096 + 8) + (2048 + 8) + (320 + 8)
     assert man["mac_units"] == 3 and man["macs_per_inference"] == 64 * 64 + 64 * 32 + 32 * 10
     assert [(l["name"], l["kind"], l["rows"], l["cols"], l["pe"], l["simd"], l["cycles"])
             for l in man["layers"]] == [("fc0", "dense", 64, 64, 1, 1, 4096),
                                         ("fc1", "dense", 32, 64, 1, 1, 2048),
                                         ("fc2", "dense", 10, 32, 1, 1, 320)]
     assert all("resources" in l and "acc_bits" in l for l in man["layers"])
+    assert [(l["instance"], l["out_elements_per_transfer"], l["out_element_bits"],
+             l["out_signed"]) for l in man["layers"]] == [
+        ("engine0_fc0", 1, 4, False), ("engine1_fc1", 1, 4, False), ("engine2_fc2", 1, 12, True)]
+    assert man["plan"] is None
     assert [l["name"] for l in man["model_layers"]] == [l.name for l in model.layers]
     json.dumps(man)
+
+
+def test_default_manifest_is_the_throughput_plan():
+    """generate's default: the planner's UP5K throughput plan, >= 90% MAC-lane utilisation."""
+    model = digits_model()
+    man = build_manifest(model)
+    plan = man["plan"]
+    assert plan["device"] == "up5k" and plan["objective"] == "throughput" and plan["fits"]
+    assert [(l["pe"], l["simd"]) for l in man["layers"]] == [(l["pe"], l["simd"])
+                                                          for l in plan["layers"]]
+    assert man["initiation_interval"] == plan["initiation_interval"] < 64 * 64
+    assert man["cycles_per_inference"] == plan["cycles_per_inference"]
+    util = man["macs_per_inference"] / (man["mac_units"] * man["initiation_interval"])
+    assert util >= 0.9, util
+    assert man["fits_up5k_sg48_pins"]
+    assert man["resources_estimate"]["lc"] == plan["estimate"]["lc"]
 
 
 def test_generate_writes_verilog_and_manifest(tmp_path):
@@ -80,8 +101,10 @@ def test_generate_validates(tmp_path):
 
 @pytest.mark.slow
 def test_digits_model_stream_and_timing():
-    """64-64-32-10: bit-exact with golden and the manifest's cycle counts in the Python sim."""
+    """64-64-32-10, planned: bit-exact with golden and the manifest's cycle counts."""
     model = digits_model()
     rng = np.random.default_rng(0)
     codes = random_codes(rng, model, 3)
-    check_timing(SoftfloorTop(model), codes, build_manifest(model))
+    man = build_manifest(model)
+    plan = {l["name"]: (l["pe"], l["simd"]) for l in man["layers"]}
+    check_timing(SoftfloorTop(model, folding=plan), codes, man)

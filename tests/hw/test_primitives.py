@@ -216,3 +216,30 @@ def test_skid_buffer_ready_is_registered():
     sim.add_testbench(tb)
     sim.run()
     assert seen == [(0, 0)]
+
+
+@pytest.mark.parametrize("wshape,xshape", [(signed(4), unsigned(4)), (signed(3), signed(5)),
+                                           (signed(2), unsigned(3)), (signed(1), signed(4))])
+def test_multiply_shift_add_exhaustive(wshape, xshape):
+    """The $mul-free product (logic, never a DSP) equals the exact product everywhere."""
+    w, x = Signal(wshape), Signal(xshape)
+    wlo, whi = arith.code_range(wshape.width, True)
+    xlo, xhi = arith.code_range(xshape.width, xshape.signed)
+    vecs = [{"w": a, "x": b} for a in range(wlo, whi + 1) for b in range(xlo, xhi + 1)]
+    got = comb_eval({"w": w, "x": x}, {"p": P.multiply_shift_add(w, x)}, vecs)
+    assert [g["p"] for g in got] == [P.np_multiply_shift_add(v["w"], v["x"]) for v in vecs]
+
+
+@pytest.mark.parametrize("xshape", [unsigned(4), signed(5)])
+def test_multiply_binary_and_const(xshape):
+    b, x = Signal(), Signal(xshape)
+    xlo, xhi = arith.code_range(xshape.width, xshape.signed)
+    consts = [1, 2, 3, 5, 8, 77, 255]
+    outs = {"bin": P.multiply_binary(b, x)} | {f"c{c}": P.multiply_const(x, c) for c in consts}
+    vecs = [{"b": s, "x": v} for s in (0, 1) for v in range(xlo, xhi + 1)]
+    for vec, g in zip(vecs, comb_eval({"b": b, "x": x}, outs, vecs)):
+        assert g["bin"] == (1 if vec["b"] else -1) * vec["x"]
+        for c in consts:
+            assert g[f"c{c}"] == vec["x"] * c
+    with pytest.raises(ValueError):
+        P.multiply_const(x, 0)

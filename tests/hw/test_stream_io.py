@@ -76,3 +76,39 @@ def test_packer(in_shape, shape, n, epb, gap, stall):
                    idle_after=5)
     want = [b for s in samples for b in L.pack(s)]
     assert list(zip(r.outputs, r.lasts)) == want
+
+
+@pytest.mark.parametrize("n,epb,k,gap,stall", [(12, 4, 2, 0.0, 0.0), (12, 4, 4, 0.3, 0.3),
+                                               (10, 4, 2, 0.2, 0.4), (9, 3, 3, 0.0, 0.0)])
+def test_unpacker_and_packer_several_elements_per_transfer(n, epb, k, gap, stall):
+    """Transfers of k elements (element j at bits [j*b, (j+1)*b)) both ways, partial last beats."""
+    shape = signed(3)
+    L = BeatLayout(shape, elements=n, elements_per_beat=epb)
+    rng = np.random.default_rng(k)
+    samples = [[int(v) for v in rng.integers(-4, 4, n)] for _ in range(4)]
+    beats = [b for s in samples for b in L.pack(s)]
+    dut = BeatUnpacker(L, k)
+    r = run_stream(dut, i_valid=dut.i.valid, i_ready=dut.i.ready, i_data=dut.i.payload.data,
+                   i_last=dut.i.payload.last, o_valid=dut.o.valid, o_ready=dut.o.ready,
+                   o_data=dut.o.payload, inputs=beats, n_out=4 * n // k, gap_prob=gap,
+                   stall_prob=stall, rng=rng, idle_after=5)
+    flat = [v for s in samples for v in s]
+    words = [sum((v & 7) << (3 * j) for j, v in enumerate(flat[i:i + k]))
+             for i in range(0, len(flat), k)]
+    assert r.outputs == words
+    if gap == stall == 0:
+        assert np.all(np.diff(r.out_cycles) == 1)
+    pk = BeatPacker(L, shape, k)
+    r = run_stream(pk, i_valid=pk.i.valid, i_ready=pk.i.ready, i_data=pk.i.payload,
+                   o_valid=pk.o.valid, o_ready=pk.o.ready, o_data=pk.o.payload.data,
+                   o_last=pk.o.payload.last, inputs=words, n_out=4 * L.beats_per_sample,
+                   gap_prob=gap, stall_prob=stall, rng=rng, idle_after=5)
+    assert list(zip(r.outputs, r.lasts)) == beats
+
+
+def test_elements_per_transfer_must_divide_the_beats():
+    L = BeatLayout(unsigned(4), elements=10, elements_per_beat=4)
+    with pytest.raises(ValueError, match="must divide the 4 elements per beat and the 2 of the"):
+        BeatUnpacker(L, 4)
+    with pytest.raises(ValueError, match="BeatPacker"):
+        BeatPacker(L, unsigned(4), 3)

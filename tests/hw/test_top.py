@@ -56,13 +56,13 @@ def test_top_16_8_4_random(seed):
 def test_top_timing_matches_manifest(seed):
     rng = np.random.default_rng(50 + seed)
     model = random_model(rng, [16, 8, 4], final_requant=bool(seed % 2))
-    check_timing(SoftfloorTop(model), random_codes(rng, model, 4), build_manifest(model))
+    check_timing(SoftfloorTop(model), random_codes(rng, model, 4), build_manifest(model, folding={}))
 
 
 def test_top_timing_when_a_later_layer_is_the_bottleneck():
     rng = np.random.default_rng(9)
     model = random_model(rng, [3, 12, 10, 2], final_requant=True)
-    man = build_manifest(model)
+    man = build_manifest(model, folding={})
     assert man["initiation_interval"] == 120
     check_timing(SoftfloorTop(model), random_codes(rng, model, 4), man)
 
@@ -84,7 +84,7 @@ def test_top_standalone_requant_and_dense_dense():
     top = SoftfloorTop(model)
     out, _ = stream_top(top, codes, gap=0.2, stall=0.3)
     np.testing.assert_array_equal(out, golden.run(model, codes))
-    check_timing(SoftfloorTop(model), codes, build_manifest(model))
+    check_timing(SoftfloorTop(model), codes, build_manifest(model, folding={}))
 
 
 @pytest.mark.parametrize("epb", [1, (3, 2), {"input": 4, "output": 3}])
@@ -95,3 +95,53 @@ def test_top_elements_per_beat(epb):
     codes = random_codes(rng, model, 4)
     out, _ = stream_top(top, codes, gap=0.3, stall=0.3)
     np.testing.assert_array_equal(out, golden.run(model, codes))
+
+
+@pytest.mark.parametrize("seed,fold", [
+    (0, {"fc0": (4, 4), "fc1": (2, 4), "fc2": (1, 2)}),
+    (1, {"fc0": (3, 5), "fc1": (3, 3), "fc2": (4, 1)}),          # padded rows and columns
+    (2, {"fc0": (8, 16), "fc1": (4, 8), "fc2": (4, 4)})])         # fully unrolled
+def test_top_folded_timing_and_gaps(seed, fold):
+    """Folded tops: bit-exact, and measured latency / back-to-back II equal the manifest's."""
+    rng = np.random.default_rng(70 + seed)
+    model = random_model(rng, [16, 8, 4, 4], final_requant=bool(seed % 2))
+    codes = random_codes(rng, model, 4)
+    man = build_manifest(model, folding=fold, elements_per_beat={"input": 4, "output": 4})
+    assert [(l["pe"], l["simd"]) for l in man["layers"]] == list(fold.values())
+    top = SoftfloorTop(model, folding=fold, elements_per_beat={"input": 4, "output": 4})
+    check_timing(top, codes, man)
+    top = SoftfloorTop(model, folding=fold, elements_per_beat={"input": 4, "output": 4})
+    out, _ = stream_top(top, codes, gap=0.3, stall=0.4, seed=seed)
+    np.testing.assert_array_equal(out, golden.run(model, codes))
+
+
+def test_top_unrolled_with_standalone_requants_and_wide_streams():
+    """A Requant chain between the unpacker and an unrolled dense layer carries 3 elements per
+    transfer; II is the input beat count."""
+    rng = np.random.default_rng(12)
+    spec = InputSpec((6,), 8, True, 1.0)
+    rq0 = Requant("pre", 2, "half_even", 5, True, -16, 15)
+    rq1 = Requant("pre2", 1, "floor", 4, True, -8, 7, multiplier=3)
+    t = rq1.out_type(rq0.out_type(spec.code_type))
+    w1 = rng.integers(-4, 4, (4, 6))
+    d1 = Dense("fc0", w1, np.zeros(4, dtype=np.int64), 3, 2, 10)
+    d1.check(t, "test")
+    model = IntModel(spec, [rq0, rq1, d1], OutputSpec(1.0))
+    fold = {"fc0": (4, 6)}
+    man = build_manifest(model, folding=fold, elements_per_beat={"input": 3, "output": 4})
+    assert [l["in_elements_per_transfer"] for l in man["layers"]] == [3, 3, 3]
+    assert man["layers"][-1]["out_elements_per_transfer"] == 4
+    assert man["initiation_interval"] == 2
+    codes = rng.integers(-128, 128, (6, 6))
+    top = SoftfloorTop(model, folding=fold, elements_per_beat={"input": 3, "output": 4})
+    check_timing(top, codes, man)
+
+
+def test_top_rejects_folds_that_cannot_drain():
+    """pe 8 over 1 fold needs 8 results per transfer; the next layer's simd 3 cannot take it."""
+    rng = np.random.default_rng(3)
+    model = random_model(rng, [4, 8, 6], final_requant=True)
+    with pytest.raises(ValueError, match=r"fc0: fold 8x4 finishes 8 results every 1 cycles"):
+        build_manifest(model, folding={"fc0": (8, 4), "fc1": (1, 3)})
+    with pytest.raises(ValueError, match="no dense layer named 'fc9'"):
+        build_manifest(model, folding={"fc9": (1, 1)})

@@ -1,0 +1,562 @@
+"""Folding planner: PE x SIMD per dense layer for a device and an objective, before synthesis.
+
+>>> from softfloor.hw import planner
+>>> p = planner.plan(model, device="up5k", objective="throughput")      # doctest: +SKIP
+>>> print(p)                                                            # doctest: +SKIP
+
+A plan picks, per dense engine, ``pe`` (output rows per cycle) and ``simd`` (input columns per
+cycle) so that the compute cycles ``ceil(rows/pe) * ceil(cols/simd)`` are balanced across layers,
+and the estimated logic, RAM and DSP fit the device. Objectives:
+
+* ``throughput``: the smallest initiation interval that fits (``budget`` of the logic cells, all
+  RAM blocks and DSPs), then the fewest estimated logic cells;
+* ``latency``: start from the throughput plan and keep unrolling the slowest layer while the
+  design still fits (fully unrolled -- ``pe = rows``, ``simd = cols`` -- when the device allows).
+
+Per-layer overrides (``{"fc1": (8, 4)}``, CLI ``--fold fc1=8x4``) are kept as given.
+
+The resource model (:func:`estimate_engine`) counts the datapath the generator emits -- products,
+adder trees, accumulators, hold register, requantizer lanes, gather register, control -- with
+per-family coefficients fitted to Yosys 0.23 + nextpnr results (see ``tests/hw/test_planner.py``
+and the ``hardware`` benchmark, which report estimate / synthesized ratios).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+from ..intmodel import CodeType, Dense, IntModel, Requant
+from .synth import DEVICES, get_device
+
+__all__ = ["EngineSpec", "LayerPlan", "Plan", "UnsupportedLayerError", "engine_specs",
+           "link_widths", "estimate_engine", "estimate_spec", "plan", "parse_fold",
+           "OBJECTIVES", "DEFAULT_BUDGET"]
+
+OBJECTIVES = ("throughput", "latency")
+#: Fraction of the device's logic cells a plan may use (RAM and DSP: all of them).
+DEFAULT_BUDGET = 0.8
+
+
+class UnsupportedLayerError(ValueError):
+    """A model layer has no hardware engine; the message names the layer and its op."""
+
+
+@dataclass
+class EngineSpec:
+    """One engine before elaboration: what it computes and how it is folded."""
+    kind: str                       # "dense" or "requant"
+    names: list
+    rows: int
+    cols: int
+    in_type: CodeType
+    dense: Dense | None = None
+    requant: Requant | None = None
+    pe: int = 1
+    simd: int = 1
+    dsp: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.names[0]
+
+    @property
+    def folds(self) -> int:
+        return math.ceil(self.cols / self.simd)
+
+    @property
+    def groups(self) -> int:
+        return math.ceil(self.rows / self.pe)
+
+    @property
+    def cycles(self) -> int:
+        return self.groups * self.folds if self.kind == "dense" else self.rows
+
+    @property
+    def mac_units(self) -> int:
+        return self.pe * self.simd if self.kind == "dense" else 0
+
+
+def engine_specs(model: IntModel) -> list[EngineSpec]:
+    """The engines of ``model`` in order, unfolded; unsupported ops raise, naming the layer."""
+    if not isinstance(model, IntModel):
+        raise TypeError(f"model must be an IntModel, got {type(model).__name__}")
+    types = model.types()
+    specs, i, width = [], 0, model.input.size
+    layers = model.layers
+    while i < len(layers):
+        layer = layers[i]
+        if isinstance(layer, Dense):
+            rq = layers[i + 1] if i + 1 < len(layers) and isinstance(layers[i + 1], Requant) \
+                else None
+            specs.append(EngineSpec("dense", [layer.name] + ([rq.name] if rq else []),
+                                    layer.out_features, layer.in_features, types[i], layer, rq))
+            width = layer.out_features
+            i += 2 if rq else 1
+        elif isinstance(layer, Requant):
+            specs.append(EngineSpec("requant", [layer.name], width, 1, types[i], None, layer,
+                                    pe=1, simd=1))
+            i += 1
+        else:
+            op = getattr(layer, "op", type(layer).__name__)
+            raise UnsupportedLayerError(
+                f"layers[{i}] ({getattr(layer, 'name', '?')}): op {op!r} has no hardware engine "
+                f"yet; the generator supports dense and requant layers only")
+    return specs
+
+
+# ----------------------------------------------------------------------------------------------
+# Stream widths between engines
+
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def link_widths(specs: list[EngineSpec], in_layout, out_layout) -> list[int]:
+    """Elements per transfer on each internal stream: ``len(specs) + 1`` widths.
+
+    Width ``k`` is the stream into ``specs[k]`` (the last one feeds the output packer). A chain of
+    standalone Requant engines passes its width through. The width of a stream divides what
+    both ends can split it into (the producer's ``pe`` and rows or the input beat, the
+    consumer's ``simd`` and columns or the output beat); it is the smallest such width that
+    keeps up with the slowest engine, and wide enough for a producer to drain a row group while
+    the next one computes (``pe / width <= folds``).
+    """
+    target = max([s.cycles for s in specs if s.kind == "dense"] + [in_layout.beats_per_sample,
+                                                                   out_layout.beats_per_sample])
+    widths = [None] * (len(specs) + 1)
+    k = 0
+    while k <= len(specs):
+        # segment: producer (k-1 or the unpacker) ... requant engines ... consumer (j or packer)
+        j = k
+        while j < len(specs) and specs[j].kind == "requant":
+            j += 1
+        g = 0
+        if k == 0:
+            g = math.gcd(in_layout.elements_per_beat, in_layout.last_beat_elements)
+            n = in_layout.elements
+            prod = None
+        else:
+            prod = specs[k - 1]
+            g = math.gcd(prod.pe, prod.rows)
+            n = prod.rows
+        if j < len(specs):
+            g = math.gcd(g, math.gcd(specs[j].simd, specs[j].cols))
+        else:
+            g = math.gcd(g, math.gcd(out_layout.elements_per_beat, out_layout.last_beat_elements))
+        ok = [d for d in _divisors(g) if prod is None or prod.pe // d <= prod.folds]
+        if not ok:
+            need = math.ceil(prod.pe / prod.folds)
+            raise ValueError(
+                f"{prod.name}: fold {prod.pe}x{prod.simd} finishes {prod.pe} results every "
+                f"{prod.folds} cycles, so its output stream needs at least {need} elements per "
+                f"transfer, but only divisors of {g} fit the next engine (its simd and columns, "
+                f"or the output beat): choose pe <= {prod.folds * g} or a simd of the next "
+                f"layer that {need} divides")
+        fast = [d for d in ok if n // d <= target]
+        w = fast[0] if fast else ok[-1]
+        for t in range(k, j + 1):
+            widths[t] = w
+        k = j + 1
+    return widths
+
+
+# ----------------------------------------------------------------------------------------------
+# Resource estimates
+
+#: Per-family coefficients of the logic-cell model (fitted against Yosys 0.23 + nextpnr).
+COEFFS = {
+    "ice40": {"lut_per_pp": 1.0, "lut_per_add_bit": 1.0, "ff_unpaired": 0.15, "control": 60,
+              "adder_extra": 1.0},
+    "ecp5": {"lut_per_pp": 1.0, "lut_per_add_bit": 1.0, "ff_unpaired": 0.0, "control": 60,
+             "adder_extra": 1.0},
+}
+#: Scale applied to the whole estimate (fitted).
+SCALE = {"ice40": 1.0, "ecp5": 1.0}
+
+
+def _product_bits(wb: int, t: CodeType) -> int:
+    return t.bits + 1 if wb == 1 else wb + t.bits + (0 if t.signed else 1)
+
+
+def _ram_blocks(depth: int, width: int, family: str) -> int:
+    """Block RAMs for a ``depth x width`` memory (iCE40 4 kbit modes, ECP5 18 kbit modes)."""
+    if depth * width <= 0:
+        return 0
+    modes = (((256, 16), (512, 8), (1024, 4), (2048, 2)) if family == "ice40"
+             else ((512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1)))
+    return min(math.ceil(depth / d) * math.ceil(width / w) for d, w in modes)
+
+
+def _mem_blocks(depth: int, width: int, family: str) -> int:
+    """RAM blocks a memory is expected to take; tiny memories go to logic (0 blocks)."""
+    if depth * width < 512 or depth <= 2:
+        return 0
+    return _ram_blocks(depth, width, family)
+
+
+def estimate_spec(spec: EngineSpec, device: str = "up5k", in_ept: int = 1,
+                  out_ept: int = 1) -> dict:
+    """Estimated ``{"lc", "ff", "ram", "dsp"}`` of one engine on ``device``."""
+    fam = get_device(device).family
+    c = COEFFS[fam]
+    t = spec.in_type
+    xb = t.bits
+    if spec.kind == "requant":
+        rq = spec.requant
+        ob = rq.bits
+        mult_luts = 0 if rq.multiplier & (rq.multiplier - 1) == 0 else \
+            (xb + rq.multiplier.bit_length()) * (bin(rq.multiplier).count("1") - 1)
+        lanes = in_ept
+        luts = lanes * (mult_luts + xb + rq.multiplier.bit_length() + 2 * ob + 2) + 10
+        ffs = lanes * (xb + rq.multiplier.bit_length() + 3 * ob) + 6
+        lc = (luts + c["ff_unpaired"] * ffs) * SCALE[fam]
+        return {"lc": int(round(lc)), "ff": int(ffs), "ram": 0, "dsp": 0}
+    d, rq = spec.dense, spec.requant
+    wb, ab, bb = d.weight_bits, d.acc_bits, d.bias_bits
+    pe, simd = spec.pe, spec.simd
+    lanes = pe * simd
+    pb = min(_product_bits(wb, t), ab)
+    dsp = lanes if spec.dsp and wb >= 2 and _product_bits(wb, t) >= 11 else 0
+    if wb == 1:
+        mul = xb + 1                                     # conditional negate
+    else:
+        mul = c["lut_per_pp"] * (wb - 1) * (xb + 1 + c["adder_extra"])   # shift-add rows
+    mul_luts = 0 if dsp else lanes * mul
+    levels = (simd - 1).bit_length()
+    tree = 0
+    n, width = simd, pb
+    for _ in range(levels):
+        width = min(width + 1, ab)
+        tree += (n // 2) * width
+        n = (n + 1) // 2
+    tree_luts = pe * tree * c["lut_per_add_bit"]
+    acc_luts = pe * 2 * ab                               # bias/acc mux + adder
+    hold_luts = pe * ab if pe > out_ept else 0           # shift-or-load mux
+    ob = rq.bits if rq else ab
+    if rq:
+        m = rq.multiplier
+        sb = ab + m.bit_length()
+        scale = 0 if m & (m - 1) == 0 else sb * (bin(m).count("1") - 1)
+        rq_luts = out_ept * (scale + (sb + 1 if rq.shift else 0)
+                             + (2 * sb if rq.rounding == "half_even" else 0) // 2 + 2 * sb + ob)
+    else:
+        rq_luts = out_ept * ab
+    slots = simd // in_ept
+    gather = simd * xb * 2 if slots > 1 else 0
+    ctl_bits = (max(1, (spec.folds - 1).bit_length()) * 2 + max(1, spec.groups.bit_length())
+                + max(1, (spec.groups * spec.folds).bit_length()))
+    ctl = c["control"] + 2 * ctl_bits + 4 * (levels + 2)
+    skid = 2 * out_ept * ob
+    ffs = (lanes * pb + tree + pe * 2 * ab + out_ept * (3 * ab + 2 * ob)
+           + (simd * xb if slots > 1 else 0) + ctl_bits * 2 + 3 * (levels + 3))
+    # ROMs: a block RAM when Yosys' memory_libmap finds it cheaper (blocks * 64 < bits / 16),
+    # else logic (a depth:1 multiplexer of constants per bit); RAMs (input buffer): blocks.
+    ram, rom_luts = 0, 0
+    for depth, width in ((spec.groups * spec.folds, lanes * wb), (spec.groups, pe * bb)):
+        blocks = _ram_blocks(depth, width, fam)
+        if blocks * 64 < depth * width / 16:
+            ram += blocks
+        else:
+            rom_luts += width * max(1, math.ceil((depth - 1) / 3)) if depth > 1 else 0
+    ram += _ram_blocks(2 << max(0, (spec.folds - 1).bit_length()), simd * xb, fam)
+    parts = {"mul": mul_luts, "tree": tree_luts, "acc": acc_luts + hold_luts,
+             "rq": rq_luts + skid, "ctl": ctl + gather, "rom": rom_luts,
+             "ff": c["ff_unpaired"] * ffs}
+    lc = sum(c.get(f"k_{k}", 1.0) * v for k, v in parts.items()) * SCALE[fam]
+    return {"lc": int(round(lc)), "ff": int(ffs), "ram": int(ram), "dsp": int(dsp)}
+
+
+def estimate_engine(engine, device: str = "up5k") -> dict:
+    """Estimate of an engine object (:class:`~softfloor.hw.engine.DenseEngine` or Requant)."""
+    from .engine import DenseEngine
+    if isinstance(engine, DenseEngine):
+        spec = EngineSpec("dense", [engine.dense.name], engine.rows, engine.cols,
+                          engine.in_type, engine.dense, engine.requant, engine.pe, engine.simd,
+                          engine.dsp)
+    else:
+        spec = EngineSpec("requant", [engine.requant.name], engine.elements, 1, engine.in_type,
+                          None, engine.requant)
+    est = estimate_spec(spec, device, engine.in_ept, engine.out_ept)
+    # the names of manifest version 1, kept: lut4/dff/ebr are the same numbers
+    wb = engine.dense.weight_bits * engine.rows * engine.cols if isinstance(engine, DenseEngine) \
+        else 0
+    return est | {"lut4": est["lc"], "dff": est["ff"], "ebr": est["ram"], "weight_bits": wb}
+
+
+#: Logic of the beat adapters and the top, per tdata bit.
+ADAPTER_LC_PER_BIT = 2.5
+
+
+# ----------------------------------------------------------------------------------------------
+# Plans
+
+@dataclass
+class LayerPlan:
+    """The plan of one engine (printable, JSON-able via ``to_dict``)."""
+    name: str
+    kind: str
+    rows: int
+    cols: int
+    pe: int
+    simd: int
+    cycles: int
+    mac_units: int
+    dsp: bool
+    in_elements_per_transfer: int
+    out_elements_per_transfer: int
+    estimate: dict
+    override: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Plan:
+    """A folding plan for a model on a device."""
+    device: str
+    objective: str
+    layers: list
+    initiation_interval: int
+    cycles_per_inference: int
+    mac_units: int
+    macs_per_inference: int
+    estimate: dict
+    budget: dict
+    fits: bool
+    notes: list = field(default_factory=list)
+
+    @property
+    def mac_utilisation(self) -> float:
+        return self.macs_per_inference / max(1, self.mac_units * self.initiation_interval)
+
+    def folding(self) -> dict:
+        """``{layer name: (pe, simd, dsp)}`` for :class:`~softfloor.hw.top.SoftfloorTop`."""
+        return {lp.name: (lp.pe, lp.simd, lp.dsp) for lp in self.layers if lp.kind == "dense"}
+
+    def to_dict(self) -> dict:
+        return {"device": self.device, "objective": self.objective,
+                "initiation_interval": self.initiation_interval,
+                "cycles_per_inference": self.cycles_per_inference,
+                "mac_units": self.mac_units, "macs_per_inference": self.macs_per_inference,
+                "mac_utilisation": round(self.mac_utilisation, 4),
+                "estimate": self.estimate, "budget": self.budget, "fits": self.fits,
+                "layers": [lp.to_dict() for lp in self.layers], "notes": list(self.notes)}
+
+    def __str__(self) -> str:
+        head = (f"plan for {self.device} ({self.objective}): II {self.initiation_interval} "
+                f"cycles, latency {self.cycles_per_inference} cycles, {self.mac_units} MAC lanes, "
+                f"utilisation {100 * self.mac_utilisation:.1f}%")
+        cols = ("layer", "rows x cols", "PE x SIMD", "cycles", "lanes", "in/out", "est LC",
+                "RAM", "DSP")
+        rows = [cols]
+        for lp in self.layers:
+            rows.append((lp.name + (" *" if lp.override else ""), f"{lp.rows}x{lp.cols}",
+                         f"{lp.pe}x{lp.simd}", str(lp.cycles), str(lp.mac_units),
+                         f"{lp.in_elements_per_transfer}/{lp.out_elements_per_transfer}",
+                         str(lp.estimate["lc"]), str(lp.estimate["ram"]),
+                         str(lp.estimate["dsp"])))
+        e, b = self.estimate, self.budget
+        rows.append(("total", "", "", str(self.initiation_interval), str(self.mac_units), "",
+                     f"{e['lc']}/{b['lc']}", f"{e['ram']}/{b['ram']}", f"{e['dsp']}/{b['dsp']}"))
+        w = [max(len(r[i]) for r in rows) for i in range(len(cols))]
+        lines = [head] + ["  " + "  ".join(r[i].ljust(w[i]) for i in range(len(cols)))
+                          for r in rows]
+        lines += [f"  note: {n}" for n in self.notes]
+        if not self.fits:
+            lines.append("  WARNING: the estimate exceeds the device budget")
+        return "\n".join(lines)
+
+
+def parse_fold(text: str) -> tuple[str, tuple[int, int]]:
+    """``"fc1=8x4"`` -> ``("fc1", (8, 4))`` (the CLI's ``--fold``)."""
+    try:
+        name, rest = text.split("=", 1)
+        pe, simd = rest.lower().split("x", 1)
+        pe, simd = int(pe), int(simd)
+        if not name or pe < 1 or simd < 1:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"--fold {text!r}: expected LAYER=PExSIMD with positive integers, "
+                         f"e.g. fc1=8x4") from None
+    return name, (pe, simd)
+
+
+def _layouts(model: IntModel, elements_per_beat):
+    from .top import beat_layouts
+    return beat_layouts(model, elements_per_beat)
+
+
+def _fold_values(n: int) -> list[int]:
+    """The fewest lanes giving each distinct ``ceil(n / lanes)``: ``ceil(n / k)`` for k in 1..n."""
+    return sorted({math.ceil(n / k) for k in range(1, n + 1)})
+
+
+def _candidates(spec: EngineSpec, device: str, max_lanes: int, unrolled: bool) -> list:
+    """(cycles, lc, pe, simd) of every fold worth considering (no fold with the same cycle
+    count and more lanes in either dimension)."""
+    out = []
+    for pe in _fold_values(spec.rows):
+        g = math.ceil(spec.rows / pe)
+        for simd in _fold_values(spec.cols):
+            f = math.ceil(spec.cols / simd)
+            if pe * simd > max_lanes:
+                break
+            if pe > f and not unrolled:
+                continue                 # keeps the output stream one element wide
+            s = EngineSpec("dense", spec.names, spec.rows, spec.cols, spec.in_type, spec.dense,
+                           spec.requant, pe, simd)
+            out.append((g * f, estimate_spec(s, device)["lc"], pe, simd))
+    out.sort()
+    return out
+
+
+def plan(model: IntModel, device: str = "up5k", objective: str = "throughput",
+         overrides: dict | None = None, *, elements_per_beat=None,
+         budget: float = DEFAULT_BUDGET) -> Plan:
+    """Choose PE x SIMD per dense layer (see the module docstring).
+
+    Parameters
+    ----------
+    model : IntModel
+    device : str
+        A key of :data:`softfloor.hw.synth.DEVICES`.
+    objective : {"throughput", "latency"}
+    overrides : dict, optional
+        ``{layer name: (pe, simd)}`` kept as given (the name of a Dense layer).
+    elements_per_beat : see :class:`~softfloor.hw.top.SoftfloorTop`.
+    budget : float
+        Fraction of the logic cells the plan may use.
+    """
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+    dev = get_device(device)
+    specs = engine_specs(model)
+    overrides = dict(overrides or {})
+    dense_names = [s.dense.name for s in specs if s.kind == "dense"]
+    for name, fold in overrides.items():
+        if name not in dense_names:
+            raise ValueError(f"--fold {name}: no dense layer of that name (dense layers: "
+                             f"{', '.join(dense_names)})")
+        pe, simd = fold[:2]
+        s = next(s for s in specs if s.kind == "dense" and s.dense.name == name)
+        if not (1 <= pe <= s.rows and 1 <= simd <= s.cols):
+            raise ValueError(f"--fold {name}={pe}x{simd}: pe must be in 1..{s.rows} and simd "
+                             f"in 1..{s.cols} for this {s.rows}x{s.cols} layer")
+    in_l, out_l = _layouts(model, elements_per_beat)
+    caps = {"lc": int(dev.logic_cells * budget), "ram": dev.ram_blocks, "dsp": dev.dsp}
+    free = [i for i, s in enumerate(specs) if s.kind == "dense" and s.dense.name not in overrides]
+    for s in specs:
+        if s.kind == "dense" and s.dense.name in overrides:
+            s.pe, s.simd = overrides[s.dense.name][:2]
+
+    def evaluate(choice: dict):
+        trial = [EngineSpec(**{**s.__dict__, "pe": choice.get(i, (s.pe, s.simd))[0],
+                               "simd": choice.get(i, (s.pe, s.simd))[1]})
+                 for i, s in enumerate(specs)]
+        try:
+            widths = link_widths(trial, in_l, out_l)
+        except ValueError:
+            return None
+        _assign_dsp(trial, dev)
+        ests = [estimate_spec(s, device, widths[k], widths[k + 1]) for k, s in enumerate(trial)]
+        tot = {k: sum(e[k] for e in ests) for k in ("lc", "ff", "ram", "dsp")}
+        tot["lc"] += int(ADAPTER_LC_PER_BIT * (in_l.tdata_width + out_l.tdata_width)) + 20
+        ii = max([s.cycles for s in trial if s.kind == "dense"]
+                 + [in_l.elements // widths[0], in_l.beats_per_sample,
+                    out_l.beats_per_sample, out_l.elements // widths[-1]]
+                 + [(s.cols if s.kind == "dense" else s.rows) // widths[k]
+                    for k, s in enumerate(trial)]
+                 + [s.rows // widths[k + 1] for k, s in enumerate(trial)])
+        fits = tot["lc"] <= caps["lc"] and tot["ram"] <= caps["ram"] and tot["dsp"] <= caps["dsp"]
+        return trial, widths, ests, tot, ii, fits
+
+    cands = {i: _candidates(specs[i], device, 1 << 16, objective == "latency") for i in free}
+    best_for = {}
+    for i, cs in cands.items():               # cheapest fold per cycle bound
+        best, table = None, []
+        for cyc, lc, pe, simd in sorted(cs, key=lambda c: c[0]):
+            if best is None or lc < best[1]:
+                best = (cyc, lc, pe, simd)
+            table.append((cyc, best))
+        best_for[i] = table
+
+    def cheapest(i, bound):
+        pick = None
+        for cyc, b in best_for[i]:
+            if cyc <= bound:
+                pick = b
+        return pick
+
+    fixed = [s.cycles for s in specs if s.kind == "dense" and s.dense.name in overrides]
+    targets = sorted({c for cs in cands.values() for c, *_ in cs} | set(fixed))
+    floor_ii = max(fixed + [1])
+    result, notes = None, []
+    for t in targets:
+        if t < floor_ii:
+            continue
+        choice = {}
+        for i in free:
+            b = cheapest(i, t)
+            if b is None:
+                break
+            choice[i] = (b[2], b[3])
+        else:
+            r = evaluate(choice)
+            if r and r[5]:
+                result = (choice, r)
+                break
+    if result is None:                          # nothing fits: the smallest design, flagged
+        choice = {i: (1, 1) for i in free}
+        result = (choice, evaluate(choice))
+        notes.append(f"no fold fits {int(budget * 100)}% of {device}: fully folded (1x1) plan")
+    choice, r = result
+    if objective == "latency":
+        improved = True
+        while improved:
+            improved = False
+            order = sorted(free, key=lambda i: -r[0][i].cycles)
+            for i in order:
+                cur = r[0][i].cycles
+                faster = [c for c in cands[i] if c[0] < cur]
+                if not faster:
+                    continue
+                cyc = max(c[0] for c in faster)
+                pick = min((c for c in faster if c[0] == cyc), key=lambda c: c[1])
+                trial_choice = {**choice, i: (pick[2], pick[3])}
+                tr = evaluate(trial_choice)
+                if tr and tr[5]:
+                    choice, r, improved = trial_choice, tr, True
+                    break
+    trial, widths, ests, tot, ii, fits = r
+    layers = []
+    # as SoftfloorTop.cycles_per_inference: input transfers - 1 + unpacker + packer + tails
+    latency = in_l.elements // widths[0] - 1 + 2
+    for k, s in enumerate(trial):
+        layers.append(LayerPlan(s.name, s.kind, s.rows, s.cols, s.pe, s.simd, s.cycles,
+                                s.mac_units, s.dsp, widths[k], widths[k + 1], ests[k],
+                                s.kind == "dense" and s.dense.name in overrides))
+        if s.kind == "dense":
+            last_rows = s.rows - (s.groups - 1) * s.pe
+            latency += s.cycles + (s.simd - 1).bit_length() + 8 + last_rows // widths[k + 1] - 1
+        else:
+            latency += 3
+    macs = int(model.macs())
+    p = Plan(device, objective, layers, ii, latency, sum(s.mac_units for s in trial), macs,
+             tot, caps, fits, notes)
+    return p
+
+
+def _assign_dsp(specs: list[EngineSpec], dev) -> None:
+    """Give DSP blocks to the dense engines whose products qualify, largest saving first."""
+    left = dev.dsp
+    for s in specs:
+        s.dsp = False
+    if not left:
+        return
+    elig = [s for s in specs if s.kind == "dense" and s.dense.weight_bits >= 2
+            and _product_bits(s.dense.weight_bits, s.in_type) >= 11]
+    for s in sorted(elig, key=lambda s: -s.mac_units):
+        if s.mac_units <= left:
+            s.dsp = True
+            left -= s.mac_units

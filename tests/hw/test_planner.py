@@ -1,0 +1,132 @@
+"""The folding planner: plans, objectives, overrides, link widths, and estimates vs synthesis."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from softfloor.hw import planner, synth
+from softfloor.hw.generate import build_manifest, generate
+from softfloor.intmodel import CodeType, Dense, InputSpec, IntModel, OutputSpec, Requant
+
+from tests.randmodel import acc_bits_for, digits_model, random_model
+
+
+def test_throughput_plan_balances_and_prints():
+    p = planner.plan(digits_model(), "up5k", "throughput")
+    assert p.fits and p.estimate["lc"] <= p.budget["lc"] and p.estimate["ram"] <= 30
+    dense = [lp for lp in p.layers if lp.kind == "dense"]
+    assert max(lp.cycles for lp in dense) == p.initiation_interval
+    assert p.mac_utilisation >= 0.9
+    # a fold one step faster for the bottleneck layer would not fit the budget
+    text = str(p)
+    for lp in p.layers:
+        assert f"{lp.pe}x{lp.simd}" in text and lp.name in text
+    assert "est LC" in text and "RAM" in text and "DSP" in text
+    d = json.loads(json.dumps(p.to_dict()))
+    assert d["initiation_interval"] == p.initiation_interval
+    assert [l["name"] for l in d["layers"]] == ["fc0", "fc1", "fc2"]
+
+
+def test_bigger_devices_give_smaller_ii_and_latency_objective_unrolls():
+    m = digits_model()
+    up = planner.plan(m, "up5k")
+    big = planner.plan(m, "ecp5-85f")
+    assert big.initiation_interval < up.initiation_interval
+    lat = planner.plan(m, "up5k", "latency")
+    assert lat.cycles_per_inference <= up.cycles_per_inference and lat.fits
+
+
+def test_overrides_are_kept_and_checked():
+    m = digits_model()
+    p = planner.plan(m, "up5k", overrides={"fc1": (2, 4)})
+    fc1 = next(lp for lp in p.layers if lp.name == "fc1")
+    assert (fc1.pe, fc1.simd, fc1.override) == (2, 4, True)
+    assert p.initiation_interval >= 16 * 16
+    assert "fc1 *" in str(p)
+    with pytest.raises(ValueError, match="--fold fc7: no dense layer of that name"):
+        planner.plan(m, "up5k", overrides={"fc7": (1, 1)})
+    with pytest.raises(ValueError, match=r"--fold fc2=11x1: pe must be in 1..10"):
+        planner.plan(m, "up5k", overrides={"fc2": (11, 1)})
+    assert planner.parse_fold("fc1=8x4") == ("fc1", (8, 4))
+    with pytest.raises(ValueError, match="expected LAYER=PExSIMD"):
+        planner.parse_fold("fc1=8*4")
+    with pytest.raises(ValueError, match="unknown objective"):
+        planner.plan(m, "up5k", "area")
+
+
+def test_plans_for_random_models_are_valid():
+    """Whatever the shapes, the planner's folds build (link widths exist) and fit when possible."""
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        sizes = [int(v) for v in rng.integers(1, 40, 4)]
+        m = random_model(rng, sizes)
+        for dev in ("hx1k", "up5k"):
+            for obj in planner.OBJECTIVES:
+                p = planner.plan(m, dev, obj)
+                man = build_manifest(m, folding=p, device=dev)
+                assert man["initiation_interval"] == p.initiation_interval
+                assert man["cycles_per_inference"] == p.cycles_per_inference
+
+
+class Pool:
+    """A layer of an op the generator has no engine for (as a future format may add)."""
+    op = "maxpool"
+    name = "pool"
+
+    def check(self, t, where):
+        pass
+
+    def out_type(self, t):
+        return t
+
+
+def test_unsupported_op_names_layer_and_op(tmp_path):
+    rng = np.random.default_rng(0)
+    m = random_model(rng, [4, 3])
+    m.layers.insert(1, Pool())
+    with pytest.raises(planner.UnsupportedLayerError,
+                       match=r"layers\[1\] \(pool\): op 'maxpool' has no hardware engine"):
+        generate(m, tmp_path)
+    with pytest.raises(planner.UnsupportedLayerError, match="maxpool"):
+        build_manifest(m, folding={})
+
+
+def test_dsp_lanes_only_where_products_qualify_and_fit():
+    rng = np.random.default_rng(1)
+    spec = InputSpec((16,), 8, False, 1.0)
+    w = rng.integers(-128, 128, (8, 16))
+    b = np.zeros(8, dtype=np.int64)
+    d = Dense("fc0", w, b, 8, 2, acc_bits_for(w, b, spec.code_type))
+    m = IntModel(spec, [d, Requant("rq", 12, "half_up", 8, False, 0, 255)], OutputSpec(1.0))
+    p = planner.plan(m, "up5k", overrides={"fc0": (2, 4)})
+    assert p.layers[0].dsp and p.estimate["dsp"] == 8
+    p = planner.plan(m, "up5k", overrides={"fc0": (4, 4)})     # 16 lanes > 8 DSPs
+    assert not p.layers[0].dsp and p.estimate["dsp"] == 0
+    assert not planner.plan(m, "hx8k", overrides={"fc0": (2, 4)}).layers[0].dsp
+
+
+def _layer_model(rows, cols, wb, xb, seed=0):
+    rng = np.random.default_rng(seed)
+    spec = InputSpec((cols,), xb, False, 1.0)
+    w = rng.integers(-(1 << (wb - 1)), 1 << (wb - 1), (rows, cols))
+    b = rng.integers(-64, 64, rows)
+    d = Dense("fc0", w, b, wb, 8, acc_bits_for(w, b, spec.code_type))
+    rq = Requant("act0", max(0, d.acc_bits - xb - 2), "half_up", xb, False, 0, (1 << xb) - 1)
+    return IntModel(spec, [d, rq], OutputSpec(1.0))
+
+
+@pytest.mark.synth
+@pytest.mark.parametrize("fold", [(4, 4), (2, 8)])
+def test_estimate_within_25_percent_of_synthesis(tmp_path, fold):
+    """Estimated vs synthesized logic cells (Yosys + nextpnr, UP5K) for a 32x32 w4a4 layer."""
+    m = _layer_model(32, 32, 4, 4)
+    gen = generate(m, tmp_path, folding={"fc0": fold})
+    r = synth.synthesize(gen.verilog, gen.manifest["top"], tmp_path / "synth", "up5k")
+    est = gen.manifest["resources_estimate"]
+    ratio = est["lc"] / r.logic_cells
+    print(f"fold {fold}: estimate {est['lc']} LC, synthesized {r.logic_cells} LC, "
+          f"ratio {ratio:.2f}; RAM {est['ram']} vs {r.ram_blocks}")
+    assert 0.75 <= ratio <= 1.25, (est, r)
+    assert est["ram"] == r.ram_blocks
