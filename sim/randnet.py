@@ -63,12 +63,14 @@ def check_model(model: IntModel, inputs: np.ndarray, simulator: str, work_dir, *
         rep = lint.lint(gen.verilog, gen.manifest["top"])
         if not rep.ok:
             raise NetworkMismatch(f"{head}: unwaived lint warnings\n{rep}")
-    if r.outputs.shape != want.shape or np.any(r.outputs != want):
+    if r.outputs.shape != want.shape or np.any(r.outputs != want) or r.raw.get("x_errors"):
         d = diagnose.diagnose(model, gen.manifest, gen.verilog, inputs, want, r.outputs,
                               simulator, work, seed=seed, gap_prob=gap_prob,
                               stall_prob=stall_prob)
         raise NetworkMismatch(f"{head}\n{r.mismatches} of {len(want)} samples differ\n{d}\n"
                               f"{model}")
+    if r.raw.get("x_errors"):
+        raise NetworkMismatch(f"{head}: X/Z on valid output data: {r.raw['x_errors'][:5]}")
     if r.raw.get("extra_output_beats"):
         raise NetworkMismatch(f"{head}: {r.raw['extra_output_beats']} output beat(s) after the "
                               f"last sample")

@@ -57,6 +57,21 @@ def upcoming_edge() -> int:
     return int(get_sim_time("ns") / PERIOD_NS + 0.5)
 
 
+def resolve(value, what: str, errors: list) -> int:
+    """Integer of a signal value; X/Z bits read as 0 and are reported in ``errors``.
+
+    A 4-state simulator (Icarus) shows uninitialized or undriven data as X: on a valid beat that
+    is a design bug, reported instead of crashing the testbench.
+    """
+    try:
+        return int(value)
+    except ValueError:
+        text = str(value)
+        if len(errors) < 20:
+            errors.append(f"{what}: X/Z bits in {text}")
+        return int("".join(c if c in "01" else "0" for c in text), 2)
+
+
 def pack(sample: np.ndarray, port: dict) -> list[int]:
     """Integer codes of one sample -> tdata words (element i at bits [i*b, (i+1)*b))."""
     b, per = port["element_bits"], port["elements_per_beat"]
@@ -122,6 +137,7 @@ class Monitor:
         self.samples: list[list[int]] = []
         self.sample_edges: list[int] = []  # edge index of each sample's last beat
         self.framing_errors: list[str] = []
+        self.x_errors: list[str] = []
         self._beats: list[int] = []
 
     async def run(self) -> None:
@@ -132,7 +148,10 @@ class Monitor:
                 dut.m_axis_tready.value = int(self.rng.random() >= self.stall_prob)
             await ReadOnly()
             if dut.m_axis_tvalid.value == 1 and dut.m_axis_tready.value == 1:
-                self._beats.append(int(dut.m_axis_tdata.value))
+                self._beats.append(resolve(
+                    dut.m_axis_tdata.value,
+                    f"m_axis_tdata, sample {len(self.samples)} beat {len(self._beats)}",
+                    self.x_errors))
                 last = dut.m_axis_tlast.value == 1
                 done = len(self._beats) == per_sample
                 if last != done:
@@ -171,6 +190,7 @@ class Probe:
         self.clk = dut.clk
         self.valid, self.ready, self.payload = h.o__valid, h.o__ready, h.o__payload
         self.values: list[int] = []
+        self.x_errors: list[str] = []
 
     def _decode(self, word: int) -> list[int]:
         b, per = self.spec["element_bits"], self.spec.get("elements_per_transfer", 1)
@@ -187,7 +207,9 @@ class Probe:
         while True:
             await ReadOnly()
             if self.valid.value == 1 and self.ready.value == 1:
-                self.values.extend(self._decode(int(self.payload.value)))
+                self.values.extend(self._decode(resolve(
+                    self.payload.value, f"{self.spec['instance']}.o__payload, element "
+                    f"{len(self.values)}", self.x_errors)))
                 await RisingEdge(self.clk)
             elif self.valid.value != 1:
                 await RisingEdge(self.valid)
@@ -296,6 +318,7 @@ async def stream_samples(dut):
         gaps = np.diff(edges)
         results["ii_min"], results["ii_max"] = int(gaps.min()), int(gaps.max())
     results["framing_errors"] = mon.framing_errors[:20]
+    results["x_errors"] = (mon.x_errors + [e for p in probes for e in p.x_errors])[:20]
     outputs = np.array(mon.samples, dtype=np.int64).reshape(len(mon.samples), -1)
     np.save(job["outputs"], outputs)
 

@@ -47,7 +47,7 @@ def test_backpressure_and_gaps_keep_order_and_count(simulator, design, tmp_path)
                              measure_latency=False, idle_check_cycles=60)
         np.testing.assert_array_equal(r.outputs, want, err_msg=f"gap={gap} stall={stall}")
         assert r.mismatches == 0 and not r.raw.get("extra_output_beats")
-        assert r.raw["framing_errors"] == []
+        assert r.raw["framing_errors"] == [] and r.raw["x_errors"] == []
 
 
 @pytest.mark.parametrize("after_beats,resume_from", [(1, 6), (14, 6), (45, 9)])
