@@ -5,7 +5,7 @@ OUT ?= build/demo
 # Parallel test workers (pytest-xdist); the simulator tests share a build cache.
 JOBS ?= 2
 
-.PHONY: demo test test-fast bench bootstrap clean
+.PHONY: demo test test-fast bench soak bootstrap clean
 
 bootstrap:
 	@./scripts/bootstrap.sh
@@ -18,6 +18,15 @@ test: bootstrap
 
 test-fast: bootstrap
 	$(PY) -m pytest -q -m "not sim and not synth and not slow"
+
+# Long randomized verification (not in CI's `make test`): 100,000 vectors per unit, the digits
+# MLP streamed 200 samples with gaps/backpressure/reset, and SOAK_NETS random networks per
+# simulator from a fresh base seed (printed; reproduce one with SOFTFLOOR_SEED=<seed>).
+SOAK_NETS ?= 60
+soak: bootstrap
+	@base=$${SOFTFLOOR_RANDNET_BASE:-$$(date +%s)}; echo "soak: random networks from base seed $$base"; \
+	SOFTFLOOR_SOAK=1 SOFTFLOOR_RANDNET_BASE=$$base SOFTFLOOR_RANDNET_COUNT=$(SOAK_NETS) \
+	$(PY) -m pytest -n $(JOBS) -q --durations=10 tests/sim
 
 bench: bootstrap
 	$(PY) -m softfloor.benchmarks --out build/bench $(SECTIONS)

@@ -8,6 +8,8 @@ every shift and the codes next to it, saturation edges). The twins are the ``np_
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from amaranth.hdl import signed, unsigned
@@ -19,7 +21,8 @@ from tests.conftest import require_tool
 
 pytestmark = pytest.mark.sim
 
-N_RANDOM = 10_000
+#: Random vectors per unit: 10,000 in ``make test``, 100,000 under ``make soak``.
+N_RANDOM = 100_000 if os.environ.get("SOFTFLOOR_SOAK", "") not in ("", "0") else 10_000
 
 
 def code_range(shape):
