@@ -63,6 +63,8 @@ __all__ = ["DenseEngine", "RequantEngine", "ENGINE_LATENCY", "REQUANT_LATENCY",
 ENGINE_LATENCY = 8
 #: Same for a RequantEngine: scale register, round/saturate register, skid buffer.
 REQUANT_LATENCY = 3
+#: Weights this wide (shift-add products) are split into two registered partial products.
+SPLIT_WEIGHT_BITS = 6
 #: Yosys maps a ``$mul`` to an iCE40/ECP5 DSP only when its result is at least this wide.
 DSP_MIN_PRODUCT_BITS = 11
 
@@ -198,9 +200,15 @@ class DenseEngine(wiring.Component):
         return max(self.cycles, self.in_transfers, self.out_transfers)
 
     @property
+    def product_terms(self) -> int:
+        """Registered partial products per MAC lane: 2 for wide shift-add products (>= 6-bit
+        weights without a DSP: each half is a shallower adder tree), else 1."""
+        return 2 if self.dense.weight_bits >= SPLIT_WEIGHT_BITS and not self.dsp else 1
+
+    @property
     def tree_levels(self) -> int:
-        """Registered adder-tree levels: ``ceil(log2(simd))``."""
-        return (self.simd - 1).bit_length()
+        """Registered adder-tree levels: ``ceil(log2(simd * product_terms))``."""
+        return (self.simd * self.product_terms - 1).bit_length()
 
     @property
     def last_group_transfers(self) -> int:
@@ -376,15 +384,16 @@ class DenseEngine(wiring.Component):
                 k = p * simd + s
                 wbits = wr.data[k * ws:(k + 1) * ws]
                 if ws == 1:
-                    prod = P.multiply_binary(wbits[0], xs[s])
+                    prods = [P.multiply_binary(wbits[0], xs[s])]
                 elif self.dsp:
-                    prod = P.multiply(wbits.as_signed(), xs[s])
+                    prods = [P.multiply(wbits.as_signed(), xs[s])]
                 else:
-                    prod = P.multiply_shift_add(wbits.as_signed(), xs[s])
-                r = Signal(signed(min(len(prod), ab)), name=f"prod_{p}_{s}")
-                with m.If(advance):
-                    m.d.sync += r.eq(prod)
-                lane.append(r)
+                    prods = P.split_product_terms(wbits.as_signed(), xs[s], self.product_terms)
+                for q, prod in enumerate(prods):
+                    r = Signal(signed(min(len(prod), ab)), name=f"prod_{p}_{s}_{q}")
+                    with m.If(advance):
+                        m.d.sync += r.eq(prod)
+                    lane.append(r)
             level.append(lane)
         # stages 3..T: adder tree levels (sums mod 2**acc_bits: the final value fits)
         for lv in range(L):

@@ -165,10 +165,10 @@ def link_widths(specs: list[EngineSpec], in_layout, out_layout) -> list[int]:
 
 #: Per-family coefficients of the logic-cell model (fitted against Yosys 0.23 + nextpnr).
 COEFFS = {
-    "ice40": {"lut_per_pp": 1.0, "lut_per_add_bit": 1.0, "ff_unpaired": 0.15, "control": 60,
-              "adder_extra": 1.0},
+    "ice40": {"lut_per_pp": 1.0, "lut_per_add_bit": 1.0, "ff_unpaired": 0.3, "control": 30,
+              "rom_lut_per_word": 0.1},
     "ecp5": {"lut_per_pp": 1.0, "lut_per_add_bit": 1.0, "ff_unpaired": 0.0, "control": 60,
-             "adder_extra": 1.0},
+             "rom_lut_per_word": 0.1},
 }
 #: Scale applied to the whole estimate (fitted).
 SCALE = {"ice40": 1.0, "ecp5": 1.0}
@@ -176,6 +176,12 @@ SCALE = {"ice40": 1.0, "ecp5": 1.0}
 
 def _product_bits(wb: int, t: CodeType) -> int:
     return t.bits + 1 if wb == 1 else wb + t.bits + (0 if t.signed else 1)
+
+
+def _product_terms(weight_bits: int, dsp: bool) -> int:
+    """As :attr:`DenseEngine.product_terms`."""
+    from .engine import SPLIT_WEIGHT_BITS
+    return 2 if weight_bits >= SPLIT_WEIGHT_BITS and not dsp else 1
 
 
 def _ram_blocks(depth: int, width: int, family: str) -> int:
@@ -220,11 +226,12 @@ def estimate_spec(spec: EngineSpec, device: str = "up5k", in_ept: int = 1,
     if wb == 1:
         mul = xb + 1                                     # conditional negate
     else:
-        mul = c["lut_per_pp"] * (wb - 1) * (xb + 1 + c["adder_extra"])   # shift-add rows
+        mul = c["lut_per_pp"] * (wb - 1) * (xb + wb)    # shift-add: wb-1 widening adders
     mul_luts = 0 if dsp else lanes * mul
-    levels = (simd - 1).bit_length()
+    terms = _product_terms(wb, bool(dsp))
+    levels = (simd * terms - 1).bit_length()
     tree = 0
-    n, width = simd, pb
+    n, width = simd * terms, pb
     for _ in range(levels):
         width = min(width + 1, ab)
         tree += (n // 2) * width
@@ -257,7 +264,7 @@ def estimate_spec(spec: EngineSpec, device: str = "up5k", in_ept: int = 1,
         if blocks * 64 < depth * width / 16:
             ram += blocks
         else:
-            rom_luts += width * max(1, math.ceil((depth - 1) / 3)) if depth > 1 else 0
+            rom_luts += width * max(1, depth * c["rom_lut_per_word"]) if depth > 1 else 0
     ram += _ram_blocks(2 << max(0, (spec.folds - 1).bit_length()), simd * xb, fam)
     parts = {"mul": mul_luts, "tree": tree_luts, "acc": acc_luts + hold_luts,
              "rq": rq_luts + skid, "ctl": ctl + gather, "rom": rom_luts,
@@ -392,7 +399,7 @@ def _fold_values(n: int) -> list[int]:
     return sorted({math.ceil(n / k) for k in range(1, n + 1)})
 
 
-def _candidates(spec: EngineSpec, device: str, max_lanes: int, unrolled: bool) -> list:
+def _candidates(spec: EngineSpec, device: str, max_lanes: int, wide: bool) -> list:
     """(cycles, lc, pe, simd) of every fold worth considering (no fold with the same cycle
     count and more lanes in either dimension)."""
     out = []
@@ -402,7 +409,7 @@ def _candidates(spec: EngineSpec, device: str, max_lanes: int, unrolled: bool) -
             f = math.ceil(spec.cols / simd)
             if pe * simd > max_lanes:
                 break
-            if pe > f and not unrolled:
+            if pe > f and not wide:
                 continue                 # keeps the output stream one element wide
             s = EngineSpec("dense", spec.names, spec.rows, spec.cols, spec.in_type, spec.dense,
                            spec.requant, pe, simd)
@@ -471,21 +478,28 @@ def plan(model: IntModel, device: str = "up5k", objective: str = "throughput",
         fits = tot["lc"] <= caps["lc"] and tot["ram"] <= caps["ram"] and tot["dsp"] <= caps["dsp"]
         return trial, widths, ests, tot, ii, fits
 
-    cands = {i: _candidates(specs[i], device, 1 << 16, objective == "latency") for i in free}
-    best_for = {}
-    for i, cs in cands.items():               # cheapest fold per cycle bound
-        best, table = None, []
-        for cyc, lc, pe, simd in sorted(cs, key=lambda c: c[0]):
-            if best is None or lc < best[1]:
-                best = (cyc, lc, pe, simd)
-            table.append((cyc, best))
-        best_for[i] = table
+    def tables(wide):
+        cands = {i: _candidates(specs[i], device, 1 << 16, wide) for i in free}
+        best_for = {}
+        for i, cs in cands.items():               # cheapest fold per cycle bound
+            best, table = None, []
+            for cyc, lc, pe, simd in sorted(cs, key=lambda c: c[0]):
+                if best is None or lc < best[1]:
+                    best = (cyc, lc, pe, simd)
+                table.append((cyc, best))
+            best_for[i] = table
+        return cands, best_for
 
-    def cheapest(i, bound):
+    # narrow: one-element streams between engines (pe <= folds); wide: any fold, wider streams
+    narrow_c, narrow_t = tables(False)
+    cands, wide_t = tables(True)
+
+    def cheapest(table, bound):
         pick = None
-        for cyc, b in best_for[i]:
-            if cyc <= bound:
-                pick = b
+        for cyc, b in table:
+            if cyc > bound:
+                break
+            pick = b
         return pick
 
     fixed = [s.cycles for s in specs if s.kind == "dense" and s.dense.name in overrides]
@@ -495,17 +509,20 @@ def plan(model: IntModel, device: str = "up5k", objective: str = "throughput",
     for t in targets:
         if t < floor_ii:
             continue
-        choice = {}
-        for i in free:
-            b = cheapest(i, t)
-            if b is None:
-                break
-            choice[i] = (b[2], b[3])
-        else:
-            r = evaluate(choice)
-            if r and r[5]:
-                result = (choice, r)
-                break
+        for table in (narrow_t, wide_t):
+            choice = {}
+            for i in free:
+                b = cheapest(table[i], t)
+                if b is None:
+                    break
+                choice[i] = (b[2], b[3])
+            else:
+                r = evaluate(choice)
+                if r and r[5] and r[4] <= t:
+                    result = (choice, r)
+                    break
+        if result:
+            break
     if result is None:                          # nothing fits: the smallest design, flagged
         choice = {i: (1, 1) for i in free}
         result = (choice, evaluate(choice))
@@ -538,7 +555,8 @@ def plan(model: IntModel, device: str = "up5k", objective: str = "throughput",
                                 s.kind == "dense" and s.dense.name in overrides))
         if s.kind == "dense":
             last_rows = s.rows - (s.groups - 1) * s.pe
-            latency += s.cycles + (s.simd - 1).bit_length() + 8 + last_rows // widths[k + 1] - 1
+            levels = (s.simd * _product_terms(s.dense.weight_bits, s.dsp) - 1).bit_length()
+            latency += s.cycles + levels + 8 + last_rows // widths[k + 1] - 1
         else:
             latency += 3
     macs = int(model.macs())

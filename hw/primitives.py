@@ -30,6 +30,7 @@ __all__ = [
     "multiply", "round_shift", "saturate", "relu", "requantize", "requantize_shape",
     "accumulate", "skid_buffer", "SkidBuffer", "code_shape",
     "np_multiply_shift_add", "multiply_shift_add", "multiply_binary", "multiply_const",
+    "split_product_terms",
 ]
 
 
@@ -259,12 +260,36 @@ def multiply_shift_add(w, x) -> Value:
     w, x = Value.cast(w), Value.cast(x)
     n = len(w)
     xs = x.as_signed() if x.shape().signed else Cat(x, Const(0, 1)).as_signed()
+    top = Mux(w[n - 1], xs << (n - 1), 0)
     terms = [Mux(w[i], xs << i, 0) for i in range(n - 1)]
-    neg = Mux(w[n - 1], xs << (n - 1), 0)
-    total = terms[0] if terms else Const(0, 1)
-    for t in terms[1:]:
-        total = total + t
-    return (total - neg) if w.shape().signed else (total + neg)
+    terms.append(-top if w.shape().signed else top)
+    while len(terms) > 1:                     # balanced: log2(n) adders deep, not n - 1
+        terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i]
+                 for i in range(0, len(terms), 2)]
+    return terms[0]
+
+
+def split_product_terms(w, x, parts: int) -> list[Value]:
+    """``w * x`` as ``parts`` partial products (bit slices of ``w``) that sum to it exactly.
+
+    Slice ``k`` (bits ``[lo, hi)``) contributes ``slice * x << lo``; the top slice is signed when
+    ``w`` is, the others unsigned. Registering the partial products separately and adding them
+    in an adder tree halves the multiplier's logic depth per pipeline stage.
+    """
+    w = Value.cast(w)
+    n = len(w)
+    parts = max(1, min(parts, n))
+    bounds = [round(k * n / parts) for k in range(parts + 1)]
+    out = []
+    for k in range(parts):
+        lo, hi = bounds[k], bounds[k + 1]
+        sl = w[lo:hi]
+        if k == parts - 1 and w.shape().signed:
+            sl = sl.as_signed()
+        else:
+            sl = Cat(sl, Const(0, 1)).as_signed()
+        out.append(multiply_shift_add(sl, x) << lo)
+    return out
 
 
 def multiply_binary(bit, x) -> Value:

@@ -84,7 +84,7 @@ def test_dense_engine_one_bit_weights_and_signed_inputs():
 
 #: (rows, cols, pe, simd, in per transfer, out per transfer): divisors, padded rows/columns,
 #: gathered inputs, wide outputs, fully unrolled.
-FOLDS = [(8, 8, 2, 2, 1, 1), (10, 32, 1, 3, 1, 1), (10, 32, 2, 2, 2, 2), (6, 9, 3, 4, 1, 3),
+FOLDS = [(8, 8, 2, 2, 1, 1), (6, 12, 2, 3, 1, 1), (10, 32, 1, 3, 1, 1), (10, 32, 2, 2, 2, 2), (6, 9, 3, 4, 1, 3),
          (16, 16, 8, 2, 2, 1), (16, 16, 8, 4, 1, 2), (4, 4, 4, 4, 4, 4), (7, 5, 7, 5, 5, 7),
          (5, 12, 2, 6, 3, 1)]
 
@@ -188,3 +188,16 @@ def test_requant_engine_timing():
     np.testing.assert_array_equal(np.array(r.outputs).reshape(x.shape), eng.model(x))
     assert r.out_cycles[4] - r.in_cycles[0] == eng.latency
     assert np.all(np.diff(r.out_cycles) == 1)
+
+
+@pytest.mark.parametrize("wb", [6, 8])
+def test_split_products_timing(wb):
+    """Wide shift-add products become two registered partial products: one more tree level."""
+    rng = np.random.default_rng(wb)
+    model = random_model(rng, [12, 6], weight_bits=wb, final_requant=True)
+    eng = DenseEngine(model.layers[0], model.input.code_type, model.layers[1], pe=2, simd=3)
+    assert eng.product_terms == 2 and eng.tree_levels == 3
+    codes = random_codes(rng, model, 4)
+    got, r = run_engine(eng, codes)
+    np.testing.assert_array_equal(got, eng.model(codes))
+    assert r.out_cycles[5] - r.in_cycles[0] == eng.latency

@@ -243,3 +243,12 @@ def test_multiply_binary_and_const(xshape):
             assert g[f"c{c}"] == vec["x"] * c
     with pytest.raises(ValueError):
         P.multiply_const(x, 0)
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3])
+def test_split_product_terms_sum_to_the_product(parts):
+    w, x = Signal(signed(6)), Signal(unsigned(5))
+    outs = {f"t{k}": t for k, t in enumerate(P.split_product_terms(w, x, parts))}
+    vecs = [{"w": a, "x": b} for a in range(-32, 32) for b in range(0, 32, 3)]
+    for vec, g in zip(vecs, comb_eval({"w": w, "x": x}, outs, vecs)):
+        assert sum(g.values()) == vec["w"] * vec["x"]
