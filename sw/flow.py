@@ -166,7 +166,7 @@ def stage_golden(ctx: Context) -> None:
     _save_vectors(ctx, inputs=codes, golden=out)
     rec = {"samples": len(codes), "seconds": dt}
     if "labels" in inp:
-        rec["accuracy"] = float(np.mean(np.argmax(out, axis=1) == inp["labels"]))
+        rec["accuracy"] = float(np.mean(golden.classify(model, out) == inp["labels"]))
     ctx.record("golden", rec)
 
 
@@ -207,7 +207,9 @@ def stage_sim(ctx: Context) -> None:
                     "run_seconds": round(r.run_seconds, 2),
                     "first_mismatches": r.first_mismatches[:5]}
         if "labels" in inp and len(r.outputs) == len(inp["labels"]):
-            rec[sim]["accuracy"] = float(np.mean(np.argmax(r.outputs, 1) == inp["labels"]))
+            model = intmodel.load(ctx.out / MODEL_FILE)  # per-channel output scales: real argmax
+            rec[sim]["accuracy"] = float(np.mean(golden.classify(model, r.outputs)
+                                                  == inp["labels"]))
         if r.waves:
             rec[sim]["waves"] = r.waves
         ctx.say(f"    {r}")
