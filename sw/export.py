@@ -34,19 +34,18 @@ def export(model: QuantMLP, input_spec: InputSpec, name: str = "model",
     ----------
     model : QuantMLP
     input_spec : InputSpec
-        Must match the model's input: unsigned ``model.input_bits`` codes at scale
-        ``2**-input_bits`` (as :func:`softfloor.data.digits_input_spec` makes).
+        Must match the model's input: unsigned ``model.input_bits`` codes, zero point 0 (as
+        :func:`softfloor.data.digits_input_spec` makes). Its scale is the user's meaning of a
+        code; the model computes on the codes (its own input scale is ``2**-input_bits``).
     name : str
     meta : dict, optional
         Merged into the model's ``meta`` (e.g. the training config and accuracies).
     """
     if (input_spec.bits != model.input_bits or input_spec.signed
-            or input_spec.scale != 2.0 ** model.input_exp or input_spec.zero_point != 0
-            or input_spec.size != model.sizes[0]):
+            or input_spec.zero_point != 0 or input_spec.size != model.sizes[0]):
         raise ValueError(
             f"input_spec {input_spec} does not match the model's input: unsigned "
-            f"{model.input_bits}-bit codes of {model.sizes[0]} values at scale "
-            f"2**{model.input_exp}, zero point 0")
+            f"{model.input_bits}-bit codes of {model.sizes[0]} values, zero point 0")
     exps = model.layer_exps()
     in_lo, in_hi = input_spec.code_type.lo, input_spec.code_type.hi
     layers = []

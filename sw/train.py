@@ -59,7 +59,7 @@ class TrainConfig:
     batchnorm: bool | None = None      # None: on when weights or activations are 1-bit
     epochs: int = 60
     seed: int = 0
-    lr: float = 3e-3
+    lr: float | None = None            # None: 1e-2 with 1-bit weights or activations, else 5e-3
     weight_decay: float = 0.0
     batch_size: int = 64
     bias_bits: int = 16
@@ -81,6 +81,15 @@ class TrainConfig:
     def in_bits(self) -> int:
         """The input code width actually used."""
         return self.act_bits if self.input_bits is None else self.input_bits
+
+    @property
+    def learning_rate(self) -> float:
+        """Peak Adam learning rate: ``lr`` if set, else 1e-2 when the weights or activations are
+        1-bit and 5e-3 otherwise (measured best of 3e-3/5e-3/1e-2/2e-2, seeds 0..2, 60 epochs:
+        w2a2 95.0/95.9/95.6/95.0, w1a1 with 1-bit input 86.0/89.2/90.1/88.5)."""
+        if self.lr is not None:
+            return float(self.lr)
+        return 1e-2 if (self.weight_bits == 1 or self.act_bits == 1) else 5e-3
 
     @property
     def use_batchnorm(self) -> bool:
@@ -118,6 +127,7 @@ def config_dict(cfg: TrainConfig) -> dict:
     resolved)."""
     sch = cfg.schedule()
     return cfg.to_dict() | {"input_bits": cfg.in_bits, "batchnorm": cfg.use_batchnorm,
+                            "lr": cfg.learning_rate,
                             "k_start": sch.k_start, "k_end": sch.k_end}
 
 
@@ -168,7 +178,7 @@ def _check_split(cfg: TrainConfig, split: DigitsSplit) -> None:
 def _fit(model, params, x, y, cfg: TrainConfig, on_epoch, progress: Progress | None):
     """Adam + per-step cosine decay over shuffled mini-batches; returns the history."""
     gen = torch.Generator().manual_seed(cfg.seed)
-    opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = torch.optim.Adam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     n = len(y)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total = cfg.epochs * steps_per_epoch

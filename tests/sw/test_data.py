@@ -44,8 +44,12 @@ def test_four_bit_codes_are_the_clipped_pixels(split4):
 @pytest.mark.parametrize("bits", [1, 2, 8])
 def test_codes_follow_arith(bits):
     s = load_digits_split(bits)
-    want = arith.quantize_real(s.x_test, 2.0 ** -bits, 0, bits, False, "half_up")
+    scale = 0.75 if bits == 1 else 2.0 ** -bits
+    assert s.input_spec.scale == scale
+    want = arith.quantize_real(s.x_test, scale, 0, bits, False, "half_up")
     assert np.array_equal(s.c_test, want)
+    if bits == 1:  # the 1-bit threshold is pixel >= 6 of 16
+        assert np.array_equal(s.c_test, (s.x_test * 16 >= 6).astype(np.int64))
     assert s.c_test.max() == (1 << bits) - 1 and s.c_test.min() == 0
 
 
