@@ -9,7 +9,13 @@ The manifest is the public contract with the testbenches and the synthesis flow.
 ``top``, ``clock``, ``reset``, ``input`` / ``output`` (each ``tdata_width``, ``element_bits``,
 ``signed``, ``elements_per_beat``, ``beats_per_sample``, ``elements``), ``cycles_per_inference``,
 ``initiation_interval``, ``mac_units``, ``macs_per_inference``, ``layers`` (one entry per engine)
-and ``model_layers`` (the model's own layer list, without weights).
+and ``model_layers`` (the model's own layer list, without weights); ``device`` and ``plan`` (the
+folding planner's plan, :meth:`softfloor.hw.planner.Plan.to_dict`, or ``None`` for an explicit
+folding). Each ``layers[i]`` has ``instance`` (``engine{i}_{name}``, the Verilog instance whose
+``o__valid``/``o__ready``/``o__payload`` carry its output stream), ``pe``, ``simd``,
+``in_elements_per_transfer``, ``out_elements_per_transfer`` (elements per ``o__payload``
+transfer, element ``j`` at bits ``[j*b, (j+1)*b)``), ``out_element_bits``, ``out_signed``,
+``cycles``, ``initiation_interval``, ``latency``, ``tail_latency`` and ``resources``.
 """
 from __future__ import annotations
 

@@ -5,9 +5,12 @@
     s_axis ─► BeatUnpacker ─► engine 0 ─► engine 1 ─► ... ─► BeatPacker ─► m_axis
 
 One :class:`~softfloor.hw.engine.DenseEngine` per Dense layer (fused with the Requant that follows
-it, if any); a Requant that does not follow a Dense becomes a
-:class:`~softfloor.hw.engine.RequantEngine`. Engines are joined by internal
-``stream.Signature`` streams with valid/ready everywhere; nothing is dropped or duplicated.
+it, if any), folded ``pe x simd`` as the folding (usually the planner's plan) says; a Requant that
+does not follow a Dense becomes a :class:`~softfloor.hw.engine.RequantEngine`. Engines are joined
+by internal ``stream.Signature`` streams with valid/ready everywhere, each carrying as many
+elements per transfer as :func:`softfloor.hw.planner.link_widths` chooses (one, unless a folded
+engine finishes results faster); nothing is dropped or duplicated. Any other op raises
+:class:`~softfloor.hw.planner.UnsupportedLayerError` naming the layer and the op.
 
 Ports (exactly these names in the emitted Verilog; ``clk``/``rst`` come from the ``sync`` domain,
 reset is active high and synchronous):

@@ -118,10 +118,11 @@ def _layer_model(rows, cols, wb, xb, seed=0):
 
 
 @pytest.mark.synth
-@pytest.mark.parametrize("fold", [(4, 4), (2, 8)])
-def test_estimate_within_25_percent_of_synthesis(tmp_path, fold):
-    """Estimated vs synthesized logic cells (Yosys + nextpnr, UP5K) for a 32x32 w4a4 layer."""
-    m = _layer_model(32, 32, 4, 4)
+@pytest.mark.parametrize("rows,fold", [(32, (4, 4)), (16, (2, 8))])
+def test_estimate_within_25_percent_of_synthesis(tmp_path, rows, fold):
+    """Estimated vs synthesized logic cells (Yosys + nextpnr, UP5K) for a rows x 32 w4a4 layer
+    (the hardware benchmark reports the same ratio for whole MLPs)."""
+    m = _layer_model(rows, 32, 4, 4)
     gen = generate(m, tmp_path, folding={"fc0": fold})
     r = synth.synthesize(gen.verilog, gen.manifest["top"], tmp_path / "synth", "up5k")
     est = gen.manifest["resources_estimate"]
@@ -130,3 +131,21 @@ def test_estimate_within_25_percent_of_synthesis(tmp_path, fold):
           f"ratio {ratio:.2f}; RAM {est['ram']} vs {r.ram_blocks}")
     assert 0.75 <= ratio <= 1.25, (est, r)
     assert est["ram"] == r.ram_blocks
+
+
+def test_cli_rtl_stage_prints_and_records_the_plan(tmp_path, capsys):
+    from softfloor import cli, intmodel
+    from softfloor.flow import MODEL_FILE
+    m = random_model(np.random.default_rng(4), [12, 8, 4], final_requant=True)
+    intmodel.save(m, tmp_path / MODEL_FILE)
+    assert cli.main(["rtl", "--out", str(tmp_path), "--device", "hx8k", "--objective", "latency",
+                     "--fold", "fc0=2x3"]) == 0
+    out = capsys.readouterr().out
+    assert "plan for hx8k (latency)" in out and "fc0 *" in out
+    man = json.loads((tmp_path / "manifest.json").read_text())
+    assert man["device"] == "hx8k" and man["plan"]["objective"] == "latency"
+    assert (man["layers"][0]["pe"], man["layers"][0]["simd"]) == (2, 3)
+    rec = json.loads((tmp_path / "stages" / "rtl.json").read_text())
+    assert rec["plan"] == man["plan"]
+    assert cli.main(["rtl", "--out", str(tmp_path), "--fold", "fc0=2"]) == 2
+    assert "expected LAYER=PExSIMD" in capsys.readouterr().err
