@@ -34,7 +34,7 @@ __all__ = ["EngineSpec", "LayerPlan", "Plan", "UnsupportedLayerError", "engine_s
 
 OBJECTIVES = ("throughput", "latency")
 #: Fraction of the device's logic cells a plan may use (RAM and DSP: all of them).
-DEFAULT_BUDGET = 0.8
+DEFAULT_BUDGET = 0.75
 
 
 class UnsupportedLayerError(ValueError):
@@ -165,13 +165,13 @@ def link_widths(specs: list[EngineSpec], in_layout, out_layout) -> list[int]:
 
 #: Per-family coefficients of the logic-cell model (fitted against Yosys 0.23 + nextpnr).
 COEFFS = {
-    "ice40": {"lut_per_pp": 1.0, "lut_per_add_bit": 1.0, "ff_unpaired": 0.3, "control": 30,
+    "ice40": {"lut_per_pp": 1.0, "lut_per_add_bit": 1.0, "ff_unpaired": 0.3, "control": 10,
               "rom_lut_per_word": 0.1},
     "ecp5": {"lut_per_pp": 1.0, "lut_per_add_bit": 1.0, "ff_unpaired": 0.0, "control": 60,
              "rom_lut_per_word": 0.1},
 }
 #: Scale applied to the whole estimate (fitted).
-SCALE = {"ice40": 1.0, "ecp5": 1.0}
+SCALE = {"ice40": 1.08, "ecp5": 1.0}
 
 
 def _product_bits(wb: int, t: CodeType) -> int:

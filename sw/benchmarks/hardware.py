@@ -3,7 +3,8 @@
 For the digits MLP (64-64-32-10) at w8a8, w4a4, w2a2 and w1a1 -- trained with QAT on the digits
 split (``softfloor.train.train_qat``, 60 epochs; the surrogate the trainer documents for each
 width: sigmoid at 4 and 8 bits, STE at 1 and 2 bits) and exported to an integer model -- and for
-on the UP5K (w4a4 also on the HX8K and an ECP5-25F): the planner's throughput plan, then
+on the UP5K (w8a8 and w4a4 also on the HX8K -- w8a8's 32-bit logits need more pins than
+the UP5K SG48 has -- and w4a4 on an ECP5-25F): the planner's throughput plan, then
 
 * RTL co-simulation on Verilator of the test samples: bit-exactness against the golden model,
   measured latency (an isolated sample) and measured initiation interval (back to back);
@@ -23,7 +24,7 @@ from pathlib import Path
 MODELS = [(8, 8), (4, 4), (2, 2), (1, 1)]
 DEVICES = ("up5k",)
 #: Further (model, device) rows of a full run.
-EXTRA_ROWS = [((4, 4), "hx8k"), ((4, 4), "ecp5-25f")]
+EXTRA_ROWS = [((8, 8), "hx8k"), ((4, 4), "hx8k"), ((4, 4), "ecp5-25f")]
 TARGET_UP5K_W4A4 = 200_000
 
 
@@ -52,8 +53,11 @@ def _row(model, split, device: str, out: Path, n_samples: int) -> dict:
     r = cosim.cosimulate(gen.verilog, man, x, "verilator", out / "cosim", expected=want)
     mism = int(np.sum(np.any(r.outputs != want, axis=1))) + abs(len(want) - len(r.outputs))
     acc = float(np.mean(np.argmax(r.outputs, 1) == split.y_test[:len(r.outputs)]))
-    s = synth.synthesize(gen.verilog, man["top"], out / "synth", device)
     dev = synth.get_device(device)
+    if man["io_pins"] > dev.io:
+        raise ValueError(f"the top needs {man['io_pins']} I/O pins, {device} has {dev.io} "
+                         f"(output elements of {man['output']['element_bits']} bits)")
+    s = synth.synthesize(gen.verilog, man["top"], out / "synth", device)
     ii = r.initiation_interval
     ips = s.fmax_mhz * 1e6 / ii if s.fmax_mhz and ii else None
     est = man["resources_estimate"]
