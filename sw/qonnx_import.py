@@ -178,6 +178,8 @@ class _Importer:
         self.consts: dict[str, dict] = {}   # constant Quant outputs: codes, scale, bits, ...
         self.layers: list = []
         self.origin: dict[str, str] = {}    # layer name -> onnx node name
+        # "input" and requant layer names -> [QONNX Quant output tensor, its scale]
+        self.probes: dict[str, list] = {}
         self.approx: list[str] = []
         self.input: InputSpec | None = None
         self.state: _State | None = None
@@ -286,6 +288,7 @@ class _Importer:
         self.input = InputSpec(tuple(int(v) for v in shape[1:]), bits, signed, s, 0, rounding,
                                lo, hi)
         self.state = _State(node.output[0], self.input.shape, np.array([s]))
+        self.probes["input"] = [node.output[0], s]
 
     # -- requantization ------------------------------------------------------------------
     def quant_act(self, node) -> None:
@@ -337,6 +340,7 @@ class _Importer:
                                                                                     chans).copy()
             layer = ChannelRequant(name, shift, rounding, bits, signed, lo, hi, mult)
         self.add(layer, node)
+        self.probes[name] = [node.output[0], s_out]
         self.state = _State(node.output[0], st.shape, np.array([s_out]))
 
     # -- dense / conv -----------------------------------------------------------------------
@@ -570,7 +574,8 @@ class _Importer:
         s = st.uniform_scale()
         output = OutputSpec(s if s is not None else tuple(float(v) for v in st.scale), 0)
         meta = {"producer": "softfloor.qonnx_import", "exact": not self.approx,
-                "approximations": self.approx, "onnx_nodes": self.origin}
+                "approximations": self.approx, "onnx_nodes": self.origin,
+                "onnx_probes": self.probes}
         model = IntModel(self.input, self.layers, output, self.name, meta)
         return ImportResult(model, not self.approx, list(self.approx))
 
@@ -607,39 +612,53 @@ def import_qonnx(path, name: str | None = None) -> ImportResult:
 # ----------------------------------------------------------------------------------------------
 # Agreement with QONNX's own execution
 
-def execute_qonnx(path, x: np.ndarray, batch: int = 256) -> np.ndarray:
+def execute_qonnx(path, x: np.ndarray, batch: int = 256, tensors=()):
     """QONNX ``execute_onnx`` on float inputs ``x`` (one row per sample), in fixed batches.
 
-    The exported graph has a fixed batch size; it is re-cleaned once with ``batch`` (QONNX's
-    ``ChangeBatchSize``), and the last partial batch is padded with copies of the last sample.
+    The exported graph has a fixed batch size; it is changed once to ``batch`` (QONNX's
+    ``ChangeBatchSize`` + shape inference, tensor names kept), and the last partial batch is
+    padded with copies of the last sample. Returns the ``(N, outputs)`` float outputs, and with
+    ``tensors`` also a dict of those intermediate tensors (``(N, ...)``).
     """
     _require_qonnx()
-    from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.core.onnx_exec import execute_onnx
-    from qonnx.util.cleanup import cleanup_model
-    mw = cleanup_model(ModelWrapper(str(path)), override_inpsize=batch)
-    iname, oname = mw.graph.input[0].name, mw.graph.output[0].name
+    from qonnx.transformation.change_batchsize import ChangeBatchSize
+    from qonnx.transformation.infer_shapes import InferShapes
+    mw = load_clean(path).transform(ChangeBatchSize(batch)).transform(InferShapes())
+    iname = [i.name for i in mw.graph.input if mw.get_initializer(i.name) is None][0]
+    oname = mw.graph.output[0].name
     shape = tuple(mw.get_tensor_shape(iname))[1:]
     x = np.asarray(x, dtype=np.float32).reshape((-1,) + shape)
-    outs = []
+    outs, inner = [], {t: [] for t in tensors}
     for s in range(0, len(x), batch):
         xb = x[s:s + batch]
         n = len(xb)
         if n < batch:
             xb = np.concatenate([xb, np.repeat(xb[-1:], batch - n, axis=0)])
-        outs.append(execute_onnx(mw, {iname: xb})[oname][:n])
-    return np.concatenate(outs).reshape(len(x), -1)
+        ctx = execute_onnx(mw, {iname: xb}, return_full_exec_context=bool(tensors))
+        outs.append(ctx[oname][:n])
+        for t in tensors:
+            inner[t].append(ctx[t][:n])
+    out = np.concatenate(outs).reshape(len(x), -1)
+    if not tensors:
+        return out
+    return out, {t: np.concatenate(v) for t, v in inner.items()}
 
 
 def agreement(path, model: IntModel, x: np.ndarray, labels=None, batch: int = 256) -> dict:
     """Compare the integer model with ``execute_onnx`` on float inputs ``x``.
 
     Returns samples, integer codes equal (QONNX output / output scale, rounded, vs the golden
-    codes), argmax equal, the largest code difference, and accuracies when ``labels`` are given.
+    codes), argmax equal, the largest code difference, accuracies when ``labels`` are given, and
+    per requant layer the samples whose codes equal QONNX's ``Quant`` output / scale
+    (``layers``; ``first_differing_layer`` names the first that is not all equal).
     """
     from . import golden
-    ref = execute_qonnx(path, x, batch)
-    out = golden.run(model, model.input.quantize(x))
+    probes = model.meta.get("onnx_probes", {})
+    ref, inner = execute_qonnx(path, x, batch, tensors=[t for t, _ in probes.values()]) \
+        if probes else (execute_qonnx(path, x, batch), {})
+    codes = model.input.quantize(x)
+    out, per_layer = golden.run(model, codes, intermediates=True)
     scale = np.asarray(model.output.scale, dtype=np.float64).reshape(1, -1)
     if model.output.per_channel:
         scale = np.repeat(scale, out.shape[1] // scale.shape[1], axis=1)
@@ -650,6 +669,20 @@ def agreement(path, model: IntModel, x: np.ndarray, labels=None, batch: int = 25
            "codes_on_grid": bool(np.all(np.abs(ref_codes - ref_int) < 1e-3)),
            "max_code_diff": float(np.abs(ref_codes - out).max(initial=0)),
            "argmax_equal": int(np.sum(np.argmax(ref, 1) == golden.classify(model, out)))}
+    layers, first = {}, None
+    for name, mine in [("input", codes)] + [(lay.name, a) for lay, a in zip(model.layers,
+                                                                            per_layer)]:
+        if name not in probes:
+            continue
+        tensor, s = probes[name]
+        q = np.rint(inner[tensor].astype(np.float64) / s).reshape(len(out), -1)
+        eq = int(np.sum(np.all(q == mine.reshape(len(out), -1), axis=1)))
+        layers[name] = eq
+        if first is None and eq != len(out):
+            first = name
+    if layers:
+        rep["layers"] = layers
+        rep["first_differing_layer"] = first
     if labels is not None:
         labels = np.asarray(labels)
         rep["accuracy_qonnx"] = float(np.mean(np.argmax(ref, 1) == labels))

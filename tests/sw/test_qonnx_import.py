@@ -117,6 +117,13 @@ def test_power_of_two_mlp_is_bit_exact_through_golden_and_cli(digits, tmp_path, 
     assert agree["codes_equal"] == n and agree["argmax_equal"] == n and agree["codes_on_grid"]
     assert agree["accuracy_golden"] == agree["accuracy_qonnx"] == pytest.approx(torch_acc)
     assert agree["accuracy_golden"] > 0.5          # it did learn
+    assert agree["layers"] == {"input": n, "rq1": n} and agree["first_differing_layer"] is None
+    # The per-layer comparison finds the first layer that differs (here: a wrong shift).
+    from softfloor import qonnx_import as qi
+    bad = im.IntModel.from_dict(res.model.to_dict())
+    bad.layers[1].shift += 1
+    worse = qi.agreement(tmp_path / "mlp.onnx", bad, digits[2][:50], batch=50)
+    assert worse["first_differing_layer"] == "rq1" and worse["layers"]["input"] == 50
     # Int32 biases at input x weight scale, requant by pure shifts, a version 1 file.
     kinds = [type(layer).__name__ for layer in res.model.layers]
     assert kinds == ["Dense", "Requant", "Dense"]
@@ -143,6 +150,7 @@ def test_power_of_two_cnn_is_bit_exact_through_golden(digits, tmp_path):
     n = agree["samples"]
     assert agree["codes_equal"] == n and agree["argmax_equal"] == n
     assert agree["accuracy_golden"] == pytest.approx(torch_acc)
+    assert set(agree["layers"].values()) == {n} and len(agree["layers"]) == 3
     ops = [layer.op for layer in res.model.layers]
     assert ops == ["conv2d", "requant", "maxpool2d", "conv2d", "requant", "maxpool2d",
                    "flatten", "dense"]
