@@ -177,3 +177,11 @@ def test_per_channel_output_scale_classifies_by_real_value():
     real = golden.dequantize(pm, out)
     np.testing.assert_array_equal(real, out * np.array([1.0, 100.0, 1.0]))
     np.testing.assert_array_equal(golden.predict(pm, x), np.argmax(real, axis=1))
+
+
+def test_real_inputs_saturate_and_nan_is_a_model_format_error():
+    m = random_model(np.random.default_rng(2), (3, 2), in_bits=4, in_signed=False)
+    assert golden.run_real(m, np.array([[-5.0, 0.5, 1e9]])).shape == (1, m.output_size)
+    assert m.input.quantize(np.array([[-5.0, 0.5, 1e9]])).tolist() == [[0, 1, 15]]
+    with pytest.raises(im.ModelFormatError, match="NaN"):
+        m.input.quantize(np.array([[0.1, float("nan"), 0.2]]))

@@ -306,3 +306,19 @@ def test_not_onnx_is_a_clear_error(tmp_path):
         qi.import_qonnx(tmp_path / "bad.onnx")
     with pytest.raises(qi.QonnxImportError, match="no such ONNX file"):
         qi.import_qonnx(tmp_path / "missing.onnx")
+
+
+def test_requant_ratios_become_exact_shifts_or_close_multipliers():
+    """Pure Python (no extra needed): powers of two are exact; other ratios within 2**-29."""
+    from softfloor import qonnx_import as qi
+    assert qi._ratio_to_mult_shift(2.0 ** -7, 1000) == (1, 7, True)
+    assert qi._ratio_to_mult_shift(8.0, 1000) == (8, 0, True)
+    rng = np.random.default_rng(0)
+    for r in 10.0 ** rng.uniform(-6, 3, size=300):
+        for max_abs in (15, 1 << 20, 1 << 40):
+            m, s, exact = qi._ratio_to_mult_shift(float(r), max_abs)
+            assert not exact and 1 <= m < 1 << 31 and 0 <= s <= 62
+            assert max_abs * m < 1 << 62                       # never overflows (validated)
+            bits = min(31, 61 - max_abs.bit_length())
+            assert abs(m / 2.0 ** s / r - 1) <= 2.0 ** -(bits - 2)
+
