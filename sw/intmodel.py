@@ -218,10 +218,13 @@ def exact_matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     return (x.astype(dt, copy=False) @ w.T.astype(dt)).astype(np.int64)
 
 
-def exact_dtype(x: np.ndarray, w: np.ndarray):
-    """The fastest dtype in which ``x @ w.T`` is exact (see :func:`exact_matmul`)."""
+def exact_dtype(x: np.ndarray, w: np.ndarray, plus: int = 0):
+    """The fastest dtype in which ``x @ w.T`` (``+ b`` with ``|b| <= plus``) is exact.
+
+    See :func:`exact_matmul`: the bound is ``max|x| * max_o sum_i |w[o, i]| + plus``.
+    """
     xmax = max(abs(int(x.min())), abs(int(x.max()))) if x.size else 0
-    bound = xmax * int(np.abs(w.reshape(w.shape[0], -1)).sum(axis=1).max())
+    bound = xmax * int(np.abs(w.reshape(w.shape[0], -1)).sum(axis=1).max()) + int(plus)
     if bound < 1 << 24:
         return np.float32
     if bound < 1 << 53:
@@ -434,8 +437,10 @@ class Conv2d:
         oc, oh, ow = self.out_shape(tuple(x.shape[1:]), "execute")
         w2d = self._w2d()
         # One dtype for the whole batch: exact for every partial sum (pad_value is an input code).
-        dt = exact_dtype(np.array([[x.min(), x.max(), self.pad_value]]) if x.size else x, w2d)
-        wt = w2d.T.astype(dt)
+        bmax = int(np.abs(self.bias).max())
+        dt = exact_dtype(np.array([[x.min(), x.max(), self.pad_value]]) if x.size else x, w2d,
+                         bmax)
+        wt, bias = w2d.T.astype(dt), self.bias.astype(dt)
         per_sample = oh * ow * w2d.shape[1]
         step = max(1, (1 << 20) // max(1, per_sample))
         out = np.empty((n, oc, oh, ow), dtype=np.int64)
@@ -447,9 +452,10 @@ class Conv2d:
             win = np.lib.stride_tricks.sliding_window_view(xb, (kh, kw), axis=(2, 3))
             win = win[:, :, ::sy, ::sx][:, :, :oh, :ow]          # (b, C, oh, ow, kh, kw)
             cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(-1, w2d.shape[1])
-            acc = (cols @ wt).reshape(len(xb), oh, ow, oc)
-            out[s:s + step] = acc.transpose(0, 3, 1, 2)
-        return out + self.bias[None, :, None, None]
+            acc = cols @ wt
+            acc += bias                       # still exact: the bound includes max|bias|
+            out[s:s + step] = acc.reshape(len(xb), oh, ow, oc).transpose(0, 3, 1, 2)
+        return out
 
     def to_dict(self) -> dict:
         return {"op": "conv2d", "name": self.name, "in_channels": self.in_channels,

@@ -185,3 +185,23 @@ def test_real_inputs_saturate_and_nan_is_a_model_format_error():
     assert m.input.quantize(np.array([[-5.0, 0.5, 1e9]])).tolist() == [[0, 1, 15]]
     with pytest.raises(im.ModelFormatError, match="NaN"):
         m.input.quantize(np.array([[0.1, float("nan"), 0.2]]))
+
+
+@pytest.mark.parametrize("in_bits, bias", [(4, 3), (16, 1 << 20), (16, (1 << 46) - 1)])
+def test_wide_convolutions_stay_exact(in_bits, bias):
+    """float32 and float64 paths of the convolution (the bias is part of the exactness bound)."""
+    rng = np.random.default_rng(in_bits)
+    w = rng.integers(-128, 128, size=(2, 3, 3, 3))
+    w[0] = 127                                     # one output channel at the worst case
+    b = np.array([bias, -bias])
+    spec = im.InputSpec((3, 4, 5), in_bits, True, 1.0)
+    t = spec.code_type
+    lo, hi = arith.dense_bounds(w.reshape(2, -1), b, t.lo, t.hi)
+    acc = arith.bits_for_range(int(min(lo)), int(max(hi)))[0]
+    m = im.IntModel(spec, [im.Conv2d("c", w, b, 8, 48, max(acc, 48), (1, 2), (1, 0, 1, 1), 0),
+                           im.Flatten("f")], im.OutputSpec(1.0))
+    x = random_codes(rng, m, 6)
+    x[0], x[1] = t.hi, t.lo
+    out = golden.run(m, x)
+    for s in range(len(x)):
+        assert out[s].tolist() == interpret(m, x[s])
