@@ -31,4 +31,6 @@ def _sim_cache(tmp_path_factory):
     """One Verilator/Icarus build cache for the whole run (and across runs: build/sim_cache)."""
     os.environ.setdefault("SOFTFLOOR_SIM_CACHE",
                           os.path.join(os.path.dirname(__file__), "..", "build", "sim_cache"))
+    # Small, short test designs: Verilator compile time dominates, so compile the C++ at -O0.
+    os.environ.setdefault("SOFTFLOOR_VERILATOR_OPT", "-O0")
     yield

@@ -53,6 +53,11 @@ def first_diff(a: np.ndarray, b: np.ndarray) -> int:
 def test_probe_specs_fallbacks_and_manifest_fields():
     model, _ = base_model()
     man = build_manifest(model)
+    # Fallbacks (a manifest without the PE x SIMD fields): engine{i}_{name}, 1 element per
+    # transfer, bits/signedness of the golden type.
+    for entry in man["layers"]:
+        for k in ("instance", "out_elements_per_transfer", "out_element_bits", "out_signed"):
+            entry.pop(k, None)
     specs = diagnose.probe_specs(man, model)
     assert [s["instance"] for s in specs] == [f"engine{i}_fc{i}" for i in range(3)]
     assert [s["layer"] for s in specs] == ["rq0", "rq1", "rq2"]

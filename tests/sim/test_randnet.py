@@ -23,20 +23,31 @@ pytestmark = pytest.mark.sim
 SOAK = os.environ.get("SOFTFLOOR_SOAK", "") not in ("", "0")
 
 #: Networks per simulator in ``make test`` (Icarus builds in a second; Verilator in ~5-10 s).
-DEFAULT_COUNT = {"icarus": 10, "verilator": 4}
+DEFAULT_COUNT = {"icarus": 10, "verilator": 3}
+
+
+#: Failures found by this suite in another component, open for its owner. Strict: once fixed the
+#: test XPASSes, which fails the run, and the entry must go.
+KNOWN_BUGS = {
+    ("icarus", 1007): "hw (PE x SIMD engines, 7555419): X on the first output vector of "
+                      "engine1_fc0 (Dense 2->9 after a standalone Requant) with input gaps on "
+                      "4-state Icarus; Verilator and the pre-folding RTL pass",
+}
 
 
 def cases():
     if os.environ.get("SOFTFLOOR_SEED"):
         seed = int(os.environ["SOFTFLOOR_SEED"])
-        return [(sim, seed) for sim in tools.SIMULATORS]
+        return [(sim, seed) for sim in tools.SIMULATORS]       # reproduce: no xfail marks
     base = int(os.environ.get("SOFTFLOOR_RANDNET_BASE", 1000))
     sims = os.environ.get("SOFTFLOOR_RANDNET_SIMS", ",".join(tools.SIMULATORS)).split(",")
     out = []
     for sim in sims:
         n = int(os.environ.get("SOFTFLOOR_RANDNET_COUNT", DEFAULT_COUNT[sim]))
         out += [(sim, base + k) for k in range(n)]
-    return out
+    return [pytest.param(sim, seed, marks=pytest.mark.xfail(strict=True,
+                                                            reason=KNOWN_BUGS[(sim, seed)]))
+            if (sim, seed) in KNOWN_BUGS else (sim, seed) for sim, seed in out]
 
 
 @pytest.mark.parametrize("sim,seed", cases())
