@@ -108,6 +108,7 @@ def _import_and_compare(path, digits):
     return res, agree
 
 
+@pytest.mark.slow
 def test_power_of_two_mlp_is_bit_exact_through_golden_and_cli(digits, tmp_path, capsys):
     torch_acc = _train_export(_mlp(free=False), digits, (64,), 4, tmp_path / "mlp.onnx")
     res, agree = _import_and_compare(tmp_path / "mlp.onnx", digits)
@@ -141,6 +142,7 @@ def test_power_of_two_mlp_is_bit_exact_through_golden_and_cli(digits, tmp_path, 
                                                                                  digits[2]))
 
 
+@pytest.mark.slow
 def test_power_of_two_cnn_is_bit_exact_through_golden(digits, tmp_path):
     """Conv (per-channel power-of-two weight scales), MaxPool, Flatten. The RTL generator does
     not take convolutions yet, so the CNN goes through golden only."""
@@ -157,6 +159,7 @@ def test_power_of_two_cnn_is_bit_exact_through_golden(digits, tmp_path):
     assert res.model.input.shape == (1, 8, 8) and res.model.to_dict()["version"] == 2
 
 
+@pytest.mark.slow
 def test_free_scale_mlp_reports_its_agreement(digits, tmp_path):
     """Float scales (per-channel weights, float last bias): integer multiplier + shift; the
     measured agreement with execute_onnx is reported (printed with -s) and must stay high."""
@@ -172,6 +175,7 @@ def test_free_scale_mlp_reports_its_agreement(digits, tmp_path):
 
 
 @pytest.mark.sim
+@pytest.mark.slow
 def test_imported_mlp_runs_bit_exact_through_the_rtl_flow(digits, tmp_path):
     """import-qonnx -> flow --model on Verilator: RTL == golden == execute_onnx on all samples."""
     from softfloor import qonnx_import as qi
