@@ -40,18 +40,19 @@ class NetworkCheck:
 
 def check_model(model: IntModel, inputs: np.ndarray, simulator: str, work_dir, *,
                 seed: int = 0, gap_prob: float = 0.0, stall_prob: float = 0.0,
-                reproduce: str = "", lint_top: bool = True) -> NetworkCheck:
+                reproduce: str = "", lint_top: bool = True, folding=None) -> NetworkCheck:
     """Generate ``model``'s RTL into ``work_dir``, stream ``inputs``, require bit-exactness.
 
     Without gaps and backpressure it also requires the measured latency and initiation interval
     to equal the manifest's ``cycles_per_inference`` and ``initiation_interval``. ``reproduce``
     (e.g. ``"SOFTFLOOR_SEED=17 pytest tests/sim/test_randnet.py"``) is quoted in the error.
     ``lint_top`` also requires Verilator ``--lint-only -Wall`` to be clean up to the documented
-    waivers (skipped when Verilator is not installed and the run is on Icarus).
+    waivers (skipped when Verilator is not installed and the run is on Icarus). ``folding``
+    (``{dense layer: (pe, simd)}``, ``{}`` = fully folded) overrides the planner's choice.
     """
     from ..hw.generate import generate
     work = Path(work_dir)
-    gen = generate(model, work / "rtl")
+    gen = generate(model, work / "rtl", **({} if folding is None else {"folding": folding}))
     want = golden.run(model, inputs)
     timing = gap_prob == 0 and stall_prob == 0
     r = cosim.cosimulate(gen.verilog, gen.manifest, inputs, simulator, work / "run",
