@@ -216,9 +216,14 @@ def stage_sim(ctx: Context) -> None:
         if mism:
             # Locate the fault: first bad layer and element, from engine-output probes + waves.
             from .sim import diagnose
-            d = diagnose.diagnose(intmodel.load(ctx.need(MODEL_FILE, "export")), man, verilog,
-                                  vec["inputs"], vec["golden"], r.outputs, sim,
-                                  ctx.out / "cosim" / "diagnose")
+            try:
+                d = diagnose.diagnose(intmodel.load(ctx.need(MODEL_FILE, "export")), man,
+                                      verilog, vec["inputs"], vec["golden"], r.outputs, sim,
+                                      ctx.out / "cosim" / "diagnose")
+            except Exception as e:  # the mismatch counts stand; say why there is no diagnosis
+                d = None
+                rec[sim]["diagnosis_error"] = f"{type(e).__name__}: {e}"[:2000]
+                ctx.say(f"    MISMATCH -- diagnosis failed: {rec[sim]['diagnosis_error']}")
             if d is not None:
                 rec[sim].update(first_bad_layer=d.first_bad_layer,
                                 first_bad_instance=d.first_bad_instance,
@@ -309,7 +314,8 @@ def report(ctx: Context) -> dict:
         "bit_exact": {k: {"samples": v["samples"], "mismatches": v["mismatches"],
                           "first_mismatches": v.get("first_mismatches", []),
                           **{f: v[f] for f in ("first_bad_layer", "first_bad_instance",
-                                               "diagnosis", "diagnosis_waves") if f in v}}
+                                               "diagnosis", "diagnosis_waves",
+                                               "diagnosis_error") if f in v}}
                       for k, v in sm.items()},
         "hardware": {
             "cycles_per_inference": max(measured_lat) if measured_lat
