@@ -279,7 +279,10 @@ class DenseEngine(wiring.Component):
         fold_w = max(0, (F - 1).bit_length())
 
         # ---- memories --------------------------------------------------------------------
-        m.submodules.xbuf = xbuf = Memory(shape=unsigned(simd * b), depth=2 << fold_w, init=[])
+        # Zero-initialised: a 4-state simulator never reads X from it (Verilator and the
+        # FPGA start from zeros too).
+        m.submodules.xbuf = xbuf = Memory(shape=unsigned(simd * b), depth=2 << fold_w,
+                                          init=[0] * (2 << fold_w))
         m.submodules.wrom = wrom = Memory(shape=unsigned(pe * simd * ws), depth=G * F,
                                           init=self.weight_words())
         m.submodules.brom = brom = Memory(shape=unsigned(pe * self.dense.bias_bits), depth=G,

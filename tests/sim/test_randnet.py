@@ -77,16 +77,3 @@ def test_random_network(sim, seed, tmp_path):
                                       f".venv/bin/python -m pytest tests/sim/test_randnet.py "
                                       f"-k {sim}")
     print(r)
-
-
-@pytest.mark.xfail(strict=True, reason=(
-    "open hw bug found by this suite (folded engines, 7555419): on 4-state Icarus the first "
-    "output vector of engine1_fc0 (Dense 2->9 after a standalone Requant, planner folding) is X "
-    "with input gaps; Verilator and the pre-folding RTL pass. Strict: remove when fixed."))
-def test_known_bug_x_on_first_vector_after_standalone_requant(tmp_path):
-    require_tool("icarus", lambda: tools.ensure("icarus"))
-    seed = 1007
-    model = random_network(seed)
-    rng = np.random.default_rng(seed)
-    x = np.concatenate([extreme_codes(rng, model, 6), random_codes(rng, model, 14)])
-    randnet.check_model(model, x, "icarus", tmp_path, seed=seed, gap_prob=0.3, stall_prob=0.4)
