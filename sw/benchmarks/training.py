@@ -6,8 +6,8 @@ Same model (MLP 64-64-32-10), split (the digits, 1437/360), optimiser (Adam, cos
 default learning rate of :class:`~softfloor.train.TrainConfig`), batch 64, epochs (60) and seeds
 for every row; the accuracy is the hard-quantized model's on the test split (argmax of the
 integer output codes; bit-exact to the exported integer model, checked on every run). Epoch time
-is a ratio to the float baseline measured in the same run: median epoch of a short run of each,
-one thread, the float one measured right before and after each surrogate (the faster kept).
+is a ratio to the float baseline measured in the same run: median epoch CPU time of a short run
+of each, one thread, the float one measured before and after each configuration (the faster kept).
 
 Tables
 ------
@@ -49,6 +49,13 @@ SCHEDULES = (
     ("no hard phase", {"hard_fraction": 0.0}),
 )
 SCHEDULE_CONFIGS = ("w2a2", "w1a1+BN")
+#: What a full run includes (a busy machine may need less: set these before ``run``).
+WITH_FLIPPED = True
+WITH_SCHEDULES = True
+#: Surrogates of the flipped-BatchNorm table (None: all).
+FLIPPED_SURROGATES: tuple[str, ...] | None = None
+#: Worker processes (None: the CPUs available, at most 4).
+WORKERS: int | None = None
 
 
 def _flip_name(name: str, bn: bool) -> str:
@@ -79,24 +86,24 @@ def _epoch_seconds(kind: str, kw: dict, epochs: int) -> float:
     from softfloor.train import TrainConfig, train_float, train_qat
     cfg = TrainConfig(**(kw | {"epochs": epochs}))
     split = load_digits_split(cfg.in_bits)
-    stamps = [time.perf_counter()]
+    stamps = [time.process_time()]
     (train_float if kind == "float" else train_qat)(
-        cfg, split, progress=lambda e, n, info: stamps.append(time.perf_counter()))
+        cfg, split, progress=lambda e, n, info: stamps.append(time.process_time()))
     # stamps[0] is before calibration: use the differences between epoch ends from epoch 2 on.
     return statistics.median(b - a for a, b in zip(stamps[1:], stamps[2:]))
 
 
 def _epoch_ratios(surrogates, epochs: int) -> dict[tuple[str, str], float]:
-    """Epoch time / float epoch time, float re-measured next to every surrogate (same process,
-    one thread), so a busy machine slows both sides of each ratio alike."""
+    """Epoch CPU time / float epoch CPU time (same process, one thread: CPU time, so a busy
+    machine does not count), float measured before and after each configuration."""
     ratios = {}
     for name, wb, ab, ib, bn in CONFIGS:
-        for sur in surrogates:
-            fl = _epoch_seconds("float", {}, epochs)
-            q = _epoch_seconds("qat", {"weight_bits": wb, "act_bits": ab, "input_bits": ib,
-                                       "surrogate": sur, "batchnorm": bn}, epochs)
-            fl = min(fl, _epoch_seconds("float", {}, epochs))
-            ratios[(sur, name)] = q / fl
+        fl = _epoch_seconds("float", {}, epochs)
+        qs = {sur: _epoch_seconds("qat", {"weight_bits": wb, "act_bits": ab, "input_bits": ib,
+                                          "surrogate": sur, "batchnorm": bn}, epochs)
+              for sur in surrogates}
+        fl = min(fl, _epoch_seconds("float", {}, epochs))
+        ratios.update({(sur, name): q / fl for sur, q in qs.items()})
     return ratios
 
 
@@ -113,6 +120,7 @@ def _cell(xs: list[float]) -> str:
 def run(out_dir: Path, quick: bool) -> dict:
     from softfloor.surrogates import SURROGATES, default_k
     out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     seeds = (0,) if quick else (0, 1, 2)
     epochs = 4 if quick else 60
     surrogates = list(SURROGATES)
@@ -125,8 +133,10 @@ def run(out_dir: Path, quick: bool) -> dict:
                 base = {"weight_bits": wb, "act_bits": ab, "input_bits": ib, "surrogate": sur,
                         "seed": seed, "epochs": epochs}
                 jobs[("main", sur, name, seed)] = ("qat", base | {"batchnorm": bn})
-                jobs[("flip", sur, _flip_name(name, bn), seed)] = ("qat", base | {"batchnorm": not bn})
-        if quick:
+                if WITH_FLIPPED and (FLIPPED_SURROGATES is None or sur in FLIPPED_SURROGATES):
+                    jobs[("flip", sur, _flip_name(name, bn), seed)] = (
+                        "qat", base | {"batchnorm": not bn})
+        if quick or not WITH_SCHEDULES:
             continue
         for sur in SMOOTH:
             for label, over in SCHEDULES:
@@ -140,12 +150,12 @@ def run(out_dir: Path, quick: bool) -> dict:
                                     "surrogate": sur, "seed": seed, "epochs": epochs,
                                     "batchnorm": bn} | over)
 
-    workers = max(1, min(len(os.sched_getaffinity(0)), 4))
+    workers = WORKERS or max(1, min(len(os.sched_getaffinity(0)), 4))
     keys = list(jobs)
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
         results = dict(zip(keys, pool.map(_job, [jobs[k] for k in keys])))
 
-    ratios = _epoch_ratios(surrogates, 3 if quick else 6)
+    ratios = _epoch_ratios(surrogates, 3 if quick else 5)
 
     def collect(table, sur, cfg):
         return [results[(table, sur, cfg, s)] for s in seeds if (table, sur, cfg, s) in results]
@@ -172,9 +182,12 @@ def run(out_dir: Path, quick: bool) -> dict:
             arow[name] = _cell(accs)
         for name, _, _, _, bn in CONFIGS:
             fname = _flip_name(name, bn)
-            frow[fname] = _cell([r["acc"] for r in collect("flip", sur, fname)])
+            runs = collect("flip", sur, fname)
+            if runs:
+                frow[fname] = _cell([r["acc"] for r in runs])
         acc_table.append(arow)
-        flip_table.append(frow)
+        if len(frow) > 1:
+            flip_table.append(frow)
 
     sched_table = []
     for sur in SMOOTH if not quick else ():
@@ -198,8 +211,8 @@ def run(out_dir: Path, quick: bool) -> dict:
     wins = [v["config"] for v in verdict if v["smooth_minus_ste"] > 0]
     notes.append(f"{len(results)} training runs, {epochs} epochs, seeds {list(seeds)}, "
                  f"{workers} worker processes; every QAT run bit-exact to its integer model: "
-                 f"{all_exact}; float epoch {1000 * float_epoch:.0f} ms in the pool (the epoch-time "
-                 "ratios are measured apart: one process, float next to each surrogate).")
+                 f"{all_exact}; float epoch {1000 * float_epoch:.0f} ms wall in the pool (the epoch-time "
+                 "ratios are CPU times measured apart, in one process).")
     notes.append("Smooth surrogate ahead of STE (mean over seeds) at: "
                  f"{', '.join(wins) or 'none'}; see smooth_vs_ste for the margins "
                  "(one test sample is 0.28 points).")
@@ -252,7 +265,9 @@ def _plots(out_dir: Path, results: dict, seeds, surrogates, float_acc, means, qu
     plt.close(fig)
     made.append("surrogates.png")
 
-    fig, axes = plt.subplots(1, len(CONFIGS), figsize=(4 * len(CONFIGS), 3.6), sharey=True)
+    fig, axes = plt.subplots(1, len(CONFIGS), figsize=(4 * len(CONFIGS), 3.6), sharey=True,
+                             squeeze=False)
+    axes = axes[0]
     for ax, (name, *_) in zip(axes, CONFIGS):
         for sur in surrogates:
             r = results.get(("main", sur, name, seeds[0]))

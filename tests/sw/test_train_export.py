@@ -216,3 +216,12 @@ def test_schedule_defaults_come_from_the_surrogate(name):
     assert TrainConfig(surrogate=name, k_end=7.0).schedule().k_end == 7.0
     assert TrainConfig(weight_bits=1).use_batchnorm and not TrainConfig().use_batchnorm
     assert not TrainConfig(act_bits=1, batchnorm=False).use_batchnorm
+    assert TrainConfig().learning_rate == 5e-3 and TrainConfig(act_bits=1).learning_rate == 1e-2
+    assert TrainConfig(lr=1e-3, weight_bits=1).learning_rate == 1e-3
+    assert config_dict(TrainConfig(weight_bits=1))["lr"] == 1e-2
+
+
+def test_bad_batchnorm_mode():
+    from softfloor.quant import QuantLinear
+    with pytest.raises(ValueError, match="bn must be None or one of fold, threshold"):
+        QuantLinear(4, 4, bn="layer")
