@@ -112,3 +112,25 @@ def test_models_shape_and_print():
     assert "64->64, bias_bits=16" in text and "QuantReLU(bits=4" in text
     assert sum(isinstance(m, torch.nn.Linear) for m in f.modules()) == 3
     assert np.all([a.exp == 0 for a in q.acts])  # before calibration
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 8])
+@pytest.mark.parametrize("scale_grad", ["auto", "lsq"])
+def test_fused_weight_quantizer_equals_the_composed_ste(bits, scale_grad):
+    from softfloor.quant import grad_scale, lsq_grad_factor, pow2_scale
+    wq = WeightQuantizer(bits, scale_grad).double()
+    gen = torch.Generator().manual_seed(bits)
+    w = torch.randn(16, 8, dtype=D, generator=gen).requires_grad_()
+    g = torch.randn(16, 8, dtype=D, generator=gen)
+    wq.init_scale(w)
+    out = wq(w)
+    (out * g).sum().backward()
+    fused = (w.grad.clone(), wq.log2_scale.grad.clone())
+    w.grad = wq.log2_scale.grad = None
+    l2 = wq.log2_scale
+    if scale_grad == "lsq":
+        l2 = grad_scale(l2, lsq_grad_factor(w.numel(), wq.hi))
+    ref = pow2_scale(l2) * wq.codes_float(w)
+    (ref * g).sum().backward()
+    assert torch.equal(out, ref) and torch.equal(fused[0], w.grad)
+    assert fused[1].item() == pytest.approx(wq.log2_scale.grad.item(), rel=1e-12, abs=1e-15)
