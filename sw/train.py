@@ -47,6 +47,11 @@ class TrainConfig:
     97.5-97.8%, within one or two test samples. So the default is the project's surrogate. At
     1-2 bits the STE trains better (w2a2: 95.1% vs 94.4%; w1a1: 90.5% vs 88.4%, seeds 0..5);
     use ``surrogate="ste"`` (or ``k_start=4`` for w2a2, 95.0%) there.
+
+    Unset options resolve per configuration: ``k_start``/``k_end`` from the surrogate's
+    ``default_k``, ``lr`` from :attr:`learning_rate` (5e-3; 1e-2 at 1 bit), ``batchnorm`` from
+    :attr:`use_batchnorm` (on at 1 bit). ``make bench SECTIONS=training`` measures every
+    surrogate at every width (``docs/training.md``).
     """
     weight_bits: int = 4
     act_bits: int = 4
