@@ -9,6 +9,8 @@ Power-of-two configurations must be exact; the others report their agreement. Ne
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import tempfile
 import time
 import warnings
@@ -107,8 +109,8 @@ def run(out_dir: Path, quick: bool) -> dict:
                 acc = float((model(torch.tensor(xte).reshape((-1,) + shape)).argmax(1).numpy()
                              == yte).mean())
             path = Path(tmp) / f"{kind}{len(rows)}.onnx"
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+                warnings.simplefilter("ignore")     # the exporter's progress lines, too
                 export_qonnx(model, torch.rand((1,) + shape), export_path=str(path))
             res = qi.import_qonnx(path)
             ag = qi.agreement(path, res.model, xte, yte, batch=len(xte))
@@ -117,6 +119,8 @@ def run(out_dir: Path, quick: bool) -> dict:
                          "codes equal": f"{ag['codes_equal']}/{n}",
                          "argmax equal": f"{ag['argmax_equal']}/{n}",
                          "max |code diff|": round(ag["max_code_diff"], 4),
+                         "per layer (input, requants)": " ".join(
+                             str(v) for v in ag.get("layers", {}).values()),
                          "acc brevitas": round(acc, 4), "acc qonnx": round(ag["accuracy_qonnx"], 4),
                          "acc golden": round(ag["accuracy_golden"], 4),
                          "seconds": round(time.monotonic() - t0, 1)})
