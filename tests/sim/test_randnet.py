@@ -77,3 +77,15 @@ def test_random_network(sim, seed, tmp_path):
                                       f".venv/bin/python -m pytest tests/sim/test_randnet.py "
                                       f"-k {sim}")
     print(r)
+
+
+def test_regression_seed_1007_planner_folding_with_gaps(tmp_path):
+    """Regression (fixed in 2554835): with the planner's folding and input gaps, 4-state Icarus
+    read X from a never-written input-buffer bank on the first vector after a standalone
+    Requant. Kept as a plain test so it cannot come back."""
+    require_tool("icarus", lambda: tools.ensure("icarus"))
+    seed = 1007
+    model = random_network(seed)
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([extreme_codes(rng, model, 6), random_codes(rng, model, 14)])
+    randnet.check_model(model, x, "icarus", tmp_path, seed=seed, gap_prob=0.3, stall_prob=0.4)
