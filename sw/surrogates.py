@@ -273,19 +273,20 @@ class DSQRoundFn(torch.autograd.Function):
         return dv, dk
 
 
-class HardRoundDSQGradFn(torch.autograd.Function):
-    """Forward ``floor(v + 1/2)`` exactly, backward :func:`dsq_round_grad` at a fixed ``k``."""
+class HardRoundGradFn(torch.autograd.Function):
+    """Forward ``floor(v + 1/2)`` exactly, backward ``grad_fn(v, param)``: the hard-forward /
+    surrogate-backward pattern shared by the DSQ and Fourier surrogates."""
 
     @staticmethod
-    def forward(ctx, v: torch.Tensor, k: float) -> torch.Tensor:
+    def forward(ctx, v: torch.Tensor, grad_fn, param: float) -> torch.Tensor:
         ctx.save_for_backward(v)
-        ctx.k = k
-        return torch.floor(v + 0.5)
+        ctx.grad_fn, ctx.param = grad_fn, param
+        return round_half_up(v)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (v,) = ctx.saved_tensors
-        return grad * dsq_round_grad(v, ctx.k), None
+        return grad * ctx.grad_fn(v, ctx.param), None, None
 
 
 # -- Fourier / arctan --------------------------------------------------------------------------
@@ -343,21 +344,6 @@ class FourierRoundFn(torch.autograd.Function):
         ctx.save_for_backward(v)
         ctx.r = r
         return fourier_round(v, r)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        (v,) = ctx.saved_tensors
-        return grad * fourier_round_grad(v, ctx.r), None
-
-
-class HardRoundFourierGradFn(torch.autograd.Function):
-    """Forward ``floor(v + 1/2)`` exactly, backward the Poisson kernel of :func:`fourier_round`."""
-
-    @staticmethod
-    def forward(ctx, v: torch.Tensor, r: float) -> torch.Tensor:
-        ctx.save_for_backward(v)
-        ctx.r = r
-        return torch.floor(v + 0.5)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -488,7 +474,7 @@ class DSQSurrogate(Surrogate):
         return DSQRoundFn.apply(v, k.to(v.dtype))
 
     def hard_forward(self, v):
-        return HardRoundDSQGradFn.apply(v, self.sharpness())
+        return HardRoundGradFn.apply(v, dsq_round_grad, self.sharpness())
 
 
 @dataclass
@@ -499,7 +485,7 @@ class HardDSQSurrogate(Surrogate):
     default_k: ClassVar[tuple[float, float]] = (0.5, 10.0)
 
     def soft_forward(self, v):
-        return HardRoundDSQGradFn.apply(v, _check_k(self.k))
+        return HardRoundGradFn.apply(v, dsq_round_grad, _check_k(self.k))
 
     hard_forward = soft_forward
 
@@ -518,7 +504,7 @@ class FourierSurrogate(Surrogate):
         return FourierRoundFn.apply(v, fourier_r(self.k))
 
     def hard_forward(self, v):
-        return HardRoundFourierGradFn.apply(v, fourier_r(self.k))
+        return HardRoundGradFn.apply(v, fourier_round_grad, fourier_r(self.k))
 
 
 @dataclass
