@@ -311,10 +311,12 @@ class DenseEngine(wiring.Component):
             gather = Signal(simd * b)
             slot = Signal(range(slots))
             word_data = Signal(simd * b)
-            m.d.comb += word_data.eq(gather)
-            for s in range(slots):
-                with m.If(slot == s):
-                    m.d.comb += word_data[s * win * b:(s + 1) * win * b].eq(data_in)
+            # One continuous expression (no If-overrides of a default): 4-state simulators
+            # evaluate it at time 0 even when its inputs never change (Icarus left the
+            # process-style version X: random network seed 1007).
+            w = win * b
+            m.d.comb += word_data.eq(Cat(*[Mux(slot == s, data_in[:w], gather[s * w:(s + 1) * w])
+                                           for s in range(slots)]))
             word_done = Signal()
             last_word = (wr_word == F - 1) if F > 1 else Const(1, 1)
             m.d.comb += word_done.eq(Mux(last_word, slot == last_slots - 1, slot == slots - 1))

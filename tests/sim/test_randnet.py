@@ -79,14 +79,10 @@ def test_random_network(sim, seed, tmp_path):
     print(r)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "open hw bug, NOT fixed by 2554835 (zero-initialised xbuf): on 4-state Icarus, seed 1007 "
-    "with the planner's folding (engine1_fc0: Dense 2->9, pe=1, simd=2, after a standalone "
-    "Requant) outputs m_axis_tdata 0XXXXXXX for every beat of sample 0, with or without gaps; "
-    "Verilator passes. Strict: turns into a failure once fixed -- then drop this mark."))
 def test_regression_seed_1007_planner_folding_with_gaps(tmp_path):
-    """With the planner's folding and input gaps, 4-state Icarus reads X on the first vector
-    after a standalone Requant (diagnosis: first bad layer rq0, engine engine1_fc0)."""
+    """Regression: with the planner's folding, 4-state Icarus read X on the first vector after a
+    standalone Requant (engine1_fc0's gather was a process with If-overrides that Icarus never
+    evaluated while its inputs stayed at their time-0 values); now one continuous expression."""
     require_tool("icarus", lambda: tools.ensure("icarus"))
     seed = 1007
     model = random_network(seed)
