@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from . import arith
-from .surrogates import STERoundFn, Surrogate, make_surrogate, ste_round
+from .surrogates import STERoundFn, Surrogate, make_surrogate, round_half_up, ste_round
 
 MAX_BITS = 8
 MAX_BIAS_BITS = 32
@@ -70,7 +70,7 @@ def lsq_grad_factor(n: int, qp: int) -> float:
 
 def exponent(log2_scale: torch.Tensor) -> int:
     """The integer exponent the forward pass uses: ``floor(log2_scale + 1/2)``."""
-    return int(math.floor(float(log2_scale.detach()) + 0.5))
+    return int(round_half_up(log2_scale.detach()))
 
 
 def requant_params(in_exp: int, w_exp: int, out_exp: int) -> tuple[int, int]:
@@ -111,13 +111,13 @@ class _FakeQuantWeightFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, w, log2_scale, lo: int, hi: int, one_bit: bool, gs: float):
-        s = torch.exp2(torch.floor(log2_scale + 0.5))
+        s = torch.exp2(round_half_up(log2_scale))
         v = w / s
         if one_bit:
             q = torch.where(v >= 0, torch.ones_like(v), -torch.ones_like(v))
             inside = v.abs() <= 1
         else:
-            r = torch.floor(v + 0.5)
+            r = round_half_up(v)
             q = torch.clamp(r, lo, hi)
             inside = (r >= lo) & (r <= hi)
         ctx.save_for_backward(v, q, inside, s)
@@ -137,7 +137,7 @@ class _FakeQuantBiasFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, b, s_acc: float, lo: int, hi: int):
-        r = torch.floor(b / s_acc + 0.5)
+        r = round_half_up(b / s_acc)
         ctx.save_for_backward((r >= lo) & (r <= hi))
         return s_acc * torch.clamp(r, lo, hi)
 

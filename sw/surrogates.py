@@ -161,16 +161,14 @@ class HardRoundSmoothGradFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, v: torch.Tensor, k: float) -> torch.Tensor:
-        s = torch.sigmoid(k * (v - torch.floor(v) - 0.5))
-        ctx.save_for_backward(s)
+        ctx.save_for_backward(v)
         ctx.k = k
-        return torch.floor(v + 0.5)
+        return round_half_up(v)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        (s,) = ctx.saved_tensors
-        k = ctx.k
-        return grad * (k / math.tanh(k / 4)) * s * (1 - s), None
+        (v,) = ctx.saved_tensors
+        return grad * smooth_round_grad(v, ctx.k), None
 
 
 class STERoundFn(torch.autograd.Function):
@@ -178,7 +176,7 @@ class STERoundFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, v: torch.Tensor) -> torch.Tensor:
-        return torch.floor(v + 0.5)
+        return round_half_up(v)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
@@ -195,7 +193,7 @@ class STEClampRoundFn(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, v: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
-        return torch.clamp(torch.floor(v + 0.5), lo, hi)
+        return torch.clamp(round_half_up(v), lo, hi)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
