@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from amaranth.hdl import Cat, Module, Mux, Shape, Signal, Value, unsigned
+from amaranth.hdl import Cat, Module, Mux, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import data
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -61,6 +61,13 @@ class BeatLayout:
         self.tdata_width = tdata_width
         self.beats_per_sample = math.ceil(self.elements / self.elements_per_beat)
         self.last_beat_elements = self.elements - (self.beats_per_sample - 1) * elements_per_beat
+
+    @classmethod
+    def from_dict(cls, port: dict) -> "BeatLayout":
+        """The layout a manifest's ``input``/``output`` entry describes (inverse of to_dict)."""
+        shape = (signed if port["signed"] else unsigned)(port["element_bits"])
+        return cls(shape, elements=port["elements"], elements_per_beat=port["elements_per_beat"],
+                   tdata_width=port.get("tdata_width"))
 
     def to_dict(self) -> dict:
         return {"tdata_width": self.tdata_width, "element_bits": self.element_bits,

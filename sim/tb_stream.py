@@ -72,32 +72,20 @@ def resolve(value, what: str, errors: list) -> int:
         return int("".join(c if c in "01" else "0" for c in text), 2)
 
 
+def _layout(port: dict):
+    # The one definition of beat packing is the generator's numpy face (hw/stream_io.py).
+    from softfloor.hw.stream_io import BeatLayout
+    return BeatLayout.from_dict(port)
+
+
 def pack(sample: np.ndarray, port: dict) -> list[int]:
     """Integer codes of one sample -> tdata words (element i at bits [i*b, (i+1)*b))."""
-    b, per = port["element_bits"], port["elements_per_beat"]
-    mask = (1 << b) - 1
-    beats = []
-    for start in range(0, port["elements"], per):
-        word = 0
-        for i, v in enumerate(sample[start:start + per]):
-            word |= (int(v) & mask) << (i * b)
-        beats.append(word)
-    assert len(beats) == port["beats_per_sample"], (len(beats), port)
-    return beats
+    return [word for word, _ in _layout(port).pack(sample)]
 
 
 def unpack(beats: list[int], port: dict) -> list[int]:
     """tdata words of one sample -> its integer codes (two's complement when signed)."""
-    b, per = port["element_bits"], port["elements_per_beat"]
-    mask = (1 << b) - 1
-    out = []
-    for word in beats:
-        for i in range(per):
-            v = (word >> (i * b)) & mask
-            if port["signed"] and v >> (b - 1):
-                v -= 1 << b
-            out.append(v)
-    return out[:port["elements"]]
+    return _layout(port).unpack(beats)
 
 
 class Driver:
