@@ -42,6 +42,9 @@ def _common(p: argparse.ArgumentParser, default_out: str = "build/demo") -> None
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--arch", choices=flow_mod.ARCHS, default="mlp",
+                   help="network: the MLP 64-64-32-10 (default) or the small CNN "
+                        "(conv3x3x8 -> pool -> conv3x3x16 -> pool -> dense 10)")
     p.add_argument("--weight-bits", type=_bits(1, 8, "--weight-bits"), default=4)
     p.add_argument("--act-bits", type=_bits(1, 8, "--act-bits"), default=4)
     p.add_argument("--input-bits", type=_bits(1, 8, "--input-bits"), default=None,
@@ -122,7 +125,7 @@ def parser() -> argparse.ArgumentParser:
 
 def _options(args: argparse.Namespace) -> flow_mod.FlowOptions:
     o = flow_mod.FlowOptions(out=args.out, quiet=getattr(args, "quiet", False))
-    for k in ("weight_bits", "act_bits", "input_bits", "surrogate", "batchnorm", "epochs",
+    for k in ("arch", "weight_bits", "act_bits", "input_bits", "surrogate", "batchnorm", "epochs",
               "seed", "simulator", "device", "model", "inputs", "labels", "waves",
               "objective"):
         if hasattr(args, k):

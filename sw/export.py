@@ -1,4 +1,5 @@
-"""Export a trained :class:`~softfloor.models.QuantMLP` to an exact integer model.
+"""Export a trained :class:`~softfloor.models.QuantMLP` or :class:`~softfloor.cnn.QuantCNN` to an
+exact integer model.
 
 Per linear layer a :class:`~softfloor.intmodel.Dense` with the integer weight and bias codes
 the hard-quantized forward uses, and (except after the last layer) a
@@ -12,11 +13,23 @@ scale is the last accumulator's, ``2**(in_exp + w_exp)``.
 BatchNorm is already folded by the model (:meth:`~softfloor.models.QuantMLP.integer_layers`):
 into the quantized weights and bias, or, before a 1-bit activation, into an integer threshold
 carried by the bias (the requantization is then shift 0, saturation to ``[0, 1]``).
+
+The CNN (:class:`~softfloor.cnn.QuantCNN`) becomes, per stage, a
+:class:`~softfloor.intmodel.Conv2d` (``pad_value`` the zero code of its input: the input's zero
+point, then 0 after the ReLU activations), a :class:`~softfloor.intmodel.Requant` (as above) and
+a :class:`~softfloor.intmodel.MaxPool2d` on the codes; then a
+:class:`~softfloor.intmodel.Flatten` and the last :class:`~softfloor.intmodel.Dense`. Its input
+is the ``(C, H, W)`` image (the flat digits input spec is reshaped). Widths as above, the
+convolution's accumulator bound over every window (padding is a code of the input range).
 """
 from __future__ import annotations
 
+import dataclasses
+
 from . import arith
-from .intmodel import Dense, InputSpec, IntModel, OutputSpec, Requant
+from .cnn import IntConvLayer, QuantCNN
+from .intmodel import (Conv2d, Dense, Flatten, InputSpec, IntModel, MaxPool2d, OutputSpec,
+                       Requant)
 from .models import QuantMLP
 
 
@@ -26,13 +39,35 @@ def signed_bits(lo: int, hi: int) -> int:
     return bits if signed else bits + 1
 
 
-def export(model: QuantMLP, input_spec: InputSpec, name: str = "model",
+def _widths(il, in_lo: int, in_hi: int) -> tuple[int, int]:
+    """``(bias_bits, acc_bits)`` of a weighted integer layer: the fewest the actual integers need,
+    the accumulator from its worst case over inputs in ``[in_lo, in_hi]``."""
+    w, b = il.weight.numpy(), il.bias.numpy()
+    lo, hi = arith.dense_bounds(w.reshape(w.shape[0], -1), b, in_lo, in_hi)
+    acc_bits = max(2, signed_bits(int(min(lo)), int(max(hi))))
+    return signed_bits(int(b.min()), int(b.max())), acc_bits
+
+
+def _requant(name: str, il) -> Requant:
+    shift, mode, rlo, rhi, mult = il.requant
+    return Requant(name, shift, mode, il.act_bits, False, rlo, rhi, mult)
+
+
+def _check_input(input_spec: InputSpec, bits: int, size: int) -> None:
+    if (input_spec.bits != bits or input_spec.signed or input_spec.zero_point != 0
+            or input_spec.size != size):
+        raise ValueError(
+            f"input_spec {input_spec} does not match the model's input: unsigned "
+            f"{bits}-bit codes of {size} values, zero point 0")
+
+
+def export(model: QuantMLP | QuantCNN, input_spec: InputSpec, name: str = "model",
            meta: dict | None = None) -> IntModel:
     """Build the :class:`~softfloor.intmodel.IntModel` of a trained, hard-quantized model.
 
     Parameters
     ----------
-    model : QuantMLP
+    model : QuantMLP or QuantCNN
     input_spec : InputSpec
         Must match the model's input: unsigned ``model.input_bits`` codes, zero point 0 (as
         :func:`softfloor.data.digits_input_spec` makes). Its scale is the user's meaning of a
@@ -41,31 +76,63 @@ def export(model: QuantMLP, input_spec: InputSpec, name: str = "model",
     meta : dict, optional
         Merged into the model's ``meta`` (e.g. the training config and accuracies).
     """
-    if (input_spec.bits != model.input_bits or input_spec.signed
-            or input_spec.zero_point != 0 or input_spec.size != model.sizes[0]):
-        raise ValueError(
-            f"input_spec {input_spec} does not match the model's input: unsigned "
-            f"{model.input_bits}-bit codes of {model.sizes[0]} values, zero point 0")
+    if isinstance(model, QuantCNN):
+        return _export_cnn(model, input_spec, name, meta)
+    _check_input(input_spec, model.input_bits, model.sizes[0])
     exps = model.layer_exps()
     in_lo, in_hi = input_spec.code_type.lo, input_spec.code_type.hi
     layers = []
     for i, il in enumerate(model.integer_layers(in_lo, in_hi)):
-        w, b = il.weight.numpy(), il.bias.numpy()
-        lo, hi = arith.dense_bounds(w, b, in_lo, in_hi)
-        acc_bits = max(2, signed_bits(int(min(lo)), int(max(hi))))
-        bias_bits = signed_bits(int(b.min()), int(b.max()))
-        layers.append(Dense(f"fc{i + 1}", w, b, il.weight_bits, bias_bits, acc_bits))
+        bias_bits, acc_bits = _widths(il, in_lo, in_hi)
+        layers.append(Dense(f"fc{i + 1}", il.weight.numpy(), il.bias.numpy(), il.weight_bits,
+                            bias_bits, acc_bits))
         if il.requant is not None:
-            shift, mode, rlo, rhi, mult = il.requant
-            layers.append(Requant(f"act{i + 1}", shift, mode, il.act_bits, False, rlo, rhi, mult))
-            in_lo, in_hi = rlo, rhi
+            layers.append(_requant(f"act{i + 1}", il))
+            in_lo, in_hi = il.requant[2], il.requant[3]
     out_exp = exps[-1] + model.linears[-1].wq.exp
-    info = {"producer": "softfloor.export", "surrogate": model.surrogate_name,
+    info = {"producer": "softfloor.export", "arch": "mlp", "surrogate": model.surrogate_name,
             "batchnorm": [lin.bn_mode for lin in model.linears[:len(model.acts)]],
             "exponents": {"input": model.input_exp,
                           "weights": [lin.wq.exp for lin in model.linears],
                           "activations": [a.exp for a in model.acts]}}
     return IntModel(input=input_spec, layers=layers, output=OutputSpec(2.0 ** out_exp, 0),
+                    name=name, meta=info | (meta or {}))
+
+
+def _export_cnn(model: QuantCNN, input_spec: InputSpec, name: str, meta: dict | None
+                ) -> IntModel:
+    c, h, w = model.input_shape
+    _check_input(input_spec, model.input_bits, c * h * w)
+    spec = dataclasses.replace(input_spec, shape=model.input_shape)
+    in_lo, in_hi = spec.code_type.lo, spec.code_type.hi
+    layers, n_fc, spatial = [], 0, True
+    for il in model.integer_layers(spec.zero_point):
+        bias_bits, acc_bits = _widths(il, in_lo, in_hi)
+        if isinstance(il, IntConvLayer):
+            i = len([x for x in layers if isinstance(x, Conv2d)]) + 1
+            layers.append(Conv2d(f"conv{i}", il.weight.numpy(), il.bias.numpy(), il.weight_bits,
+                                 bias_bits, acc_bits, (1, 1), tuple(il.padding),
+                                 int(il.pad_value)))
+            layers.append(_requant(f"act{i}", il))
+            in_lo, in_hi = il.requant[2], il.requant[3]
+            if il.pool:
+                layers.append(MaxPool2d(f"pool{i}", (il.pool, il.pool), (il.pool, il.pool)))
+            continue
+        if spatial:
+            layers.append(Flatten("flatten"))
+            spatial = False
+        n_fc += 1
+        layers.append(Dense(f"fc{n_fc}", il.weight.numpy(), il.bias.numpy(), il.weight_bits,
+                            bias_bits, acc_bits))
+        if il.requant is not None:
+            layers.append(_requant(f"fc{n_fc}_act", il))
+            in_lo, in_hi = il.requant[2], il.requant[3]
+    info = {"producer": "softfloor.export", "arch": "cnn", "surrogate": model.surrogate_name,
+            "batchnorm": [None] * len(model.acts),
+            "exponents": {"input": model.input_exp,
+                          "weights": [conv.wq.exp for conv in model.convs] + [model.fc.wq.exp],
+                          "activations": [a.exp for a in model.acts]}}
+    return IntModel(input=spec, layers=layers, output=OutputSpec(2.0 ** model.output_exp, 0),
                     name=name, meta=info | (meta or {}))
 
 

@@ -30,12 +30,15 @@ from . import golden, intmodel
 
 MODEL_FILE = "model.intmodel.json"
 SIMULATOR_CHOICES = ("verilator", "icarus", "both")
+#: Network architectures of the train stage (kept in step with softfloor.train.ARCHS, tested).
+ARCHS = ("mlp", "cnn")
 
 
 @dataclass
 class FlowOptions:
     """Everything the stages may be told. Defaults are the embedded default run."""
     out: Path = Path("build/demo")
+    arch: str = "mlp"              # network trained: "mlp" or "cnn"
     weight_bits: int = 4
     act_bits: int = 4
     input_bits: int | None = None
@@ -128,7 +131,7 @@ def stage_train(ctx: Context) -> None:
     """Quantization-aware training with an annealed surrogate, plus a float baseline."""
     from . import data, train
     o = ctx.opts
-    cfg = train.TrainConfig(weight_bits=o.weight_bits, act_bits=o.act_bits,
+    cfg = train.TrainConfig(arch=o.arch, weight_bits=o.weight_bits, act_bits=o.act_bits,
                             input_bits=o.input_bits, epochs=o.epochs, seed=o.seed,
                             batchnorm=o.batchnorm,
                             **({"surrogate": o.surrogate} if o.surrogate else {}))
@@ -148,7 +151,7 @@ def stage_export(ctx: Context) -> None:
     from . import data, export, train
     res = train.load_checkpoint(ctx.need("model.pt", "train"))
     split = data.load_digits_split(res.config.input_bits or res.config.act_bits)
-    model = export.export(res.model, split.input_spec, name="digits-mlp",
+    model = export.export(res.model, split.input_spec, name=f"digits-{res.config.arch}",
                           meta=json.loads(ctx.need("train.json", "train").read_text()))
     intmodel.save(model, ctx.out / MODEL_FILE)
     ctx.say(model.summary())

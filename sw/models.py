@@ -86,6 +86,11 @@ class QuantMLP(nn.Module):
         """Exponent of the input scale: inputs are ``codes * 2**input_exp``."""
         return -self.input_bits
 
+    @property
+    def output_exp(self) -> int:
+        """Exponent of the output (logit) scale: the last accumulator's."""
+        return self.layer_exps()[-1] + self.linears[-1].wq.exp
+
     def set_surrogate(self, k: float, hard: bool) -> None:
         """Set the sharpness and the hard flag of every activation's surrogate.
 

@@ -147,6 +147,13 @@ class _FakeQuantBiasFn(torch.autograd.Function):
         return g * inside.to(g.dtype), None, None, None
 
 
+def fake_quant_bias(b: torch.Tensor, s_acc: float, lo: int, hi: int) -> torch.Tensor:
+    """The bias of a quantized layer: ``s_acc * clamp(floor(b / s_acc + 1/2), lo, hi)``
+    (straight-through inside the range). Shared by :class:`QuantLinear` and
+    :class:`softfloor.cnn.QuantConv2d`; ``fake_quant_bias(...) / s_acc`` are the integer codes."""
+    return _FakeQuantBiasFn.apply(b, s_acc, lo, hi)
+
+
 class WeightQuantizer(nn.Module):
     """Signed per-tensor weight quantizer with a learned power-of-two scale.
 

@@ -23,13 +23,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import arith
+from . import arith, cnn
 from .data import DigitsSplit, check_input_bits
+from .cnn import FloatCNN, QuantCNN
 from .models import SIZES, FloatMLP, QuantMLP
 from .quant import check_bits
 from .surrogates import AnnealSchedule, check_surrogate, default_k
 
 Progress = Callable[[int, int, dict], None]
+
+#: Network architectures: the MLP (``sizes``) and the small CNN (:mod:`softfloor.cnn`).
+ARCHS = ("mlp", "cnn")
 
 
 @dataclass
@@ -69,8 +73,13 @@ class TrainConfig:
     batch_size: int = 64
     bias_bits: int = 16
     sizes: tuple = SIZES
+    arch: str = "mlp"                  # "mlp" or "cnn" (softfloor.cnn.QuantCNN; no BatchNorm)
 
     def __post_init__(self):
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+        if self.arch == "cnn" and self.batchnorm:
+            raise ValueError("batchnorm is not implemented for arch 'cnn' (MLP only)")
         check_bits("weight_bits", self.weight_bits)
         check_bits("act_bits", self.act_bits)
         if self.input_bits is not None:
@@ -99,7 +108,9 @@ class TrainConfig:
     @property
     def use_batchnorm(self) -> bool:
         """BatchNorm (folded before export) after the hidden layers: ``batchnorm`` if set, else
-        on exactly when the weights or the activations are 1-bit."""
+        on exactly when the weights or the activations are 1-bit (never for the CNN)."""
+        if self.arch == "cnn":
+            return False
         if self.batchnorm is None:
             return self.weight_bits == 1 or self.act_bits == 1
         return bool(self.batchnorm)
@@ -250,11 +261,12 @@ def train_qat(cfg: TrainConfig, split: DigitsSplit, progress: Progress | None = 
 
 def train_float(cfg: TrainConfig, split: DigitsSplit, progress: Progress | None = None
                 ) -> TrainResult:
-    """Train the float baseline (:class:`~softfloor.models.FloatMLP`) on the real inputs."""
+    """Train the float baseline (:class:`~softfloor.models.FloatMLP` or
+    :class:`~softfloor.cnn.FloatCNN`) on the real inputs."""
     t0 = time.perf_counter()
     with _one_thread():
         torch.manual_seed(cfg.seed)
-        model = FloatMLP(cfg.sizes)
+        model = _build(cfg, "float")
         x = torch.as_tensor(split.x_train, dtype=torch.float32)
         y = torch.as_tensor(split.y_train)
         history = _fit(model, model.parameters(), x, y, cfg, lambda epoch: {}, progress)
@@ -289,7 +301,11 @@ def hard_codes(model: QuantMLP, codes, intermediates: bool = False):
     Returns
     -------
     int64 array (N, 10), or ``(outputs, per_layer)``.
+
+    A :class:`~softfloor.cnn.QuantCNN` runs :func:`softfloor.cnn.hard_codes`.
     """
+    if isinstance(model, QuantCNN):
+        return cnn.hard_codes(model, codes, intermediates)
     x = torch.as_tensor(np.asarray(codes), dtype=torch.int64)
     per_layer = []
     for layer in model.integer_layers():
@@ -316,7 +332,7 @@ def float_hard_codes(model: QuantMLP, codes) -> np.ndarray:
     model.set_surrogate(model.acts[0].surrogate.k if model.acts else 1.0, True)
     try:
         x = torch.as_tensor(np.asarray(codes), dtype=torch.float64) * 2.0 ** model.input_exp
-        out_exp = model.layer_exps()[-1] + model.linears[-1].wq.exp
+        out_exp = model.output_exp
         y = model(x) * 2.0 ** -out_exp
     finally:
         for a, h in zip(model.acts, hard):
@@ -338,6 +354,12 @@ def quantized_accuracy(model: QuantMLP, codes, labels) -> float:
 
 
 def _build(cfg: TrainConfig, kind: str) -> torch.nn.Module:
+    kw = {"hard_grad": cfg.hard_grad} if cfg.surrogate == "sigmoid" else None
+    if cfg.arch == "cnn":
+        if kind == "float":
+            return FloatCNN()
+        return QuantCNN(cfg.weight_bits, cfg.act_bits, cfg.in_bits, cfg.surrogate,
+                        cfg.bias_bits, kw)
     if kind == "float":
         return FloatMLP(cfg.sizes)
     return QuantMLP(cfg.sizes, cfg.weight_bits, cfg.act_bits, cfg.in_bits, cfg.surrogate,
@@ -350,7 +372,7 @@ def save_checkpoint(result: TrainResult, path) -> Path:
     """Save a :class:`TrainResult` (config, weights, accuracies, history) atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    kind = "float" if isinstance(result.model, FloatMLP) else "qat"
+    kind = "float" if isinstance(result.model, (FloatMLP, FloatCNN)) else "qat"
     blob = {"format": "softfloor.checkpoint", "version": 1, "kind": kind,
             "config": result.config.to_dict(), "state_dict": result.model.state_dict(),
             "accuracy": dict(result.accuracy), "history": list(result.history),
@@ -372,7 +394,7 @@ def load_checkpoint(path) -> TrainResult:
     cfg = TrainConfig.from_dict(blob["config"])
     model = _build(cfg, blob["kind"])
     model.load_state_dict(blob["state_dict"])
-    if isinstance(model, QuantMLP):
+    if isinstance(model, (QuantMLP, QuantCNN)):
         model.set_surrogate(cfg.schedule().k_end, True)
     model.eval()
     return TrainResult(model, cfg, blob["accuracy"], blob["history"], blob["seconds"])

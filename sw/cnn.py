@@ -1,0 +1,342 @@
+"""The small digits CNN: quantized convolution, max-pool on codes, flatten, and its float twin.
+
+:class:`QuantCNN` (default ``conv3x3x8 pad 1 -> QuantReLU -> maxpool 2 -> conv3x3x16 pad 1 ->
+QuantReLU -> maxpool 2 -> flatten -> dense 10``) on the digits as ``(1, 8, 8)`` images. The
+layers reuse the quantizers of :mod:`softfloor.quant`:
+
+* :class:`QuantConv2d`: weights through a :class:`~softfloor.quant.WeightQuantizer` (signed 1..8
+  bits, power-of-two scale), bias through :func:`~softfloor.quant.fake_quant_bias` at the
+  accumulator scale ``s_in * s_w``; ``forward(x, in_exp)`` returns the real accumulator. Zero
+  padding pads the real value 0, which is the code 0 of the unsigned inputs and activations
+  (zero point 0): the exported ``pad_value``.
+* Max-pool after the activation: the activation codes times a positive scale, so pooling the
+  real values pools the codes, and (the quantizer being monotone) it equals quantizing the
+  pooled pre-activations; the integer model pools the codes (``maxpool2d``).
+* Flatten in C order (PyTorch's and the integer format's), then the dense layer
+  (:class:`~softfloor.quant.QuantLinear`) with raw integer logits, as the MLP's last layer.
+
+The input is a batch of flat rows (``(N, 64)``, real values ``codes * 2**-input_bits``, the same
+data as the MLP) reshaped to ``(N, 1, 8, 8)``. Like :class:`~softfloor.models.QuantMLP` the
+model holds float64 parameters, so the hard-quantized forward is exact, and
+:meth:`QuantCNN.integer_layers` / :func:`hard_codes` give its integer form (what
+:func:`softfloor.export.export` writes and the golden model runs). BatchNorm is not implemented
+for the CNN.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import arith
+from .models import IntLayer
+from .quant import (QuantLinear, QuantReLU, WeightQuantizer, check_bits, fake_quant_bias,
+                    requant_params)
+from .surrogates import SURROGATES, check_surrogate, make_surrogate
+
+#: Input image of the digits: 1 channel, 8 x 8 (the 64 pixels in C order).
+INPUT_SHAPE = (1, 8, 8)
+#: Output channels of the convolutions.
+CHANNELS = (8, 16)
+N_CLASSES = 10
+
+
+def _size(v, what: str, lo: int = 1, hi: int = 16) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise ValueError(f"{what} must be an integer from {lo} to {hi}, got {v!r}")
+    return v
+
+
+class QuantConv2d(nn.Module):
+    """2-D convolution with quantized weights and an integer bias at the accumulator scale.
+
+    ``forward(x, in_exp)`` takes real inputs that are codes times ``2**in_exp`` and returns the
+    real accumulator ``2**(in_exp + w_exp) * (conv(x_codes, W_codes) + b_codes)``, zero padded.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+    kernel : int
+        Square kernel size.
+    padding : int
+        Zero padding on every side.
+    weight_bits : int
+        1..8 (codes as :class:`~softfloor.quant.WeightQuantizer`).
+    bias_bits : int
+        Signed width the bias codes are clipped to.
+    scale_grad : str
+        Gradient mode of the weight scale (``"auto"`` or ``"lsq"``).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int = 3, padding: int = 1,
+                 weight_bits: int = 4, bias_bits: int = 16, scale_grad: str = "auto"):
+        super().__init__()
+        self.in_channels = _size(in_channels, "in_channels", 1, 4096)
+        self.out_channels = _size(out_channels, "out_channels", 1, 4096)
+        self.kernel = _size(kernel, "kernel")
+        self.padding = _size(padding, "padding", 0)
+        self.bias_bits = check_bits("bias_bits", bias_bits, 32)
+        self.bias_lo, self.bias_hi = arith.code_range(bias_bits, True)
+        conv = nn.Conv2d(in_channels, out_channels, kernel, padding=padding)  # PyTorch's init
+        self.weight = nn.Parameter(conv.weight.detach().clone())
+        self.bias = nn.Parameter(conv.bias.detach().clone())
+        self.wq = WeightQuantizer(weight_bits, scale_grad)
+        self.wq.init_scale(self.weight)
+
+    @property
+    def weight_bits(self) -> int:
+        return self.wq.bits
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}->{self.out_channels}, kernel={self.kernel}, "
+                f"padding={self.padding}, bias_bits={self.bias_bits}")
+
+    def acc_exp(self, in_exp: int) -> int:
+        """Exponent of the accumulator scale: ``in_exp + w_exp``."""
+        return in_exp + self.wq.exp
+
+    def forward(self, x: torch.Tensor, in_exp: int) -> torch.Tensor:
+        w = self.wq(self.weight)
+        b = fake_quant_bias(self.bias, 2.0 ** self.acc_exp(in_exp), self.bias_lo, self.bias_hi)
+        return F.conv2d(x, w, b, padding=self.padding)
+
+    @torch.no_grad()
+    def weight_codes(self) -> torch.Tensor:
+        """Integer weight codes (int64), ``(out, in, k, k)``."""
+        return self.wq.codes(self.weight)
+
+    @torch.no_grad()
+    def bias_codes(self, in_exp: int) -> torch.Tensor:
+        """Integer bias codes (int64) at the accumulator scale ``2**(in_exp + w_exp)``."""
+        s = 2.0 ** self.acc_exp(in_exp)
+        b = fake_quant_bias(self.bias, s, self.bias_lo, self.bias_hi) / s
+        return b.to(torch.int64)
+
+
+@dataclass
+class IntConvLayer(IntLayer):
+    """A convolution of a hard-quantized CNN as exported: ``acc = conv(x, weight) + bias`` on
+    ``(C, H, W)`` codes padded with ``pad_value`` (``padding`` = top, left, bottom, right), then
+    ``requant`` (as :class:`~softfloor.models.IntLayer`), then a ``pool`` x ``pool`` max-pool
+    of the codes (stride ``pool``; None: no pooling)."""
+    padding: tuple = (0, 0, 0, 0)
+    pad_value: int = 0
+    pool: int | None = None
+
+
+class QuantCNN(nn.Module):
+    """Quantized CNN for ``(1, 8, 8)`` digits.
+
+    Parameters
+    ----------
+    weight_bits, act_bits, input_bits : int
+        Widths 1..8 of weight codes, activation codes and input codes.
+    surrogate : str
+        Rounding surrogate of the activations (a key of ``SURROGATES``).
+    bias_bits : int
+        Signed width the bias codes are clipped to.
+    surrogate_kwargs : dict, optional
+        Extra arguments to the surrogate class (e.g. ``hard_grad``).
+    channels : tuple of int
+        Output channels of the convolutions (each ``conv kernel x kernel, pad kernel // 2 ->
+        QuantReLU -> maxpool pool``).
+    kernel, pool : int
+    input_shape : (C, H, W)
+    classes : int
+    """
+
+    def __init__(self, weight_bits: int = 4, act_bits: int = 4, input_bits: int = 4,
+                 surrogate: str = "sigmoid", bias_bits: int = 16,
+                 surrogate_kwargs: dict | None = None, channels=CHANNELS, kernel: int = 3,
+                 pool: int = 2, input_shape=INPUT_SHAPE, classes: int = N_CLASSES):
+        super().__init__()
+        check_bits("weight_bits", weight_bits)
+        check_bits("act_bits", act_bits)
+        self.input_bits = check_bits("input_bits", input_bits)
+        check_surrogate(surrogate)
+        self.weight_bits, self.act_bits, self.bias_bits = weight_bits, act_bits, bias_bits
+        self.surrogate_name = surrogate
+        self.channels = tuple(int(c) for c in channels)
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.kernel, self.pool = _size(kernel, "kernel"), _size(pool, "pool")
+        scale_grad = "lsq" if SURROGATES[surrogate].scale_grad == "lsq" else "auto"
+        c, h, w = self.input_shape
+        convs = []
+        for out in self.channels:
+            convs.append(QuantConv2d(c, out, kernel, kernel // 2, weight_bits, bias_bits,
+                                     scale_grad))
+            h, w = (h + 2 * (kernel // 2) - kernel + 1) // pool, (w + 2 * (kernel // 2)
+                                                                  - kernel + 1) // pool
+            if h < 1 or w < 1:
+                raise ValueError(f"input {self.input_shape} is too small for "
+                                 f"{len(self.channels)} conv + {pool}x{pool} pool stages")
+            c = out
+        self.convs = nn.ModuleList(convs)
+        self.flat_features = c * h * w
+        self.fc = QuantLinear(self.flat_features, int(classes), weight_bits, bias_bits,
+                              scale_grad)
+        self.acts = nn.ModuleList(
+            QuantReLU(act_bits, make_surrogate(surrogate, **(surrogate_kwargs or {})))
+            for _ in self.channels)
+        self.double()
+
+    @property
+    def input_exp(self) -> int:
+        """Exponent of the input scale: inputs are ``codes * 2**input_exp``."""
+        return -self.input_bits
+
+    @property
+    def output_exp(self) -> int:
+        """Exponent of the output (logit) scale: the last accumulator's."""
+        return self.layer_exps()[-1] + self.fc.wq.exp
+
+    @property
+    def batchnorm(self) -> bool:
+        return False
+
+    def layer_exps(self) -> list[int]:
+        """Input exponent of every weighted layer (the convolutions, then the dense layer)."""
+        return [self.input_exp] + [a.exp for a in self.acts]
+
+    def set_surrogate(self, k: float, hard: bool) -> None:
+        """Set the sharpness and the hard flag of every activation's surrogate."""
+        for act in self.acts:
+            act.surrogate.k = k
+            act.surrogate.hard = hard
+
+    def _image(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(torch.float64).reshape((x.shape[0],) + self.input_shape)
+
+    def _stage(self, i: int, x: torch.Tensor, exp: int) -> torch.Tensor:
+        return F.max_pool2d(self.acts[i](self.convs[i](x, exp)), self.pool)
+
+    @torch.no_grad()
+    def calibrate(self, x: torch.Tensor) -> None:
+        """Initialise the activation scales from a batch, stage by stage (hard quantization)."""
+        x = self._image(x)
+        exp = self.input_exp
+        for i, (conv, act) in enumerate(zip(self.convs, self.acts)):
+            act.init_scale(conv(x, exp))
+            hard, act.surrogate.hard = act.surrogate.hard, True
+            x = self._stage(i, x, exp)
+            act.surrogate.hard = hard
+            exp = act.exp
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Real inputs (flat rows of codes * 2**input_exp) to real logits."""
+        x = self._image(x)
+        exps = self.layer_exps()
+        for i in range(len(self.convs)):
+            x = self._stage(i, x, exps[i])
+        return self.fc(x.flatten(1), exps[-1])
+
+    @torch.no_grad()
+    def integer_layers(self, in_zero: int = 0) -> list[IntLayer]:
+        """The hard-quantized model as integer layers: one :class:`IntConvLayer` per stage, then
+        the dense :class:`~softfloor.models.IntLayer` (on the flattened codes, no requant).
+
+        ``in_zero`` is the input's zero code (the padding of the first convolution).
+        """
+        exps = self.layer_exps()
+        out: list[IntLayer] = []
+        pad_value = in_zero
+        for i, (conv, act) in enumerate(zip(self.convs, self.acts)):
+            shift, mult = requant_params(exps[i], conv.wq.exp, act.exp)
+            p = conv.padding
+            out.append(IntConvLayer(conv.weight_codes(), conv.bias_codes(exps[i]),
+                                    conv.weight_bits, (shift, "half_up", 0, act.hi, mult),
+                                    act.bits, (p, p, p, p), pad_value, self.pool))
+            pad_value = 0  # the code of the real 0 after a ReLU activation
+        out.append(IntLayer(self.fc.weight_codes(), self.fc.bias_codes(exps[-1]),
+                            self.fc.weight_bits))
+        return out
+
+
+# ----------------------------------------------------------------------------------------------
+# The integer forward (torch int64), an implementation independent of the golden model's
+
+
+def int_conv2d(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, padding, pad_value: int
+               ) -> torch.Tensor:
+    """Integer convolution, stride 1: ``(N, C, H, W)`` int64 codes to int64 accumulators."""
+    pt, pl, pb, pr = padding
+    x = F.pad(x, (pl, pr, pt, pb), value=pad_value)
+    o, c, kh, kw = w.shape
+    win = x.unfold(2, kh, 1).unfold(3, kw, 1)                   # (N, C, OH, OW, kh, kw)
+    n, _, oh, ow = win.shape[:4]
+    cols = win.permute(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, c * kh * kw)
+    acc = cols @ w.reshape(o, -1).T + b
+    return acc.reshape(n, oh, ow, o).permute(0, 3, 1, 2).contiguous()
+
+
+def int_maxpool2d(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Max over ``k x k`` windows with stride ``k`` (incomplete windows dropped)."""
+    return x.unfold(2, k, k).unfold(3, k, k).amax(dim=(-2, -1))
+
+
+def _requant(x: torch.Tensor, req) -> torch.Tensor:
+    shift, mode, lo, hi, mult = req
+    if isinstance(shift, (int, np.integer)):
+        return arith.requantize(x, int(shift), mode, lo, hi, int(mult))
+    out = torch.empty_like(x)  # per channel: shift and multiplier per output channel
+    for c in range(x.shape[1]):
+        out[:, c] = arith.requantize(x[:, c], int(shift[c]), mode, lo, hi, int(mult[c]))
+    return out
+
+
+def hard_codes(model: QuantCNN, codes, intermediates: bool = False):
+    """Integer input codes ``(N, 64)`` through the hard-quantized CNN with integer arithmetic.
+
+    Per stage ``conv -> requant -> maxpool`` on int64 codes (the rules of
+    :mod:`softfloor.arith`), then flatten and the dense layer; ``intermediates`` also returns
+    the codes after every integer op, in the order and shapes of the exported model's layers
+    (``golden.run(..., intermediates=True)``).
+    """
+    x = torch.as_tensor(np.asarray(codes), dtype=torch.int64)
+    x = x.reshape((x.shape[0],) + model.input_shape)
+    per_layer = []
+    for layer in model.integer_layers():
+        if isinstance(layer, IntConvLayer):
+            x = int_conv2d(x, layer.weight, layer.bias, layer.padding, layer.pad_value)
+            per_layer.append(x.numpy().copy())
+            x = _requant(x, layer.requant)
+            per_layer.append(x.numpy().copy())
+            if layer.pool:
+                x = int_maxpool2d(x, layer.pool)
+                per_layer.append(x.numpy().copy())
+            continue
+        if x.dim() > 2:
+            x = x.flatten(1)
+            per_layer.append(x.numpy().copy())
+        x = x @ layer.weight.T + layer.bias
+        per_layer.append(x.numpy().copy())
+        if layer.requant is not None:
+            x = _requant(x, layer.requant)
+            per_layer.append(x.numpy().copy())
+    out = x.numpy().astype(np.int64)
+    return (out, per_layer) if intermediates else out
+
+
+class FloatCNN(nn.Module):
+    """The float baseline: the same convolutions, ReLU and max-pools, float32."""
+
+    def __init__(self, channels=CHANNELS, kernel: int = 3, pool: int = 2,
+                 input_shape=INPUT_SHAPE, classes: int = N_CLASSES):
+        super().__init__()
+        self.channels = tuple(int(c) for c in channels)
+        self.input_shape = tuple(int(s) for s in input_shape)
+        c, h, w = self.input_shape
+        layers: list[nn.Module] = []
+        for out in self.channels:
+            layers += [nn.Conv2d(c, out, kernel, padding=kernel // 2), nn.ReLU(),
+                       nn.MaxPool2d(pool)]
+            c, h, w = out, h // pool, w // pool
+        layers += [nn.Flatten(), nn.Linear(c * h * w, classes)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(torch.float32)
+        return self.net(x.reshape((x.shape[0],) + self.input_shape))

@@ -1,0 +1,220 @@
+"""The digits CNN: train -> export -> golden is bit-exact; the integer ops agree with torch's."""
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from softfloor import cli, golden, intmodel
+from softfloor.cnn import (FloatCNN, IntConvLayer, QuantCNN, QuantConv2d, int_conv2d,
+                           int_maxpool2d)
+from softfloor.data import load_digits_split
+from softfloor.export import export, export_result
+from softfloor.intmodel import (Conv2d, Dense, Flatten, MaxPool2d, ModelFormatError, Requant)
+from softfloor.quant import QuantReLU
+from softfloor.train import (TrainConfig, float_hard_codes, hard_codes, load_checkpoint,
+                             save_checkpoint, train_float, train_qat)
+
+SHORT = 3
+
+
+@pytest.fixture(scope="module")
+def splits():
+    cache = {}
+
+    def get(bits):
+        if bits not in cache:
+            cache[bits] = load_digits_split(bits)
+        return cache[bits]
+    return get
+
+
+def assert_bit_exact(model_t, split, model_i):
+    """golden(exported) == cnn.hard_codes(torch, int64) == float hard forward, every layer."""
+    for codes in (split.c_test, split.c_train):
+        want, want_layers = hard_codes(model_t, codes, intermediates=True)
+        got, got_layers = golden.run(model_i, codes, intermediates=True)
+        assert got.dtype == np.int64 and want.dtype == np.int64
+        assert np.array_equal(got, want)
+        assert len(got_layers) == len(want_layers) == len(model_i.layers)
+        for g, w in zip(got_layers, want_layers):
+            assert g.shape == w.shape and np.array_equal(g, w)
+        assert np.array_equal(float_hard_codes(model_t, codes), want)
+
+
+@pytest.mark.parametrize("wb, ab, ib, surrogate", [
+    (4, 4, None, "sigmoid"), (2, 2, None, "ste"), (1, 1, None, "ste"), (8, 8, None, "dsq"),
+    (3, 5, 8, "lsq"), (1, 2, 1, "pact"),
+])
+def test_cnn_export_is_bit_exact(wb, ab, ib, surrogate, splits, tmp_path):
+    cfg = TrainConfig(arch="cnn", weight_bits=wb, act_bits=ab, input_bits=ib,
+                      surrogate=surrogate, epochs=SHORT)
+    split = splits(cfg.in_bits)
+    res = train_qat(cfg, split)
+    assert isinstance(res.model, QuantCNN)
+    assert res.accuracy["bit_exact"] is True
+    model = export_result(res, split.input_spec, name="cnn")
+    loaded = intmodel.load(intmodel.save(model, tmp_path / "m.intmodel.json"))
+    assert loaded.to_dict() == model.to_dict()
+    assert_bit_exact(res.model, split, loaded)
+    acc = float(np.mean(golden.predict(loaded, split.c_test) == split.y_test))
+    assert acc == res.accuracy["test"]
+    assert loaded.meta["train_config"]["arch"] == "cnn" and loaded.meta["arch"] == "cnn"
+    assert loaded.input.shape == (1, 8, 8)
+    assert loaded.output.scale == 2.0 ** res.model.output_exp
+    assert [type(x) for x in loaded.layers] == [Conv2d, Requant, MaxPool2d, Conv2d, Requant,
+                                                MaxPool2d, Flatten, Dense]
+    for layer in loaded.layers:
+        if isinstance(layer, Conv2d):
+            assert layer.padding == (1, 1, 1, 1) and layer.pad_value == 0
+            assert layer.kernel == (3, 3) and layer.weight_bits == wb
+        if isinstance(layer, Requant):
+            assert (layer.rounding, layer.lo, layer.hi, layer.signed) == \
+                ("half_up", 0, 2 ** ab - 1, False)
+        if isinstance(layer, MaxPool2d):
+            assert layer.kernel == layer.stride == (2, 2)
+
+
+def test_cnn_widths_are_minimal(splits):
+    split = splits(4)
+    res = train_qat(TrainConfig(arch="cnn", epochs=2), split)
+    model = export(res.model, split.input_spec)
+    weighted = [i for i, x in enumerate(model.layers) if isinstance(x, (Conv2d, Dense))]
+    assert len(weighted) == 3
+    for i in weighted:
+        layers = list(model.layers)
+        old = layers[i]
+        if isinstance(old, Conv2d):
+            layers[i] = Conv2d(old.name, old.weight, old.bias, old.weight_bits, old.bias_bits,
+                               old.acc_bits - 1, old.stride, old.padding, old.pad_value)
+        else:
+            layers[i] = Dense(old.name, old.weight, old.bias, old.weight_bits, old.bias_bits,
+                              old.acc_bits - 1)
+        with pytest.raises(ModelFormatError, match="can overflow"):
+            intmodel.IntModel(model.input, layers, model.output)
+
+
+def test_cnn_negative_shift_becomes_a_multiplier(splits):
+    split = splits(4)
+    res = train_qat(TrainConfig(arch="cnn", epochs=2), split)
+    m = res.model
+    conv, act = m.convs[1], m.acts[1]
+    act.log2_scale.data.fill_(float(m.acts[0].exp + conv.wq.exp - 2))  # 4x finer than the acc
+    model = export(m, split.input_spec)
+    rq = model.layers[4]
+    assert rq.name == "act2" and (rq.shift, rq.multiplier) == (0, 4)
+    assert_bit_exact(m, split, model)
+
+
+def test_cnn_checkpoint_round_trip(splits, tmp_path):
+    split = splits(4)
+    res = train_qat(TrainConfig(arch="cnn", epochs=2, seed=3), split)
+    back = load_checkpoint(save_checkpoint(res, tmp_path / "m.pt"))
+    assert isinstance(back.model, QuantCNN) and back.config.arch == "cnn"
+    assert np.array_equal(hard_codes(back.model, split.c_test), hard_codes(res.model, split.c_test))
+    fl = train_float(TrainConfig(arch="cnn", epochs=1), split)
+    assert isinstance(fl.model, FloatCNN)
+    back = load_checkpoint(save_checkpoint(fl, tmp_path / "f.pt"))
+    assert isinstance(back.model, FloatCNN)
+
+
+def test_cnn_config_validation():
+    with pytest.raises(ValueError, match="arch must be one of mlp, cnn"):
+        TrainConfig(arch="resnet")
+    with pytest.raises(ValueError, match="batchnorm is not implemented for arch 'cnn'"):
+        TrainConfig(arch="cnn", batchnorm=True)
+    assert TrainConfig(arch="cnn", weight_bits=1, act_bits=1).use_batchnorm is False
+    assert TrainConfig(weight_bits=1, act_bits=1).use_batchnorm is True
+    assert TrainConfig.from_dict(TrainConfig(arch="cnn").to_dict()).arch == "cnn"
+    assert TrainConfig.from_dict({"epochs": 3}).arch == "mlp"  # old checkpoints: the MLP
+
+
+@pytest.mark.parametrize("pad_value, padding", [(0, (1, 1, 1, 1)), (3, (2, 0, 1, 1)),
+                                                (-2, (0, 0, 0, 0))])
+def test_int_conv2d_equals_torch_conv(pad_value, padding):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(-8, 8, (5, 3, 7, 6), generator=g)
+    w = torch.randint(-8, 8, (4, 3, 3, 2), generator=g)
+    b = torch.randint(-100, 100, (4,), generator=g)
+    got = int_conv2d(x, w, b, padding, pad_value)
+    pt, pl, pb, pr = padding
+    xp = F.pad(x.double(), (pl, pr, pt, pb), value=float(pad_value))
+    want = F.conv2d(xp, w.double(), b.double())
+    assert got.dtype == torch.int64 and torch.equal(got.double(), want)
+
+
+def test_int_maxpool_equals_torch_and_commutes_with_the_quantizer():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randint(-50, 50, (4, 3, 9, 8), generator=g)
+    assert torch.equal(int_maxpool2d(x, 2).double(), F.max_pool2d(x.double(), 2))
+    act = QuantReLU(3, "sigmoid").double()
+    act.surrogate.hard = True
+    act.log2_scale.data.fill_(-2.0)
+    z = torch.randn(4, 3, 8, 8, generator=g, dtype=torch.float64)
+    assert torch.equal(F.max_pool2d(act(z), 2), act(F.max_pool2d(z, 2)))
+
+
+def test_quant_conv2d_matches_its_integer_form():
+    torch.manual_seed(0)
+    conv = QuantConv2d(2, 3, 3, 1, weight_bits=3).double()
+    codes = torch.randint(0, 16, (4, 2, 5, 5))
+    y = conv(codes.double() * 2.0 ** -4, -4) / 2.0 ** conv.acc_exp(-4)
+    acc = int_conv2d(codes, conv.weight_codes(), conv.bias_codes(-4), (1, 1, 1, 1), 0)
+    assert torch.equal(y, acc.double())
+    assert conv.weight_codes().abs().max() <= 4 and conv.weight_codes().min() >= -4
+
+
+def test_cnn_shapes_and_integer_layers():
+    m = QuantCNN()
+    assert m(torch.zeros(3, 64)).shape == (3, 10)
+    assert FloatCNN()(torch.zeros(3, 64)).shape == (3, 10)
+    assert m.flat_features == 64
+    ils = m.integer_layers()
+    assert [type(x) for x in ils][:2] == [IntConvLayer, IntConvLayer]
+    assert [tuple(x.weight.shape) for x in ils] == [(8, 1, 3, 3), (16, 8, 3, 3), (10, 64)]
+    with pytest.raises(ValueError, match="too small"):
+        QuantCNN(channels=(8, 16, 32, 64))
+
+
+def test_export_rejects_a_mismatched_input_spec(splits):
+    split = splits(4)
+    with pytest.raises(ValueError, match="does not match the model's input"):
+        export(QuantCNN(input_bits=3), split.input_spec)
+
+
+def test_cli_arch_choices_match_the_trainer():
+    from softfloor import flow, train
+    assert flow.ARCHS == train.ARCHS
+
+
+def test_cnn_flow_runs_to_golden_then_rtl_says_if_it_cannot(tmp_path, capsys):
+    """``flow --arch cnn --no-synth``: data/train/export/golden run; the rtl stage builds the
+    CNN or stops with the planner's clean UnsupportedLayerError message."""
+    from softfloor.hw import planner
+    out = tmp_path / "cnn"
+    common = ["--out", str(out), "--quiet"]
+    for stage in ("data", "train"):
+        assert cli.main([stage, *common, "--arch", "cnn", "--epochs", "2"]) == 0
+    for stage in ("export", "golden"):
+        assert cli.main([stage, *common]) == 0
+    tr = json.loads((out / "train.json").read_text())
+    assert tr["config"]["arch"] == "cnn"
+    model = intmodel.load(out / "model.intmodel.json")
+    assert model.name == "digits-cnn" and any(isinstance(x, Conv2d) for x in model.layers)
+    gd = json.loads((out / "stages" / "golden.json").read_text())
+    assert gd["accuracy"] == tr["accuracy_quantized"]
+    capsys.readouterr()
+    try:
+        planner.engine_specs(model)
+    except planner.UnsupportedLayerError as e:
+        assert cli.main(["rtl", *common]) == 2
+        err = capsys.readouterr().err
+        assert err.strip() == f"softfloor: error: {e}" and "conv1" in err
+        assert not (out / "manifest.json").exists()
+    else:
+        assert cli.main(["rtl", *common]) == 0
+        assert (out / "manifest.json").exists()
+    cli.main(["report", *common])
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["config"]["arch"] == "cnn"
