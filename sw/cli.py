@@ -55,6 +55,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batchnorm", action=argparse.BooleanOptionalAction, default=None,
                    help="BatchNorm after the hidden layers, folded before export "
                         "(default: on when weights or activations are 1-bit)")
+    p.add_argument("--per-channel", action="store_true",
+                   help="one power-of-two weight scale per output channel in the hidden layers "
+                        "(exported as per-channel requantization)")
     p.add_argument("--epochs", type=_bits(1, 10000, "--epochs"), default=60)
     p.add_argument("--seed", type=int, default=0)
 
@@ -125,7 +128,8 @@ def parser() -> argparse.ArgumentParser:
 
 def _options(args: argparse.Namespace) -> flow_mod.FlowOptions:
     o = flow_mod.FlowOptions(out=args.out, quiet=getattr(args, "quiet", False))
-    for k in ("arch", "weight_bits", "act_bits", "input_bits", "surrogate", "batchnorm", "epochs",
+    for k in ("arch", "per_channel", "weight_bits", "act_bits", "input_bits", "surrogate",
+              "batchnorm", "epochs",
               "seed", "simulator", "device", "model", "inputs", "labels", "waves",
               "objective"):
         if hasattr(args, k):

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import arith
-from .models import IntLayer
+from .models import IntLayer, apply_requant
 from .quant import (QuantLinear, QuantReLU, WeightQuantizer, check_bits, fake_quant_bias,
                     requant_params)
 from .surrogates import SURROGATES, check_surrogate, make_surrogate
@@ -69,10 +69,13 @@ class QuantConv2d(nn.Module):
         Signed width the bias codes are clipped to.
     scale_grad : str
         Gradient mode of the weight scale (``"auto"`` or ``"lsq"``).
+    per_channel : bool
+        One power-of-two weight scale per output channel (``wq.exp`` an int64 tensor).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int = 3, padding: int = 1,
-                 weight_bits: int = 4, bias_bits: int = 16, scale_grad: str = "auto"):
+                 weight_bits: int = 4, bias_bits: int = 16, scale_grad: str = "auto",
+                 per_channel: bool = False):
         super().__init__()
         self.in_channels = _size(in_channels, "in_channels", 1, 4096)
         self.out_channels = _size(out_channels, "out_channels", 1, 4096)
@@ -83,7 +86,7 @@ class QuantConv2d(nn.Module):
         conv = nn.Conv2d(in_channels, out_channels, kernel, padding=padding)  # PyTorch's init
         self.weight = nn.Parameter(conv.weight.detach().clone())
         self.bias = nn.Parameter(conv.bias.detach().clone())
-        self.wq = WeightQuantizer(weight_bits, scale_grad)
+        self.wq = WeightQuantizer(weight_bits, scale_grad, out_channels if per_channel else None)
         self.wq.init_scale(self.weight)
 
     @property
@@ -94,14 +97,18 @@ class QuantConv2d(nn.Module):
         return (f"{self.in_channels}->{self.out_channels}, kernel={self.kernel}, "
                 f"padding={self.padding}, bias_bits={self.bias_bits}")
 
-    def acc_exp(self, in_exp: int) -> int:
-        """Exponent of the accumulator scale: ``in_exp + w_exp``."""
+    def acc_exp(self, in_exp: int) -> int | torch.Tensor:
+        """Exponent of the accumulator scale: ``in_exp + w_exp`` (per channel: a tensor)."""
         return in_exp + self.wq.exp
 
     def forward(self, x: torch.Tensor, in_exp: int) -> torch.Tensor:
         w = self.wq(self.weight)
-        b = fake_quant_bias(self.bias, 2.0 ** self.acc_exp(in_exp), self.bias_lo, self.bias_hi)
+        b = fake_quant_bias(self.bias, self._acc_scale(in_exp), self.bias_lo, self.bias_hi)
         return F.conv2d(x, w, b, padding=self.padding)
+
+    def _acc_scale(self, in_exp: int):
+        e = self.acc_exp(in_exp)
+        return torch.exp2(e.to(self.bias.dtype)) if isinstance(e, torch.Tensor) else 2.0 ** e
 
     @torch.no_grad()
     def weight_codes(self) -> torch.Tensor:
@@ -111,7 +118,7 @@ class QuantConv2d(nn.Module):
     @torch.no_grad()
     def bias_codes(self, in_exp: int) -> torch.Tensor:
         """Integer bias codes (int64) at the accumulator scale ``2**(in_exp + w_exp)``."""
-        s = 2.0 ** self.acc_exp(in_exp)
+        s = self._acc_scale(in_exp)
         b = fake_quant_bias(self.bias, s, self.bias_lo, self.bias_hi) / s
         return b.to(torch.int64)
 
@@ -146,12 +153,16 @@ class QuantCNN(nn.Module):
     kernel, pool : int
     input_shape : (C, H, W)
     classes : int
+    per_channel : bool
+        Per-output-channel weight scales in the convolutions (exported as per-channel
+        requantization); the dense layer keeps one scale (the class is the argmax of the codes).
     """
 
     def __init__(self, weight_bits: int = 4, act_bits: int = 4, input_bits: int = 4,
                  surrogate: str = "sigmoid", bias_bits: int = 16,
                  surrogate_kwargs: dict | None = None, channels=CHANNELS, kernel: int = 3,
-                 pool: int = 2, input_shape=INPUT_SHAPE, classes: int = N_CLASSES):
+                 pool: int = 2, input_shape=INPUT_SHAPE, classes: int = N_CLASSES,
+                 per_channel: bool = False):
         super().__init__()
         check_bits("weight_bits", weight_bits)
         check_bits("act_bits", act_bits)
@@ -159,6 +170,7 @@ class QuantCNN(nn.Module):
         check_surrogate(surrogate)
         self.weight_bits, self.act_bits, self.bias_bits = weight_bits, act_bits, bias_bits
         self.surrogate_name = surrogate
+        self.per_channel = bool(per_channel)
         self.channels = tuple(int(c) for c in channels)
         self.input_shape = tuple(int(s) for s in input_shape)
         self.kernel, self.pool = _size(kernel, "kernel"), _size(pool, "pool")
@@ -167,7 +179,7 @@ class QuantCNN(nn.Module):
         convs = []
         for out in self.channels:
             convs.append(QuantConv2d(c, out, kernel, kernel // 2, weight_bits, bias_bits,
-                                     scale_grad))
+                                     scale_grad, self.per_channel))
             h, w = (h + 2 * (kernel // 2) - kernel + 1) // pool, (w + 2 * (kernel // 2)
                                                                   - kernel + 1) // pool
             if h < 1 or w < 1:
@@ -277,16 +289,6 @@ def int_maxpool2d(x: torch.Tensor, k: int) -> torch.Tensor:
     return x.unfold(2, k, k).unfold(3, k, k).amax(dim=(-2, -1))
 
 
-def _requant(x: torch.Tensor, req) -> torch.Tensor:
-    shift, mode, lo, hi, mult = req
-    if isinstance(shift, (int, np.integer)):
-        return arith.requantize(x, int(shift), mode, lo, hi, int(mult))
-    out = torch.empty_like(x)  # per channel: shift and multiplier per output channel
-    for c in range(x.shape[1]):
-        out[:, c] = arith.requantize(x[:, c], int(shift[c]), mode, lo, hi, int(mult[c]))
-    return out
-
-
 def hard_codes(model: QuantCNN, codes, intermediates: bool = False):
     """Integer input codes ``(N, 64)`` through the hard-quantized CNN with integer arithmetic.
 
@@ -302,7 +304,7 @@ def hard_codes(model: QuantCNN, codes, intermediates: bool = False):
         if isinstance(layer, IntConvLayer):
             x = int_conv2d(x, layer.weight, layer.bias, layer.padding, layer.pad_value)
             per_layer.append(x.numpy().copy())
-            x = _requant(x, layer.requant)
+            x = apply_requant(x, layer.requant)
             per_layer.append(x.numpy().copy())
             if layer.pool:
                 x = int_maxpool2d(x, layer.pool)
@@ -314,7 +316,7 @@ def hard_codes(model: QuantCNN, codes, intermediates: bool = False):
         x = x @ layer.weight.T + layer.bias
         per_layer.append(x.numpy().copy())
         if layer.requant is not None:
-            x = _requant(x, layer.requant)
+            x = apply_requant(x, layer.requant)
             per_layer.append(x.numpy().copy())
     out = x.numpy().astype(np.int64)
     return (out, per_layer) if intermediates else out

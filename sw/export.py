@@ -26,10 +26,13 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+import torch
+
 from . import arith
 from .cnn import IntConvLayer, QuantCNN
-from .intmodel import (Conv2d, Dense, Flatten, InputSpec, IntModel, MaxPool2d, OutputSpec,
-                       Requant)
+from .intmodel import (ChannelRequant, Conv2d, Dense, Flatten, InputSpec, IntModel, MaxPool2d,
+                       OutputSpec, Requant)
 from .models import QuantMLP
 
 
@@ -48,9 +51,19 @@ def _widths(il, in_lo: int, in_hi: int) -> tuple[int, int]:
     return signed_bits(int(b.min()), int(b.max())), acc_bits
 
 
-def _requant(name: str, il) -> Requant:
+def _requant(name: str, il) -> Requant | ChannelRequant:
+    """Per tensor, or per channel when the weights have per-channel scales."""
     shift, mode, rlo, rhi, mult = il.requant
+    if isinstance(shift, torch.Tensor):
+        return ChannelRequant(name, shift.numpy().astype(np.int64), mode, il.act_bits, False,
+                              rlo, rhi, mult.numpy().astype(np.int64))
     return Requant(name, shift, mode, il.act_bits, False, rlo, rhi, mult)
+
+
+def _exps(wq) -> int | list[int]:
+    """Weight exponent(s) for the meta: an int, or a list per channel."""
+    e = wq.exp
+    return e.tolist() if isinstance(e, torch.Tensor) else e
 
 
 def _check_input(input_spec: InputSpec, bits: int, size: int) -> None:
@@ -91,9 +104,10 @@ def export(model: QuantMLP | QuantCNN, input_spec: InputSpec, name: str = "model
             in_lo, in_hi = il.requant[2], il.requant[3]
     out_exp = exps[-1] + model.linears[-1].wq.exp
     info = {"producer": "softfloor.export", "arch": "mlp", "surrogate": model.surrogate_name,
+            "per_channel": model.per_channel,
             "batchnorm": [lin.bn_mode for lin in model.linears[:len(model.acts)]],
             "exponents": {"input": model.input_exp,
-                          "weights": [lin.wq.exp for lin in model.linears],
+                          "weights": [_exps(lin.wq) for lin in model.linears],
                           "activations": [a.exp for a in model.acts]}}
     return IntModel(input=input_spec, layers=layers, output=OutputSpec(2.0 ** out_exp, 0),
                     name=name, meta=info | (meta or {}))
@@ -128,9 +142,10 @@ def _export_cnn(model: QuantCNN, input_spec: InputSpec, name: str, meta: dict | 
             layers.append(_requant(f"fc{n_fc}_act", il))
             in_lo, in_hi = il.requant[2], il.requant[3]
     info = {"producer": "softfloor.export", "arch": "cnn", "surrogate": model.surrogate_name,
+            "per_channel": model.per_channel,
             "batchnorm": [None] * len(model.acts),
             "exponents": {"input": model.input_exp,
-                          "weights": [conv.wq.exp for conv in model.convs] + [model.fc.wq.exp],
+                          "weights": [_exps(m.wq) for m in (*model.convs, model.fc)],
                           "activations": [a.exp for a in model.acts]}}
     return IntModel(input=spec, layers=layers, output=OutputSpec(2.0 ** model.output_exp, 0),
                     name=name, meta=info | (meta or {}))

@@ -39,6 +39,7 @@ class FlowOptions:
     """Everything the stages may be told. Defaults are the embedded default run."""
     out: Path = Path("build/demo")
     arch: str = "mlp"              # network trained: "mlp" or "cnn"
+    per_channel: bool = False      # per-output-channel weight scales (hidden layers)
     weight_bits: int = 4
     act_bits: int = 4
     input_bits: int | None = None
@@ -131,7 +132,8 @@ def stage_train(ctx: Context) -> None:
     """Quantization-aware training with an annealed surrogate, plus a float baseline."""
     from . import data, train
     o = ctx.opts
-    cfg = train.TrainConfig(arch=o.arch, weight_bits=o.weight_bits, act_bits=o.act_bits,
+    cfg = train.TrainConfig(arch=o.arch, per_channel=o.per_channel,
+                            weight_bits=o.weight_bits, act_bits=o.act_bits,
                             input_bits=o.input_bits, epochs=o.epochs, seed=o.seed,
                             batchnorm=o.batchnorm,
                             **({"surrogate": o.surrogate} if o.surrogate else {}))

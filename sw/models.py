@@ -26,13 +26,26 @@ class IntLayer:
 
     ``acc = x @ weight.T + bias``; then, if ``requant`` is given, ``arith.requantize(acc,
     *requant)`` with ``requant = (shift, rounding, lo, hi, multiplier)`` and ``act_bits`` wide
-    unsigned output codes.
+    unsigned output codes. ``shift``/``multiplier`` are int64 tensors (one per output channel)
+    when the weights have per-channel scales (see :func:`apply_requant`).
     """
     weight: torch.Tensor
     bias: torch.Tensor
     weight_bits: int
     requant: tuple | None = None
     act_bits: int | None = None
+
+
+def apply_requant(x: torch.Tensor, requant: tuple) -> torch.Tensor:
+    """``arith.requantize`` of integer ``x`` (``(N, C, ...)``) by an :class:`IntLayer` requant
+    tuple; per-channel ``shift``/``multiplier`` (int64 tensors) apply to channel ``c`` = axis 1."""
+    shift, mode, lo, hi, mult = requant
+    if not isinstance(shift, torch.Tensor):
+        return arith.requantize(x, shift, mode, lo, hi, mult)
+    out = torch.empty_like(x)
+    for c in range(x.shape[1]):
+        out[:, c] = arith.requantize(x[:, c], int(shift[c]), mode, lo, hi, int(mult[c]))
+    return out
 
 
 class QuantMLP(nn.Module):
@@ -55,11 +68,16 @@ class QuantMLP(nn.Module):
         threshold (the bias) for 1-bit activations, into the weights and bias before
         quantization otherwise (see :class:`~softfloor.quant.QuantLinear`). Batch statistics
         while the surrogate is soft; frozen running statistics in the hard phase and after.
+    per_channel : bool
+        Per-output-channel weight scales in the hidden layers (exported as per-channel
+        requantization); the last layer keeps one scale, so the class is the argmax of the
+        integer logits.
     """
 
     def __init__(self, sizes=SIZES, weight_bits: int = 4, act_bits: int = 4,
                  input_bits: int = 4, surrogate: str = "sigmoid", bias_bits: int = 16,
-                 surrogate_kwargs: dict | None = None, batchnorm: bool = False):
+                 surrogate_kwargs: dict | None = None, batchnorm: bool = False,
+                 per_channel: bool = False):
         super().__init__()
         check_bits("weight_bits", weight_bits)
         check_bits("act_bits", act_bits)
@@ -69,12 +87,13 @@ class QuantMLP(nn.Module):
         self.weight_bits, self.act_bits, self.bias_bits = weight_bits, act_bits, bias_bits
         self.surrogate_name = surrogate
         self.batchnorm = bool(batchnorm)
+        self.per_channel = bool(per_channel)
         n_hidden = len(sizes) - 2
         bn = ("threshold" if act_bits == 1 else "fold") if batchnorm else None
         scale_grad = SURROGATES[surrogate].scale_grad
         self.linears = nn.ModuleList(
             QuantLinear(a, b, weight_bits, bias_bits, scale_grad if scale_grad == "lsq" else "auto",
-                        bn if i < n_hidden else None)
+                        bn if i < n_hidden else None, per_channel and i < n_hidden)
             for i, (a, b) in enumerate(zip(sizes, sizes[1:])))
         self.acts = nn.ModuleList(
             QuantReLU(act_bits, make_surrogate(surrogate, **(surrogate_kwargs or {})))

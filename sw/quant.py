@@ -78,7 +78,12 @@ def requant_params(in_exp: int, w_exp: int, out_exp: int) -> tuple[int, int]:
 
     ``shift = out_exp - in_exp - w_exp``; a negative shift becomes ``multiplier = 2**-shift``
     with shift 0 (the output is then exactly the accumulator times a power of two).
+    With per-channel ``w_exp`` (an int64 tensor) both are int64 tensors, one per channel.
     """
+    if isinstance(w_exp, torch.Tensor):  # per-channel weight exponents: int64 tensors
+        pairs = [requant_params(in_exp, int(e), out_exp) for e in w_exp.tolist()]
+        return (torch.tensor([p[0] for p in pairs], dtype=torch.int64),
+                torch.tensor([p[1] for p in pairs], dtype=torch.int64))
     shift = out_exp - in_exp - w_exp
     if shift >= 0:
         return shift, 1
@@ -106,7 +111,8 @@ class _FakeQuantWeightFn(torch.autograd.Function):
     ``_SignSTE``, ``clamp``), with a fraction of the autograd overhead:
     ``dw = g * inside`` and ``dl = sum(g * (q - v * inside)) * s * ln 2 * gs`` (LSQ's scale
     gradient; ``gs`` its gradient scale), ``inside`` where the rounded code is in range (1 bit:
-    ``|v| <= 1``).
+    ``|v| <= 1``). A per-channel ``log2_scale`` (shape ``(out, 1, ...)``, broadcast against
+    ``w``) gets the sum over each channel.
     """
 
     @staticmethod
@@ -128,7 +134,9 @@ class _FakeQuantWeightFn(torch.autograd.Function):
     def backward(ctx, g):
         v, q, inside, s = ctx.saved_tensors
         m = inside.to(g.dtype)
-        dl = (g * (q - v * m)).sum() * s * (math.log(2) * ctx.gs)
+        d = g * (q - v * m)
+        d = d.sum() if s.dim() == 0 else d.sum_to_size(s.shape)
+        dl = d * s * (math.log(2) * ctx.gs)
         return g * m, dl.reshape(s.shape), None, None, None, None
 
 
@@ -155,44 +163,72 @@ def fake_quant_bias(b: torch.Tensor, s_acc: float, lo: int, hi: int) -> torch.Te
 
 
 class WeightQuantizer(nn.Module):
-    """Signed per-tensor weight quantizer with a learned power-of-two scale.
+    """Signed weight quantizer with a learned power-of-two scale, per tensor or per channel.
 
     Parameters
     ----------
     bits : int
         Weight width, 1..8 (see the module docstring for the code ranges).
+    channels : int, optional
+        Per-output-channel scales: one learned exponent per output channel (the first axis of
+        the weight); :attr:`exp` is then an int64 tensor of ``channels`` exponents.
     """
 
-    def __init__(self, bits: int, scale_grad: str = "auto"):
+    def __init__(self, bits: int, scale_grad: str = "auto", channels: int | None = None):
         super().__init__()
         self.bits = check_bits("weight_bits", bits)
         self.lo, self.hi = weight_code_range(bits)
-        self.log2_scale = nn.Parameter(torch.zeros(()))
+        self.channels = channels
+        self.log2_scale = nn.Parameter(torch.zeros(() if channels is None else (channels,)))
         self.scale_grad = scale_grad
 
+    @property
+    def per_channel(self) -> bool:
+        return self.channels is not None
+
     def extra_repr(self) -> str:
+        e = self.exp
         return (f"bits={self.bits}, codes=[{self.lo}, {self.hi}], "
-                f"scale=2**{exponent(self.log2_scale)}")
+                f"scale=2**{e.tolist() if self.per_channel else e}")
 
     @torch.no_grad()
     def init_scale(self, w: torch.Tensor) -> None:
-        """LSQ-style init ``s = 2 * mean|w| / sqrt(hi)`` (``mean|w|`` for 1 bit), as ``log2 s``."""
+        """LSQ-style init ``s = 2 * mean|w| / sqrt(hi)`` (``mean|w|`` for 1 bit), as ``log2 s``
+        (per channel: the mean of each output channel)."""
+        if self.per_channel:
+            m = w.abs().reshape(w.shape[0], -1).mean(1)
+            s = m if self.bits == 1 else 2 * m / math.sqrt(self.hi)
+            self.log2_scale.copy_(torch.log2(s.clamp_min(1e-12)))
+            return
         m = float(w.abs().mean())
         s = m if self.bits == 1 else 2 * m / math.sqrt(self.hi)
         self.log2_scale.fill_(math.log2(max(s, 1e-12)))
 
     @property
-    def exp(self) -> int:
+    def exp(self) -> int | torch.Tensor:
+        """The integer exponent(s) the forward pass uses (per channel: an int64 tensor)."""
+        if self.per_channel:
+            return round_half_up(self.log2_scale.detach()).to(torch.int64)
         return exponent(self.log2_scale)
 
     def scale(self) -> torch.Tensor:
         return pow2_scale(self.log2_scale)
 
+    def _log2_scale(self, w: torch.Tensor) -> torch.Tensor:
+        """The scale parameter shaped to broadcast against ``w`` (``(out, 1, ...)`` per channel)."""
+        if self.per_channel:
+            return self.log2_scale.reshape((-1,) + (1,) * (w.dim() - 1))
+        return self.log2_scale
+
+    def _n(self, w: torch.Tensor) -> int:
+        """Values sharing one scale (LSQ's ``N``)."""
+        return w[0].numel() if self.per_channel else w.numel()
+
     def codes_float(self, w: torch.Tensor) -> torch.Tensor:
         """Integer codes as a float tensor, with straight-through gradients to ``w`` and scale."""
-        log2_scale = self.log2_scale
+        log2_scale = self._log2_scale(w)
         if self.scale_grad == "lsq":
-            log2_scale = grad_scale(log2_scale, lsq_grad_factor(w.numel(), self.hi))
+            log2_scale = grad_scale(log2_scale, lsq_grad_factor(self._n(w), self.hi))
         v = w / pow2_scale(log2_scale)
         if self.bits == 1:
             return _SignSTE.apply(v)
@@ -200,8 +236,9 @@ class WeightQuantizer(nn.Module):
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
         """Fake-quantized weights ``s * codes`` (one fused op, see :class:`_FakeQuantWeightFn`)."""
-        gs = lsq_grad_factor(w.numel(), self.hi) if self.scale_grad == "lsq" else 1.0
-        return _FakeQuantWeightFn.apply(w, self.log2_scale, self.lo, self.hi, self.bits == 1, gs)
+        gs = lsq_grad_factor(self._n(w), self.hi) if self.scale_grad == "lsq" else 1.0
+        return _FakeQuantWeightFn.apply(w, self._log2_scale(w), self.lo, self.hi,
+                                        self.bits == 1, gs)
 
     @torch.no_grad()
     def codes(self, w: torch.Tensor) -> torch.Tensor:
@@ -338,10 +375,14 @@ class QuantLinear(nn.Module):
         integer layer is an ordinary one. ``"threshold"``: the weights are quantized unfolded
         and BatchNorm is applied to the accumulator by the model; for a 1-bit activation it
         folds exactly into an integer threshold (see :meth:`threshold`).
+    per_channel : bool
+        One power-of-two weight scale per output feature (``wq.exp`` an int64 tensor; the
+        accumulator of output ``o`` has scale ``s_in * 2**wq.exp[o]``, the bias likewise).
     """
 
     def __init__(self, in_features: int, out_features: int, weight_bits: int = 4,
-                 bias_bits: int = 16, scale_grad: str = "auto", bn: str | None = None):
+                 bias_bits: int = 16, scale_grad: str = "auto", bn: str | None = None,
+                 per_channel: bool = False):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.bias_bits = check_bits("bias_bits", bias_bits, MAX_BIAS_BITS)
@@ -349,7 +390,7 @@ class QuantLinear(nn.Module):
         lin = nn.Linear(in_features, out_features)  # PyTorch's default init
         self.weight = nn.Parameter(lin.weight.detach().clone())
         self.bias = nn.Parameter(lin.bias.detach().clone())
-        self.wq = WeightQuantizer(weight_bits, scale_grad)
+        self.wq = WeightQuantizer(weight_bits, scale_grad, out_features if per_channel else None)
         self.wq.init_scale(self.weight)
         if bn is not None and bn not in BN_MODES:
             raise ValueError(f"bn must be None or one of {', '.join(BN_MODES)}, got {bn!r}")

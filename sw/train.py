@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from . import arith, cnn
 from .data import DigitsSplit, check_input_bits
 from .cnn import FloatCNN, QuantCNN
-from .models import SIZES, FloatMLP, QuantMLP
+from .models import SIZES, FloatMLP, QuantMLP, apply_requant
 from .quant import check_bits
 from .surrogates import AnnealSchedule, check_surrogate, default_k
 
@@ -74,6 +74,7 @@ class TrainConfig:
     bias_bits: int = 16
     sizes: tuple = SIZES
     arch: str = "mlp"                  # "mlp" or "cnn" (softfloor.cnn.QuantCNN; no BatchNorm)
+    per_channel: bool = False          # per-output-channel weight scales (not the last layer)
 
     def __post_init__(self):
         if self.arch not in ARCHS:
@@ -312,8 +313,7 @@ def hard_codes(model: QuantMLP, codes, intermediates: bool = False):
         x = x @ layer.weight.T + layer.bias
         per_layer.append(x.numpy().copy())
         if layer.requant is not None:
-            shift, mode, lo, hi, mult = layer.requant
-            x = arith.requantize(x, shift, mode, lo, hi, mult)
+            x = apply_requant(x, layer.requant)
             per_layer.append(x.numpy().copy())
     out = x.numpy().astype(np.int64)
     return (out, per_layer) if intermediates else out
@@ -359,13 +359,13 @@ def _build(cfg: TrainConfig, kind: str) -> torch.nn.Module:
         if kind == "float":
             return FloatCNN()
         return QuantCNN(cfg.weight_bits, cfg.act_bits, cfg.in_bits, cfg.surrogate,
-                        cfg.bias_bits, kw)
+                        cfg.bias_bits, kw, per_channel=cfg.per_channel)
     if kind == "float":
         return FloatMLP(cfg.sizes)
     return QuantMLP(cfg.sizes, cfg.weight_bits, cfg.act_bits, cfg.in_bits, cfg.surrogate,
                     cfg.bias_bits,
                     {"hard_grad": cfg.hard_grad} if cfg.surrogate == "sigmoid" else None,
-                    batchnorm=cfg.use_batchnorm)
+                    batchnorm=cfg.use_batchnorm, per_channel=cfg.per_channel)
 
 
 def save_checkpoint(result: TrainResult, path) -> Path:

@@ -17,6 +17,9 @@ Tables
   off for 1 bit).
 * ``schedules``: the smooth surrogates at w2a2 and w1a1 under other annealing schedules.
 * ``smooth_vs_ste``: per configuration, the best smooth surrogate against the STE.
+* ``cnn``: the small CNN (:mod:`softfloor.cnn`, ``--arch cnn``) at :data:`CNN_CONFIG` with
+  :data:`CNN_SURROGATES`, and its float twin; epoch time as a ratio to the float CNN (also in
+  ``rows``, config ``cnn w4a4``).
 
 Plots (PNG, if matplotlib is installed: ``pip install .[bench]``): ``surrogates.png`` (each
 surrogate and its gradient at several sharpness values), ``curves.png`` (training loss per
@@ -49,9 +52,13 @@ SCHEDULES = (
     ("no hard phase", {"hard_fraction": 0.0}),
 )
 SCHEDULE_CONFIGS = ("w2a2", "w1a1+BN")
+#: The CNN rows: (name, weight_bits, act_bits) and the surrogates (the default, and the STE).
+CNN_CONFIG = ("cnn w4a4", 4, 4)
+CNN_SURROGATES = ("sigmoid", "ste")
 #: What a full run includes (a busy machine may need less: set these before ``run``).
 WITH_FLIPPED = True
 WITH_SCHEDULES = True
+WITH_CNN = True
 #: Surrogates of the flipped-BatchNorm table (None: all).
 FLIPPED_SURROGATES: tuple[str, ...] | None = None
 #: Worker processes (None: the CPUs available, at most 4).
@@ -107,6 +114,47 @@ def _epoch_ratios(surrogates, epochs: int) -> dict[tuple[str, str], float]:
     return ratios
 
 
+def _cnn_epoch_ratios(epochs: int) -> dict[str, float]:
+    """CNN epoch CPU time / float CNN epoch CPU time, as :func:`_epoch_ratios`."""
+    name, wb, ab = CNN_CONFIG
+    fl = _epoch_seconds("float", {"arch": "cnn"}, epochs)
+    qs = {sur: _epoch_seconds("qat", {"arch": "cnn", "weight_bits": wb, "act_bits": ab,
+                                      "surrogate": sur}, epochs) for sur in CNN_SURROGATES}
+    fl = min(fl, _epoch_seconds("float", {"arch": "cnn"}, epochs))
+    return {sur: q / fl for sur, q in qs.items()} | {"float": 1.0}
+
+
+def cnn_jobs(seeds, epochs: int) -> dict[tuple, tuple]:
+    """The CNN's training runs: float CNN and every CNN surrogate, per seed."""
+    name, wb, ab = CNN_CONFIG
+    jobs = {}
+    for seed in seeds:
+        jobs[("cnn", "float", name, seed)] = ("float", {"arch": "cnn", "seed": seed,
+                                                        "epochs": epochs})
+        for sur in CNN_SURROGATES:
+            jobs[("cnn", sur, name, seed)] = ("qat", {"arch": "cnn", "weight_bits": wb,
+                                                      "act_bits": ab, "surrogate": sur,
+                                                      "seed": seed, "epochs": epochs})
+    return jobs
+
+
+def cnn_rows(results: dict, seeds, ratios: dict[str, float]) -> list[dict]:
+    """Rows of the CNN table from :func:`cnn_jobs` results."""
+    name = CNN_CONFIG[0]
+    rows = []
+    for sur in ("float",) + CNN_SURROGATES:
+        runs = [results[("cnn", sur, name, s)] for s in seeds if ("cnn", sur, name, s) in results]
+        if not runs:
+            continue
+        m, sd = _stats([r["acc"] for r in runs])
+        rows.append({"surrogate": sur, "config": name if sur != "float" else "cnn float",
+                     "acc_mean": 100 * m, "acc_std": 100 * sd,
+                     "epoch_time_vs_float": ratios.get(sur),
+                     "sec_per_epoch_pool": statistics.fmean(r["sec_per_epoch"] for r in runs),
+                     "bit_exact": all(r["bit_exact"] for r in runs)})
+    return rows
+
+
 def _stats(xs: list[float]) -> tuple[float, float]:
     m = statistics.fmean(xs)
     return m, (statistics.pstdev(xs) if len(xs) > 1 else 0.0)
@@ -136,6 +184,8 @@ def run(out_dir: Path, quick: bool) -> dict:
                 if WITH_FLIPPED and (FLIPPED_SURROGATES is None or sur in FLIPPED_SURROGATES):
                     jobs[("flip", sur, _flip_name(name, bn), seed)] = (
                         "qat", base | {"batchnorm": not bn})
+        if WITH_CNN:
+            jobs.update(cnn_jobs((seed,), epochs))
         if quick or not WITH_SCHEDULES:
             continue
         for sur in SMOOTH:
@@ -156,6 +206,8 @@ def run(out_dir: Path, quick: bool) -> dict:
         results = dict(zip(keys, pool.map(_job, [jobs[k] for k in keys])))
 
     ratios = _epoch_ratios(surrogates, 3 if quick else 5)
+    cnn_table = cnn_rows(results, seeds, _cnn_epoch_ratios(3 if quick else 5)) \
+        if WITH_CNN else []
 
     def collect(table, sur, cfg):
         return [results[(table, sur, cfg, s)] for s in seeds if (table, sur, cfg, s) in results]
@@ -219,12 +271,18 @@ def run(out_dir: Path, quick: bool) -> dict:
     for v in verdict:
         v["smooth_minus_ste"] = f"{v['smooth_minus_ste']:+.2f}"
 
+    if cnn_table:
+        rows += [{k: r[k] for k in ("surrogate", "config", "acc_mean", "acc_std",
+                                    "epoch_time_vs_float")} for r in cnn_table]
+        notes.append("CNN rows (config 'cnn w4a4'): epoch time is a ratio to the float CNN, "
+                     "not to the float MLP.")
     plots = _plots(out_dir, results, seeds, surrogates, float_acc, means, quick)
     if plots:
         notes.append("plots: " + ", ".join(plots))
     return {"rows": rows, "tables": {"accuracy (%, mean ± std over seeds)": acc_table,
                                      "batchnorm_flipped": flip_table,
-                                     "smooth_vs_ste": verdict, "schedules": sched_table},
+                                     "smooth_vs_ste": verdict, "schedules": sched_table,
+                                     "cnn": cnn_table},
             "notes": notes, "float_accuracy": float_acc, "quick": quick}
 
 

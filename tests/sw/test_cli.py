@@ -63,3 +63,12 @@ def test_stage_without_its_input_says_what_to_run(tmp_path, capsys):
 def test_device_list_matches_synth():
     from softfloor.hw import synth
     assert set(cli.DEVICES) == set(synth.DEVICES)
+
+
+def test_arch_and_per_channel_options():
+    o = cli._options(cli.parser().parse_args(["train", "--arch", "cnn", "--per-channel"]))
+    assert (o.arch, o.per_channel) == ("cnn", True)
+    o = cli._options(cli.parser().parse_args(["flow"]))
+    assert (o.arch, o.per_channel) == ("mlp", False)
+    with pytest.raises(SystemExit):
+        cli.parser().parse_args(["flow", "--arch", "resnet"])

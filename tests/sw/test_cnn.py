@@ -218,3 +218,28 @@ def test_cnn_flow_runs_to_golden_then_rtl_says_if_it_cannot(tmp_path, capsys):
     cli.main(["report", *common])
     rep = json.loads((out / "report.json").read_text())
     assert rep["config"]["arch"] == "cnn"
+
+
+@pytest.mark.parametrize("wb, ab, surrogate", [(4, 4, "sigmoid"), (2, 2, "ste")])
+def test_cnn_per_channel_export_is_bit_exact(wb, ab, surrogate, splits, tmp_path):
+    cfg = TrainConfig(arch="cnn", weight_bits=wb, act_bits=ab, surrogate=surrogate,
+                      epochs=SHORT, per_channel=True)
+    split = splits(cfg.in_bits)
+    res = train_qat(cfg, split)
+    m = res.model
+    assert all(c.wq.exp.shape == (c.out_channels,) for c in m.convs)
+    assert not m.fc.wq.per_channel
+    with torch.no_grad():  # force distinct exponents, one shift negative (a multiplier)
+        c2 = m.convs[1]
+        c2.wq.log2_scale[0] = float(m.acts[1].exp - m.acts[0].exp + 1)
+        c2.wq.log2_scale[1] = float(m.acts[1].exp - m.acts[0].exp - 3)
+    model = export(m, split.input_spec)
+    loaded = intmodel.load(intmodel.save(model, tmp_path / "m.intmodel.json"))
+    assert [type(x).__name__ for x in loaded.layers] == [
+        "Conv2d", "ChannelRequant", "MaxPool2d", "Conv2d", "ChannelRequant", "MaxPool2d",
+        "Flatten", "Dense"]
+    rq = loaded.layers[4]
+    assert (int(rq.shift[0]), int(rq.multiplier[0])) == (0, 2)
+    assert (int(rq.shift[1]), int(rq.multiplier[1])) == (3, 1)
+    assert loaded.meta["per_channel"] is True
+    assert_bit_exact(m, split, loaded)

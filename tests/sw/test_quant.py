@@ -134,3 +134,61 @@ def test_fused_weight_quantizer_equals_the_composed_ste(bits, scale_grad):
     (ref * g).sum().backward()
     assert torch.equal(out, ref) and torch.equal(fused[0], w.grad)
     assert fused[1].item() == pytest.approx(wq.log2_scale.grad.item(), rel=1e-12, abs=1e-15)
+
+
+# ----------------------------------------------------------------------------------------------
+# Per-output-channel weight scales
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4, 8])
+@pytest.mark.parametrize("scale_grad", ["auto", "lsq"])
+@pytest.mark.parametrize("shape", [(6, 5), (4, 3, 3, 3)])
+def test_per_channel_quantizer_is_per_tensor_on_each_row(bits, scale_grad, shape):
+    """Channel o of a per-channel quantizer == a per-tensor quantizer on row o alone: codes,
+    values, gradients to the weights and to its own exponent."""
+    from softfloor.quant import grad_scale, lsq_grad_factor, pow2_scale
+    gen = torch.Generator().manual_seed(bits)
+    w = torch.randn(*shape, dtype=D, generator=gen).requires_grad_()
+    g = torch.randn(*shape, dtype=D, generator=gen)
+    pc = WeightQuantizer(bits, scale_grad, channels=shape[0]).double()
+    pc.init_scale(w)
+    with torch.no_grad():  # spread the exponents so channels differ
+        pc.log2_scale.add_(torch.arange(shape[0], dtype=D) - shape[0] // 2)
+    out = pc(w)
+    (out * g).sum().backward()
+    assert pc.exp.dtype == torch.int64 and pc.exp.shape == (shape[0],)
+    assert len(set(pc.exp.tolist())) > 1
+    for o in range(shape[0]):
+        pt = WeightQuantizer(bits, scale_grad).double()
+        with torch.no_grad():
+            pt.log2_scale.fill_(float(pc.log2_scale[o]))
+        wo = w.detach()[o:o + 1].clone().requires_grad_()
+        ref = pt(wo)
+        (ref * g[o:o + 1]).sum().backward()
+        assert pt.exp == int(pc.exp[o])
+        assert torch.equal(out[o:o + 1], ref)
+        assert torch.equal(pc.codes(w)[o:o + 1], pt.codes(wo))
+        assert torch.equal(w.grad[o:o + 1], wo.grad)
+        assert pc.log2_scale.grad[o].item() == pytest.approx(pt.log2_scale.grad.item(),
+                                                             rel=1e-12, abs=1e-15)
+    # the fused op equals the composed STE per channel too
+    w.grad = pc.log2_scale.grad = None
+    l2 = pc.log2_scale.reshape((-1,) + (1,) * (len(shape) - 1))
+    if scale_grad == "lsq":
+        l2 = grad_scale(l2, lsq_grad_factor(w[0].numel(), pc.hi))
+    (pow2_scale(l2) * pc.codes_float(w) * g).sum().backward()
+    fused = pc.log2_scale.grad.clone()
+    pc.log2_scale.grad = None
+    (pc(w) * g).sum().backward()
+    assert torch.allclose(fused, pc.log2_scale.grad, rtol=1e-12, atol=1e-15)
+
+
+def test_per_channel_init_scale_and_requant_params():
+    wq = WeightQuantizer(4, channels=3).double()
+    w = torch.tensor([[0.1, -0.1], [1.0, 1.0], [8.0, -8.0]], dtype=D)
+    wq.init_scale(w)
+    expect = [np.log2(2 * m / np.sqrt(7)) for m in (0.1, 1.0, 8.0)]
+    assert torch.allclose(wq.log2_scale, torch.tensor(expect, dtype=D))
+    shift, mult = requant_params(-4, torch.tensor([-3, -6, 1]), -5)
+    assert shift.tolist() == [2, 5, 0] and mult.tolist() == [1, 1, 4]
+    assert [requant_params(-4, e, -5) for e in (-3, -6, 1)] == [(2, 1), (5, 1), (0, 4)]

@@ -1,11 +1,12 @@
 """Train -> export -> save/load -> golden: integer codes equal the torch hard forward, always."""
 import numpy as np
 import pytest
+import torch
 
 from softfloor import golden, intmodel
 from softfloor.data import load_digits_split
 from softfloor.export import export, export_result
-from softfloor.intmodel import Dense, ModelFormatError, Requant
+from softfloor.intmodel import ChannelRequant, Dense, ModelFormatError, Requant
 from softfloor.train import (TrainConfig, float_hard_codes, hard_codes, load_checkpoint,
                              save_checkpoint, train_float, train_qat)
 
@@ -225,3 +226,43 @@ def test_bad_batchnorm_mode():
     from softfloor.quant import QuantLinear
     with pytest.raises(ValueError, match="bn must be None or one of fold, threshold"):
         QuantLinear(4, 4, bn="layer")
+
+
+@pytest.mark.parametrize("wb, ab, ib, surrogate, bn", [
+    (4, 4, None, "sigmoid", None), (2, 2, 2, "ste", True), (1, 1, None, "ste", None),
+    (3, 5, 8, "lsq", None),
+])
+def test_per_channel_export_is_bit_exact(wb, ab, ib, surrogate, bn, splits, tmp_path):
+    """Per-channel weight scales: hidden layers export a per-channel requant (ChannelRequant;
+    a 1-bit BatchNorm threshold stays a per-tensor clamp), the last layer keeps one scale."""
+    cfg = TrainConfig(weight_bits=wb, act_bits=ab, input_bits=ib, surrogate=surrogate,
+                      epochs=3, batchnorm=bn, per_channel=True)
+    split = splits(cfg.in_bits)
+    res = train_qat(cfg, split)
+    lins = res.model.linears
+    assert all(lin.wq.per_channel for lin in lins[:-1]) and not lins[-1].wq.per_channel
+    assert res.accuracy["bit_exact"] is True
+    model = export_result(res, split.input_spec)
+    loaded = intmodel.load(intmodel.save(model, tmp_path / "m.intmodel.json"))
+    assert_bit_exact(res, split, loaded)
+    assert loaded.meta["train_config"]["per_channel"] is True
+    threshold = cfg.use_batchnorm and ab == 1
+    kinds = [type(layer).__name__ for layer in loaded.layers]
+    assert kinds == ["Dense", "Requant" if threshold else "ChannelRequant"] * 2 + ["Dense"]
+    assert not loaded.output.per_channel
+
+
+def test_per_channel_negative_shift_becomes_a_channel_multiplier(splits):
+    split = splits(4)
+    res = train_qat(TrainConfig(epochs=2, per_channel=True), split)
+    m = res.model
+    lin, act = m.linears[1], m.acts[1]
+    with torch.no_grad():  # channel 0 4x finer than its accumulator, channel 1 4x coarser
+        lin.wq.log2_scale[0] = float(act.exp - m.acts[0].exp + 2)
+        lin.wq.log2_scale[1] = float(act.exp - m.acts[0].exp - 2)
+    model = export(m, split.input_spec)
+    rq = model.layers[3]
+    assert isinstance(rq, ChannelRequant)
+    assert (int(rq.shift[0]), int(rq.multiplier[0])) == (0, 4)
+    assert (int(rq.shift[1]), int(rq.multiplier[1])) == (2, 1)
+    assert_bit_exact(res, split, model)
