@@ -24,9 +24,11 @@ from pathlib import Path
 
 import numpy as np
 from amaranth.back import verilog
-from amaranth.hdl import Cat, Module, Shape, Signal
+from amaranth.hdl import Cat, Module, Mux, Shape, Signal, Value
+from amaranth.lib import data
 
-__all__ = ["Field", "Harness", "harness", "pack", "unpack", "run_vectors"]
+__all__ = ["Field", "Harness", "harness", "pack", "unpack", "run_vectors",
+           "StreamHarness", "stream_harness", "run_stream"]
 
 
 @dataclass(frozen=True)
@@ -48,14 +50,18 @@ class Harness:
 
     def write(self, out_dir) -> Path:
         """Write ``<top>_<hash>.v`` into ``out_dir`` (name by content: safe to share)."""
-        h = hashlib.sha256(self.verilog.encode()).hexdigest()[:12]
-        path = Path(out_dir) / f"{self.top}_{h}.v"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists():
-            tmp = path.with_suffix(f".{time.monotonic_ns()}.tmp")
-            tmp.write_text(self.verilog)
-            tmp.replace(path)
-        return path
+        return _write_verilog(self.top, self.verilog, out_dir)
+
+
+def _write_verilog(top: str, text: str, out_dir) -> Path:
+    h = hashlib.sha256(text.encode()).hexdigest()[:12]
+    path = Path(out_dir) / f"{top}_{h}.v"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        tmp = path.with_suffix(f".{time.monotonic_ns()}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+    return path
 
 
 def _layout(shapes: dict) -> list:
@@ -148,3 +154,84 @@ def run_vectors(h: Harness, vectors: dict, simulator: str, work_dir) -> dict:
         raise cosim.CosimError(cosim._failure_message(simulator, work, None))
     out = np.load(work / "vout.npy")
     return {f.name: out[:, k] for k, f in enumerate(h.outputs)}
+
+
+# -- streaming units --------------------------------------------------------------------------
+
+@dataclass
+class StreamHarness:
+    """A valid/ready unit behind the ports of a softfloor top (``s_axis_*``, ``m_axis_*``,
+    ``clk``, ``rst``), so :mod:`softfloor.sim.tb_stream`'s driver, monitor and in-order
+    scoreboard run it unchanged (:func:`softfloor.sim.cosim.cosimulate`).
+
+    ``manifest`` has the keys the testbench reads: ``top``, ``input`` and ``output`` (beat
+    layouts, :meth:`softfloor.hw.stream_io.BeatLayout.to_dict`). One *beat* is one transfer of
+    the unit, one *sample* is one vector (``elements`` elements on each side).
+    """
+    top: str
+    verilog: str
+    manifest: dict
+
+    def write(self, out_dir) -> Path:
+        return _write_verilog(self.top, self.verilog, out_dir)
+
+
+def _has_last(payload) -> bool:
+    return isinstance(payload, data.View) and "last" in dict(payload.shape().members)
+
+
+def stream_harness(top: str, unit, in_layout, out_layout) -> StreamHarness:
+    """Wrap ``unit`` (``i``/``o`` stream interfaces) as a top with AXI4-Stream-named ports.
+
+    ``in_layout`` / ``out_layout`` (:class:`softfloor.hw.stream_io.BeatLayout`) say how one
+    vector is split into the unit's transfers: ``elements_per_beat`` elements per transfer,
+    element ``j`` at bits ``[j*b, (j+1)*b)``. ``s_axis_tdata`` drives the unit's payload (its
+    ``data`` field and ``s_axis_tlast`` its ``last`` field, when the payload is a beat); the
+    payload (or its ``data`` field) leaves zero-extended on ``m_axis_tdata``. ``m_axis_tlast`` is
+    the unit's own ``last`` when it has one, else a counter of output transfers marks the last
+    transfer of every vector (so the monitor's framing check counts transfers).
+    """
+    m = Module()
+    m.submodules.dut = unit
+    s_tdata = Signal(in_layout.tdata_width, name="s_axis_tdata")
+    s_tvalid, s_tlast, s_tready = (Signal(name=f"s_axis_{n}") for n in ("tvalid", "tlast",
+                                                                         "tready"))
+    m_tdata = Signal(out_layout.tdata_width, name="m_axis_tdata")
+    m_tvalid, m_tlast, m_tready = (Signal(name=f"m_axis_{n}") for n in ("tvalid", "tlast",
+                                                                         "tready"))
+    if _has_last(unit.i.payload):
+        ip = unit.i.payload.data
+        m.d.comb += unit.i.payload.last.eq(s_tlast)
+    else:
+        ip = unit.i.payload
+    ip = Value.cast(ip)
+    m.d.comb += [ip.eq(s_tdata[:len(ip)]), unit.i.valid.eq(s_tvalid), s_tready.eq(unit.i.ready),
+                 m_tvalid.eq(unit.o.valid), unit.o.ready.eq(m_tready)]
+    if _has_last(unit.o.payload):
+        m.d.comb += [m_tdata.eq(Value.cast(unit.o.payload.data).as_unsigned()),
+                     m_tlast.eq(unit.o.payload.last)]
+    else:
+        m.d.comb += m_tdata.eq(Value.cast(unit.o.payload).as_unsigned())
+        n = out_layout.beats_per_sample
+        if n == 1:
+            m.d.comb += m_tlast.eq(1)
+        else:
+            cnt = Signal(range(n), name="harness_out_count")
+            m.d.comb += m_tlast.eq(cnt == n - 1)
+            with m.If(m_tvalid & m_tready):
+                m.d.sync += cnt.eq(Mux(cnt == n - 1, 0, cnt + 1))
+    ports = [s_tdata, s_tvalid, s_tlast, s_tready, m_tdata, m_tvalid, m_tlast, m_tready]
+    text = verilog.convert(m, name=top, ports=ports, emit_src=False)
+    return StreamHarness(top, text, {"top": top, "input": in_layout.to_dict(),
+                                     "output": out_layout.to_dict()})
+
+
+def run_stream(h: StreamHarness, inputs, simulator: str, work_dir, *, expected=None,
+               **options):
+    """Stream ``inputs`` (one vector per row) through ``h`` with :func:`cosim.cosimulate`
+    (``options``: ``gap_prob``, ``stall_prob``, ``seed``, ``reset``, ``idle_check_cycles``,
+    ``measure_latency``, ``waves``). The Verilog is built once per content hash."""
+    from . import cosim
+    vpath = h.write(cosim.cache_root() / "units")
+    return cosim.cosimulate(vpath, h.manifest, inputs, simulator, work_dir, expected=expected,
+                            **options)
