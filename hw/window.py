@@ -1,0 +1,299 @@
+"""Sliding window: a (C, H, W) frame in, for each output pixel its window's taps out (im2col).
+
+::
+
+    i ─► frame buffer (2 banks, in_ept elements per word) ─► n read lanes ─► pad / select ─► skid ─► o
+                 ▲ write counter                  ▲ (oy, ox, t) address generator
+
+The frame arrives in ``order`` (``"chw"``: channel slowest, as the model's flattened input;
+``"hwc"``: pixel by pixel, channels fastest, as every conv / pool engine emits), ``in_ept``
+elements per transfer, and is written to the free bank of a double-buffered frame memory. When a
+frame is complete the bank is marked full and the reader walks the output pixels in raster order
+(``oy`` slowest, ``ox``), and for each pixel the window's ``cols = C * kh * kw`` taps in the order
+``(c, ky, kx)`` (``kx`` fastest) -- the column order of ``Conv2d.weight.reshape(out_channels, -1)``
+-- ``out_ept`` taps per transfer. Taps outside the frame (padding) carry ``pad_value``. While one
+bank is read the next frame fills the other, so frames stream back to back.
+
+Faces (FINN style):
+
+* ``model(x)`` -- numpy twin: ``(N, C*H*W)`` codes in ``order`` -> ``(N, P*cols)`` taps;
+* ``in_transfers``, ``out_transfers``, ``initiation_interval`` (``max`` of the two: the write
+  and read sides overlap), ``tail_latency`` (last input transfer accepted -> last output
+  transfer accepted, output always ready: ``out_transfers - 1 + WINDOW_LATENCY``);
+* ``memory_words``/``read_ports`` for the resource estimate.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
+from amaranth.lib import stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from . import primitives as P
+from .stream_io import transfer_shape
+
+__all__ = ["SlidingWindow", "WINDOW_LATENCY", "ORDERS", "stream_index", "window_taps"]
+
+#: Cycles from the last input transfer accepted to the first output transfer accepted (idle
+#: reader, output ready): bank-full flag (1), memory read (1), tap register (1), skid (1).
+WINDOW_LATENCY = 4
+#: Element orders of a (C, H, W) tensor on a stream.
+ORDERS = ("chw", "hwc")
+
+
+def stream_index(order: str, shape, c, y, x):
+    """Position on the stream of element ``(c, y, x)`` of a ``(C, H, W)`` tensor sent in ``order``."""
+    C, H, W = shape
+    if order == "chw":
+        return (c * H + y) * W + x
+    if order == "hwc":
+        return (y * W + x) * C + c
+    raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+
+
+def window_taps(shape, kernel, stride, padding):
+    """Tap geometry: output size ``(OH, OW)`` and per column ``q`` its ``(c, ky, kx)``."""
+    C, H, W = shape
+    (kh, kw), (sy, sx), (pt, pl, pb, pr) = kernel, stride, padding
+    oh = (H + pt + pb - kh) // sy + 1
+    ow = (W + pl + pr - kw) // sx + 1
+    cols = [(c, ky, kx) for c in range(C) for ky in range(kh) for kx in range(kw)]
+    return (oh, ow), cols
+
+
+def _pos(name: str, v) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        raise ValueError(f"{name} must be a positive integer, got {v!r}")
+    return v
+
+
+class SlidingWindow(wiring.Component):
+    """Double-buffered frame memory and im2col tap generator.
+
+    Parameters
+    ----------
+    shape : (C, H, W)
+        Frame shape.
+    element_shape : shape-like
+        Shape of one element (code).
+    order : "chw" or "hwc"
+        Element order of the incoming frame.
+    kernel, stride : (int, int)
+    padding : (top, left, bottom, right)
+    pad_value : int
+        Code of the padded taps (a code of ``element_shape``).
+    in_elements_per_transfer : int
+        A power of two dividing ``C*H*W``.
+    out_elements_per_transfer : int
+        Divides ``cols = C*kh*kw``; one memory read port per lane.
+    name : str
+        For error messages.
+
+    Members
+    -------
+    i : ``In(stream.Signature(transfer_shape(element_shape, in_elements_per_transfer)))``
+    o : ``Out(stream.Signature(transfer_shape(element_shape, out_elements_per_transfer)))``
+    """
+
+    def __init__(self, shape, element_shape, *, order: str = "hwc", kernel=(1, 1),
+                 stride=(1, 1), padding=(0, 0, 0, 0), pad_value: int = 0,
+                 in_elements_per_transfer: int = 1, out_elements_per_transfer: int = 1,
+                 name: str = "window"):
+        self._MustUse__silence = True
+        self.name = name
+        self.shape = tuple(_pos("shape", int(v)) for v in shape)
+        if len(self.shape) != 3:
+            raise ValueError(f"{name}: shape must be (C, H, W), got {shape!r}")
+        if order not in ORDERS:
+            raise ValueError(f"{name}: order must be one of {ORDERS}, got {order!r}")
+        self.order = order
+        self.element_shape = Shape.cast(element_shape)
+        self.kernel = tuple(_pos("kernel", int(v)) for v in kernel)
+        self.stride = tuple(_pos("stride", int(v)) for v in stride)
+        self.padding = tuple(int(v) for v in padding)
+        if len(self.padding) != 4 or min(self.padding) < 0:
+            raise ValueError(f"{name}: padding must be 4 integers >= 0, got {padding!r}")
+        lo = -(1 << (self.element_shape.width - 1)) if self.element_shape.signed else 0
+        hi = (1 << (self.element_shape.width - (1 if self.element_shape.signed else 0))) - 1
+        if not lo <= int(pad_value) <= hi:
+            raise ValueError(f"{name}: pad_value {pad_value} is not a code of {self.element_shape}")
+        self.pad_value = int(pad_value)
+        C, H, W = self.shape
+        (self.oh, self.ow), self.taps = window_taps(self.shape, self.kernel, self.stride,
+                                                    self.padding)
+        if self.oh < 1 or self.ow < 1:
+            raise ValueError(f"{name}: kernel {self.kernel} larger than the padded frame")
+        self.cols = len(self.taps)
+        self.pixels = self.oh * self.ow
+        self.frame = C * H * W
+        k = _pos("in_elements_per_transfer", in_elements_per_transfer)
+        n = _pos("out_elements_per_transfer", out_elements_per_transfer)
+        if k & (k - 1) or self.frame % k:
+            raise ValueError(f"{name}: in_elements_per_transfer={k} must be a power of two "
+                             f"dividing the frame's {self.frame} elements")
+        if self.cols % n:
+            raise ValueError(f"{name}: out_elements_per_transfer={n} must divide the window's "
+                             f"{self.cols} taps")
+        self.in_ept, self.out_ept = k, n
+        super().__init__({
+            "i": In(stream.Signature(transfer_shape(self.element_shape, k))),
+            "o": Out(stream.Signature(transfer_shape(self.element_shape, n)))})
+        self._MustUse__silence = False
+
+    # -- faces ------------------------------------------------------------------------------
+    def model(self, x) -> np.ndarray:
+        """Numpy twin: ``(N, C*H*W)`` frames in ``order`` -> ``(N, pixels*cols)`` taps."""
+        x = np.asarray(x, dtype=np.int64)
+        C, H, W = self.shape
+        (sy, sx), (pt, pl, _, _) = self.stride, self.padding
+        out = np.full((x.shape[0], self.pixels, self.cols), self.pad_value, dtype=np.int64)
+        for oy in range(self.oh):
+            for ox in range(self.ow):
+                for q, (c, ky, kx) in enumerate(self.taps):
+                    y, xx = oy * sy + ky - pt, ox * sx + kx - pl
+                    if 0 <= y < H and 0 <= xx < W:
+                        out[:, oy * self.ow + ox, q] = x[:, stream_index(self.order, self.shape,
+                                                                         c, y, xx)]
+        return out.reshape(x.shape[0], -1)
+
+    @property
+    def in_transfers(self) -> int:
+        return self.frame // self.in_ept
+
+    @property
+    def transfers_per_pixel(self) -> int:
+        return self.cols // self.out_ept
+
+    @property
+    def out_transfers(self) -> int:
+        return self.pixels * self.transfers_per_pixel
+
+    @property
+    def initiation_interval(self) -> int:
+        return max(self.in_transfers, self.out_transfers)
+
+    @property
+    def tail_latency(self) -> int:
+        return self.out_transfers - 1 + WINDOW_LATENCY
+
+    @property
+    def latency(self) -> int:
+        return self.in_transfers - 1 + self.tail_latency
+
+    @property
+    def memory_words(self) -> int:
+        return 2 << max(0, (self.in_transfers - 1).bit_length())
+
+    read_ports = property(lambda self: self.out_ept)
+
+    # -- hardware ---------------------------------------------------------------------------
+    def elaborate(self, platform):
+        m = Module()
+        C, H, W = self.shape
+        k, n = self.in_ept, self.out_ept
+        b = self.element_shape.width
+        words = self.in_transfers
+        aw = max(0, (words - 1).bit_length())
+        kb = (k - 1).bit_length()
+        depth = 2 << aw
+        m.submodules.fbuf = fbuf = Memory(shape=unsigned(k * b), depth=depth, init=[0] * depth)
+        wp = fbuf.write_port()
+        rps = [fbuf.read_port() for _ in range(n)]
+
+        def addr(word, bank):
+            return Cat(word[:aw], bank) if aw else bank
+
+        full = Signal(2)
+        set_full, clr_full = Signal(2), Signal(2)
+        m.d.sync += full.eq((full | set_full) & ~clr_full)
+
+        # ---- write side ----------------------------------------------------------------------
+        wr_bank = Signal()
+        wr_word = Signal(range(max(2, words)))
+        take = Signal()
+        m.d.comb += [self.i.ready.eq(~full.bit_select(wr_bank, 1)),
+                     take.eq(self.i.valid & self.i.ready),
+                     wp.addr.eq(addr(wr_word, wr_bank)), wp.data.eq(Value.cast(self.i.payload)),
+                     wp.en.eq(take)]
+        with m.If(take):
+            with m.If(wr_word == words - 1):
+                m.d.sync += [wr_word.eq(0), wr_bank.eq(~wr_bank)]
+                m.d.comb += set_full.eq(Mux(wr_bank, 0b10, 0b01))
+            with m.Else():
+                m.d.sync += wr_word.eq(wr_word + 1)
+
+        # ---- read side: (oy, ox, t) counters -------------------------------------------------
+        T = self.transfers_per_pixel
+        (kh, kw), (sy, sx), (pt, pl, _, _) = self.kernel, self.stride, self.padding
+        res = stream.Signature(transfer_shape(self.element_shape, n)).create()
+        advance = Signal()
+        m.d.comb += advance.eq(~res.valid | res.ready)
+        rd_bank = Signal()
+        issue = Signal()
+        m.d.comb += issue.eq(full.bit_select(rd_bank, 1) & advance)
+        t = Signal(range(max(2, T)))
+        ox = Signal(range(max(2, self.ow)))
+        oy = Signal(range(max(2, self.oh)))
+        span = max(H, W) + max(pt, pl) + max(kh, kw) + max(sy * self.oh, sx * self.ow) + 2
+        by = Signal(signed(span.bit_length() + 1), init=-pt)       # oy * sy - pt
+        bx = Signal(signed(span.bit_length() + 1), init=-pl)       # ox * sx - pl
+        last_t, last_x, last_y = (t == T - 1), (ox == self.ow - 1), (oy == self.oh - 1)
+        with m.If(issue):
+            with m.If(last_t):
+                m.d.sync += t.eq(0)
+                with m.If(last_x):
+                    m.d.sync += [ox.eq(0), bx.eq(-pl)]
+                    with m.If(last_y):
+                        m.d.sync += [oy.eq(0), by.eq(-pt), rd_bank.eq(~rd_bank)]
+                        m.d.comb += clr_full.eq(Mux(rd_bank, 0b10, 0b01))
+                    with m.Else():
+                        m.d.sync += [oy.eq(oy + 1), by.eq(by + sy)]
+                with m.Else():
+                    m.d.sync += [ox.eq(ox + 1), bx.eq(bx + sx)]
+            with m.Else():
+                m.d.sync += t.eq(t + 1)
+
+        # ---- per lane: tap address, padding, element select ---------------------------------
+        rs, cs = (W, 1) if self.order == "chw" else (W * C, C)
+        ew = (self.frame + rs * span + cs * span).bit_length() + 2
+        v1 = Signal()
+        lanes = []
+        for j in range(n):
+            qs = [t_ * n + j for t_ in range(T)]
+            ky = [self.taps[q][1] for q in qs]
+            kx = [self.taps[q][2] for q in qs]
+            cb = [self.taps[q][0] * (H * W if self.order == "chw" else 1) for q in qs]
+
+            def pick(vals, name):
+                if len(set(vals)) == 1:
+                    return Const(vals[0], signed(max(v.bit_length() for v in vals) + 1))
+                s = Signal(signed(max(v.bit_length() for v in vals) + 1), name=f"{name}{j}")
+                m.d.comb += s.eq(Array(Const(v, s.shape()) for v in vals)[t])
+                return s
+
+            iy = Signal(by.shape(), name=f"iy{j}")
+            ix = Signal(bx.shape(), name=f"ix{j}")
+            e = Signal(signed(ew), name=f"e{j}")
+            inb = Signal(name=f"inb{j}")
+            m.d.comb += [iy.eq(by + pick(ky, "ky")), ix.eq(bx + pick(kx, "kx")),
+                         inb.eq((iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)),
+                         e.eq(pick(cb, "cb") + iy * rs + ix * cs)]
+            eu = e.as_unsigned()
+            m.d.comb += [rps[j].addr.eq(addr(eu[kb:], rd_bank)), rps[j].en.eq(advance)]
+            pad1 = Signal(name=f"pad1_{j}")
+            sel1 = Signal(max(1, kb), name=f"sel1_{j}")
+            with m.If(advance):
+                m.d.sync += [pad1.eq(~inb), sel1.eq(eu[:kb] if kb else 0)]
+            word = rps[j].data
+            elem = word.word_select(sel1, b) if k > 1 else word
+            lanes.append(Mux(pad1, Const(self.pad_value, self.element_shape).as_unsigned(),
+                             elem))
+        with m.If(advance):
+            m.d.sync += [v1.eq(issue), res.valid.eq(v1), res.payload.eq(Cat(*lanes))]
+        out = P.skid_buffer(m, "skid", res, transfer_shape(self.element_shape, n))
+        m.d.comb += [self.o.payload.eq(out.payload), self.o.valid.eq(out.valid),
+                     out.ready.eq(self.o.ready)]
+        return m

@@ -1,0 +1,75 @@
+"""SlidingWindow against its numpy twin (and Conv2d's own im2col), in Amaranth's simulator."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from amaranth.hdl import signed, unsigned
+
+from softfloor.hw.window import SlidingWindow, stream_index
+from softfloor.intmodel import Conv2d
+
+from .streamsim import run_stream
+from .test_engine import pack_words, unpack_words
+
+
+def run_window(win, frames, *, gap=0.0, stall=0.0, seed=0):
+    flat = [int(v) for f in frames for v in f]
+    b = win.element_shape.width
+    r = run_stream(win, i_valid=win.i.valid, i_ready=win.i.ready, i_data=win.i.payload,
+                   o_valid=win.o.valid, o_ready=win.o.ready, o_data=win.o.payload,
+                   inputs=pack_words(flat, win.in_ept, b),
+                   n_out=win.out_transfers * len(frames), gap_prob=gap, stall_prob=stall,
+                   rng=np.random.default_rng(seed), idle_after=8)
+    out = unpack_words(r.outputs, win.out_ept, b, win.element_shape.signed)
+    return np.array(out).reshape(len(frames), -1), r
+
+
+#: (C, H, W), order, kernel, stride, padding, in ept, out ept
+CASES = [((1, 4, 4), "chw", (3, 3), (1, 1), (1, 1, 1, 1), 1, 1),
+         ((2, 5, 4), "hwc", (2, 3), (2, 1), (0, 1, 1, 0), 2, 3),
+         ((3, 3, 3), "chw", (1, 1), (1, 1), (0, 0, 0, 0), 1, 3),
+         ((2, 4, 4), "hwc", (2, 2), (2, 2), (0, 0, 0, 0), 4, 4),
+         ((1, 6, 5), "chw", (3, 2), (2, 2), (1, 0, 1, 1), 2, 2),
+         ((4, 2, 2), "hwc", (3, 3), (1, 1), (1, 1, 1, 1), 8, 6)]
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_window_matches_twin_and_timing(case):
+    shape, order, kernel, stride, padding, k, n = CASES[case]
+    rng = np.random.default_rng(case)
+    sh = signed(5) if case % 2 else unsigned(4)
+    lo, hi = (-16, 15) if case % 2 else (0, 15)
+    win = SlidingWindow(shape, sh, order=order, kernel=kernel, stride=stride, padding=padding,
+                        pad_value=int(rng.integers(lo, hi + 1)), in_elements_per_transfer=k,
+                        out_elements_per_transfer=n)
+    frames = rng.integers(lo, hi + 1, (4, int(np.prod(shape))))
+    got, r = run_window(win, frames)
+    np.testing.assert_array_equal(got, win.model(frames))
+    per = win.out_transfers
+    last_out = r.out_cycles[per - 1::per]
+    assert last_out[0] - r.in_cycles[0] == win.latency
+    assert set(np.diff(last_out[1:])) == {win.initiation_interval}, np.diff(last_out)
+    got2, _ = run_window(win, frames, gap=0.3, stall=0.4, seed=case)
+    np.testing.assert_array_equal(got2, got)
+
+
+def test_window_twin_is_conv_im2col():
+    """Window taps dotted with the conv weights == Conv2d.execute (the model's definition)."""
+    rng = np.random.default_rng(5)
+    C, H, W = 3, 5, 6
+    w = rng.integers(-3, 4, (4, C, 3, 2))
+    conv = Conv2d("c", w, rng.integers(-5, 6, 4), 3, 6, 16, (2, 1), (1, 0, 1, 1), 2)
+    x = rng.integers(0, 8, (3, C, H, W))
+    for order in ("chw", "hwc"):
+        win = SlidingWindow((C, H, W), unsigned(3), order=order, kernel=(3, 2), stride=(2, 1),
+                            padding=(1, 0, 1, 1), pad_value=2)
+        win._MustUse__silence = True                          # numpy face only
+        flat = np.zeros((3, C * H * W), dtype=np.int64)
+        for c in range(C):
+            for y in range(H):
+                for xx in range(W):
+                    flat[:, stream_index(order, (C, H, W), c, y, xx)] = x[:, c, y, xx]
+        taps = win.model(flat).reshape(3, win.pixels, win.cols)
+        acc = taps @ w.reshape(4, -1).T + conv.bias
+        want = conv.execute(x)                                    # (N, O, OH, OW)
+        np.testing.assert_array_equal(acc, want.transpose(0, 2, 3, 1).reshape(3, win.pixels, 4))
