@@ -45,16 +45,17 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from ..intmodel import CodeType, Dense, Requant
+from .. import arith
+from ..intmodel import ChannelRequant, CodeType, Dense, Requant
 from . import primitives as P
 
 __all__ = ["DenseEngine", "RequantEngine", "ENGINE_LATENCY", "REQUANT_LATENCY",
-           "payload_shape", "dsp_eligible"]
+           "payload_shape", "dsp_eligible", "requant_params", "channel_tables", "table_value"]
 
 #: Fixed cycles of a DenseEngine from its last input transfer accepted to its last output transfer
 #: accepted, on top of ``cycles + tree_levels + (last group transfers - 1)``: bank-full flag (1),
@@ -67,6 +68,46 @@ REQUANT_LATENCY = 3
 SPLIT_WEIGHT_BITS = 6
 #: Yosys maps a ``$mul`` to an iCE40/ECP5 DSP only when its result is at least this wide.
 DSP_MIN_PRODUCT_BITS = 11
+
+
+def requant_params(rq, channels: int) -> tuple[list[int], int]:
+    """Per-channel multipliers and one common shift for ``rq`` (Requant or ChannelRequant).
+
+    A ChannelRequant's shifts are folded into its multipliers: with ``S = max(shift)``, channel
+    ``c`` uses ``multiplier[c] << (S - shift[c])`` and the shift ``S``. This is exact for every
+    rounding mode: ``x * m * 2**(S-s) / 2**S`` *is* ``x * m / 2**s``, the rational that
+    :func:`softfloor.arith.round_shift` rounds. One shift means one rounding unit per lane.
+    """
+    if isinstance(rq, ChannelRequant):
+        if rq.channels != channels:
+            raise ValueError(f"{rq.name}: {rq.channels} channels, but the stream carries "
+                             f"{channels}")
+        S = int(rq.shift.max())
+        return [int(m) << (S - int(s)) for m, s in zip(rq.multiplier, rq.shift)], S
+    return [int(rq.multiplier)] * channels, int(rq.shift)
+
+
+def channel_tables(channel_of: list[int], ept: int) -> tuple[int, list[list[int]]]:
+    """Channel of lane ``j`` at transfer ``t`` as ``(period, tables)``: ``tables[j][t % period]``.
+
+    ``channel_of[e]`` is the channel of element ``e`` of a sample; transfers carry ``ept``
+    consecutive elements. ``period`` is the smallest number of transfers after which the pattern
+    repeats (a divisor of the transfers per sample), so a counter modulo ``period`` indexes it.
+    """
+    n = len(channel_of) // ept
+    per = [[channel_of[t * ept + j] for j in range(ept)] for t in range(n)]
+    period = next(p for p in range(1, n + 1) if n % p == 0
+                  and all(per[t] == per[t % p] for t in range(n)))
+    return period, [[per[t][j] for t in range(period)] for j in range(ept)]
+
+
+def table_value(m: Module, values: list[int], index, shape, name: str) -> Value:
+    """``values[index]`` as an expression: a constant when all values agree, else a mux."""
+    if len(set(values)) == 1:
+        return Const(values[0], shape)
+    sig = Signal(shape, name=name)
+    m.d.comb += sig.eq(Array(Const(v, shape) for v in values)[index])
+    return sig
 
 
 def _code_shape(t: CodeType) -> Shape:
@@ -111,8 +152,9 @@ class DenseEngine(wiring.Component):
         The layer (integer weights ``(rows, cols)``, bias, ``acc_bits``).
     in_type : CodeType
         Code type of the input elements (from ``IntModel.types()``).
-    requant : Requant or None
-        Fused requantization/activation; ``None`` outputs the raw ``acc_bits`` accumulator.
+    requant : Requant, ChannelRequant or None
+        Fused requantization/activation (per-tensor, or per output row: see
+        :func:`requant_params`); ``None`` outputs the raw ``acc_bits`` accumulator.
     pe, simd : int
         Folding: output rows and input columns processed per cycle (``1 <= pe <= rows``,
         ``1 <= simd <= cols``; non-divisors are padded).
@@ -138,8 +180,9 @@ class DenseEngine(wiring.Component):
             raise TypeError(f"dense must be a Dense layer, got {type(dense).__name__}")
         if not isinstance(in_type, CodeType):
             raise TypeError(f"in_type must be a CodeType, got {in_type!r}")
-        if requant is not None and not isinstance(requant, Requant):
-            raise TypeError(f"requant must be a Requant layer or None, got {requant!r}")
+        if requant is not None and not isinstance(requant, (Requant, ChannelRequant)):
+            raise TypeError(f"requant must be a Requant/ChannelRequant layer or None, got "
+                            f"{requant!r}")
         pe, simd = _pos("pe", pe), _pos("simd", simd)
         win = _pos("in_elements_per_transfer", in_elements_per_transfer)
         wout = _pos("out_elements_per_transfer", out_elements_per_transfer)
@@ -449,16 +492,27 @@ class DenseEngine(wiring.Component):
 
         # ---- requantize, wout lanes: scale, round, saturate ----------------------------------
         rq = self.requant
-        mult = rq.multiplier if rq else 1
+        mults, shift = requant_params(rq, self.rows) if rq else ([1] * self.rows, 0)
         res = stream.Signature(payload_shape(self.out_shape, wout)).create()
         m.d.comb += rq_adv.eq(~res.valid | res.ready)
         va, vb = Signal(), Signal()
         lanes_out = []
+        # output transfer index within the vector: selects per-row multipliers
+        n_tr = self.rows // wout
+        otr = Signal(range(max(2, n_tr)))
+        if len(set(mults)) > 1:
+            with m.If(emit):
+                m.d.sync += otr.eq(Mux(otr == n_tr - 1, 0, otr + 1))
+        mshape = unsigned(max(mults).bit_length())
         for j in range(wout):
             a = hold[j * ab:(j + 1) * ab].as_signed()
-            sexpr = P.multiply_const(a, mult) if mult != 1 else a
+            lane_m = [mults[t * wout + j] for t in range(n_tr)]
+            if len(set(lane_m)) == 1:
+                sexpr = P.multiply_const(a, lane_m[0]) if lane_m[0] != 1 else a
+            else:
+                sexpr = P.multiply(a, table_value(m, lane_m, otr, mshape, f"mult{j}"))
             scaled = Signal(signed(len(sexpr)), name=f"scaled{j}")
-            rexpr = P.round_shift(scaled, rq.shift, rq.rounding) if rq else scaled
+            rexpr = P.round_shift(scaled, shift, rq.rounding) if rq else scaled
             rounded = Signal(rexpr.shape(), name=f"rounded{j}")
             with m.If(rq_adv):
                 m.d.sync += [scaled.eq(sexpr), rounded.eq(rexpr)]
@@ -475,10 +529,13 @@ class DenseEngine(wiring.Component):
 
 
 class RequantEngine(wiring.Component):
-    """Elementwise Requant on a stream (for a Requant that does not follow a Dense).
+    """Elementwise Requant / ChannelRequant on a stream (a Requant that does not follow a Dense).
 
     ``elements_per_transfer`` lanes; stages: ``x * multiplier`` register, round/saturate
-    register, skid buffer (latency :data:`REQUANT_LATENCY` after the last input).
+    register, skid buffer (latency :data:`REQUANT_LATENCY` after the last input). Per-channel
+    multipliers (a ChannelRequant, see :func:`requant_params`) are selected by a transfer
+    counter from ``channel_of`` (the channel of each element of a sample, in stream order;
+    default: element ``e`` is channel ``e``).
 
     Members
     -------
@@ -486,16 +543,20 @@ class RequantEngine(wiring.Component):
     o : ``Out(stream.Signature(payload_shape(out_shape, elements_per_transfer)))``
     """
 
-    def __init__(self, requant: Requant, in_type: CodeType, *, elements: int,
-                 elements_per_transfer: int = 1):
+    def __init__(self, requant, in_type: CodeType, *, elements: int,
+                 elements_per_transfer: int = 1, channel_of: list | None = None):
         self._MustUse__silence = True           # no "never used" warning if validation fails
-        if not isinstance(requant, Requant):
+        if not isinstance(requant, (Requant, ChannelRequant)):
             raise TypeError(f"requant must be a Requant layer, got {type(requant).__name__}")
         elements = _pos("elements", elements)
         n = _pos("elements_per_transfer", elements_per_transfer)
         if elements % n:
             raise ValueError(f"{requant.name}: elements_per_transfer={n} must divide the "
                              f"{elements} elements")
+        self.channel_of = list(range(elements)) if channel_of is None else list(channel_of)
+        if len(self.channel_of) != elements:
+            raise ValueError(f"{requant.name}: channel_of has {len(self.channel_of)} entries "
+                             f"for {elements} elements")
         self.requant, self.in_type, self.elements = requant, in_type, elements
         self.in_ept = self.out_ept = n
         self.out_type = requant.out_type(in_type)
@@ -507,7 +568,14 @@ class RequantEngine(wiring.Component):
         self._MustUse__silence = False
 
     def model(self, x):
-        return self.requant.execute(np.asarray(x, dtype=np.int64))
+        """Numpy twin on ``(N, elements)`` codes in stream order."""
+        x = np.asarray(x, dtype=np.int64)
+        rq = self.requant
+        if isinstance(rq, ChannelRequant):
+            return np.stack([arith.requantize(x[:, e], int(rq.shift[c]), rq.rounding, rq.lo,
+                                              rq.hi, int(rq.multiplier[c]))
+                             for e, c in enumerate(self.channel_of)], axis=1)
+        return rq.execute(x)
 
     @property
     def cycles(self) -> int:
@@ -534,20 +602,33 @@ class RequantEngine(wiring.Component):
         m = Module()
         rq = self.requant
         n, b = self.in_ept, self.in_shape.width
+        chans = max(self.channel_of) + 1
+        mults, shift = requant_params(rq, rq.channels if isinstance(rq, ChannelRequant)
+                                      else chans)
+        period, tables = channel_tables(self.channel_of, n)
         v1 = Signal()
         res = stream.Signature(payload_shape(self.out_shape, n)).create()
         advance = Signal()
         m.d.comb += [advance.eq(~res.valid | res.ready), self.i.ready.eq(advance)]
+        tc = Signal(range(max(2, period)))
+        if len(set(mults)) > 1 and period > 1:
+            with m.If(self.i.valid & advance):
+                m.d.sync += tc.eq(Mux(tc == period - 1, 0, tc + 1))
+        mshape = unsigned(max(mults).bit_length())
         data = Value.cast(self.i.payload)
         outs = []
         for j in range(n):
             x = data[j * b:(j + 1) * b]
             x = x.as_signed() if self.in_shape.signed else x
-            sexpr = P.multiply_const(x, rq.multiplier) if rq.multiplier != 1 else x
+            lane_m = [mults[c] for c in tables[j]]
+            if len(set(lane_m)) == 1:
+                sexpr = P.multiply_const(x, lane_m[0]) if lane_m[0] != 1 else x
+            else:
+                sexpr = P.multiply(x, table_value(m, lane_m, tc, mshape, f"mult{j}"))
             scaled = Signal(sexpr.shape(), name=f"scaled{j}")
             with m.If(advance):
                 m.d.sync += scaled.eq(sexpr)
-            outs.append(P.saturate(P.round_shift(scaled, rq.shift, rq.rounding),
+            outs.append(P.saturate(P.round_shift(scaled, shift, rq.rounding),
                                    rq.lo, rq.hi, self.out_shape))
         with m.If(advance):
             m.d.sync += [v1.eq(self.i.valid), res.valid.eq(v1), res.payload.eq(Cat(*outs))]

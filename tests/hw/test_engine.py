@@ -201,3 +201,26 @@ def test_split_products_timing(wb):
     got, r = run_engine(eng, codes)
     np.testing.assert_array_equal(got, eng.model(codes))
     assert r.out_cycles[5] - r.in_cycles[0] == eng.latency
+
+
+@pytest.mark.parametrize("rows,cols,pe,simd,win,wout", [(6, 9, 3, 4, 1, 3), (8, 8, 2, 2, 1, 1),
+                                                        (10, 32, 2, 2, 2, 2)])
+def test_dense_engine_per_row_requant(rows, cols, pe, simd, win, wout):
+    """A fused ChannelRequant (per output row multiplier and shift) at several foldings."""
+    from softfloor.intmodel import ChannelRequant
+    from softfloor import arith
+    rng = np.random.default_rng(rows * cols)
+    model = random_model(rng, [cols, rows], final_requant=False)
+    dense = model.layers[0]
+    t = dense.out_type(model.input.code_type)
+    rq = ChannelRequant("rq", rng.integers(0, 7, rows), str(rng.choice(arith.ROUNDING_MODES)),
+                        4, True, -8, 7, rng.integers(1, 6, rows))
+    rq.check(t, "test")
+    eng = DenseEngine(dense, model.input.code_type, rq, pe=pe, simd=simd,
+                      in_elements_per_transfer=win, out_elements_per_transfer=wout)
+    codes = random_codes(rng, model, 6)
+    got, r = run_engine(eng, codes, gap=0.2, stall=0.3, seed=rows)
+    np.testing.assert_array_equal(got, rq.execute(dense.execute(codes)))
+    got, r = run_engine(eng, codes)
+    last_out = r.out_cycles[rows // wout - 1::rows // wout]
+    assert last_out[0] - r.in_cycles[0] == eng.latency
