@@ -30,7 +30,7 @@ def unpack_words(words, n, bits, signed_):
 
 def run_engine(eng, vectors, *, gap=0.0, stall=0.0, seed=0):
     flat = [int(v) for vec in vectors for v in vec]
-    rows = eng.rows
+    rows = getattr(eng, "out_elements", eng.rows)          # outputs per sample
     win, wout = eng.in_ept, eng.out_ept
     r = run_stream(eng, i_valid=eng.i.valid, i_ready=eng.i.ready, i_data=eng.i.payload,
                    o_valid=eng.o.valid, o_ready=eng.o.ready, o_data=eng.o.payload,
