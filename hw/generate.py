@@ -27,10 +27,12 @@ from pathlib import Path
 
 from amaranth.back import verilog
 
-from ..intmodel import Dense, IntModel, atomic_write_text, load
+import numpy as np
+
+from ..intmodel import IntModel, atomic_write_text, load
 from . import planner
-from .engine import ENGINE_LATENCY, REQUANT_LATENCY, DenseEngine
-from .top import ADAPTER_LATENCY, IO_PINS_UP5K_SG48, SoftfloorTop
+from .engine import ENGINE_LATENCY, REQUANT_LATENCY
+from .top import ADAPTER_LATENCY, IO_PINS_UP5K_SG48, SoftfloorTop, silence
 
 __all__ = ["generate", "build_manifest", "make_top", "Generated", "MANIFEST_VERSION"]
 
@@ -64,9 +66,10 @@ def _manifest(top: SoftfloorTop, name: str, device: str = "up5k") -> dict:
     model = top.model
     layers = []
     for n, e in enumerate(top.engines):
+        spec = e.spec
         entry = {"name": e.layer_names[0], "fused": e.layer_names,
                  "instance": f"engine{n}_{e.layer_names[0]}",
-                 "kind": "dense" if isinstance(e, DenseEngine) else "requant",
+                 "kind": spec.kind,
                  "rows": e.rows, "cols": e.cols, "cycles": e.cycles,
                  "initiation_interval": e.initiation_interval,
                  "latency": e.latency, "tail_latency": e.tail_latency,
@@ -75,17 +78,24 @@ def _manifest(top: SoftfloorTop, name: str, device: str = "up5k") -> dict:
                  "out_bits": e.out_type.bits, "out_signed": e.out_type.signed,
                  "in_elements_per_transfer": e.in_ept,
                  "out_elements_per_transfer": e.out_ept,
-                 "out_element_bits": e.out_shape.width}
-        if isinstance(e, DenseEngine):
+                 "out_element_bits": e.out_shape.width,
+                 "in_order": spec.order}
+        if spec.folded:
             entry.update(pe=e.pe, simd=e.simd, mac_units=e.mac_units, dsp=e.dsp,
                          tree_levels=e.tree_levels, acc_bits=e.dense.acc_bits,
-                         weight_bits=e.dense.weight_bits, macs=e.dense.macs())
-            if e.requant is not None:
-                rq = e.requant
-                entry["requant"] = {"multiplier": rq.multiplier, "shift": rq.shift,
+                         weight_bits=e.dense.weight_bits, macs=e.dense.macs() * spec.pixels)
+            rq = e.requant
+            if rq is not None:
+                entry["requant"] = {"multiplier": np.asarray(rq.multiplier).tolist(),
+                                    "shift": np.asarray(rq.shift).tolist(),
                                     "rounding": rq.rounding, "lo": rq.lo, "hi": rq.hi}
         else:
             entry.update(pe=e.in_ept, simd=1, mac_units=0, dsp=False, acc_bits=None)
+        if spec.kind in ("conv", "pool"):
+            entry.update(frame=list(spec.frame), pixels=spec.pixels,
+                         out_frame=list(e.out_frame), out_order="hwc",
+                         tap_elements_per_transfer=e.tap_ept,
+                         kernel=list(spec.layer.kernel), stride=list(spec.layer.stride))
         layers.append(entry)
     model_layers = []
     for layer in model.layers:
@@ -148,8 +158,8 @@ def build_manifest(model, *, elements_per_beat=None, name: str = "softfloor_top"
     top = make_top(model, elements_per_beat=elements_per_beat, device=device,
                    objective=objective, overrides=overrides, folding=folding)
     # Only introspected, never elaborated: silence Amaranth's UnusedElaboratable warnings.
-    for obj in [top, *top.engines]:
-        obj._MustUse__silence = True
+    top._MustUse__silence = True
+    silence(top.engines)
     return _manifest(top, _check_name(name), device)
 
 

@@ -25,7 +25,10 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
-from ..intmodel import CodeType, Dense, IntModel, Requant
+import numpy as np
+
+from ..intmodel import (ChannelRequant, CodeType, Conv2d, Dense, Flatten, IntModel, MaxPool2d,
+                        MultiThreshold, Requant)
 from .synth import DEVICES, get_device
 
 __all__ = ["EngineSpec", "LayerPlan", "Plan", "UnsupportedLayerError", "engine_specs",
@@ -41,23 +44,48 @@ class UnsupportedLayerError(ValueError):
     """A model layer has no hardware engine; the message names the layer and its op."""
 
 
+#: Engine kinds folded PE x SIMD (a conv is a dense engine run once per output pixel).
+FOLDED = ("dense", "conv")
+#: Elementwise engines: they pass their stream width through.
+ELEMENTWISE = ("requant", "threshold")
+#: Most frame-memory read ports (window lanes) a conv/pool engine gets.
+MAX_TAP_LANES = 8
+
+
 @dataclass
 class EngineSpec:
-    """One engine before elaboration: what it computes and how it is folded."""
-    kind: str                       # "dense" or "requant"
+    """One engine before elaboration: what it computes and how it is folded.
+
+    ``kind``: ``"dense"``, ``"conv"`` (``rows`` = output channels, ``cols`` = ``C*kh*kw``,
+    run for each of ``pixels`` output pixels), ``"pool"`` (``rows`` = channels, ``cols`` =
+    ``kh*kw``), ``"requant"`` or ``"threshold"`` (elementwise: ``rows`` = elements per sample).
+    ``frame``/``order``: the input frame ``(C, H, W)`` and its element order on the stream
+    (``"chw"``, ``"hwc"``) for conv/pool; ``channel_of``: the channel of each input element
+    (elementwise engines).
+    """
+    kind: str
     names: list
     rows: int
     cols: int
     in_type: CodeType
     dense: Dense | None = None
-    requant: Requant | None = None
+    requant: object = None
     pe: int = 1
     simd: int = 1
     dsp: bool = False
+    layer: object = None
+    frame: tuple | None = None
+    order: str = "flat"
+    pixels: int = 1
+    channel_of: list | None = None
 
     @property
     def name(self) -> str:
         return self.names[0]
+
+    @property
+    def folded(self) -> bool:
+        return self.kind in FOLDED
 
     @property
     def folds(self) -> int:
@@ -68,39 +96,170 @@ class EngineSpec:
         return math.ceil(self.rows / self.pe)
 
     @property
+    def tap_ept(self) -> int:
+        """Window lanes of a conv (divides ``simd`` and ``cols``: the fewest that keep up with
+        the MVU) or a pool (divides ``kh*kw``: as many as :data:`MAX_TAP_LANES` allows)."""
+        if self.kind == "conv":
+            ds = _divisors(math.gcd(self.simd, self.cols))
+            ds = [d for d in ds if d <= MAX_TAP_LANES] or [1]
+            keep = [d for d in ds if self.cols // d <= self.groups * self.folds]
+            return keep[0] if keep else ds[-1]
+        if self.kind == "pool":
+            return max(d for d in _divisors(self.cols) if d <= MAX_TAP_LANES)
+        return 1
+
+    @property
+    def in_elements(self) -> int:
+        if self.kind in ("conv", "pool"):
+            return self.frame[0] * self.frame[1] * self.frame[2]
+        return self.cols if self.kind == "dense" else self.rows
+
+    @property
+    def out_elements(self) -> int:
+        return self.pixels * self.rows if self.kind in ("conv", "pool") else self.rows
+
+    @property
     def cycles(self) -> int:
-        return self.groups * self.folds if self.kind == "dense" else self.rows
+        """Compute cycles per sample (the MVU's, the window's taps, or one per element)."""
+        if self.kind == "dense":
+            return self.groups * self.folds
+        if self.kind == "conv":
+            return self.pixels * max(self.groups * self.folds, self.cols // self.tap_ept)
+        if self.kind == "pool":
+            return self.pixels * self.rows * self.cols // self.tap_ept
+        return self.rows
 
     @property
     def mac_units(self) -> int:
-        return self.pe * self.simd if self.kind == "dense" else 0
+        return self.pe * self.simd if self.folded else 0
+
+    def initiation_interval(self, w_in: int, w_out: int) -> int:
+        """Cycles per sample of this engine alone, with ``w_in``/``w_out`` elements per transfer
+        (the engines' own ``initiation_interval`` formulas)."""
+        if self.kind == "dense":
+            return max(self.cycles, self.cols // w_in, self.rows // w_out)
+        if self.kind == "conv":
+            per_pixel = max(self.groups * self.folds, self.cols // self.tap_ept,
+                            self.rows // w_out)
+            return max(self.in_elements // w_in, self.pixels * per_pixel)
+        if self.kind == "pool":
+            return max(self.in_elements // w_in, self.cycles)
+        return self.rows // w_in
+
+    def out_width_ok(self, d: int) -> bool:
+        """Can this engine emit ``d`` elements per transfer?"""
+        if self.folded:
+            return self.pe % d == 0 and self.rows % d == 0 and self.pe // d <= self.folds
+        if self.kind == "pool":
+            return d == 1
+        return self.rows % d == 0
+
+    def in_width_ok(self, d: int) -> bool:
+        """Can this engine take ``d`` elements per transfer?"""
+        if self.kind == "dense":
+            return self.simd % d == 0 and self.cols % d == 0
+        if self.kind in ("conv", "pool"):
+            return self.in_elements % d == 0 and d & (d - 1) == 0
+        return self.rows % d == 0
+
+
+def _channel_of(shape, order: str) -> list[int]:
+    """Channel of each element of a sample of ``shape`` sent in ``order``."""
+    if len(shape) == 1:
+        return list(range(shape[0]))
+    C, H, W = shape
+    if order == "hwc":
+        return [e % C for e in range(C * H * W)]
+    return [e // (H * W) for e in range(C * H * W)]
+
+
+def _hwc_to_chw(shape) -> np.ndarray:
+    """``perm[i]``: the C-order (CHW) flat index of the ``i``-th element of an HWC stream."""
+    C, H, W = shape
+    return np.arange(C * H * W).reshape(C, H, W).transpose(1, 2, 0).reshape(-1)
 
 
 def engine_specs(model: IntModel) -> list[EngineSpec]:
-    """The engines of ``model`` in order, unfolded; unsupported ops raise, naming the layer."""
+    """The engines of ``model`` in order, unfolded; unsupported ops raise, naming the layer.
+
+    Tracks the element order of the stream: the input is ``"chw"`` (the model's flattened
+    input), conv and pool engines emit ``"hwc"``. A ``flatten`` has no engine: the dense layer
+    after it gets its columns permuted to the stream's order (exact: the same products, summed
+    in another order). A network whose output is a ``(C, H, W)`` tensor streamed in ``"hwc"``
+    with ``C > 1`` and ``H*W > 1`` is rejected (end it with a dense layer).
+    """
     if not isinstance(model, IntModel):
         raise TypeError(f"model must be an IntModel, got {type(model).__name__}")
-    types = model.types()
-    specs, i, width = [], 0, model.input.size
-    layers = model.layers
-    while i < len(layers):
-        layer = layers[i]
-        if isinstance(layer, Dense):
-            rq = layers[i + 1] if i + 1 < len(layers) and isinstance(layers[i + 1], Requant) \
-                else None
-            specs.append(EngineSpec("dense", [layer.name] + ([rq.name] if rq else []),
-                                    layer.out_features, layer.in_features, types[i], layer, rq))
-            width = layer.out_features
-            i += 2 if rq else 1
-        elif isinstance(layer, Requant):
-            specs.append(EngineSpec("requant", [layer.name], width, 1, types[i], None, layer,
-                                    pe=1, simd=1))
-            i += 1
-        else:
+    supported = (Dense, Conv2d, MaxPool2d, Requant, ChannelRequant, MultiThreshold, Flatten)
+    for k, layer in enumerate(model.layers):
+        if not isinstance(layer, supported):
             op = getattr(layer, "op", type(layer).__name__)
             raise UnsupportedLayerError(
-                f"layers[{i}] ({getattr(layer, 'name', '?')}): op {op!r} has no hardware engine "
-                f"yet; the generator supports dense and requant layers only")
+                f"layers[{k}] ({getattr(layer, 'name', '?')}): op {op!r} has no hardware engine; "
+                f"the generator supports dense, conv2d, maxpool2d, flatten, requant and "
+                f"multithreshold layers")
+    types, shapes = model.types(), model.shapes()
+    specs, i = [], 0
+    shape = tuple(model.input.shape)
+    order = "chw" if len(shape) == 3 else "flat"
+    perm = None                      # pending column permutation for the next dense layer
+    layers = model.layers
+    where = lambda k: f"layers[{k}] ({layers[k].name})"    # noqa: E731
+
+    def fused_requant(k):
+        nxt = layers[k + 1] if k + 1 < len(layers) else None
+        return nxt if isinstance(nxt, (Requant, ChannelRequant)) else None
+
+    while i < len(layers):
+        layer = layers[i]
+        out_shape = tuple(shapes[i + 1])
+        if isinstance(layer, Dense):
+            rq = fused_requant(i)
+            dense = layer
+            if perm is not None:
+                dense = Dense(layer.name, layer.weight[:, perm], layer.bias, layer.weight_bits,
+                              layer.bias_bits, layer.acc_bits)
+                perm = None
+            specs.append(EngineSpec("dense", [layer.name] + ([rq.name] if rq else []),
+                                    layer.out_features, layer.in_features, types[i], dense, rq,
+                                    layer=layer))
+            order, i = "flat", i + (2 if rq else 1)
+        elif isinstance(layer, Conv2d):
+            rq = fused_requant(i)
+            from .conv import conv_as_dense
+            C, kh, kw = layer.in_channels, *layer.kernel
+            specs.append(EngineSpec("conv", [layer.name] + ([rq.name] if rq else []),
+                                    layer.out_channels, C * kh * kw, types[i],
+                                    conv_as_dense(layer), rq, layer=layer, frame=shape,
+                                    order=order, pixels=out_shape[1] * out_shape[2]))
+            order, i = "hwc", i + (2 if rq else 1)
+        elif isinstance(layer, MaxPool2d):
+            kh, kw = layer.kernel
+            specs.append(EngineSpec("pool", [layer.name], shape[0], kh * kw, types[i],
+                                    layer=layer, frame=shape, order=order,
+                                    pixels=out_shape[1] * out_shape[2]))
+            order, i = "hwc", i + 1
+        elif isinstance(layer, (Requant, ChannelRequant, MultiThreshold)):
+            kind = "threshold" if isinstance(layer, MultiThreshold) else "requant"
+            specs.append(EngineSpec(kind, [layer.name], int(np.prod(shape)), 1, types[i], None,
+                                    None if kind == "threshold" else layer, layer=layer,
+                                    order=order, channel_of=_channel_of(shape, order)))
+            i += 1
+        elif isinstance(layer, Flatten):
+            if order == "hwc" and shape[0] > 1 and shape[1] * shape[2] > 1:
+                perm = _hwc_to_chw(shape)
+            order, i = "flat", i + 1
+        else:
+            order, i = "flat", i + 1
+        shape = tuple(shapes[i])
+    if perm is not None or (len(shape) == 3 and order == "hwc" and shape[0] > 1
+                            and shape[1] * shape[2] > 1):
+        raise UnsupportedLayerError(
+            f"{where(len(layers) - 1)}: the network ends in a {shape[0]}x{shape[1]}x{shape[2]} "
+            f"feature map, which the hardware streams pixel by pixel (HWC) while the model's "
+            f"output is channel-major (CHW): end the network with a dense layer")
+    if not specs:
+        raise UnsupportedLayerError("the model has no layer with a hardware engine")
     return specs
 
 
@@ -115,43 +274,42 @@ def link_widths(specs: list[EngineSpec], in_layout, out_layout) -> list[int]:
     """Elements per transfer on each internal stream: ``len(specs) + 1`` widths.
 
     Width ``k`` is the stream into ``specs[k]`` (the last one feeds the output packer). A chain of
-    standalone Requant engines passes its width through. The width of a stream divides what
-    both ends can split it into (the producer's ``pe`` and rows or the input beat, the
-    consumer's ``simd`` and columns or the output beat); it is the smallest such width that
-    keeps up with the slowest engine, and wide enough for a producer to drain a row group while
-    the next one computes (``pe / width <= folds``).
+    elementwise engines passes its width through. The width of a stream is one both ends can
+    handle (:meth:`EngineSpec.out_width_ok` of the producer or a divisor of the input beat;
+    :meth:`EngineSpec.in_width_ok` of the consumer or a divisor of the output beat); it is the
+    smallest such width that keeps up with the slowest engine.
     """
-    target = max([s.cycles for s in specs if s.kind == "dense"] + [in_layout.beats_per_sample,
-                                                                   out_layout.beats_per_sample])
+    target = max([s.cycles for s in specs if s.kind not in ELEMENTWISE]
+                 + [in_layout.beats_per_sample, out_layout.beats_per_sample])
     widths = [None] * (len(specs) + 1)
     k = 0
     while k <= len(specs):
-        # segment: producer (k-1 or the unpacker) ... requant engines ... consumer (j or packer)
+        # segment: producer (k-1 or the unpacker) ... elementwise engines ... consumer
         j = k
-        while j < len(specs) and specs[j].kind == "requant":
+        while j < len(specs) and specs[j].kind in ELEMENTWISE:
             j += 1
-        g = 0
         if k == 0:
-            g = math.gcd(in_layout.elements_per_beat, in_layout.last_beat_elements)
-            n = in_layout.elements
             prod = None
+            n = in_layout.elements
+            ok = _divisors(math.gcd(in_layout.elements_per_beat, in_layout.last_beat_elements))
         else:
             prod = specs[k - 1]
-            g = math.gcd(prod.pe, prod.rows)
-            n = prod.rows
+            n = prod.out_elements
+            ok = [d for d in _divisors(n) if prod.out_width_ok(d)]
         if j < len(specs):
-            g = math.gcd(g, math.gcd(specs[j].simd, specs[j].cols))
+            ok = [d for d in ok if specs[j].in_width_ok(d)]
         else:
-            g = math.gcd(g, math.gcd(out_layout.elements_per_beat, out_layout.last_beat_elements))
-        ok = [d for d in _divisors(g) if prod is None or prod.pe // d <= prod.folds]
+            ok = [d for d in ok if out_layout.elements_per_beat % d == 0
+                  and out_layout.last_beat_elements % d == 0]
         if not ok:
-            need = math.ceil(prod.pe / prod.folds)
+            need = math.ceil(prod.pe / prod.folds) if prod is not None and prod.folded else 1
             raise ValueError(
-                f"{prod.name}: fold {prod.pe}x{prod.simd} finishes {prod.pe} results every "
-                f"{prod.folds} cycles, so its output stream needs at least {need} elements per "
-                f"transfer, but only divisors of {g} fit the next engine (its simd and columns, "
-                f"or the output beat): choose pe <= {prod.folds * g} or a simd of the next "
-                f"layer that {need} divides")
+                f"{prod.name if prod else 'input'}: fold {prod.pe if prod else 1}x"
+                f"{prod.simd if prod else 1} finishes {prod.pe if prod else 1} results every "
+                f"{prod.folds if prod else 1} cycles, so its output stream needs at least {need} "
+                f"elements per transfer, but no such width fits the next engine (its simd and "
+                f"columns, its frame, or the output beat): choose a smaller pe or a simd of the "
+                f"next layer that {need} divides")
         fast = [d for d in ok if n // d <= target]
         w = fast[0] if fast else ok[-1]
         for t in range(k, j + 1):
@@ -207,14 +365,36 @@ def estimate_spec(spec: EngineSpec, device: str = "up5k", in_ept: int = 1,
     c = COEFFS[fam]
     t = spec.in_type
     xb = t.bits
+    if spec.kind == "threshold":
+        L = spec.layer
+        T, ob = L.steps, L.bits
+        varying = L.thresholds.shape[0] > 1 and len(set(map(tuple, L.thresholds.tolist()))) > 1
+        per_cmp = xb + 1 + (xb if varying else 0)           # comparator (+ threshold mux)
+        luts = in_ept * (T * per_cmp + 2 * T + ob) + 10
+        ffs = in_ept * (T + 2 * ob) + 6
+        lc = (luts + c["ff_unpaired"] * ffs) * SCALE[fam]
+        return {"lc": int(round(lc)), "ff": int(ffs), "ram": 0, "dsp": 0}
+    if spec.kind == "pool":
+        n = spec.tap_ept
+        win = _estimate_window(spec, device, in_ept, n)
+        luts = (n - 1 + (1 if spec.cols > n else 0)) * 2 * xb + 2 * xb + 12
+        ffs = 3 * xb + 8
+        lc = (luts + c["ff_unpaired"] * ffs) * SCALE[fam]
+        return {"lc": int(round(lc)) + win["lc"], "ff": int(ffs) + win["ff"],
+                "ram": win["ram"], "dsp": 0}
     if spec.kind == "requant":
         rq = spec.requant
         ob = rq.bits
-        mult_luts = 0 if rq.multiplier & (rq.multiplier - 1) == 0 else \
-            (xb + rq.multiplier.bit_length()) * (bin(rq.multiplier).count("1") - 1)
+        mults, _ = _requant_mults(rq, max(spec.channel_of or [0]) + 1)
+        mb = max(mults).bit_length()
+        if len(set(mults)) > 1:
+            mult_luts = (xb + 1) * mb
+        else:
+            m = mults[0]
+            mult_luts = 0 if m & (m - 1) == 0 else (xb + mb) * (bin(m).count("1") - 1)
         lanes = in_ept
-        luts = lanes * (mult_luts + xb + rq.multiplier.bit_length() + 2 * ob + 2) + 10
-        ffs = lanes * (xb + rq.multiplier.bit_length() + 3 * ob) + 6
+        luts = lanes * (mult_luts + xb + mb + 2 * ob + 2) + 10
+        ffs = lanes * (xb + mb + 3 * ob) + 6
         lc = (luts + c["ff_unpaired"] * ffs) * SCALE[fam]
         return {"lc": int(round(lc)), "ff": int(ffs), "ram": 0, "dsp": 0}
     d, rq = spec.dense, spec.requant
@@ -241,10 +421,14 @@ def estimate_spec(spec: EngineSpec, device: str = "up5k", in_ept: int = 1,
     hold_luts = pe * ab if pe > out_ept else 0           # shift-or-load mux
     ob = rq.bits if rq else ab
     if rq:
-        m = rq.multiplier
+        mults, shift = _requant_mults(rq, spec.rows)
+        m = max(mults)
         sb = ab + m.bit_length()
-        scale = 0 if m & (m - 1) == 0 else sb * (bin(m).count("1") - 1)
-        rq_luts = out_ept * (scale + (sb + 1 if rq.shift else 0)
+        if len(set(mults)) > 1:
+            scale = (ab + 1) * m.bit_length() + m.bit_length() * 2
+        else:
+            scale = 0 if m & (m - 1) == 0 else sb * (bin(m).count("1") - 1)
+        rq_luts = out_ept * (scale + (sb + 1 if shift else 0)
                              + (2 * sb if rq.rounding == "half_even" else 0) // 2 + 2 * sb + ob)
     else:
         rq_luts = out_ept * ab
@@ -270,23 +454,70 @@ def estimate_spec(spec: EngineSpec, device: str = "up5k", in_ept: int = 1,
              "rq": rq_luts + skid, "ctl": ctl + gather, "rom": rom_luts,
              "ff": c["ff_unpaired"] * ffs}
     lc = sum(c.get(f"k_{k}", 1.0) * v for k, v in parts.items()) * SCALE[fam]
-    return {"lc": int(round(lc)), "ff": int(ffs), "ram": int(ram), "dsp": int(dsp)}
+    est = {"lc": int(round(lc)), "ff": int(ffs), "ram": int(ram), "dsp": int(dsp)}
+    if spec.kind == "conv":
+        win = _estimate_window(spec, device, in_ept, spec.tap_ept)
+        est = {k: est[k] + win[k] for k in est}
+    return est
+
+
+def _requant_mults(rq, channels: int) -> tuple[list[int], int]:
+    from .engine import requant_params
+    return requant_params(rq, rq.channels if isinstance(rq, ChannelRequant) else channels)
+
+
+def _estimate_window(spec: EngineSpec, device: str, in_ept: int, lanes: int) -> dict:
+    """A :class:`~softfloor.hw.window.SlidingWindow`: frame memory (2 banks, one copy per read
+    lane), address generation per lane (adders, constant multiplies, bounds), control."""
+    fam = get_device(device).family
+    C, H, W = spec.frame
+    xb = spec.in_type.bits
+    words = (C * H * W) // in_ept
+    depth = 2 << max(0, (words - 1).bit_length())
+    ram = lanes * _mem_blocks(depth, in_ept * xb, fam)
+    ew = (C * H * W).bit_length() + 3
+    per_lane = 4 * ew + 12 + (in_ept - 1) * xb
+    mem_luts = 0 if ram else lanes * in_ept * xb * max(1, depth // 16)
+    luts = lanes * per_lane + mem_luts + 60
+    ffs = lanes * (xb + 4) + 6 * ew + 10
+    lc = (luts + COEFFS[fam]["ff_unpaired"] * ffs) * SCALE[fam]
+    return {"lc": int(round(lc)), "ff": int(ffs), "ram": int(ram), "dsp": 0}
+
+
+def spec_of(engine) -> EngineSpec:
+    """The :class:`EngineSpec` an engine object was built from (or one describing it)."""
+    spec = getattr(engine, "spec", None)
+    if spec is not None:
+        return spec
+    from .conv import ConvEngine, MaxPoolEngine
+    from .engine import DenseEngine
+    from .threshold import ThresholdEngine
+    if isinstance(engine, ConvEngine):
+        w = engine.window
+        return EngineSpec("conv", [engine.conv.name], engine.rows, engine.cols, engine.in_type,
+                          engine.dense, engine.requant, engine.pe, engine.simd, engine.dsp,
+                          engine.conv, w.shape, w.order, w.pixels)
+    if isinstance(engine, MaxPoolEngine):
+        w = engine.window
+        return EngineSpec("pool", [engine.pool.name], engine.rows, engine.cols, engine.in_type,
+                          layer=engine.pool, frame=w.shape, order=w.order, pixels=w.pixels)
+    if isinstance(engine, DenseEngine):
+        return EngineSpec("dense", [engine.dense.name], engine.rows, engine.cols,
+                          engine.in_type, engine.dense, engine.requant, engine.pe, engine.simd,
+                          engine.dsp)
+    if isinstance(engine, ThresholdEngine):
+        return EngineSpec("threshold", [engine.layer.name], engine.elements, 1, engine.in_type,
+                          layer=engine.layer, channel_of=engine.channel_of)
+    return EngineSpec("requant", [engine.requant.name], engine.elements, 1, engine.in_type,
+                      None, engine.requant, layer=engine.requant, channel_of=engine.channel_of)
 
 
 def estimate_engine(engine, device: str = "up5k") -> dict:
-    """Estimate of an engine object (:class:`~softfloor.hw.engine.DenseEngine` or Requant)."""
-    from .engine import DenseEngine
-    if isinstance(engine, DenseEngine):
-        spec = EngineSpec("dense", [engine.dense.name], engine.rows, engine.cols,
-                          engine.in_type, engine.dense, engine.requant, engine.pe, engine.simd,
-                          engine.dsp)
-    else:
-        spec = EngineSpec("requant", [engine.requant.name], engine.elements, 1, engine.in_type,
-                          None, engine.requant)
+    """Estimate of an engine object (dense, conv, pool, requant or threshold engine)."""
+    spec = spec_of(engine)
     est = estimate_spec(spec, device, engine.in_ept, engine.out_ept)
     # the names of manifest version 1, kept: lut4/dff/ebr are the same numbers
-    wb = engine.dense.weight_bits * engine.rows * engine.cols if isinstance(engine, DenseEngine) \
-        else 0
+    wb = spec.dense.weight_bits * spec.rows * spec.cols if spec.folded else 0
     return est | {"lut4": est["lc"], "dff": est["ff"], "ebr": est["ram"], "weight_bits": wb}
 
 
@@ -339,7 +570,7 @@ class Plan:
 
     def folding(self) -> dict:
         """``{layer name: (pe, simd, dsp)}`` for :class:`~softfloor.hw.top.SoftfloorTop`."""
-        return {lp.name: (lp.pe, lp.simd, lp.dsp) for lp in self.layers if lp.kind == "dense"}
+        return {lp.name: (lp.pe, lp.simd, lp.dsp) for lp in self.layers if lp.kind in FOLDED}
 
     def to_dict(self) -> dict:
         return {"device": self.device, "objective": self.objective,
@@ -411,9 +642,8 @@ def _candidates(spec: EngineSpec, device: str, max_lanes: int, wide: bool) -> li
                 break
             if pe > f and not wide:
                 continue                 # keeps the output stream one element wide
-            s = EngineSpec("dense", spec.names, spec.rows, spec.cols, spec.in_type, spec.dense,
-                           spec.requant, pe, simd)
-            out.append((g * f, estimate_spec(s, device)["lc"], pe, simd))
+            s = EngineSpec(**{**spec.__dict__, "pe": pe, "simd": simd})
+            out.append((s.cycles, estimate_spec(s, device)["lc"], pe, simd))
     out.sort()
     return out
 
@@ -440,21 +670,21 @@ def plan(model: IntModel, device: str = "up5k", objective: str = "throughput",
     dev = get_device(device)
     specs = engine_specs(model)
     overrides = dict(overrides or {})
-    dense_names = [s.dense.name for s in specs if s.kind == "dense"]
+    dense_names = [s.dense.name for s in specs if s.folded]
     for name, fold in overrides.items():
         if name not in dense_names:
             raise ValueError(f"--fold {name}: no dense layer of that name (dense layers: "
                              f"{', '.join(dense_names)})")
         pe, simd = fold[:2]
-        s = next(s for s in specs if s.kind == "dense" and s.dense.name == name)
+        s = next(s for s in specs if s.folded and s.dense.name == name)
         if not (1 <= pe <= s.rows and 1 <= simd <= s.cols):
             raise ValueError(f"--fold {name}={pe}x{simd}: pe must be in 1..{s.rows} and simd "
                              f"in 1..{s.cols} for this {s.rows}x{s.cols} layer")
     in_l, out_l = _layouts(model, elements_per_beat)
     caps = {"lc": int(dev.logic_cells * budget), "ram": dev.ram_blocks, "dsp": dev.dsp}
-    free = [i for i, s in enumerate(specs) if s.kind == "dense" and s.dense.name not in overrides]
+    free = [i for i, s in enumerate(specs) if s.folded and s.dense.name not in overrides]
     for s in specs:
-        if s.kind == "dense" and s.dense.name in overrides:
+        if s.folded and s.dense.name in overrides:
             s.pe, s.simd = overrides[s.dense.name][:2]
 
     def evaluate(choice: dict):
@@ -469,12 +699,9 @@ def plan(model: IntModel, device: str = "up5k", objective: str = "throughput",
         ests = [estimate_spec(s, device, widths[k], widths[k + 1]) for k, s in enumerate(trial)]
         tot = {k: sum(e[k] for e in ests) for k in ("lc", "ff", "ram", "dsp")}
         tot["lc"] += int(ADAPTER_LC_PER_BIT * (in_l.tdata_width + out_l.tdata_width)) + 20
-        ii = max([s.cycles for s in trial if s.kind == "dense"]
+        ii = max([s.initiation_interval(widths[k], widths[k + 1]) for k, s in enumerate(trial)]
                  + [in_l.elements // widths[0], in_l.beats_per_sample,
-                    out_l.beats_per_sample, out_l.elements // widths[-1]]
-                 + [(s.cols if s.kind == "dense" else s.rows) // widths[k]
-                    for k, s in enumerate(trial)]
-                 + [s.rows // widths[k + 1] for k, s in enumerate(trial)])
+                    out_l.beats_per_sample, out_l.elements // widths[-1]])
         fits = tot["lc"] <= caps["lc"] and tot["ram"] <= caps["ram"] and tot["dsp"] <= caps["dsp"]
         return trial, widths, ests, tot, ii, fits
 
@@ -502,7 +729,7 @@ def plan(model: IntModel, device: str = "up5k", objective: str = "throughput",
             pick = b
         return pick
 
-    fixed = [s.cycles for s in specs if s.kind == "dense" and s.dense.name in overrides]
+    fixed = [s.cycles for s in specs if s.folded and s.dense.name in overrides]
     targets = sorted({c for cs in cands.values() for c, *_ in cs} | set(fixed))
     floor_ii = max(fixed + [1])
     result, notes = None, []
@@ -547,18 +774,13 @@ def plan(model: IntModel, device: str = "up5k", objective: str = "throughput",
                     break
     trial, widths, ests, tot, ii, fits = r
     layers = []
-    # as SoftfloorTop.cycles_per_inference: input transfers - 1 + unpacker + packer + tails
-    latency = in_l.elements // widths[0] - 1 + 2
     for k, s in enumerate(trial):
         layers.append(LayerPlan(s.name, s.kind, s.rows, s.cols, s.pe, s.simd, s.cycles,
                                 s.mac_units, s.dsp, widths[k], widths[k + 1], ests[k],
-                                s.kind == "dense" and s.dense.name in overrides))
-        if s.kind == "dense":
-            last_rows = s.rows - (s.groups - 1) * s.pe
-            levels = (s.simd * _product_terms(s.dense.weight_bits, s.dsp) - 1).bit_length()
-            latency += s.cycles + levels + 8 + last_rows // widths[k + 1] - 1
-        else:
-            latency += 3
+                                s.folded and s.dense.name in overrides))
+    # the latency is the top's own formula, on the engines this plan builds
+    from .top import build_engines, silence, top_latency
+    latency = top_latency(silence(build_engines(trial, widths)), in_l, widths[0])
     macs = int(model.macs())
     p = Plan(device, objective, layers, ii, latency, sum(s.mac_units for s in trial), macs,
              tot, caps, fits, notes)
@@ -572,7 +794,7 @@ def _assign_dsp(specs: list[EngineSpec], dev) -> None:
         s.dsp = False
     if not left:
         return
-    elig = [s for s in specs if s.kind == "dense" and s.dense.weight_bits >= 2
+    elig = [s for s in specs if s.folded and s.dense.weight_bits >= 2
             and _product_bits(s.dense.weight_bits, s.in_type) >= 11]
     for s in sorted(elig, key=lambda s: -s.mac_units):
         if s.mac_units <= left:

@@ -36,13 +36,15 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .. import golden
-from ..intmodel import Dense, IntModel, Requant
+from ..intmodel import Conv2d, Dense, Flatten, IntModel, MaxPool2d, Requant
 from . import primitives as P
+from .conv import ConvEngine, MaxPoolEngine
 from .engine import DenseEngine, RequantEngine
+from .threshold import ThresholdEngine
 from .planner import Plan, engine_specs, link_widths
 from .stream_io import BeatLayout, BeatPacker, BeatUnpacker
 
-__all__ = ["SoftfloorTop", "plan_engines", "beat_layouts", "output_element_bits",
+__all__ = ["SoftfloorTop", "plan_engines", "build_engines", "top_latency", "silence", "beat_layouts", "output_element_bits",
            "default_elements_per_beat", "IO_PINS_UP5K_SG48"]
 
 #: User I/O pins of the iCE40 UP5K in the SG48 package.
@@ -57,11 +59,13 @@ def output_element_bits(model: IntModel) -> tuple[int, bool]:
     A final Requant gives its own ``bits``/``signed``; a final Dense (raw accumulator logits) gives
     the smallest of 8/16/32 holding ``acc_bits``, signed (sign-extended).
     """
-    last = model.layers[-1]
-    if isinstance(last, Requant):
-        return last.bits, last.signed
+    last = next((l for l in reversed(model.layers) if not isinstance(l, (Flatten, MaxPool2d))),
+                model.layers[-1])
+    t = model.output_type
+    if not isinstance(last, (Dense, Conv2d)):
+        return t.bits, t.signed
     for w in (8, 16, 32):
-        if last.acc_bits <= w:
+        if t.bits <= w:
             return w, True
     return 64, True
 
@@ -106,7 +110,7 @@ def _folding_dict(folding, specs) -> dict:
         return folding.folding()
     if not isinstance(folding, dict):
         raise TypeError(f"folding must be None, a Plan or a dict, got {type(folding).__name__}")
-    names = [s.dense.name for s in specs if s.kind == "dense"]
+    names = [s.dense.name for s in specs if s.folded]
     for name in folding:
         if name not in names:
             raise ValueError(f"folding: no dense layer named {name!r} (dense layers: "
@@ -125,7 +129,7 @@ def plan_engines(model: IntModel, folding=None, elements_per_beat=None) -> list:
     specs = engine_specs(model)
     fold = _folding_dict(folding, specs)
     for s in specs:
-        if s.kind == "dense" and s.dense.name in fold:
+        if s.folded and s.dense.name in fold:
             f = tuple(fold[s.dense.name])
             s.pe, s.simd = int(f[0]), int(f[1])
             s.dsp = bool(f[2]) if len(f) > 2 else False
@@ -133,19 +137,51 @@ def plan_engines(model: IntModel, folding=None, elements_per_beat=None) -> list:
                 raise ValueError(f"{s.name}: fold {s.pe}x{s.simd} outside 1..{s.rows} x "
                                  f"1..{s.cols} for this {s.rows}x{s.cols} layer")
     in_layout, out_layout = beat_layouts(model, elements_per_beat)
-    widths = link_widths(specs, in_layout, out_layout)
+    return build_engines(specs, link_widths(specs, in_layout, out_layout))
+
+
+def build_engines(specs, widths) -> list:
+    """Engine objects (not yet elaborated) for folded ``specs`` and stream ``widths``."""
     engines = []
     for k, s in enumerate(specs):
         if s.kind == "dense":
             eng = DenseEngine(s.dense, s.in_type, s.requant, pe=s.pe, simd=s.simd,
                               in_elements_per_transfer=widths[k],
                               out_elements_per_transfer=widths[k + 1], dsp=s.dsp)
+        elif s.kind == "conv":
+            eng = ConvEngine(s.layer, s.in_type, s.frame, order=s.order, requant=s.requant,
+                             pe=s.pe, simd=s.simd, in_elements_per_transfer=widths[k],
+                             tap_elements_per_transfer=s.tap_ept,
+                             out_elements_per_transfer=widths[k + 1], dsp=s.dsp)
+        elif s.kind == "pool":
+            eng = MaxPoolEngine(s.layer, s.in_type, s.frame, order=s.order,
+                                in_elements_per_transfer=widths[k],
+                                tap_elements_per_transfer=s.tap_ept)
+        elif s.kind == "threshold":
+            eng = ThresholdEngine(s.layer, s.in_type, elements=s.rows,
+                                  elements_per_transfer=widths[k], channel_of=s.channel_of)
         else:
             eng = RequantEngine(s.requant, s.in_type, elements=s.rows,
-                                elements_per_transfer=widths[k])
+                                elements_per_transfer=widths[k], channel_of=s.channel_of)
         eng.layer_names = list(s.names)
+        eng.spec = s
         engines.append(eng)
     return engines
+
+
+def silence(engines) -> list:
+    """Mark engines used only for their faces (never elaborated): no UnusedElaboratable warning."""
+    for e in engines:
+        for obj in (e, getattr(e, "window", None), getattr(e, "core", None)):
+            if obj is not None:
+                obj._MustUse__silence = True
+    return engines
+
+
+def top_latency(engines, in_layout, in_ept: int) -> int:
+    """:attr:`SoftfloorTop.cycles_per_inference` of a chain of engines (see there)."""
+    return (in_layout.elements // in_ept - 1 + ADAPTER_LATENCY
+            + sum(e.tail_latency for e in engines))
 
 
 class SoftfloorTop(wiring.Component):
@@ -217,8 +253,7 @@ class SoftfloorTop(wiring.Component):
         ENGINE_LATENCY + last group transfers - 1``; ``REQUANT_LATENCY`` for a standalone
         Requant) + 1 (packer).
         """
-        total = self.in_layout.elements // self.in_elements_per_transfer - 1 + ADAPTER_LATENCY
-        return total + sum(e.tail_latency for e in self.engines)
+        return top_latency(self.engines, self.in_layout, self.in_elements_per_transfer)
 
     @property
     def mac_units(self) -> int:

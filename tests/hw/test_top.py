@@ -145,3 +145,21 @@ def test_top_rejects_folds_that_cannot_drain():
         build_manifest(model, folding={"fc0": (8, 4), "fc1": (1, 3)})
     with pytest.raises(ValueError, match="no dense layer named 'fc9'"):
         build_manifest(model, folding={"fc9": (1, 1)})
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_top_random_cnn(seed):
+    """Random CNNs (conv, per-channel requant, max-pool, multi-threshold, flatten, dense):
+    bit-exact with gaps and backpressure; isolated latency and II equal the manifest's."""
+    from tests.randcnn import random_cnn
+    rng = np.random.default_rng(700 + seed)
+    model = random_cnn(rng)
+    codes = rng.integers(model.input.code_type.lo, model.input.code_type.hi + 1,
+                         (4, model.input.size))
+    from softfloor.hw import planner
+    folding = planner.plan(model) if seed % 2 else {}
+    top = SoftfloorTop(model, folding=folding)
+    out, _ = stream_top(top, codes, gap=0.3, stall=0.4, seed=seed)
+    np.testing.assert_array_equal(out, golden.run(model, codes))
+    check_timing(SoftfloorTop(model, folding=folding), codes, build_manifest(model,
+                                                                             folding=folding))
