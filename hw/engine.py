@@ -45,7 +45,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -106,7 +106,15 @@ def table_value(m: Module, values: list[int], index, shape, name: str) -> Value:
     if len(set(values)) == 1:
         return Const(values[0], shape)
     sig = Signal(shape, name=name)
-    m.d.comb += sig.eq(Array(Const(v, shape) for v in values)[index])
+    index = Value.cast(index)
+    shape = Shape.cast(shape)
+    # One continuous expression (a part-select of a constant), not an Array's case statement:
+    # 4-state simulators evaluate it at time 0 even while the index keeps its initial value
+    # (Icarus leaves a never-triggered combinational process X), and every index is covered.
+    values = list(values) + [values[-1]] * ((1 << len(index)) - len(values))
+    table = Cat(*[Const(v, shape) for v in values])
+    word = table.word_select(index, shape.width)
+    m.d.comb += sig.eq(word.as_signed() if shape.signed else word)
     return sig
 
 

@@ -79,7 +79,10 @@ def _manifest(top: SoftfloorTop, name: str, device: str = "up5k") -> dict:
                  "in_elements_per_transfer": e.in_ept,
                  "out_elements_per_transfer": e.out_ept,
                  "out_element_bits": e.out_shape.width,
-                 "in_order": spec.order}
+                 "in_order": spec.order,
+                 "out_order": ("hwc" if spec.kind in ("conv", "pool") else "flat"
+                               if spec.kind == "dense" else spec.order),
+                 "out_elements": e.out_elements if hasattr(e, "out_elements") else e.rows}
         if spec.folded:
             entry.update(pe=e.pe, simd=e.simd, mac_units=e.mac_units, dsp=e.dsp,
                          tree_levels=e.tree_levels, acc_bits=e.dense.acc_bits,
@@ -93,7 +96,7 @@ def _manifest(top: SoftfloorTop, name: str, device: str = "up5k") -> dict:
             entry.update(pe=e.in_ept, simd=1, mac_units=0, dsp=False, acc_bits=None)
         if spec.kind in ("conv", "pool"):
             entry.update(frame=list(spec.frame), pixels=spec.pixels,
-                         out_frame=list(e.out_frame), out_order="hwc",
+                         out_frame=list(e.out_frame),
                          tap_elements_per_transfer=e.tap_ept,
                          kernel=list(spec.layer.kernel), stride=list(spec.layer.stride))
         layers.append(entry)

@@ -27,12 +27,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from . import primitives as P
+from .engine import table_value
 from .stream_io import transfer_shape
 
 __all__ = ["SlidingWindow", "WINDOW_LATENCY", "ORDERS", "stream_index", "window_taps"]
@@ -268,11 +269,8 @@ class SlidingWindow(wiring.Component):
             cb = [self.taps[q][0] * (H * W if self.order == "chw" else 1) for q in qs]
 
             def pick(vals, name):
-                if len(set(vals)) == 1:
-                    return Const(vals[0], signed(max(v.bit_length() for v in vals) + 1))
-                s = Signal(signed(max(v.bit_length() for v in vals) + 1), name=f"{name}{j}")
-                m.d.comb += s.eq(Array(Const(v, s.shape()) for v in vals)[t])
-                return s
+                return table_value(m, vals, t, signed(max(v.bit_length() for v in vals) + 1),
+                                   f"{name}{j}")
 
             iy = Signal(by.shape(), name=f"iy{j}")
             ix = Signal(bx.shape(), name=f"ix{j}")

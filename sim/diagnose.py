@@ -27,7 +27,7 @@ import numpy as np
 from .. import golden
 from ..intmodel import IntModel
 
-__all__ = ["probe_specs", "first_bad_layer", "diagnose", "Diagnosis", "first_mismatch"]
+__all__ = ["probe_specs", "stream_order", "first_bad_layer", "diagnose", "Diagnosis", "first_mismatch"]
 
 
 def probe_specs(manifest: dict, model: IntModel) -> list[dict]:
@@ -53,12 +53,22 @@ def probe_specs(manifest: dict, model: IntModel) -> list[dict]:
             "layer": last,
             "fused": list(entry.get("fused", [entry["name"]])),
             "golden_index": k,
-            "elements": int(entry["rows"]),
+            "elements": int(entry.get("out_elements", entry["rows"])),
+            "order": entry.get("out_order", "flat"),
             "elements_per_transfer": int(entry.get("out_elements_per_transfer", 1)),
             "element_bits": int(entry.get("out_element_bits", t.bits)),
             "signed": bool(entry.get("out_signed", t.signed)),
         })
     return specs
+
+
+def stream_order(codes: np.ndarray, order: str) -> np.ndarray:
+    """One sample's golden codes (any shape) flattened in the order the engine streams them:
+    a ``(C, H, W)`` map in ``"hwc"`` order is sent pixel by pixel, channels fastest."""
+    codes = np.asarray(codes)
+    if codes.ndim == 3 and order == "hwc":
+        codes = codes.transpose(1, 2, 0)
+    return codes.reshape(-1)
 
 
 def first_mismatch(got: np.ndarray, expected: np.ndarray) -> tuple[int, int] | None:
@@ -124,7 +134,7 @@ def first_bad_layer(model: IntModel, specs: list[dict], inputs: np.ndarray,
     _, inter = golden.run(model, np.asarray(inputs)[:sample + 1], intermediates=True)
     ok = []
     for spec, rec in zip(specs, probe_data):
-        want = inter[spec["golden_index"]][sample]
+        want = stream_order(inter[spec["golden_index"]][sample], spec.get("order", "flat"))
         name = spec["layer"]
         if len(rec) <= sample:
             return {"first_bad_layer": name, "first_bad_instance": spec["instance"],

@@ -62,3 +62,19 @@ def test_a_wrong_expectation_is_reported(simulator, tmp_path):
     with pytest.raises(cosim.CosimError):
         cosim.cosimulate(gen.verilog, gen.manifest, x, simulator, tmp_path / "run2",
                          expected=want, measure_latency=False, strict=True)
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_random_cnn_bit_exact_with_timing(simulator, seed, tmp_path):
+    """Conv (padding, stride, per-channel requant), max-pool, multi-threshold, flatten, dense:
+    bit-exact on both simulators, measured latency and II equal to the manifest's; then with
+    gaps and backpressure."""
+    from softfloor.sim import randnet
+    from tests.randcnn import random_cnn
+    rng = np.random.default_rng(900 + seed)
+    model = random_cnn(rng, threshold=bool(seed % 2), per_channel=True)
+    t = model.input.code_type
+    x = rng.integers(t.lo, t.hi + 1, (12, model.input.size))
+    randnet.check_model(model, x, simulator, tmp_path / "a", seed=seed)
+    randnet.check_model(model, x, simulator, tmp_path / "b", seed=seed, gap_prob=0.3,
+                        stall_prob=0.4, lint_top=False)
