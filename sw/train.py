@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import arith, cnn
+from . import cnn
 from .data import DigitsSplit, check_input_bits
 from .cnn import FloatCNN, QuantCNN
 from .models import SIZES, FloatMLP, QuantMLP, apply_requant
