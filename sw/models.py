@@ -13,8 +13,10 @@ import torch
 from torch import nn
 
 from . import arith
-from .quant import QuantLinear, QuantReLU, check_bits, requant_params, threshold_gate
-from .surrogates import SURROGATES, check_surrogate, make_surrogate
+from .quant import (QuantLinear, QuantReLU, act_quant_bwd, act_quant_fwd, check_bits,
+                    linear_quant_bwd, linear_quant_fwd, lsq_grad_factor, requant_params,
+                    threshold_gate)
+from .surrogates import SURROGATES, check_surrogate, make_surrogate, round_half_up
 
 #: The default layer widths: 64 pixels in, 10 classes out.
 SIZES = (64, 64, 32, 10)
@@ -160,7 +162,132 @@ class QuantMLP(nn.Module):
         return (z - mean) * lin.bn.factor(var) + lin.bn.beta
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Real inputs (codes * 2**input_exp) to real logits (accumulator * its scale)."""
+        """Real inputs (codes * 2**input_exp) to real logits (accumulator * its scale).
+
+        One fused autograd op for the whole network (:class:`_QuantMLPFn`) when every layer
+        has a closed form (per-tensor scales, no ``"fold"`` BatchNorm, surrogates with
+        :meth:`~softfloor.surrogates.Surrogate.round_and_grad`, no PACT); else
+        :meth:`forward_composed`. Both give the same values and gradients (tested).
+        """
+        if not self.fusable():
+            return self.forward_composed(x)
+        x = x.to(torch.float64)
+        if torch.is_grad_enabled():
+            self._fused_plan()
+            return _QuantMLPFn.apply(self, x, *self._plan_params)
+        return self.fused_forward(x, False)[0]
+
+    def fusable(self) -> bool:
+        """True when :meth:`forward` runs the single fused op."""
+        return (all(lin.bn_mode != "fold" and not lin.wq.per_channel for lin in self.linears)
+                and all(a.fusable() for a in self.acts))
+
+    def fused_params(self) -> list[nn.Parameter]:
+        """The parameters the fused op differentiates, in the order of its gradients: per layer
+        weight, bias, weight log2 scale, then (hidden layers) the activation's log2 scale and,
+        with threshold BatchNorm, gamma and beta."""
+        out = []
+        for i, lin in enumerate(self.linears):
+            out += [lin.weight, lin.bias, lin.wq.log2_scale]
+            if i < len(self.acts):
+                out.append(self.acts[i].log2_scale)
+                if lin.bn_mode == "threshold":
+                    out += [lin.bn.gamma, lin.bn.beta]
+        return out
+
+    def scale_exps(self) -> tuple[list[int], list[int]]:
+        """Integer exponents of the weight and activation scales, computed in one op."""
+        ls = [lin.wq.log2_scale for lin in self.linears] + [a.log2_scale for a in self.acts]
+        with torch.no_grad():
+            e = [int(v) for v in round_half_up(torch.stack(ls)).tolist()]
+        return e[:len(self.linears)], e[len(self.linears):]
+
+    def _apply(self, fn, *args, **kwargs):
+        self._plan = None  # .double(), .to() etc. may replace the parameter tensors
+        return super()._apply(fn, *args, **kwargs)
+
+    def _fused_plan(self) -> list[tuple]:
+        """Per layer, what the fused op needs (built once; the modules' parameters are stable)."""
+        plan = getattr(self, "_plan", None)
+        if plan is None:
+            plan = []
+            for i, lin in enumerate(self.linears):
+                wq = lin.wq
+                gs_w = lsq_grad_factor(lin.weight.numel(), wq.hi) if wq.scale_grad == "lsq" \
+                    else 1.0
+                layer = (lin, lin.weight, lin.bias, wq.lo, wq.hi, wq.bits == 1, lin.bias_lo,
+                         lin.bias_hi, gs_w)
+                if i < len(self.acts):
+                    act = self.acts[i]
+                    gs_a = lsq_grad_factor(lin.out_features, act.hi) \
+                        if act.surrogate.scale_grad == "lsq" else 1.0
+                    bn = lin.bn if lin.bn_mode == "threshold" else None
+                    layer += (act.surrogate, act.hi, gs_a, bn)
+                plan.append(layer)
+            self._plan = plan
+            self._plan_params = self.fused_params()
+        return plan
+
+    def fused_forward(self, x: torch.Tensor, need_grad: bool):
+        """The forward pass without autograd: ``(logits, saved)`` (``saved`` for
+        :meth:`fused_backward`). Same values as :meth:`forward_composed`."""
+        wexps, aexps = self.scale_exps()
+        in_exp = self.input_exp
+        saved = []
+        for i, layer in enumerate(self._fused_plan()):
+            lin, w, b, lo, hi, one_bit, blo, bhi, gs_w = layer[:9]
+            ew = wexps[i]
+            s_w = 2.0 ** ew
+            z, ls = linear_quant_fwd(x, w, b, s_w, 2.0 ** (in_exp + ew), lo, hi, one_bit,
+                                     blo, bhi)
+            if len(layer) == 9:
+                saved.append((ls, s_w, gs_w, None))
+                return z, saved
+            surrogate, hi_a, gs_a, bn = layer[9:]
+            ea = aexps[i]
+            s_a = 2.0 ** ea
+            u, rbn = z, None
+            if bn is not None:
+                batch = self.training and bn.use_batch and z.shape[0] > 1
+                mean, var = bn.stats(z)
+                sigma = torch.sqrt(var + bn.eps)
+                f = bn.gamma / sigma
+                u = (z - mean) * f + bn.beta
+                if need_grad:
+                    rbn = ((z - mean) / sigma, f, batch)
+            y, ra = act_quant_fwd(u, s_a, surrogate, hi_a, need_grad)
+            if bn is not None and surrogate.hard:
+                # The exact integer comparison the exported layer makes (the gradient is the
+                # surrogate's through BatchNorm, as in forward_composed).
+                gate = threshold_gate(z * 2.0 ** -(in_exp + ew), *lin.threshold(in_exp, ea))
+                y = s_a * gate.to(y.dtype)
+            saved.append((ls, s_w, gs_w, (ra, s_a, gs_a, rbn)))
+            x, in_exp = y, ea
+        raise AssertionError("unreachable: the last layer returns")
+
+    def fused_backward(self, g: torch.Tensor, saved: list) -> list[torch.Tensor]:
+        """Gradients of :meth:`fused_params` given the logits' gradient ``g``."""
+        per_layer = []
+        for i in reversed(range(len(saved))):
+            ls, s_w, gs_w, rec = saved[i]
+            tail = []
+            if rec is not None:
+                ra, s_a, gs_a, rbn = rec
+                d, dla = act_quant_bwd(g, ra, s_a, gs_a)
+                tail.append(dla)
+                if rbn is not None:
+                    xhat, f, batch = rbn
+                    dxh = d * xhat
+                    tail += [dxh.sum(0), d.sum(0)]
+                    d = (f * (d - d.mean(0) - xhat * dxh.mean(0))) if batch else d * f
+                g = d
+            dx, dw, db, dlw = linear_quant_bwd(g, ls, s_w, gs_w, i > 0)
+            per_layer.append([dw, db, dlw] + tail)
+            g = dx
+        return [t for grads in reversed(per_layer) for t in grads]
+
+    def forward_composed(self, x: torch.Tensor) -> torch.Tensor:
+        """The forward pass composed from the layers' own ops (autograd through each)."""
         x = x.to(torch.float64)
         exps = self.layer_exps()
         for i, lin in enumerate(self.linears):
@@ -206,6 +333,24 @@ class QuantMLP(nn.Module):
             out.append(IntLayer(w, b, lin.weight_bits, req, act.bits))
             in_lo, in_hi = 0, act.hi
         return out
+
+
+class _QuantMLPFn(torch.autograd.Function):
+    """The whole :class:`QuantMLP` as one autograd op: forward
+    :meth:`QuantMLP.fused_forward`, closed-form backward :meth:`QuantMLP.fused_backward`
+    (a fraction of the per-op autograd and Python overhead of the composed layers)."""
+
+    @staticmethod
+    def forward(ctx, model, x, *params):
+        out, ctx.saved = model.fused_forward(x, True)
+        ctx.model = model
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        grads = ctx.model.fused_backward(g, ctx.saved)
+        del ctx.saved, ctx.model
+        return (None, None, *grads)
 
 
 def _threshold_layer(w, b, direction, t, in_lo, in_hi):

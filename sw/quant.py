@@ -162,6 +162,109 @@ def fake_quant_bias(b: torch.Tensor, s_acc: float, lo: int, hi: int) -> torch.Te
     return _FakeQuantBiasFn.apply(b, s_acc, lo, hi)
 
 
+LN2 = math.log(2)
+
+
+def act_quant_fwd(x, s: float, surrogate, hi: int, need_grad: bool = True):
+    """Forward of the fused activation quantizer: ``(s * clamp(R(x / s), 0, hi), saved)``.
+
+    ``R`` and ``R'`` come from the surrogate's
+    :meth:`~softfloor.surrogates.Surrogate.round_and_grad` (``s`` a power of two, so scaling
+    by it is exact); ``saved`` is what :func:`act_quant_bwd` needs (None without
+    ``need_grad``).
+    """
+    v = x * (1.0 / s)
+    r, dr = surrogate.round_and_grad(v, need_grad)
+    q = torch.clamp(r, 0, hi)
+    if not need_grad:
+        return q * s, None
+    return q * s, (v, q, dr, (r == q) if surrogate.clip_grad else None)
+
+
+def act_quant_bwd(g, saved, s: float, gs: float = 1.0):
+    """Backward of :func:`act_quant_fwd`: ``(dx, dl)`` with ``dx = g R'(v) inside`` and
+    ``dl = sum(g (q - v R'(v) inside)) * s * ln 2 * gs`` (the scale's log2 parameter, rounded
+    with a straight-through gradient; ``inside`` where the code is not clamped, everywhere for
+    a surrogate without ``clip_grad``)."""
+    v, q, dr, inside = saved
+    d = g if dr is None else g * dr
+    if inside is not None:
+        d = d * inside
+    dl = (g * q - d * v).sum() * (s * LN2 * gs)
+    return d, dl
+
+
+def linear_quant_fwd(x, w, b, s: float, s_acc: float, lo: int, hi: int, one_bit: bool,
+                     blo: int, bhi: int):
+    """Forward of the fused quantized linear layer: ``(z, saved)``,
+    ``z = x @ (s * codes(w / s)).T + s_acc * clamp(floor(b / s_acc + 1/2), blo, bhi)``.
+
+    Weight codes: 1 bit ``sign`` (0 -> +1), else ``clamp(floor(w / s + 1/2), lo, hi)``
+    (values identical to :class:`_FakeQuantWeightFn` and :class:`_FakeQuantBiasFn`).
+    """
+    v = w * (1.0 / s)
+    if one_bit:
+        q = torch.where(v >= 0, 1.0, -1.0).to(v.dtype)
+        inside = v.abs() <= 1
+    else:
+        r = round_half_up(v)
+        q = torch.clamp(r, lo, hi)
+        inside = r == q
+    rb = round_half_up(b * (1.0 / s_acc))
+    bq = torch.clamp(rb, blo, bhi)
+    wq = q * s
+    return torch.addmm(bq * s_acc, x, wq.T), (x, v, q, inside, rb == bq, wq)
+
+
+def linear_quant_bwd(g, saved, s: float, gs: float = 1.0, need_x: bool = True):
+    """Backward of :func:`linear_quant_fwd`: ``(dx, dw, db, dl)``; straight-through inside the
+    code ranges, LSQ's scale gradient ``sum(gw (q - v inside)) * s * ln 2 * gs`` (the bias scale
+    is a constant, as in :class:`_FakeQuantBiasFn`)."""
+    x, v, q, inside, inside_b, wq = saved
+    dx = g @ wq if need_x else None
+    gw = g.T @ x
+    m = inside.to(g.dtype)
+    dw = gw * m
+    dl = (gw * (q - v * m)).sum() * (s * LN2 * gs)
+    return dx, dw, g.sum(0) * inside_b, dl
+
+
+class _FakeQuantActFn(torch.autograd.Function):
+    """The activation quantizer in one op (:func:`act_quant_fwd` / :func:`act_quant_bwd`):
+    the same values and gradients as composing ``pow2_scale`` and ``surrogate.quantize``."""
+
+    @staticmethod
+    def forward(ctx, x, log2_scale, s: float, surrogate, hi: int, gs: float):
+        y, ctx.saved = act_quant_fwd(x, s, surrogate, hi, True)
+        ctx.s, ctx.gs = s, gs
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        dx, dl = act_quant_bwd(g, ctx.saved, ctx.s, ctx.gs)
+        del ctx.saved
+        return dx, dl, None, None, None, None
+
+
+class _QuantLinearFn(torch.autograd.Function):
+    """The quantized linear layer in one op (:func:`linear_quant_fwd` /
+    :func:`linear_quant_bwd`): the same values and gradients as :class:`_FakeQuantWeightFn`,
+    :class:`_FakeQuantBiasFn` and ``addmm`` composed."""
+
+    @staticmethod
+    def forward(ctx, x, w, b, log2_scale, s: float, s_acc: float, lo: int, hi: int,
+                one_bit: bool, gs: float, blo: int, bhi: int):
+        z, ctx.saved = linear_quant_fwd(x, w, b, s, s_acc, lo, hi, one_bit, blo, bhi)
+        ctx.s, ctx.gs = s, gs
+        return z
+
+    @staticmethod
+    def backward(ctx, g):
+        dx, dw, db, dl = linear_quant_bwd(g, ctx.saved, ctx.s, ctx.gs, ctx.needs_input_grad[0])
+        del ctx.saved
+        return dx, dw, db, dl, None, None, None, None, None, None, None, None
+
+
 class WeightQuantizer(nn.Module):
     """Signed weight quantizer with a learned power-of-two scale, per tensor or per channel.
 
@@ -294,7 +397,24 @@ class QuantReLU(nn.Module):
             self.surrogate.theta = self.sharpness_logit
         return out
 
+    def fusable(self) -> bool:
+        """True when the surrogate has a closed form :func:`act_quant_fwd` can use (not PACT,
+        not learned-sharpness DSQ while soft)."""
+        sur = self.surrogate
+        return sur.scale_grad != "pact" and not (sur.learns_sharpness and not sur.hard)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mode = self.surrogate.scale_grad
+        if self.fusable():
+            # One fused op (same values and gradients as the composition below).
+            gs = lsq_grad_factor(x[0].numel(), self.hi) if mode == "lsq" else 1.0
+            return _FakeQuantActFn.apply(x, self.log2_scale, 2.0 ** self.exp, self.surrogate,
+                                         self.hi, gs)
+        return self.forward_composed(x)
+
+    def forward_composed(self, x: torch.Tensor) -> torch.Tensor:
+        """The activation quantizer composed from autograd ops (learned-sharpness DSQ while
+        soft, PACT; the reference the fused op is tested against)."""
         mode = self.surrogate.scale_grad
         log2_scale = self.log2_scale
         if mode == "lsq":
@@ -335,11 +455,10 @@ class BatchNormStats(nn.Module):
     def stats(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mean, var)``: of the batch ``z`` (updating the running ones) or the running ones."""
         if self.training and self.use_batch and z.shape[0] > 1:
-            mean, var = z.mean(0), z.var(0, unbiased=False)
-            with torch.no_grad():
-                m = self.momentum
-                self.running_mean.mul_(1 - m).add_(m * mean.detach())
-                self.running_var.mul_(1 - m).add_(m * var.detach())
+            var, mean = torch.var_mean(z, 0, unbiased=False)
+            with torch.no_grad():  # running = (1 - momentum) running + momentum batch
+                self.running_mean.lerp_(mean.detach(), self.momentum)
+                self.running_var.lerp_(var.detach(), self.momentum)
             return mean, var
         return self.running_mean, self.running_var
 
@@ -427,6 +546,18 @@ class QuantLinear(nn.Module):
         return torch.clamp(STERoundFn.apply(b / s_acc), self.bias_lo, self.bias_hi)
 
     def forward(self, x: torch.Tensor, in_exp: int) -> torch.Tensor:
+        wq = self.wq
+        if wq.per_channel:
+            return self.forward_composed(x, in_exp)
+        wf, bf = self.folded(x)
+        e = wq.exp
+        gs = lsq_grad_factor(wf.numel(), wq.hi) if wq.scale_grad == "lsq" else 1.0
+        return _QuantLinearFn.apply(x, wf, bf, wq.log2_scale, 2.0 ** e, 2.0 ** (in_exp + e),
+                                    wq.lo, wq.hi, wq.bits == 1, gs, self.bias_lo, self.bias_hi)
+
+    def forward_composed(self, x: torch.Tensor, in_exp: int) -> torch.Tensor:
+        """:meth:`forward` composed from the fused weight and bias ops and ``addmm`` (the
+        reference the single fused op is tested against; the path of per-channel scales)."""
         wf, bf = self.folded(x)
         w = self.wq(wf)
         b = _FakeQuantBiasFn.apply(bf, 2.0 ** (in_exp + self.wq.exp), self.bias_lo, self.bias_hi)
@@ -462,15 +593,14 @@ class QuantLinear(nn.Module):
         t : float64 tensor of integers (``+-inf`` when never / always reachable)
         """
         bn = self.bn
-        g = bn.factor(bn.running_var).to(torch.float64)
+        g = bn.factor(bn.running_var)
         s = 2.0 ** act_exp
         s_acc = 2.0 ** (in_exp + self.wq.exp)
-        beta = bn.beta.to(torch.float64)
-        direction = torch.sign(g).to(torch.int64)
-        safe = torch.where(g == 0, torch.ones_like(g), g)
-        t_real = (bn.running_mean.to(torch.float64) + (s / 2 - beta) / safe) / s_acc
+        direction = torch.sign(g)
+        t_real = (bn.running_mean + (s / 2 - bn.beta) / torch.where(g == 0, 1.0, g)) / s_acc
         t = torch.where(direction > 0, torch.ceil(t_real), torch.floor(t_real))
-        t = torch.where(direction == 0, (beta >= s / 2).to(torch.float64), t)
+        t = torch.where(direction == 0, (bn.beta >= s / 2).to(t.dtype), t).to(torch.float64)
+        direction = direction.to(torch.int64)
         return direction, t
 
 

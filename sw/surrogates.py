@@ -395,6 +395,20 @@ class Surrogate:
     def hard_forward(self, v: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    #: The quantizer clamps after rounding with a gradient mask (zero where the code saturates);
+    #: False: the gradient passes the clamp too (plain STE).
+    clip_grad: ClassVar[bool] = True
+
+    def round_and_grad(self, v: torch.Tensor, need_grad: bool = True):
+        """``(R(v), R'(v))`` in closed form, no autograd: the fused quantizers' entry point.
+
+        ``R'`` is None where it is 1 (straight-through) or when ``need_grad`` is false. Returns
+        None when this surrogate (in its current state) has no such form (its gradient reaches
+        other parameters: learned-sharpness DSQ while soft); the quantizer then composes
+        :meth:`quantize` with autograd. The values and gradients are those of :meth:`forward`.
+        """
+        return None
+
 
 @dataclass
 class STESurrogate(Surrogate):
@@ -406,6 +420,9 @@ class STESurrogate(Surrogate):
 
     def hard_forward(self, v):
         return STERoundFn.apply(v)
+
+    def round_and_grad(self, v, need_grad=True):
+        return round_half_up(v), None
 
 
 @dataclass
@@ -430,11 +447,25 @@ class SigmoidSurrogate(Surrogate):
             return STERoundFn.apply(v)
         return HardRoundSmoothGradFn.apply(v, _check_k(self.k))
 
+    def round_and_grad(self, v, need_grad=True):
+        k = _check_k(self.k)
+        if self.hard:
+            r = round_half_up(v)
+            if not need_grad or self.hard_grad == "ste":
+                return r, None
+            return r, smooth_round_grad(v, k)
+        fl = torch.floor(v)
+        s = torch.sigmoid(k * (v - fl - 0.5))
+        t = math.tanh(k / 4)
+        r = fl + (s - _sigmoid(-k / 2)) / t
+        return r, ((k / t) * s * (1 - s) if need_grad else None)
+
 
 @dataclass
 class PlainSTESurrogate(STESurrogate):
     """Plain straight-through estimator: gradient 1 everywhere, also where the codes saturate."""
     name: ClassVar[str] = "ste_plain"
+    clip_grad: ClassVar[bool] = False
 
     def quantize(self, v, lo, hi):
         return STEClampRoundFn.apply(v, float(lo), float(hi))
@@ -474,6 +505,11 @@ class DSQSurrogate(Surrogate):
     def hard_forward(self, v):
         return HardRoundGradFn.apply(v, dsq_round_grad, self.sharpness())
 
+    def round_and_grad(self, v, need_grad=True):
+        if not self.hard:
+            return None  # the soft forward's gradient reaches the learned sharpness
+        return round_half_up(v), (dsq_round_grad(v, self.sharpness()) if need_grad else None)
+
 
 @dataclass
 class HardDSQSurrogate(Surrogate):
@@ -486,6 +522,9 @@ class HardDSQSurrogate(Surrogate):
         return HardRoundGradFn.apply(v, dsq_round_grad, _check_k(self.k))
 
     hard_forward = soft_forward
+
+    def round_and_grad(self, v, need_grad=True):
+        return round_half_up(v), (dsq_round_grad(v, _check_k(self.k)) if need_grad else None)
 
 
 @dataclass
@@ -504,6 +543,11 @@ class FourierSurrogate(Surrogate):
     def hard_forward(self, v):
         return HardRoundGradFn.apply(v, fourier_round_grad, fourier_r(self.k))
 
+    def round_and_grad(self, v, need_grad=True):
+        r = fourier_r(self.k)
+        val = round_half_up(v) if self.hard else fourier_round(v, r)
+        return val, (fourier_round_grad(v, r) if need_grad else None)
+
 
 @dataclass
 class LSQSurrogate(STESurrogate):
@@ -518,6 +562,9 @@ class PACTSurrogate(STESurrogate):
     only from inputs above it (``d y / d alpha = 1`` there, 0 elsewhere)."""
     name: ClassVar[str] = "pact"
     scale_grad: ClassVar[str] = "pact"
+
+    def round_and_grad(self, v, need_grad=True):
+        return None  # the clip level's gradient differs from the fused quantizer's
 
 
 #: Surrogates by name.

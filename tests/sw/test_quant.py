@@ -192,3 +192,92 @@ def test_per_channel_init_scale_and_requant_params():
     shift, mult = requant_params(-4, torch.tensor([-3, -6, 1]), -5)
     assert shift.tolist() == [2, 5, 0] and mult.tolist() == [1, 1, 4]
     assert [requant_params(-4, e, -5) for e in (-3, -6, 1)] == [(2, 1), (5, 1), (0, 4)]
+
+
+def _grads(params):
+    out = [None if p.grad is None else p.grad.clone() for p in params]
+    for p in params:
+        p.grad = None
+    return out
+
+
+def _assert_grads_close(a, b):
+    for ga, gb in zip(a, b, strict=True):
+        assert (ga is None) == (gb is None)
+        if ga is not None:
+            assert torch.allclose(ga, gb, rtol=1e-10, atol=1e-13), (ga, gb)
+
+
+@pytest.mark.parametrize("surrogate", ["ste", "ste_plain", "sigmoid", "fourier", "dsq_hard",
+                                       "lsq", "dsq"])
+@pytest.mark.parametrize("hard", [False, True])
+def test_fused_activation_equals_the_composed_one(surrogate, hard):
+    act = QuantReLU(2, surrogate).double()
+    act.surrogate.k, act.surrogate.hard = 3.0, hard
+    if not act.fusable():  # dsq while soft learns its sharpness: composed only
+        assert surrogate == "dsq" and not hard
+        return
+    gen = torch.Generator().manual_seed(7)
+    x = (3 * torch.randn(32, 6, dtype=D, generator=gen)).requires_grad_()
+    x.data[0, :3] = torch.tensor([0.5, 1.5, 3.5])  # ties and the top clip edge, in grid units
+    g = torch.randn(32, 6, dtype=D, generator=gen)
+    act.init_scale(x)
+    params = [x] + list(act.parameters())
+    out = act(x)
+    (out * g).sum().backward()
+    fused = _grads(params)
+    ref = act.forward_composed(x)
+    (ref * g).sum().backward()
+    assert torch.equal(out, ref)
+    _assert_grads_close(fused, _grads(params))
+
+
+@pytest.mark.parametrize("bits", [1, 2, 4])
+@pytest.mark.parametrize("bn", [None, "fold", "threshold"])
+def test_fused_linear_equals_the_composed_one(bits, bn):
+    lin = QuantLinear(12, 5, bits, 8, bn=bn).double()
+    gen = torch.Generator().manual_seed(bits)
+    x = torch.rand(16, 12, dtype=D, generator=gen).requires_grad_()
+    g = torch.randn(16, 5, dtype=D, generator=gen)
+    params = [x] + list(lin.parameters())
+    out = lin(x, -4)
+    (out * g).sum().backward()
+    fused = _grads(params)
+    ref = lin.forward_composed(x, -4)
+    (ref * g).sum().backward()
+    assert torch.equal(out, ref)
+    _assert_grads_close(fused, _grads(params))
+
+
+@pytest.mark.parametrize("wb, ab, bn", [(4, 4, False), (2, 2, False), (1, 1, True), (2, 1, True),
+                                        (1, 2, False)])
+@pytest.mark.parametrize("surrogate", ["ste", "sigmoid", "fourier", "lsq", "dsq"])
+@pytest.mark.parametrize("hard", [False, True])
+def test_fused_network_equals_the_composed_one(wb, ab, bn, surrogate, hard):
+    """The whole-network autograd op (QuantMLP.forward) against the layers composed with
+    autograd: the same outputs bit for bit, the same gradients, the same BatchNorm updates."""
+    torch.manual_seed(wb * 10 + ab)
+    m = QuantMLP((16, 12, 8, 10), wb, ab, 3, surrogate, batchnorm=bn)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 8, (24, 16), generator=gen).to(D) / 8
+    y = torch.randint(0, 10, (24,), generator=gen)
+    m.calibrate(x)
+    m.train()
+    m.set_surrogate(4.0, hard)
+    fusable = m.fusable()
+    assert fusable == (surrogate != "dsq" or hard)
+    params = list(m.parameters())
+    buffers = [b.clone() for b in m.buffers()]
+    out = m(x)
+    torch.nn.functional.cross_entropy(out, y).backward()
+    fused, fused_buffers = _grads(params), [b.clone() for b in m.buffers()]
+    for b, saved in zip(m.buffers(), buffers):
+        b.copy_(saved)
+    ref = m.forward_composed(x)
+    torch.nn.functional.cross_entropy(ref, y).backward()
+    assert torch.equal(out, ref)
+    _assert_grads_close(fused, _grads(params))
+    for a, b in zip(fused_buffers, m.buffers()):
+        assert torch.equal(a, b)
+    with torch.no_grad():
+        assert torch.equal(m(x), m.forward_composed(x))
