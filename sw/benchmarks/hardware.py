@@ -2,15 +2,25 @@
 
 For the digits MLP (64-64-32-10) at w8a8, w4a4, w2a2 and w1a1 -- trained with QAT on the digits
 split (``softfloor.train.train_qat``, 60 epochs; the surrogate the trainer documents for each
-width: sigmoid at 4 and 8 bits, STE at 1 and 2 bits) and exported to an integer model -- and for
-on the UP5K (w8a8 and w4a4 also on the HX8K -- w8a8's 32-bit logits need more pins than
-the UP5K SG48 has -- and w4a4 on an ECP5-25F): the planner's throughput plan, then
+width: sigmoid at 4 and 8 bits, STE at 1 and 2 bits) and exported to an integer model -- on the
+UP5K (w8a8 and w4a4 also on the HX8K -- w8a8's 32-bit logits need more pins than the UP5K SG48
+has), on an ECP5-25F (every width, throughput plan; the ECP5-45F/85F give the same plan, the
+input beat being the bottleneck), and fully unrolled (``pe = rows``, ``simd = cols``: weights as
+constants, see :class:`softfloor.hw.engine.DenseEngine`) on an ECP5-85F with a 32-bit input beat
+and all 10 logits in one output beat: the planner's plan (``ROWS``), then
 
-* RTL co-simulation on Verilator of the test samples: bit-exactness against the golden model,
-  measured latency (an isolated sample) and measured initiation interval (back to back);
-* Yosys + nextpnr: logic cells, FF, RAM blocks, DSP, Fmax;
+* RTL co-simulation on Verilator (and Icarus for the unrolled rows) of the test samples:
+  bit-exactness against the golden model, measured latency (an isolated sample) and measured
+  initiation interval (back to back);
+* Yosys + nextpnr: logic (iCE40 logic cells; ECP5 LUT4 slots, ``TRELLIS_COMB``), FF, RAM blocks
+  (EBR/SPRAM; DP16KD), DSP (SB_MAC16; MULT18X18D), Fmax;
 * inferences/s = Fmax / measured II, MAC-lane utilisation = macs / (mac_units x measured II),
-  and the planner's logic-cell estimate against the synthesized count.
+  and the planner's logic estimate against the synthesized count.
+
+Trained models are cached in ``<out>/hardware/models`` and finished rows in
+``<row dir>/row.json`` (keyed by the hash of the generated Verilog, the manifest and the sample
+count), so a rerun only redoes what changed. ``SOFTFLOOR_BENCH_HW_ROWS=ecp5,hx8k`` runs only the
+rows whose ``model-device-objective`` name contains one of the words.
 
 ``quick`` (``make bench`` with ``--quick``): w4a4 and w1a1 on the UP5K only, 10 epochs, 60
 co-simulated samples.
@@ -23,78 +33,141 @@ from pathlib import Path
 
 MODELS = [(8, 8), (4, 4), (2, 2), (1, 1)]
 DEVICES = ("up5k",)
-#: Further (model, device) rows of a full run.
-EXTRA_ROWS = [((8, 8), "hx8k"), ((4, 4), "hx8k"), ((4, 4), "ecp5-25f")]
+#: Every row of a full run: (weight bits, act bits), device, objective, unrolled.
+ROWS = ([((wb, ab), "up5k", "throughput", False) for wb, ab in MODELS]
+        + [((8, 8), "hx8k", "throughput", False), ((4, 4), "hx8k", "throughput", False)]
+        + [((wb, ab), "ecp5-25f", "throughput", False) for wb, ab in MODELS]
+        + [((wb, ab), "ecp5-85f", "latency", True) for wb, ab in ((4, 4), (2, 2), (1, 1))])
 TARGET_UP5K_W4A4 = 200_000
+#: Input beat of the fully unrolled rows (bits); the output beat carries all logits.
+UNROLLED_IN_BEAT_BITS = 32
 
 
-def _train(wb: int, ab: int, epochs: int):
-    from softfloor import data, export, train
+def _train(wb: int, ab: int, epochs: int, cache: Path | None = None):
+    from softfloor import data, export, intmodel, train
     cfg = train.TrainConfig(weight_bits=wb, act_bits=ab, epochs=epochs,
                             surrogate="ste" if min(wb, ab) <= 2 else "sigmoid")
     split = data.load_digits_split(cfg.input_bits or cfg.act_bits)
+    path = cache / f"digits-w{wb}a{ab}-e{epochs}.intmodel.json" if cache else None
+    if path is not None and path.exists():
+        return intmodel.load(path), split
     res = train.train_qat(cfg, split)
     model = export.export_result(res, split.input_spec, name=f"digits-w{wb}a{ab}")
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        intmodel.save(model, path)
     return model, split
 
 
-def _row(model, split, device: str, out: Path, n_samples: int) -> dict:
+def unrolled_folding(model) -> dict:
+    """``{dense layer: (rows, cols)}``: every dense layer fully unrolled."""
+    from softfloor.intmodel import Dense
+    return {l.name: (l.out_features, l.in_features) for l in model.layers if isinstance(l, Dense)}
+
+
+def unrolled_beats(model) -> tuple[int, int]:
+    """Elements per beat of an unrolled row: a 32-bit input beat, every logit in one beat."""
+    return max(1, UNROLLED_IN_BEAT_BITS // model.input.bits), model.output_size
+
+
+def _row(model, split, device: str, out: Path, n_samples: int, objective: str = "throughput",
+         unrolled: bool = False) -> dict:
+    import hashlib
     import numpy as np
     from softfloor import golden
     from softfloor.hw import planner, synth
     from softfloor.hw.generate import generate
     from softfloor.sim import cosim
     t0 = time.monotonic()
-    plan = planner.plan(model, device, "throughput")
-    gen = generate(model, out, device=device, folding=plan)
+    epb = unrolled_beats(model) if unrolled else None
+    plan = planner.plan(model, device, objective,
+                        unrolled_folding(model) if unrolled else None, elements_per_beat=epb)
+    gen = generate(model, out, device=device, folding=plan, elements_per_beat=epb)
     man = gen.manifest
+    gen_s = time.monotonic() - t0
+    key = hashlib.sha256(gen.verilog.read_bytes() + json.dumps(man, sort_keys=True).encode()
+                         + str(n_samples).encode()).hexdigest()
+    cached = out / "row.json"
+    if cached.exists():
+        row = json.loads(cached.read_text())
+        if row.get("key") == key:
+            return row | {"cached": True}
     x = split.c_test[:n_samples]
     want = golden.run(model, x)
-    r = cosim.cosimulate(gen.verilog, man, x, "verilator", out / "cosim", expected=want)
-    mism = int(np.sum(np.any(r.outputs != want, axis=1))) + abs(len(want) - len(r.outputs))
+    sims = ("verilator", "icarus") if unrolled else ("verilator",)
+    mism, results = 0, {}
+    for sim in sims:
+        r = cosim.cosimulate(gen.verilog, man, x, sim, out / "cosim", expected=want)
+        results[sim] = r
+        mism += int(np.sum(np.any(r.outputs != want, axis=1))) + abs(len(want) - len(r.outputs))
+    r = results["verilator"]
     acc = float(np.mean(np.argmax(r.outputs, 1) == split.y_test[:len(r.outputs)]))
     dev = synth.get_device(device)
     if man["io_pins"] > dev.io:
         raise ValueError(f"the top needs {man['io_pins']} I/O pins, {device} has {dev.io} "
                          f"(output elements of {man['output']['element_bits']} bits)")
+    t1 = time.monotonic()
     s = synth.synthesize(gen.verilog, man["top"], out / "synth", device)
+    synth_s = time.monotonic() - t1
     ii = r.initiation_interval
     ips = s.fmax_mhz * 1e6 / ii if s.fmax_mhz and ii else None
     est = man["resources_estimate"]
-    return {
-        "model": model.name, "device": device,
+    row = {
+        "model": model.name, "device": device, "objective": objective,
         "plan": " ".join(f"{l['name']}:{l['pe']}x{l['simd']}" for l in man["layers"]),
-        "mac_units": man["mac_units"],
+        "unrolled": unrolled, "mac_units": man["mac_units"],
         "lc": s.logic_cells, "lc_pct": round(100 * s.logic_cells / dev.logic_cells, 1),
         "ff": s.ff, "ram": s.ram_blocks, "dsp": s.dsp, "fmax_mhz": s.fmax_mhz,
         "ii_planned": man["initiation_interval"], "ii_measured": ii,
         "latency_planned": man["cycles_per_inference"], "latency_measured": r.latency_cycles,
+        "latency_ns": round(1e3 * r.latency_cycles / s.fmax_mhz, 1)
+        if s.fmax_mhz and r.latency_cycles else None,
         "inferences_per_s": round(ips) if ips else None,
         "mac_util": round(man["macs_per_inference"] / (man["mac_units"] * ii), 3) if ii else None,
         "est_lc": est["lc"], "est_over_actual_lc": round(est["lc"] / s.logic_cells, 2),
-        "est_ram": est["ram"], "samples": len(x), "mismatches": mism, "accuracy_rtl": acc,
-        "seconds": round(time.monotonic() - t0, 1),
+        "est_ram": est["ram"], "samples": len(x), "simulators": "+".join(sims),
+        "mismatches": mism, "accuracy_rtl": acc,
+        "io_pins": man["io_pins"], "tools": s.tools, "generate_s": round(gen_s, 1),
+        "synth_pnr_s": round(synth_s, 1), "seconds": round(time.monotonic() - t0, 1),
     }
+    if unrolled:
+        for sim, rs in results.items():
+            row[f"latency_measured_{sim}"] = rs.latency_cycles
+    cached.write_text(json.dumps(row | {"key": key}, indent=1) + "\n")
+    return row
+
+
+def row_name(wb: int, ab: int, device: str, objective: str, unrolled: bool) -> str:
+    return f"w{wb}a{ab}-{device}" + ("-unrolled" if unrolled else
+                                     "" if objective == "throughput" else f"-{objective}")
 
 
 def run(out_dir: Path, quick: bool) -> dict:
+    import os
     out = Path(out_dir) / "hardware"
     out.mkdir(parents=True, exist_ok=True)
-    models = [(4, 4), (1, 1)] if quick else MODELS
-    devices = ("up5k",) if quick else DEVICES
-    extra = [] if quick else EXTRA_ROWS
+    if quick:
+        jobs = [((4, 4), "up5k", "throughput", False), ((1, 1), "up5k", "throughput", False)]
+    else:
+        jobs = list(ROWS)
+    only = [w for w in os.environ.get("SOFTFLOOR_BENCH_HW_ROWS", "").split(",") if w]
+    if only:
+        jobs = [j for j in jobs if any(w in row_name(*j[0], *j[1:]) for w in only)]
     epochs, n = (10, 60) if quick else (60, 360)
     rows, notes = [], []
     trained = {}
-    for wb, ab in models:
-        trained[(wb, ab)] = _train(wb, ab, epochs)
-    jobs = [(m, d) for m in models for d in devices] + [(m, d) for m, d in extra if m in trained]
-    for (wb, ab), device in jobs:
+    for (wb, ab), *_ in jobs:
+        if (wb, ab) not in trained:
+            trained[(wb, ab)] = _train(wb, ab, epochs, out / "models")
+    for (wb, ab), device, objective, unrolled in jobs:
         model, split = trained[(wb, ab)]
+        name = row_name(wb, ab, device, objective, unrolled)
         try:
-            row = _row(model, split, device, out / f"w{wb}a{ab}-{device}", n)
+            row = _row(model, split, device, out / name, n, objective, unrolled)
         except Exception as e:                  # a failed row is reported, not hidden
-            row = {"model": model.name, "device": device, "error": f"{type(e).__name__}: {e}"}
+            row = {"model": model.name, "device": device, "objective": objective,
+                   "unrolled": unrolled, "error": f"{type(e).__name__}: {e}"}
+        row.pop("key", None)
         rows.append(row)
         print(json.dumps(row), flush=True)
     for r in rows:
@@ -109,7 +182,17 @@ def run(out_dir: Path, quick: bool) -> dict:
     if ratios:
         notes.append(f"planner LC estimate / synthesized: {min(ratios)}..{max(ratios)} "
                      f"(goal 0.75..1.25)")
+    for r in rows:
+        if r.get("unrolled") and "latency_measured" in r:
+            same = all(r.get(f"latency_measured_{s}") == r["latency_planned"]
+                       for s in r["simulators"].split("+"))
+            notes.append(f"fully unrolled {r['model']} on {r['device']}: latency "
+                         f"{r['latency_measured']} cycles measured on {r['simulators']} "
+                         f"({'equals' if same else 'DIFFERS from'} the manifest's "
+                         f"{r['latency_planned']}), {r['latency_ns']} ns at {r['fmax_mhz']} MHz, "
+                         f"{r['lc']} LUT4, {r['mismatches']} mismatches")
     notes.append(f"models trained with QAT ({epochs} epochs), {n} test samples co-simulated "
-                 "on Verilator; Fmax from nextpnr (seed 1, 48 MHz target, timing allowed to "
-                 "fail); II and latency measured in RTL simulation")
+                 "on Verilator (unrolled rows: Verilator and Icarus); Fmax from nextpnr (seed 1, "
+                 "48 MHz target, timing allowed to fail); II and latency measured in RTL "
+                 "simulation; ECP5 `lc` = LUT4 slots (TRELLIS_COMB), iCE40 `lc` = logic cells")
     return {"rows": rows, "notes": notes}

@@ -35,6 +35,25 @@ def test_random_model_bit_exact_with_timing(simulator, seed, tmp_path):
     assert r.initiation_interval == gen.manifest["initiation_interval"]
 
 
+def test_fully_unrolled_constant_weights(simulator, tmp_path):
+    """The latency objective on a big device unrolls every layer (pe = rows, simd = cols,
+    weights as constants): bit-exact, measured latency and II equal the manifest's."""
+    rng = np.random.default_rng(11)
+    model = random_model(rng, (10, 7, 4), in_bits=4, weight_bits=3, final_requant=False)
+    gen = generate(model, tmp_path, device="ecp5-85f", objective="latency",
+                   elements_per_beat=(5, 4))
+    assert [(l["pe"], l["simd"], l["const_weights"]) for l in gen.manifest["layers"]
+            if l["kind"] == "dense"] == [(7, 10, True), (4, 7, True)]
+    assert gen.manifest["initiation_interval"] == 2
+    x = random_codes(rng, model, 20)
+    want = golden.run(model, x)
+    r = cosim.cosimulate(gen.verilog, gen.manifest, x, simulator, tmp_path / "run",
+                         expected=want, strict=True, seed=5)
+    np.testing.assert_array_equal(r.outputs, want)
+    assert r.latency_cycles == gen.manifest["cycles_per_inference"]
+    assert r.initiation_interval == gen.manifest["initiation_interval"]
+
+
 def test_gaps_and_backpressure_lose_nothing(simulator, tmp_path):
     rng = np.random.default_rng(7)
     model = random_model(rng, (9, 5, 3), in_bits=3)
