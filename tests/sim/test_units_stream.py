@@ -326,3 +326,26 @@ def test_beat_unpacker_and_packer(simulator, tmp_path):
     out = BeatLayout(signed(16), elements=6, elements_per_beat=4)
     pk = units.stream_harness("u_pack", BeatPacker(out, signed(12), 2), xfer, out)
     run_unit(pk, x, x, simulator, tmp_path / "pack", seed=10)
+
+
+def test_a_wrong_rounding_engine_is_caught(tmp_path):
+    """Not vacuous: an engine that rounds half_up, scored against the half_even twin on the
+    corner vectors alone, differs exactly on accumulators that are ties with an odd quotient."""
+    from tests.conftest import require_tool
+    from softfloor.sim import tools
+    require_tool("icarus", lambda: tools.ensure("icarus"))
+    good = dense_engine("1x1")
+    good._MustUse__silence = True
+    bad_rq = Requant("rq", **{**FOLDINGS["1x1"][5], "rounding": "half_up"})
+    bad = DenseEngine(good.dense, good.in_type, bad_rq)
+    x, _ = dense_corners(good, np.random.default_rng(1))
+    want = good.model(x)
+    r = units.run_stream(engine_harness("u_dense_wrong", bad), x, "icarus", tmp_path,
+                         expected=want, measure_latency=False)
+    differ = r.outputs != want
+    assert r.mismatches and differ.any()
+    rq = good.requant
+    scaled = good.dense.execute(x) * rq.multiplier
+    tie = (scaled & ((1 << rq.shift) - 1)) == 1 << (rq.shift - 1)
+    even = (scaled >> rq.shift) % 2 == 0          # half_even rounds these ties down
+    assert np.array_equal(differ, tie & even & (r.outputs == want + 1))
