@@ -19,7 +19,9 @@ test: bootstrap
 test-fast: bootstrap
 	$(PY) -m pytest -q -m "not sim and not synth and not slow"
 
-# Long randomized verification (not in CI's `make test`): 100,000 vectors per unit, the digits
+# Long randomized verification (not in CI's `make test`): 100,000 vectors per primitive, 20,000
+# per streaming unit (engines at every folding, window, pool, threshold, conv, FIFOs) on both
+# simulators, a third of SOAK_NETS random CNNs per simulator, the digits
 # MLP streamed 200 samples with gaps/backpressure/reset, and SOAK_NETS random networks per
 # simulator from a fresh base seed (printed; reproduce one with SOFTFLOOR_SEED=<seed>).
 SOAK_NETS ?= 60

@@ -91,3 +91,17 @@ def random_cnn(rng: np.random.Generator, *, in_shape=(2, 6, 5), channels=(3, 4),
     b = rng.integers(-50, 51, size=classes)
     layers.append(Dense("fc", w, b, wb, 7, max(7, acc_bits_for(w, b, t))))
     return IntModel(spec, layers, OutputSpec(0.01), name)
+
+
+def random_cnn_network(seed: int, *, soak: bool = False) -> IntModel:
+    """A random valid CNN from one integer ``seed`` (same seed, same model): random input shape
+    (1..3 channels, 3..6 pixels a side; bigger with ``soak``), channel counts, classes, and
+    everything :func:`random_cnn` draws (kernels, strides, paddings and pad values, bit widths,
+    per-channel requant or not, multi-threshold or requant, max-pool when the frame allows)."""
+    rng = np.random.default_rng(seed)
+    c = int(rng.integers(1, 4))
+    h, w = (int(v) for v in rng.integers(3, 10 if soak else 7, size=2))
+    top = 7 if soak else 4
+    channels = (int(rng.integers(1, top)), int(rng.integers(1, top)))
+    return random_cnn(rng, in_shape=(c, h, w), channels=channels,
+                      classes=int(rng.integers(1, 5)), name=f"cnn{seed}")

@@ -18,6 +18,7 @@ from softfloor.hw.generate import build_manifest
 from softfloor.sim import randnet
 from tests.conftest import require_tool
 from softfloor.sim import tools
+from tests.randcnn import random_cnn_network
 from tests.randmodel import extreme_codes, random_codes, random_network
 
 pytestmark = pytest.mark.sim
@@ -25,17 +26,27 @@ SOAK = os.environ.get("SOFTFLOOR_SOAK", "") not in ("", "0")
 
 #: Networks per simulator in ``make test`` (Icarus builds in a second; Verilator in ~5-10 s).
 DEFAULT_COUNT = {"icarus": 10, "verilator": 3}
+#: Random CNNs (conv, per-channel requant, max-pool, multi-threshold, flatten, dense) per
+#: simulator in ``make test`` (Verilator runs two random CNNs in ``tests/sim/test_cosim.py``);
+#: a sweep (``SOFTFLOOR_RANDNET_COUNT``) runs a third as many CNNs as dense networks, on both
+#: simulators (a CNN streams whole frames: several times the cycles per sample).
+CNN_COUNT = {"icarus": 3, "verilator": 0}
+CNN_BASE = 1003
 
 
-def cases():
+def cases(default=None, base=1000, fraction=1):
+    default = default or DEFAULT_COUNT
     if os.environ.get("SOFTFLOOR_SEED"):
         seed = int(os.environ["SOFTFLOOR_SEED"])
         return [(sim, seed) for sim in tools.SIMULATORS]
-    base = int(os.environ.get("SOFTFLOOR_RANDNET_BASE", 1000))
+    base = int(os.environ.get("SOFTFLOOR_RANDNET_BASE", base))
     sims = os.environ.get("SOFTFLOOR_RANDNET_SIMS", ",".join(tools.SIMULATORS)).split(",")
     out = []
     for sim in sims:
-        n = int(os.environ.get("SOFTFLOOR_RANDNET_COUNT", DEFAULT_COUNT[sim]))
+        if "SOFTFLOOR_RANDNET_COUNT" in os.environ:
+            n = max(1, int(os.environ["SOFTFLOOR_RANDNET_COUNT"]) // fraction)
+        else:
+            n = default[sim]
         out += [(sim, base + k) for k in range(n)]
     return out
 
@@ -76,6 +87,29 @@ def test_random_network(sim, seed, tmp_path):
                             reproduce=f"{'SOFTFLOOR_SOAK=1 ' if SOAK else ''}SOFTFLOOR_SEED={seed} "
                                       f".venv/bin/python -m pytest tests/sim/test_randnet.py "
                                       f"-k {sim}")
+    print(r)
+
+
+@pytest.mark.parametrize("sim,seed", cases(CNN_COUNT, CNN_BASE, fraction=3))
+def test_random_cnn_network(sim, seed, tmp_path):
+    """A random CNN (``tests.randcnn.random_cnn_network``) through RTL generation and
+    co-simulation: all-min / all-max / alternating frames plus random frames; folding, gaps and
+    timing checks chosen by the seed as for the dense networks."""
+    require_tool(sim, lambda: tools.ensure(sim))
+    model = random_cnn_network(seed, soak=SOAK)
+    rng = np.random.default_rng(seed)
+    t = model.input.code_type
+    n = model.input.size
+    x = np.concatenate([np.array([np.full(n, t.lo), np.full(n, t.hi), np.resize([t.lo, t.hi], n)]),
+                        random_codes(rng, model, 30 if SOAK else 6)])
+    folding = random_folding(model, rng, seed % 3)
+    gap, stall = (0.3, 0.4) if seed % 2 else (0.0, 0.0)
+    head = f"{'SOFTFLOOR_SOAK=1 ' if SOAK else ''}SOFTFLOOR_SEED={seed}"
+    print(f"{head} ({sim}, cnn), folding {'planner' if folding is None else folding}\n{model}")
+    r = randnet.check_model(model, x, sim, tmp_path, seed=seed, gap_prob=gap, stall_prob=stall,
+                            folding=folding,
+                            reproduce=f"{head} .venv/bin/python -m pytest "
+                                      f"tests/sim/test_randnet.py -k 'cnn and {sim}'")
     print(r)
 
 

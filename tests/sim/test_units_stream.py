@@ -31,18 +31,41 @@ from softfloor.hw import primitives as P
 from softfloor.hw.engine import DenseEngine, RequantEngine
 from softfloor.hw.stream_io import BeatLayout, BeatPacker, BeatUnpacker
 from softfloor.intmodel import CodeType, Dense, Requant
-from softfloor.sim import units
+from softfloor.sim import tools, units
+from tests.conftest import require_tool
 
 pytestmark = pytest.mark.sim
 
 SOAK = os.environ.get("SOFTFLOOR_SOAK", "") not in ("", "0")
 #: Random vectors (transfers, for the FIFOs) per unit: ``make test`` per simulator, ``make soak``.
-N_TEST = {"verilator": 2_000, "icarus": 300}
+N_TEST = {"verilator": 4_000, "icarus": 1_000}
 N_SOAK = 20_000
 
 
 def n_random(simulator: str) -> int:
     return N_SOAK if SOAK else N_TEST[simulator]
+
+
+#: A Verilator build costs ~10 s of CPU per design, an Icarus build ~1 s: ``make test`` runs
+#: every unit on Icarus and these on Verilator too; ``make soak`` runs every unit on both.
+VERILATOR_IN_MAKE_TEST = {"dense:padded_2x3_split", "conv:chw_pad_stride_1x1fold",
+                          "threshold:per_channel_hwc", "skid"}
+
+
+def sims_for(key: str) -> list[str]:
+    return [s for s in tools.SIMULATORS
+            if SOAK or s != "verilator" or key in VERILATOR_IN_MAKE_TEST]
+
+
+def unit_cases(kind: str, names) -> list:
+    """``(simulator, name)`` parameters (the ``simulator`` fixture is overridden: call
+    :func:`need` in the test)."""
+    return [pytest.param(s, n, id=f"{s}-{n}") for n in names for s in sims_for(f"{kind}:{n}")]
+
+
+def need(simulator: str) -> None:
+    """The simulator fixture's check: missing fails under CI, skips loudly elsewhere."""
+    require_tool(simulator, lambda: tools.ensure(simulator))
 
 
 # -- the layers ---------------------------------------------------------------------------------
@@ -161,6 +184,14 @@ def requant_targets(rq: Requant, acc_lo: int, acc_hi: int) -> list[int]:
     return sorted(out)
 
 
+def row_requant(rq, r: int) -> Requant:
+    """Row ``r``'s requantization as a scalar Requant (a ChannelRequant has one per row)."""
+    if isinstance(rq, Requant):
+        return rq
+    return Requant(rq.name, int(rq.shift[r]), rq.rounding, rq.bits, rq.signed, rq.lo, rq.hi,
+                   int(rq.multiplier[r]))
+
+
 def dense_corners(eng: DenseEngine, rng) -> tuple[np.ndarray, dict]:
     """Corner input vectors of a DenseEngine and what they cover (see the module docstring)."""
     t, d = eng.in_type, eng.dense
@@ -177,7 +208,8 @@ def dense_corners(eng: DenseEngine, rng) -> tuple[np.ndarray, dict]:
         lo_b, hi_b = arith.dense_bounds(W, b, t.lo, t.hi)
         for r in range(eng.rows):
             tables = reach_tables(W[r], b[r], codes)
-            for target in requant_targets(eng.requant, int(lo_b[r]), int(hi_b[r])):
+            for target in requant_targets(row_requant(eng.requant, r), int(lo_b[r]),
+                                          int(hi_b[r])):
                 cover["targets"] += 1
                 x = input_for(W[r], codes, tables, target, rng)
                 if x is not None:
@@ -214,9 +246,10 @@ def engine_harness(top, eng):
     return units.stream_harness(top, eng, inl, outl)
 
 
-@pytest.mark.parametrize("folding", list(FOLDINGS))
+@pytest.mark.parametrize("simulator,folding", unit_cases("dense", FOLDINGS))
 def test_dense_engine_folding(simulator, folding, tmp_path):
     """One DenseEngine folding: random vectors + corners, gaps and backpressure, bit-exact."""
+    need(simulator)
     eng = dense_engine(folding)
     rng = np.random.default_rng(1)
     corners, cover = dense_corners(eng, rng)
@@ -258,8 +291,10 @@ def test_dense_corners_hit_the_bounds_and_ties():
             not np.array_equal(modes["half_up"], modes["floor"]), name
 
 
+@pytest.mark.parametrize("simulator", sims_for("reset"))
 def test_dense_engine_reset_midstream(simulator, tmp_path):
     """rst in the middle of a folded engine's stream: vectors sent after it are exact."""
+    need(simulator)
     eng = dense_engine("padded_2x3_split")
     rng = np.random.default_rng(4)
     x = rng.integers(eng.in_type.lo, eng.in_type.hi, size=(40, eng.cols), endpoint=True)
@@ -275,9 +310,11 @@ def test_dense_engine_reset_midstream(simulator, tmp_path):
     assert not r.raw.get("extra_output_beats")
 
 
+@pytest.mark.parametrize("simulator", sims_for("requant"))
 def test_requant_engine(simulator, tmp_path):
     """RequantEngine, 2 lanes: every input code (all ties, all saturation edges) in every lane,
     then random vectors."""
+    need(simulator)
     t = CodeType.full(10, True)
     rq = Requant("rq", 4, "half_even", 4, True, -7, 5, multiplier=3)
     eng = RequantEngine(rq, t, elements=4, elements_per_transfer=2)
@@ -301,11 +338,12 @@ def tagged(rng, n, shape, tag_bits):
     return np.where(raw > hi, raw - (1 << shape.width), raw).clip(lo, hi)
 
 
-@pytest.mark.parametrize("gap,stall", [(0.3, 0.3), (0.0, 0.6), (0.6, 0.0)])
+@pytest.mark.parametrize("simulator", sims_for("skid"))
+@pytest.mark.parametrize("gap,stall", [(0.3, 0.3)] + ([(0.0, 0.6), (0.6, 0.0)] if SOAK else []))
 def test_skid_buffer(simulator, gap, stall, tmp_path):
-    """SkidBuffer: random transfers per pattern, in order, none lost or duplicated."""
-    if not SOAK and (gap, stall) != (0.3, 0.3):
-        pytest.skip("make test runs the mixed pattern, make soak all three")
+    """SkidBuffer: random transfers per gap/stall pattern (make soak: three patterns), in
+    order, none lost or duplicated."""
+    need(simulator)
     shape = signed(16)
     lay = BeatLayout(shape, elements=1, elements_per_beat=1)
     h = units.stream_harness("u_skid", P.SkidBuffer(shape), lay, lay)
@@ -313,9 +351,11 @@ def test_skid_buffer(simulator, gap, stall, tmp_path):
     run_unit(h, x, x, simulator, tmp_path, gap=gap, stall=stall, seed=7, latency=1)
 
 
+@pytest.mark.parametrize("simulator", sims_for("adapters"))
 def test_beat_unpacker_and_packer(simulator, tmp_path):
     """BeatUnpacker (beats -> 2 elements per transfer) and BeatPacker (2 elements per transfer
     -> beats, sign extension 12 -> 16 bits): random vectors, in order, none lost or duplicated."""
+    need(simulator)
     rng = np.random.default_rng(8)
     beats = BeatLayout(signed(12), elements=6, elements_per_beat=4, tdata_width=56)
     xfer = BeatLayout(signed(12), elements=6, elements_per_beat=2)
@@ -331,9 +371,7 @@ def test_beat_unpacker_and_packer(simulator, tmp_path):
 def test_a_wrong_rounding_engine_is_caught(tmp_path):
     """Not vacuous: an engine that rounds half_up, scored against the half_even twin on the
     corner vectors alone, differs exactly on accumulators that are ties with an odd quotient."""
-    from tests.conftest import require_tool
-    from softfloor.sim import tools
-    require_tool("icarus", lambda: tools.ensure("icarus"))
+    need("icarus")
     good = dense_engine("1x1")
     good._MustUse__silence = True
     bad_rq = Requant("rq", **{**FOLDINGS["1x1"][5], "rounding": "half_up"})
