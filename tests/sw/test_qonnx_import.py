@@ -142,10 +142,11 @@ def test_power_of_two_mlp_is_bit_exact_through_golden_and_cli(digits, tmp_path, 
                                                                                  digits[2]))
 
 
+@pytest.mark.sim
 @pytest.mark.slow
-def test_power_of_two_cnn_is_bit_exact_through_golden(digits, tmp_path):
-    """Conv (per-channel power-of-two weight scales), MaxPool, Flatten. The RTL generator does
-    not take convolutions yet, so the CNN goes through golden only."""
+def test_power_of_two_cnn_is_bit_exact_through_golden_and_rtl(digits, tmp_path):
+    """Conv (per-channel power-of-two weight scales), MaxPool, Flatten: golden == execute_onnx
+    on every sample, then import -> flow --model through the RTL on both simulators."""
     torch_acc = _train_export(_cnn(), digits, (1, 8, 8), 2, tmp_path / "cnn.onnx", batch=128)
     res, agree = _import_and_compare(tmp_path / "cnn.onnx", digits)
     assert res.exact
@@ -157,6 +158,26 @@ def test_power_of_two_cnn_is_bit_exact_through_golden(digits, tmp_path):
     assert ops == ["conv2d", "requant", "maxpool2d", "conv2d", "requant", "maxpool2d",
                    "flatten", "dense"]
     assert res.model.input.shape == (1, 8, 8) and res.model.to_dict()["version"] == 2
+    from softfloor import qonnx_import as qi
+    tools.ensure("verilator")
+    tools.ensure("icarus")
+    im.save(res.model, tmp_path / "cnn.intmodel.json")
+    x, y = digits[2][:40], digits[3][:40]
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    rc = cli.main(["flow", "--model", str(tmp_path / "cnn.intmodel.json"), "--inputs",
+                   str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"),
+                   "--simulator", "both", "--no-synth", "--out", str(tmp_path / "flow"),
+                   "--quiet"])
+    assert rc == 0
+    rep = json.loads((tmp_path / "flow" / "report.json").read_text())
+    vec = np.load(tmp_path / "flow" / "vectors.npz")
+    ref = qi.execute_qonnx(tmp_path / "cnn.onnx", x, batch=40)
+    for sim in ("verilator", "icarus"):
+        assert rep["bit_exact"][sim]["samples"] == 40
+        assert rep["bit_exact"][sim]["mismatches"] == 0
+        np.testing.assert_array_equal(vec[f"rtl_{sim}"], np.rint(ref / res.model.output.scale))
+    assert rep["accuracy"]["rtl"] == rep["accuracy"]["golden"]
 
 
 @pytest.mark.slow
