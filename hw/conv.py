@@ -118,7 +118,7 @@ class ConvEngine(wiring.Component):
 
     @property
     def initiation_interval(self) -> int:
-        return max(self.window.in_transfers, self.pixels * self.core.initiation_interval)
+        return max(self.window.initiation_interval, self.pixels * self.core.initiation_interval)
 
     @property
     def tail_latency(self) -> int:

@@ -140,12 +140,18 @@ class EngineSpec:
         (the engines' own ``initiation_interval`` formulas)."""
         if self.kind == "dense":
             return max(self.cycles, self.cols // w_in, self.rows // w_out)
-        if self.kind == "conv":
-            per_pixel = max(self.groups * self.folds, self.cols // self.tap_ept,
-                            self.rows // w_out)
-            return max(self.in_elements // w_in, self.pixels * per_pixel)
-        if self.kind == "pool":
-            return max(self.in_elements // w_in, self.cycles)
+        if self.kind in ("conv", "pool"):
+            from .window import RELEASE_DELAY, release_hazard
+            L = self.layer
+            taps = self.pixels * self.cols // self.tap_ept
+            if release_hazard(self.frame, self.order, L.kernel, L.stride,
+                              getattr(L, "padding", (0, 0, 0, 0)), w_in, self.tap_ept):
+                taps += RELEASE_DELAY
+            ii = max(self.in_elements // w_in, taps)
+            if self.kind == "conv":
+                ii = max(ii, self.pixels * max(self.groups * self.folds, self.cols // self.tap_ept,
+                                               self.rows // w_out))
+            return ii
         return self.rows // w_in
 
     def out_width_ok(self, d: int) -> bool:

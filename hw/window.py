@@ -36,11 +36,15 @@ from . import primitives as P
 from .engine import table_value
 from .stream_io import transfer_shape
 
-__all__ = ["SlidingWindow", "WINDOW_LATENCY", "ORDERS", "stream_index", "window_taps"]
+__all__ = ["SlidingWindow", "WINDOW_LATENCY", "RELEASE_DELAY", "ORDERS", "stream_index",
+           "window_taps", "release_hazard"]
 
 #: Cycles from the last input transfer accepted to the first output transfer accepted (idle
-#: reader, output ready): bank-full flag (1), memory read (1), tap register (1), skid (1).
-WINDOW_LATENCY = 4
+#: reader, output ready): bank-full flag (1), tap geometry (1), address (1), memory read (1),
+#: tap register (1), skid (1).
+WINDOW_LATENCY = 6
+#: Cycles from issuing a tap transfer to reading the frame memory for it.
+RELEASE_DELAY = 2
 #: Element orders of a (C, H, W) tensor on a stream.
 ORDERS = ("chw", "hwc")
 
@@ -63,6 +67,37 @@ def window_taps(shape, kernel, stride, padding):
     ow = (W + pl + pr - kw) // sx + 1
     cols = [(c, ky, kx) for c in range(C) for ky in range(kh) for kx in range(kw)]
     return (oh, ow), cols
+
+
+def release_hazard(shape, order, kernel, stride, padding, in_ept: int, out_ept: int) -> bool:
+    """Would the next frame overwrite a word the last tap transfers still have to read?
+
+    A bank is released when its last tap transfer is *issued*; the memory is read
+    :data:`RELEASE_DELAY` cycles later. The writer may write word ``w`` of the next frame
+    ``w + 1`` cycles after the release at the earliest, so the last two transfers must not read
+    words 0 and 1. When they would (tiny frames, windows reaching back to the top-left corner),
+    the bank is released after the last read instead, and the reader pauses
+    :data:`RELEASE_DELAY` cycles after each frame (initiation interval
+    ``max(in_transfers, out_transfers + RELEASE_DELAY)``).
+    """
+    C, H, W = shape
+    (sy, sx), (pt, pl, _, _) = stride, padding
+    (oh, ow), taps = window_taps(shape, kernel, stride, padding)
+    T = len(taps) // out_ept
+    last = [(oh * ow - 1, T - 1)]
+    if T > 1:
+        last.append((oh * ow - 1, T - 2))
+    elif oh * ow > 1:
+        last.append((oh * ow - 2, 0))
+    for p, t in last:
+        py, px = (p // ow) * sy - pt, (p % ow) * sx - pl
+        for j in range(out_ept):
+            c, ky, kx = taps[t * out_ept + j]
+            y, x = py + ky, px + kx
+            if 0 <= y < H and 0 <= x < W and \
+                    stream_index(order, shape, c, y, x) // in_ept <= 1:
+                return True
+    return False
 
 
 def _pos(name: str, v) -> int:
@@ -139,6 +174,8 @@ class SlidingWindow(wiring.Component):
             raise ValueError(f"{name}: out_elements_per_transfer={n} must divide the window's "
                              f"{self.cols} taps")
         self.in_ept, self.out_ept = k, n
+        self.late_release = release_hazard(self.shape, self.order, self.kernel, self.stride,
+                                           self.padding, k, n)
         super().__init__({
             "i": In(stream.Signature(transfer_shape(self.element_shape, k))),
             "o": Out(stream.Signature(transfer_shape(self.element_shape, n)))})
@@ -174,7 +211,8 @@ class SlidingWindow(wiring.Component):
 
     @property
     def initiation_interval(self) -> int:
-        return max(self.in_transfers, self.out_transfers)
+        return max(self.in_transfers, self.out_transfers
+                   + (RELEASE_DELAY if self.late_release else 0))
 
     @property
     def tail_latency(self) -> int:
@@ -234,7 +272,6 @@ class SlidingWindow(wiring.Component):
         m.d.comb += advance.eq(~res.valid | res.ready)
         rd_bank = Signal()
         issue = Signal()
-        m.d.comb += issue.eq(full.bit_select(rd_bank, 1) & advance)
         t = Signal(range(max(2, T)))
         ox = Signal(range(max(2, self.ow)))
         oy = Signal(range(max(2, self.oh)))
@@ -242,6 +279,15 @@ class SlidingWindow(wiring.Component):
         by = Signal(signed(span.bit_length() + 1), init=-pt)       # oy * sy - pt
         bx = Signal(signed(span.bit_length() + 1), init=-pl)       # ox * sx - pl
         last_t, last_x, last_y = (t == T - 1), (ox == self.ow - 1), (oy == self.oh - 1)
+        if self.late_release:
+            gap = Signal(2)                   # idle cycles after a frame (see late_release)
+            m.d.comb += issue.eq(full.bit_select(rd_bank, 1) & advance & (gap == 0))
+            with m.If(issue & last_t & last_x & last_y):
+                m.d.sync += gap.eq(RELEASE_DELAY)
+            with m.Elif(advance & (gap != 0)):
+                m.d.sync += gap.eq(gap - 1)
+        else:
+            m.d.comb += issue.eq(full.bit_select(rd_bank, 1) & advance)
         with m.If(issue):
             with m.If(last_t):
                 m.d.sync += t.eq(0)
@@ -249,7 +295,8 @@ class SlidingWindow(wiring.Component):
                     m.d.sync += [ox.eq(0), bx.eq(-pl)]
                     with m.If(last_y):
                         m.d.sync += [oy.eq(0), by.eq(-pt), rd_bank.eq(~rd_bank)]
-                        m.d.comb += clr_full.eq(Mux(rd_bank, 0b10, 0b01))
+                        if not self.late_release:
+                            m.d.comb += clr_full.eq(Mux(rd_bank, 0b10, 0b01))
                     with m.Else():
                         m.d.sync += [oy.eq(oy + 1), by.eq(by + sy)]
                 with m.Else():
@@ -257,10 +304,26 @@ class SlidingWindow(wiring.Component):
             with m.Else():
                 m.d.sync += t.eq(t + 1)
 
-        # ---- per lane: tap address, padding, element select ---------------------------------
+        # ---- per lane: tap address, padding, element select (pipelined: geometry register,
+        # address register, memory read, tap register) ------------------------------------
         rs, cs = (W, 1) if self.order == "chw" else (W * C, C)
         ew = (self.frame + rs * span + cs * span).bit_length() + 2
-        v1 = Signal()
+
+        def reg(expr, name, shape=None):
+            r = Signal(shape if shape is not None else Value.cast(expr).shape(), name=name)
+            with m.If(advance):
+                m.d.sync += r.eq(expr)
+            return r
+
+        va = reg(issue, "va")
+        vb = reg(va, "vb")
+        v1 = Signal(name="v1")
+        bank_a = reg(rd_bank, "bank_a")
+        bank_b = reg(bank_a, "bank_b")
+        if self.late_release:
+            rel_a = reg(issue & last_t & last_x & last_y, "rel_a", 1)
+            rel_b = reg(rel_a, "rel_b", 1)
+            m.d.comb += clr_full.eq(Mux(rel_b & advance, Mux(bank_b, 0b10, 0b01), 0))
         lanes = []
         for j in range(n):
             qs = [t_ * n + j for t_ in range(T)]
@@ -272,25 +335,23 @@ class SlidingWindow(wiring.Component):
                 return table_value(m, vals, t, signed(max(v.bit_length() for v in vals) + 1),
                                    f"{name}{j}")
 
-            iy = Signal(by.shape(), name=f"iy{j}")
-            ix = Signal(bx.shape(), name=f"ix{j}")
-            e = Signal(signed(ew), name=f"e{j}")
-            inb = Signal(name=f"inb{j}")
-            m.d.comb += [iy.eq(by + pick(ky, "ky")), ix.eq(bx + pick(kx, "kx")),
-                         inb.eq((iy >= 0) & (iy < H) & (ix >= 0) & (ix < W)),
-                         e.eq(pick(cb, "cb") + iy * rs + ix * cs)]
+            # stage a: tap coordinates
+            iy = reg(by + pick(ky, "ky"), f"iy{j}", by.shape())
+            ix = reg(bx + pick(kx, "kx"), f"ix{j}", bx.shape())
+            cbr = reg(pick(cb, "cb"), f"cb{j}")
+            # stage b: in-frame flag and element index
+            inb = reg((iy >= 0) & (iy < H) & (ix >= 0) & (ix < W), f"inb{j}", 1)
+            e = reg(cbr + iy * rs + ix * cs, f"e{j}", signed(ew))
             eu = e.as_unsigned()
-            m.d.comb += [rps[j].addr.eq(addr(eu[kb:], rd_bank)), rps[j].en.eq(advance)]
-            pad1 = Signal(name=f"pad1_{j}")
-            sel1 = Signal(max(1, kb), name=f"sel1_{j}")
-            with m.If(advance):
-                m.d.sync += [pad1.eq(~inb), sel1.eq(eu[:kb] if kb else 0)]
+            m.d.comb += [rps[j].addr.eq(addr(eu[kb:], bank_b)), rps[j].en.eq(advance)]
+            pad1 = reg(~inb, f"pad1_{j}", 1)
+            sel1 = reg(eu[:kb] if kb else 0, f"sel1_{j}", max(1, kb))
             word = rps[j].data
             elem = word.word_select(sel1, b) if k > 1 else word
             lanes.append(Mux(pad1, Const(self.pad_value, self.element_shape).as_unsigned(),
                              elem))
         with m.If(advance):
-            m.d.sync += [v1.eq(issue), res.valid.eq(v1), res.payload.eq(Cat(*lanes))]
+            m.d.sync += [v1.eq(vb), res.valid.eq(v1), res.payload.eq(Cat(*lanes))]
         out = P.skid_buffer(m, "skid", res, transfer_shape(self.element_shape, n))
         m.d.comb += [self.o.payload.eq(out.payload), self.o.valid.eq(out.valid),
                      out.ready.eq(self.o.ready)]

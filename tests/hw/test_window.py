@@ -30,7 +30,9 @@ CASES = [((1, 4, 4), "chw", (3, 3), (1, 1), (1, 1, 1, 1), 1, 1),
          ((3, 3, 3), "chw", (1, 1), (1, 1), (0, 0, 0, 0), 1, 3),
          ((2, 4, 4), "hwc", (2, 2), (2, 2), (0, 0, 0, 0), 4, 4),
          ((1, 6, 5), "chw", (3, 2), (2, 2), (1, 0, 1, 1), 2, 2),
-         ((4, 2, 2), "hwc", (3, 3), (1, 1), (1, 1, 1, 1), 8, 6)]
+         ((4, 2, 2), "hwc", (3, 3), (1, 1), (1, 1, 1, 1), 8, 6),
+         ((1, 2, 2), "chw", (3, 3), (1, 1), (1, 1, 1, 1), 1, 9),      # late release
+         ((2, 1, 1), "hwc", (1, 1), (1, 1), (0, 0, 0, 0), 2, 2)]      # late release
 
 
 @pytest.mark.parametrize("case", range(len(CASES)))
@@ -42,7 +44,7 @@ def test_window_matches_twin_and_timing(case):
     win = SlidingWindow(shape, sh, order=order, kernel=kernel, stride=stride, padding=padding,
                         pad_value=int(rng.integers(lo, hi + 1)), in_elements_per_transfer=k,
                         out_elements_per_transfer=n)
-    frames = rng.integers(lo, hi + 1, (4, int(np.prod(shape))))
+    frames = rng.integers(lo, hi + 1, (6, int(np.prod(shape))))
     got, r = run_window(win, frames)
     np.testing.assert_array_equal(got, win.model(frames))
     per = win.out_transfers
@@ -73,3 +75,9 @@ def test_window_twin_is_conv_im2col():
         acc = taps @ w.reshape(4, -1).T + conv.bias
         want = conv.execute(x)                                    # (N, O, OH, OW)
         np.testing.assert_array_equal(acc, want.transpose(0, 2, 3, 1).reshape(3, win.pixels, 4))
+
+
+def test_release_hazard_cases():
+    from softfloor.hw.window import release_hazard
+    assert [release_hazard(c[0], c[1], c[2], c[3], c[4], c[5], c[6]) for c in CASES] == \
+        [False] * 5 + [True] * 3
