@@ -82,11 +82,24 @@ def _split_epb(elements_per_beat):
         a, b = elements_per_beat
         return a, b
     if isinstance(elements_per_beat, dict):
-        extra = set(elements_per_beat) - {"input", "output"}
+        extra = set(elements_per_beat) - {"input", "output", "output_bits"}
         if extra:
             raise ValueError(f"elements_per_beat: unknown key(s) {sorted(extra)}")
         return elements_per_beat.get("input"), elements_per_beat.get("output")
     return elements_per_beat, elements_per_beat
+
+
+def _output_bits_override(model: IntModel, elements_per_beat):
+    """``elements_per_beat["output_bits"]``: output elements this wide instead of the whole-byte
+    default (raw logits of ``acc_bits`` then need no 32-bit beat: fewer pins)."""
+    if not isinstance(elements_per_beat, dict) or elements_per_beat.get("output_bits") is None:
+        return None
+    ob = elements_per_beat["output_bits"]
+    need = model.output_type.bits
+    if isinstance(ob, bool) or not isinstance(ob, int) or ob < need:
+        raise ValueError(f"elements_per_beat: output_bits={ob!r} must be an integer >= {need}, "
+                         f"the width of the output codes")
+    return ob
 
 
 def beat_layouts(model: IntModel, elements_per_beat=None) -> tuple[BeatLayout, BeatLayout]:
@@ -97,6 +110,7 @@ def beat_layouts(model: IntModel, elements_per_beat=None) -> tuple[BeatLayout, B
         in_shape, elements=model.input.size,
         elements_per_beat=in_epb or default_elements_per_beat(in_shape.width, model.input.size))
     ob, osg = output_element_bits(model)
+    ob = _output_bits_override(model, elements_per_beat) or ob
     n_out = model.output_size
     out_layout = BeatLayout(P.code_shape(ob, osg), elements=n_out,
                             elements_per_beat=out_epb or default_elements_per_beat(ob, n_out))
@@ -190,9 +204,13 @@ class SoftfloorTop(wiring.Component):
     Parameters
     ----------
     model : IntModel
-    elements_per_beat : int, (int, int), {"input": int, "output": int} or None
+    elements_per_beat : int, (int, int), {"input": int, "output": int, "output_bits": int} or None
         Elements per beat of the input and output streams (an int applies to both). ``None``
-        chooses the narrowest whole-byte beat (see :func:`default_elements_per_beat`).
+        chooses the narrowest whole-byte beat (see :func:`default_elements_per_beat`). The
+        dict's optional ``output_bits`` narrows (or widens) the output elements: raw logits are
+        sign-extended to 8/16/32 bits by default, ``output_bits`` (at least the output codes'
+        width, e.g. ``acc_bits``) sends them that wide -- a w8a8 MLP's 19-bit logits then fit
+        the UP5K SG48's 39 pins.
     folding : None, Plan or dict
         Per dense layer ``(pe, simd[, dsp])`` (see :func:`plan_engines`); ``None`` is fully
         folded (``1 x 1``, one MAC lane per layer). :func:`softfloor.hw.generate.generate`

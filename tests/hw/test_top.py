@@ -97,6 +97,25 @@ def test_top_elements_per_beat(epb):
     np.testing.assert_array_equal(out, golden.run(model, codes))
 
 
+def test_top_narrow_output_bits_for_raw_logits():
+    """``output_bits``: raw logits sent at their own width instead of sign-extended to 16/32
+    bits (fewer pins), still bit-exact; narrower than the codes is refused."""
+    rng = np.random.default_rng(23)
+    model = random_model(rng, [10, 6, 5], in_bits=8, weight_bits=8, act_bits=8,
+                         final_requant=False)
+    acc = model.output_type.bits
+    wide = build_manifest(model, folding={})
+    man = build_manifest(model, folding={}, elements_per_beat={"output_bits": acc})
+    assert wide["output"]["element_bits"] in (16, 32) and man["output"]["element_bits"] == acc
+    assert man["io_pins"] == wide["io_pins"] - (wide["output"]["element_bits"] - acc)
+    top = SoftfloorTop(model, elements_per_beat={"output_bits": acc})
+    codes = random_codes(rng, model, 4)
+    out, _ = stream_top(top, codes, gap=0.2, stall=0.3)
+    np.testing.assert_array_equal(out, golden.run(model, codes))
+    with pytest.raises(ValueError, match=f"output_bits=3 must be an integer >= {acc}"):
+        build_manifest(model, folding={}, elements_per_beat={"output_bits": 3})
+
+
 @pytest.mark.parametrize("seed,fold", [
     (0, {"fc0": (4, 4), "fc1": (2, 4), "fc2": (1, 2)}),
     (1, {"fc0": (3, 5), "fc1": (3, 3), "fc2": (4, 1)}),          # padded rows and columns
