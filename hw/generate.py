@@ -124,7 +124,8 @@ def _manifest(top: SoftfloorTop, name: str, device: str = "up5k") -> dict:
             "cycles from the first input beat accepted to the last output beat accepted, "
             "isolated sample, input presented back to back, output always ready"),
         "latency_formula": (
-            f"input transfers - 1 + {ADAPTER_LATENCY} + sum over dense engines of "
+            f"input transfers - 1 + {ADAPTER_LATENCY} + (output beats_per_element - 1) + "
+            f"sum over dense engines of "
             f"(ceil(rows/pe)*ceil(cols/simd) + tree_levels + {ENGINE_LATENCY} + "
             f"last row group's output transfers - 1) + sum over requant engines of "
             f"{REQUANT_LATENCY}; tree_levels (per layer in layers[]) is "

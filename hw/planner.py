@@ -797,6 +797,7 @@ def plan(model: IntModel, device: str = "up5k", objective: str = "throughput",
             raise ValueError(f"--fold {name}={pe}x{simd}: pe must be in 1..{s.rows} and simd "
                              f"in 1..{s.cols} for this {s.rows}x{s.cols} layer")
     in_l, out_l = _layouts(model, elements_per_beat)
+    from .top import check_split_output
     caps = {"lc": int(dev.logic_cells * budget), "ram": dev.ram_blocks, "dsp": dev.dsp}
     free = [i for i, s in enumerate(specs) if s.folded and s.dense.name not in overrides]
     for s in specs:
@@ -809,6 +810,7 @@ def plan(model: IntModel, device: str = "up5k", objective: str = "throughput",
                  for i, s in enumerate(specs)]
         try:
             widths = link_widths(trial, in_l, out_l)
+            check_split_output(trial[-1], out_l)
         except ValueError:
             return None
         _assign_dsp(trial, dev)
@@ -919,7 +921,7 @@ def plan(model: IntModel, device: str = "up5k", objective: str = "throughput",
                                 s.folded and s.dense.name in overrides))
     # the latency is the top's own formula, on the engines this plan builds
     from .top import build_engines, silence, top_latency
-    latency = top_latency(silence(build_engines(trial, widths)), in_l, widths[0])
+    latency = top_latency(silence(build_engines(trial, widths)), in_l, widths[0], out_l)
     macs = int(model.macs())
     p = Plan(device, objective, layers, ii, latency, sum(s.mac_units for s in trial), macs,
              tot, caps, fits, notes)

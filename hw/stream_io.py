@@ -42,6 +42,9 @@ class BeatLayout:
     elements_per_beat : int
     tdata_width : int or None
         Default: the smallest whole number of bytes holding ``elements_per_beat`` elements.
+        A beat narrower than one element (``elements_per_beat = 1``) splits each element over
+        ``beats_per_element = ceil(element_bits / tdata_width)`` beats, least significant
+        part first (the two's complement code, zero above ``element_bits`` in the last part).
     """
 
     def __init__(self, element_shape, *, elements: int, elements_per_beat: int,
@@ -55,12 +58,18 @@ class BeatLayout:
         if tdata_width is None:
             tdata_width = 8 * math.ceil(need / 8)
         _pos_int("tdata_width", tdata_width)
-        if tdata_width % 8 or tdata_width < need:
+        split = self.elements_per_beat == 1 and tdata_width < need
+        if tdata_width % 8 or (tdata_width < need and not split):
             raise ValueError(f"tdata_width {tdata_width} must be a whole number of bytes holding "
-                             f"{self.elements_per_beat} x {self.element_bits}-bit elements")
+                             f"{self.elements_per_beat} x {self.element_bits}-bit elements (or, "
+                             f"with one element per beat, a part of one)")
         self.tdata_width = tdata_width
-        self.beats_per_sample = math.ceil(self.elements / self.elements_per_beat)
-        self.last_beat_elements = self.elements - (self.beats_per_sample - 1) * elements_per_beat
+        #: Beats carrying one element (> 1 only when the beat is narrower than an element).
+        self.beats_per_element = math.ceil(self.element_bits / tdata_width) if split else 1
+        self.beats_per_sample = (math.ceil(self.elements / self.elements_per_beat)
+                                 * self.beats_per_element)
+        self.last_beat_elements = (1 if split else self.elements
+                                   - (self.beats_per_sample - 1) * elements_per_beat)
 
     @classmethod
     def from_dict(cls, port: dict) -> "BeatLayout":
@@ -72,7 +81,8 @@ class BeatLayout:
     def to_dict(self) -> dict:
         return {"tdata_width": self.tdata_width, "element_bits": self.element_bits,
                 "signed": self.signed, "elements_per_beat": self.elements_per_beat,
-                "beats_per_sample": self.beats_per_sample, "elements": self.elements}
+                "beats_per_sample": self.beats_per_sample, "elements": self.elements,
+                "beats_per_element": self.beats_per_element}
 
     # numpy faces -----------------------------------------------------------------------------
     def pack(self, sample) -> list[tuple[int, int]]:
@@ -82,6 +92,13 @@ class BeatLayout:
             raise ValueError(f"expected {self.elements} elements, got {len(sample)}")
         mask = (1 << self.element_bits) - 1
         beats = []
+        if self.beats_per_element > 1:
+            T, k = self.tdata_width, self.beats_per_element
+            for e, v in enumerate(sample):
+                for j in range(k):
+                    beats.append((((v & mask) >> (j * T)) & ((1 << T) - 1),
+                                  int(e == self.elements - 1 and j == k - 1)))
+            return beats
         for k in range(self.beats_per_sample):
             chunk = sample[k * self.elements_per_beat:(k + 1) * self.elements_per_beat]
             word = 0
@@ -94,6 +111,15 @@ class BeatLayout:
         """``tdata`` words of one sample -> element codes (sign-extended when signed)."""
         out = []
         mask = (1 << self.element_bits) - 1
+        if self.beats_per_element > 1:
+            T, k = self.tdata_width, self.beats_per_element
+            beats = [int(w) for w in beats]
+            for e in range(len(beats) // k):
+                v = sum(beats[e * k + j] << (j * T) for j in range(k)) & mask
+                if self.signed and v >> (self.element_bits - 1):
+                    v -= 1 << self.element_bits
+                out.append(v)
+            return out
         for k, word in enumerate(beats):
             n = self.last_beat_elements if k == self.beats_per_sample - 1 else self.elements_per_beat
             for i in range(n):
@@ -138,6 +164,10 @@ class BeatUnpacker(wiring.Component):
             raise TypeError(f"layout must be a BeatLayout, got {layout!r}")
         self._MustUse__silence = True           # no "never used" warning if validation fails
         self.layout = layout
+        if layout.beats_per_element > 1:
+            raise ValueError(f"BeatUnpacker: {layout.element_bits}-bit elements do not fit a "
+                             f"{layout.tdata_width}-bit input beat (only the output splits "
+                             f"elements over beats)")
         self.elements_per_transfer = check_elements_per_transfer(
             layout, elements_per_transfer, "BeatUnpacker")
         super().__init__({"i": In(stream.Signature(beat_shape(layout.tdata_width))),
@@ -200,6 +230,8 @@ class BeatPacker(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         L = self.layout
+        if L.beats_per_element > 1:
+            return self._elaborate_split(m)
         b, n = L.element_bits, self.elements_per_transfer
         epb = L.elements_per_beat // n              # slots of n elements per beat
         wi = self.in_shape.width
@@ -236,3 +268,31 @@ class BeatPacker(wiring.Component):
                 m.d.sync += k.eq(k + 1)
         return m
 
+    def _elaborate_split(self, m):
+        """One element over ``beats_per_element`` beats: load it (extended to element_bits),
+        shift out ``tdata_width`` bits per beat. An element every ``beats_per_element`` cycles,
+        no bubble between elements; ``last`` on the final part of the sample's last element."""
+        L = self.layout
+        T, k = L.tdata_width, L.beats_per_element
+        x = Value.cast(self.i.payload)
+        elem = Signal(L.element_shape)
+        m.d.comb += elem.eq(x.as_signed() if self.in_shape.signed else x)
+        word = Signal(k * T)
+        part = Signal(range(k))
+        elem_no = Signal(range(L.elements))
+        last_elem = Signal()
+        leaving = Signal()
+        m.d.comb += [self.o.payload.data.eq(word[:T]),
+                     leaving.eq(self.o.valid & self.o.ready),
+                     self.i.ready.eq(~self.o.valid | (leaving & (part == k - 1)))]
+        with m.If(leaving):
+            m.d.sync += [word.eq(word >> T), part.eq(part + 1),
+                         self.o.payload.last.eq(last_elem & (part == k - 2))]
+            with m.If(part == k - 1):
+                m.d.sync += [self.o.valid.eq(0), part.eq(0)]
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [word.eq(elem.as_unsigned()), part.eq(0), self.o.valid.eq(1),
+                         self.o.payload.last.eq(0),
+                         last_elem.eq(elem_no == L.elements - 1),
+                         elem_no.eq(Mux(elem_no == L.elements - 1, 0, elem_no + 1))]
+        return m

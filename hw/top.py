@@ -44,7 +44,8 @@ from .threshold import ThresholdEngine
 from .planner import Plan, engine_specs, link_widths
 from .stream_io import BeatLayout, BeatPacker, BeatUnpacker
 
-__all__ = ["SoftfloorTop", "plan_engines", "build_engines", "top_latency", "silence", "beat_layouts", "output_element_bits",
+__all__ = ["SoftfloorTop", "plan_engines", "build_engines", "top_latency", "silence",
+           "check_split_output", "beat_layouts", "output_element_bits",
            "default_elements_per_beat", "IO_PINS_UP5K_SG48"]
 
 #: User I/O pins of the iCE40 UP5K in the SG48 package.
@@ -82,7 +83,8 @@ def _split_epb(elements_per_beat):
         a, b = elements_per_beat
         return a, b
     if isinstance(elements_per_beat, dict):
-        extra = set(elements_per_beat) - {"input", "output", "output_bits"}
+        extra = set(elements_per_beat) - {"input", "output", "output_bits",
+                                          "output_tdata_width"}
         if extra:
             raise ValueError(f"elements_per_beat: unknown key(s) {sorted(extra)}")
         return elements_per_beat.get("input"), elements_per_beat.get("output")
@@ -112,8 +114,16 @@ def beat_layouts(model: IntModel, elements_per_beat=None) -> tuple[BeatLayout, B
     ob, osg = output_element_bits(model)
     ob = _output_bits_override(model, elements_per_beat) or ob
     n_out = model.output_size
+    otw = elements_per_beat.get("output_tdata_width") if isinstance(elements_per_beat, dict) \
+        else None
+    if otw is not None and otw < ob and (out_epb or 1) != 1:
+        raise ValueError(f"elements_per_beat: a {otw}-bit output beat splits each {ob}-bit "
+                         f"element over beats, so it carries one element, not {out_epb}")
     out_layout = BeatLayout(P.code_shape(ob, osg), elements=n_out,
-                            elements_per_beat=out_epb or default_elements_per_beat(ob, n_out))
+                            elements_per_beat=out_epb or (1 if otw is not None and otw < ob
+                                                          else default_elements_per_beat(ob,
+                                                                                         n_out)),
+                            tdata_width=otw)
     return in_layout, out_layout
 
 
@@ -192,9 +202,29 @@ def silence(engines) -> list:
     return engines
 
 
-def top_latency(engines, in_layout, in_ept: int) -> int:
+def check_split_output(last, out_layout) -> None:
+    """An output beat narrower than an element takes ``k = beats_per_element`` cycles per
+    element: the last engine must then produce at most one element every ``k`` cycles (a dense
+    or conv engine with ``pe = 1`` and ``ceil(cols/simd) >= k``), so the packer never stalls
+    it and the latency stays exact. ``last`` is an engine or an EngineSpec."""
+    k = out_layout.beats_per_element
+    if k == 1:
+        return
+    name = last.names[0] if hasattr(last, "names") else last.layer_names[0]
+    folds = getattr(last, "folds", 0)
+    if not (getattr(last, "pe", 0) == 1 and folds >= k and last.cols > 1
+            and (getattr(last, "folded", False) or hasattr(last, "dense"))):
+        raise ValueError(
+            f"{name}: the {out_layout.tdata_width}-bit output beat carries each "
+            f"{out_layout.element_bits}-bit element in {k} beats, so the last engine must "
+            f"produce at most one element every {k} cycles (a dense layer folded pe = 1 with "
+            f"ceil(cols/simd) >= {k}); fold it so or widen the output beat")
+
+
+def top_latency(engines, in_layout, in_ept: int, out_layout=None) -> int:
     """:attr:`SoftfloorTop.cycles_per_inference` of a chain of engines (see there)."""
-    return (in_layout.elements // in_ept - 1 + ADAPTER_LATENCY
+    split = out_layout.beats_per_element - 1 if out_layout is not None else 0
+    return (in_layout.elements // in_ept - 1 + ADAPTER_LATENCY + split
             + sum(e.tail_latency for e in engines))
 
 
@@ -209,8 +239,11 @@ class SoftfloorTop(wiring.Component):
         chooses the narrowest whole-byte beat (see :func:`default_elements_per_beat`). The
         dict's optional ``output_bits`` narrows (or widens) the output elements: raw logits are
         sign-extended to 8/16/32 bits by default, ``output_bits`` (at least the output codes'
-        width, e.g. ``acc_bits``) sends them that wide -- a w8a8 MLP's 19-bit logits then fit
-        the UP5K SG48's 39 pins.
+        width, e.g. ``acc_bits``) sends them that wide (whole-byte beats: 19-bit logits take
+        a 24-bit beat). ``output_tdata_width`` sets the output beat (whole bytes); narrower
+        than an element, it carries one element in ``beats_per_element`` beats, low part
+        first (a w8a8 MLP's 32-bit logits in two 16-bit beats: 32 pins, within the UP5K
+        SG48's 39; ``cycles_per_inference`` grows by ``beats_per_element - 1``).
     folding : None, Plan or dict
         Per dense layer ``(pe, simd[, dsp])`` (see :func:`plan_engines`); ``None`` is fully
         folded (``1 x 1``, one MAC lane per layer). :func:`softfloor.hw.generate.generate`
@@ -225,6 +258,11 @@ class SoftfloorTop(wiring.Component):
         self.plan = folding if isinstance(folding, Plan) else None
         self.engines = plan_engines(model, folding, elements_per_beat)
         self.in_layout, self.out_layout = beat_layouts(model, elements_per_beat)
+        try:
+            check_split_output(self.engines[-1], self.out_layout)
+        except ValueError:
+            silence(self.engines)               # never elaborated: no UnusedElaboratable noise
+            raise
         iw, ow = self.in_layout.tdata_width, self.out_layout.tdata_width
         super().__init__({
             "s_axis_tdata": In(iw), "s_axis_tvalid": In(1), "s_axis_tlast": In(1),
@@ -271,7 +309,8 @@ class SoftfloorTop(wiring.Component):
         ENGINE_LATENCY + last group transfers - 1``; ``REQUANT_LATENCY`` for a standalone
         Requant) + 1 (packer).
         """
-        return top_latency(self.engines, self.in_layout, self.in_elements_per_transfer)
+        return top_latency(self.engines, self.in_layout, self.in_elements_per_transfer,
+                           self.out_layout)
 
     @property
     def mac_units(self) -> int:

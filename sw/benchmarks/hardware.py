@@ -38,6 +38,9 @@ ROWS = ([((wb, ab), "up5k", "throughput", False) for wb, ab in MODELS]
         + [((8, 8), "hx8k", "throughput", False), ((4, 4), "hx8k", "throughput", False)]
         + [((wb, ab), "ecp5-25f", "throughput", False) for wb, ab in MODELS]
         + [((wb, ab), "ecp5-85f", "latency", True) for wb, ab in ((4, 4), (2, 2), (1, 1))])
+#: Output beat of the rows whose default beat needs more pins than the device has: the
+#: UP5K SG48 (39 pins) takes w8a8's 32-bit logits in two 16-bit beats.
+OUTPUT_TDATA = {((8, 8), "up5k"): 16}
 TARGET_UP5K_W4A4 = 200_000
 #: Input beat of the fully unrolled rows (bits); the output beat carries all logits.
 UNROLLED_IN_BEAT_BITS = 32
@@ -80,6 +83,10 @@ def _row(model, split, device: str, out: Path, n_samples: int, objective: str = 
     from softfloor.sim import cosim
     t0 = time.monotonic()
     epb = unrolled_beats(model) if unrolled else None
+    otw = next((v for (m, d), v in OUTPUT_TDATA.items()
+                if d == device and model.name == f"digits-w{m[0]}a{m[1]}"), None)
+    if otw:
+        epb = {"output_tdata_width": otw}
     plan = planner.plan(model, device, objective,
                         unrolled_folding(model) if unrolled else None, elements_per_beat=epb)
     gen = generate(model, out, device=device, folding=plan, elements_per_beat=epb)
@@ -127,7 +134,8 @@ def _row(model, split, device: str, out: Path, n_samples: int, objective: str = 
         "est_lc": est["lc"], "est_over_actual_lc": round(est["lc"] / s.logic_cells, 2),
         "est_ram": est["ram"], "samples": len(x), "simulators": "+".join(sims),
         "mismatches": mism, "accuracy_rtl": acc,
-        "io_pins": man["io_pins"], "tools": s.tools, "generate_s": round(gen_s, 1),
+        "io_pins": man["io_pins"], "out_beat": f"{man['output']['tdata_width']}b x "
+        f"{man['output']['beats_per_sample']}", "tools": s.tools, "generate_s": round(gen_s, 1),
         "synth_pnr_s": round(synth_s, 1), "seconds": round(time.monotonic() - t0, 1),
     }
     if unrolled:

@@ -112,3 +112,39 @@ def test_elements_per_transfer_must_divide_the_beats():
         BeatUnpacker(L, 4)
     with pytest.raises(ValueError, match="BeatPacker"):
         BeatPacker(L, unsigned(4), 3)
+
+
+@pytest.mark.parametrize("in_shape,shape,tdata,gap,stall", [
+    (signed(19), signed(32), 16, 0.0, 0.0), (signed(19), signed(32), 16, 0.3, 0.5),
+    (signed(12), signed(20), 8, 0.2, 0.3), (unsigned(9), unsigned(16), 8, 0.0, 0.0)])
+def test_packer_splits_elements_over_narrow_beats(in_shape, shape, tdata, gap, stall):
+    """A beat narrower than an element: each element in beats_per_element beats, low part
+    first, last on the final part; back to back, one beat per cycle without a bubble."""
+    n = 5
+    L = BeatLayout(shape, elements=n, elements_per_beat=1, tdata_width=tdata)
+    k = -(-shape.width // tdata)
+    assert (L.beats_per_element, L.beats_per_sample, L.to_dict()["beats_per_element"]) == \
+        (k, n * k, k)
+    assert BeatLayout.from_dict(L.to_dict()).beats_per_element == k
+    rng = np.random.default_rng(tdata)
+    lo = -(1 << (in_shape.width - 1)) if in_shape.signed else 0
+    hi = (1 << (in_shape.width - 1)) - 1 if in_shape.signed else (1 << in_shape.width) - 1
+    samples = [[int(v) for v in rng.integers(lo, hi + 1, n)] for _ in range(4)]
+    samples[0][:2] = [lo, hi]
+    for s in samples:
+        beats = L.pack(s)
+        assert all(0 <= w < 1 << tdata for w, _ in beats)
+        assert L.unpack([w for w, _ in beats]) == s
+    dut = BeatPacker(L, in_shape)
+    r = run_stream(dut, i_valid=dut.i.valid, i_ready=dut.i.ready, i_data=dut.i.payload,
+                   o_valid=dut.o.valid, o_ready=dut.o.ready, o_data=dut.o.payload.data,
+                   o_last=dut.o.payload.last, inputs=[v for s in samples for v in s],
+                   n_out=4 * L.beats_per_sample, gap_prob=gap, stall_prob=stall, rng=rng,
+                   idle_after=5)
+    assert list(zip(r.outputs, r.lasts)) == [b for s in samples for b in L.pack(s)]
+    if gap == stall == 0:
+        assert np.all(np.diff(r.out_cycles) == 1)
+    with pytest.raises(ValueError, match="only the output splits"):
+        BeatUnpacker(L)
+    with pytest.raises(ValueError, match="whole number of bytes"):
+        BeatLayout(shape, elements=n, elements_per_beat=2, tdata_width=tdata)

@@ -107,13 +107,41 @@ def test_top_narrow_output_bits_for_raw_logits():
     wide = build_manifest(model, folding={})
     man = build_manifest(model, folding={}, elements_per_beat={"output_bits": acc})
     assert wide["output"]["element_bits"] in (16, 32) and man["output"]["element_bits"] == acc
-    assert man["io_pins"] == wide["io_pins"] - (wide["output"]["element_bits"] - acc)
+    assert man["output"]["tdata_width"] == 8 * -(-acc // 8)          # whole-byte beats
+    assert man["io_pins"] == wide["io_pins"] - (wide["output"]["tdata_width"]
+                                                - man["output"]["tdata_width"])
     top = SoftfloorTop(model, elements_per_beat={"output_bits": acc})
     codes = random_codes(rng, model, 4)
     out, _ = stream_top(top, codes, gap=0.2, stall=0.3)
     np.testing.assert_array_equal(out, golden.run(model, codes))
     with pytest.raises(ValueError, match=f"output_bits=3 must be an integer >= {acc}"):
         build_manifest(model, folding={}, elements_per_beat={"output_bits": 3})
+
+
+def test_top_output_elements_split_over_narrow_beats():
+    """``output_tdata_width`` narrower than the logits: each element in several beats; the
+    manifest's latency (+ beats_per_element - 1) and II are what the stream shows; a last layer
+    that emits faster than the beats drain is refused, and the planner avoids it."""
+    rng = np.random.default_rng(29)
+    model = random_model(rng, [12, 6, 5], in_bits=8, weight_bits=8, act_bits=8,
+                         final_requant=False)
+    epb = {"output_tdata_width": 8}
+    man = build_manifest(model, folding={}, elements_per_beat=epb)
+    k = man["output"]["beats_per_element"]
+    assert k == man["output"]["element_bits"] // 8 >= 2 and man["output"]["tdata_width"] == 8
+    top = SoftfloorTop(model, elements_per_beat=epb, folding={})
+    codes = random_codes(rng, model, 5)
+    check_timing(top, codes, man)
+    out, _ = stream_top(top, codes, gap=0.3, stall=0.4, seed=2)
+    np.testing.assert_array_equal(out, golden.run(model, codes))
+    with pytest.raises(ValueError, match="at most one element every"):
+        SoftfloorTop(model, elements_per_beat=epb, folding={"fc1": (5, 1)})
+    from softfloor.hw import planner
+    p = planner.plan(model, "hx8k", elements_per_beat=epb)
+    last = p.layers[-1]
+    assert last.pe == 1 and -(-last.cols // last.simd) >= k
+    assert build_manifest(model, folding=p, elements_per_beat=epb)["cycles_per_inference"] == \
+        p.cycles_per_inference
 
 
 @pytest.mark.parametrize("seed,fold", [

@@ -54,6 +54,23 @@ def test_fully_unrolled_constant_weights(simulator, tmp_path):
     assert r.initiation_interval == gen.manifest["initiation_interval"]
 
 
+def test_output_elements_split_over_narrow_beats(simulator, tmp_path):
+    """Raw 8-bit-model logits in 8-bit output beats (several beats per element): the
+    testbench joins them through the manifest's layout; latency and II as the manifest says."""
+    rng = np.random.default_rng(13)
+    model = random_model(rng, (9, 5, 4), in_bits=8, weight_bits=8, act_bits=8,
+                         final_requant=False)
+    gen = generate(model, tmp_path, folding={}, elements_per_beat={"output_tdata_width": 8})
+    assert gen.manifest["output"]["beats_per_element"] >= 2
+    x = random_codes(rng, model, 12)
+    want = golden.run(model, x)
+    r = cosim.cosimulate(gen.verilog, gen.manifest, x, simulator, tmp_path / "run",
+                         expected=want, strict=True, seed=4)
+    np.testing.assert_array_equal(r.outputs, want)
+    assert r.latency_cycles == gen.manifest["cycles_per_inference"]
+    assert r.initiation_interval == gen.manifest["initiation_interval"]
+
+
 def test_gaps_and_backpressure_lose_nothing(simulator, tmp_path):
     rng = np.random.default_rng(7)
     model = random_model(rng, (9, 5, 3), in_bits=3)
