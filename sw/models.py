@@ -179,19 +179,19 @@ class QuantMLP(nn.Module):
 
     def fusable(self) -> bool:
         """True when :meth:`forward` runs the single fused op."""
-        return (all(lin.bn_mode != "fold" and not lin.wq.per_channel for lin in self.linears)
+        return (all(not lin.wq.per_channel for lin in self.linears)
                 and all(a.fusable() for a in self.acts))
 
     def fused_params(self) -> list[nn.Parameter]:
         """The parameters the fused op differentiates, in the order of its gradients: per layer
         weight, bias, weight log2 scale, then (hidden layers) the activation's log2 scale and,
-        with threshold BatchNorm, gamma and beta."""
+        with BatchNorm, gamma and beta."""
         out = []
         for i, lin in enumerate(self.linears):
             out += [lin.weight, lin.bias, lin.wq.log2_scale]
             if i < len(self.acts):
                 out.append(self.acts[i].log2_scale)
-                if lin.bn_mode == "threshold":
+                if lin.bn is not None:
                     out += [lin.bn.gamma, lin.bn.beta]
         return out
 
@@ -222,7 +222,8 @@ class QuantMLP(nn.Module):
                     gs_a = lsq_grad_factor(lin.out_features, act.hi) \
                         if act.surrogate.scale_grad == "lsq" else 1.0
                     bn = lin.bn if lin.bn_mode == "threshold" else None
-                    layer += (act.surrogate, act.hi, gs_a, bn)
+                    layer += (act.surrogate, act.hi, gs_a, bn,
+                              lin.bn if lin.bn_mode == "fold" else None)
                 plan.append(layer)
             self._plan = plan
             self._plan_params = self.fused_params()
@@ -238,12 +239,28 @@ class QuantMLP(nn.Module):
             lin, w, b, lo, hi, one_bit, blo, bhi, gs_w = layer[:9]
             ew = wexps[i]
             s_w = 2.0 ** ew
+            fold = layer[13] if len(layer) > 9 else None
+            rfold = None
+            if fold is not None:
+                # BatchNorm folded into the weights and bias before quantization (as
+                # QuantLinear.folded): batch statistics of x @ W.T + b while they are on.
+                batch = self.training and fold.use_batch and x.shape[0] > 1
+                if batch:
+                    z0 = x @ w.T + b
+                    mean, var = fold.stats(z0)
+                else:
+                    z0, mean, var = None, fold.running_mean, fold.running_var
+                gf = fold.factor(var)
+                w_raw, b_raw = w, b
+                w, b = w * gf[:, None], fold.beta + (b - mean) * gf
+                if need_grad:
+                    rfold = (x, w_raw, b_raw, gf, mean, var + fold.eps, fold.gamma, z0)
             z, ls = linear_quant_fwd(x, w, b, s_w, 2.0 ** (in_exp + ew), lo, hi, one_bit,
                                      blo, bhi)
             if len(layer) == 9:
                 saved.append((ls, s_w, gs_w, None))
                 return z, saved
-            surrogate, hi_a, gs_a, bn = layer[9:]
+            surrogate, hi_a, gs_a, bn = layer[9:13]
             ea = aexps[i]
             s_a = 2.0 ** ea
             u, rbn = z, None
@@ -261,7 +278,7 @@ class QuantMLP(nn.Module):
                 # surrogate's through BatchNorm, as in forward_composed).
                 gate = threshold_gate(z * 2.0 ** -(in_exp + ew), *lin.threshold(in_exp, ea))
                 y = s_a * gate.to(y.dtype)
-            saved.append((ls, s_w, gs_w, (ra, s_a, gs_a, rbn)))
+            saved.append((ls, s_w, gs_w, (ra, s_a, gs_a, rbn, rfold)))
             x, in_exp = y, ea
         raise AssertionError("unreachable: the last layer returns")
 
@@ -272,7 +289,7 @@ class QuantMLP(nn.Module):
             ls, s_w, gs_w, rec = saved[i]
             tail = []
             if rec is not None:
-                ra, s_a, gs_a, rbn = rec
+                ra, s_a, gs_a, rbn, rfold = rec
                 d, dla = act_quant_bwd(g, ra, s_a, gs_a)
                 tail.append(dla)
                 if rbn is not None:
@@ -282,6 +299,9 @@ class QuantMLP(nn.Module):
                     d = (f * (d - d.mean(0) - xhat * dxh.mean(0))) if batch else d * f
                 g = d
             dx, dw, db, dlw = linear_quant_bwd(g, ls, s_w, gs_w, i > 0)
+            if rec is not None and rec[4] is not None:
+                dx, dw, db, bn_grads = _unfold_grads(dx, dw, db, rec[4], i > 0)
+                tail += bn_grads
             per_layer.append([dw, db, dlw] + tail)
             g = dx
         return [t for grads in reversed(per_layer) for t in grads]
@@ -333,6 +353,27 @@ class QuantMLP(nn.Module):
             out.append(IntLayer(w, b, lin.weight_bits, req, act.bits))
             in_lo, in_hi = 0, act.hi
         return out
+
+
+def _unfold_grads(dx, dwf, dbf, saved, need_x: bool):
+    """Gradients through the BatchNorm folding ``wf = w g``, ``bf = beta + (b - mean) g``,
+    ``g = gamma / sqrt(var + eps)``, given those of ``wf``/``bf``; with batch statistics
+    (``z0 = x @ w.T + b`` saved) also through ``mean``/``var`` of ``z0``.
+    Returns ``(dx, dw, db, [dgamma, dbeta])``."""
+    x, w, b, gf, mean, var_eps, gamma, z0 = saved
+    dw = dwf * gf[:, None]
+    dgf = (dwf * w).sum(1) + dbf * (b - mean)
+    db = dbf * gf
+    dgamma = dgf / torch.sqrt(var_eps)
+    if z0 is not None:
+        n = x.shape[0]
+        dvar = -dgf * gf / (2 * var_eps)
+        dz0 = (-dbf * gf + dvar * 2 * (z0 - mean)) / n
+        dw = dw + dz0.T @ x
+        db = db + dz0.sum(0)
+        if need_x:
+            dx = dx + dz0 @ w
+    return dx, dw, db, [dgamma, dbf]
 
 
 class _QuantMLPFn(torch.autograd.Function):

@@ -250,7 +250,7 @@ def test_fused_linear_equals_the_composed_one(bits, bn):
 
 
 @pytest.mark.parametrize("wb, ab, bn", [(4, 4, False), (2, 2, False), (1, 1, True), (2, 1, True),
-                                        (1, 2, False)])
+                                        (1, 2, False), (2, 2, True), (1, 2, True), (4, 4, True)])
 @pytest.mark.parametrize("surrogate", ["ste", "sigmoid", "fourier", "lsq", "dsq"])
 @pytest.mark.parametrize("hard", [False, True])
 def test_fused_network_equals_the_composed_one(wb, ab, bn, surrogate, hard):

@@ -218,6 +218,10 @@ def test_schedule_defaults_come_from_the_surrogate(name):
     assert TrainConfig(weight_bits=1).use_batchnorm and not TrainConfig().use_batchnorm
     assert not TrainConfig(act_bits=1, batchnorm=False).use_batchnorm
     assert TrainConfig().learning_rate == 5e-3 and TrainConfig(act_bits=1).learning_rate == 1e-2
+    assert TrainConfig(weight_bits=2, act_bits=2).learning_rate == 2e-2
+    assert TrainConfig(weight_bits=1, act_bits=2).learning_rate == 1e-2
+    assert TrainConfig(weight_bits=2, act_bits=4).use_batchnorm
+    assert not TrainConfig(weight_bits=3, act_bits=3).use_batchnorm
     assert TrainConfig(lr=1e-3, weight_bits=1).learning_rate == 1e-3
     assert config_dict(TrainConfig(weight_bits=1))["lr"] == 1e-2
 
