@@ -391,3 +391,23 @@ def test_a_wrong_rounding_engine_is_caught(tmp_path):
     tie = (scaled & ((1 << rq.shift) - 1)) == 1 << (rq.shift - 1)
     even = (scaled >> rq.shift) % 2 == 0          # half_even rounds these ties down
     assert np.array_equal(differ, tie & even & (r.outputs == want + 1))
+
+
+@pytest.mark.parametrize("simulator", sims_for("adapters"))
+@pytest.mark.parametrize("element,in_shape,tdata", [(signed(20), signed(13), 8),
+                                                     (unsigned(16), unsigned(16), 8),
+                                                     (signed(12), signed(12), 8)])
+def test_beat_packer_splits_elements_over_beats(simulator, element, in_shape, tdata, tmp_path):
+    """BeatPacker with beats narrower than an element (``beats_per_element`` > 1, low part
+    first, ``last`` on the final part of the sample's last element): tagged elements in order,
+    none lost or duplicated, sign extension to the element width."""
+    need(simulator)
+    out = BeatLayout(element, elements=3, elements_per_beat=1, tdata_width=tdata)
+    assert out.beats_per_element == -(-element.width // tdata) > 1
+    xfer = BeatLayout(in_shape, elements=3, elements_per_beat=1)
+    n = n_random(simulator) // 3 + 1
+    x = tagged(np.random.default_rng(11), n * 3, in_shape, min(11, in_shape.width - 1))
+    x = x.reshape(n, 3)
+    h = units.stream_harness(f"u_pack_split{element.width}_{in_shape.width}",
+                             BeatPacker(out, in_shape, 1), xfer, out)
+    run_unit(h, x, x, simulator, tmp_path, seed=12)
