@@ -146,3 +146,50 @@ def extreme_codes(rng: np.random.Generator, model: IntModel, n: int) -> np.ndarr
             out[k] = [(t.lo, t.hi)[(j + k) % 2] if k % 3 == 2 else (t.lo, t.hi)[k % 3]
                       for j in range(model.input.size)]
     return out
+
+
+def with_mixed_activations(model: IntModel, rng: np.random.Generator, *,
+                           p_threshold: float = 0.4, p_channel: float = 0.3) -> IntModel:
+    """``model`` with each Requant that follows a Dense replaced, at random, by a MultiThreshold
+    (one row of thresholds per output feature, or one shared row) or a ChannelRequant (its own
+    shift and multiplier per feature), keeping the Requant's output codes ``[lo, hi]`` -- so
+    every later accumulator width, sized for those codes, still holds.
+
+    Thresholds are drawn (unsorted, duplicates allowed) from the span the accumulator typically
+    takes, plus occasionally values at or beyond its bounds.
+    """
+    from softfloor.intmodel import ChannelRequant, MultiThreshold
+    types = model.types()
+    layers = list(model.layers)
+    for k, rq in enumerate(layers):
+        if not (isinstance(rq, Requant) and k and isinstance(layers[k - 1], Dense)):
+            continue
+        draw = rng.random()
+        t = types[k]                                          # the accumulator's code type
+        feats = layers[k - 1].out_features
+        if draw < p_threshold:
+            steps = int(rng.integers(1, min(rq.hi - rq.lo, 15) + 1)) if rq.hi > rq.lo else 0
+            if steps == 0:
+                continue
+            rows = feats if rng.random() < 0.6 else 1
+            fan = max(1, math.isqrt(layers[k - 1].in_features))
+            mid = (t.lo + t.hi) // 2
+            half = max(1, (t.hi - t.lo) // (2 * fan))
+            thr = rng.integers(mid - half, mid + half + 1, size=(rows, steps))
+            if rng.random() < 0.3:
+                thr[0, 0] = int(rng.choice([t.lo, t.hi, t.hi + 1, t.lo - 1]))
+            layers[k] = MultiThreshold(f"thr{k}", thr.astype(np.int64), rq.bits, rq.signed,
+                                       out_bias=rq.lo)
+        elif draw < p_threshold + p_channel:
+            shifts = np.clip(rq.shift + rng.integers(-2, 3, size=feats), 0, None)
+            mults = rng.choice([1, 3, 5, 77], size=feats)
+            layers[k] = ChannelRequant(f"crq{k}", shifts.astype(np.int64), rq.rounding, rq.bits,
+                                       rq.signed, rq.lo, rq.hi, mults.astype(np.int64))
+    return IntModel(model.input, layers, model.output, model.name + "_mixed")
+
+
+def random_mixed_network(seed: int, **kw) -> IntModel:
+    """:func:`random_network` with mixed activations (:func:`with_mixed_activations`), from one
+    seed (a separate stream: ``seed`` gives the same base network as ``random_network(seed)``)."""
+    return with_mixed_activations(random_network(seed, **kw),
+                                  np.random.default_rng([seed, 1]))

@@ -19,7 +19,7 @@ from softfloor.sim import randnet
 from tests.conftest import require_tool
 from softfloor.sim import tools
 from tests.randcnn import random_cnn_network
-from tests.randmodel import extreme_codes, random_codes, random_network
+from tests.randmodel import extreme_codes, random_codes, random_mixed_network, random_network
 
 pytestmark = pytest.mark.sim
 SOAK = os.environ.get("SOFTFLOOR_SOAK", "") not in ("", "0")
@@ -32,6 +32,11 @@ DEFAULT_COUNT = {"icarus": 10, "verilator": 3}
 #: simulators (a CNN streams whole frames: several times the cycles per sample).
 CNN_COUNT = {"icarus": 3, "verilator": 0}
 CNN_BASE = 1003
+#: Dense networks with mixed activations (Requant / MultiThreshold / ChannelRequant) per
+#: simulator in ``make test`` (seeds 3002-3003: thresholds per feature and shared, a hidden and a
+#: final ChannelRequant); a sweep runs a third as many as plain dense networks.
+MIXED_COUNT = {"icarus": 2, "verilator": 0}
+MIXED_BASE = 3002
 
 
 def cases(default=None, base=1000, fraction=1):
@@ -70,10 +75,21 @@ def random_folding(model, rng, kind: int):
 
 @pytest.mark.parametrize("sim,seed", cases())
 def test_random_network(sim, seed, tmp_path):
+    check_dense_network(sim, seed, tmp_path, random_network, "test_random_network")
+
+
+@pytest.mark.parametrize("sim,seed", cases(MIXED_COUNT, MIXED_BASE, fraction=3))
+def test_random_mixed_network(sim, seed, tmp_path):
+    """A random dense network whose activations are, at random, Requant, MultiThreshold (per
+    feature or shared, thresholds at and beyond the accumulator bounds) or ChannelRequant
+    (``tests.randmodel.random_mixed_network``)."""
+    check_dense_network(sim, seed, tmp_path, random_mixed_network, "test_random_mixed_network")
+
+
+def check_dense_network(sim, seed, tmp_path, generator, test):
     require_tool(sim, lambda: tools.ensure(sim))
     # make soak: deeper and wider networks, more samples.
-    model = random_network(seed, **(dict(max_depth=5, max_width=24, max_inputs=40) if SOAK
-                                    else {}))
+    model = generator(seed, **(dict(max_depth=5, max_width=24, max_inputs=40) if SOAK else {}))
     rng = np.random.default_rng(seed)
     x = np.concatenate([extreme_codes(rng, model, 6),
                         random_codes(rng, model, 60 if SOAK else 14)])
@@ -86,7 +102,7 @@ def test_random_network(sim, seed, tmp_path):
                             folding=folding,
                             reproduce=f"{'SOFTFLOOR_SOAK=1 ' if SOAK else ''}SOFTFLOOR_SEED={seed} "
                                       f".venv/bin/python -m pytest tests/sim/test_randnet.py "
-                                      f"-k {sim}")
+                                      f"-k '{test} and {sim}'")
     print(r)
 
 
