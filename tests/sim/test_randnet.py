@@ -58,13 +58,15 @@ def cases(default=None, base=1000, fraction=1):
 
 def random_folding(model, rng, kind: int):
     """0: the planner's choice (None); 1: fully folded ({}); 2: a random valid PE x SIMD per
-    Dense layer (drawn until the generator accepts the combination; the planner otherwise)."""
+    Dense and Conv2d layer (a conv's matrix is ``out_channels x in_channels*kh*kw``; drawn until
+    the generator accepts the combination; the planner otherwise)."""
     if kind < 2:
         return [None, {}][kind]
-    dense = [lay for lay in model.layers if lay.op == "dense"]
+    mats = [(lay.name, *np.asarray(lay.weight).reshape(len(lay.weight), -1).shape)
+            for lay in model.layers if lay.op in ("dense", "conv2d")]
     for _ in range(30):
-        fold = {d.name: (int(rng.integers(1, d.out_features + 1)),
-                         int(rng.integers(1, d.in_features + 1))) for d in dense}
+        fold = {name: (int(rng.integers(1, rows + 1)), int(rng.integers(1, cols + 1)))
+                for name, rows, cols in mats}
         try:
             build_manifest(model, folding=fold)
             return fold
