@@ -54,7 +54,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                    help="surrogate of round/floor used in training (default: the trainer's)")
     p.add_argument("--batchnorm", action=argparse.BooleanOptionalAction, default=None,
                    help="BatchNorm after the hidden layers, folded before export "
-                        "(default: on when weights or activations are 1- or 2-bit)")
+                        "(default: on when weights or activations have <= 2 bits, "
+                        "except 1-bit activations)")
     p.add_argument("--per-channel", action="store_true",
                    help="one power-of-two weight scale per output channel in the hidden layers "
                         "(exported as per-channel requantization)")

@@ -125,7 +125,7 @@ def test_cnn_config_validation():
     with pytest.raises(ValueError, match="batchnorm is not implemented for arch 'cnn'"):
         TrainConfig(arch="cnn", batchnorm=True)
     assert TrainConfig(arch="cnn", weight_bits=1, act_bits=1).use_batchnorm is False
-    assert TrainConfig(weight_bits=1, act_bits=1).use_batchnorm is True
+    assert TrainConfig(weight_bits=1, act_bits=2).use_batchnorm is True
     assert TrainConfig.from_dict(TrainConfig(arch="cnn").to_dict()).arch == "cnn"
     assert TrainConfig.from_dict({"epochs": 3}).arch == "mlp"  # old checkpoints: the MLP
 

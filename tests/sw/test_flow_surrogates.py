@@ -42,14 +42,15 @@ def test_stages_golden_equals_torch(wb, ab, sur, tmp_path):
     np.testing.assert_array_equal(vec["golden"], hard_codes(res.model, vec["inputs"]))
     np.testing.assert_array_equal(vec["golden"], float_hard_codes(res.model, vec["inputs"]))
     train = json.loads((out / "train.json").read_text())
-    assert train["config"]["batchnorm"] == (min(wb, ab) <= 2)
+    assert train["config"]["batchnorm"] == (min(wb, ab) <= 2 and ab >= 2)
 
 
 @pytest.mark.sim
 def test_batchnorm_threshold_model_is_bit_exact_in_rtl(tmp_path):
     out = tmp_path / "f"
     assert cli.main(["flow", "--out", str(out), "--quiet", "--no-synth", "--simulator",
-                     "verilator", *_train_args(1, 1, "dsq")]) == 0
+                     "verilator", *_train_args(1, 1, "dsq"), "--batchnorm"]) == 0
     rep = json.loads((out / "report.json").read_text())
+    assert json.loads((out / "train.json").read_text())["config"]["batchnorm"]
     assert rep["bit_exact"]["verilator"]["mismatches"] == 0
     assert rep["accuracy"]["golden"] == rep["accuracy"]["rtl"] == rep["accuracy"]["quantized"]

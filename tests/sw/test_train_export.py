@@ -216,6 +216,8 @@ def test_schedule_defaults_come_from_the_surrogate(name):
     assert config_dict(cfg)["k_end"] == default_k(name)[1]
     assert TrainConfig(surrogate=name, k_end=7.0).schedule().k_end == 7.0
     assert TrainConfig(weight_bits=1).use_batchnorm and not TrainConfig().use_batchnorm
+    assert not TrainConfig(weight_bits=1, act_bits=1).use_batchnorm
+    assert not TrainConfig(weight_bits=4, act_bits=1).use_batchnorm
     assert not TrainConfig(act_bits=1, batchnorm=False).use_batchnorm
     assert TrainConfig().learning_rate == 5e-3 and TrainConfig(act_bits=1).learning_rate == 1e-2
     assert TrainConfig(weight_bits=2, act_bits=2).learning_rate == 2e-2
