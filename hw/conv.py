@@ -24,7 +24,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..intmodel import CodeType, Conv2d, Dense, MaxPool2d
 from . import primitives as P
-from .engine import DenseEngine, _pos, payload_shape
+from .engine import DenseEngine, EngineFaces, _pos, payload_shape
 from .window import WINDOW_LATENCY, SlidingWindow
 
 __all__ = ["ConvEngine", "MaxPoolEngine", "POOL_LATENCY", "conv_as_dense"]
@@ -39,7 +39,7 @@ def conv_as_dense(conv: Conv2d) -> Dense:
                  conv.weight_bits, conv.bias_bits, conv.acc_bits)
 
 
-class ConvEngine(wiring.Component):
+class ConvEngine(EngineFaces, wiring.Component):
     """Conv2d (+ fused Requant/ChannelRequant) as a sliding window and a folded MVU.
 
     Parameters
@@ -127,10 +127,6 @@ class ConvEngine(wiring.Component):
                 + c.tail_latency)
 
     @property
-    def latency(self) -> int:
-        return self.in_transfers - 1 + self.tail_latency
-
-    @property
     def mac_units(self) -> int:
         return self.core.mac_units
 
@@ -142,10 +138,6 @@ class ConvEngine(wiring.Component):
     def tree_levels(self) -> int:
         return self.core.tree_levels
 
-    def resources(self, device: str = "up5k") -> dict:
-        from .planner import estimate_engine
-        return estimate_engine(self, device)
-
     def elaborate(self, platform):
         m = Module()
         m.submodules.window = self.window
@@ -156,7 +148,7 @@ class ConvEngine(wiring.Component):
         return m
 
 
-class MaxPoolEngine(wiring.Component):
+class MaxPoolEngine(EngineFaces, wiring.Component):
     """MaxPool2d as a sliding window and a running maximum over ``tap_elements_per_transfer``
     lanes (which divides ``kh*kw``): one output element per ``kh*kw / lanes`` window transfers.
 
@@ -217,17 +209,6 @@ class MaxPoolEngine(wiring.Component):
     @property
     def tail_latency(self) -> int:
         return self.window.tail_latency + POOL_LATENCY
-
-    @property
-    def latency(self) -> int:
-        return self.in_transfers - 1 + self.tail_latency
-
-    mac_units = 0
-    dsp_blocks = 0
-
-    def resources(self, device: str = "up5k") -> dict:
-        from .planner import estimate_engine
-        return estimate_engine(self, device)
 
     def elaborate(self, platform):
         m = Module()

@@ -54,7 +54,7 @@ from .. import arith
 from ..intmodel import ChannelRequant, CodeType, Dense, Requant
 from . import primitives as P
 
-__all__ = ["DenseEngine", "RequantEngine", "ENGINE_LATENCY", "REQUANT_LATENCY",
+__all__ = ["DenseEngine", "RequantEngine", "ElementwiseEngine", "EngineFaces", "ENGINE_LATENCY", "REQUANT_LATENCY",
            "payload_shape", "dsp_eligible", "requant_params", "channel_tables", "table_value",
            "tree_levels", "is_const", "CONST_GROUP", "CONST_RADIX"]
 
@@ -176,7 +176,24 @@ def dsp_eligible(weight_bits: int, in_type: CodeType) -> bool:
     return weight_bits >= 2 and product_bits(weight_bits, in_type) >= DSP_MIN_PRODUCT_BITS
 
 
-class DenseEngine(wiring.Component):
+class EngineFaces:
+    """The faces every engine shares: ``latency`` from ``in_transfers`` and ``tail_latency``,
+    ``resources(device)`` from the planner's estimate; no MAC lanes or DSPs unless it says so."""
+    mac_units = 0
+    dsp_blocks = 0
+
+    @property
+    def latency(self) -> int:
+        """First input transfer accepted -> last output transfer accepted (idle engine)."""
+        return self.in_transfers - 1 + self.tail_latency
+
+    def resources(self, device: str = "up5k") -> dict:
+        """The planner's estimate for ``device`` (see :func:`softfloor.hw.planner.estimate`)."""
+        from .planner import estimate_engine
+        return estimate_engine(self, device)
+
+
+class DenseEngine(EngineFaces, wiring.Component):
     """Folded matrix-vector unit for one Dense layer, optionally fused with the following Requant.
 
     Parameters
@@ -301,11 +318,6 @@ class DenseEngine(wiring.Component):
         return self.cycles + self.tree_levels + ENGINE_LATENCY + self.last_group_transfers - 1
 
     @property
-    def latency(self) -> int:
-        """First input transfer accepted -> last output transfer accepted (idle engine)."""
-        return self.in_transfers - 1 + self.tail_latency
-
-    @property
     def mac_units(self) -> int:
         return self.pe * self.simd
 
@@ -314,11 +326,6 @@ class DenseEngine(wiring.Component):
         """DSP blocks this engine asks synthesis for (0 unless ``dsp`` and the products qualify)."""
         return self.mac_units if self.dsp and dsp_eligible(self.dense.weight_bits,
                                                            self.in_type) else 0
-
-    def resources(self, device: str = "up5k") -> dict:
-        """The planner's estimate for ``device`` (see :func:`softfloor.hw.planner.estimate`)."""
-        from .planner import estimate_engine
-        return estimate_engine(self, device)
 
     # -- ROM contents -----------------------------------------------------------------------
     def weight_words(self) -> list[int]:
@@ -617,14 +624,14 @@ class DenseEngine(wiring.Component):
                      out.ready.eq(self.o.ready)]
 
 
-class RequantEngine(wiring.Component):
-    """Elementwise Requant / ChannelRequant on a stream (a Requant that does not follow a Dense).
+class ElementwiseEngine(EngineFaces, wiring.Component):
+    """Base of the elementwise stream engines: ``elements_per_transfer`` lanes, one transfer
+    per cycle, two register stages (:meth:`stage1` -> register -> :meth:`stage2` -> register)
+    and a skid buffer, so the latency after the last input is :data:`REQUANT_LATENCY`.
 
-    ``elements_per_transfer`` lanes; stages: ``x * multiplier`` register, round/saturate
-    register, skid buffer (latency :data:`REQUANT_LATENCY` after the last input). Per-channel
-    multipliers (a ChannelRequant, see :func:`requant_params`) are selected by a transfer
-    counter from ``channel_of`` (the channel of each element of a sample, in stream order;
-    default: element ``e`` is channel ``e``).
+    Per-channel constants are chosen by a transfer counter from ``channel_of`` (the channel of
+    each element of a sample, in stream order; default: element ``e`` is channel ``e``), see
+    :func:`channel_tables`.
 
     Members
     -------
@@ -632,28 +639,90 @@ class RequantEngine(wiring.Component):
     o : ``Out(stream.Signature(payload_shape(out_shape, elements_per_transfer)))``
     """
 
+    def _setup(self, layer, in_type: CodeType, out_type: CodeType, elements: int,
+               elements_per_transfer: int, channel_of):
+        elements = _pos("elements", elements)
+        n = _pos("elements_per_transfer", elements_per_transfer)
+        if elements % n:
+            raise ValueError(f"{layer.name}: elements_per_transfer={n} must divide the "
+                             f"{elements} elements")
+        self.channel_of = list(range(elements)) if channel_of is None else list(channel_of)
+        if len(self.channel_of) != elements:
+            raise ValueError(f"{layer.name}: channel_of has {len(self.channel_of)} entries "
+                             f"for {elements} elements")
+        self.in_type, self.out_type, self.elements = in_type, out_type, elements
+        self.in_ept = self.out_ept = n
+        self.in_shape, self.out_shape = _code_shape(in_type), _code_shape(out_type)
+        self.rows, self.cols, self.pe, self.simd = elements, 1, n, 1
+        super().__init__({"i": In(stream.Signature(payload_shape(self.in_shape, n))),
+                          "o": Out(stream.Signature(payload_shape(self.out_shape, n)))})
+
+    @property
+    def cycles(self) -> int:
+        return self.elements // self.in_ept
+
+    in_transfers = out_transfers = initiation_interval = cycles
+
+    @property
+    def tail_latency(self) -> int:
+        return REQUANT_LATENCY
+
+    def stage1(self, m: Module, j: int, x: Value, channels: list[int], tc: Value) -> Value:
+        """Lane ``j``'s first-stage expression of input ``x`` (channels per counter value)."""
+        raise NotImplementedError
+
+    def stage2(self, m: Module, j: int, r: Value) -> Value:
+        """Lane ``j``'s output (an ``out_shape`` value) from the first-stage register ``r``."""
+        raise NotImplementedError
+
+    def elaborate(self, platform):
+        m = Module()
+        n, b = self.in_ept, self.in_shape.width
+        period, tables = channel_tables(self.channel_of, n)
+        res = stream.Signature(payload_shape(self.out_shape, n)).create()
+        advance, v1 = Signal(), Signal()
+        m.d.comb += [advance.eq(~res.valid | res.ready), self.i.ready.eq(advance)]
+        tc = Signal(range(max(2, period)))
+        if period > 1:
+            with m.If(self.i.valid & advance):
+                m.d.sync += tc.eq(Mux(tc == period - 1, 0, tc + 1))
+        data = Value.cast(self.i.payload)
+        outs = []
+        for j in range(n):
+            x = data[j * b:(j + 1) * b]
+            x = x.as_signed() if self.in_shape.signed else x
+            expr = self.stage1(m, j, x, tables[j], tc)
+            r = Signal(expr.shape(), name=f"stage1_{j}")
+            with m.If(advance):
+                m.d.sync += r.eq(expr)
+            y = Signal(self.out_shape, name=f"y{j}")
+            m.d.comb += y.eq(self.stage2(m, j, r))
+            outs.append(y)
+        with m.If(advance):
+            m.d.sync += [v1.eq(self.i.valid), res.valid.eq(v1), res.payload.eq(Cat(*outs))]
+        out = P.skid_buffer(m, "skid", res, payload_shape(self.out_shape, n))
+        wiring.connect(m, out, wiring.flipped(self.o))
+        return m
+
+
+class RequantEngine(ElementwiseEngine):
+    """Elementwise Requant / ChannelRequant on a stream (a Requant that does not follow a Dense).
+
+    Stages: ``x * multiplier`` register, round/saturate register, skid buffer. Per-channel
+    multipliers (a ChannelRequant, see :func:`requant_params`) come from ``channel_of``.
+    """
+
     def __init__(self, requant, in_type: CodeType, *, elements: int,
                  elements_per_transfer: int = 1, channel_of: list | None = None):
         self._MustUse__silence = True           # no "never used" warning if validation fails
         if not isinstance(requant, (Requant, ChannelRequant)):
             raise TypeError(f"requant must be a Requant layer, got {type(requant).__name__}")
-        elements = _pos("elements", elements)
-        n = _pos("elements_per_transfer", elements_per_transfer)
-        if elements % n:
-            raise ValueError(f"{requant.name}: elements_per_transfer={n} must divide the "
-                             f"{elements} elements")
-        self.channel_of = list(range(elements)) if channel_of is None else list(channel_of)
-        if len(self.channel_of) != elements:
-            raise ValueError(f"{requant.name}: channel_of has {len(self.channel_of)} entries "
-                             f"for {elements} elements")
-        self.requant, self.in_type, self.elements = requant, in_type, elements
-        self.in_ept = self.out_ept = n
-        self.out_type = requant.out_type(in_type)
-        self.in_shape, self.out_shape = _code_shape(in_type), _code_shape(self.out_type)
-        self.rows, self.cols = elements, 1
-        self.pe, self.simd = n, 1
-        super().__init__({"i": In(stream.Signature(payload_shape(self.in_shape, n))),
-                          "o": Out(stream.Signature(payload_shape(self.out_shape, n)))})
+        self.requant = requant
+        self._setup(requant, in_type, requant.out_type(in_type), elements,
+                    elements_per_transfer, channel_of)
+        rq = requant
+        self.mults, self.shift = requant_params(
+            rq, rq.channels if isinstance(rq, ChannelRequant) else max(self.channel_of) + 1)
         self._MustUse__silence = False
 
     def model(self, x):
@@ -666,62 +735,14 @@ class RequantEngine(wiring.Component):
                              for e, c in enumerate(self.channel_of)], axis=1)
         return rq.execute(x)
 
-    @property
-    def cycles(self) -> int:
-        return self.elements // self.in_ept
+    def stage1(self, m, j, x, channels, tc):
+        lane_m = [self.mults[c] for c in channels]
+        if len(set(lane_m)) == 1:
+            return P.multiply_const(x, lane_m[0]) if lane_m[0] != 1 else x
+        mshape = unsigned(max(self.mults).bit_length())
+        return P.multiply(x, table_value(m, lane_m, tc, mshape, f"mult{j}"))
 
-    in_transfers = out_transfers = initiation_interval = cycles
-
-    @property
-    def tail_latency(self) -> int:
-        return REQUANT_LATENCY
-
-    @property
-    def latency(self) -> int:
-        return self.cycles - 1 + REQUANT_LATENCY
-
-    mac_units = 0
-    dsp_blocks = 0
-
-    def resources(self, device: str = "up5k") -> dict:
-        from .planner import estimate_engine
-        return estimate_engine(self, device)
-
-    def elaborate(self, platform):
-        m = Module()
+    def stage2(self, m, j, r):
         rq = self.requant
-        n, b = self.in_ept, self.in_shape.width
-        chans = max(self.channel_of) + 1
-        mults, shift = requant_params(rq, rq.channels if isinstance(rq, ChannelRequant)
-                                      else chans)
-        period, tables = channel_tables(self.channel_of, n)
-        v1 = Signal()
-        res = stream.Signature(payload_shape(self.out_shape, n)).create()
-        advance = Signal()
-        m.d.comb += [advance.eq(~res.valid | res.ready), self.i.ready.eq(advance)]
-        tc = Signal(range(max(2, period)))
-        if len(set(mults)) > 1 and period > 1:
-            with m.If(self.i.valid & advance):
-                m.d.sync += tc.eq(Mux(tc == period - 1, 0, tc + 1))
-        mshape = unsigned(max(mults).bit_length())
-        data = Value.cast(self.i.payload)
-        outs = []
-        for j in range(n):
-            x = data[j * b:(j + 1) * b]
-            x = x.as_signed() if self.in_shape.signed else x
-            lane_m = [mults[c] for c in tables[j]]
-            if len(set(lane_m)) == 1:
-                sexpr = P.multiply_const(x, lane_m[0]) if lane_m[0] != 1 else x
-            else:
-                sexpr = P.multiply(x, table_value(m, lane_m, tc, mshape, f"mult{j}"))
-            scaled = Signal(sexpr.shape(), name=f"scaled{j}")
-            with m.If(advance):
-                m.d.sync += scaled.eq(sexpr)
-            outs.append(P.saturate(P.round_shift(scaled, shift, rq.rounding),
-                                   rq.lo, rq.hi, self.out_shape))
-        with m.If(advance):
-            m.d.sync += [v1.eq(self.i.valid), res.valid.eq(v1), res.payload.eq(Cat(*outs))]
-        out = P.skid_buffer(m, "skid", res, payload_shape(self.out_shape, n))
-        m.d.comb += [self.o.payload.eq(out.payload), self.o.valid.eq(out.valid),
-                     out.ready.eq(self.o.ready)]
-        return m
+        return P.saturate(P.round_shift(r, self.shift, rq.rounding), rq.lo, rq.hi,
+                          self.out_shape)
