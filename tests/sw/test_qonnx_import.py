@@ -198,9 +198,10 @@ def test_free_scale_mlp_reports_its_agreement(digits, tmp_path):
 @pytest.mark.sim
 @pytest.mark.slow
 def test_imported_mlp_runs_bit_exact_through_the_rtl_flow(digits, tmp_path):
-    """import-qonnx -> flow --model on Verilator: RTL == golden == execute_onnx on all samples."""
+    """import-qonnx -> flow --model on both simulators: RTL == golden == execute_onnx."""
     from softfloor import qonnx_import as qi
     tools.ensure("verilator")
+    tools.ensure("icarus")
     _train_export(_mlp(free=False), digits, (64,), 2, tmp_path / "mlp.onnx")
     res = qi.import_qonnx(tmp_path / "mlp.onnx")
     assert res.exact
@@ -210,15 +211,16 @@ def test_imported_mlp_runs_bit_exact_through_the_rtl_flow(digits, tmp_path):
     np.save(tmp_path / "y.npy", y)
     rc = cli.main(["flow", "--model", str(tmp_path / "mlp.intmodel.json"), "--inputs",
                    str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"),
-                   "--simulator", "verilator", "--no-synth", "--out", str(tmp_path / "flow"),
+                   "--simulator", "both", "--no-synth", "--out", str(tmp_path / "flow"),
                    "--quiet"])
     assert rc == 0
     rep = json.loads((tmp_path / "flow" / "report.json").read_text())
-    assert rep["bit_exact"]["verilator"]["samples"] == 120
-    assert rep["bit_exact"]["verilator"]["mismatches"] == 0
     vec = np.load(tmp_path / "flow" / "vectors.npz")
     ref = qi.execute_qonnx(tmp_path / "mlp.onnx", x, batch=120)
-    np.testing.assert_array_equal(vec["rtl_verilator"], np.rint(ref / res.model.output.scale))
+    for sim in ("verilator", "icarus"):
+        assert rep["bit_exact"][sim]["samples"] == 120
+        assert rep["bit_exact"][sim]["mismatches"] == 0
+        np.testing.assert_array_equal(vec[f"rtl_{sim}"], np.rint(ref / res.model.output.scale))
     assert rep["accuracy"]["rtl"] == rep["accuracy"]["golden"]
 
 
