@@ -89,6 +89,15 @@ def _row(model, split, device: str, out: Path, n_samples: int, objective: str = 
         epb = {"output_tdata_width": otw}
     plan = planner.plan(model, device, objective,
                         unrolled_folding(model) if unrolled else None, elements_per_beat=epb)
+    if not plan.fits:                        # reported, not synthesized (hours, then no fit)
+        return {"model": model.name, "device": device, "objective": objective,
+                "plan": " ".join(f"{l.name}:{l.pe}x{l.simd}" for l in plan.layers),
+                "unrolled": unrolled, "mac_units": plan.mac_units,
+                "ii_planned": plan.initiation_interval,
+                "latency_planned": plan.cycles_per_inference, "est_lc": plan.estimate["lc"],
+                "error": f"not built: the estimate ({plan.estimate['lc']} logic) exceeds "
+                         f"{plan.budget['lc']} ({int(100 * planner.DEFAULT_BUDGET)}% of "
+                         f"{device})"}
     gen = generate(model, out, device=device, folding=plan, elements_per_beat=epb)
     man = gen.manifest
     gen_s = time.monotonic() - t0
