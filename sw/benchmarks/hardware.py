@@ -3,8 +3,8 @@
 For the digits MLP (64-64-32-10) at w8a8, w4a4, w2a2 and w1a1 -- trained with QAT on the digits
 split (``softfloor.train.train_qat``, 60 epochs; the surrogate the trainer documents for each
 width: sigmoid at 4 and 8 bits, STE at 1 and 2 bits) and exported to an integer model -- on the
-UP5K (w8a8 and w4a4 also on the HX8K -- w8a8's 32-bit logits need more pins than the UP5K SG48
-has), on an ECP5-25F (every width, throughput plan; the ECP5-45F/85F give the same plan, the
+UP5K (w8a8's 32-bit logits in two 16-bit output beats: the default 32-bit beat needs more pins
+than the UP5K SG48 has), on the HX8K (w8a8, w4a4), on an ECP5-25F (every width, throughput plan; the ECP5-45F/85F give the same plan, the
 input beat being the bottleneck), and fully unrolled (``pe = rows``, ``simd = cols``: weights as
 constants, see :class:`softfloor.hw.engine.DenseEngine`) on an ECP5-85F with a 32-bit input beat
 and all 10 logits in one output beat: the planner's plan (``ROWS``), then
