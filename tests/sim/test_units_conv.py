@@ -41,9 +41,14 @@ from .test_units_stream import (SOAK, dense_corners, engine_harness, make_layer,
 pytestmark = pytest.mark.sim
 
 
-def n_frames(simulator: str) -> int:
-    """Random frames per window/pool/conv unit: each frame is ``pixels x taps`` checked outputs."""
-    return 1_000 if SOAK else {"verilator": 150, "icarus": 60}[simulator]
+def n_frames(simulator: str, outputs_per_frame: int) -> int:
+    """Random frames per window/pool/conv unit: enough for >= 10,000 checked output transfers
+    (at least 60 frames) in ``make test``, 1,000 frames in ``make soak``; both simulators."""
+    return 1_000 if SOAK else max(60, -(-N_RANDOM_OUTPUTS // outputs_per_frame))
+
+
+#: Checked output transfers per unit and simulator in ``make test``.
+N_RANDOM_OUTPUTS = 10_000
 
 
 def harness(top, unit, in_shape, in_elements, out_shape, out_elements):
@@ -80,7 +85,7 @@ def test_sliding_window(simulator, name, tmp_path):
     lo, hi = arith.code_range(el.width, el.signed)
     corners = np.array([np.full(win.frame, lo), np.full(win.frame, hi),
                         np.full(win.frame, pv)])
-    x = np.concatenate([corners, distinct_frames(rng, n_frames(simulator), win.frame, el,
+    x = np.concatenate([corners, distinct_frames(rng, n_frames(simulator, win.out_transfers), win.frame, el,
                                                  avoid=[pv])])
     want = win.model(x)
     # Distinct frames avoid the pad value: it appears in their taps iff there is padding.
@@ -110,8 +115,8 @@ def test_maxpool_engine(simulator, name, tmp_path):
     rng = np.random.default_rng(sum(map(ord, name)))
     onehot = np.full((frame, frame), t.lo) + np.eye(frame, dtype=np.int64) * (t.hi - t.lo)
     equal = np.array([np.full(frame, v) for v in (t.lo, t.hi, (t.lo + t.hi) // 2)])
-    narrow = rng.integers(t.lo, t.lo + 3, size=(n_frames(simulator) // 2, frame))
-    full = rng.integers(t.lo, t.hi, size=(n_frames(simulator) // 2, frame), endpoint=True)
+    narrow = rng.integers(t.lo, t.lo + 3, size=(n_frames(simulator, eng.out_transfers) // 2 + 1, frame))
+    full = rng.integers(t.lo, t.hi, size=(n_frames(simulator, eng.out_transfers) // 2 + 1, frame), endpoint=True)
     x = np.concatenate([onehot, equal, narrow, full])
     want = eng.model(x)
     assert (want[:frame] == t.hi).any(axis=0).all()   # every output sees its window's max
@@ -249,7 +254,7 @@ def test_conv_engine(simulator, name, tmp_path):
     frame = int(np.prod(shape))
     corners = np.array([np.full(frame, t.lo), np.full(frame, t.hi),
                         np.resize([t.lo, t.hi], frame), np.resize([t.hi, t.lo], frame)])
-    x = np.concatenate([corners, rng.integers(t.lo, t.hi, size=(n_frames(simulator), frame),
+    x = np.concatenate([corners, rng.integers(t.lo, t.hi, size=(n_frames(simulator, eng.out_transfers), frame),
                                               endpoint=True)])
     want = eng.model(x)
     run_unit(harness(f"u_conv_{name}", eng, eng.in_shape, frame, eng.out_shape,
