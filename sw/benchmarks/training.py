@@ -242,7 +242,7 @@ def run(out_dir: Path, quick: bool) -> dict:
             flip_table.append(frow)
 
     sched_table = []
-    for sur in SMOOTH if not quick else ():
+    for sur in SMOOTH if (WITH_SCHEDULES and not quick) else ():
         for cfg_name in SCHEDULE_CONFIGS:
             row = {"surrogate": sur, "config": cfg_name, "default": _cell(
                 [r["acc"] for r in collect("main", sur, cfg_name)])}
