@@ -27,15 +27,15 @@ SOAK = os.environ.get("SOFTFLOOR_SOAK", "") not in ("", "0")
 #: Networks per simulator in ``make test`` (Icarus builds in a second; Verilator in ~5-10 s).
 DEFAULT_COUNT = {"icarus": 10, "verilator": 3}
 #: Random CNNs (conv, per-channel requant, max-pool, multi-threshold, flatten, dense) per
-#: simulator in ``make test`` (Verilator runs two random CNNs in ``tests/sim/test_cosim.py``);
+#: simulator in ``make test`` (Verilator also runs two random CNNs in ``tests/sim/test_cosim.py``);
 #: a sweep (``SOFTFLOOR_RANDNET_COUNT``) runs a third as many CNNs as dense networks, on both
 #: simulators (a CNN streams whole frames: several times the cycles per sample).
-CNN_COUNT = {"icarus": 3, "verilator": 0}
+CNN_COUNT = {"icarus": 3, "verilator": 1}
 CNN_BASE = 1003
 #: Dense networks with mixed activations (Requant / MultiThreshold / ChannelRequant) per
 #: simulator in ``make test`` (seeds 3002-3003: thresholds per feature and shared, a hidden and a
 #: final ChannelRequant); a sweep runs a third as many as plain dense networks.
-MIXED_COUNT = {"icarus": 2, "verilator": 0}
+MIXED_COUNT = {"icarus": 2, "verilator": 1}
 MIXED_BASE = 3002
 
 
