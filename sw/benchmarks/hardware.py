@@ -7,7 +7,9 @@ UP5K (w8a8's 32-bit logits in two 16-bit output beats: the default 32-bit beat n
 than the UP5K SG48 has), on the HX8K (w8a8, w4a4), on an ECP5-25F (every width, throughput plan; the ECP5-45F/85F give the same plan, the
 input beat being the bottleneck), and fully unrolled (``pe = rows``, ``simd = cols``: weights as
 constants, see :class:`softfloor.hw.engine.DenseEngine`) on an ECP5-85F with a 32-bit input beat
-and all 10 logits in one output beat: the planner's plan (``ROWS``), then
+and all 10 logits in one output beat; and the digits CNN (``softfloor.cnn``: conv3x3x8 -> pool ->
+conv3x3x16 -> pool -> dense, w4a4) on the UP5K and the ECP5-25F: the planner's plan (``ROWS``),
+then
 
 * RTL co-simulation on Verilator (and Icarus for the unrolled rows) of the test samples:
   bit-exactness against the golden model, measured latency (an isolated sample) and measured
@@ -33,10 +35,13 @@ from pathlib import Path
 
 MODELS = [(8, 8), (4, 4), (2, 2), (1, 1)]
 DEVICES = ("up5k",)
-#: Every row of a full run: (weight bits, act bits), device, objective, unrolled.
+#: Every row of a full run: (weight bits, act bits), device, objective, unrolled[, arch].
+#: The digits CNN (``softfloor.cnn``, conv/pool engines) is the ``"cnn"`` arch.
 ROWS = ([((wb, ab), "up5k", "throughput", False) for wb, ab in MODELS]
+        + [((4, 4), "up5k", "throughput", False, "cnn")]
         + [((8, 8), "hx8k", "throughput", False), ((4, 4), "hx8k", "throughput", False)]
         + [((wb, ab), "ecp5-25f", "throughput", False) for wb, ab in MODELS]
+        + [((4, 4), "ecp5-25f", "throughput", False, "cnn")]
         + [((wb, ab), "ecp5-85f", "latency", True) for wb, ab in ((4, 4), (2, 2), (1, 1))])
 #: Output beat of the rows whose default beat needs more pins than the device has: the
 #: UP5K SG48 (39 pins) takes w8a8's 32-bit logits in two 16-bit beats.
@@ -46,16 +51,20 @@ TARGET_UP5K_W4A4 = 200_000
 UNROLLED_IN_BEAT_BITS = 32
 
 
-def _train(wb: int, ab: int, epochs: int, cache: Path | None = None):
+def model_name(wb: int, ab: int, arch: str = "mlp") -> str:
+    return f"digits-w{wb}a{ab}" if arch == "mlp" else f"digits-{arch}-w{wb}a{ab}"
+
+
+def _train(wb: int, ab: int, epochs: int, cache: Path | None = None, arch: str = "mlp"):
     from softfloor import data, export, intmodel, train
-    cfg = train.TrainConfig(weight_bits=wb, act_bits=ab, epochs=epochs,
+    cfg = train.TrainConfig(arch=arch, weight_bits=wb, act_bits=ab, epochs=epochs,
                             surrogate="ste" if min(wb, ab) <= 2 else "sigmoid")
     split = data.load_digits_split(cfg.input_bits or cfg.act_bits)
-    path = cache / f"digits-w{wb}a{ab}-e{epochs}.intmodel.json" if cache else None
+    path = cache / f"{model_name(wb, ab, arch)}-e{epochs}.intmodel.json" if cache else None
     if path is not None and path.exists():
         return intmodel.load(path), split
     res = train.train_qat(cfg, split)
-    model = export.export_result(res, split.input_spec, name=f"digits-w{wb}a{ab}")
+    model = export.export_result(res, split.input_spec, name=model_name(wb, ab, arch))
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         intmodel.save(model, path)
@@ -154,9 +163,10 @@ def _row(model, split, device: str, out: Path, n_samples: int, objective: str = 
     return row
 
 
-def row_name(wb: int, ab: int, device: str, objective: str, unrolled: bool) -> str:
-    return f"w{wb}a{ab}-{device}" + ("-unrolled" if unrolled else
-                                     "" if objective == "throughput" else f"-{objective}")
+def row_name(wb: int, ab: int, device: str, objective: str, unrolled: bool,
+             arch: str = "mlp") -> str:
+    return (("" if arch == "mlp" else f"{arch}-") + f"w{wb}a{ab}-{device}"
+            + ("-unrolled" if unrolled else "" if objective == "throughput" else f"-{objective}"))
 
 
 def run(out_dir: Path, quick: bool) -> dict:
@@ -173,12 +183,13 @@ def run(out_dir: Path, quick: bool) -> dict:
     epochs, n = (10, 60) if quick else (60, 360)
     rows, notes = [], []
     trained = {}
-    for (wb, ab), *_ in jobs:
-        if (wb, ab) not in trained:
-            trained[(wb, ab)] = _train(wb, ab, epochs, out / "models")
-    for (wb, ab), device, objective, unrolled in jobs:
-        model, split = trained[(wb, ab)]
-        name = row_name(wb, ab, device, objective, unrolled)
+    jobs = [j if len(j) == 5 else (*j, "mlp") for j in jobs]
+    for (wb, ab), *_, arch in jobs:
+        if (wb, ab, arch) not in trained:
+            trained[(wb, ab, arch)] = _train(wb, ab, epochs, out / "models", arch)
+    for (wb, ab), device, objective, unrolled, arch in jobs:
+        model, split = trained[(wb, ab, arch)]
+        name = row_name(wb, ab, device, objective, unrolled, arch)
         try:
             row = _row(model, split, device, out / name, n, objective, unrolled)
         except Exception as e:                  # a failed row is reported, not hidden
