@@ -23,6 +23,20 @@ def from_hwc(y, shape):
     return y.reshape(len(y), H, W, C).transpose(0, 3, 1, 2)
 
 
+def check_engine(eng, x, order, want, *, stall, seed):
+    """Bit-exact against the model op (``want``, CHW) and the engine's twin; isolated latency
+    and back-to-back II as advertised; the same outputs with input gaps and backpressure."""
+    got, r = run_engine(eng, to_stream(x, order))
+    np.testing.assert_array_equal(from_hwc(got, want.shape[1:]), want)
+    np.testing.assert_array_equal(got, eng.model(to_stream(x, order)))
+    per = eng.out_transfers
+    last_out = r.out_cycles[per - 1::per]
+    assert last_out[0] - r.in_cycles[0] == eng.latency
+    assert set(np.diff(last_out[1:])) == {eng.initiation_interval}, np.diff(last_out)
+    got2, _ = run_engine(eng, to_stream(x, order), gap=0.3, stall=stall, seed=seed)
+    np.testing.assert_array_equal(got2, got)
+
+
 #: (C, H, W), cout, kernel, stride, padding, order, pe, simd, in ept, tap ept, out ept, per-channel
 CONVS = [((1, 6, 6), 4, (3, 3), (1, 1), (1, 1, 1, 1), "chw", 4, 9, 1, 1, 4, False),
          ((2, 5, 4), 3, (2, 2), (1, 2), (0, 1, 1, 0), "hwc", 1, 2, 2, 2, 1, True),
@@ -52,15 +66,7 @@ def test_conv_engine(case):
                      out_elements_per_transfer=wout)
     x = rng.integers(t.lo, t.hi + 1, (3,) + shape)
     want = rq.execute(conv.execute(x))
-    got, r = run_engine(eng, to_stream(x, order))
-    np.testing.assert_array_equal(from_hwc(got, want.shape[1:]), want)
-    np.testing.assert_array_equal(got, eng.model(to_stream(x, order)))
-    per = eng.out_transfers
-    last_out = r.out_cycles[per - 1::per]
-    assert last_out[0] - r.in_cycles[0] == eng.latency
-    assert set(np.diff(last_out[1:])) == {eng.initiation_interval}, np.diff(last_out)
-    got2, _ = run_engine(eng, to_stream(x, order), gap=0.3, stall=0.4, seed=case)
-    np.testing.assert_array_equal(got2, got)
+    check_engine(eng, x, order, want, stall=0.4, seed=case)
 
 
 @pytest.mark.parametrize("shape,kernel,stride,order,k,n", [
@@ -74,12 +80,4 @@ def test_maxpool_engine(shape, kernel, stride, order, k, n):
                         tap_elements_per_transfer=n)
     x = rng.integers(t.lo, t.hi + 1, (4,) + shape)
     want = pool.execute(x)
-    got, r = run_engine(eng, to_stream(x, order))
-    np.testing.assert_array_equal(from_hwc(got, want.shape[1:]), want)
-    np.testing.assert_array_equal(got, eng.model(to_stream(x, order)))
-    per = eng.out_transfers
-    last_out = r.out_cycles[per - 1::per]
-    assert last_out[0] - r.in_cycles[0] == eng.latency
-    assert set(np.diff(last_out[1:])) == {eng.initiation_interval}, np.diff(last_out)
-    got2, _ = run_engine(eng, to_stream(x, order), gap=0.3, stall=0.5, seed=n)
-    np.testing.assert_array_equal(got2, got)
+    check_engine(eng, x, order, want, stall=0.5, seed=n)

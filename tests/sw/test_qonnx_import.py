@@ -108,6 +108,31 @@ def _import_and_compare(path, digits):
     return res, agree
 
 
+def _flow_rtl_equals_onnx(onnx_path, model, digits, n, tmp_path):
+    """``flow --model`` (float inputs) on both simulators: RTL == golden == ``execute_onnx``
+    on ``n`` test samples, integer codes."""
+    from softfloor import qonnx_import as qi
+    tools.ensure("verilator")
+    tools.ensure("icarus")
+    im.save(model, tmp_path / "model.intmodel.json")
+    x, y = digits[2][:n], digits[3][:n]
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    rc = cli.main(["flow", "--model", str(tmp_path / "model.intmodel.json"), "--inputs",
+                   str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"),
+                   "--simulator", "both", "--no-synth", "--out", str(tmp_path / "flow"),
+                   "--quiet"])
+    assert rc == 0
+    rep = json.loads((tmp_path / "flow" / "report.json").read_text())
+    vec = np.load(tmp_path / "flow" / "vectors.npz")
+    ref = qi.execute_qonnx(onnx_path, x, batch=n)
+    for sim in ("verilator", "icarus"):
+        assert rep["bit_exact"][sim]["samples"] == n
+        assert rep["bit_exact"][sim]["mismatches"] == 0
+        np.testing.assert_array_equal(vec[f"rtl_{sim}"], np.rint(ref / model.output.scale))
+    assert rep["accuracy"]["rtl"] == rep["accuracy"]["golden"]
+
+
 @pytest.mark.slow
 def test_power_of_two_mlp_is_bit_exact_through_golden_and_cli(digits, tmp_path, capsys):
     torch_acc = _train_export(_mlp(free=False), digits, (64,), 4, tmp_path / "mlp.onnx")
@@ -158,26 +183,7 @@ def test_power_of_two_cnn_is_bit_exact_through_golden_and_rtl(digits, tmp_path):
     assert ops == ["conv2d", "requant", "maxpool2d", "conv2d", "requant", "maxpool2d",
                    "flatten", "dense"]
     assert res.model.input.shape == (1, 8, 8) and res.model.to_dict()["version"] == 2
-    from softfloor import qonnx_import as qi
-    tools.ensure("verilator")
-    tools.ensure("icarus")
-    im.save(res.model, tmp_path / "cnn.intmodel.json")
-    x, y = digits[2][:40], digits[3][:40]
-    np.save(tmp_path / "x.npy", x)
-    np.save(tmp_path / "y.npy", y)
-    rc = cli.main(["flow", "--model", str(tmp_path / "cnn.intmodel.json"), "--inputs",
-                   str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"),
-                   "--simulator", "both", "--no-synth", "--out", str(tmp_path / "flow"),
-                   "--quiet"])
-    assert rc == 0
-    rep = json.loads((tmp_path / "flow" / "report.json").read_text())
-    vec = np.load(tmp_path / "flow" / "vectors.npz")
-    ref = qi.execute_qonnx(tmp_path / "cnn.onnx", x, batch=40)
-    for sim in ("verilator", "icarus"):
-        assert rep["bit_exact"][sim]["samples"] == 40
-        assert rep["bit_exact"][sim]["mismatches"] == 0
-        np.testing.assert_array_equal(vec[f"rtl_{sim}"], np.rint(ref / res.model.output.scale))
-    assert rep["accuracy"]["rtl"] == rep["accuracy"]["golden"]
+    _flow_rtl_equals_onnx(tmp_path / "cnn.onnx", res.model, digits, 40, tmp_path)
 
 
 @pytest.mark.slow
@@ -200,29 +206,10 @@ def test_free_scale_mlp_reports_its_agreement(digits, tmp_path):
 def test_imported_mlp_runs_bit_exact_through_the_rtl_flow(digits, tmp_path):
     """import-qonnx -> flow --model on both simulators: RTL == golden == execute_onnx."""
     from softfloor import qonnx_import as qi
-    tools.ensure("verilator")
-    tools.ensure("icarus")
     _train_export(_mlp(free=False), digits, (64,), 2, tmp_path / "mlp.onnx")
     res = qi.import_qonnx(tmp_path / "mlp.onnx")
     assert res.exact
-    im.save(res.model, tmp_path / "mlp.intmodel.json")
-    x, y = digits[2][:120], digits[3][:120]
-    np.save(tmp_path / "x.npy", x)
-    np.save(tmp_path / "y.npy", y)
-    rc = cli.main(["flow", "--model", str(tmp_path / "mlp.intmodel.json"), "--inputs",
-                   str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"),
-                   "--simulator", "both", "--no-synth", "--out", str(tmp_path / "flow"),
-                   "--quiet"])
-    assert rc == 0
-    rep = json.loads((tmp_path / "flow" / "report.json").read_text())
-    vec = np.load(tmp_path / "flow" / "vectors.npz")
-    ref = qi.execute_qonnx(tmp_path / "mlp.onnx", x, batch=120)
-    for sim in ("verilator", "icarus"):
-        assert rep["bit_exact"][sim]["samples"] == 120
-        assert rep["bit_exact"][sim]["mismatches"] == 0
-        np.testing.assert_array_equal(vec[f"rtl_{sim}"], np.rint(ref / res.model.output.scale))
-    assert rep["accuracy"]["rtl"] == rep["accuracy"]["golden"]
-
+    _flow_rtl_equals_onnx(tmp_path / "mlp.onnx", res.model, digits, 120, tmp_path)
 
 # ----------------------------------------------------------------------------------------------
 # Unsupported graphs: an error naming the node and the reason (hand-built QONNX graphs).
