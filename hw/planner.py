@@ -338,13 +338,15 @@ COEFFS = {
     # a route-through, and Yosys keeps ~2x the estimated FFs, hence the large FF term; ROMs in
     # logic and shift-add products come out cheaper than on iCE40 (k_rom, k_mul). Fitted on
     # five folded designs (16..205 lanes, w4a4 and w8a8; max error 13%) and two fully unrolled
-    # ones (const_scale), Yosys 0.23 synth_ecp5 + nextpnr-ecp5 packing.
+    # ones (const_scale), Yosys 0.23 synth_ecp5 + nextpnr-ecp5 packing; const_narrow from the
+    # fully unrolled digits w1a1 (1-bit inputs: 0.65 of the adder bits).
     "ecp5": {"lut_per_pp": 1.0, "lut_per_add_bit": 1.0, "ff_unpaired": 1.9, "control": 60,
              "rom_lut_per_word": 0.1, "const_lut_per_add_bit": 1.0, "xbuf_lut_per_bit": 1.0,
              "block_cost": 128, "lutram": True, "lut_per_dpr16x4": 4, "k_mul": 0.7,
-             "k_rom": 0.5, "const_ff": 0.0, "const_scale": 1.1},
+             "k_rom": 0.5, "const_ff": 0.0, "const_scale": 1.1, "const_narrow": 0.65},
 }
-COEFFS["ice40"].update(const_ff=COEFFS["ice40"]["ff_unpaired"], const_scale=1.08)
+COEFFS["ice40"].update(const_ff=COEFFS["ice40"]["ff_unpaired"], const_scale=1.08,
+                       const_narrow=0.65)
 #: Scale applied to the whole estimate of a folded engine (fitted).
 SCALE = {"ice40": 1.08, "ecp5": 1.2}
 
@@ -618,7 +620,9 @@ def _estimate_const(spec: EngineSpec, fam: str, c: dict, in_ept: int, out_ept: i
     acc = spec.pe * ab * 2                                   # bias + sum, load mux
     ffs = regs + spec.pe * 2 * ab + out_ept * (3 * ab + 2 * ob) + spec.simd * xb * (
         1 + (1 if slots > 1 else 0)) + 40
-    lc = (c["const_lut_per_add_bit"] * adders + acc + rq_luts + 2 * out_ept * ob + gather
+    # 1-bit codes (2-bit signed leaves): LUT4s absorb the first adder levels (popcount-like)
+    narrow = c["const_narrow"] if t.bits + (0 if t.signed else 1) <= 2 else 1.0
+    lc = (c["const_lut_per_add_bit"] * narrow * adders + acc + rq_luts + 2 * out_ept * ob + gather
           + xbuf + c["control"] + c["const_ff"] * ffs) * c["const_scale"]
     return {"lc": int(round(lc)), "ff": int(ffs), "ram": 0, "dsp": 0}
 
