@@ -339,14 +339,16 @@ COEFFS = {
     # logic and shift-add products come out cheaper than on iCE40 (k_rom, k_mul). Fitted on
     # five folded designs (16..205 lanes, w4a4 and w8a8; max error 13%) and two fully unrolled
     # ones (const_scale), Yosys 0.23 synth_ecp5 + nextpnr-ecp5 packing; const_narrow from the
-    # fully unrolled digits w1a1 (1-bit inputs: 0.65 of the adder bits).
+    # fully unrolled digits w1a1 (1-bit inputs: 0.65 of the adder bits), narrow_scale from the
+    # folded digits w1a1 on the ECP5-25F (4237 LUT4 for an estimate of 7876 before it).
     "ecp5": {"lut_per_pp": 1.0, "lut_per_add_bit": 1.0, "ff_unpaired": 1.9, "control": 60,
              "rom_lut_per_word": 0.1, "const_lut_per_add_bit": 1.0, "xbuf_lut_per_bit": 1.0,
              "block_cost": 128, "lutram": True, "lut_per_dpr16x4": 4, "k_mul": 0.7,
-             "k_rom": 0.5, "const_ff": 0.0, "const_scale": 1.1, "const_narrow": 0.65},
+             "k_rom": 0.5, "const_ff": 0.0, "const_scale": 1.1, "const_narrow": 0.65,
+             "narrow_scale": 0.55},
 }
 COEFFS["ice40"].update(const_ff=COEFFS["ice40"]["ff_unpaired"], const_scale=1.08,
-                       const_narrow=0.65)
+                       const_narrow=0.65, narrow_scale=1.0)
 #: Scale applied to the whole estimate of a folded engine (fitted).
 SCALE = {"ice40": 1.08, "ecp5": 1.2}
 
@@ -478,6 +480,8 @@ def estimate_spec(spec: EngineSpec, device: str = "up5k", in_ept: int = 1,
              "rq": rq_luts + skid, "ctl": ctl + gather, "rom": rom_luts,
              "lutram": lutram * c["lut_per_dpr16x4"], "ff": c["ff_unpaired"] * ffs}
     lc = sum(c.get(f"k_{k}", 1.0) * v for k, v in parts.items()) * SCALE[fam]
+    if t.bits + (0 if t.signed else 1) <= 2:        # 1-bit codes: LUT4s absorb narrow adders
+        lc *= c["narrow_scale"]
     est = {"lc": int(round(lc)), "ff": int(ffs), "ram": int(ram), "dsp": int(dsp)}
     if spec.kind == "conv":
         win = _estimate_window(spec, device, in_ept, spec.tap_ept)
