@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import arith
-from .models import IntLayer, apply_requant
+from .models import IntLayer, apply_requant, int_dense
 from .quant import (QuantLinear, QuantReLU, WeightQuantizer, check_bits, fake_quant_bias,
                     requant_params)
 from .surrogates import SURROGATES, check_surrogate, make_surrogate
@@ -313,11 +313,7 @@ def hard_codes(model: QuantCNN, codes, intermediates: bool = False):
         if x.dim() > 2:
             x = x.flatten(1)
             per_layer.append(x.numpy().copy())
-        x = x @ layer.weight.T + layer.bias
-        per_layer.append(x.numpy().copy())
-        if layer.requant is not None:
-            x = apply_requant(x, layer.requant)
-            per_layer.append(x.numpy().copy())
+        x = int_dense(x, layer, per_layer)
     out = x.numpy().astype(np.int64)
     return (out, per_layer) if intermediates else out
 

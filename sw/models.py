@@ -50,6 +50,17 @@ def apply_requant(x: torch.Tensor, requant: tuple) -> torch.Tensor:
     return out
 
 
+def int_dense(x: torch.Tensor, layer: "IntLayer", per_layer: list) -> torch.Tensor:
+    """One integer dense layer on int64 codes: ``x @ W.T + b``, then its requant if any; the
+    codes after each op are appended to ``per_layer`` (as ``golden.run(intermediates=True)``)."""
+    x = x @ layer.weight.T + layer.bias
+    per_layer.append(x.numpy().copy())
+    if layer.requant is not None:
+        x = apply_requant(x, layer.requant)
+        per_layer.append(x.numpy().copy())
+    return x
+
+
 class QuantMLP(nn.Module):
     """Quantized MLP.
 

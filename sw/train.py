@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from . import cnn
 from .data import DigitsSplit, check_input_bits
 from .cnn import FloatCNN, QuantCNN
-from .models import SIZES, FloatMLP, QuantMLP, apply_requant
+from .models import SIZES, FloatMLP, QuantMLP, int_dense
 from .quant import check_bits
 from .surrogates import AnnealSchedule, check_surrogate, default_k
 
@@ -329,11 +329,7 @@ def hard_codes(model: QuantMLP, codes, intermediates: bool = False):
     x = torch.as_tensor(np.asarray(codes), dtype=torch.int64)
     per_layer = []
     for layer in model.integer_layers():
-        x = x @ layer.weight.T + layer.bias
-        per_layer.append(x.numpy().copy())
-        if layer.requant is not None:
-            x = apply_requant(x, layer.requant)
-            per_layer.append(x.numpy().copy())
+        x = int_dense(x, layer, per_layer)
     out = x.numpy().astype(np.int64)
     return (out, per_layer) if intermediates else out
 
