@@ -9,8 +9,8 @@ layers reuse the quantizers of :mod:`softfloor.quant`:
   accumulator scale ``s_in * s_w``; ``forward(x, in_exp)`` returns the real accumulator. Zero
   padding pads the real value 0, which is the code 0 of the unsigned inputs and activations
   (zero point 0): the exported ``pad_value``.
-* Max-pool after the activation: the activation codes times a positive scale, so pooling the
-  real values pools the codes, and (the quantizer being monotone) it equals quantizing the
+* Max-pool after the activation (``QuantReLU``, or ``QuantHardTanh`` with signed codes): the
+  activation codes times a positive scale, so pooling the real values pools the codes, and (the quantizer being monotone) it equals quantizing the
   pooled pre-activations; the integer model pools the codes (``maxpool2d``).
 * Flatten in C order (PyTorch's and the integer format's), then the dense layer
   (:class:`~softfloor.quant.QuantLinear`) with raw integer logits, as the MLP's last layer.
@@ -32,8 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import arith
-from .models import IntLayer, apply_requant, int_dense
-from .quant import (QuantLinear, QuantReLU, WeightQuantizer, check_bits, fake_quant_bias,
+from .models import ACTIVATIONS, IntLayer, apply_requant, check_activation, int_dense
+from .quant import (QuantLinear, WeightQuantizer, check_bits, fake_quant_bias,
                     requant_params)
 from .surrogates import SURROGATES, check_surrogate, make_surrogate
 
@@ -156,14 +156,18 @@ class QuantCNN(nn.Module):
     per_channel : bool
         Per-output-channel weight scales in the convolutions (exported as per-channel
         requantization); the dense layer keeps one scale (the class is the argmax of the codes).
+    activation : str
+        ``"relu"`` (unsigned codes) or ``"hardtanh"`` (signed codes, 2..8 bits; zero is the
+        code 0 either way, so the padding is the same).
     """
 
     def __init__(self, weight_bits: int = 4, act_bits: int = 4, input_bits: int = 4,
                  surrogate: str = "sigmoid", bias_bits: int = 16,
                  surrogate_kwargs: dict | None = None, channels=CHANNELS, kernel: int = 3,
                  pool: int = 2, input_shape=INPUT_SHAPE, classes: int = N_CLASSES,
-                 per_channel: bool = False):
+                 per_channel: bool = False, activation: str = "relu"):
         super().__init__()
+        self.activation = check_activation(activation)
         check_bits("weight_bits", weight_bits)
         check_bits("act_bits", act_bits)
         self.input_bits = check_bits("input_bits", input_bits)
@@ -191,7 +195,7 @@ class QuantCNN(nn.Module):
         self.fc = QuantLinear(self.flat_features, int(classes), weight_bits, bias_bits,
                               scale_grad)
         self.acts = nn.ModuleList(
-            QuantReLU(act_bits, make_surrogate(surrogate, **(surrogate_kwargs or {})))
+            ACTIVATIONS[activation](act_bits, make_surrogate(surrogate, **(surrogate_kwargs or {})))
             for _ in self.channels)
         self.double()
 
@@ -259,9 +263,9 @@ class QuantCNN(nn.Module):
             shift, mult = requant_params(exps[i], conv.wq.exp, act.exp)
             p = conv.padding
             out.append(IntConvLayer(conv.weight_codes(), conv.bias_codes(exps[i]),
-                                    conv.weight_bits, (shift, "half_up", 0, act.hi, mult),
+                                    conv.weight_bits, (shift, "half_up", act.lo, act.hi, mult),
                                     act.bits, (p, p, p, p), pad_value, self.pool))
-            pad_value = 0  # the code of the real 0 after a ReLU activation
+            pad_value = 0  # the code of the real 0 after a ReLU / hardtanh activation
         out.append(IntLayer(self.fc.weight_codes(), self.fc.bias_codes(exps[-1]),
                             self.fc.weight_bits))
         return out

@@ -5,7 +5,8 @@ Per linear layer a :class:`~softfloor.intmodel.Dense` with the integer weight an
 the hard-quantized forward uses, and (except after the last layer) a
 :class:`~softfloor.intmodel.Requant` with ``shift = out_exp - in_exp - w_exp`` (or a
 power-of-two ``multiplier`` with shift 0 if that would be negative), rounding ``half_up`` and
-saturation to ``[0, 2**act_bits - 1]`` (ReLU). Widths are the minimum the actual integers need:
+saturation to ``[0, 2**act_bits - 1]`` (ReLU; unsigned output codes) or to the signed range
+``[-2**(act_bits-1), 2**(act_bits-1) - 1]`` (hardtanh; signed output codes). Widths are the minimum the actual integers need:
 ``bias_bits`` from the bias codes, ``acc_bits`` from the worst-case accumulator bound
 (:func:`softfloor.arith.dense_bounds`) over the input code range of each layer. The output
 scale is the last accumulator's, ``2**(in_exp + w_exp)``.
@@ -52,12 +53,14 @@ def _widths(il, in_lo: int, in_hi: int) -> tuple[int, int]:
 
 
 def _requant(name: str, il) -> Requant | ChannelRequant:
-    """Per tensor, or per channel when the weights have per-channel scales."""
+    """Per tensor, or per channel when the weights have per-channel scales; signed output
+    codes when the saturation goes below 0 (hardtanh)."""
     shift, mode, rlo, rhi, mult = il.requant
+    signed = rlo < 0
     if isinstance(shift, torch.Tensor):
-        return ChannelRequant(name, shift.numpy().astype(np.int64), mode, il.act_bits, False,
+        return ChannelRequant(name, shift.numpy().astype(np.int64), mode, il.act_bits, signed,
                               rlo, rhi, mult.numpy().astype(np.int64))
-    return Requant(name, shift, mode, il.act_bits, False, rlo, rhi, mult)
+    return Requant(name, shift, mode, il.act_bits, signed, rlo, rhi, mult)
 
 
 def _exps(wq) -> int | list[int]:
@@ -104,7 +107,7 @@ def export(model: QuantMLP | QuantCNN, input_spec: InputSpec, name: str = "model
             in_lo, in_hi = il.requant[2], il.requant[3]
     out_exp = exps[-1] + model.linears[-1].wq.exp
     info = {"producer": "softfloor.export", "arch": "mlp", "surrogate": model.surrogate_name,
-            "per_channel": model.per_channel,
+            "per_channel": model.per_channel, "activation": model.activation,
             "batchnorm": [lin.bn_mode for lin in model.linears[:len(model.acts)]],
             "exponents": {"input": model.input_exp,
                           "weights": [_exps(lin.wq) for lin in model.linears],
@@ -142,7 +145,7 @@ def _export_cnn(model: QuantCNN, input_spec: InputSpec, name: str, meta: dict | 
             layers.append(_requant(f"fc{n_fc}_act", il))
             in_lo, in_hi = il.requant[2], il.requant[3]
     info = {"producer": "softfloor.export", "arch": "cnn", "surrogate": model.surrogate_name,
-            "per_channel": model.per_channel,
+            "per_channel": model.per_channel, "activation": model.activation,
             "batchnorm": [None] * len(model.acts),
             "exponents": {"input": model.input_exp,
                           "weights": [_exps(m.wq) for m in (*model.convs, model.fc)],

@@ -32,6 +32,8 @@ MODEL_FILE = "model.intmodel.json"
 SIMULATOR_CHOICES = ("verilator", "icarus", "both")
 #: Network architectures of the train stage (kept in step with softfloor.train.ARCHS, tested).
 ARCHS = ("mlp", "cnn")
+#: Hidden activations of the train stage (kept in step with softfloor.models.ACTIVATIONS, tested).
+ACTIVATIONS = ("relu", "hardtanh")
 
 
 @dataclass
@@ -40,6 +42,7 @@ class FlowOptions:
     out: Path = Path("build/demo")
     arch: str = "mlp"              # network trained: "mlp" or "cnn"
     per_channel: bool = False      # per-output-channel weight scales (hidden layers)
+    activation: str = "relu"       # hidden activations: "relu" (unsigned) or "hardtanh" (signed)
     weight_bits: int = 4
     act_bits: int = 4
     input_bits: int | None = None
@@ -132,7 +135,7 @@ def stage_train(ctx: Context) -> None:
     """Quantization-aware training with an annealed surrogate, plus a float baseline."""
     from . import data, train
     o = ctx.opts
-    cfg = train.TrainConfig(arch=o.arch, per_channel=o.per_channel,
+    cfg = train.TrainConfig(arch=o.arch, per_channel=o.per_channel, activation=o.activation,
                             weight_bits=o.weight_bits, act_bits=o.act_bits,
                             input_bits=o.input_bits, epochs=o.epochs, seed=o.seed,
                             batchnorm=o.batchnorm,

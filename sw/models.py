@@ -1,6 +1,6 @@
 """The networks: a quantized MLP 64-64-32-10 and its plain float twin.
 
-Hidden layers are ``QuantLinear -> QuantReLU``; the last layer has no activation, its output is
+Hidden layers are ``QuantLinear -> QuantReLU`` (or ``QuantHardTanh``: signed codes); the last layer has no activation, its output is
 the raw integer accumulator (the logits) at scale ``s_in * s_w``. The input is real values that
 are input codes times ``2**-input_bits``. The quantized model holds float64 parameters so that
 its hard-quantized forward is exact (see :func:`softfloor.train.hard_codes`).
@@ -13,13 +13,23 @@ import torch
 from torch import nn
 
 from . import arith
-from .quant import (QuantLinear, QuantReLU, act_quant_bwd, act_quant_fwd, check_bits,
+from .quant import (QuantHardTanh, QuantLinear, QuantReLU, act_quant_bwd, act_quant_fwd, check_bits,
                     linear_quant_bwd, linear_quant_fwd, lsq_grad_factor, requant_params,
                     threshold_gate)
 from .surrogates import SURROGATES, check_surrogate, make_surrogate, round_half_up
 
 #: The default layer widths: 64 pixels in, 10 classes out.
 SIZES = (64, 64, 32, 10)
+
+#: Hidden activations: unsigned codes after ReLU, signed codes after hardtanh.
+ACTIVATIONS = {"relu": QuantReLU, "hardtanh": QuantHardTanh}
+
+
+def check_activation(name: str) -> str:
+    """Return ``name`` if it is a known activation, else raise a ValueError listing them."""
+    if name not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
+    return name
 
 
 @dataclass
@@ -28,7 +38,7 @@ class IntLayer:
 
     ``acc = x @ weight.T + bias``; then, if ``requant`` is given, ``arith.requantize(acc,
     *requant)`` with ``requant = (shift, rounding, lo, hi, multiplier)`` and ``act_bits`` wide
-    unsigned output codes. ``shift``/``multiplier`` are int64 tensors (one per output channel)
+    output codes, signed when ``lo < 0`` (hardtanh activations), else unsigned. ``shift``/``multiplier`` are int64 tensors (one per output channel)
     when the weights have per-channel scales (see :func:`apply_requant`).
     """
     weight: torch.Tensor
@@ -85,17 +95,21 @@ class QuantMLP(nn.Module):
         Per-output-channel weight scales in the hidden layers (exported as per-channel
         requantization); the last layer keeps one scale, so the class is the argmax of the
         integer logits.
+    activation : str
+        ``"relu"`` (:class:`~softfloor.quant.QuantReLU`, unsigned codes) or ``"hardtanh"``
+        (:class:`~softfloor.quant.QuantHardTanh`, signed codes, 2..8 bits; the composed path).
     """
 
     def __init__(self, sizes=SIZES, weight_bits: int = 4, act_bits: int = 4,
                  input_bits: int = 4, surrogate: str = "sigmoid", bias_bits: int = 16,
                  surrogate_kwargs: dict | None = None, batchnorm: bool = False,
-                 per_channel: bool = False):
+                 per_channel: bool = False, activation: str = "relu"):
         super().__init__()
         check_bits("weight_bits", weight_bits)
         check_bits("act_bits", act_bits)
         self.input_bits = check_bits("input_bits", input_bits)
         check_surrogate(surrogate)
+        self.activation = check_activation(activation)
         self.sizes = tuple(int(s) for s in sizes)
         self.weight_bits, self.act_bits, self.bias_bits = weight_bits, act_bits, bias_bits
         self.surrogate_name = surrogate
@@ -109,7 +123,7 @@ class QuantMLP(nn.Module):
                         bn if i < n_hidden else None, per_channel and i < n_hidden)
             for i, (a, b) in enumerate(zip(sizes, sizes[1:])))
         self.acts = nn.ModuleList(
-            QuantReLU(act_bits, make_surrogate(surrogate, **(surrogate_kwargs or {})))
+            ACTIVATIONS[activation](act_bits, make_surrogate(surrogate, **(surrogate_kwargs or {})))
             for _ in range(n_hidden))
         self.double()
 
@@ -360,9 +374,9 @@ class QuantMLP(nn.Module):
                 req = (0, "half_up", 0, 1, 1)
             else:
                 shift, mult = requant_params(exps[i], lin.wq.exp, act.exp)
-                req = (shift, "half_up", 0, act.hi, mult)
+                req = (shift, "half_up", act.lo, act.hi, mult)
             out.append(IntLayer(w, b, lin.weight_bits, req, act.bits))
-            in_lo, in_hi = 0, act.hi
+            in_lo, in_hi = req[2], req[3]
         return out
 
 

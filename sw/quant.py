@@ -17,6 +17,11 @@ so requantization in hardware is a shift.
   annealing, the exact ``floor(v + 1/2)`` in the hard phase). With integer accumulators ``acc``
   at scale ``s_acc`` and ``s = s_acc * 2**shift`` this is exactly
   ``arith.requantize(acc, shift, "half_up", 0, 2**act_bits - 1)``.
+* Signed activations (:class:`QuantHardTanh`): hardtanh and quantization in one, signed
+  ``act_bits`` codes ``clamp(R(x/s), -2**(act_bits-1), 2**(act_bits-1) - 1)``, power-of-two
+  scale; the same surrogates, i.e. ``arith.requantize(acc, shift, "half_up", lo, hi)`` with the
+  signed bounds. 2..8 bits: a signed 1-bit code is ``{-1, 0}`` (rejected; 1-bit activations
+  are ReLU's ``{0, 1}``, with BatchNorm as an integer threshold).
 * Bias (:class:`QuantLinear`): an integer code at the accumulator scale ``s_in * s_w``,
   ``clamp(floor(b/s_acc + 1/2))`` to ``bias_bits`` signed, straight-through gradient.
 
@@ -360,6 +365,9 @@ class QuantReLU(nn.Module):
         The rounding surrogate (a name from :data:`softfloor.surrogates.SURROGATES`).
     """
 
+    #: Smallest code (unsigned codes start at 0).
+    lo = 0
+
     def __init__(self, bits: int, surrogate: str | Surrogate = "sigmoid"):
         super().__init__()
         self.bits = check_bits("act_bits", bits)
@@ -373,7 +381,7 @@ class QuantReLU(nn.Module):
             self.surrogate.theta = self.sharpness_logit
 
     def extra_repr(self) -> str:
-        return (f"bits={self.bits}, codes=[0, {self.hi}], scale=2**{self.exp}, "
+        return (f"bits={self.bits}, codes=[{self.lo}, {self.hi}], scale=2**{self.exp}, "
                 f"surrogate={self.surrogate}")
 
     @torch.no_grad()
@@ -424,9 +432,49 @@ class QuantReLU(nn.Module):
             # PACT: y = s_d * round(clip(x, 0, alpha) / s_d), alpha = s * hi; s_d carries no
             # gradient, so d y / d alpha = 1 exactly where x > alpha.
             sd = s.detach()
-            x = torch.minimum(torch.relu(x), s * self.hi)
-            return sd * self.surrogate.quantize(x / sd, 0, self.hi)
-        return s * self.surrogate.quantize(x / s, 0, self.hi)
+            x = torch.minimum(torch.relu(x) if self.lo == 0 else torch.maximum(x, s * self.lo),
+                              s * self.hi)
+            return sd * self.surrogate.quantize(x / sd, self.lo, self.hi)
+        return s * self.surrogate.quantize(x / s, self.lo, self.hi)
+
+
+class QuantHardTanh(QuantReLU):
+    """Hardtanh + signed ``bits`` quantization through a rounding surrogate, power-of-two scale.
+
+    Codes ``clamp(R(x / s), lo, hi)`` with ``lo = -2**(bits-1)``, ``hi = 2**(bits-1) - 1`` (the
+    full two's complement range; zero is a code, so zero padding and max-pool of codes work as
+    for :class:`QuantReLU`). The hard phase is exactly ``arith.requantize(acc, shift,
+    "half_up", lo, hi)``. Always the composed (autograd) path: :meth:`fusable` is False.
+    PACT clips at both ends, ``s lo`` and ``s hi``.
+
+    Parameters
+    ----------
+    bits : int
+        Activation width, 2..8 (a signed 1-bit code is ``{-1, 0}``: rejected).
+    surrogate : str or Surrogate
+    """
+
+    def __init__(self, bits: int, surrogate: str | Surrogate = "sigmoid"):
+        check_bits("act_bits", bits)
+        if bits == 1:
+            raise ValueError(
+                "act_bits 1 is not supported with hardtanh activations: a signed 1-bit code is "
+                "{-1, 0}; use act_bits >= 2, or ReLU activations ({0, 1}, with BatchNorm as an "
+                "integer threshold)")
+        super().__init__(bits, surrogate)
+        self.lo, self.hi = arith.code_range(bits, True)
+
+    @torch.no_grad()
+    def init_scale(self, x: torch.Tensor) -> None:
+        """Init from a batch of pre-activations: the 99.9th percentile of ``|x|`` maps to the
+        largest positive code (a power of two at or above, so little is clipped)."""
+        r = x.detach().flatten().to(torch.float64).abs()
+        top = float(torch.quantile(r, 0.999)) if r.numel() else 1.0
+        self.log2_scale.fill_(math.ceil(math.log2(max(top / self.hi, 1e-12))))
+
+    def fusable(self) -> bool:
+        """False: the fused activation op (and the fused MLP step) clamp at 0."""
+        return False
 
 
 BN_MODES = ("fold", "threshold")

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from . import cnn
 from .data import DigitsSplit, check_input_bits
 from .cnn import FloatCNN, QuantCNN
-from .models import SIZES, FloatMLP, QuantMLP, int_dense
+from .models import SIZES, FloatMLP, QuantMLP, check_activation, int_dense
 from .quant import check_bits
 from .surrogates import AnnealSchedule, check_surrogate, default_k
 
@@ -79,6 +79,7 @@ class TrainConfig:
     sizes: tuple = SIZES
     arch: str = "mlp"                  # "mlp" or "cnn" (softfloor.cnn.QuantCNN; no BatchNorm)
     per_channel: bool = False          # per-output-channel weight scales (not the last layer)
+    activation: str = "relu"           # "relu" (unsigned codes) or "hardtanh" (signed, >= 2 bits)
 
     def __post_init__(self):
         if self.arch not in ARCHS:
@@ -90,6 +91,12 @@ class TrainConfig:
         if self.input_bits is not None:
             check_input_bits(self.input_bits)
         check_surrogate(self.surrogate)
+        check_activation(self.activation)
+        if self.activation == "hardtanh" and self.act_bits == 1:
+            raise ValueError(
+                "act_bits 1 is not supported with activation 'hardtanh': a signed 1-bit code is "
+                "{-1, 0}; use act_bits >= 2, or activation 'relu' ({0, 1} codes, with BatchNorm "
+                "as an integer threshold)")
         if not (isinstance(self.epochs, int) and self.epochs >= 1):
             raise ValueError(f"epochs must be a positive integer, got {self.epochs!r}")
         if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
@@ -308,7 +315,8 @@ def hard_codes(model: QuantMLP, codes, intermediates: bool = False):
     Mirrors the exported :class:`~softfloor.intmodel.IntModel` layer by layer
     (:meth:`~softfloor.models.QuantMLP.integer_layers`): per linear layer
     ``acc = x @ W.T + b`` (int64), then (except after the last) the requantization
-    ``arith.requantize(acc, shift, "half_up", 0, 2**act_bits - 1, multiplier)`` (a 1-bit
+    ``arith.requantize(acc, shift, "half_up", lo, hi, multiplier)`` (``[0, 2**act_bits - 1]``
+    after ReLU, the signed range after hardtanh; a 1-bit
     activation after BatchNorm: shift 0, the BatchNorm threshold folded into the bias).
 
     Parameters
@@ -374,13 +382,15 @@ def _build(cfg: TrainConfig, kind: str) -> torch.nn.Module:
         if kind == "float":
             return FloatCNN()
         return QuantCNN(cfg.weight_bits, cfg.act_bits, cfg.in_bits, cfg.surrogate,
-                        cfg.bias_bits, kw, per_channel=cfg.per_channel)
+                        cfg.bias_bits, kw, per_channel=cfg.per_channel,
+                        activation=cfg.activation)
     if kind == "float":
         return FloatMLP(cfg.sizes)
     return QuantMLP(cfg.sizes, cfg.weight_bits, cfg.act_bits, cfg.in_bits, cfg.surrogate,
                     cfg.bias_bits,
                     {"hard_grad": cfg.hard_grad} if cfg.surrogate == "sigmoid" else None,
-                    batchnorm=cfg.use_batchnorm, per_channel=cfg.per_channel)
+                    batchnorm=cfg.use_batchnorm, per_channel=cfg.per_channel,
+                    activation=cfg.activation)
 
 
 def save_checkpoint(result: TrainResult, path) -> Path:

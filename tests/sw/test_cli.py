@@ -72,3 +72,13 @@ def test_arch_and_per_channel_options():
     assert (o.arch, o.per_channel) == ("mlp", False)
     with pytest.raises(SystemExit):
         cli.parser().parse_args(["flow", "--arch", "resnet"])
+
+
+def test_activation_option():
+    from softfloor import flow, models
+    assert flow.ACTIVATIONS == tuple(models.ACTIVATIONS)
+    o = cli._options(cli.parser().parse_args(["train", "--activation", "hardtanh"]))
+    assert o.activation == "hardtanh"
+    assert cli._options(cli.parser().parse_args(["flow"])).activation == "relu"
+    with pytest.raises(SystemExit):
+        cli.parser().parse_args(["flow", "--activation", "tanh"])

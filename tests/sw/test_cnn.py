@@ -243,3 +243,21 @@ def test_cnn_per_channel_export_is_bit_exact(wb, ab, surrogate, splits, tmp_path
     assert (int(rq.shift[1]), int(rq.multiplier[1])) == (3, 1)
     assert loaded.meta["per_channel"] is True
     assert_bit_exact(m, split, loaded)
+
+
+def test_cnn_hardtanh_export_is_bit_exact(splits, tmp_path):
+    """Signed activation codes in the CNN: signed requants, max-pool of signed codes, zero
+    padding is still the code 0."""
+    cfg = TrainConfig(arch="cnn", act_bits=3, surrogate="ste", epochs=SHORT,
+                      activation="hardtanh")
+    split = splits(cfg.in_bits)
+    res = train_qat(cfg, split)
+    assert res.accuracy["bit_exact"] is True
+    model = intmodel.load(intmodel.save(export_result(res, split.input_spec),
+                                        tmp_path / "m.intmodel.json"))
+    assert_bit_exact(res.model, split, model)
+    rqs = [x for x in model.layers if isinstance(x, Requant)]
+    assert [(r.signed, r.lo, r.hi) for r in rqs] == [(True, -4, 3)] * 2
+    assert [x.pad_value for x in model.layers if isinstance(x, Conv2d)] == [0, 0]
+    _, per_layer = hard_codes(res.model, split.c_test, intermediates=True)
+    assert per_layer[2].min() < 0  # a pooled window of negative codes stays negative

@@ -1,4 +1,6 @@
 """Quantizers and quantized layers: code ranges, power-of-two scales, exactness vs arith."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +9,7 @@ from hypothesis import strategies as st
 
 from softfloor import arith
 from softfloor.models import FloatMLP, QuantMLP
-from softfloor.quant import (QuantLinear, QuantReLU, WeightQuantizer, requant_params,
+from softfloor.quant import (QuantHardTanh, QuantLinear, QuantReLU, WeightQuantizer, requant_params,
                              weight_code_range)
 
 D = torch.float64
@@ -281,3 +283,96 @@ def test_fused_network_equals_the_composed_one(wb, ab, bn, surrogate, hard):
         assert torch.equal(a, b)
     with torch.no_grad():
         assert torch.equal(m(x), m.forward_composed(x))
+
+
+# ----------------------------------------------------------------------------------------------
+# QuantHardTanh: signed activation codes
+
+
+def test_quant_hardtanh_ties_clip_edges_and_gradients():
+    """3-bit signed codes [-4, 3] at scale 1: ties round half up (also below zero), the clip
+    edges pass the gradient only while the rounded code is in range; the scale's gradient is
+    LSQ's ``q - v`` inside and ``q`` where clipped (times ``s ln 2``)."""
+    act = QuantHardTanh(3, "ste").double()
+    assert (act.lo, act.hi) == (-4, 3) and not act.fusable()
+    act.surrogate.hard = True
+    x = torch.tensor([-9.0, -4.51, -4.5, -3.5, -2.5, -0.5, 0.0, 0.5, 2.5, 3.49, 3.5, 9.0],
+                     dtype=D, requires_grad=True)
+    y = act(x)
+    assert y.tolist() == [-4, -4, -4, -3, -2, 0, 0, 1, 3, 3, 3, 3]
+    inside = [0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0]
+    g = torch.linspace(0.5, 2.0, len(x), dtype=D)
+    (y * g).sum().backward()
+    assert x.grad.tolist() == (g * torch.tensor(inside, dtype=D)).tolist()
+    q, v, m = y.detach(), x.detach(), torch.tensor(inside, dtype=D)
+    want = float((g * (q - v * m)).sum() * math.log(2))
+    assert act.log2_scale.grad.item() == pytest.approx(want, rel=1e-12)
+    assert "codes=[-4, 3]" in repr(act)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(-5000, 5000), min_size=1, max_size=50), st.integers(0, 9),
+       st.integers(2, 8), st.sampled_from(["sigmoid", "ste", "dsq", "fourier", "pact"]))
+def test_quant_hardtanh_hard_is_arith_requantize(acc, shift, bits, surrogate):
+    act = QuantHardTanh(bits, surrogate).double()
+    act.log2_scale.data.fill_(float(shift - 9))
+    act.surrogate.hard = True
+    acc_t = torch.tensor(acc, dtype=torch.int64)
+    q = act(acc_t.to(D) * 2.0 ** -9) / 2.0 ** (shift - 9)
+    lo, hi = arith.code_range(bits, True)
+    assert torch.equal(q, arith.requantize(acc_t, shift, "half_up", lo, hi).to(D))
+
+
+@pytest.mark.parametrize("surrogate", ["sigmoid", "fourier", "dsq", "ste_plain"])
+def test_quant_hardtanh_soft_gradients_and_init(surrogate):
+    act = QuantHardTanh(4, surrogate).double()
+    x = torch.linspace(-10, 10, 1001, dtype=D)
+    act.init_scale(x)
+    assert act.exp == 1  # 99.9th percentile of |x| ~ 10 -> 10/7 -> 2**1
+    act.surrogate.k = 1e-3 if surrogate != "dsq" else act.surrogate.k
+    xs = (3 * x).requires_grad_()  # beyond both clip levels
+    y = act(xs)
+    if surrogate in ("sigmoid", "fourier"):  # k -> 0: hardtanh clipped to [-16, 14]
+        assert torch.allclose(y, xs.detach().clamp(-16, 14), atol=1e-2)
+    y.sum().backward()
+    assert torch.isfinite(xs.grad).all() and torch.isfinite(act.log2_scale.grad)
+    if surrogate == "ste_plain":  # the plain STE passes the clamp too
+        assert torch.all(xs.grad == 1)
+    else:
+        assert xs.grad[0] == 0 and xs.grad[-1] == 0 and xs.grad[500] > 0
+
+
+def test_quant_hardtanh_pact_clips_both_ends():
+    """PACT: the clip level learns from the inputs beyond either end (``d y / d s`` is ``lo`` below
+    ``s lo``, ``hi`` above ``s hi``), and only from those."""
+    act = QuantHardTanh(3, "pact").double()
+    act.surrogate.hard = True
+    x = torch.tensor([-7.0, -1.2, 0.3, 2.0, 5.0], dtype=D)
+    (act(x) * torch.tensor([1.0, 10.0, 10.0, 10.0, 2.0], dtype=D)).sum().backward()
+    assert act.log2_scale.grad.item() == pytest.approx((-4 * 1 + 3 * 2) * math.log(2))
+
+
+def test_hardtanh_one_bit_and_unknown_activation_are_errors():
+    from softfloor.train import TrainConfig
+    with pytest.raises(ValueError, match=r"act_bits 1 is not supported with hardtanh.*\{-1, 0\}"
+                                         r".*BatchNorm"):
+        QuantHardTanh(1)
+    with pytest.raises(ValueError, match=r"act_bits 1 is not supported with activation "
+                                         r"'hardtanh'.*integer threshold"):
+        TrainConfig(activation="hardtanh", act_bits=1)
+    with pytest.raises(ValueError, match="unknown activation 'tanh'; choose one of relu, hardtanh"):
+        QuantMLP(activation="tanh")
+    with pytest.raises(ValueError, match="unknown activation"):
+        TrainConfig(activation="tanh")
+
+
+def test_hardtanh_mlp_is_composed_and_integer_layers_are_signed():
+    m = QuantMLP((16, 12, 8, 10), 4, 3, 3, "ste", activation="hardtanh")
+    assert not m.fusable() and all(isinstance(a, QuantHardTanh) for a in m.acts)
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randint(0, 8, (40, 16), generator=gen).to(D) / 8
+    m.calibrate(x)
+    m.set_surrogate(4.0, True)
+    assert torch.equal(m(x), m.forward_composed(x))
+    for layer in m.integer_layers()[:-1]:
+        assert layer.requant[2:4] == (-4, 3)

@@ -272,3 +272,30 @@ def test_per_channel_negative_shift_becomes_a_channel_multiplier(splits):
     assert (int(rq.shift[0]), int(rq.multiplier[0])) == (0, 4)
     assert (int(rq.shift[1]), int(rq.multiplier[1])) == (2, 1)
     assert_bit_exact(res, split, model)
+
+
+@pytest.mark.parametrize("wb, ab, ib, surrogate, bn", [
+    (4, 4, None, "sigmoid", None), (2, 2, None, "ste", None), (8, 8, 4, "dsq", None),
+    (3, 2, 2, "pact", None), (1, 3, 4, "fourier", True),
+])
+def test_hardtanh_export_is_bit_exact(wb, ab, ib, surrogate, bn, splits, tmp_path):
+    """Signed activation codes: every requant saturates to the signed range and is signed; the
+    golden model, the torch integer forward and the float hard forward agree on every layer."""
+    cfg = TrainConfig(weight_bits=wb, act_bits=ab, input_bits=ib, surrogate=surrogate,
+                      epochs=SHORT, batchnorm=bn, activation="hardtanh")
+    split = splits(cfg.in_bits)
+    res = train_qat(cfg, split)
+    assert res.accuracy["bit_exact"] is True
+    model = intmodel.load(intmodel.save(export_result(res, split.input_spec),
+                                        tmp_path / "m.intmodel.json"))
+    assert_bit_exact(res, split, model)
+    assert model.meta["activation"] == "hardtanh"
+    assert model.meta["train_config"]["activation"] == "hardtanh"
+    lo, hi = -2 ** (ab - 1), 2 ** (ab - 1) - 1
+    rqs = [x for x in model.layers if isinstance(x, Requant)]
+    assert [(r.signed, r.bits, r.lo, r.hi) for r in rqs] == [(True, ab, lo, hi)] * 2
+    _, per_layer = hard_codes(res.model, split.c_test, intermediates=True)
+    assert per_layer[1].min() < 0 < per_layer[1].max()  # both signs are used
+    back = load_checkpoint(save_checkpoint(res, tmp_path / "m.pt"))
+    assert back.config.activation == "hardtanh"
+    assert np.array_equal(hard_codes(back.model, split.c_test), hard_codes(res.model, split.c_test))
