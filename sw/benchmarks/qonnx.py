@@ -46,20 +46,72 @@ def _quantizers(scales: str, granularity: str):
     return w, a
 
 
-def build(kind: str, wbits: int, abits: int, scales: str, granularity: str, last_bias: bool):
-    """A Brevitas digits MLP (64-32-10) or CNN (conv3x3x8-pool-conv3x3x16-pool-dense)."""
+def build(kind: str, wbits: int | None, abits: int | None, scales: str = "po2",
+          granularity: str = "tensor", last_bias: bool = True, *, sizes=(64, 32, 10),
+          batchnorm: bool = False, input_quant: tuple[int, float] | None = None):
+    """A Brevitas digits MLP (``sizes``, default 64-32-10) or CNN (conv3x3x8-pool-conv3x3x16-pool-dense).
+
+    The one Brevitas model builder of the benchmarks (``qonnx`` and ``compare``).
+
+    Parameters
+    ----------
+    wbits, abits : int or None
+        Weight and activation bits. ``wbits=None``: the float MLP (``nn.Linear``/``nn.ReLU``,
+        no quantizer, real inputs). ``wbits=1``: binary weights (sign times a power-of-two
+        scale from the weights' max; per-tensor ``po2`` only); ``wbits=2``: ternary (Brevitas's
+        weight quantizers are narrow-range: codes -1, 0, 1).
+    batchnorm : bool
+        MLP: ``BatchNorm1d`` after every hidden linear layer, before its activation (not folded:
+        Brevitas evaluates it with its running statistics).
+    input_quant : (bits, scale) or None
+        ``None``: the input quantizer is a learned ``abits`` activation quantizer. ``(bits,
+        scale)``: a constant-scale unsigned quantizer; feed it ``codes * scale`` and it passes
+        the codes through unchanged (how :mod:`softfloor.benchmarks.compare` gives Brevitas
+        softfloor's input codes).
+    """
     import torch.nn as nn
+    if wbits is None:
+        if kind != "mlp":
+            raise ValueError("the float model (wbits=None) is the MLP only")
+        layers = []
+        for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+            layers += [nn.Linear(a, b)] + ([nn.ReLU()] if i < len(sizes) - 2 else [])
+        return nn.Sequential(*layers)
     import brevitas.nn as qnn
+    from brevitas.core.quant import QuantType
+    from brevitas.core.restrict_val import RestrictValueType
+    from brevitas.core.scaling import ScalingImplType
     from brevitas.quant import Int32Bias
     wq, aq = _quantizers(scales, granularity)
+    if wbits == 1:
+        if (scales, granularity) != ("po2", "tensor"):
+            raise ValueError("1-bit (binary) weights: per-tensor po2 scales only")
+        wq = wq.let(quant_type=QuantType.BINARY)
     act = dict(act_quant=aq, bit_width=abits, return_quant_tensor=True)
     wgt = dict(weight_quant=wq, weight_bit_width=wbits, bias_quant=Int32Bias,
                return_quant_tensor=True)
     last = wgt | {"return_quant_tensor": False, "bias_quant": Int32Bias if last_bias else None}
+    if input_quant is None:
+        inp = act
+    else:
+        bits, scale = input_quant
+        top = float(scale) * (2 ** bits - 1)
+        inp = dict(act_quant=aq.let(scaling_impl_type=ScalingImplType.CONST,
+                                    restrict_scaling_type=RestrictValueType.FP,
+                                    scaling_const=top, max_val=top),
+                   bit_width=bits, return_quant_tensor=True)
     if kind == "mlp":
-        return nn.Sequential(qnn.QuantIdentity(**act), qnn.QuantLinear(64, 32, bias=True, **wgt),
-                             qnn.QuantReLU(**act), qnn.QuantLinear(32, 10, bias=True, **last))
-    return nn.Sequential(qnn.QuantIdentity(**act), qnn.QuantConv2d(1, 8, 3, padding=1, **wgt),
+        layers = [qnn.QuantIdentity(**inp)]
+        for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+            if i == len(sizes) - 2:
+                layers.append(qnn.QuantLinear(a, b, bias=True, **last))
+                break
+            layers.append(qnn.QuantLinear(a, b, bias=True, **(
+                wgt | {"return_quant_tensor": not batchnorm})))
+            layers += [nn.BatchNorm1d(b)] if batchnorm else []
+            layers.append(qnn.QuantReLU(**act))
+        return nn.Sequential(*layers)
+    return nn.Sequential(qnn.QuantIdentity(**inp), qnn.QuantConv2d(1, 8, 3, padding=1, **wgt),
                          qnn.QuantReLU(**act), nn.MaxPool2d(2),
                          qnn.QuantConv2d(8, 16, 3, padding=1, **wgt), qnn.QuantReLU(**act),
                          nn.MaxPool2d(2), nn.Flatten(),
@@ -74,19 +126,33 @@ def digits_float():
     return train_test_split(x, y, test_size=0.2, stratify=y, random_state=0)
 
 
-def train(model, xtr, ytr, shape, epochs: int, seed: int = 0):
+def train(model, xtr, ytr, shape, epochs: int, seed: int = 0, *, lr: float = 0.01,
+          batch: int = 64, cosine: bool = False, progress=None):
+    """Adam (``lr``, optionally with softfloor's per-step cosine decay to 0) over mini-batches
+    shuffled from seed ``seed``; ``progress(epoch)`` after every epoch. Returns the model in
+    eval mode."""
+    import math
+
     import torch
     torch.manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    total = epochs * math.ceil(len(ytr) / batch)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total))) \
+        if cosine else None
     xt, yt = torch.tensor(xtr).reshape((-1,) + shape), torch.tensor(ytr)
     model.train()
-    for _ in range(epochs):
+    for epoch in range(epochs):
         perm = torch.randperm(len(xt))
-        for i in range(0, len(xt), 64):
-            idx = perm[i:i + 64]
+        for i in range(0, len(xt), batch):
+            idx = perm[i:i + batch]
             opt.zero_grad()
             torch.nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
             opt.step()
+            if sched is not None:
+                sched.step()
+        if progress is not None:
+            progress(epoch + 1)
     return model.eval()
 
 

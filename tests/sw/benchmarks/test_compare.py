@@ -1,0 +1,92 @@
+"""The ``compare`` benchmark section (Brevitas side by side with softfloor) at a tiny size.
+
+Needs the [compare] extra (Brevitas): under CI a missing extra FAILS, elsewhere it skips.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from softfloor.sim import tools
+
+
+@pytest.fixture(scope="module")
+def compare():
+    try:
+        from softfloor.benchmarks import compare
+    except ImportError as e:
+        if tools.in_ci():
+            pytest.fail(f"CI=true and the [compare] extra is missing: {e}")
+        pytest.skip(f"[compare] extra missing: {e}")
+    return compare
+
+
+def test_section_tiny_run(compare, tmp_path, monkeypatch):
+    """The runner's code path (``python -m softfloor.benchmarks compare --quick``) at 2
+    configurations, 1 seed, 2 epochs: JSON and markdown side by side, sane numbers."""
+    from softfloor.benchmarks import SECTIONS
+    from softfloor.benchmarks.__main__ import main
+    assert "compare" in SECTIONS
+    configs = [c for c in compare.CONFIGS if c[0] in ("float", "w1a1+BN")]
+    monkeypatch.setattr(compare, "CONFIGS", tuple(configs))
+    monkeypatch.setattr(compare, "QUICK_EPOCHS", 2)
+    monkeypatch.setattr(compare, "QUICK_TIME_EPOCHS", 2)
+    monkeypatch.setattr(compare, "WORKERS", 1)
+    assert main(["compare", "--quick", "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "compare.json").read_text())
+    assert res["seeds"] == [0] and res["epochs"] == 2 and res["configs"] == ["float", "w1a1+BN"]
+    rows = res["rows"]
+    got = {(r["config"], r["trainer"]) for r in rows}
+    assert got == {("float", "brevitas lr 1e-3"), ("float", "brevitas softfloor lr"),
+                   ("float", "softfloor float"), ("w1a1+BN", "brevitas lr 1e-3"),
+                   ("w1a1+BN", "brevitas softfloor lr"), ("w1a1+BN", "softfloor sigmoid"),
+                   ("w1a1+BN", "softfloor ste")}
+    for r in rows:
+        assert 0 <= r["acc_mean"] <= 100 and r["acc_std"] == 0, r
+        assert r["epoch_time_vs_float"] > 0, r
+        assert r["bit_exact"] is (None if r["trainer"].startswith("brevitas") else True), r
+    by = {(r["config"], r["trainer"]): r for r in rows}
+    assert by[("float", "softfloor float")]["epoch_time_vs_float"] == 1.0
+    # The learning rates and BatchNorm each row trained with.
+    assert by[("w1a1+BN", "brevitas lr 1e-3")]["lr"] == "0.001"
+    assert by[("w1a1+BN", "brevitas softfloor lr")]["lr"] == "0.01 cosine"
+    assert by[("w1a1+BN", "brevitas lr 1e-3")]["batchnorm"] is True
+    assert by[("w1a1+BN", "softfloor ste")]["batchnorm"] is False   # TrainConfig default
+    assert by[("w1a1+BN", "softfloor ste")]["input_bits"] == 1
+    # The side-by-side tables: one row per configuration, one column per trainer.
+    acc = res["tables"]["accuracy (%, mean ± std over seeds)"]
+    assert [r["config"] for r in acc] == ["float", "w1a1+BN"]
+    for table in (acc, res["tables"]["epoch time vs float MLP"]):
+        for r in table:
+            assert list(r) == ["config", *compare.TRAINERS]
+    md = (tmp_path / "compare.md").read_text()
+    header = "| config | " + " | ".join(compare.TRAINERS) + " |"
+    assert md.count(header) == 2 and "| w1a1+BN | " in md
+
+
+def test_brevitas_sees_softfloor_input_codes(compare):
+    """The constant-scale input quantizer passes softfloor's input codes through unchanged
+    (also the 1-bit scale 3/4 and the 2-bit codes whose pixel / 4 would tie)."""
+    import numpy as np
+    import torch
+
+    from softfloor.benchmarks.qonnx import build
+    from softfloor.data import load_digits_split
+    for bits in (1, 2, 4, 8):
+        split = load_digits_split(bits)
+        scale = split.input_spec.scale
+        model = build("mlp", 4, bits, sizes=(64, 8, 10), input_quant=(bits, scale)).eval()
+        x = torch.as_tensor((split.c_test * scale).astype(np.float32))
+        q = model[0](x)
+        assert float(q.scale) == scale
+        assert np.array_equal(q.int().numpy().astype(np.int64), split.c_test), bits
+
+
+def test_brevitas_weight_codes(compare):
+    """1-bit weights are binary (+-1 codes), 2-bit weights ternary (narrow range)."""
+    from softfloor.benchmarks.qonnx import build
+    for bits, codes in ((1, {-1, 1}), (2, {-1, 0, 1})):
+        model = build("mlp", bits, 2, sizes=(64, 32, 10), batchnorm=True, input_quant=(2, 0.25))
+        got = set(model[1].quant_weight().int().unique().tolist())
+        assert got == codes, (bits, got)
