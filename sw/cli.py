@@ -59,6 +59,10 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--activation", choices=flow_mod.ACTIVATIONS, default="relu",
                    help="hidden activations: relu (unsigned codes, default) or hardtanh (signed "
                         "codes, --act-bits >= 2)")
+    p.add_argument("--scales", choices=flow_mod.SCALES, default="po2",
+                   help="po2: power-of-two scales, shift-only requantization (default); free: "
+                        "learned real scales, requantized by an integer multiplier and a shift "
+                        "(MLP)")
     p.add_argument("--per-channel", action="store_true",
                    help="one power-of-two weight scale per output channel in the hidden layers "
                         "(exported as per-channel requantization)")
@@ -132,7 +136,7 @@ def parser() -> argparse.ArgumentParser:
 
 def _options(args: argparse.Namespace) -> flow_mod.FlowOptions:
     o = flow_mod.FlowOptions(out=args.out, quiet=getattr(args, "quiet", False))
-    for k in ("arch", "per_channel", "activation", "weight_bits", "act_bits", "input_bits", "surrogate",
+    for k in ("arch", "per_channel", "activation", "scales", "weight_bits", "act_bits", "input_bits", "surrogate",
               "batchnorm", "epochs",
               "seed", "simulator", "device", "model", "inputs", "labels", "waves",
               "objective"):

@@ -105,14 +105,21 @@ def export(model: QuantMLP | QuantCNN, input_spec: InputSpec, name: str = "model
         if il.requant is not None:
             layers.append(_requant(f"act{i + 1}", il))
             in_lo, in_hi = il.requant[2], il.requant[3]
-    out_exp = exps[-1] + model.linears[-1].wq.exp
     info = {"producer": "softfloor.export", "arch": "mlp", "surrogate": model.surrogate_name,
             "per_channel": model.per_channel, "activation": model.activation,
-            "batchnorm": [lin.bn_mode for lin in model.linears[:len(model.acts)]],
-            "exponents": {"input": model.input_exp,
-                          "weights": [_exps(lin.wq) for lin in model.linears],
-                          "activations": [a.exp for a in model.acts]}}
-    return IntModel(input=input_spec, layers=layers, output=OutputSpec(2.0 ** out_exp, 0),
+            "scales": model.scales,
+            "batchnorm": [lin.bn_mode for lin in model.linears[:len(model.acts)]]}
+    if model.scales == "free":  # the output scale is the last accumulator's, a real number
+        out_scale = float(model.free_plan()[-1][0])
+        info["log2_scales"] = {"input": model.input_exp,
+                               "weights": [float(lin.wq.log2_scale.detach()) for lin in model.linears],
+                               "activations": [float(a.log2_scale.detach()) for a in model.acts]}
+    else:
+        out_scale = 2.0 ** (exps[-1] + model.linears[-1].wq.exp)
+        info["exponents"] = {"input": model.input_exp,
+                             "weights": [_exps(lin.wq) for lin in model.linears],
+                             "activations": [a.exp for a in model.acts]}
+    return IntModel(input=input_spec, layers=layers, output=OutputSpec(out_scale, 0),
                     name=name, meta=info | (meta or {}))
 
 
@@ -145,7 +152,7 @@ def _export_cnn(model: QuantCNN, input_spec: InputSpec, name: str, meta: dict | 
             layers.append(_requant(f"fc{n_fc}_act", il))
             in_lo, in_hi = il.requant[2], il.requant[3]
     info = {"producer": "softfloor.export", "arch": "cnn", "surrogate": model.surrogate_name,
-            "per_channel": model.per_channel, "activation": model.activation,
+            "per_channel": model.per_channel, "activation": model.activation, "scales": "po2",
             "batchnorm": [None] * len(model.acts),
             "exponents": {"input": model.input_exp,
                           "weights": [_exps(m.wq) for m in (*model.convs, model.fc)],

@@ -34,6 +34,8 @@ SIMULATOR_CHOICES = ("verilator", "icarus", "both")
 ARCHS = ("mlp", "cnn")
 #: Hidden activations of the train stage (kept in step with softfloor.models.ACTIVATIONS, tested).
 ACTIVATIONS = ("relu", "hardtanh")
+#: Scale kinds of the train stage (kept in step with softfloor.quant.SCALES, tested).
+SCALES = ("po2", "free")
 
 
 @dataclass
@@ -43,6 +45,7 @@ class FlowOptions:
     arch: str = "mlp"              # network trained: "mlp" or "cnn"
     per_channel: bool = False      # per-output-channel weight scales (hidden layers)
     activation: str = "relu"       # hidden activations: "relu" (unsigned) or "hardtanh" (signed)
+    scales: str = "po2"            # "po2" (shift-only requant) or "free" (multiplier + shift)
     weight_bits: int = 4
     act_bits: int = 4
     input_bits: int | None = None
@@ -136,6 +139,7 @@ def stage_train(ctx: Context) -> None:
     from . import data, train
     o = ctx.opts
     cfg = train.TrainConfig(arch=o.arch, per_channel=o.per_channel, activation=o.activation,
+                            scales=o.scales,
                             weight_bits=o.weight_bits, act_bits=o.act_bits,
                             input_bits=o.input_bits, epochs=o.epochs, seed=o.seed,
                             batchnorm=o.batchnorm,

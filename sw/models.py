@@ -14,8 +14,8 @@ from torch import nn
 
 from . import arith
 from .quant import (QuantHardTanh, QuantLinear, QuantReLU, act_quant_bwd, act_quant_fwd, check_bits,
-                    linear_quant_bwd, linear_quant_fwd, lsq_grad_factor, requant_params,
-                    threshold_gate)
+                    check_scales, free_requant_params, grad_scale, linear_quant_bwd,
+                    linear_quant_fwd, lsq_grad_factor, requant_params, threshold_gate)
 from .surrogates import SURROGATES, check_surrogate, make_surrogate, round_half_up
 
 #: The default layer widths: 64 pixels in, 10 classes out.
@@ -23,6 +23,19 @@ SIZES = (64, 64, 32, 10)
 
 #: Hidden activations: unsigned codes after ReLU, signed codes after hardtanh.
 ACTIVATIONS = {"relu": QuantReLU, "hardtanh": QuantHardTanh}
+
+
+def check_free_scales(per_channel: bool, surrogate: str, bn_threshold: bool,
+                      arch: str = "mlp") -> None:
+    """Raise a ValueError naming the option that free scales do not support (yet)."""
+    why = ("arch 'cnn' (MLP only)" if arch != "mlp"
+           else "per-channel weight scales" if per_channel
+           else "the 'pact' surrogate (its clip level is a power-of-two scale)"
+           if SURROGATES[surrogate].scale_grad == "pact"
+           else "BatchNorm before 1-bit activations (an integer threshold at power-of-two "
+                "scales)" if bn_threshold else None)
+    if why:
+        raise ValueError(f"scales 'free' is not implemented with {why}; use scales 'po2'")
 
 
 def check_activation(name: str) -> str:
@@ -98,18 +111,28 @@ class QuantMLP(nn.Module):
     activation : str
         ``"relu"`` (:class:`~softfloor.quant.QuantReLU`, unsigned codes) or ``"hardtanh"``
         (:class:`~softfloor.quant.QuantHardTanh`, signed codes, 2..8 bits; the composed path).
+    scales : str
+        ``"po2"``: power-of-two scales, shift-only requantization (the fused step). ``"free"``:
+        learned real scales; each requantization ratio ``s_in s_w / s_out`` is an integer
+        multiplier and a shift (:func:`~softfloor.quant.free_requant_params`) and the network
+        runs on codes (:meth:`forward_free`), exactly the exported integer model. Not with
+        per-channel scales, PACT or BatchNorm thresholds (:func:`check_free_scales`).
     """
 
     def __init__(self, sizes=SIZES, weight_bits: int = 4, act_bits: int = 4,
                  input_bits: int = 4, surrogate: str = "sigmoid", bias_bits: int = 16,
                  surrogate_kwargs: dict | None = None, batchnorm: bool = False,
-                 per_channel: bool = False, activation: str = "relu"):
+                 per_channel: bool = False, activation: str = "relu", scales: str = "po2"):
         super().__init__()
         check_bits("weight_bits", weight_bits)
         check_bits("act_bits", act_bits)
         self.input_bits = check_bits("input_bits", input_bits)
         check_surrogate(surrogate)
         self.activation = check_activation(activation)
+        self.scales = check_scales(scales)
+        free = scales == "free"
+        if free:
+            check_free_scales(per_channel, surrogate, bool(batchnorm) and act_bits == 1)
         self.sizes = tuple(int(s) for s in sizes)
         self.weight_bits, self.act_bits, self.bias_bits = weight_bits, act_bits, bias_bits
         self.surrogate_name = surrogate
@@ -120,10 +143,11 @@ class QuantMLP(nn.Module):
         scale_grad = SURROGATES[surrogate].scale_grad
         self.linears = nn.ModuleList(
             QuantLinear(a, b, weight_bits, bias_bits, scale_grad if scale_grad == "lsq" else "auto",
-                        bn if i < n_hidden else None, per_channel and i < n_hidden)
+                        bn if i < n_hidden else None, per_channel and i < n_hidden, free)
             for i, (a, b) in enumerate(zip(sizes, sizes[1:])))
         self.acts = nn.ModuleList(
-            ACTIVATIONS[activation](act_bits, make_surrogate(surrogate, **(surrogate_kwargs or {})))
+            ACTIVATIONS[activation](act_bits, make_surrogate(surrogate, **(surrogate_kwargs or {})),
+                                    free)
             for _ in range(n_hidden))
         self.double()
 
@@ -158,6 +182,8 @@ class QuantMLP(nn.Module):
     def calibrate(self, x: torch.Tensor) -> None:
         """Initialise BatchNorm statistics, weight and activation scales from a batch, layer by
         layer (hard quantization)."""
+        if self.scales == "free":
+            return self._calibrate_free(x.to(torch.float64))
         hard = [a.surrogate.hard for a in self.acts]
         x = x.to(torch.float64)
         exp = self.input_exp
@@ -194,6 +220,8 @@ class QuantMLP(nn.Module):
         :meth:`~softfloor.surrogates.Surrogate.round_and_grad`, no PACT); else
         :meth:`forward_composed`. Both give the same values and gradients (tested).
         """
+        if self.scales == "free":
+            return self.forward_free(x)
         if not self.fusable():
             return self.forward_composed(x)
         x = x.to(torch.float64)
@@ -353,6 +381,98 @@ class QuantMLP(nn.Module):
                 x = z
         return x
 
+    # -- free scales: the network on codes ------------------------------------------------------
+
+    @torch.no_grad()
+    def free_plan(self) -> list[tuple[torch.Tensor, tuple[int, int] | None]]:
+        """Free scales: per linear layer ``(s_acc, requant)``: the accumulator scale
+        ``2**(l_in + l_w)`` (a float64 tensor, the bias codes' scale) and, for a hidden layer,
+        ``(shift, multiplier)`` of the ratio ``2**(l_in + l_w - l_out)``
+        (:func:`~softfloor.quant.free_requant_params`); ``l`` the log2 scale parameters, the
+        input's ``input_exp``. The one source of these numbers for :meth:`forward_free` and
+        :meth:`integer_layers`."""
+        l_in = torch.tensor(float(self.input_exp), dtype=torch.float64)
+        plan = []
+        for i, lin in enumerate(self.linears):
+            l_w = lin.wq.log2_scale.detach()
+            rq = None
+            if i < len(self.acts):
+                l_a = self.acts[i].log2_scale.detach()
+                rq = free_requant_params(float(l_in + l_w - l_a))
+            plan.append((torch.exp2(l_in + l_w), rq))
+            if rq is not None:
+                l_in = l_a
+        return plan
+
+    def forward_free(self, x: torch.Tensor, codes: bool = False, trace: list | None = None
+                     ) -> torch.Tensor:
+        """Free scales: the forward pass on integer codes, as the exported model computes.
+
+        Per layer ``acc = q @ Wc.T + bc`` (weight codes with straight-through gradients to the
+        weights and the free weight scale, bias codes at ``s_acc``), then
+        ``q' = clamp(R(acc * m / 2**shift), lo, hi)`` with the integer ``m`` and ``shift`` of
+        :meth:`free_plan`: in the hard phase ``arith.requantize(acc, shift, "half_up", lo, hi,
+        m)`` exactly (float64 holds ``acc * m``). The gradient of ``acc * m / 2**shift`` is that
+        of ``acc * 2**(l_in + l_w - l_out)`` (the real-valued network's, the multiplier's
+        rounding straight through), so every log2 scale learns as with power-of-two scales.
+
+        Returns the real logits ``acc * 2**(l_in + l_w)`` of the last layer, or with ``codes``
+        its integer accumulators ``acc``. ``trace`` (a list) receives every layer's ``acc`` and
+        activation codes (detached), in the order of ``hard_codes(..., intermediates=True)``.
+        """
+        plan = self.free_plan()
+        q = x.to(torch.float64) * 2.0 ** -self.input_exp  # the input codes, exactly
+        l_in = torch.tensor(float(self.input_exp), dtype=torch.float64)
+        for i, lin in enumerate(self.linears):
+            s_acc, rq = plan[i]
+            wq = lin.wq
+            l_w = wq.log2_scale
+            if wq.scale_grad == "lsq":
+                l_w = grad_scale(l_w, lsq_grad_factor(lin.weight.numel(), wq.hi))
+            batch = lin.bn_mode == "fold" and self.training and lin.bn.use_batch
+            wf, bf = lin.folded(q * torch.exp2(l_in) if batch else None)
+            # Bias codes bc (gradient to the bias); as with power-of-two scales their real value
+            # s_acc bc carries no gradient to the scales: the term (u - u.detach()) is 0 and
+            # cancels the scales' gradient of 2**(l_in + l_w) bc.
+            bc = lin.free_bias_codes_float(s_acc, bf)
+            u = bc.detach() * s_acc / torch.exp2(l_in + l_w)
+            acc = torch.addmm(bc + (u - u.detach()), q, wq.codes_float(wf).T)
+            if trace is not None:
+                trace.append(acc.detach().clone())
+            if rq is None:
+                return acc if codes else acc * torch.exp2(l_in + l_w)
+            act = self.acts[i]
+            l_a = act.log2_scale
+            if act.surrogate.scale_grad == "lsq":
+                l_a = grad_scale(l_a, lsq_grad_factor(lin.out_features, act.hi))
+            shift, mult = rq
+            t = acc * torch.exp2(l_in + l_w - l_a)
+            v = (t - t.detach()) + acc.detach() * (mult * 2.0 ** -shift)  # exact value
+            q = act.surrogate.quantize(v, act.lo, act.hi)
+            if trace is not None:
+                trace.append(q.detach().clone())
+            l_in = l_a
+        raise AssertionError("unreachable: the last layer returns")
+
+    @torch.no_grad()
+    def _calibrate_free(self, x: torch.Tensor) -> None:
+        """:meth:`calibrate` for free scales (layer by layer, hard quantization, on codes)."""
+        q = x * 2.0 ** -self.input_exp
+        l_in = float(self.input_exp)
+        for i, lin in enumerate(self.linears):
+            if lin.bn_mode == "fold":
+                lin.bn.reset_stats((q * 2.0 ** l_in) @ lin.weight.T + lin.bias)
+                lin.init_weight_scale()
+            wf, bf = lin.folded()
+            s_acc = torch.exp2(l_in + lin.wq.log2_scale.detach())
+            acc = q @ lin.wq.codes_float(wf).T + lin.free_bias_codes_float(s_acc, bf)
+            if i < len(self.acts):
+                act = self.acts[i]
+                act.init_scale(acc * s_acc)
+                l_a = float(act.log2_scale)
+                q = torch.clamp(round_half_up(acc * s_acc * 2.0 ** -l_a), act.lo, act.hi)
+                l_in = l_a
+
     @torch.no_grad()
     def integer_layers(self, in_lo: int = 0, in_hi: int | None = None) -> list[IntLayer]:
         """The hard-quantized model as integer layers (what export writes, hard_codes runs).
@@ -361,6 +481,15 @@ class QuantMLP(nn.Module):
         only matter to express never/always-firing thresholds with a bounded bias.
         """
         in_hi = (1 << self.input_bits) - 1 if in_hi is None else in_hi
+        if self.scales == "free":
+            out = []
+            for lin, (s_acc, rq), act in zip(self.linears, self.free_plan(), [*self.acts, None]):
+                wf, bf = lin.folded()
+                w = lin.wq.codes(wf)
+                b = lin.free_bias_codes_float(s_acc, bf).to(torch.int64)
+                req = None if rq is None else (rq[0], "half_up", act.lo, act.hi, rq[1])
+                out.append(IntLayer(w, b, lin.weight_bits, req, None if act is None else act.bits))
+            return out
         exps = self.layer_exps()
         out = []
         for i, lin in enumerate(self.linears):

@@ -27,6 +27,13 @@ so requantization in hardware is a shift.
 
 The layers compute in whatever dtype they are given; :class:`softfloor.models.QuantMLP` uses
 float64 so that every hard-quantized value (a dyadic rational) is exact.
+
+Free scales (``free=True`` on the quantizers; ``QuantMLP(scales="free")``): the learned
+``log2_scale`` is used as is (``s = 2**log2_scale``, any positive real), and a layer's
+requantization ratio ``s_in * s_w / s_out`` becomes an integer multiplier and a shift
+(:func:`free_requant_params`); :meth:`softfloor.models.QuantMLP.forward_free` then computes on
+integer codes, so the hard forward is exactly ``arith.requantize(acc, shift, "half_up", lo, hi,
+multiplier)``.
 """
 from __future__ import annotations
 
@@ -40,6 +47,12 @@ from .surrogates import STERoundFn, Surrogate, make_surrogate, round_half_up, st
 
 MAX_BITS = 8
 MAX_BIAS_BITS = 32
+#: Scale kinds: power-of-two (shift-only requantization) or free (integer multiplier + shift).
+SCALES = ("po2", "free")
+#: Bits of a free-scale requantization multiplier (``2**(MULT_BITS-1) <= m < 2**MULT_BITS``
+#: before trailing zero bits are dropped): a relative error of at most ``2**-MULT_BITS`` of the
+#: ratio, and ``acc * m`` stays far below ``2**53`` (exact in float64).
+MULT_BITS = 16
 
 
 def check_bits(what: str, bits: int, hi: int = MAX_BITS) -> int:
@@ -63,9 +76,42 @@ def pow2_scale(log2_scale: torch.Tensor) -> torch.Tensor:
 
 
 def grad_scale(x: torch.Tensor, g: float) -> torch.Tensor:
-    """``x`` in the forward pass, gradient times ``g`` in the backward pass (LSQ's trick)."""
+    """``x`` in the forward pass (its value exactly), gradient times ``g`` in the backward pass
+    (LSQ's trick)."""
     y = x * g
-    return (x - y).detach() + y
+    return x.detach() + (y - y.detach())
+
+
+def check_scales(scales: str) -> str:
+    """Return ``scales`` if it is one of :data:`SCALES`, else raise a ValueError listing them."""
+    if scales not in SCALES:
+        raise ValueError(f"unknown scales {scales!r}; choose one of {', '.join(SCALES)}")
+    return scales
+
+
+def free_requant_params(log2_ratio: float) -> tuple[int, int]:
+    """``(shift, multiplier)`` realising the ratio ``2**log2_ratio`` (free scales).
+
+    ``multiplier = round_half_up(2**(log2_ratio + shift))`` with the shift that gives it
+    :data:`MULT_BITS` bits, trailing zero bits then dropped (``m / 2**shift`` unchanged).
+    Shifts stay in ``0..62`` (a ratio above ``2**(MULT_BITS-1)`` gets shift 0 and a larger
+    multiplier; the integer model allows up to ``2**31 - 1``). The quantized ratio
+    ``multiplier * 2**-shift`` is what training's hard forward and the export both use.
+    """
+    log2_ratio = float(log2_ratio)
+    if not math.isfinite(log2_ratio):
+        raise ValueError(f"requantization ratio 2**{log2_ratio} is not finite")
+    shift = min(62, max(0, MULT_BITS - 1 - math.floor(log2_ratio)))
+    m = int(arith.round_float(2.0 ** (log2_ratio + shift), "half_up"))
+    if m >= 1 << MULT_BITS and shift > 0:  # rounded up to the next power of two
+        m, shift = m >> 1, shift - 1
+    m = max(m, 1)
+    while m % 2 == 0 and shift > 0:
+        m, shift = m >> 1, shift - 1
+    if m > (1 << 31) - 1:
+        raise ValueError(f"requantization ratio 2**{log2_ratio:.3f} needs a multiplier of {m}, "
+                         f"above the integer model's limit 2**31 - 1")
+    return shift, m
 
 
 def lsq_grad_factor(n: int, qp: int) -> float:
@@ -280,11 +326,15 @@ class WeightQuantizer(nn.Module):
     channels : int, optional
         Per-output-channel scales: one learned exponent per output channel (the first axis of
         the weight); :attr:`exp` is then an int64 tensor of ``channels`` exponents.
+    free : bool
+        Free scale ``2**log2_scale`` (not rounded to a power of two; see the module docstring).
     """
 
-    def __init__(self, bits: int, scale_grad: str = "auto", channels: int | None = None):
+    def __init__(self, bits: int, scale_grad: str = "auto", channels: int | None = None,
+                 free: bool = False):
         super().__init__()
         self.bits = check_bits("weight_bits", bits)
+        self.free = bool(free)
         self.lo, self.hi = weight_code_range(bits)
         self.channels = channels
         self.log2_scale = nn.Parameter(torch.zeros(() if channels is None else (channels,)))
@@ -296,8 +346,11 @@ class WeightQuantizer(nn.Module):
 
     def extra_repr(self) -> str:
         e = self.exp
+        if self.free:
+            e = self.log2_scale.detach().tolist()
+            e = [round(v, 4) for v in e] if self.per_channel else round(e, 4)
         return (f"bits={self.bits}, codes=[{self.lo}, {self.hi}], "
-                f"scale=2**{e.tolist() if self.per_channel else e}")
+                f"scale=2**{e.tolist() if isinstance(e, torch.Tensor) else e}")
 
     @torch.no_grad()
     def init_scale(self, w: torch.Tensor) -> None:
@@ -320,7 +373,7 @@ class WeightQuantizer(nn.Module):
         return exponent(self.log2_scale)
 
     def scale(self) -> torch.Tensor:
-        return pow2_scale(self.log2_scale)
+        return torch.exp2(self.log2_scale) if self.free else pow2_scale(self.log2_scale)
 
     def _log2_scale(self, w: torch.Tensor) -> torch.Tensor:
         """The scale parameter shaped to broadcast against ``w`` (``(out, 1, ...)`` per channel)."""
@@ -334,16 +387,24 @@ class WeightQuantizer(nn.Module):
 
     def codes_float(self, w: torch.Tensor) -> torch.Tensor:
         """Integer codes as a float tensor, with straight-through gradients to ``w`` and scale."""
-        log2_scale = self._log2_scale(w)
-        if self.scale_grad == "lsq":
-            log2_scale = grad_scale(log2_scale, lsq_grad_factor(self._n(w), self.hi))
-        v = w / pow2_scale(log2_scale)
+        v = w / self._scale(w)
         if self.bits == 1:
             return _SignSTE.apply(v)
         return torch.clamp(STERoundFn.apply(v), self.lo, self.hi)
 
+    def _scale(self, w: torch.Tensor) -> torch.Tensor:
+        """The scale (broadcast against ``w``) with the gradient to ``log2_scale`` (LSQ-scaled
+        with ``scale_grad="lsq"``)."""
+        log2_scale = self._log2_scale(w)
+        if self.scale_grad == "lsq":
+            log2_scale = grad_scale(log2_scale, lsq_grad_factor(self._n(w), self.hi))
+        return torch.exp2(log2_scale) if self.free else pow2_scale(log2_scale)
+
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        """Fake-quantized weights ``s * codes`` (one fused op, see :class:`_FakeQuantWeightFn`)."""
+        """Fake-quantized weights ``s * codes`` (one fused op, see :class:`_FakeQuantWeightFn`;
+        composed with autograd for free scales)."""
+        if self.free:
+            return self._scale(w) * self.codes_float(w)
         gs = lsq_grad_factor(self._n(w), self.hi) if self.scale_grad == "lsq" else 1.0
         return _FakeQuantWeightFn.apply(w, self._log2_scale(w), self.lo, self.hi,
                                         self.bits == 1, gs)
@@ -363,15 +424,18 @@ class QuantReLU(nn.Module):
         Activation width, 1..8.
     surrogate : str or Surrogate
         The rounding surrogate (a name from :data:`softfloor.surrogates.SURROGATES`).
+    free : bool
+        Free scale ``2**log2_scale`` (not rounded; never the fused op).
     """
 
     #: Smallest code (unsigned codes start at 0).
     lo = 0
 
-    def __init__(self, bits: int, surrogate: str | Surrogate = "sigmoid"):
+    def __init__(self, bits: int, surrogate: str | Surrogate = "sigmoid", free: bool = False):
         super().__init__()
         self.bits = check_bits("act_bits", bits)
         self.hi = (1 << bits) - 1
+        self.free = bool(free)
         self.surrogate = make_surrogate(surrogate) if isinstance(surrogate, str) else surrogate
         self.log2_scale = nn.Parameter(torch.zeros(()))
         if self.surrogate.learns_sharpness:
@@ -381,23 +445,27 @@ class QuantReLU(nn.Module):
             self.surrogate.theta = self.sharpness_logit
 
     def extra_repr(self) -> str:
-        return (f"bits={self.bits}, codes=[{self.lo}, {self.hi}], scale=2**{self.exp}, "
+        e = round(float(self.log2_scale.detach()), 4) if self.free else self.exp
+        return (f"bits={self.bits}, codes=[{self.lo}, {self.hi}], scale=2**{e}, "
                 f"surrogate={self.surrogate}")
 
     @torch.no_grad()
     def init_scale(self, x: torch.Tensor) -> None:
         """Init from a batch of pre-activations: the 99.9th percentile of ``relu(x)`` maps to the
-        largest code (a power of two at or above, so little is clipped)."""
-        r = torch.relu(x.detach().flatten().to(torch.float64))
+        largest code (a power of two at or above, so little is clipped; free: exactly)."""
+        self._init_top(torch.relu(x.detach().flatten().to(torch.float64)))
+
+    def _init_top(self, r: torch.Tensor) -> None:
         top = float(torch.quantile(r, 0.999)) if r.numel() else 1.0
-        self.log2_scale.fill_(math.ceil(math.log2(max(top / self.hi, 1e-12))))
+        e = math.log2(max(top / self.hi, 1e-12))
+        self.log2_scale.fill_(e if self.free else math.ceil(e))
 
     @property
     def exp(self) -> int:
         return exponent(self.log2_scale)
 
     def scale(self) -> torch.Tensor:
-        return pow2_scale(self.log2_scale)
+        return torch.exp2(self.log2_scale) if self.free else pow2_scale(self.log2_scale)
 
     def _apply(self, fn, *args, **kwargs):
         out = super()._apply(fn, *args, **kwargs)
@@ -409,7 +477,8 @@ class QuantReLU(nn.Module):
         """True when the surrogate has a closed form :func:`act_quant_fwd` can use (not PACT,
         not learned-sharpness DSQ while soft)."""
         sur = self.surrogate
-        return sur.scale_grad != "pact" and not (sur.learns_sharpness and not sur.hard)
+        return (sur.scale_grad != "pact" and not (sur.learns_sharpness and not sur.hard)
+                and not self.free)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         mode = self.surrogate.scale_grad
@@ -427,7 +496,7 @@ class QuantReLU(nn.Module):
         log2_scale = self.log2_scale
         if mode == "lsq":
             log2_scale = grad_scale(log2_scale, lsq_grad_factor(x[0].numel(), self.hi))
-        s = pow2_scale(log2_scale)
+        s = torch.exp2(log2_scale) if self.free else pow2_scale(log2_scale)
         if mode == "pact":
             # PACT: y = s_d * round(clip(x, 0, alpha) / s_d), alpha = s * hi; s_d carries no
             # gradient, so d y / d alpha = 1 exactly where x > alpha.
@@ -454,23 +523,21 @@ class QuantHardTanh(QuantReLU):
     surrogate : str or Surrogate
     """
 
-    def __init__(self, bits: int, surrogate: str | Surrogate = "sigmoid"):
+    def __init__(self, bits: int, surrogate: str | Surrogate = "sigmoid", free: bool = False):
         check_bits("act_bits", bits)
         if bits == 1:
             raise ValueError(
                 "act_bits 1 is not supported with hardtanh activations: a signed 1-bit code is "
                 "{-1, 0}; use act_bits >= 2, or ReLU activations ({0, 1}, with BatchNorm as an "
                 "integer threshold)")
-        super().__init__(bits, surrogate)
+        super().__init__(bits, surrogate, free)
         self.lo, self.hi = arith.code_range(bits, True)
 
     @torch.no_grad()
     def init_scale(self, x: torch.Tensor) -> None:
         """Init from a batch of pre-activations: the 99.9th percentile of ``|x|`` maps to the
-        largest positive code (a power of two at or above, so little is clipped)."""
-        r = x.detach().flatten().to(torch.float64).abs()
-        top = float(torch.quantile(r, 0.999)) if r.numel() else 1.0
-        self.log2_scale.fill_(math.ceil(math.log2(max(top / self.hi, 1e-12))))
+        largest positive code (a power of two at or above, so little is clipped; free: exactly)."""
+        self._init_top(x.detach().flatten().to(torch.float64).abs())
 
     def fusable(self) -> bool:
         """False: the fused activation op (and the fused MLP step) clamp at 0."""
@@ -545,11 +612,16 @@ class QuantLinear(nn.Module):
     per_channel : bool
         One power-of-two weight scale per output feature (``wq.exp`` an int64 tensor; the
         accumulator of output ``o`` has scale ``s_in * 2**wq.exp[o]``, the bias likewise).
+    free_scale : bool
+        A free weight scale (``WeightQuantizer(free=True)``): the layer then runs in the code
+        domain of :meth:`softfloor.models.QuantMLP.forward_free` (weight codes
+        ``wq.codes_float``, bias codes :meth:`free_bias_codes_float`), not through
+        :meth:`forward`.
     """
 
     def __init__(self, in_features: int, out_features: int, weight_bits: int = 4,
                  bias_bits: int = 16, scale_grad: str = "auto", bn: str | None = None,
-                 per_channel: bool = False):
+                 per_channel: bool = False, free_scale: bool = False):
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self.bias_bits = check_bits("bias_bits", bias_bits, MAX_BIAS_BITS)
@@ -557,7 +629,8 @@ class QuantLinear(nn.Module):
         lin = nn.Linear(in_features, out_features)  # PyTorch's default init
         self.weight = nn.Parameter(lin.weight.detach().clone())
         self.bias = nn.Parameter(lin.bias.detach().clone())
-        self.wq = WeightQuantizer(weight_bits, scale_grad, out_features if per_channel else None)
+        self.wq = WeightQuantizer(weight_bits, scale_grad, out_features if per_channel else None,
+                                  free_scale)
         self.wq.init_scale(self.weight)
         if bn is not None and bn not in BN_MODES:
             raise ValueError(f"bn must be None or one of {', '.join(BN_MODES)}, got {bn!r}")
@@ -593,8 +666,16 @@ class QuantLinear(nn.Module):
         b = self.folded()[1] if bias is None else bias
         return torch.clamp(STERoundFn.apply(b / s_acc), self.bias_lo, self.bias_hi)
 
+    def free_bias_codes_float(self, s_acc: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """Free scales: bias codes ``clamp(floor(bias / s_acc + 1/2))`` at the accumulator scale
+        ``s_acc`` (a constant), straight-through inside the range."""
+        return torch.clamp(STERoundFn.apply(bias / s_acc), self.bias_lo, self.bias_hi)
+
     def forward(self, x: torch.Tensor, in_exp: int) -> torch.Tensor:
         wq = self.wq
+        if wq.free:
+            raise RuntimeError("a QuantLinear with a free scale has no power-of-two input "
+                               "exponent: it runs in QuantMLP.forward_free")
         if wq.per_channel:
             return self.forward_composed(x, in_exp)
         wf, bf = self.folded(x)

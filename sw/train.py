@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from . import cnn
 from .data import DigitsSplit, check_input_bits
 from .cnn import FloatCNN, QuantCNN
-from .models import SIZES, FloatMLP, QuantMLP, check_activation, int_dense
-from .quant import check_bits
+from .models import SIZES, FloatMLP, QuantMLP, check_activation, check_free_scales, int_dense
+from .quant import check_bits, check_scales
 from .surrogates import AnnealSchedule, check_surrogate, default_k
 
 Progress = Callable[[int, int, dict], None]
@@ -80,6 +80,7 @@ class TrainConfig:
     arch: str = "mlp"                  # "mlp" or "cnn" (softfloor.cnn.QuantCNN; no BatchNorm)
     per_channel: bool = False          # per-output-channel weight scales (not the last layer)
     activation: str = "relu"           # "relu" (unsigned codes) or "hardtanh" (signed, >= 2 bits)
+    scales: str = "po2"                # "po2" (shift-only requant) or "free" (multiplier + shift)
 
     def __post_init__(self):
         if self.arch not in ARCHS:
@@ -97,6 +98,9 @@ class TrainConfig:
                 "act_bits 1 is not supported with activation 'hardtanh': a signed 1-bit code is "
                 "{-1, 0}; use act_bits >= 2, or activation 'relu' ({0, 1} codes, with BatchNorm "
                 "as an integer threshold)")
+        if check_scales(self.scales) == "free":
+            check_free_scales(self.per_channel, self.surrogate,
+                              self.use_batchnorm and self.act_bits == 1, self.arch)
         if not (isinstance(self.epochs, int) and self.epochs >= 1):
             raise ValueError(f"epochs must be a positive integer, got {self.epochs!r}")
         if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
@@ -355,8 +359,10 @@ def float_hard_codes(model: QuantMLP, codes) -> np.ndarray:
     model.set_surrogate(model.acts[0].surrogate.k if model.acts else 1.0, True)
     try:
         x = torch.as_tensor(np.asarray(codes), dtype=torch.float64) * 2.0 ** model.input_exp
-        out_exp = model.output_exp
-        y = model(x) * 2.0 ** -out_exp
+        if getattr(model, "scales", "po2") == "free":
+            y = model.forward_free(x, codes=True)
+        else:
+            y = model(x) * 2.0 ** -model.output_exp
     finally:
         for a, h in zip(model.acts, hard):
             a.surrogate.hard = h
@@ -390,7 +396,7 @@ def _build(cfg: TrainConfig, kind: str) -> torch.nn.Module:
                     cfg.bias_bits,
                     {"hard_grad": cfg.hard_grad} if cfg.surrogate == "sigmoid" else None,
                     batchnorm=cfg.use_batchnorm, per_channel=cfg.per_channel,
-                    activation=cfg.activation)
+                    activation=cfg.activation, scales=cfg.scales)
 
 
 def save_checkpoint(result: TrainResult, path) -> Path:

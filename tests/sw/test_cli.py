@@ -82,3 +82,12 @@ def test_activation_option():
     assert cli._options(cli.parser().parse_args(["flow"])).activation == "relu"
     with pytest.raises(SystemExit):
         cli.parser().parse_args(["flow", "--activation", "tanh"])
+
+
+def test_scales_option():
+    from softfloor import flow, quant
+    assert flow.SCALES == quant.SCALES
+    assert cli._options(cli.parser().parse_args(["train", "--scales", "free"])).scales == "free"
+    assert cli._options(cli.parser().parse_args(["flow"])).scales == "po2"
+    with pytest.raises(SystemExit):
+        cli.parser().parse_args(["flow", "--scales", "pow2"])

@@ -57,25 +57,31 @@ def test_batchnorm_threshold_model_is_bit_exact_in_rtl(tmp_path):
 
 
 @pytest.mark.sim
-def test_hardtanh_flow_is_bit_exact_in_rtl_on_both_simulators(tmp_path):
-    """`flow --activation hardtanh`: signed activation codes between the RTL engines. Every test
-    sample on Verilator through the flow, then the first 48 on Icarus (its run is ~20x slower)."""
+@pytest.mark.parametrize("option, value", [("activation", "hardtanh"), ("scales", "free")])
+def test_flow_option_is_bit_exact_in_rtl_on_both_simulators(option, value, tmp_path):
+    """`flow --activation hardtanh` (signed activation codes between the RTL engines) and
+    `flow --scales free` (requantization by integer multipliers): every test sample on Verilator
+    through the flow, then the first 48 on Icarus (its run is ~20x slower)."""
     from softfloor import intmodel
     from softfloor.sim import cosim, tools
     for sim in tools.SIMULATORS:
         tools.ensure(sim)
     out = tmp_path / "f"
     assert cli.main(["flow", "--out", str(out), "--quiet", "--no-synth", "--simulator",
-                     "verilator", "--activation", "hardtanh", *_train_args(4, 3, "ste")]) == 0
+                     "verilator", f"--{option}", value, *_train_args(4, 3, "ste")]) == 0
     rep = json.loads((out / "report.json").read_text())
-    assert rep["config"]["activation"] == "hardtanh"
-    assert json.loads((out / "train.json").read_text())["config"]["activation"] == "hardtanh"
+    assert rep["config"][option] == value
+    assert json.loads((out / "train.json").read_text())["config"][option] == value
     assert rep["bit_exact"]["verilator"]["mismatches"] == 0
     assert rep["accuracy"]["golden"] == rep["accuracy"]["rtl"] == rep["accuracy"]["quantized"]
     model = intmodel.load(out / "model.intmodel.json")
-    assert [x.signed for x in model.layers if isinstance(x, intmodel.Requant)] == [True, True]
+    rqs = [x for x in model.layers if isinstance(x, intmodel.Requant)]
     man = json.loads((out / "manifest.json").read_text())
-    assert any(e.get("in_signed") for e in man["layers"])
+    if option == "activation":
+        assert [x.signed for x in rqs] == [True, True]
+        assert any(e.get("in_signed") for e in man["layers"])
+    else:
+        assert all(x.multiplier & (x.multiplier - 1) for x in rqs)  # not powers of two
     vec = np.load(out / "vectors.npz")
     r = cosim.cosimulate(out / f"{man['top']}.v", man, vec["inputs"][:48], "icarus",
                          tmp_path / "icarus", expected=vec["golden"][:48])

@@ -376,3 +376,129 @@ def test_hardtanh_mlp_is_composed_and_integer_layers_are_signed():
     assert torch.equal(m(x), m.forward_composed(x))
     for layer in m.integer_layers()[:-1]:
         assert layer.requant[2:4] == (-4, 3)
+
+
+# ----------------------------------------------------------------------------------------------
+# Free scales: integer multiplier + shift
+
+
+def test_grad_scale_keeps_the_value_exactly():
+    from softfloor.quant import grad_scale
+    x = torch.tensor([0.3, 1 / 3, -2.7, 1e-9, 12345.678], dtype=D, requires_grad=True)
+    y = grad_scale(x, 0.1)
+    assert torch.equal(y, x)  # bit for bit: free scales use the value as is
+    y.sum().backward()
+    assert torch.allclose(x.grad, torch.full_like(x, 0.1))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(-40, 14))
+def test_free_requant_params_realise_the_ratio(log2_ratio):
+    from softfloor.quant import MULT_BITS, free_requant_params
+    shift, m = free_requant_params(log2_ratio)
+    assert 0 <= shift <= 62 and 1 <= m < 1 << MULT_BITS
+    assert m % 2 == 1 or shift == 0  # trailing zero bits dropped
+    r = 2.0 ** log2_ratio
+    assert abs(m * 2.0 ** -shift - r) <= r * 2.0 ** -MULT_BITS
+
+
+def test_free_requant_params_edges():
+    from softfloor.quant import free_requant_params
+    assert free_requant_params(0.0) == (0, 1)
+    assert free_requant_params(math.log2(3 / 8)) == (3, 3)
+    assert free_requant_params(-3.0) == (3, 1)
+    assert free_requant_params(20.0) == (0, 1 << 20)  # a large ratio: shift 0, wider multiplier
+    assert free_requant_params(math.log2(2 ** 16 - 0.4)) == (0, 1 << 16)  # rounded up to 2**16
+    with pytest.raises(ValueError, match="above the integer model's limit"):
+        free_requant_params(40.0)
+
+
+def _free_pair(wb, ab, surrogate, bn, activation="relu"):
+    """A po2 and a free MLP with the same parameters and integer log2 scales."""
+    torch.manual_seed(3)
+    kw = dict(sizes=(16, 12, 8, 10), weight_bits=wb, act_bits=ab, input_bits=3,
+              surrogate=surrogate, batchnorm=bn, activation=activation)
+    po2, free = QuantMLP(**kw), QuantMLP(**kw, scales="free")
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 8, (24, 16), generator=gen).to(D) / 8
+    po2.calibrate(x)
+    with torch.no_grad():  # po2 rounds its exponents: make them integers for the free twin
+        for p in [lin.wq.log2_scale for lin in po2.linears] + [a.log2_scale for a in po2.acts]:
+            p.copy_(torch.floor(p + 0.5))
+    free.load_state_dict(po2.state_dict())
+    return po2, free, x, torch.randint(0, 10, (24,), generator=gen)
+
+
+@pytest.mark.parametrize("wb, ab, bn", [(4, 4, False), (2, 2, True), (1, 1, False), (3, 5, True)])
+@pytest.mark.parametrize("surrogate", ["ste", "sigmoid", "lsq", "dsq", "ste_plain"])
+@pytest.mark.parametrize("hard", [False, True])
+def test_free_scales_at_powers_of_two_are_the_po2_network(wb, ab, bn, surrogate, hard):
+    """With every log2 scale an integer, the code-domain forward of free scales is the po2
+    network: the same logits (up to the rounding of the real scale), the same codes in the hard
+    phase, and the same gradients for every parameter (the multiplier straight through)."""
+    po2, free, x, y = _free_pair(wb, ab, surrogate, bn)
+    for m in (po2, free):
+        m.train()
+        m.set_surrogate(4.0, hard)
+    assert not free.fusable()
+    grads = []
+    for m in (po2, free):
+        out = m(x)
+        torch.nn.functional.cross_entropy(out, y).backward()
+        grads.append([None if p.grad is None else p.grad.clone() for p in m.parameters()])
+        m.zero_grad()
+    assert torch.allclose(po2(x), free(x), rtol=1e-12, atol=1e-12)
+    for ga, gb in zip(*grads, strict=True):
+        assert (ga is None) == (gb is None)
+        if ga is not None:
+            assert torch.allclose(ga, gb, rtol=1e-9, atol=1e-12), (ga, gb)
+    if hard:
+        po2.eval(), free.eval()
+        for a, b in zip(po2.integer_layers(), free.integer_layers(), strict=True):
+            assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
+            assert a.requant == b.requant
+
+
+def test_free_scales_forward_is_arith_requantize_on_every_layer():
+    """Arbitrary real scales: the hard forward's codes, layer by layer, are the integer layers
+    run with arith.requantize (multiplier + shift)."""
+    po2, free, x, _ = _free_pair(4, 3, "sigmoid", False, "hardtanh")
+    with torch.no_grad():
+        for p in [lin.wq.log2_scale for lin in free.linears] + [a.log2_scale for a in free.acts]:
+            p.add_(torch.rand((), dtype=D) - 0.5)
+    free.set_surrogate(20.0, True)
+    trace = []
+    with torch.no_grad():
+        out = free.forward_free(x, codes=True, trace=trace)
+    q = (x * 8).to(torch.int64)
+    mults = []
+    for layer, want in zip(free.integer_layers(), zip(trace[0::2], trace[1::2] + [out])):
+        acc = q @ layer.weight.T + layer.bias
+        assert torch.equal(acc.to(D), want[0])
+        if layer.requant is not None:
+            shift, mode, lo, hi, m = layer.requant
+            assert (mode, lo, hi) == ("half_up", -4, 3)
+            mults.append(m)
+            q = arith.requantize(acc, shift, mode, lo, hi, m)
+            assert torch.equal(q.to(D), want[1])
+    assert any(m & (m - 1) for m in mults)  # not only powers of two
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"arch": "cnn"}, "not implemented with arch 'cnn'"),
+    ({"per_channel": True}, "not implemented with per-channel weight scales"),
+    ({"surrogate": "pact"}, "not implemented with the 'pact' surrogate"),
+    ({"act_bits": 1, "batchnorm": True}, "not implemented with BatchNorm before 1-bit"),
+])
+def test_free_scales_limits_are_errors(kw, match):
+    from softfloor.train import TrainConfig
+    with pytest.raises(ValueError, match=match + ".*use scales 'po2'"):
+        TrainConfig(scales="free", **kw)
+    if "arch" not in kw:
+        with pytest.raises(ValueError, match=match):
+            QuantMLP(scales="free", **kw)
+    with pytest.raises(ValueError, match="unknown scales 'pow2'; choose one of po2, free"):
+        TrainConfig(scales="pow2")
+    lin = QuantLinear(4, 3, free_scale=True).double()
+    with pytest.raises(RuntimeError, match="forward_free"):
+        lin(torch.zeros(2, 4, dtype=D), -4)

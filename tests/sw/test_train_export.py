@@ -299,3 +299,41 @@ def test_hardtanh_export_is_bit_exact(wb, ab, ib, surrogate, bn, splits, tmp_pat
     back = load_checkpoint(save_checkpoint(res, tmp_path / "m.pt"))
     assert back.config.activation == "hardtanh"
     assert np.array_equal(hard_codes(back.model, split.c_test), hard_codes(res.model, split.c_test))
+
+
+@pytest.mark.parametrize("wb, ab, ib, surrogate, bn, act", [
+    (4, 4, None, "sigmoid", None, "relu"), (2, 2, None, "ste", None, "relu"),
+    (8, 8, 4, "dsq", None, "relu"), (1, 1, None, "fourier", None, "relu"),
+    (3, 5, 8, "lsq", True, "relu"), (4, 3, None, "ste_plain", None, "hardtanh"),
+])
+def test_free_scales_export_is_bit_exact(wb, ab, ib, surrogate, bn, act, splits, tmp_path):
+    """Free scales: the exported requants carry integer multipliers (not only powers of two);
+    golden == torch integer forward == the trained hard forward, every layer, every sample."""
+    cfg = TrainConfig(weight_bits=wb, act_bits=ab, input_bits=ib, surrogate=surrogate,
+                      epochs=SHORT, batchnorm=bn, activation=act, scales="free")
+    split = splits(cfg.in_bits)
+    res = train_qat(cfg, split)
+    assert res.accuracy["bit_exact"] is True
+    model = intmodel.load(intmodel.save(export_result(res, split.input_spec),
+                                        tmp_path / "m.intmodel.json"))
+    assert_bit_exact(res, split, model)
+    m = res.model
+    for codes in (split.c_test, split.c_train):  # the trained forward's codes, layer by layer
+        trace = []
+        with torch.no_grad():
+            m.forward_free(torch.as_tensor(codes, dtype=torch.float64) * 2.0 ** m.input_exp,
+                           codes=True, trace=trace)
+        _, per_layer = hard_codes(m, codes, intermediates=True)
+        assert len(trace) == len(per_layer)
+        for t, want in zip(trace, per_layer):
+            assert np.array_equal(t.numpy(), want.astype(np.float64))
+    assert model.meta["scales"] == "free" and model.meta["train_config"]["scales"] == "free"
+    assert "log2_scales" in model.meta and "exponents" not in model.meta
+    assert model.output.scale == float(m.free_plan()[-1][0])
+    rqs = [x for x in model.layers if isinstance(x, Requant)]
+    assert [(r.shift, r.multiplier) for r in rqs] == [p[1] for p in m.free_plan()[:-1]]
+    assert any(r.multiplier & (r.multiplier - 1) for r in rqs)
+    assert all(r.signed == (act == "hardtanh") for r in rqs)
+    back = load_checkpoint(save_checkpoint(res, tmp_path / "m.pt"))
+    assert back.config.scales == "free"
+    assert np.array_equal(hard_codes(back.model, split.c_test), hard_codes(m, split.c_test))
