@@ -112,7 +112,7 @@ def export(model: QuantMLP | QuantCNN, input_spec: InputSpec, name: str = "model
     if model.scales == "free":  # the output scale is the last accumulator's, a real number
         out_scale = float(model.free_plan()[-1][0])
         info["log2_scales"] = {"input": model.input_exp,
-                               "weights": [float(lin.wq.log2_scale.detach()) for lin in model.linears],
+                               "weights": [lin.wq.log2_scale.detach().tolist() for lin in model.linears],
                                "activations": [float(a.log2_scale.detach()) for a in model.acts]}
     else:
         out_scale = 2.0 ** (exps[-1] + model.linears[-1].wq.exp)

@@ -25,11 +25,9 @@ SIZES = (64, 64, 32, 10)
 ACTIVATIONS = {"relu": QuantReLU, "hardtanh": QuantHardTanh}
 
 
-def check_free_scales(per_channel: bool, surrogate: str, bn_threshold: bool,
-                      arch: str = "mlp") -> None:
+def check_free_scales(surrogate: str, bn_threshold: bool, arch: str = "mlp") -> None:
     """Raise a ValueError naming the option that free scales do not support (yet)."""
     why = ("arch 'cnn' (MLP only)" if arch != "mlp"
-           else "per-channel weight scales" if per_channel
            else "the 'pact' surrogate (its clip level is a power-of-two scale)"
            if SURROGATES[surrogate].scale_grad == "pact"
            else "BatchNorm before 1-bit activations (an integer threshold at power-of-two "
@@ -115,8 +113,8 @@ class QuantMLP(nn.Module):
         ``"po2"``: power-of-two scales, shift-only requantization (the fused step). ``"free"``:
         learned real scales; each requantization ratio ``s_in s_w / s_out`` is an integer
         multiplier and a shift (:func:`~softfloor.quant.free_requant_params`) and the network
-        runs on codes (:meth:`forward_free`), exactly the exported integer model. Not with
-        per-channel scales, PACT or BatchNorm thresholds (:func:`check_free_scales`).
+        runs on codes (:meth:`forward_free`), exactly the exported integer model (per channel
+        with ``per_channel``). Not with PACT or BatchNorm thresholds (:func:`check_free_scales`).
     """
 
     def __init__(self, sizes=SIZES, weight_bits: int = 4, act_bits: int = 4,
@@ -132,7 +130,7 @@ class QuantMLP(nn.Module):
         self.scales = check_scales(scales)
         free = scales == "free"
         if free:
-            check_free_scales(per_channel, surrogate, bool(batchnorm) and act_bits == 1)
+            check_free_scales(surrogate, bool(batchnorm) and act_bits == 1)
         self.sizes = tuple(int(s) for s in sizes)
         self.weight_bits, self.act_bits, self.bias_bits = weight_bits, act_bits, bias_bits
         self.surrogate_name = surrogate
@@ -389,8 +387,9 @@ class QuantMLP(nn.Module):
         ``2**(l_in + l_w)`` (a float64 tensor, the bias codes' scale) and, for a hidden layer,
         ``(shift, multiplier)`` of the ratio ``2**(l_in + l_w - l_out)``
         (:func:`~softfloor.quant.free_requant_params`); ``l`` the log2 scale parameters, the
-        input's ``input_exp``. The one source of these numbers for :meth:`forward_free` and
-        :meth:`integer_layers`."""
+        input's ``input_exp``. Per-channel weight scales give per-channel ``s_acc`` and int64
+        tensors ``shift``, ``multiplier``. The one source of these numbers for
+        :meth:`forward_free` and :meth:`integer_layers`."""
         l_in = torch.tensor(float(self.input_exp), dtype=torch.float64)
         plan = []
         for i, lin in enumerate(self.linears):
@@ -398,7 +397,12 @@ class QuantMLP(nn.Module):
             rq = None
             if i < len(self.acts):
                 l_a = self.acts[i].log2_scale.detach()
-                rq = free_requant_params(float(l_in + l_w - l_a))
+                lr = l_in + l_w - l_a
+                if lr.dim():  # per channel
+                    pairs = [free_requant_params(v) for v in lr.tolist()]
+                    rq = tuple(torch.tensor(c, dtype=torch.int64) for c in zip(*pairs))
+                else:
+                    rq = free_requant_params(float(lr))
             plan.append((torch.exp2(l_in + l_w), rq))
             if rq is not None:
                 l_in = l_a
@@ -428,7 +432,7 @@ class QuantMLP(nn.Module):
             wq = lin.wq
             l_w = wq.log2_scale
             if wq.scale_grad == "lsq":
-                l_w = grad_scale(l_w, lsq_grad_factor(lin.weight.numel(), wq.hi))
+                l_w = grad_scale(l_w, lsq_grad_factor(wq._n(lin.weight), wq.hi))
             batch = lin.bn_mode == "fold" and self.training and lin.bn.use_batch
             wf, bf = lin.folded(q * torch.exp2(l_in) if batch else None)
             # Bias codes bc (gradient to the bias); as with power-of-two scales their real value
@@ -446,8 +450,10 @@ class QuantMLP(nn.Module):
             if act.surrogate.scale_grad == "lsq":
                 l_a = grad_scale(l_a, lsq_grad_factor(lin.out_features, act.hi))
             shift, mult = rq
+            ratio = (mult.to(acc.dtype) * torch.exp2(-shift.to(acc.dtype))
+                     if isinstance(mult, torch.Tensor) else mult * 2.0 ** -shift)
             t = acc * torch.exp2(l_in + l_w - l_a)
-            v = (t - t.detach()) + acc.detach() * (mult * 2.0 ** -shift)  # exact value
+            v = (t - t.detach()) + acc.detach() * ratio  # the value exactly acc * m / 2**shift
             q = act.surrogate.quantize(v, act.lo, act.hi)
             if trace is not None:
                 trace.append(q.detach().clone())

@@ -99,8 +99,8 @@ class TrainConfig:
                 "{-1, 0}; use act_bits >= 2, or activation 'relu' ({0, 1} codes, with BatchNorm "
                 "as an integer threshold)")
         if check_scales(self.scales) == "free":
-            check_free_scales(self.per_channel, self.surrogate,
-                              self.use_batchnorm and self.act_bits == 1, self.arch)
+            check_free_scales(self.surrogate, self.use_batchnorm and self.act_bits == 1,
+                              self.arch)
         if not (isinstance(self.epochs, int) and self.epochs >= 1):
             raise ValueError(f"epochs must be a positive integer, got {self.epochs!r}")
         if not (isinstance(self.batch_size, int) and self.batch_size >= 1):

@@ -301,16 +301,17 @@ def test_hardtanh_export_is_bit_exact(wb, ab, ib, surrogate, bn, splits, tmp_pat
     assert np.array_equal(hard_codes(back.model, split.c_test), hard_codes(res.model, split.c_test))
 
 
-@pytest.mark.parametrize("wb, ab, ib, surrogate, bn, act", [
-    (4, 4, None, "sigmoid", None, "relu"), (2, 2, None, "ste", None, "relu"),
-    (8, 8, 4, "dsq", None, "relu"), (1, 1, None, "fourier", None, "relu"),
-    (3, 5, 8, "lsq", True, "relu"), (4, 3, None, "ste_plain", None, "hardtanh"),
+@pytest.mark.parametrize("wb, ab, ib, surrogate, bn, act, pc", [
+    (4, 4, None, "sigmoid", None, "relu", False), (2, 2, None, "ste", None, "relu", False),
+    (8, 8, 4, "dsq", None, "relu", False), (1, 1, None, "fourier", None, "relu", False),
+    (3, 5, 8, "lsq", True, "relu", False), (4, 3, None, "ste_plain", None, "hardtanh", False),
+    (4, 4, None, "sigmoid", None, "relu", True), (2, 2, None, "lsq", None, "hardtanh", True),
 ])
-def test_free_scales_export_is_bit_exact(wb, ab, ib, surrogate, bn, act, splits, tmp_path):
+def test_free_scales_export_is_bit_exact(wb, ab, ib, surrogate, bn, act, pc, splits, tmp_path):
     """Free scales: the exported requants carry integer multipliers (not only powers of two);
     golden == torch integer forward == the trained hard forward, every layer, every sample."""
     cfg = TrainConfig(weight_bits=wb, act_bits=ab, input_bits=ib, surrogate=surrogate,
-                      epochs=SHORT, batchnorm=bn, activation=act, scales="free")
+                      epochs=SHORT, batchnorm=bn, activation=act, scales="free", per_channel=pc)
     split = splits(cfg.in_bits)
     res = train_qat(cfg, split)
     assert res.accuracy["bit_exact"] is True
@@ -330,10 +331,13 @@ def test_free_scales_export_is_bit_exact(wb, ab, ib, surrogate, bn, act, splits,
     assert model.meta["scales"] == "free" and model.meta["train_config"]["scales"] == "free"
     assert "log2_scales" in model.meta and "exponents" not in model.meta
     assert model.output.scale == float(m.free_plan()[-1][0])
-    rqs = [x for x in model.layers if isinstance(x, Requant)]
-    assert [(r.shift, r.multiplier) for r in rqs] == [p[1] for p in m.free_plan()[:-1]]
-    assert any(r.multiplier & (r.multiplier - 1) for r in rqs)
-    assert all(r.signed == (act == "hardtanh") for r in rqs)
+    rqs = [x for x in model.layers if isinstance(x, (Requant, ChannelRequant))]
+    for r, (_, (shift, mult)) in zip(rqs, m.free_plan()[:-1], strict=True):
+        assert isinstance(r, ChannelRequant if pc else Requant)
+        assert np.array_equal(r.shift, np.asarray(shift)) and np.array_equal(r.multiplier,
+                                                                             np.asarray(mult))
+        assert np.any(np.asarray(r.multiplier) & (np.asarray(r.multiplier) - 1))
+        assert r.signed == (act == "hardtanh")
     back = load_checkpoint(save_checkpoint(res, tmp_path / "m.pt"))
     assert back.config.scales == "free"
     assert np.array_equal(hard_codes(back.model, split.c_test), hard_codes(m, split.c_test))
