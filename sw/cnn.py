@@ -32,9 +32,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import arith
-from .models import ACTIVATIONS, IntLayer, apply_requant, check_activation, int_dense
-from .quant import (QuantLinear, WeightQuantizer, check_bits, fake_quant_bias,
-                    requant_params)
+from .models import (ACTIVATIONS, IntLayer, _trace, apply_requant, calibrate_free_act,
+                     check_activation, check_free_scales, free_bias, free_log2, free_plan,
+                     free_requant, int_dense)
+from .quant import (QuantLinear, WeightQuantizer, check_bits, check_scales, fake_quant_bias,
+                    free_bias_codes, requant_params)
 from .surrogates import SURROGATES, check_surrogate, make_surrogate
 
 #: Input image of the digits: 1 channel, 8 x 8 (the 64 pixels in C order).
@@ -71,11 +73,13 @@ class QuantConv2d(nn.Module):
         Gradient mode of the weight scale (``"auto"`` or ``"lsq"``).
     per_channel : bool
         One power-of-two weight scale per output channel (``wq.exp`` an int64 tensor).
+    free_scale : bool
+        A free weight scale: the layer runs in :meth:`QuantCNN.forward_free` (codes).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int = 3, padding: int = 1,
                  weight_bits: int = 4, bias_bits: int = 16, scale_grad: str = "auto",
-                 per_channel: bool = False):
+                 per_channel: bool = False, free_scale: bool = False):
         super().__init__()
         self.in_channels = _size(in_channels, "in_channels", 1, 4096)
         self.out_channels = _size(out_channels, "out_channels", 1, 4096)
@@ -86,7 +90,8 @@ class QuantConv2d(nn.Module):
         conv = nn.Conv2d(in_channels, out_channels, kernel, padding=padding)  # PyTorch's init
         self.weight = nn.Parameter(conv.weight.detach().clone())
         self.bias = nn.Parameter(conv.bias.detach().clone())
-        self.wq = WeightQuantizer(weight_bits, scale_grad, out_channels if per_channel else None)
+        self.wq = WeightQuantizer(weight_bits, scale_grad, out_channels if per_channel else None,
+                                  free_scale)
         self.wq.init_scale(self.weight)
 
     @property
@@ -102,6 +107,9 @@ class QuantConv2d(nn.Module):
         return in_exp + self.wq.exp
 
     def forward(self, x: torch.Tensor, in_exp: int) -> torch.Tensor:
+        if self.wq.free:
+            raise RuntimeError("a QuantConv2d with a free scale has no power-of-two input "
+                               "exponent: it runs in QuantCNN.forward_free")
         w = self.wq(self.weight)
         b = fake_quant_bias(self.bias, self._acc_scale(in_exp), self.bias_lo, self.bias_hi)
         return F.conv2d(x, w, b, padding=self.padding)
@@ -114,6 +122,10 @@ class QuantConv2d(nn.Module):
     def weight_codes(self) -> torch.Tensor:
         """Integer weight codes (int64), ``(out, in, k, k)``."""
         return self.wq.codes(self.weight)
+
+    def free_bias_codes_float(self, s_acc: torch.Tensor) -> torch.Tensor:
+        """Free scales: bias codes at the accumulator scale ``s_acc`` (per channel a vector)."""
+        return free_bias_codes(self.bias, s_acc, self.bias_lo, self.bias_hi)
 
     @torch.no_grad()
     def bias_codes(self, in_exp: int) -> torch.Tensor:
@@ -159,15 +171,23 @@ class QuantCNN(nn.Module):
     activation : str
         ``"relu"`` (unsigned codes) or ``"hardtanh"`` (signed codes, 2..8 bits; zero is the
         code 0 either way, so the padding is the same).
+    scales : str
+        ``"po2"`` or ``"free"`` (learned real scales, requantization by an integer multiplier
+        and a shift; the network runs on codes, :meth:`forward_free`; as
+        :class:`~softfloor.models.QuantMLP`).
     """
 
     def __init__(self, weight_bits: int = 4, act_bits: int = 4, input_bits: int = 4,
                  surrogate: str = "sigmoid", bias_bits: int = 16,
                  surrogate_kwargs: dict | None = None, channels=CHANNELS, kernel: int = 3,
                  pool: int = 2, input_shape=INPUT_SHAPE, classes: int = N_CLASSES,
-                 per_channel: bool = False, activation: str = "relu"):
+                 per_channel: bool = False, activation: str = "relu", scales: str = "po2"):
         super().__init__()
         self.activation = check_activation(activation)
+        self.scales = check_scales(scales)
+        free = scales == "free"
+        if free:
+            check_free_scales(surrogate, False)
         check_bits("weight_bits", weight_bits)
         check_bits("act_bits", act_bits)
         self.input_bits = check_bits("input_bits", input_bits)
@@ -183,7 +203,7 @@ class QuantCNN(nn.Module):
         convs = []
         for out in self.channels:
             convs.append(QuantConv2d(c, out, kernel, kernel // 2, weight_bits, bias_bits,
-                                     scale_grad, self.per_channel))
+                                     scale_grad, self.per_channel, free))
             h, w = (h + 2 * (kernel // 2) - kernel + 1) // pool, (w + 2 * (kernel // 2)
                                                                   - kernel + 1) // pool
             if h < 1 or w < 1:
@@ -193,9 +213,10 @@ class QuantCNN(nn.Module):
         self.convs = nn.ModuleList(convs)
         self.flat_features = c * h * w
         self.fc = QuantLinear(self.flat_features, int(classes), weight_bits, bias_bits,
-                              scale_grad)
+                              scale_grad, free_scale=free)
         self.acts = nn.ModuleList(
-            ACTIVATIONS[activation](act_bits, make_surrogate(surrogate, **(surrogate_kwargs or {})))
+            ACTIVATIONS[activation](act_bits, make_surrogate(surrogate, **(surrogate_kwargs or {})),
+                                    free)
             for _ in self.channels)
         self.double()
 
@@ -233,6 +254,8 @@ class QuantCNN(nn.Module):
     def calibrate(self, x: torch.Tensor) -> None:
         """Initialise the activation scales from a batch, stage by stage (hard quantization)."""
         x = self._image(x)
+        if self.scales == "free":
+            return self._calibrate_free(x)
         exp = self.input_exp
         for i, (conv, act) in enumerate(zip(self.convs, self.acts)):
             act.init_scale(conv(x, exp))
@@ -243,11 +266,60 @@ class QuantCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Real inputs (flat rows of codes * 2**input_exp) to real logits."""
+        if self.scales == "free":
+            return self.forward_free(x)
         x = self._image(x)
         exps = self.layer_exps()
         for i in range(len(self.convs)):
             x = self._stage(i, x, exps[i])
         return self.fc(x.flatten(1), exps[-1])
+
+    # -- free scales: the network on codes ------------------------------------------------------
+
+    def free_plan(self) -> list[tuple[torch.Tensor, tuple | None]]:
+        """Free scales: :func:`softfloor.models.free_plan` of the convolutions and the dense
+        layer."""
+        return free_plan(self.input_exp, [*((c.wq, a) for c, a in zip(self.convs, self.acts)),
+                                          (self.fc.wq, None)])
+
+    def forward_free(self, x: torch.Tensor, codes: bool = False, trace: list | None = None
+                     ) -> torch.Tensor:
+        """Free scales: the forward pass on integer codes (as
+        :meth:`softfloor.models.QuantMLP.forward_free`): per stage the convolution of the codes
+        (float64, exact), :func:`~softfloor.models.free_requant`, max-pool of the codes; then
+        the dense layer. Real logits, or with ``codes`` the integer logits; ``trace`` receives
+        the codes after every op, in the order of the exported layers."""
+        plan = self.free_plan()
+        q = self._image(x) * 2.0 ** -self.input_exp  # the input codes, exactly
+        l_in = torch.tensor(float(self.input_exp), dtype=torch.float64)
+        for i, (conv, act) in enumerate(zip(self.convs, self.acts)):
+            s_acc, rq = plan[i]
+            l_acc = l_in + free_log2(conv.wq, conv.weight)
+            acc = _trace(trace, F.conv2d(q, conv.wq.codes_float(conv.weight),
+                                         free_bias(conv.free_bias_codes_float(s_acc), s_acc,
+                                                   l_acc), padding=conv.padding))
+            l_a = free_log2(act, acc)
+            q = _trace(trace, free_requant(acc, rq, l_acc - l_a, act))
+            q = _trace(trace, F.max_pool2d(q, self.pool))
+            l_in = l_a
+        q = _trace(trace, q.flatten(1))
+        s_acc, _ = plan[-1]
+        l_acc = l_in + free_log2(self.fc.wq, self.fc.weight)
+        bc = free_bias(self.fc.free_bias_codes_float(s_acc, self.fc.bias), s_acc, l_acc)
+        acc = _trace(trace, torch.addmm(bc, q, self.fc.wq.codes_float(self.fc.weight).T))
+        return acc if codes else acc * torch.exp2(l_acc)
+
+    @torch.no_grad()
+    def _calibrate_free(self, q: torch.Tensor) -> None:
+        """:meth:`calibrate` for free scales (on codes, stage by stage, hard quantization)."""
+        q = q * 2.0 ** -self.input_exp
+        l_in = float(self.input_exp)
+        for conv, act in zip(self.convs, self.acts):
+            s_acc = torch.exp2(l_in + conv.wq.log2_scale.detach())
+            acc = F.conv2d(q, conv.wq.codes_float(conv.weight), conv.free_bias_codes_float(s_acc),
+                           padding=conv.padding)
+            q, l_in = calibrate_free_act(act, acc * s_acc.reshape((-1, 1, 1)))
+            q = F.max_pool2d(q, self.pool)
 
     @torch.no_grad()
     def integer_layers(self, in_zero: int = 0) -> list[IntLayer]:
@@ -256,6 +328,8 @@ class QuantCNN(nn.Module):
 
         ``in_zero`` is the input's zero code (the padding of the first convolution).
         """
+        if self.scales == "free":
+            return self._free_integer_layers(in_zero)
         exps = self.layer_exps()
         out: list[IntLayer] = []
         pad_value = in_zero
@@ -267,6 +341,23 @@ class QuantCNN(nn.Module):
                                     act.bits, (p, p, p, p), pad_value, self.pool))
             pad_value = 0  # the code of the real 0 after a ReLU / hardtanh activation
         out.append(IntLayer(self.fc.weight_codes(), self.fc.bias_codes(exps[-1]),
+                            self.fc.weight_bits))
+        return out
+
+    def _free_integer_layers(self, in_zero: int) -> list[IntLayer]:
+        plan = self.free_plan()
+        out: list[IntLayer] = []
+        pad_value = in_zero
+        for (conv, act), (s_acc, (shift, mult)) in zip(zip(self.convs, self.acts), plan):
+            p = conv.padding
+            out.append(IntConvLayer(conv.weight_codes(),
+                                    conv.free_bias_codes_float(s_acc).to(torch.int64),
+                                    conv.weight_bits, (shift, "half_up", act.lo, act.hi, mult),
+                                    act.bits, (p, p, p, p), pad_value, self.pool))
+            pad_value = 0
+        s_acc, _ = plan[-1]
+        out.append(IntLayer(self.fc.weight_codes(),
+                            self.fc.free_bias_codes_float(s_acc, self.fc.bias).to(torch.int64),
                             self.fc.weight_bits))
         return out
 

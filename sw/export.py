@@ -95,7 +95,6 @@ def export(model: QuantMLP | QuantCNN, input_spec: InputSpec, name: str = "model
     if isinstance(model, QuantCNN):
         return _export_cnn(model, input_spec, name, meta)
     _check_input(input_spec, model.input_bits, model.sizes[0])
-    exps = model.layer_exps()
     in_lo, in_hi = input_spec.code_type.lo, input_spec.code_type.hi
     layers = []
     for i, il in enumerate(model.integer_layers(in_lo, in_hi)):
@@ -109,16 +108,7 @@ def export(model: QuantMLP | QuantCNN, input_spec: InputSpec, name: str = "model
             "per_channel": model.per_channel, "activation": model.activation,
             "scales": model.scales,
             "batchnorm": [lin.bn_mode for lin in model.linears[:len(model.acts)]]}
-    if model.scales == "free":  # the output scale is the last accumulator's, a real number
-        out_scale = float(model.free_plan()[-1][0])
-        info["log2_scales"] = {"input": model.input_exp,
-                               "weights": [lin.wq.log2_scale.detach().tolist() for lin in model.linears],
-                               "activations": [float(a.log2_scale.detach()) for a in model.acts]}
-    else:
-        out_scale = 2.0 ** (exps[-1] + model.linears[-1].wq.exp)
-        info["exponents"] = {"input": model.input_exp,
-                             "weights": [_exps(lin.wq) for lin in model.linears],
-                             "activations": [a.exp for a in model.acts]}
+    out_scale = _scales_meta(info, model, [lin.wq for lin in model.linears])
     return IntModel(input=input_spec, layers=layers, output=OutputSpec(out_scale, 0),
                     name=name, meta=info | (meta or {}))
 
@@ -152,13 +142,24 @@ def _export_cnn(model: QuantCNN, input_spec: InputSpec, name: str, meta: dict | 
             layers.append(_requant(f"fc{n_fc}_act", il))
             in_lo, in_hi = il.requant[2], il.requant[3]
     info = {"producer": "softfloor.export", "arch": "cnn", "surrogate": model.surrogate_name,
-            "per_channel": model.per_channel, "activation": model.activation, "scales": "po2",
-            "batchnorm": [None] * len(model.acts),
-            "exponents": {"input": model.input_exp,
-                          "weights": [_exps(m.wq) for m in (*model.convs, model.fc)],
-                          "activations": [a.exp for a in model.acts]}}
-    return IntModel(input=spec, layers=layers, output=OutputSpec(2.0 ** model.output_exp, 0),
+            "per_channel": model.per_channel, "activation": model.activation,
+            "scales": model.scales, "batchnorm": [None] * len(model.acts)}
+    out_scale = _scales_meta(info, model, [m.wq for m in (*model.convs, model.fc)])
+    return IntModel(input=spec, layers=layers, output=OutputSpec(out_scale, 0),
                     name=name, meta=info | (meta or {}))
+
+
+def _scales_meta(info: dict, model, wqs) -> float:
+    """Record the scales in ``info`` (``exponents``, or ``log2_scales`` for free scales) and
+    return the output scale: the last accumulator's."""
+    if model.scales == "free":
+        info["log2_scales"] = {"input": model.input_exp,
+                               "weights": [wq.log2_scale.detach().tolist() for wq in wqs],
+                               "activations": [float(a.log2_scale.detach()) for a in model.acts]}
+        return float(model.free_plan()[-1][0])
+    info["exponents"] = {"input": model.input_exp, "weights": [_exps(wq) for wq in wqs],
+                         "activations": [a.exp for a in model.acts]}
+    return 2.0 ** model.output_exp
 
 
 def export_result(result, input_spec: InputSpec, name: str = "model") -> IntModel:

@@ -25,10 +25,9 @@ SIZES = (64, 64, 32, 10)
 ACTIVATIONS = {"relu": QuantReLU, "hardtanh": QuantHardTanh}
 
 
-def check_free_scales(surrogate: str, bn_threshold: bool, arch: str = "mlp") -> None:
+def check_free_scales(surrogate: str, bn_threshold: bool) -> None:
     """Raise a ValueError naming the option that free scales do not support (yet)."""
-    why = ("arch 'cnn' (MLP only)" if arch != "mlp"
-           else "the 'pact' surrogate (its clip level is a power-of-two scale)"
+    why = ("the 'pact' surrogate (its clip level is a power-of-two scale)"
            if SURROGATES[surrogate].scale_grad == "pact"
            else "BatchNorm before 1-bit activations (an integer threshold at power-of-two "
                 "scales)" if bn_threshold else None)
@@ -381,44 +380,21 @@ class QuantMLP(nn.Module):
 
     # -- free scales: the network on codes ------------------------------------------------------
 
-    @torch.no_grad()
-    def free_plan(self) -> list[tuple[torch.Tensor, tuple[int, int] | None]]:
-        """Free scales: per linear layer ``(s_acc, requant)``: the accumulator scale
-        ``2**(l_in + l_w)`` (a float64 tensor, the bias codes' scale) and, for a hidden layer,
-        ``(shift, multiplier)`` of the ratio ``2**(l_in + l_w - l_out)``
-        (:func:`~softfloor.quant.free_requant_params`); ``l`` the log2 scale parameters, the
-        input's ``input_exp``. Per-channel weight scales give per-channel ``s_acc`` and int64
-        tensors ``shift``, ``multiplier``. The one source of these numbers for
-        :meth:`forward_free` and :meth:`integer_layers`."""
-        l_in = torch.tensor(float(self.input_exp), dtype=torch.float64)
-        plan = []
-        for i, lin in enumerate(self.linears):
-            l_w = lin.wq.log2_scale.detach()
-            rq = None
-            if i < len(self.acts):
-                l_a = self.acts[i].log2_scale.detach()
-                lr = l_in + l_w - l_a
-                if lr.dim():  # per channel
-                    pairs = [free_requant_params(v) for v in lr.tolist()]
-                    rq = tuple(torch.tensor(c, dtype=torch.int64) for c in zip(*pairs))
-                else:
-                    rq = free_requant_params(float(lr))
-            plan.append((torch.exp2(l_in + l_w), rq))
-            if rq is not None:
-                l_in = l_a
-        return plan
+    def free_plan(self) -> list[tuple[torch.Tensor, tuple | None]]:
+        """Free scales: :func:`free_plan` of the linear layers."""
+        return free_plan(self.input_exp, [(lin.wq, act) for lin, act in
+                                          zip(self.linears, [*self.acts, None])])
 
     def forward_free(self, x: torch.Tensor, codes: bool = False, trace: list | None = None
                      ) -> torch.Tensor:
         """Free scales: the forward pass on integer codes, as the exported model computes.
 
         Per layer ``acc = q @ Wc.T + bc`` (weight codes with straight-through gradients to the
-        weights and the free weight scale, bias codes at ``s_acc``), then
+        weights and the free weight scale, bias codes at ``s_acc``: :func:`free_bias`), then
         ``q' = clamp(R(acc * m / 2**shift), lo, hi)`` with the integer ``m`` and ``shift`` of
-        :meth:`free_plan`: in the hard phase ``arith.requantize(acc, shift, "half_up", lo, hi,
-        m)`` exactly (float64 holds ``acc * m``). The gradient of ``acc * m / 2**shift`` is that
-        of ``acc * 2**(l_in + l_w - l_out)`` (the real-valued network's, the multiplier's
-        rounding straight through), so every log2 scale learns as with power-of-two scales.
+        :meth:`free_plan` (:func:`free_requant`): in the hard phase ``arith.requantize(acc,
+        shift, "half_up", lo, hi, m)`` exactly (float64 holds ``acc * m``). The gradients are
+        the real-valued network's, so every log2 scale learns as with power-of-two scales.
 
         Returns the real logits ``acc * 2**(l_in + l_w)`` of the last layer, or with ``codes``
         its integer accumulators ``acc``. ``trace`` (a list) receives every layer's ``acc`` and
@@ -429,34 +405,17 @@ class QuantMLP(nn.Module):
         l_in = torch.tensor(float(self.input_exp), dtype=torch.float64)
         for i, lin in enumerate(self.linears):
             s_acc, rq = plan[i]
-            wq = lin.wq
-            l_w = wq.log2_scale
-            if wq.scale_grad == "lsq":
-                l_w = grad_scale(l_w, lsq_grad_factor(wq._n(lin.weight), wq.hi))
+            l_acc = l_in + free_log2(lin.wq, lin.weight)
             batch = lin.bn_mode == "fold" and self.training and lin.bn.use_batch
             wf, bf = lin.folded(q * torch.exp2(l_in) if batch else None)
-            # Bias codes bc (gradient to the bias); as with power-of-two scales their real value
-            # s_acc bc carries no gradient to the scales: the term (u - u.detach()) is 0 and
-            # cancels the scales' gradient of 2**(l_in + l_w) bc.
-            bc = lin.free_bias_codes_float(s_acc, bf)
-            u = bc.detach() * s_acc / torch.exp2(l_in + l_w)
-            acc = torch.addmm(bc + (u - u.detach()), q, wq.codes_float(wf).T)
-            if trace is not None:
-                trace.append(acc.detach().clone())
+            bc = free_bias(lin.free_bias_codes_float(s_acc, bf), s_acc, l_acc)
+            acc = torch.addmm(bc, q, lin.wq.codes_float(wf).T)
+            _trace(trace, acc)
             if rq is None:
-                return acc if codes else acc * torch.exp2(l_in + l_w)
+                return acc if codes else acc * torch.exp2(l_acc)
             act = self.acts[i]
-            l_a = act.log2_scale
-            if act.surrogate.scale_grad == "lsq":
-                l_a = grad_scale(l_a, lsq_grad_factor(lin.out_features, act.hi))
-            shift, mult = rq
-            ratio = (mult.to(acc.dtype) * torch.exp2(-shift.to(acc.dtype))
-                     if isinstance(mult, torch.Tensor) else mult * 2.0 ** -shift)
-            t = acc * torch.exp2(l_in + l_w - l_a)
-            v = (t - t.detach()) + acc.detach() * ratio  # the value exactly acc * m / 2**shift
-            q = act.surrogate.quantize(v, act.lo, act.hi)
-            if trace is not None:
-                trace.append(q.detach().clone())
+            l_a = free_log2(act, acc)
+            q = _trace(trace, free_requant(acc, rq, l_acc - l_a, act))
             l_in = l_a
         raise AssertionError("unreachable: the last layer returns")
 
@@ -473,11 +432,7 @@ class QuantMLP(nn.Module):
             s_acc = torch.exp2(l_in + lin.wq.log2_scale.detach())
             acc = q @ lin.wq.codes_float(wf).T + lin.free_bias_codes_float(s_acc, bf)
             if i < len(self.acts):
-                act = self.acts[i]
-                act.init_scale(acc * s_acc)
-                l_a = float(act.log2_scale)
-                q = torch.clamp(round_half_up(acc * s_acc * 2.0 ** -l_a), act.lo, act.hi)
-                l_in = l_a
+                q, l_in = calibrate_free_act(self.acts[i], acc * s_acc)
 
     @torch.no_grad()
     def integer_layers(self, in_lo: int = 0, in_hi: int | None = None) -> list[IntLayer]:
@@ -513,6 +468,94 @@ class QuantMLP(nn.Module):
             out.append(IntLayer(w, b, lin.weight_bits, req, act.bits))
             in_lo, in_hi = req[2], req[3]
         return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Free scales: the shared steps of the networks on codes (QuantMLP and QuantCNN)
+
+
+@torch.no_grad()
+def free_plan(input_exp: int, layers) -> list[tuple[torch.Tensor, tuple | None]]:
+    """Free scales: per weighted layer ``(s_acc, requant)``.
+
+    ``layers`` is ``[(weight_quantizer, activation or None), ...]`` in order. ``s_acc =
+    2**(l_in + l_w)`` is the accumulator scale (a float64 tensor, the bias codes' scale; per
+    channel a vector) and ``requant`` (None without an activation) the ``(shift, multiplier)`` of
+    the ratio ``2**(l_in + l_w - l_out)`` (:func:`~softfloor.quant.free_requant_params`; per
+    channel int64 tensors); ``l`` the log2 scale parameters, ``l_in`` first ``input_exp``. The one
+    source of these numbers for the forward on codes and the integer layers.
+    """
+    l_in = torch.tensor(float(input_exp), dtype=torch.float64)
+    plan = []
+    for wq, act in layers:
+        l_w = wq.log2_scale.detach()
+        rq = None
+        if act is not None:
+            l_a = act.log2_scale.detach()
+            lr = l_in + l_w - l_a
+            if lr.dim():  # per channel
+                pairs = [free_requant_params(v) for v in lr.tolist()]
+                rq = tuple(torch.tensor(c, dtype=torch.int64) for c in zip(*pairs))
+            else:
+                rq = free_requant_params(float(lr))
+        plan.append((torch.exp2(l_in + l_w), rq))
+        if act is not None:
+            l_in = l_a
+    return plan
+
+
+def free_log2(quantizer, x: torch.Tensor) -> torch.Tensor:
+    """A weight quantizer's (``x`` its weight) or an activation's (``x`` its input batch) log2
+    scale parameter, with LSQ's gradient scale when it has one (the value exactly the same)."""
+    ls = quantizer.log2_scale
+    if isinstance(quantizer, QuantReLU):
+        if quantizer.surrogate.scale_grad == "lsq":
+            return grad_scale(ls, lsq_grad_factor(x[0].numel(), quantizer.hi))
+        return ls
+    if quantizer.scale_grad == "lsq":
+        return grad_scale(ls, lsq_grad_factor(quantizer._n(x), quantizer.hi))
+    return ls
+
+
+def free_bias(bc: torch.Tensor, s_acc: torch.Tensor, l_acc: torch.Tensor) -> torch.Tensor:
+    """Bias codes ``bc`` (their gradient to the bias) whose real value ``s_acc bc`` carries no
+    gradient to the scales, as with power-of-two scales: the added term is exactly 0 and cancels
+    the gradient of ``2**l_acc bc`` to the log2 scales in ``l_acc``."""
+    u = bc.detach() * s_acc / torch.exp2(l_acc)
+    return bc + (u - u.detach())
+
+
+def free_requant(acc: torch.Tensor, rq: tuple, l_ratio: torch.Tensor, act) -> torch.Tensor:
+    """Activation codes ``clamp(R(acc * m / 2**shift), lo, hi)`` of accumulators ``acc`` (``(N,
+    C)`` or ``(N, C, H, W)``; per-channel ``m``, ``shift``, ``l_ratio`` apply to axis 1).
+
+    The value of ``acc * m / 2**shift`` is exact (float64, ``acc * m < 2**53``), so the hard
+    phase is ``arith.requantize(acc, shift, "half_up", lo, hi, m)``; its gradient is that of
+    ``acc * 2**l_ratio``, the real ratio (the multiplier's rounding straight through).
+    """
+    shift, mult = rq
+    view = (-1,) + (1,) * (acc.dim() - 2)
+    if isinstance(mult, torch.Tensor):
+        ratio = (mult.to(acc.dtype) * torch.exp2(-shift.to(acc.dtype))).reshape(view)
+    else:
+        ratio = mult * 2.0 ** -shift
+    t = acc * torch.exp2(l_ratio).reshape(view)
+    return act.surrogate.quantize((t - t.detach()) + acc.detach() * ratio, act.lo, act.hi)
+
+
+@torch.no_grad()
+def calibrate_free_act(act, z: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """Free scales, calibration: init ``act``'s scale from real pre-activations ``z`` and
+    return its hard codes and its log2 scale."""
+    act.init_scale(z)
+    l_a = float(act.log2_scale)
+    return torch.clamp(round_half_up(z * 2.0 ** -l_a), act.lo, act.hi), l_a
+
+
+def _trace(trace: list | None, t: torch.Tensor) -> torch.Tensor:
+    if trace is not None:
+        trace.append(t.detach().clone())
+    return t
 
 
 def _unfold_grads(dx, dwf, dbf, saved, need_x: bool):

@@ -213,6 +213,12 @@ def fake_quant_bias(b: torch.Tensor, s_acc: float, lo: int, hi: int) -> torch.Te
     return _FakeQuantBiasFn.apply(b, s_acc, lo, hi)
 
 
+def free_bias_codes(bias: torch.Tensor, s_acc: torch.Tensor, lo: int, hi: int) -> torch.Tensor:
+    """Free scales: bias codes ``clamp(floor(bias / s_acc + 1/2), lo, hi)`` (float) at the
+    accumulator scale ``s_acc`` (a constant; per channel a vector), straight-through inside."""
+    return torch.clamp(STERoundFn.apply(bias / s_acc), lo, hi)
+
+
 LN2 = math.log(2)
 
 
@@ -667,9 +673,8 @@ class QuantLinear(nn.Module):
         return torch.clamp(STERoundFn.apply(b / s_acc), self.bias_lo, self.bias_hi)
 
     def free_bias_codes_float(self, s_acc: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """Free scales: bias codes ``clamp(floor(bias / s_acc + 1/2))`` at the accumulator scale
-        ``s_acc`` (a constant), straight-through inside the range."""
-        return torch.clamp(STERoundFn.apply(bias / s_acc), self.bias_lo, self.bias_hi)
+        """Free scales: bias codes at the accumulator scale ``s_acc`` (:func:`free_bias_codes`)."""
+        return free_bias_codes(bias, s_acc, self.bias_lo, self.bias_hi)
 
     def forward(self, x: torch.Tensor, in_exp: int) -> torch.Tensor:
         wq = self.wq

@@ -99,8 +99,7 @@ class TrainConfig:
                 "{-1, 0}; use act_bits >= 2, or activation 'relu' ({0, 1} codes, with BatchNorm "
                 "as an integer threshold)")
         if check_scales(self.scales) == "free":
-            check_free_scales(self.surrogate, self.use_batchnorm and self.act_bits == 1,
-                              self.arch)
+            check_free_scales(self.surrogate, self.use_batchnorm and self.act_bits == 1)
         if not (isinstance(self.epochs, int) and self.epochs >= 1):
             raise ValueError(f"epochs must be a positive integer, got {self.epochs!r}")
         if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
@@ -389,7 +388,7 @@ def _build(cfg: TrainConfig, kind: str) -> torch.nn.Module:
             return FloatCNN()
         return QuantCNN(cfg.weight_bits, cfg.act_bits, cfg.in_bits, cfg.surrogate,
                         cfg.bias_bits, kw, per_channel=cfg.per_channel,
-                        activation=cfg.activation)
+                        activation=cfg.activation, scales=cfg.scales)
     if kind == "float":
         return FloatMLP(cfg.sizes)
     return QuantMLP(cfg.sizes, cfg.weight_bits, cfg.act_bits, cfg.in_bits, cfg.surrogate,

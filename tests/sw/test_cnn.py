@@ -11,7 +11,8 @@ from softfloor.cnn import (FloatCNN, IntConvLayer, QuantCNN, QuantConv2d, int_co
                            int_maxpool2d)
 from softfloor.data import load_digits_split
 from softfloor.export import export, export_result
-from softfloor.intmodel import (Conv2d, Dense, Flatten, MaxPool2d, ModelFormatError, Requant)
+from softfloor.intmodel import (ChannelRequant, Conv2d, Dense, Flatten, MaxPool2d, ModelFormatError,
+                                Requant)
 from softfloor.quant import QuantReLU
 from softfloor.train import (TrainConfig, float_hard_codes, hard_codes, load_checkpoint,
                              save_checkpoint, train_float, train_qat)
@@ -261,3 +262,59 @@ def test_cnn_hardtanh_export_is_bit_exact(splits, tmp_path):
     assert [x.pad_value for x in model.layers if isinstance(x, Conv2d)] == [0, 0]
     _, per_layer = hard_codes(res.model, split.c_test, intermediates=True)
     assert per_layer[2].min() < 0  # a pooled window of negative codes stays negative
+
+
+@pytest.mark.parametrize("ab, surrogate, pc, act", [(4, "sigmoid", False, "relu"),
+                                                    (3, "lsq", True, "hardtanh")])
+def test_cnn_free_scales_export_is_bit_exact(ab, surrogate, pc, act, splits, tmp_path):
+    """Free scales in the CNN: requants with integer multipliers (per channel with
+    per-channel weight scales); the trained forward on codes, the torch integer forward and the
+    golden model agree on every op."""
+    cfg = TrainConfig(arch="cnn", act_bits=ab, surrogate=surrogate, epochs=SHORT,
+                      per_channel=pc, activation=act, scales="free")
+    split = splits(cfg.in_bits)
+    res = train_qat(cfg, split)
+    assert res.accuracy["bit_exact"] is True
+    model = intmodel.load(intmodel.save(export_result(res, split.input_spec),
+                                        tmp_path / "m.intmodel.json"))
+    assert_bit_exact(res.model, split, model)
+    trace = []
+    with torch.no_grad():
+        res.model.forward_free(torch.as_tensor(split.c_test, dtype=torch.float64)
+                               * 2.0 ** res.model.input_exp, codes=True, trace=trace)
+    _, per_layer = hard_codes(res.model, split.c_test, intermediates=True)
+    assert len(trace) == len(per_layer) == len(model.layers)
+    for t, want in zip(trace, per_layer):
+        assert np.array_equal(t.numpy(), want.astype(np.float64))
+    rqs = [x for x in model.layers if isinstance(x, (Requant, ChannelRequant))]
+    assert len(rqs) == 2 and all(isinstance(r, ChannelRequant) == pc for r in rqs)
+    assert all(np.any(np.asarray(r.multiplier) & (np.asarray(r.multiplier) - 1)) for r in rqs)
+    assert model.meta["scales"] == "free" and model.output.scale == float(
+        res.model.free_plan()[-1][0])
+
+
+@pytest.mark.parametrize("surrogate, pc, hard", [("ste", False, True), ("sigmoid", True, False),
+                                                 ("lsq", True, True), ("dsq", False, False)])
+def test_cnn_free_scales_at_powers_of_two_are_the_po2_cnn(surrogate, pc, hard):
+    """Integer log2 scales: the free CNN on codes has the po2 CNN's logits and gradients."""
+    torch.manual_seed(4)
+    kw = dict(weight_bits=4, act_bits=3, input_bits=4, surrogate=surrogate, per_channel=pc,
+              activation="hardtanh")
+    po2, free = QuantCNN(**kw), QuantCNN(**kw, scales="free")
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 16, (12, 64), generator=gen).to(torch.float64) / 16
+    y = torch.randint(0, 10, (12,), generator=gen)
+    po2.calibrate(x)
+    with torch.no_grad():
+        for m in (*po2.convs, po2.fc, *po2.acts):
+            ls = m.wq.log2_scale if hasattr(m, "wq") else m.log2_scale
+            ls.copy_(torch.floor(ls + 0.5))
+    free.load_state_dict(po2.state_dict())
+    grads = []
+    for m in (po2, free):
+        m.set_surrogate(4.0, hard)
+        F.cross_entropy(m(x), y).backward()
+        grads.append([p.grad.clone() for p in m.parameters()])
+    assert torch.allclose(po2(x), free(x), rtol=1e-12, atol=1e-12)
+    for ga, gb in zip(*grads, strict=True):
+        assert torch.allclose(ga, gb, rtol=1e-9, atol=1e-12), (ga, gb)

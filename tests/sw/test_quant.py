@@ -488,7 +488,6 @@ def test_free_scales_forward_is_arith_requantize_on_every_layer():
 
 
 @pytest.mark.parametrize("kw, match", [
-    ({"arch": "cnn"}, "not implemented with arch 'cnn'"),
     ({"surrogate": "pact"}, "not implemented with the 'pact' surrogate"),
     ({"act_bits": 1, "batchnorm": True}, "not implemented with BatchNorm before 1-bit"),
 ])
@@ -496,9 +495,8 @@ def test_free_scales_limits_are_errors(kw, match):
     from softfloor.train import TrainConfig
     with pytest.raises(ValueError, match=match + ".*use scales 'po2'"):
         TrainConfig(scales="free", **kw)
-    if "arch" not in kw:
-        with pytest.raises(ValueError, match=match):
-            QuantMLP(scales="free", **kw)
+    with pytest.raises(ValueError, match=match):
+        QuantMLP(scales="free", **kw)
     with pytest.raises(ValueError, match="unknown scales 'pow2'; choose one of po2, free"):
         TrainConfig(scales="pow2")
     lin = QuantLinear(4, 3, free_scale=True).double()
