@@ -48,10 +48,13 @@ def _quantizers(scales: str, granularity: str):
 
 def build(kind: str, wbits: int | None, abits: int | None, scales: str = "po2",
           granularity: str = "tensor", last_bias: bool = True, *, sizes=(64, 32, 10),
-          batchnorm: bool = False, input_quant: tuple[int, float] | None = None):
-    """A Brevitas digits MLP (``sizes``, default 64-32-10) or CNN (conv3x3x8-pool-conv3x3x16-pool-dense).
+          batchnorm: bool = False, input_quant: tuple[int, float] | None = None,
+          channels=(8, 16)):
+    """A Brevitas digits MLP (``sizes``, default 64-32-10) or CNN (conv3x3x``channels[0]``-pool-
+    conv3x3x``channels[1]``-pool-dense, default 8 and 16 channels).
 
-    The one Brevitas model builder of the benchmarks (``qonnx`` and ``compare``).
+    The one Brevitas model builder of the benchmarks (``qonnx`` and ``compare``) and of the
+    QONNX import tests.
 
     Parameters
     ----------
@@ -111,11 +114,12 @@ def build(kind: str, wbits: int | None, abits: int | None, scales: str = "po2",
             layers += [nn.BatchNorm1d(b)] if batchnorm else []
             layers.append(qnn.QuantReLU(**act))
         return nn.Sequential(*layers)
-    return nn.Sequential(qnn.QuantIdentity(**inp), qnn.QuantConv2d(1, 8, 3, padding=1, **wgt),
+    c1, c2 = channels
+    return nn.Sequential(qnn.QuantIdentity(**inp), qnn.QuantConv2d(1, c1, 3, padding=1, **wgt),
                          qnn.QuantReLU(**act), nn.MaxPool2d(2),
-                         qnn.QuantConv2d(8, 16, 3, padding=1, **wgt), qnn.QuantReLU(**act),
+                         qnn.QuantConv2d(c1, c2, 3, padding=1, **wgt), qnn.QuantReLU(**act),
                          nn.MaxPool2d(2), nn.Flatten(),
-                         qnn.QuantLinear(64, 10, bias=True, **last))
+                         qnn.QuantLinear(4 * c2, 10, bias=True, **last))
 
 
 def digits_float():

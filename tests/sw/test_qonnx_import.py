@@ -39,57 +39,27 @@ def digits():
 
 
 def _mlp(free: bool):
-    import torch.nn as nn
-    import brevitas.nn as qnn
-    from brevitas.quant import (Int8WeightPerTensorFixedPoint, Int32Bias,
-                                Uint8ActPerTensorFixedPoint, Uint8ActPerTensorFloat)
-    from brevitas.quant.scaled_int import Int8WeightPerChannelFloat
-    wq = Int8WeightPerChannelFloat if free else Int8WeightPerTensorFixedPoint
-    aq = Uint8ActPerTensorFloat if free else Uint8ActPerTensorFixedPoint
-    # The free-scale model's last bias is a float bias (no bias quantizer): rounded to the grid.
-    last_bias = None if free else Int32Bias
-    return nn.Sequential(
-        qnn.QuantIdentity(act_quant=aq, bit_width=4, return_quant_tensor=True),
-        qnn.QuantLinear(64, 24, bias=True, weight_quant=wq, weight_bit_width=4,
-                        bias_quant=Int32Bias, return_quant_tensor=True),
-        qnn.QuantReLU(act_quant=aq, bit_width=4, return_quant_tensor=True),
-        qnn.QuantLinear(24, 10, bias=True, weight_quant=wq, weight_bit_width=4,
-                        bias_quant=last_bias))
+    """A w4a4 MLP 64-24-10: power-of-two per-tensor scales, or (free) float per-channel weight
+    scales with a float last bias (rounded to the grid on import)."""
+    from softfloor.benchmarks.qonnx import build
+    return build("mlp", 4, 4, "float" if free else "po2", "channel" if free else "tensor",
+                 last_bias=not free, sizes=(64, 24, 10))
 
 
 def _cnn():
-    import torch.nn as nn
-    import brevitas.nn as qnn
-    from brevitas.quant import Int32Bias, Uint8ActPerTensorFixedPoint
-    from brevitas.quant.fixed_point import Int8WeightPerChannelFixedPoint
-    act = dict(act_quant=Uint8ActPerTensorFixedPoint, bit_width=4, return_quant_tensor=True)
-    wgt = dict(weight_quant=Int8WeightPerChannelFixedPoint, weight_bit_width=4,
-               bias_quant=Int32Bias, return_quant_tensor=True)
-    return nn.Sequential(
-        qnn.QuantIdentity(**act), qnn.QuantConv2d(1, 4, 3, padding=1, **wgt),
-        qnn.QuantReLU(**act), nn.MaxPool2d(2),
-        qnn.QuantConv2d(4, 8, 3, stride=1, padding=1, **wgt), qnn.QuantReLU(**act),
-        nn.MaxPool2d(2), nn.Flatten(),
-        qnn.QuantLinear(32, 10, bias=True, **(wgt | {"return_quant_tensor": False})))
+    """A w4a4 CNN conv3x3x4-pool-conv3x3x8-pool-dense, power-of-two per-channel scales."""
+    from softfloor.benchmarks.qonnx import build
+    return build("cnn", 4, 4, "po2", "channel", channels=(4, 8))
 
 
 def _train_export(model, digits, shape, epochs, path, batch=64) -> float:
     """A few epochs of Adam, then export_qonnx; returns the Brevitas test accuracy."""
     import torch
     from brevitas.export import export_qonnx
+
+    from softfloor.benchmarks.qonnx import train
     xtr, ytr, xte, yte = digits
-    torch.manual_seed(0)
-    opt = torch.optim.Adam(model.parameters(), lr=0.02)
-    xt, yt = torch.tensor(xtr).reshape((-1,) + shape), torch.tensor(ytr)
-    model.train()
-    for _ in range(epochs):
-        perm = torch.randperm(len(xt))
-        for i in range(0, len(xt), batch):
-            idx = perm[i:i + batch]
-            opt.zero_grad()
-            torch.nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
-            opt.step()
-    model.eval()
+    train(model, xtr, ytr, shape, epochs, seed=0, lr=0.02, batch=batch)
     with torch.no_grad():
         acc = float((model(torch.tensor(xte).reshape((-1,) + shape)).argmax(1).numpy()
                      == yte).mean())
