@@ -10,8 +10,9 @@ layers reuse the quantizers of :mod:`softfloor.quant`:
   padding pads the real value 0, which is the code 0 of the unsigned inputs and activations
   (zero point 0): the exported ``pad_value``.
 * Max-pool after the activation (``QuantReLU``, or ``QuantHardTanh`` with signed codes): the
-  activation codes times a positive scale, so pooling the real values pools the codes, and (the quantizer being monotone) it equals quantizing the
-  pooled pre-activations; the integer model pools the codes (``maxpool2d``).
+  activation codes times a positive scale, so pooling the real values pools the codes, and
+  (the quantizer being monotone) it equals quantizing the pooled pre-activations; the integer
+  model pools the codes (``maxpool2d``).
 * Flatten in C order (PyTorch's and the integer format's), then the dense layer
   (:class:`~softfloor.quant.QuantLinear`) with raw integer logits, as the MLP's last layer.
 

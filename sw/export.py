@@ -6,10 +6,12 @@ the hard-quantized forward uses, and (except after the last layer) a
 :class:`~softfloor.intmodel.Requant` with ``shift = out_exp - in_exp - w_exp`` (or a
 power-of-two ``multiplier`` with shift 0 if that would be negative), rounding ``half_up`` and
 saturation to ``[0, 2**act_bits - 1]`` (ReLU; unsigned output codes) or to the signed range
-``[-2**(act_bits-1), 2**(act_bits-1) - 1]`` (hardtanh; signed output codes). Widths are the minimum the actual integers need:
-``bias_bits`` from the bias codes, ``acc_bits`` from the worst-case accumulator bound
-(:func:`softfloor.arith.dense_bounds`) over the input code range of each layer. The output
-scale is the last accumulator's, ``2**(in_exp + w_exp)``.
+``[-2**(act_bits-1), 2**(act_bits-1) - 1]`` (hardtanh; signed output codes); with free scales
+an integer ``multiplier`` and ``shift`` (:meth:`~softfloor.models.QuantMLP.free_plan`). Widths
+are the minimum the actual integers need: ``bias_bits`` from the bias codes, ``acc_bits`` from
+the worst-case accumulator bound (:func:`softfloor.arith.dense_bounds`) over the input code
+range of each layer. The output scale is the last accumulator's, ``2**(in_exp + w_exp)`` (with
+free scales a real number).
 
 BatchNorm is already folded by the model (:meth:`~softfloor.models.QuantMLP.integer_layers`):
 into the quantized weights and bias, or, before a 1-bit activation, into an integer threshold

@@ -1,9 +1,10 @@
 """The networks: a quantized MLP 64-64-32-10 and its plain float twin.
 
-Hidden layers are ``QuantLinear -> QuantReLU`` (or ``QuantHardTanh``: signed codes); the last layer has no activation, its output is
-the raw integer accumulator (the logits) at scale ``s_in * s_w``. The input is real values that
-are input codes times ``2**-input_bits``. The quantized model holds float64 parameters so that
-its hard-quantized forward is exact (see :func:`softfloor.train.hard_codes`).
+Hidden layers are ``QuantLinear -> QuantReLU`` (or ``QuantHardTanh``: signed codes); the last
+layer has no activation, its output is the raw integer accumulator (the logits) at scale
+``s_in * s_w``. The input is real values that are input codes times ``2**-input_bits``. The
+quantized model holds float64 parameters so that its hard-quantized forward is exact (see
+:func:`softfloor.train.hard_codes`).
 """
 from __future__ import annotations
 
@@ -48,8 +49,9 @@ class IntLayer:
 
     ``acc = x @ weight.T + bias``; then, if ``requant`` is given, ``arith.requantize(acc,
     *requant)`` with ``requant = (shift, rounding, lo, hi, multiplier)`` and ``act_bits`` wide
-    output codes, signed when ``lo < 0`` (hardtanh activations), else unsigned. ``shift``/``multiplier`` are int64 tensors (one per output channel)
-    when the weights have per-channel scales (see :func:`apply_requant`).
+    output codes, signed when ``lo < 0`` (hardtanh activations), else unsigned.
+    ``shift``/``multiplier`` are int64 tensors (one per output channel) when the weights have
+    per-channel scales (see :func:`apply_requant`).
     """
     weight: torch.Tensor
     bias: torch.Tensor

@@ -28,12 +28,12 @@ so requantization in hardware is a shift.
 The layers compute in whatever dtype they are given; :class:`softfloor.models.QuantMLP` uses
 float64 so that every hard-quantized value (a dyadic rational) is exact.
 
-Free scales (``free=True`` on the quantizers; ``QuantMLP(scales="free")``): the learned
-``log2_scale`` is used as is (``s = 2**log2_scale``, any positive real), and a layer's
+Free scales (``free=True`` on the quantizers; ``QuantMLP`` / ``QuantCNN(scales="free")``): the
+learned ``log2_scale`` is used as is (``s = 2**log2_scale``, any positive real), and a layer's
 requantization ratio ``s_in * s_w / s_out`` becomes an integer multiplier and a shift
-(:func:`free_requant_params`); :meth:`softfloor.models.QuantMLP.forward_free` then computes on
-integer codes, so the hard forward is exactly ``arith.requantize(acc, shift, "half_up", lo, hi,
-multiplier)``.
+(:func:`free_requant_params`); :meth:`softfloor.models.QuantMLP.forward_free` (and the CNN's)
+then computes on integer codes, so the hard forward is exactly ``arith.requantize(acc, shift,
+"half_up", lo, hi, multiplier)``.
 """
 from __future__ import annotations
 
@@ -351,12 +351,10 @@ class WeightQuantizer(nn.Module):
         return self.channels is not None
 
     def extra_repr(self) -> str:
-        e = self.exp
-        if self.free:
-            e = self.log2_scale.detach().tolist()
-            e = [round(v, 4) for v in e] if self.per_channel else round(e, 4)
-        return (f"bits={self.bits}, codes=[{self.lo}, {self.hi}], "
-                f"scale=2**{e.tolist() if isinstance(e, torch.Tensor) else e}")
+        e = self.log2_scale.detach() if self.free else self.exp  # free: the log2 scale itself
+        if isinstance(e, torch.Tensor):
+            e = [round(v, 4) for v in e.tolist()] if e.dim() else round(e.item(), 4)
+        return f"bits={self.bits}, codes=[{self.lo}, {self.hi}], scale=2**{e}"
 
     @torch.no_grad()
     def init_scale(self, w: torch.Tensor) -> None:
