@@ -222,12 +222,56 @@ class QuantMLP(nn.Module):
         if self.scales == "free":
             return self.forward_free(x)
         if not self.fusable():
+            if "_flat" in self.__dict__:
+                raise RuntimeError("QuantMLP: the parameters are flattened for the fused op, "
+                                   "which this configuration cannot run; unflatten_parameters()")
             return self.forward_composed(x)
         x = x.to(torch.float64)
         if torch.is_grad_enabled():
             self._fused_plan()
+            flat = self.__dict__.get("_flat")
+            if flat is not None:
+                return _QuantMLPFn.apply(self, x, flat)
             return _QuantMLPFn.apply(self, x, *self._plan_params)
         return self.fused_forward(x, False)[0]
+
+    def fusable_throughout(self) -> bool:
+        """True when every training step runs the fused op, whatever the schedule: per-tensor
+        scales and surrogates with a closed form in both phases (not PACT, not learned-sharpness
+        DSQ)."""
+        return (all(not lin.wq.per_channel for lin in self.linears)
+                and all(a.surrogate.scale_grad != "pact" and not a.surrogate.learns_sharpness
+                        for a in self.acts))
+
+    def flatten_parameters(self) -> nn.Parameter | None:
+        """Put every parameter into one flat parameter for the optimiser; None if this model
+        cannot train that way (see :meth:`fusable_throughout`).
+
+        The module parameters become views into the flat tensor (in :meth:`fused_params`
+        order), so an in-place optimiser step on it updates them; the fused op then returns the
+        gradient of the flat parameter (one tensor: Adam runs one update instead of one per
+        parameter). Element for element the same Adam arithmetic. Undo with
+        :meth:`unflatten_parameters` before anything replaces parameter tensors.
+        """
+        params = self.fused_params()
+        if not self.fusable_throughout() or \
+                {id(p) for p in params} != {id(p) for p in self.parameters()}:
+            return None
+        flat = nn.Parameter(torch.cat([p.detach().reshape(-1) for p in params]))
+        offset = 0
+        for p in params:
+            p.data = flat.data[offset:offset + p.numel()].view_as(p)
+            offset += p.numel()
+        self.__dict__["_flat"] = flat  # not a registered parameter: state_dict is unchanged
+        self._plan = None
+        return flat
+
+    def unflatten_parameters(self) -> None:
+        """Give every parameter its own storage again (the values are kept)."""
+        if self.__dict__.pop("_flat", None) is not None:
+            for p in self.fused_params():
+                p.data = p.data.clone()
+            self._plan = None
 
     def fusable(self) -> bool:
         """True when :meth:`forward` runs the single fused op."""
@@ -255,6 +299,7 @@ class QuantMLP(nn.Module):
         return e[:len(self.linears)], e[len(self.linears):]
 
     def _apply(self, fn, *args, **kwargs):
+        self.unflatten_parameters()
         self._plan = None  # .double(), .to() etc. may replace the parameter tensors
         return super()._apply(fn, *args, **kwargs)
 
@@ -596,6 +641,8 @@ class _QuantMLPFn(torch.autograd.Function):
     def backward(ctx, g):
         grads = ctx.model.fused_backward(g, ctx.saved)
         del ctx.saved, ctx.model
+        if len(ctx.needs_input_grad) == 3:  # one flat parameter (QuantMLP.flatten_parameters)
+            return None, None, torch.cat([t.reshape(-1) for t in grads])
         return (None, None, *grads)
 
 

@@ -279,7 +279,13 @@ def train_qat(cfg: TrainConfig, split: DigitsSplit, progress: Progress | None = 
             model.set_surrogate(k, hard)
             return {"k": k, "hard": hard}
 
-        history = _fit(model, model.parameters(), x, y, cfg, on_epoch, progress)
+        flat = model.flatten_parameters() if isinstance(model, QuantMLP) else None
+        try:
+            history = _fit(model, model.parameters() if flat is None else [flat], x, y, cfg,
+                           on_epoch, progress)
+        finally:
+            if flat is not None:
+                model.unflatten_parameters()
         model.set_surrogate(schedule.k_end, True)
         model.eval()
         acc = {"test": quantized_accuracy(model, split.c_test, split.y_test),
