@@ -3,7 +3,9 @@
 Hidden layers are ``QuantLinear -> QuantReLU`` (or ``QuantHardTanh``: signed codes); the last
 layer has no activation, its output is the raw integer accumulator (the logits) at scale
 ``s_in * s_w``. The input is real values that are input codes times ``2**-input_bits``. The
-quantized model holds float64 parameters so that its hard-quantized forward is exact (see
+quantized model computes in a dtype in which its hard-quantized forward is exact
+(:meth:`QuantMLP.exact_dtype`: float32 when every accumulator fits 24 bits, as the digits
+MLP's do at every width, else float64; see
 :func:`softfloor.train.hard_codes`).
 """
 from __future__ import annotations
@@ -116,12 +118,16 @@ class QuantMLP(nn.Module):
         multiplier and a shift (:func:`~softfloor.quant.free_requant_params`) and the network
         runs on codes (:meth:`forward_free`), exactly the exported integer model (per channel
         with ``per_channel``). Not with PACT or BatchNorm thresholds (:func:`check_free_scales`).
+    dtype : torch.dtype, optional
+        Parameter and compute dtype; default :meth:`exact_dtype`. A dtype in which the hard
+        forward is not exact is refused.
     """
 
     def __init__(self, sizes=SIZES, weight_bits: int = 4, act_bits: int = 4,
                  input_bits: int = 4, surrogate: str = "sigmoid", bias_bits: int = 16,
                  surrogate_kwargs: dict | None = None, batchnorm: bool = False,
-                 per_channel: bool = False, activation: str = "relu", scales: str = "po2"):
+                 per_channel: bool = False, activation: str = "relu", scales: str = "po2",
+                 dtype: torch.dtype | None = None):
         super().__init__()
         check_bits("weight_bits", weight_bits)
         check_bits("act_bits", act_bits)
@@ -148,7 +154,37 @@ class QuantMLP(nn.Module):
             ACTIVATIONS[activation](act_bits, make_surrogate(surrogate, **(surrogate_kwargs or {})),
                                     free)
             for _ in range(n_hidden))
-        self.double()
+        exact = self.exact_dtype()
+        if dtype is not None and torch.finfo(dtype).eps > torch.finfo(exact).eps:
+            raise ValueError(
+                f"QuantMLP: the hard forward is not exact in {dtype} (a layer's worst-case "
+                f"accumulator needs {self.worst_case_acc_bits()} bits); use {exact}")
+        self.to(dtype or exact)
+
+    def worst_case_acc_bits(self) -> int:
+        """Bits of the largest accumulator magnitude any layer can reach (in units of its
+        LSB): ``in_features * max|x code| * max|w code| + 2**(bias_bits-1)``."""
+        w_max = 1 if self.weight_bits == 1 else 1 << (self.weight_bits - 1)
+        x_max = [(1 << self.input_bits) - 1] + [(1 << self.act_bits) - 1] * len(self.acts)
+        worst = max(n * x * w_max for n, x in zip(self.sizes, x_max)) + (1 << (self.bias_bits - 1))
+        return worst.bit_length()
+
+    def exact_dtype(self) -> torch.dtype:
+        """float32 when every hard-quantized value is exact in it, else float64 (always with
+        free scales: :meth:`forward_free` multiplies accumulators by integer multipliers).
+
+        Hard-phase values are codes times powers of two; a sum of such terms is exact in a
+        float with ``p`` significand bits while its magnitude stays below ``2**p`` LSBs,
+        whatever the summation order. float32 (``p = 24``) is twice as fast as float64 for the
+        batch matrix products of training and is the float baseline's dtype.
+        """
+        if self.scales == "free":  # acc * multiplier (up to 16 more bits) must stay exact
+            return torch.float64
+        return torch.float32 if self.worst_case_acc_bits() <= 24 else torch.float64
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.linears[0].weight.dtype
 
     @property
     def input_exp(self) -> int:
@@ -184,7 +220,7 @@ class QuantMLP(nn.Module):
         if self.scales == "free":
             return self._calibrate_free(x.to(torch.float64))
         hard = [a.surrogate.hard for a in self.acts]
-        x = x.to(torch.float64)
+        x = x.to(self.dtype)
         exp = self.input_exp
         for i, lin in enumerate(self.linears):
             if lin.bn_mode == "fold":
@@ -226,7 +262,7 @@ class QuantMLP(nn.Module):
                 raise RuntimeError("QuantMLP: the parameters are flattened for the fused op, "
                                    "which this configuration cannot run; unflatten_parameters()")
             return self.forward_composed(x)
-        x = x.to(torch.float64)
+        x = x.to(self.dtype)
         if torch.is_grad_enabled():
             self._fused_plan()
             flat = self.__dict__.get("_flat")
@@ -405,7 +441,7 @@ class QuantMLP(nn.Module):
 
     def forward_composed(self, x: torch.Tensor) -> torch.Tensor:
         """The forward pass composed from the layers' own ops (autograd through each)."""
-        x = x.to(torch.float64)
+        x = x.to(self.dtype)
         exps = self.layer_exps()
         for i, lin in enumerate(self.linears):
             z = lin(x, exps[i])

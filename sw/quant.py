@@ -25,8 +25,9 @@ so requantization in hardware is a shift.
 * Bias (:class:`QuantLinear`): an integer code at the accumulator scale ``s_in * s_w``,
   ``clamp(floor(b/s_acc + 1/2))`` to ``bias_bits`` signed, straight-through gradient.
 
-The layers compute in whatever dtype they are given; :class:`softfloor.models.QuantMLP` uses
-float64 so that every hard-quantized value (a dyadic rational) is exact.
+The layers compute in whatever dtype they are given; :class:`softfloor.models.QuantMLP` picks
+one in which every hard-quantized value (a dyadic rational) is exact
+(:meth:`~softfloor.models.QuantMLP.exact_dtype`).
 
 Free scales (``free=True`` on the quantizers; ``QuantMLP`` / ``QuantCNN(scales="free")``): the
 learned ``log2_scale`` is used as is (``s = 2**log2_scale``, any positive real), and a layer's

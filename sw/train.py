@@ -269,7 +269,8 @@ def train_qat(cfg: TrainConfig, split: DigitsSplit, progress: Progress | None = 
     with _one_thread():
         torch.manual_seed(cfg.seed)
         model = _build(cfg, "qat")
-        x = torch.as_tensor(split.c_train, dtype=torch.float64) * 2.0 ** model.input_exp
+        x = torch.as_tensor(split.c_train, dtype=getattr(model, "dtype", torch.float64)) \
+            * 2.0 ** model.input_exp
         y = torch.as_tensor(split.y_train)
         model.calibrate(x)
         schedule = cfg.schedule()
@@ -355,7 +356,8 @@ def hard_codes(model: QuantMLP, codes, intermediates: bool = False):
 def float_hard_codes(model: QuantMLP, codes) -> np.ndarray:
     """The float forward with hard rounding, divided by the output scale: integer codes.
 
-    Every value is a dyadic rational computed exactly in float64, so this equals
+    Every value is a dyadic rational computed exactly in the model's dtype
+    (:meth:`~softfloor.models.QuantMLP.exact_dtype`), so this equals
     :func:`hard_codes`; raises if a result is not an integer (it would be a bug).
     """
     hard = [a.surrogate.hard for a in model.acts]

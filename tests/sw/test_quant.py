@@ -108,7 +108,7 @@ def test_bad_model_options(kw, match):
 def test_models_shape_and_print():
     q, f = QuantMLP(), FloatMLP()
     x = torch.rand(5, 64)
-    assert q(x).shape == (5, 10) and q(x).dtype == D
+    assert q(x).shape == (5, 10) and q(x).dtype == q.dtype == torch.float32
     assert f(x).shape == (5, 10)
     text = str(q)
     assert "64->64, bias_bits=16" in text and "QuantReLU(bits=4" in text
@@ -207,7 +207,8 @@ def _assert_grads_close(a, b):
     for ga, gb in zip(a, b, strict=True):
         assert (ga is None) == (gb is None)
         if ga is not None:
-            assert torch.allclose(ga, gb, rtol=1e-10, atol=1e-13), (ga, gb)
+            tol = (1e-10, 1e-13) if ga.dtype == torch.float64 else (1e-4, 1e-6)
+            assert torch.allclose(ga, gb, rtol=tol[0], atol=tol[1]), (ga, gb)
 
 
 @pytest.mark.parametrize("surrogate", ["ste", "ste_plain", "sigmoid", "fourier", "dsq_hard",
@@ -255,11 +256,13 @@ def test_fused_linear_equals_the_composed_one(bits, bn):
                                         (1, 2, False), (2, 2, True), (1, 2, True), (4, 4, True)])
 @pytest.mark.parametrize("surrogate", ["ste", "sigmoid", "fourier", "lsq", "dsq"])
 @pytest.mark.parametrize("hard", [False, True])
-def test_fused_network_equals_the_composed_one(wb, ab, bn, surrogate, hard):
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_fused_network_equals_the_composed_one(wb, ab, bn, surrogate, hard, dtype):
     """The whole-network autograd op (QuantMLP.forward) against the layers composed with
-    autograd: the same outputs bit for bit, the same gradients, the same BatchNorm updates."""
+    autograd: the same outputs bit for bit, the same gradients, the same BatchNorm updates
+    (in float64 and in float32, the dtype the digits MLP trains in)."""
     torch.manual_seed(wb * 10 + ab)
-    m = QuantMLP((16, 12, 8, 10), wb, ab, 3, surrogate, batchnorm=bn)
+    m = QuantMLP((16, 12, 8, 10), wb, ab, 3, surrogate, batchnorm=bn, dtype=dtype)
     gen = torch.Generator().manual_seed(1)
     x = torch.randint(0, 8, (24, 16), generator=gen).to(D) / 8
     y = torch.randint(0, 10, (24,), generator=gen)
@@ -502,3 +505,36 @@ def test_free_scales_limits_are_errors(kw, match):
     lin = QuantLinear(4, 3, free_scale=True).double()
     with pytest.raises(RuntimeError, match="forward_free"):
         lin(torch.zeros(2, 4, dtype=D), -4)
+
+
+@pytest.mark.parametrize("sizes,wb,ab,bits,dtype", [
+    ((64, 64, 32, 10), 8, 8, 22, torch.float32),      # 64*255*128 + 2**15: the digits MLP, w8a8
+    ((64, 64, 32, 10), 1, 1, 16, torch.float32),      # the bias dominates
+    ((1024, 64, 10), 8, 8, 25, torch.float64),         # 1024*255*128 > 2**24
+])
+def test_exact_dtype_from_the_worst_case_accumulator(sizes, wb, ab, bits, dtype):
+    m = QuantMLP(sizes, wb, ab, ab)
+    assert m.worst_case_acc_bits() == bits and m.exact_dtype() == m.dtype == dtype
+    if dtype == torch.float64:
+        with pytest.raises(ValueError, match="not exact in torch.float32.*25 bits"):
+            QuantMLP(sizes, wb, ab, ab, dtype=torch.float32)
+    assert QuantMLP(sizes, wb, ab, ab, dtype=torch.float64).dtype == torch.float64
+
+
+def test_float32_hard_forward_is_exact_at_the_worst_case():
+    """At the largest codes the float32 hard forward still equals the integer forward."""
+    from softfloor.train import float_hard_codes, hard_codes
+    torch.manual_seed(0)
+    m = QuantMLP((64, 64, 32, 10), 8, 8, 8)
+    assert m.dtype == torch.float32
+    with torch.no_grad():
+        for lin in m.linears:  # weights at the most negative code, the bias near its top
+            lin.wq.log2_scale.fill_(-7.0)
+            lin.weight.fill_(-1.0)
+            lin.bias.fill_(0.0)
+        for a in m.acts:
+            a.log2_scale.fill_(-1.0)
+    codes = np.full((3, 64), 255)
+    codes[1] = 0
+    codes[2, ::2] = 0
+    assert np.array_equal(float_hard_codes(m, codes), hard_codes(m, codes))
