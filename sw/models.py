@@ -255,13 +255,11 @@ class QuantMLP(nn.Module):
         :meth:`~softfloor.surrogates.Surrogate.round_and_grad`, no PACT); else
         :meth:`forward_composed`. Both give the same values and gradients (tested).
         """
-        if self.scales == "free":
-            return self.forward_free(x)
-        if not self.fusable():
+        if self.scales == "free" or not self.fusable():
             if "_flat" in self.__dict__:
                 raise RuntimeError("QuantMLP: the parameters are flattened for the fused op, "
                                    "which this configuration cannot run; unflatten_parameters()")
-            return self.forward_composed(x)
+            return self.forward_free(x) if self.scales == "free" else self.forward_composed(x)
         x = x.to(self.dtype)
         if torch.is_grad_enabled():
             self._fused_plan()
@@ -273,9 +271,10 @@ class QuantMLP(nn.Module):
 
     def fusable_throughout(self) -> bool:
         """True when every training step runs the fused op, whatever the schedule: per-tensor
-        scales and surrogates with a closed form in both phases (not PACT, not learned-sharpness
-        DSQ)."""
-        return (all(not lin.wq.per_channel for lin in self.linears)
+        power-of-two scales, ReLU activations and surrogates with a closed form in both phases
+        (not PACT, not learned-sharpness DSQ)."""
+        return (self.scales == "po2" and all(type(a) is QuantReLU for a in self.acts)
+                and all(not lin.wq.per_channel for lin in self.linears)
                 and all(a.surrogate.scale_grad != "pact" and not a.surrogate.learns_sharpness
                         for a in self.acts))
 

@@ -28,10 +28,11 @@ def test_flatten_makes_views_and_unflatten_restores():
     assert torch.equal(m.linears[0].weight, before["linears.0.weight"] + 1.0)
 
 
-@pytest.mark.parametrize("surrogate,per_channel", [("pact", False), ("dsq", False),
-                                                   ("sigmoid", True)])
-def test_flatten_refused_when_a_step_may_not_be_fused(surrogate, per_channel):
-    assert QuantMLP(surrogate=surrogate, per_channel=per_channel).flatten_parameters() is None
+@pytest.mark.parametrize("kw", [{"surrogate": "pact"}, {"surrogate": "dsq"},
+                                {"per_channel": True}, {"activation": "hardtanh"},
+                                {"scales": "free"}])
+def test_flatten_refused_when_a_step_may_not_be_fused(kw):
+    assert QuantMLP(**kw).flatten_parameters() is None
 
 
 def test_flat_training_is_the_per_parameter_training(monkeypatch):

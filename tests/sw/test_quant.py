@@ -421,7 +421,7 @@ def _free_pair(wb, ab, surrogate, bn, activation="relu", per_channel=False):
     torch.manual_seed(3)
     kw = dict(sizes=(16, 12, 8, 10), weight_bits=wb, act_bits=ab, input_bits=3,
               surrogate=surrogate, batchnorm=bn, activation=activation, per_channel=per_channel)
-    po2, free = QuantMLP(**kw), QuantMLP(**kw, scales="free")
+    po2, free = QuantMLP(**kw, dtype=D), QuantMLP(**kw, scales="free")
     gen = torch.Generator().manual_seed(1)
     x = torch.randint(0, 8, (24, 16), generator=gen).to(D) / 8
     po2.calibrate(x)
