@@ -17,6 +17,9 @@ Tables
   off for 1 bit).
 * ``schedules``: the smooth surrogates at w2a2 and w1a1 under other annealing schedules.
 * ``smooth_vs_ste``: per configuration, the best smooth surrogate against the STE.
+* ``variants (free scales, hardtanh)``: :data:`VARIANT_SURROGATES` at :data:`VARIANT_CONFIGS`
+  with free scales (``scales="free"``: integer multiplier + shift requantization) and with
+  signed activations (``activation="hardtanh"``), next to the power-of-two ReLU cell.
 * ``cnn``: the small CNN (:mod:`softfloor.cnn`, ``--arch cnn``) at :data:`CNN_CONFIG` with
   :data:`CNN_SURROGATES`, and its float twin; epoch time as a ratio to the float CNN (also in
   ``rows``, config ``cnn w4a4``).
@@ -55,13 +58,20 @@ SCHEDULE_CONFIGS = ("w2a2", "w1a1+BN")
 #: The CNN rows: (name, weight_bits, act_bits) and the surrogates (the default, and the STE).
 CNN_CONFIG = ("cnn w4a4", 4, 4)
 CNN_SURROGATES = ("sigmoid", "ste")
+#: The other quantizer variants (TrainConfig overrides), at these configurations and surrogates.
+VARIANTS = (("free scales", {"scales": "free"}), ("hardtanh", {"activation": "hardtanh"}))
+VARIANT_CONFIGS = ("w4a4", "w2a2")
+VARIANT_SURROGATES = ("sigmoid", "ste")
 #: What a full run includes (a busy machine may need less: set these before ``run``).
 WITH_FLIPPED = True
 WITH_SCHEDULES = True
 WITH_CNN = True
+WITH_VARIANTS = True
 #: Surrogates of the flipped-BatchNorm table (None: all).
 FLIPPED_SURROGATES: tuple[str, ...] | None = None
-#: Worker processes (None: the CPUs available, at most 4).
+#: Surrogates of the main table (None: every one of ``SURROGATES``).
+SURROGATE_NAMES: tuple[str, ...] | None = None
+#: Worker processes (None: the CPUs available, at most 4; 1: no pool, in this process).
 WORKERS: int | None = None
 
 
@@ -171,7 +181,7 @@ def run(out_dir: Path, quick: bool) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     seeds = (0,) if quick else (0, 1, 2)
     epochs = 4 if quick else 60
-    surrogates = list(SURROGATES)
+    surrogates = list(SURROGATE_NAMES or SURROGATES)
 
     jobs: dict[tuple, tuple] = {}
     for seed in seeds:
@@ -186,9 +196,17 @@ def run(out_dir: Path, quick: bool) -> dict:
                         "qat", base | {"batchnorm": not bn})
         if WITH_CNN:
             jobs.update(cnn_jobs((seed,), epochs))
+        for label, over in VARIANTS if WITH_VARIANTS else ():
+            for name, wb, ab, ib, bn in CONFIGS:
+                for sur in VARIANT_SURROGATES:
+                    if name in VARIANT_CONFIGS and sur in surrogates:
+                        jobs[("var", sur, f"{name} {label}", seed)] = (
+                            "qat", {"weight_bits": wb, "act_bits": ab, "input_bits": ib,
+                                    "surrogate": sur, "seed": seed, "epochs": epochs,
+                                    "batchnorm": bn} | over)
         if quick or not WITH_SCHEDULES:
             continue
-        for sur in SMOOTH:
+        for sur in (s for s in SMOOTH if s in surrogates):
             for label, over in SCHEDULES:
                 if over == "k_start_x8":
                     k0, k1 = default_k(sur)
@@ -202,8 +220,11 @@ def run(out_dir: Path, quick: bool) -> dict:
 
     workers = WORKERS or max(1, min(len(os.sched_getaffinity(0)), 4))
     keys = list(jobs)
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-        results = dict(zip(keys, pool.map(_job, [jobs[k] for k in keys])))
+    if workers == 1:
+        results = {k: _job(jobs[k]) for k in keys}
+    else:
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            results = dict(zip(keys, pool.map(_job, [jobs[k] for k in keys])))
 
     ratios = _epoch_ratios(surrogates, 3 if quick else 5)
     cnn_table = cnn_rows(results, seeds, _cnn_epoch_ratios(3 if quick else 5)) \
@@ -242,7 +263,7 @@ def run(out_dir: Path, quick: bool) -> dict:
             flip_table.append(frow)
 
     sched_table = []
-    for sur in SMOOTH if (WITH_SCHEDULES and not quick) else ():
+    for sur in [s for s in SMOOTH if s in surrogates] if (WITH_SCHEDULES and not quick) else ():
         for cfg_name in SCHEDULE_CONFIGS:
             row = {"surrogate": sur, "config": cfg_name, "default": _cell(
                 [r["acc"] for r in collect("main", sur, cfg_name)])}
@@ -250,10 +271,22 @@ def run(out_dir: Path, quick: bool) -> dict:
                 row[label] = _cell([r["acc"] for r in collect("sched", sur, f"{cfg_name}: {label}")])
             sched_table.append(row)
 
+    var_table = []
+    for name, *_ in CONFIGS:
+        for sur in VARIANT_SURROGATES:
+            row = {"config": name, "surrogate": sur}
+            for label, _ in VARIANTS:
+                runs = collect("var", sur, f"{name} {label}")
+                if runs:
+                    row[label] = _cell([r["acc"] for r in runs])
+            if len(row) > 2:
+                var_table.append({"config": name, "surrogate": sur, "po2 relu (main table)":
+                                  _cell([r["acc"] for r in collect("main", sur, name)])} | row)
+
     verdict, notes = [], []
     for name, *_ in CONFIGS:
         ste = means[("ste", name)]
-        best = max(SMOOTH, key=lambda s: means[(s, name)])
+        best = max((s for s in SMOOTH if s in surrogates), key=lambda s: means[(s, name)])
         best_any = max(surrogates, key=lambda s: means[(s, name)])
         d = 100 * (means[(best, name)] - ste)
         verdict.append({"config": name, "ste": round(100 * ste, 2), "best_smooth": best,
@@ -282,6 +315,7 @@ def run(out_dir: Path, quick: bool) -> dict:
     return {"rows": rows, "tables": {"accuracy (%, mean ± std over seeds)": acc_table,
                                      "batchnorm_flipped": flip_table,
                                      "smooth_vs_ste": verdict, "schedules": sched_table,
+                                     "variants (free scales, hardtanh)": var_table,
                                      "cnn": cnn_table},
             "notes": notes, "float_accuracy": float_acc, "quick": quick}
 

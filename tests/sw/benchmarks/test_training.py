@@ -1,0 +1,32 @@
+"""The ``training`` benchmark section at a tiny size (its whole code path, in this process)."""
+from __future__ import annotations
+
+import json
+
+from softfloor.benchmarks import training
+
+
+def test_section_tiny_run(tmp_path, monkeypatch):
+    from softfloor.benchmarks.__main__ import main
+    monkeypatch.setattr(training, "CONFIGS", tuple(c for c in training.CONFIGS
+                                                   if c[0] in ("w2a2", "w1a1+BN")))
+    monkeypatch.setattr(training, "SURROGATE_NAMES", ("ste", "sigmoid"))
+    monkeypatch.setattr(training, "WITH_CNN", False)
+    monkeypatch.setattr(training, "WORKERS", 1)
+    monkeypatch.setattr(training, "_plots", lambda *a: [])
+    assert main(["training", "--quick", "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "training.json").read_text())
+    rows = {(r["surrogate"], r["config"]): r for r in res["rows"]}
+    assert set(rows) == {("float", "float")} | {(s, c) for s in ("ste", "sigmoid")
+                                                for c in ("w2a2", "w1a1+BN")}
+    for r in rows.values():
+        assert 0 < r["acc_mean"] <= 100 and r["epoch_time_vs_float"] > 0, r
+    tables = res["tables"]
+    assert {r["surrogate"] for r in tables["batchnorm_flipped"]} == {"ste", "sigmoid"}
+    assert set(tables["batchnorm_flipped"][0]) == {"surrogate", "w2a2+BN", "w1a1"}
+    var = tables["variants (free scales, hardtanh)"]
+    assert [(r["config"], r["surrogate"]) for r in var] == [("w2a2", "sigmoid"), ("w2a2", "ste")]
+    assert all(set(r) >= {"po2 relu (main table)", "free scales", "hardtanh"} for r in var)
+    assert [v["config"] for v in tables["smooth_vs_ste"]] == ["w2a2", "w1a1+BN"]
+    assert "every QAT run bit-exact to its integer model: True" in res["notes"][0]
+    assert "| surrogate | config |" in (tmp_path / "training.md").read_text()
