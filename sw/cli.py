@@ -35,6 +35,18 @@ def _bits(lo: int, hi: int, what: str):
     return parse
 
 
+def _prob(what: str):
+    def parse(s: str) -> float:
+        try:
+            v = float(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be a number, got {s!r}") from None
+        if not 0.0 <= v <= 1.0:
+            raise argparse.ArgumentTypeError(f"{what} {v} is not a probability in [0, 1]")
+        return v
+    return parse
+
+
 def _common(p: argparse.ArgumentParser, default_out: str = "build/demo") -> None:
     p.add_argument("--out", type=Path, default=Path(default_out), metavar="DIR",
                    help=f"output directory (default {default_out})")
@@ -66,6 +78,15 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--per-channel", action="store_true",
                    help="one power-of-two weight scale per output channel in the hidden layers "
                         "(exported as per-channel requantization)")
+    p.add_argument("--augment-shift", type=_bits(0, 7, "--augment-shift"), default=None,
+                   metavar="PIXELS",
+                   help="training augmentation: shift every training image by a random -N..N "
+                        "pixels in each direction, zero fill (default: the trainer's, none)")
+    p.add_argument("--augment-noise", type=_prob("--augment-noise"), default=None,
+                   metavar="P",
+                   help="training augmentation: move each input code one step up or down with "
+                        "probability P (clamped to the code range; default: the trainer's, "
+                        "per configuration -- see docs/training.md)")
     p.add_argument("--epochs", type=_bits(1, 10000, "--epochs"), default=60)
     p.add_argument("--seed", type=int, default=0)
 
@@ -137,8 +158,8 @@ def parser() -> argparse.ArgumentParser:
 def _options(args: argparse.Namespace) -> flow_mod.FlowOptions:
     o = flow_mod.FlowOptions(out=args.out, quiet=getattr(args, "quiet", False))
     for k in ("arch", "per_channel", "activation", "scales", "weight_bits", "act_bits",
-              "input_bits", "surrogate", "batchnorm", "epochs", "seed", "simulator", "device",
-              "model", "inputs", "labels", "waves", "objective"):
+              "input_bits", "surrogate", "batchnorm", "augment_shift", "augment_noise", "epochs",
+              "seed", "simulator", "device", "model", "inputs", "labels", "waves", "objective"):
         if hasattr(args, k):
             setattr(o, k, getattr(args, k))
     if getattr(args, "fold", None):

@@ -6,7 +6,12 @@ quantizer is an :class:`~softfloor.intmodel.InputSpec` with scale ``2**-input_bi
 4-bit codes are ``min(pixel, 15)``), except for 1 bit, where the scale 3/4 puts the threshold at
 pixel 6 (:data:`ONE_BIT_SCALE`).
 
-numpy and scikit-learn only: importing this module never imports torch.
+Options are chosen on validation folds carved from the training samples
+(:func:`validation_split`), never on the test split. :func:`augment_codes` is the training-time
+data augmentation of the input codes (random pixel shifts with zero fill, random code steps).
+
+numpy and scikit-learn only: importing this module never imports torch (the augmentation works
+on numpy arrays and, duck-typed, on torch tensors given a torch generator).
 """
 from __future__ import annotations
 
@@ -114,3 +119,101 @@ def load_digits_split(input_bits: int = 4) -> DigitsSplit:
     return DigitsSplit(x_train=x_train, x_test=x_test,
                        c_train=spec.quantize(x_train), c_test=spec.quantize(x_test),
                        y_train=y_train, y_test=y_test, input_spec=spec)
+
+
+#: Validation folds: each holds out this fraction of the 1437 training samples (288 of them).
+VALIDATION_SIZE = 0.2
+
+
+def validation_split(split: DigitsSplit, fold: int) -> DigitsSplit:
+    """A validation split carved from ``split``'s training samples: fold ``fold`` (0, 1, 2, ...)
+    is a stratified 80/20 split of the 1437 training samples with ``random_state=fold``
+    (1149 training and 288 validation samples, the latter in the ``*_test`` fields); the test split is never
+    touched. Options are chosen on folds 0..2 x seeds 0..2 (``docs/training.md``)."""
+    from sklearn.model_selection import train_test_split
+
+    if isinstance(fold, bool) or not isinstance(fold, (int, np.integer)) or fold < 0:
+        raise ValueError(f"fold must be a non-negative integer, got {fold!r}")
+    idx = np.arange(len(split.y_train))
+    tr, va = train_test_split(idx, test_size=VALIDATION_SIZE, stratify=split.y_train,
+                              random_state=int(fold))
+    return DigitsSplit(x_train=split.x_train[tr], x_test=split.x_train[va],
+                       c_train=split.c_train[tr], c_test=split.c_train[va],
+                       y_train=split.y_train[tr], y_test=split.y_train[va],
+                       input_spec=split.input_spec)
+
+
+#: The images are 8x8 (the 64 features, row-major).
+SIDE = 8
+
+
+def augment_codes(x, shift: int, noise: float, step, hi, rng):
+    """Randomly shifted and perturbed copies of a batch of 8x8 inputs (training augmentation).
+
+    Each sample is translated by ``(dy, dx)``, both uniform in ``-shift..shift``, pixels moved
+    in from outside being 0 (the code 0, the real 0); then, with probability ``noise`` per
+    pixel, moved by one code step up or down (equally likely), clamped to ``[0, hi]`` (1-bit
+    codes: flipped with probability ``noise / 2``). The values stay codes on the same grid (``k * step``, ``0 <= k * step
+    <= hi``), so the trained model sees only inputs the input quantizer can produce.
+
+    Parameters
+    ----------
+    x : (N, 64) numpy array or torch tensor
+        Inputs on the grid ``k * step`` (codes times the input scale, or ``pixel / 16``).
+    shift : int
+        Largest shift in pixels (0: none).
+    noise : float
+        Per-pixel probability of a one-step change (0: none).
+    step, hi : float
+        The grid step and the largest value (codes: ``2**input_exp`` and ``(2**bits - 1) *
+        2**input_exp``).
+    rng : numpy.random.Generator or torch.Generator
+        The source of randomness (a run seeds its own: deterministic for a seed).
+
+    Returns
+    -------
+    A new array/tensor like ``x``; ``x`` is unchanged.
+    """
+    if isinstance(shift, bool) or not isinstance(shift, (int, np.integer)) \
+            or not 0 <= shift < SIDE:
+        raise ValueError(f"augment shift must be an integer from 0 to {SIDE - 1}, got {shift!r}")
+    if not 0.0 <= float(noise) <= 1.0:
+        raise ValueError(f"augment noise must be a probability in [0, 1], got {noise!r}")
+    if x.ndim != 2 or x.shape[1] != SIDE * SIDE:
+        raise ValueError(f"expected inputs of shape (N, {SIDE * SIDE}), got {tuple(x.shape)}")
+    torch_mode = not isinstance(x, np.ndarray)
+    if torch_mode:
+        import torch
+        xp, n = torch, x.shape[0]
+
+        def integers(lo, hi_, size):
+            return torch.randint(lo, hi_, size, generator=rng)
+
+        def uniform(size):
+            return torch.rand(size, generator=rng, dtype=torch.float64)
+    else:
+        xp, n = np, x.shape[0]
+
+        def integers(lo, hi_, size):
+            return rng.integers(lo, hi_, size)
+
+        def uniform(size):
+            return rng.random(size)
+    out = x
+    if shift:
+        img = x.reshape(n, SIDE, SIDE)
+        pad = xp.zeros((n, SIDE + 2 * shift, SIDE + 2 * shift), dtype=x.dtype)
+        pad[:, shift:shift + SIDE, shift:shift + SIDE] = img
+        dy = integers(-shift, shift + 1, (n,))
+        dx = integers(-shift, shift + 1, (n,))
+        ar = xp.arange(SIDE)
+        rows = (ar[None, :] + shift - dy[:, None])[:, :, None]
+        cols = (ar[None, :] + shift - dx[:, None])[:, None, :]
+        out = pad[xp.arange(n)[:, None, None], rows, cols].reshape(n, SIDE * SIDE)
+    if noise:
+        change = uniform((n, SIDE * SIDE)) < noise
+        sign = integers(0, 2, (n, SIDE * SIDE)) * 2 - 1
+        delta = change * sign * step
+        out = out + (delta.to(x.dtype) if torch_mode else delta.astype(x.dtype))
+        out = out.clamp(0, hi) if torch_mode else np.clip(out, 0, hi)
+    return out.clone() if torch_mode and out is x else (out.copy() if out is x else out)

@@ -51,6 +51,8 @@ class FlowOptions:
     input_bits: int | None = None
     surrogate: str | None = None
     batchnorm: bool | None = None  # None: the trainer's default
+    augment_shift: int | None = None    # training augmentation (None: the trainer's default)
+    augment_noise: float | None = None
     epochs: int = 60
     seed: int = 0
     simulator: str = "both"
@@ -142,7 +144,8 @@ def stage_train(ctx: Context) -> None:
                             scales=o.scales,
                             weight_bits=o.weight_bits, act_bits=o.act_bits,
                             input_bits=o.input_bits, epochs=o.epochs, seed=o.seed,
-                            batchnorm=o.batchnorm,
+                            batchnorm=o.batchnorm, augment_shift=o.augment_shift,
+                            augment_noise=o.augment_noise,
                             **({"surrogate": o.surrogate} if o.surrogate else {}))
     split = data.load_digits_split(cfg.input_bits or cfg.act_bits)
     progress = _epoch_progress(ctx)

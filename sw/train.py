@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from . import cnn
-from .data import DigitsSplit, check_input_bits
+from .data import DigitsSplit, augment_codes, check_input_bits
 from .cnn import FloatCNN, QuantCNN
 from .models import SIZES, FloatMLP, QuantMLP, check_activation, check_free_scales, int_dense
 from .quant import check_bits, check_scales
@@ -81,6 +81,8 @@ class TrainConfig:
     per_channel: bool = False          # per-output-channel weight scales (not the last layer)
     activation: str = "relu"           # "relu" (unsigned codes) or "hardtanh" (signed, >= 2 bits)
     scales: str = "po2"                # "po2" (shift-only requant) or "free" (multiplier + shift)
+    augment_shift: int | None = None   # None: per configuration (augment_options)
+    augment_noise: float | None = None
 
     def __post_init__(self):
         if self.arch not in ARCHS:
@@ -105,6 +107,12 @@ class TrainConfig:
         if not (isinstance(self.batch_size, int) and self.batch_size >= 1):
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
         self.schedule()  # validates k_start, k_end, hard_fraction
+        shift, noise = self.augment_options
+        if isinstance(shift, bool) or not isinstance(shift, int) or not 0 <= shift < 8:
+            raise ValueError(f"augment_shift must be an integer from 0 to 7, got {shift!r}")
+        if isinstance(noise, bool) or not isinstance(noise, (int, float)) \
+                or not 0.0 <= noise <= 1.0:
+            raise ValueError(f"augment_noise must be a probability in [0, 1], got {noise!r}")
 
     @property
     def in_bits(self) -> int:
@@ -144,6 +152,14 @@ class TrainConfig:
             return min(self.weight_bits, self.act_bits) <= 2 and self.act_bits >= 2
         return bool(self.batchnorm)
 
+    @property
+    def augment_options(self) -> tuple[int, float]:
+        """``(shift, noise)`` of the training augmentation (:func:`softfloor.data.augment_codes`):
+        ``augment_shift``/``augment_noise`` if set, else the configuration's default (none)."""
+        shift = 0 if self.augment_shift is None else self.augment_shift
+        noise = 0.0 if self.augment_noise is None else self.augment_noise
+        return shift, noise
+
     def schedule(self) -> AnnealSchedule:
         """The annealing schedule; unset ends come from the surrogate's ``default_k``."""
         k0, k1 = default_k(self.surrogate)
@@ -171,8 +187,10 @@ def config_dict(cfg: TrainConfig) -> dict:
     """The config as a JSON-able dict (with ``input_bits``, ``batchnorm`` and the schedule
     resolved)."""
     sch = cfg.schedule()
+    shift, noise = cfg.augment_options
     return cfg.to_dict() | {"input_bits": cfg.in_bits, "batchnorm": cfg.use_batchnorm,
-                            "lr": cfg.learning_rate,
+                            "lr": cfg.learning_rate, "augment_shift": shift,
+                            "augment_noise": noise,
                             "k_start": sch.k_start, "k_end": sch.k_end}
 
 
@@ -220,8 +238,25 @@ def _check_split(cfg: TrainConfig, split: DigitsSplit) -> None:
             f"input_bits={cfg.in_bits}; load the split with load_digits_split({cfg.in_bits})")
 
 
-def _fit(model, params, x, y, cfg: TrainConfig, on_epoch, progress: Progress | None):
-    """Adam + per-step cosine decay over shuffled mini-batches; returns the history."""
+#: The augmentation's generator is seeded with ``AUGMENT_SEED + seed`` (its own stream: the
+#: shuffling is the same with and without augmentation).
+AUGMENT_SEED = 1_000_000
+
+
+def _augmenter(cfg: TrainConfig, step: float, hi: float):
+    """The per-batch augmentation of a run (None without one): inputs on the grid ``k * step``
+    in ``[0, hi]``, deterministic for the seed."""
+    shift, noise = cfg.augment_options
+    if not shift and not noise:
+        return None
+    gen = torch.Generator().manual_seed(AUGMENT_SEED + cfg.seed)
+    return lambda xb: augment_codes(xb, shift, noise, step, hi, gen)
+
+
+def _fit(model, params, x, y, cfg: TrainConfig, on_epoch, progress: Progress | None,
+         augment=None):
+    """Adam + per-step cosine decay over shuffled mini-batches; returns the history.
+    ``augment`` (optional) maps each input batch to the one trained on."""
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.Adam(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
                            **ADAM_IMPL)
@@ -238,7 +273,8 @@ def _fit(model, params, x, y, cfg: TrainConfig, on_epoch, progress: Progress | N
         loss_sum = 0.0
         for start in range(0, n, cfg.batch_size):
             idx = perm[start:start + cfg.batch_size]
-            loss = F.cross_entropy(model(x[idx]), y[idx])
+            xb = x[idx] if augment is None else augment(x[idx])
+            loss = F.cross_entropy(model(xb), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -280,10 +316,12 @@ def train_qat(cfg: TrainConfig, split: DigitsSplit, progress: Progress | None = 
             model.set_surrogate(k, hard)
             return {"k": k, "hard": hard}
 
+        step = 2.0 ** model.input_exp
+        augment = _augmenter(cfg, step, ((1 << cfg.in_bits) - 1) * step)
         flat = model.flatten_parameters() if isinstance(model, QuantMLP) else None
         try:
             history = _fit(model, model.parameters() if flat is None else [flat], x, y, cfg,
-                           on_epoch, progress)
+                           on_epoch, progress, augment)
         finally:
             if flat is not None:
                 model.unflatten_parameters()
@@ -306,7 +344,9 @@ def train_float(cfg: TrainConfig, split: DigitsSplit, progress: Progress | None 
         model = _build(cfg, "float")
         x = torch.as_tensor(split.x_train, dtype=torch.float32)
         y = torch.as_tensor(split.y_train)
-        history = _fit(model, model.parameters(), x, y, cfg, lambda epoch: {}, progress)
+        # Real inputs pixel / 16 in [0, 1]: the same shifts, noise steps of one pixel level.
+        history = _fit(model, model.parameters(), x, y, cfg, lambda epoch: {}, progress,
+                       _augmenter(cfg, 1.0 / 16, 1.0))
         model.eval()
         with torch.no_grad():
             acc = {name: float((model(torch.as_tensor(xs)).argmax(1).numpy() == ys).mean())

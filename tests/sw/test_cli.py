@@ -91,3 +91,14 @@ def test_scales_option():
     assert cli._options(cli.parser().parse_args(["flow"])).scales == "po2"
     with pytest.raises(SystemExit):
         cli.parser().parse_args(["flow", "--scales", "pow2"])
+
+
+def test_augment_options():
+    o = cli._options(cli.parser().parse_args(["train", "--augment-shift", "1",
+                                              "--augment-noise", "0.05"]))
+    assert (o.augment_shift, o.augment_noise) == (1, 0.05)
+    o = cli._options(cli.parser().parse_args(["flow"]))
+    assert (o.augment_shift, o.augment_noise) == (None, None)
+    for bad in (["--augment-noise", "2"], ["--augment-shift", "8"], ["--augment-noise", "x"]):
+        with pytest.raises(SystemExit):
+            cli.parser().parse_args(["train"] + bad)

@@ -71,3 +71,94 @@ def test_light_import():
             "assert 'torch' not in sys.modules, 'torch imported'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_validation_folds_come_from_the_training_samples(split4):
+    from softfloor.data import validation_split
+    folds = [validation_split(split4, f) for f in range(3)]
+    train_rows = {r.tobytes() for r in split4.x_train}
+    for v in folds:
+        assert len(v.y_train) == 1149 and len(v.y_test) == 288
+        assert v.input_spec == split4.input_spec
+        # disjoint, together the training samples, none of the test split
+        both = np.concatenate([v.x_train, v.x_test])
+        assert sorted(r.tobytes() for r in both) == sorted(train_rows)
+        assert np.array_equal(split4.input_spec.quantize(v.x_test), v.c_test)
+        counts = np.bincount(v.y_test, minlength=10)
+        assert np.all(np.abs(counts - np.bincount(split4.y_train, minlength=10) * 0.2) <= 1)
+    assert not np.array_equal(folds[0].y_test, folds[1].y_test)
+    assert np.array_equal(validation_split(split4, 1).x_test, folds[1].x_test)
+    with pytest.raises(ValueError, match="fold must be a non-negative integer"):
+        validation_split(split4, -1)
+
+
+def _shift_ref(img, dy, dx):
+    out = np.zeros_like(img)
+    for r in range(8):
+        for c in range(8):
+            if 0 <= r - dy < 8 and 0 <= c - dx < 8:
+                out[r, c] = img[r - dy, c - dx]
+    return out
+
+
+@pytest.mark.parametrize("bits", [1, 4])
+def test_augment_keeps_codes_on_the_grid(bits):
+    from softfloor.data import augment_codes
+    s = load_digits_split(bits)
+    step = 2.0 ** -bits
+    x = s.c_train[:300].astype(np.float64) * step
+    hi = ((1 << bits) - 1) * step
+    out = augment_codes(x, 1, 0.3, step, hi, np.random.default_rng(0))
+    assert out.shape == x.shape and out.dtype == x.dtype
+    codes = out / step
+    assert np.array_equal(codes, np.round(codes))
+    assert codes.min() == 0 and codes.max() == (1 << bits) - 1
+    assert not np.array_equal(out, x)
+    assert np.array_equal(x, s.c_train[:300] * step)  # the input is unchanged
+
+
+def test_augment_shift_is_a_zero_filled_translation():
+    from softfloor.data import augment_codes
+    s = load_digits_split(4)
+    x = s.c_train[:200].astype(np.float64)
+    out = augment_codes(x, 2, 0.0, 1.0, 15.0, np.random.default_rng(3))
+    seen = set()
+    for a, b in zip(x, out):
+        img, got = a.reshape(8, 8), b.reshape(8, 8)
+        match = [(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)
+                 if np.array_equal(_shift_ref(img, dy, dx), got)]
+        assert match, "not a shift of its input"
+        seen.update(match)
+    assert len(seen) == 25  # every shift occurs
+    # noise alone: one step changes, nothing else
+    out = augment_codes(x, 0, 0.5, 1.0, 15.0, np.random.default_rng(4))
+    d = out - x
+    assert set(np.unique(d)) <= {-1.0, 0.0, 1.0} and 0.3 < np.mean(d != 0) < 0.5
+
+
+def test_augment_is_deterministic_and_same_in_torch_and_numpy_shapes():
+    import torch
+    from softfloor.data import augment_codes
+    x = torch.as_tensor(load_digits_split(4).c_train[:64], dtype=torch.float64) / 16
+    a = augment_codes(x, 1, 0.2, 1 / 16, 15 / 16, torch.Generator().manual_seed(7))
+    b = augment_codes(x, 1, 0.2, 1 / 16, 15 / 16, torch.Generator().manual_seed(7))
+    c = augment_codes(x, 1, 0.2, 1 / 16, 15 / 16, torch.Generator().manual_seed(8))
+    assert isinstance(a, torch.Tensor) and a.dtype == x.dtype and a.shape == x.shape
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(augment_codes(x, 0, 0.0, 1 / 16, 15 / 16, None), x)
+    f = augment_codes(x.float(), 1, 0.2, 1 / 16, 1.0, torch.Generator().manual_seed(7))
+    assert f.dtype == torch.float32
+
+
+@pytest.mark.parametrize("kw, msg", [
+    ({"shift": 8}, "augment shift must be an integer from 0 to 7"),
+    ({"shift": 1.5}, "augment shift"), ({"noise": 1.5}, "augment noise must be a probability"),
+])
+def test_augment_errors(kw, msg):
+    from softfloor.data import augment_codes
+    args = {"shift": 1, "noise": 0.1} | kw
+    with pytest.raises(ValueError, match=msg):
+        augment_codes(np.zeros((2, 64)), args["shift"], args["noise"], 1.0, 15.0,
+                      np.random.default_rng(0))
+    with pytest.raises(ValueError, match=r"shape \(N, 64\)"):
+        augment_codes(np.zeros((2, 8, 8)), 1, 0.0, 1.0, 15.0, np.random.default_rng(0))

@@ -341,3 +341,30 @@ def test_free_scales_export_is_bit_exact(wb, ab, ib, surrogate, bn, act, pc, spl
     back = load_checkpoint(save_checkpoint(res, tmp_path / "m.pt"))
     assert back.config.scales == "free"
     assert np.array_equal(hard_codes(back.model, split.c_test), hard_codes(m, split.c_test))
+
+
+@pytest.mark.parametrize("ib", [1, 4])
+def test_augmented_training_is_deterministic_and_exported_exactly(ib, splits):
+    from softfloor.train import config_dict
+    split = splits(ib)
+    cfg = TrainConfig(weight_bits=1, act_bits=1, input_bits=ib, surrogate="ste", epochs=3,
+                      augment_shift=1, augment_noise=0.2)
+    a, b = train_qat(cfg, split), train_qat(cfg, split)
+    assert a.history == b.history
+    plain = train_qat(TrainConfig(weight_bits=1, act_bits=1, input_bits=ib, surrogate="ste",
+                                  epochs=3, augment_shift=0, augment_noise=0.0), split)
+    assert plain.history != a.history
+    assert a.accuracy["bit_exact"] is True
+    assert_bit_exact(a, split, export_result(a, split.input_spec))
+    d = config_dict(cfg)
+    assert (d["augment_shift"], d["augment_noise"]) == (1, 0.2)
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    fl = train_float(cfg, split)
+    assert fl.history != train_float(TrainConfig(epochs=3, augment_noise=0.0), split).history
+
+
+def test_augment_option_errors():
+    with pytest.raises(ValueError, match="augment_shift must be an integer from 0 to 7"):
+        TrainConfig(augment_shift=8)
+    with pytest.raises(ValueError, match="augment_noise must be a probability"):
+        TrainConfig(augment_noise=-0.1)
