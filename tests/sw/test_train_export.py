@@ -368,3 +368,14 @@ def test_augment_option_errors():
         TrainConfig(augment_shift=8)
     with pytest.raises(ValueError, match="augment_noise must be a probability"):
         TrainConfig(augment_noise=-0.1)
+
+
+def test_augment_defaults_per_configuration():
+    assert TrainConfig(weight_bits=1, act_bits=1).augment_options == (0, 0.05)
+    assert TrainConfig(weight_bits=1, act_bits=1, input_bits=4).augment_options == (0, 0.3)
+    assert TrainConfig(weight_bits=1, act_bits=1, augment_noise=0.0).augment_options == (0, 0.0)
+    assert TrainConfig(weight_bits=1, act_bits=1, augment_shift=2).augment_options == (2, 0.05)
+    for cfg in (TrainConfig(), TrainConfig(weight_bits=2, act_bits=2),
+                TrainConfig(weight_bits=1, act_bits=2),
+                TrainConfig(weight_bits=1, act_bits=1, arch="cnn")):
+        assert cfg.augment_options == (0, 0.0)
