@@ -18,7 +18,8 @@ layers reuse the quantizers of :mod:`softfloor.quant`:
 
 The input is a batch of flat rows (``(N, 64)``, real values ``codes * 2**-input_bits``, the same
 data as the MLP) reshaped to ``(N, 1, 8, 8)``. Like :class:`~softfloor.models.QuantMLP` the
-model holds float64 parameters, so the hard-quantized forward is exact, and
+model computes in a dtype in which the hard-quantized forward is exact
+(:func:`softfloor.models.exact_dtype`: float32 for the digits CNN, float64 with free scales), and
 :meth:`QuantCNN.integer_layers` / :func:`hard_codes` give its integer form (what
 :func:`softfloor.export.export` writes and the golden model runs). BatchNorm is not implemented
 for the CNN.
@@ -35,7 +36,7 @@ from torch import nn
 from . import arith
 from .models import (ACTIVATIONS, IntLayer, _trace, apply_requant, calibrate_free_act,
                      check_activation, check_free_scales, free_bias, free_log2, free_plan,
-                     free_requant, int_dense)
+                     free_requant, int_dense, pick_dtype, worst_case_acc_bits)
 from .quant import (QuantLinear, WeightQuantizer, check_bits, check_scales, fake_quant_bias,
                     free_bias_codes, requant_params)
 from .surrogates import SURROGATES, check_surrogate, make_surrogate
@@ -176,13 +177,16 @@ class QuantCNN(nn.Module):
         ``"po2"`` or ``"free"`` (learned real scales, requantization by an integer multiplier
         and a shift; the network runs on codes, :meth:`forward_free`; as
         :class:`~softfloor.models.QuantMLP`).
+    dtype : torch.dtype, optional
+        Parameter and compute dtype; default :func:`softfloor.models.exact_dtype`.
     """
 
     def __init__(self, weight_bits: int = 4, act_bits: int = 4, input_bits: int = 4,
                  surrogate: str = "sigmoid", bias_bits: int = 16,
                  surrogate_kwargs: dict | None = None, channels=CHANNELS, kernel: int = 3,
                  pool: int = 2, input_shape=INPUT_SHAPE, classes: int = N_CLASSES,
-                 per_channel: bool = False, activation: str = "relu", scales: str = "po2"):
+                 per_channel: bool = False, activation: str = "relu", scales: str = "po2",
+                 dtype: torch.dtype | None = None):
         super().__init__()
         self.activation = check_activation(activation)
         self.scales = check_scales(scales)
@@ -219,7 +223,19 @@ class QuantCNN(nn.Module):
             ACTIVATIONS[activation](act_bits, make_surrogate(surrogate, **(surrogate_kwargs or {})),
                                     free)
             for _ in self.channels)
-        self.double()
+        self.to(pick_dtype(dtype, self.worst_case_acc_bits(), self.scales, "QuantCNN"))
+
+    def worst_case_acc_bits(self) -> int:
+        """:func:`softfloor.models.worst_case_acc_bits` of the convolutions (fan-in
+        ``in_channels * kernel**2``) and the dense layer."""
+        fan_ins = [c.in_channels * self.kernel ** 2 for c in self.convs] + [self.flat_features]
+        return worst_case_acc_bits(fan_ins, self.input_bits, self.act_bits, self.weight_bits,
+                                   self.bias_bits)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The parameter and compute dtype: :func:`softfloor.models.exact_dtype`."""
+        return self.fc.weight.dtype
 
     @property
     def input_exp(self) -> int:
@@ -246,7 +262,7 @@ class QuantCNN(nn.Module):
             act.surrogate.hard = hard
 
     def _image(self, x: torch.Tensor) -> torch.Tensor:
-        return x.to(torch.float64).reshape((x.shape[0],) + self.input_shape)
+        return x.to(self.dtype).reshape((x.shape[0],) + self.input_shape)
 
     def _stage(self, i: int, x: torch.Tensor, exp: int) -> torch.Tensor:
         return F.max_pool2d(self.acts[i](self.convs[i](x, exp)), self.pool)

@@ -85,6 +85,42 @@ def int_dense(x: torch.Tensor, layer: "IntLayer", per_layer: list) -> torch.Tens
     return x
 
 
+def worst_case_acc_bits(fan_ins, input_bits: int, act_bits: int, weight_bits: int,
+                        bias_bits: int) -> int:
+    """Bits of the largest accumulator magnitude (in LSBs) of a chain of weighted layers with
+    these fan-ins: ``fan_in * max|x code| * max|w code| + 2**(bias_bits-1)``, the first layer
+    on input codes, the others on activation codes."""
+    w_max = 1 if weight_bits == 1 else 1 << (weight_bits - 1)
+    x_max = [(1 << input_bits) - 1] + [(1 << act_bits) - 1] * (len(fan_ins) - 1)
+    worst = max(n * x * w_max for n, x in zip(fan_ins, x_max)) + (1 << (bias_bits - 1))
+    return worst.bit_length()
+
+
+def exact_dtype(acc_bits: int, scales: str = "po2") -> torch.dtype:
+    """float32 when every hard-quantized value is exact in it, else float64 (always with free
+    scales: the code-domain forward multiplies accumulators by integer multipliers).
+
+    Hard-phase values are codes times powers of two; a sum of such terms is exact in a float
+    with ``p`` significand bits while its magnitude stays below ``2**p`` LSBs, whatever the
+    summation order. float32 (``p = 24``) is twice as fast as float64 for the batch matrix
+    products of training and is the float baselines' dtype.
+    """
+    if scales == "free":  # acc * multiplier (up to 16 more bits) must stay exact
+        return torch.float64
+    return torch.float32 if acc_bits <= 24 else torch.float64
+
+
+def pick_dtype(dtype: torch.dtype | None, acc_bits: int, scales: str, who: str) -> torch.dtype:
+    """``dtype`` if the hard forward is exact in it (a ValueError naming the limit if not),
+    else :func:`exact_dtype`."""
+    exact = exact_dtype(acc_bits, scales)
+    if dtype is not None and torch.finfo(dtype).eps > torch.finfo(exact).eps:
+        raise ValueError(f"{who}: the hard forward is not exact in {dtype} (a layer's "
+                         f"worst-case accumulator needs {acc_bits} bits"
+                         f"{', free scales' if scales == 'free' else ''}); use {exact}")
+    return dtype or exact
+
+
 class QuantMLP(nn.Module):
     """Quantized MLP.
 
@@ -154,33 +190,17 @@ class QuantMLP(nn.Module):
             ACTIVATIONS[activation](act_bits, make_surrogate(surrogate, **(surrogate_kwargs or {})),
                                     free)
             for _ in range(n_hidden))
-        exact = self.exact_dtype()
-        if dtype is not None and torch.finfo(dtype).eps > torch.finfo(exact).eps:
-            raise ValueError(
-                f"QuantMLP: the hard forward is not exact in {dtype} (a layer's worst-case "
-                f"accumulator needs {self.worst_case_acc_bits()} bits); use {exact}")
-        self.to(dtype or exact)
+        self.to(pick_dtype(dtype, self.worst_case_acc_bits(), self.scales, "QuantMLP"))
 
     def worst_case_acc_bits(self) -> int:
         """Bits of the largest accumulator magnitude any layer can reach (in units of its
-        LSB): ``in_features * max|x code| * max|w code| + 2**(bias_bits-1)``."""
-        w_max = 1 if self.weight_bits == 1 else 1 << (self.weight_bits - 1)
-        x_max = [(1 << self.input_bits) - 1] + [(1 << self.act_bits) - 1] * len(self.acts)
-        worst = max(n * x * w_max for n, x in zip(self.sizes, x_max)) + (1 << (self.bias_bits - 1))
-        return worst.bit_length()
+        LSB): :func:`worst_case_acc_bits` of the layer fan-ins."""
+        return worst_case_acc_bits(self.sizes[:-1], self.input_bits, self.act_bits,
+                                   self.weight_bits, self.bias_bits)
 
     def exact_dtype(self) -> torch.dtype:
-        """float32 when every hard-quantized value is exact in it, else float64 (always with
-        free scales: :meth:`forward_free` multiplies accumulators by integer multipliers).
-
-        Hard-phase values are codes times powers of two; a sum of such terms is exact in a
-        float with ``p`` significand bits while its magnitude stays below ``2**p`` LSBs,
-        whatever the summation order. float32 (``p = 24``) is twice as fast as float64 for the
-        batch matrix products of training and is the float baseline's dtype.
-        """
-        if self.scales == "free":  # acc * multiplier (up to 16 more bits) must stay exact
-            return torch.float64
-        return torch.float32 if self.worst_case_acc_bits() <= 24 else torch.float64
+        """:func:`exact_dtype` of this network."""
+        return exact_dtype(self.worst_case_acc_bits(), self.scales)
 
     @property
     def dtype(self) -> torch.dtype:

@@ -300,7 +300,7 @@ def test_cnn_free_scales_at_powers_of_two_are_the_po2_cnn(surrogate, pc, hard):
     torch.manual_seed(4)
     kw = dict(weight_bits=4, act_bits=3, input_bits=4, surrogate=surrogate, per_channel=pc,
               activation="hardtanh")
-    po2, free = QuantCNN(**kw), QuantCNN(**kw, scales="free")
+    po2, free = QuantCNN(**kw, dtype=torch.float64), QuantCNN(**kw, scales="free")
     gen = torch.Generator().manual_seed(1)
     x = torch.randint(0, 16, (12, 64), generator=gen).to(torch.float64) / 16
     y = torch.randint(0, 10, (12,), generator=gen)
