@@ -17,6 +17,8 @@ Tables
   off for 1 bit).
 * ``schedules``: the smooth surrogates at w2a2 and w1a1 under other annealing schedules.
 * ``smooth_vs_ste``: per configuration, the best smooth surrogate against the STE.
+* ``epoch time vs float MLP``: the ``rows``' ratios as a table, plus
+  :data:`TIME_FLIPPED_SURROGATES` with BatchNorm switched (the columns of ``batchnorm_flipped``).
 * ``variants (free scales, hardtanh)``: :data:`VARIANT_SURROGATES` at :data:`VARIANT_CONFIGS`
   with free scales (``scales="free"``: integer multiplier + shift requantization) and with
   signed activations (``activation="hardtanh"``), next to the power-of-two ReLU cell.
@@ -67,6 +69,8 @@ WITH_FLIPPED = True
 WITH_SCHEDULES = True
 WITH_CNN = True
 WITH_VARIANTS = True
+#: Surrogates whose epoch time is also measured with BatchNorm switched.
+TIME_FLIPPED_SURROGATES = ("sigmoid", "ste")
 #: Surrogates of the flipped-BatchNorm table (None: all).
 FLIPPED_SURROGATES: tuple[str, ...] | None = None
 #: Surrogates of the main table (None: every one of ``SURROGATES``).
@@ -110,11 +114,16 @@ def _epoch_seconds(kind: str, kw: dict, epochs: int) -> float:
     return statistics.median(b - a for a, b in zip(stamps[1:], stamps[2:]))
 
 
-def _epoch_ratios(surrogates, epochs: int) -> dict[tuple[str, str], float]:
+def _epoch_ratios(surrogates, epochs: int, flipped: bool = False
+                  ) -> dict[tuple[str, str], float]:
     """Epoch CPU time / float epoch CPU time (same process, one thread: CPU time, so a busy
-    machine does not count), float measured before and after each configuration."""
+    machine does not count), float measured before and after each configuration. With
+    ``flipped``: the configurations with BatchNorm switched (keys named as in
+    ``batchnorm_flipped``)."""
     ratios = {}
     for name, wb, ab, ib, bn in CONFIGS:
+        if flipped:
+            name, bn = _flip_name(name, bn), not bn
         fl = _epoch_seconds("float", {}, epochs)
         qs = {sur: _epoch_seconds("qat", {"weight_bits": wb, "act_bits": ab, "input_bits": ib,
                                           "surrogate": sur, "batchnorm": bn}, epochs)
@@ -227,6 +236,9 @@ def run(out_dir: Path, quick: bool) -> dict:
             results = dict(zip(keys, pool.map(_job, [jobs[k] for k in keys])))
 
     ratios = _epoch_ratios(surrogates, 3 if quick else 5)
+    time_flipped = [s for s in TIME_FLIPPED_SURROGATES if s in surrogates]
+    flip_ratios = _epoch_ratios(time_flipped, 3 if quick else 5, flipped=True) \
+        if WITH_FLIPPED else {}
     cnn_table = cnn_rows(results, seeds, _cnn_epoch_ratios(3 if quick else 5)) \
         if WITH_CNN else []
 
@@ -261,6 +273,16 @@ def run(out_dir: Path, quick: bool) -> dict:
         acc_table.append(arow)
         if len(frow) > 1:
             flip_table.append(frow)
+
+    time_table = []
+    for sur in surrogates:
+        row = {"surrogate": sur} | {name: round(ratios[(sur, name)], 2)
+                                    for name, *_ in CONFIGS}
+        time_table.append(row)
+    for sur in time_flipped if flip_ratios else ():
+        time_table.append({"surrogate": f"{sur} (BatchNorm switched)"} | {
+            _flip_name(name, bn): round(flip_ratios[(sur, _flip_name(name, bn))], 2)
+            for name, _, _, _, bn in CONFIGS})
 
     sched_table = []
     for sur in [s for s in SMOOTH if s in surrogates] if (WITH_SCHEDULES and not quick) else ():
@@ -314,6 +336,7 @@ def run(out_dir: Path, quick: bool) -> dict:
         notes.append("plots: " + ", ".join(plots))
     return {"rows": rows, "tables": {"accuracy (%, mean ± std over seeds)": acc_table,
                                      "batchnorm_flipped": flip_table,
+                                     "epoch time vs float MLP": time_table,
                                      "smooth_vs_ste": verdict, "schedules": sched_table,
                                      "variants (free scales, hardtanh)": var_table,
                                      "cnn": cnn_table},

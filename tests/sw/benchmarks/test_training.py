@@ -24,6 +24,11 @@ def test_section_tiny_run(tmp_path, monkeypatch):
     tables = res["tables"]
     assert {r["surrogate"] for r in tables["batchnorm_flipped"]} == {"ste", "sigmoid"}
     assert set(tables["batchnorm_flipped"][0]) == {"surrogate", "w2a2+BN", "w1a1"}
+    times = {r["surrogate"]: r for r in tables["epoch time vs float MLP"]}
+    assert set(times) == {"ste", "sigmoid", "ste (BatchNorm switched)",
+                          "sigmoid (BatchNorm switched)"}
+    assert set(times["ste (BatchNorm switched)"]) == {"surrogate", "w2a2+BN", "w1a1"}
+    assert all(v > 0 for r in times.values() for k, v in r.items() if k != "surrogate")
     var = tables["variants (free scales, hardtanh)"]
     assert [(r["config"], r["surrogate"]) for r in var] == [("w2a2", "sigmoid"), ("w2a2", "ste")]
     assert all(set(r) >= {"po2 relu (main table)", "free scales", "hardtanh"} for r in var)
