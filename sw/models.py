@@ -419,11 +419,12 @@ class QuantMLP(nn.Module):
             if bn is not None:
                 batch = self.training and bn.use_batch and z.shape[0] > 1
                 mean, var = bn.stats(z)
-                sigma = torch.sqrt(var + bn.eps)
-                f = bn.gamma / sigma
-                u = (z - mean) * f + bn.beta
+                rstd = bn.rstd(var)
+                f = bn.gamma * rstd  # bn.factor(var)
+                zc = z - mean
+                u = zc * f + bn.beta
                 if need_grad:
-                    rbn = ((z - mean) / sigma, f, batch)
+                    rbn = (zc * rstd, f, batch)
             y, ra = act_quant_fwd(u, s_a, surrogate, hi_a, need_grad)
             if bn is not None and surrogate.hard:
                 # The exact integer comparison the exported layer makes (the gradient is the
@@ -447,8 +448,13 @@ class QuantMLP(nn.Module):
                 if rbn is not None:
                     xhat, f, batch = rbn
                     dxh = d * xhat
-                    tail += [dxh.sum(0), d.sum(0)]
-                    d = (f * (d - d.mean(0) - xhat * dxh.mean(0))) if batch else d * f
+                    dgamma, dbeta = dxh.sum(0), d.sum(0)
+                    tail += [dgamma, dbeta]
+                    if batch:  # through the batch mean and variance
+                        inv_n = 1.0 / d.shape[0]
+                        d = f * (d - dbeta * inv_n - xhat * (dgamma * inv_n))
+                    else:
+                        d = d * f
                 g = d
             dx, dw, db, dlw = linear_quant_bwd(g, ls, s_w, gs_w, i > 0)
             if rec is not None and rec[4] is not None:
@@ -669,7 +675,7 @@ def _unfold_grads(dx, dwf, dbf, saved, need_x: bool):
     dw = dwf * gf[:, None]
     dgf = (dwf * w).sum(1) + dbf * (b - mean)
     db = dbf * gf
-    dgamma = dgf / torch.sqrt(var_eps)
+    dgamma = dgf * torch.rsqrt(var_eps)
     if z0 is not None:
         n = x.shape[0]
         dvar = -dgf * gf / (2 * var_eps)
