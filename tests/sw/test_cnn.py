@@ -43,6 +43,18 @@ def assert_bit_exact(model_t, split, model_i):
             assert g.shape == w.shape and np.array_equal(g, w)
         assert np.array_equal(float_hard_codes(model_t, codes), want)
 
+def trained_and_exported(cfg, splits, tmp_path):
+    """Train ``cfg``, export, save and load the model file; check it bit-exact on the test
+    split (every layer). Returns ``(result, split, model)``."""
+    split = splits(cfg.in_bits)
+    res = train_qat(cfg, split)
+    assert res.accuracy["bit_exact"] is True
+    model = intmodel.load(intmodel.save(export_result(res, split.input_spec),
+                                        tmp_path / "m.intmodel.json"))
+    assert_bit_exact(res.model, split, model)
+    return res, split, model
+
+
 
 @pytest.mark.parametrize("wb, ab, ib, surrogate", [
     (4, 4, None, "sigmoid"), (2, 2, None, "ste"), (1, 1, None, "ste"), (8, 8, None, "dsq"),
@@ -251,12 +263,7 @@ def test_cnn_hardtanh_export_is_bit_exact(splits, tmp_path):
     padding is still the code 0."""
     cfg = TrainConfig(arch="cnn", act_bits=3, surrogate="ste", epochs=SHORT,
                       activation="hardtanh")
-    split = splits(cfg.in_bits)
-    res = train_qat(cfg, split)
-    assert res.accuracy["bit_exact"] is True
-    model = intmodel.load(intmodel.save(export_result(res, split.input_spec),
-                                        tmp_path / "m.intmodel.json"))
-    assert_bit_exact(res.model, split, model)
+    res, split, model = trained_and_exported(cfg, splits, tmp_path)
     rqs = [x for x in model.layers if isinstance(x, Requant)]
     assert [(r.signed, r.lo, r.hi) for r in rqs] == [(True, -4, 3)] * 2
     assert [x.pad_value for x in model.layers if isinstance(x, Conv2d)] == [0, 0]
@@ -272,12 +279,7 @@ def test_cnn_free_scales_export_is_bit_exact(ab, surrogate, pc, act, splits, tmp
     golden model agree on every op."""
     cfg = TrainConfig(arch="cnn", act_bits=ab, surrogate=surrogate, epochs=SHORT,
                       per_channel=pc, activation=act, scales="free")
-    split = splits(cfg.in_bits)
-    res = train_qat(cfg, split)
-    assert res.accuracy["bit_exact"] is True
-    model = intmodel.load(intmodel.save(export_result(res, split.input_spec),
-                                        tmp_path / "m.intmodel.json"))
-    assert_bit_exact(res.model, split, model)
+    res, split, model = trained_and_exported(cfg, splits, tmp_path)
     trace = []
     with torch.no_grad():
         res.model.forward_free(torch.as_tensor(split.c_test, dtype=torch.float64)

@@ -36,6 +36,18 @@ def assert_bit_exact(result, split, model):
             assert np.array_equal(g, w)
         assert np.array_equal(float_hard_codes(result.model, codes), want)
 
+def trained_and_exported(cfg, splits, tmp_path):
+    """Train ``cfg``, export, save and load the model file; check it bit-exact on the test
+    split (every layer). Returns ``(result, split, model)``."""
+    split = splits(cfg.in_bits)
+    res = train_qat(cfg, split)
+    assert res.accuracy["bit_exact"] is True
+    model = intmodel.load(intmodel.save(export_result(res, split.input_spec),
+                                        tmp_path / "m.intmodel.json"))
+    assert_bit_exact(res, split, model)
+    return res, split, model
+
+
 
 @pytest.mark.parametrize("wb, ab, ib, surrogate, bn", [
     (4, 4, None, "sigmoid", None), (8, 8, None, "sigmoid", None), (2, 2, None, "ste", None),
@@ -283,12 +295,7 @@ def test_hardtanh_export_is_bit_exact(wb, ab, ib, surrogate, bn, splits, tmp_pat
     golden model, the torch integer forward and the float hard forward agree on every layer."""
     cfg = TrainConfig(weight_bits=wb, act_bits=ab, input_bits=ib, surrogate=surrogate,
                       epochs=SHORT, batchnorm=bn, activation="hardtanh")
-    split = splits(cfg.in_bits)
-    res = train_qat(cfg, split)
-    assert res.accuracy["bit_exact"] is True
-    model = intmodel.load(intmodel.save(export_result(res, split.input_spec),
-                                        tmp_path / "m.intmodel.json"))
-    assert_bit_exact(res, split, model)
+    res, split, model = trained_and_exported(cfg, splits, tmp_path)
     assert model.meta["activation"] == "hardtanh"
     assert model.meta["train_config"]["activation"] == "hardtanh"
     lo, hi = -2 ** (ab - 1), 2 ** (ab - 1) - 1
@@ -312,12 +319,7 @@ def test_free_scales_export_is_bit_exact(wb, ab, ib, surrogate, bn, act, pc, spl
     golden == torch integer forward == the trained hard forward, every layer, every sample."""
     cfg = TrainConfig(weight_bits=wb, act_bits=ab, input_bits=ib, surrogate=surrogate,
                       epochs=SHORT, batchnorm=bn, activation=act, scales="free", per_channel=pc)
-    split = splits(cfg.in_bits)
-    res = train_qat(cfg, split)
-    assert res.accuracy["bit_exact"] is True
-    model = intmodel.load(intmodel.save(export_result(res, split.input_spec),
-                                        tmp_path / "m.intmodel.json"))
-    assert_bit_exact(res, split, model)
+    res, split, model = trained_and_exported(cfg, splits, tmp_path)
     m = res.model
     for codes in (split.c_test, split.c_train):  # the trained forward's codes, layer by layer
         trace = []
