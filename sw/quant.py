@@ -142,13 +142,21 @@ def requant_params(in_exp: int, w_exp: int, out_exp: int) -> tuple[int, int]:
     return 0, 1 << (-shift)
 
 
+def sign_code(v: torch.Tensor) -> torch.Tensor:
+    """1-bit weight codes: ``+1`` where ``v >= 0`` (also ``-0.0``), else ``-1``, in ``v``'s dtype.
+
+    ``copysign(1, v + 0.0)``: adding ``+0.0`` turns ``-0.0`` into ``+0.0``; two cheap ops (a
+    ``where`` on a comparison costs several times more on small tensors)."""
+    return torch.copysign(torch.ones((), dtype=v.dtype), v + 0.0)
+
+
 class _SignSTE(torch.autograd.Function):
     """``sign(v)`` with 0 -> +1; gradient passed where ``|v| <= 1`` (clipped STE)."""
 
     @staticmethod
     def forward(ctx, v):
         ctx.save_for_backward(v)
-        return torch.where(v >= 0, torch.ones_like(v), -torch.ones_like(v))
+        return sign_code(v)
 
     @staticmethod
     def backward(ctx, grad):
@@ -172,7 +180,7 @@ class _FakeQuantWeightFn(torch.autograd.Function):
         s = torch.exp2(round_half_up(log2_scale))
         v = w / s
         if one_bit:
-            q = torch.where(v >= 0, torch.ones_like(v), -torch.ones_like(v))
+            q = sign_code(v)
             inside = v.abs() <= 1
         else:
             r = round_half_up(v)
@@ -262,7 +270,7 @@ def linear_quant_fwd(x, w, b, s: float, s_acc: float, lo: int, hi: int, one_bit:
     """
     v = w * (1.0 / s)
     if one_bit:
-        q = torch.copysign(torch.ones((), dtype=v.dtype), v + 0.0)  # v + 0.0: -0.0 -> +0.0
+        q = sign_code(v)
         inside = v.abs() <= 1
     else:
         r = round_half_up(v)

@@ -9,14 +9,28 @@ import pytest
 from softfloor.sim import tools
 
 
+def _missing(name: str, e: Exception):
+    """A required tool or extra is missing: FAIL under CI, skip loudly elsewhere."""
+    if tools.in_ci():
+        pytest.fail(f"CI=true and {name} is missing: {e}")
+    warnings.warn(f"SKIPPING: {name} missing: {e}")
+    pytest.skip(f"{name} missing (outside CI): {e}")
+
+
 def require_tool(name: str, check) -> None:
     try:
         check()
     except tools.ToolMissing as e:
-        if tools.in_ci():
-            pytest.fail(f"CI=true and {name} is missing: {e}")
-        warnings.warn(f"SKIPPING: {name} missing: {e}")
-        pytest.skip(f"{name} missing (outside CI): {e}")
+        _missing(name, e)
+
+
+def require_extra(extra: str, load):
+    """``load()`` (imports of an optional extra, e.g. ``[qonnx]``); its result, or FAIL under CI
+    and skip elsewhere when an import is missing."""
+    try:
+        return load()
+    except ImportError as e:
+        _missing(f"the {extra} extra", e)
 
 
 @pytest.fixture(params=list(tools.SIMULATORS))

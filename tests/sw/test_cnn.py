@@ -9,51 +9,15 @@ import torch.nn.functional as F
 from softfloor import cli, golden, intmodel
 from softfloor.cnn import (FloatCNN, IntConvLayer, QuantCNN, QuantConv2d, int_conv2d,
                            int_maxpool2d)
-from softfloor.data import load_digits_split
 from softfloor.export import export, export_result
 from softfloor.intmodel import (ChannelRequant, Conv2d, Dense, Flatten, MaxPool2d, ModelFormatError,
                                 Requant)
 from softfloor.quant import QuantReLU
-from softfloor.train import (TrainConfig, float_hard_codes, hard_codes, load_checkpoint,
+from softfloor.train import (TrainConfig, hard_codes, load_checkpoint,
                              save_checkpoint, train_float, train_qat)
+from tests.sw.exactness import assert_bit_exact, splits, trained_and_exported  # noqa: F401
 
 SHORT = 3
-
-
-@pytest.fixture(scope="module")
-def splits():
-    cache = {}
-
-    def get(bits):
-        if bits not in cache:
-            cache[bits] = load_digits_split(bits)
-        return cache[bits]
-    return get
-
-
-def assert_bit_exact(model_t, split, model_i):
-    """golden(exported) == cnn.hard_codes(torch, int64) == float hard forward, every layer."""
-    for codes in (split.c_test, split.c_train):
-        want, want_layers = hard_codes(model_t, codes, intermediates=True)
-        got, got_layers = golden.run(model_i, codes, intermediates=True)
-        assert got.dtype == np.int64 and want.dtype == np.int64
-        assert np.array_equal(got, want)
-        assert len(got_layers) == len(want_layers) == len(model_i.layers)
-        for g, w in zip(got_layers, want_layers):
-            assert g.shape == w.shape and np.array_equal(g, w)
-        assert np.array_equal(float_hard_codes(model_t, codes), want)
-
-def trained_and_exported(cfg, splits, tmp_path):
-    """Train ``cfg``, export, save and load the model file; check it bit-exact on the test
-    split (every layer). Returns ``(result, split, model)``."""
-    split = splits(cfg.in_bits)
-    res = train_qat(cfg, split)
-    assert res.accuracy["bit_exact"] is True
-    model = intmodel.load(intmodel.save(export_result(res, split.input_spec),
-                                        tmp_path / "m.intmodel.json"))
-    assert_bit_exact(res.model, split, model)
-    return res, split, model
-
 
 
 @pytest.mark.parametrize("wb, ab, ib, surrogate", [

@@ -14,17 +14,17 @@ import pytest
 
 from softfloor import cli, golden, intmodel as im
 from softfloor.sim import tools
+from tests.conftest import require_extra
+
+
+def _imports():
+    import brevitas  # noqa: F401
+    import onnx  # noqa: F401
+    import qonnx  # noqa: F401
 
 
 def _require_extra():
-    try:
-        import brevitas  # noqa: F401
-        import onnx  # noqa: F401
-        import qonnx  # noqa: F401
-    except ImportError as e:
-        if tools.in_ci():
-            pytest.fail(f"CI=true and the [qonnx] extra is missing: {e}")
-        pytest.skip(f"[qonnx] extra missing: {e}")
+    require_extra("[qonnx]", _imports)
 
 
 @pytest.fixture(scope="module")

@@ -538,3 +538,14 @@ def test_float32_hard_forward_is_exact_at_the_worst_case():
     codes[1] = 0
     codes[2, ::2] = 0
     assert np.array_equal(float_hard_codes(m, codes), hard_codes(m, codes))
+
+
+def test_sign_code_is_the_one_binary_rule():
+    """1-bit weight codes: +1 at and above zero (also -0.0), -1 below; the fused op, the STE op
+    and the exported codes all use it."""
+    from softfloor.quant import WeightQuantizer, sign_code
+    v = torch.tensor([-0.0, 0.0, -1e-30, 1e-30, 2.0, -3.0], dtype=D)
+    assert sign_code(v).tolist() == [1, 1, -1, 1, 1, -1] and sign_code(v).dtype == D
+    wq = WeightQuantizer(1)
+    wq.log2_scale.data.fill_(0.0)
+    assert wq.codes(v).tolist() == [1, 1, -1, 1, 1, -1]

@@ -9,44 +9,9 @@ from softfloor.export import export, export_result
 from softfloor.intmodel import ChannelRequant, Dense, ModelFormatError, Requant
 from softfloor.train import (TrainConfig, float_hard_codes, hard_codes, load_checkpoint,
                              save_checkpoint, train_float, train_qat)
+from tests.sw.exactness import assert_bit_exact, splits, trained_and_exported  # noqa: F401
 
 SHORT = 6  # epochs of the quick runs: enough to move every scale, fast
-
-
-@pytest.fixture(scope="module")
-def splits():
-    cache = {}
-
-    def get(bits):
-        if bits not in cache:
-            cache[bits] = load_digits_split(bits)
-        return cache[bits]
-    return get
-
-
-def assert_bit_exact(result, split, model):
-    """golden(exported) == hard_codes(torch) == float hard forward, on every sample."""
-    for codes in (split.c_test, split.c_train):
-        want, want_layers = hard_codes(result.model, codes, intermediates=True)
-        got, got_layers = golden.run(model, codes, intermediates=True)
-        assert got.dtype == np.int64 and want.dtype == np.int64
-        assert np.array_equal(got, want)
-        assert len(got_layers) == len(want_layers) == len(model.layers)
-        for g, w in zip(got_layers, want_layers):
-            assert np.array_equal(g, w)
-        assert np.array_equal(float_hard_codes(result.model, codes), want)
-
-def trained_and_exported(cfg, splits, tmp_path):
-    """Train ``cfg``, export, save and load the model file; check it bit-exact on the test
-    split (every layer). Returns ``(result, split, model)``."""
-    split = splits(cfg.in_bits)
-    res = train_qat(cfg, split)
-    assert res.accuracy["bit_exact"] is True
-    model = intmodel.load(intmodel.save(export_result(res, split.input_spec),
-                                        tmp_path / "m.intmodel.json"))
-    assert_bit_exact(res, split, model)
-    return res, split, model
-
 
 
 @pytest.mark.parametrize("wb, ab, ib, surrogate, bn", [
@@ -66,7 +31,7 @@ def test_export_is_bit_exact(wb, ab, ib, surrogate, bn, splits, tmp_path):
     path = intmodel.save(model, tmp_path / "m.intmodel.json")
     loaded = intmodel.load(path)
     assert loaded.to_dict() == model.to_dict()
-    assert_bit_exact(res, split, loaded)
+    assert_bit_exact(res.model, split, loaded)
     acc = float(np.mean(golden.predict(loaded, split.c_test) == split.y_test))
     assert acc == res.accuracy["test"] == loaded.meta["accuracy"]["test"]
     assert loaded.meta["train_config"]["weight_bits"] == wb
@@ -116,7 +81,7 @@ def test_negative_shift_becomes_a_multiplier(splits):
     model = export(m, split.input_spec)
     rq = model.layers[3]
     assert (rq.shift, rq.multiplier) == (0, 4)
-    assert_bit_exact(res, split, model)
+    assert_bit_exact(res.model, split, model)
 
 
 def test_deterministic(splits):
@@ -162,7 +127,7 @@ def test_default_w4a4_reaches_95_percent(splits):
     assert res.seconds < 60
     assert res.accuracy["test"] >= 0.95, res
     model = export_result(res, split.input_spec)
-    assert_bit_exact(res, split, model)
+    assert_bit_exact(res.model, split, model)
     assert float(np.mean(golden.predict(model, split.c_test) == split.y_test)) == \
         res.accuracy["test"]
 
@@ -262,7 +227,7 @@ def test_per_channel_export_is_bit_exact(wb, ab, ib, surrogate, bn, splits, tmp_
     assert res.accuracy["bit_exact"] is True
     model = export_result(res, split.input_spec)
     loaded = intmodel.load(intmodel.save(model, tmp_path / "m.intmodel.json"))
-    assert_bit_exact(res, split, loaded)
+    assert_bit_exact(res.model, split, loaded)
     assert loaded.meta["train_config"]["per_channel"] is True
     threshold = cfg.use_batchnorm and ab == 1
     kinds = [type(layer).__name__ for layer in loaded.layers]
@@ -283,7 +248,7 @@ def test_per_channel_negative_shift_becomes_a_channel_multiplier(splits):
     assert isinstance(rq, ChannelRequant)
     assert (int(rq.shift[0]), int(rq.multiplier[0])) == (0, 4)
     assert (int(rq.shift[1]), int(rq.multiplier[1])) == (2, 1)
-    assert_bit_exact(res, split, model)
+    assert_bit_exact(res.model, split, model)
 
 
 @pytest.mark.parametrize("wb, ab, ib, surrogate, bn", [
@@ -357,7 +322,7 @@ def test_augmented_training_is_deterministic_and_exported_exactly(ib, splits):
                                   epochs=3, augment_shift=0, augment_noise=0.0), split)
     assert plain.history != a.history
     assert a.accuracy["bit_exact"] is True
-    assert_bit_exact(a, split, export_result(a, split.input_spec))
+    assert_bit_exact(a.model, split, export_result(a, split.input_spec))
     d = config_dict(cfg)
     assert (d["augment_shift"], d["augment_noise"]) == (1, 0.2)
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg

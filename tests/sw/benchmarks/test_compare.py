@@ -8,18 +8,17 @@ import json
 
 import pytest
 
-from softfloor.sim import tools
+from tests.conftest import require_extra
+
+
+def _import_compare():
+    from softfloor.benchmarks import compare
+    return compare
 
 
 @pytest.fixture(scope="module")
 def compare():
-    try:
-        from softfloor.benchmarks import compare
-    except ImportError as e:
-        if tools.in_ci():
-            pytest.fail(f"CI=true and the [compare] extra is missing: {e}")
-        pytest.skip(f"[compare] extra missing: {e}")
-    return compare
+    return require_extra("[compare]", _import_compare)
 
 
 def test_section_tiny_run(compare, tmp_path, monkeypatch):
