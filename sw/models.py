@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import arith
@@ -20,6 +21,7 @@ from .quant import (QuantHardTanh, QuantLinear, QuantReLU, act_quant_bwd, act_qu
                     check_scales, free_requant_params, grad_scale, linear_quant_bwd,
                     linear_quant_fwd, lsq_grad_factor, requant_params, threshold_gate)
 from .surrogates import SURROGATES, check_surrogate, make_surrogate, round_half_up
+from .tensorops import scalar
 
 #: The default layer widths: 64 pixels in, 10 classes out.
 SIZES = (64, 64, 32, 10)
@@ -396,17 +398,17 @@ class QuantMLP(nn.Module):
             if fold is not None:
                 # BatchNorm folded into the weights and bias before quantization (as
                 # QuantLinear.folded): batch statistics of x @ W.T + b while they are on.
-                batch = self.training and fold.use_batch and x.shape[0] > 1
-                if batch:
-                    z0 = x @ w.T + b
-                    mean, var = fold.stats(z0)
+                if self.training and fold.use_batch and x.shape[0] > 1:
+                    mean, var, zc = fold.batch_stats(F.linear(x, w, b))
                 else:
-                    z0, mean, var = None, fold.running_mean, fold.running_var
-                gf = fold.factor(var)
-                w_raw, b_raw = w, b
-                w, b = w * gf[:, None], fold.beta + (b - mean) * gf
+                    mean, var, zc = fold.running_mean, fold.running_var, None
+                var_eps = var + scalar(fold.eps, var.dtype)
+                rstd = torch.rsqrt(var_eps)
+                gf = fold.gamma * rstd  # fold.factor(var)
+                w_raw, gcol, bm = w, gf[:, None], b - mean
+                w, b = w * gcol, fold.beta + bm * gf
                 if need_grad:
-                    rfold = (x, w_raw, b_raw, gf, mean, var + fold.eps, fold.gamma, z0)
+                    rfold = (x, w_raw, bm, gf, gcol, rstd, var_eps, zc)
             z, ls = linear_quant_fwd(x, w, b, s_w, 2.0 ** (in_exp + ew), lo, hi, one_bit,
                                      blo, bhi)
             if len(layer) == 9:
@@ -418,10 +420,12 @@ class QuantMLP(nn.Module):
             u, rbn = z, None
             if bn is not None:
                 batch = self.training and bn.use_batch and z.shape[0] > 1
-                mean, var = bn.stats(z)
+                if batch:
+                    mean, var, zc = bn.batch_stats(z)
+                else:
+                    var, zc = bn.running_var, z - bn.running_mean
                 rstd = bn.rstd(var)
                 f = bn.gamma * rstd  # bn.factor(var)
-                zc = z - mean
                 u = zc * f + bn.beta
                 if need_grad:
                     rbn = (zc * rstd, f, batch)
@@ -451,7 +455,7 @@ class QuantMLP(nn.Module):
                     dgamma, dbeta = dxh.sum(0), d.sum(0)
                     tail += [dgamma, dbeta]
                     if batch:  # through the batch mean and variance
-                        inv_n = 1.0 / d.shape[0]
+                        inv_n = scalar(1.0 / d.shape[0], d.dtype)
                         d = f * (d - dbeta * inv_n - xhat * (dgamma * inv_n))
                     else:
                         d = d * f
@@ -668,22 +672,23 @@ def _trace(trace: list | None, t: torch.Tensor) -> torch.Tensor:
 
 def _unfold_grads(dx, dwf, dbf, saved, need_x: bool):
     """Gradients through the BatchNorm folding ``wf = w g``, ``bf = beta + (b - mean) g``,
-    ``g = gamma / sqrt(var + eps)``, given those of ``wf``/``bf``; with batch statistics
-    (``z0 = x @ w.T + b`` saved) also through ``mean``/``var`` of ``z0``.
-    Returns ``(dx, dw, db, [dgamma, dbeta])``."""
-    x, w, b, gf, mean, var_eps, gamma, z0 = saved
-    dw = dwf * gf[:, None]
-    dgf = (dwf * w).sum(1) + dbf * (b - mean)
+    ``g = gamma rstd``, ``rstd = 1 / sqrt(var + eps)``, given those of ``wf``/``bf``; with batch
+    statistics (``zc = z0 - mean``, ``z0 = x @ w.T + b``, saved) also through ``mean``/``var``
+    of ``z0``: ``dz0 = (2 dvar zc - dbf g) / n``, ``dvar = -dg g / (2 (var + eps))``. Returns
+    ``(dx, dw, db, [dgamma, dbeta])``."""
+    x, w, bm, gf, gcol, rstd, var_eps, zc = saved  # bm = b - mean, gcol = gf[:, None]
+    dw = dwf * gcol
+    dgf = (dwf * w).sum(1) + dbf * bm
     db = dbf * gf
-    dgamma = dgf * torch.rsqrt(var_eps)
-    if z0 is not None:
-        n = x.shape[0]
-        dvar = -dgf * gf / (2 * var_eps)
-        dz0 = (-dbf * gf + dvar * 2 * (z0 - mean)) / n
-        dw = dw + dz0.T @ x
+    dgamma = dgf * rstd
+    if zc is not None:
+        dt = x.dtype
+        dvar2 = -dgf * gf / (var_eps * scalar(2.0, dt)) * scalar(2.0, dt)
+        dz0 = (zc * dvar2 - db) / scalar(float(x.shape[0]), dt)
+        dw = torch.addmm(dw, dz0.t(), x)
         db = db + dz0.sum(0)
         if need_x:
-            dx = dx + dz0 @ w
+            dx = torch.addmm(dx, dz0, w)
     return dx, dw, db, [dgamma, dbf]
 
 

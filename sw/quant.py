@@ -41,10 +41,12 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import arith
 from .surrogates import STERoundFn, Surrogate, make_surrogate, round_half_up, ste_round
+from .tensorops import pass_inside, scalar
 
 MAX_BITS = 8
 MAX_BIAS_BITS = 32
@@ -147,7 +149,7 @@ def sign_code(v: torch.Tensor) -> torch.Tensor:
 
     ``copysign(1, v + 0.0)``: adding ``+0.0`` turns ``-0.0`` into ``+0.0``; two cheap ops (a
     ``where`` on a comparison costs several times more on small tensors)."""
-    return torch.copysign(torch.ones((), dtype=v.dtype), v + 0.0)
+    return torch.copysign(scalar(1.0, v.dtype), v + scalar(0.0, v.dtype))
 
 
 class _SignSTE(torch.autograd.Function):
@@ -239,24 +241,26 @@ def act_quant_fwd(x, s: float, surrogate, hi: int, need_grad: bool = True):
     by it is exact); ``saved`` is what :func:`act_quant_bwd` needs (None without
     ``need_grad``).
     """
-    v = x * (1.0 / s)
+    dt = x.dtype
+    v = x * scalar(1.0 / s, dt)
     r, dr = surrogate.round_and_grad(v, need_grad)
     q = torch.clamp(r, 0, hi)
+    y = q * scalar(s, dt)
     if not need_grad:
-        return q * s, None
-    return q * s, (v, q, dr, (r == q) if surrogate.clip_grad else None)
+        return y, None
+    return y, (v, q, dr, r if surrogate.clip_grad else None, hi)
 
 
 def act_quant_bwd(g, saved, s: float, gs: float = 1.0):
     """Backward of :func:`act_quant_fwd`: ``(dx, dl)`` with ``dx = g R'(v) inside`` and
     ``dl = sum(g (q - v R'(v) inside)) * s * ln 2 * gs`` (the scale's log2 parameter, rounded
-    with a straight-through gradient; ``inside`` where the code is not clamped, everywhere for
-    a surrogate without ``clip_grad``)."""
-    v, q, dr, inside = saved
+    with a straight-through gradient; ``inside`` where the code is not clamped, ``0 <= R(v)
+    <= hi``, everywhere for a surrogate without ``clip_grad``)."""
+    v, q, dr, r, hi = saved
     d = g if dr is None else g * dr
-    if inside is not None:
-        d = d * inside
-    dl = (g * q - d * v).sum() * (s * LN2 * gs)
+    if r is not None:
+        d = pass_inside(d, r, 0, hi)
+    dl = (g * q - d * v).sum() * scalar(s * LN2 * gs, g.dtype)
     return d, dl
 
 
@@ -268,18 +272,18 @@ def linear_quant_fwd(x, w, b, s: float, s_acc: float, lo: int, hi: int, one_bit:
     Weight codes: 1 bit ``sign`` (0 -> +1), else ``clamp(floor(w / s + 1/2), lo, hi)``
     (values identical to :class:`_FakeQuantWeightFn` and :class:`_FakeQuantBiasFn`).
     """
-    v = w * (1.0 / s)
-    if one_bit:
-        q = sign_code(v)
-        inside = v.abs() <= 1
-    else:
+    dt = w.dtype
+    v = w * scalar(1.0 / s, dt)
+    if one_bit:  # straight-through where |v| <= 1
+        q, r, rlo, rhi = sign_code(v), v, -1, 1
+    else:        # straight-through where the rounded code is in range
         r = round_half_up(v)
-        q = torch.clamp(r, lo, hi)
-        inside = r == q
-    rb = round_half_up(b * (1.0 / s_acc))
+        q, rlo, rhi = torch.clamp(r, lo, hi), lo, hi
+    rb = round_half_up(b * scalar(1.0 / s_acc, dt))
     bq = torch.clamp(rb, blo, bhi)
-    wq = q * s
-    return torch.addmm(bq * s_acc, x, wq.T), (x, v, q, inside, rb == bq, wq)
+    wq = q * scalar(s, dt)
+    z = F.linear(x, wq, bq * scalar(s_acc, dt))
+    return z, (x, v, q, (r, rlo, rhi), (rb, blo, bhi), wq)
 
 
 def linear_quant_bwd(g, saved, s: float, gs: float = 1.0, need_x: bool = True):
@@ -288,11 +292,10 @@ def linear_quant_bwd(g, saved, s: float, gs: float = 1.0, need_x: bool = True):
     is a constant, as in :class:`_FakeQuantBiasFn`)."""
     x, v, q, inside, inside_b, wq = saved
     dx = g @ wq if need_x else None
-    gw = g.T @ x
-    m = inside.to(g.dtype)
-    dw = gw * m
-    dl = (gw * (q - v * m)).sum() * (s * LN2 * gs)
-    return dx, dw, g.sum(0) * inside_b, dl
+    gw = g.t() @ x
+    dw = pass_inside(gw, *inside)
+    dl = (gw * (q - pass_inside(v, *inside))).sum() * scalar(s * LN2 * gs, g.dtype)
+    return dx, dw, pass_inside(g.sum(0), *inside_b), dl
 
 
 class _FakeQuantActFn(torch.autograd.Function):
@@ -583,17 +586,22 @@ class BatchNormStats(nn.Module):
     def stats(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mean, var)``: of the batch ``z`` (updating the running ones) or the running ones."""
         if self.training and self.use_batch and z.shape[0] > 1:
-            # Two passes of sums: the same statistics as torch.var_mean(z, 0,
-            # unbiased=False), a fraction of its cost on small batches.
-            inv_n = 1.0 / z.shape[0]
-            mean = z.sum(0) * inv_n
-            zc = z - mean
-            var = (zc * zc).sum(0) * inv_n
-            with torch.no_grad():  # running = (1 - momentum) running + momentum batch
-                self.running_mean.lerp_(mean.detach(), self.momentum)
-                self.running_var.lerp_(var.detach(), self.momentum)
-            return mean, var
+            return self.batch_stats(z)[:2]
         return self.running_mean, self.running_var
+
+    def batch_stats(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(mean, var, z - mean)`` of the batch ``z``; updates the running statistics.
+
+        Two passes of sums: the same statistics as ``torch.var_mean(z, 0, unbiased=False)``,
+        a fraction of its cost on small batches."""
+        inv_n = scalar(1.0 / z.shape[0], z.dtype)
+        mean = z.sum(0) * inv_n
+        zc = z - mean
+        var = (zc * zc).sum(0) * inv_n
+        with torch.no_grad():  # running = (1 - momentum) running + momentum batch
+            torch._foreach_lerp_([self.running_mean, self.running_var], [mean, var],
+                                 self.momentum)
+        return mean, var, zc
 
     @torch.no_grad()
     def reset_stats(self, z: torch.Tensor) -> None:
@@ -603,7 +611,7 @@ class BatchNormStats(nn.Module):
 
     def rstd(self, var: torch.Tensor) -> torch.Tensor:
         """``1 / sqrt(var + eps)``."""
-        return torch.rsqrt(var + self.eps)
+        return torch.rsqrt(var + scalar(self.eps, var.dtype))
 
     def factor(self, var: torch.Tensor) -> torch.Tensor:
         """``gamma / sqrt(var + eps)``."""
@@ -667,7 +675,7 @@ class QuantLinear(nn.Module):
         if self.bn_mode != "fold":
             return self.weight, self.bias
         if x is not None and self.training and self.bn.use_batch:
-            mean, var = self.bn.stats(x @ self.weight.T + self.bias)
+            mean, var = self.bn.stats(F.linear(x, self.weight, self.bias))
         else:
             mean, var = self.bn.running_mean, self.bn.running_var
         g = self.bn.factor(var)

@@ -77,13 +77,15 @@ from typing import ClassVar
 
 import torch
 
+from softfloor.tensorops import scalar
+
 # ----------------------------------------------------------------------------------------------
 # Plain functions (no custom gradient): the definitions the tests check against.
 
 
 def round_half_up(v: torch.Tensor) -> torch.Tensor:
     """``floor(v + 1/2)``: nearest integer, ties toward plus infinity (arith's ``half_up``)."""
-    return torch.floor(v + 0.5)
+    return torch.floor(v + scalar(0.5, v.dtype))
 
 
 def round_up_bit(v: torch.Tensor, k: float) -> torch.Tensor:
@@ -454,11 +456,12 @@ class SigmoidSurrogate(Surrogate):
             if not need_grad or self.hard_grad == "ste":
                 return r, None
             return r, smooth_round_grad(v, k)
+        dt = v.dtype
         fl = torch.floor(v)
-        s = torch.sigmoid(k * (v - fl - 0.5))
+        s = torch.sigmoid(scalar(k, dt) * (v - fl - scalar(0.5, dt)))
         t = math.tanh(k / 4)
-        r = fl + (s - _sigmoid(-k / 2)) / t
-        return r, ((k / t) * s * (1 - s) if need_grad else None)
+        r = fl + (s - scalar(_sigmoid(-k / 2), dt)) / scalar(t, dt)
+        return r, (scalar(k / t, dt) * s * (scalar(1.0, dt) - s) if need_grad else None)
 
 
 @dataclass
