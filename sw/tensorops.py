@@ -27,7 +27,8 @@ import torch
 
 __all__ = ["scalar", "pass_inside"]
 
-_SCALARS: dict = {}
+_SCALARS: dict = {}   # dtype -> {value: 0-dim tensor} (non-zero values)
+_ZEROS: dict = {}     # (dtype, sign) -> 0-dim tensor (-0.0 == 0.0: kept apart by sign)
 _BOUNDS: dict = {}
 _MAX_CACHED = 4096
 _NP_DTYPES = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}
@@ -39,15 +40,23 @@ def scalar(value: float, dtype: torch.dtype) -> torch.Tensor | float:
     Use it as the scalar operand of an elementwise op on a ``dtype`` tensor: the result is
     the one the Python float gives, without the per-op cast. Never modify the returned tensor.
     """
+    cache = _SCALARS.get(dtype)
+    if cache is not None and value:
+        t = cache.get(value)
+        if t is not None:
+            return t
     if not dtype.is_floating_point:
         return value
-    # -0.0 == 0.0 (and hashes alike): the sign goes into the key.
-    key = (value, math.copysign(1.0, value), dtype)
-    t = _SCALARS.get(key)
-    if t is None:
-        if len(_SCALARS) >= _MAX_CACHED:
-            _SCALARS.clear()
-        t = _SCALARS[key] = torch.tensor(value, dtype=dtype)
+    if not value:  # 0.0 or -0.0
+        key = (dtype, math.copysign(1.0, value))
+        t = _ZEROS.get(key)
+        if t is None:
+            t = _ZEROS[key] = torch.tensor(value, dtype=dtype)
+        return t
+    cache = _SCALARS.setdefault(dtype, {})
+    if len(cache) >= _MAX_CACHED:
+        cache.clear()
+    t = cache[value] = torch.tensor(value, dtype=dtype)
     return t
 
 
