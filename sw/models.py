@@ -433,8 +433,9 @@ class QuantMLP(nn.Module):
             if bn is not None and surrogate.hard:
                 # The exact integer comparison the exported layer makes (the gradient is the
                 # surrogate's through BatchNorm, as in forward_composed).
-                gate = threshold_gate(z * 2.0 ** -(in_exp + ew), *lin.threshold(in_exp, ea))
-                y = s_a * gate.to(y.dtype)
+                direction, bound = lin.threshold_bound(in_exp, ea, ew)
+                fires = z * (direction * scalar(2.0 ** -(in_exp + ew), z.dtype)) >= bound
+                y = torch.where(fires, scalar(s_a, z.dtype), scalar(0.0, z.dtype))
             saved.append((ls, s_w, gs_w, (ra, s_a, gs_a, rbn, rfold)))
             x, in_exp = y, ea
         raise AssertionError("unreachable: the last layer returns")

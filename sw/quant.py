@@ -750,16 +750,43 @@ class QuantLinear(nn.Module):
         direction : int64 tensor of -1, 0, +1
         t : float64 tensor of integers (``+-inf`` when never / always reachable)
         """
+        direction, t_real, fires_const = self._threshold_real(in_exp, act_exp, self.wq.exp)
+        t = torch.where(direction > 0, torch.ceil(t_real), torch.floor(t_real))
+        t = torch.where(direction == 0, fires_const.to(t.dtype), t).to(torch.float64)
+        return direction.to(torch.int64), t
+
+    def threshold_bound(self, in_exp: int, act_exp: int, w_exp: int
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`threshold` as the fused training step compares it, in the model's dtype:
+        ``(direction, bound)``, the activation fires where ``direction * acc >= bound``.
+
+        ``bound = ceil(direction * t_real)`` (``acc <= floor(t)`` is ``-acc >= ceil(-t)``),
+        ``-inf`` / ``+inf`` for a constant channel. The accumulators are exact integers in the
+        dtype and ``bound`` is the very value :meth:`threshold` converts to float64, so the
+        decisions are :func:`threshold_gate`'s (tested). Call it with gradients off.
+        """
+        direction, t_real, fires_const = self._threshold_real(in_exp, act_exp, w_exp)
+        dt = t_real.dtype
+        bound = torch.where(direction == 0,
+                            torch.where(fires_const, scalar(-math.inf, dt), scalar(math.inf, dt)),
+                            torch.ceil(direction * t_real))
+        return direction, bound
+
+    def _threshold_real(self, in_exp: int, act_exp: int, w_exp):
+        """``(sign(g), t_real, beta >= s / 2)`` in the model's dtype, ``g = gamma / sigma``:
+        the one definition of the threshold arithmetic (:meth:`threshold`,
+        :meth:`threshold_bound`)."""
         bn = self.bn
         g = bn.factor(bn.running_var)
+        dt = g.dtype
         s = 2.0 ** act_exp
-        s_acc = 2.0 ** (in_exp + self.wq.exp)
-        direction = torch.sign(g)
-        t_real = (bn.running_mean + (s / 2 - bn.beta) / torch.where(g == 0, 1.0, g)) / s_acc
-        t = torch.where(direction > 0, torch.ceil(t_real), torch.floor(t_real))
-        t = torch.where(direction == 0, (bn.beta >= s / 2).to(t.dtype), t).to(torch.float64)
-        direction = direction.to(torch.int64)
-        return direction, t
+        s_acc = 2.0 ** (in_exp + w_exp)
+        if not isinstance(s_acc, torch.Tensor):  # per-tensor: a Python float
+            s_acc = scalar(s_acc, dt)
+        half = scalar(s / 2, dt)
+        t_real = (bn.running_mean + (half - bn.beta)
+                  / torch.where(g == 0, scalar(1.0, dt), g)) / s_acc
+        return torch.sign(g), t_real, bn.beta >= half
 
 
 def threshold_gate(acc: torch.Tensor, direction: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -769,3 +796,5 @@ def threshold_gate(acc: torch.Tensor, direction: torch.Tensor, t: torch.Tensor) 
     const = (t > 0).expand_as(acc)
     out = torch.where(direction > 0, ge, torch.where(direction < 0, le, const))
     return out.to(torch.int64)
+
+

@@ -122,9 +122,10 @@ def smooth_round(v: torch.Tensor, k: float, normalize: bool = True) -> torch.Ten
 def smooth_round_grad(v: torch.Tensor, k: float, normalize: bool = True) -> torch.Tensor:
     """Closed-form derivative of :func:`smooth_round`: ``k * s * (1 - s) [/ tanh(k/4)]``."""
     k = _check_k(k)
-    s = torch.sigmoid(k * (v - torch.floor(v) - 0.5))
-    g = k * s * (1 - s)
-    return g / math.tanh(k / 4) if normalize else g
+    dt = v.dtype
+    s = torch.sigmoid(scalar(k, dt) * (v - torch.floor(v) - scalar(0.5, dt)))
+    g = scalar(k, dt) * s * (scalar(1.0, dt) - s)
+    return g / scalar(math.tanh(k / 4), dt) if normalize else g
 
 
 def smooth_floor(v: torch.Tensor, k: float, normalize: bool = True) -> torch.Tensor:

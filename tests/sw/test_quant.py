@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from softfloor import arith
 from softfloor.models import FloatMLP, QuantMLP
 from softfloor.quant import (QuantHardTanh, QuantLinear, QuantReLU, WeightQuantizer, requant_params,
-                             weight_code_range)
+                             threshold_gate, weight_code_range)
 
 D = torch.float64
 
@@ -549,3 +549,31 @@ def test_sign_code_is_the_one_binary_rule():
     wq = WeightQuantizer(1)
     wq.log2_scale.data.fill_(0.0)
     assert wq.codes(v).tolist() == [1, 1, -1, 1, 1, -1]
+
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_threshold_bound_decides_as_threshold_gate(dtype):
+    """The fused step's threshold form against threshold() + threshold_gate (float64): every
+    direction (gamma > 0, < 0, == 0 firing or not), thresholds inside and beyond the
+    accumulators, accumulators on and next to every threshold."""
+    gen = torch.Generator().manual_seed(5)
+    lin = QuantLinear(8, 12, 2, 8, bn="threshold").to(dtype)
+    with torch.no_grad():
+        lin.bn.gamma.copy_(torch.tensor([1.5, -0.7, 0.0, 0.0, 2.0, -3.0, 1e-30, -1e-30, 0.3, -0.3,
+                                         1.0, -1.0]))
+        lin.bn.beta.copy_(torch.randn(12, generator=gen, dtype=dtype))
+        lin.bn.beta[2], lin.bn.beta[3] = 5.0, -5.0
+        lin.bn.running_mean.copy_(3 * torch.randn(12, generator=gen, dtype=dtype))
+        lin.bn.running_var.copy_(torch.rand(12, generator=gen, dtype=dtype) + 0.1)
+        direction, t = lin.threshold(-3, -2)
+        direction_f, bound = lin.threshold_bound(-3, -2, lin.wq.exp)
+    finite = t[torch.isfinite(t)]
+    near = torch.cat([finite - 1, finite, finite + 1]).to(dtype)
+    acc = torch.cat([torch.randint(-200, 201, (64,), generator=gen).to(dtype), near])
+    acc = acc[:, None].expand(-1, 12)
+    ref = threshold_gate(acc, direction, t)
+    fires = acc * direction_f >= bound
+    assert torch.equal(fires.to(torch.int64), ref)
+    assert ref[:, 2].eq(1).all() and ref[:, 3].eq(0).all()  # the constant channels
+    assert (t[6:8].abs() > 2 ** 24).all()  # gamma ~ 0: beyond every accumulator
