@@ -212,8 +212,8 @@ def augment_codes(x, shift: int, noise: float, step, hi, rng):
         out = pad[xp.arange(n)[:, None, None], rows, cols].reshape(n, SIDE * SIDE)
     if noise:
         change = uniform((n, SIDE * SIDE)) < noise
-        sign = integers(0, 2, (n, SIDE * SIDE)) * 2 - 1
-        delta = change * sign * step
+        up = integers(0, 2, (n, SIDE * SIDE))  # 1: one step up, 0: one step down
+        delta = (up * (2 * step) - step) * change  # exactly -step, 0 or +step
         out = out + (delta.to(x.dtype) if torch_mode else delta.astype(x.dtype))
         out = out.clamp(0, hi) if torch_mode else np.clip(out, 0, hi)
     return out.clone() if torch_mode and out is x else (out.copy() if out is x else out)
