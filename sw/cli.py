@@ -66,8 +66,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                    help="surrogate of round/floor used in training (default: the trainer's)")
     p.add_argument("--batchnorm", action=argparse.BooleanOptionalAction, default=None,
                    help="BatchNorm after the hidden layers, folded before export "
-                        "(default: on when weights or activations have <= 2 bits, "
-                        "except 1-bit activations)")
+                        "(MLP default: on when weights or activations have <= 2 bits, "
+                        "except 1-bit activations; CNN default: off)")
     p.add_argument("--activation", choices=flow_mod.ACTIVATIONS, default="relu",
                    help="hidden activations: relu (unsigned codes, default) or hardtanh (signed "
                         "codes, --act-bits >= 2)")

@@ -21,8 +21,13 @@ data as the MLP) reshaped to ``(N, 1, 8, 8)``. Like :class:`~softfloor.models.Qu
 model computes in a dtype in which the hard-quantized forward is exact
 (:func:`softfloor.models.exact_dtype`: float32 for the digits CNN, float64 with free scales), and
 :meth:`QuantCNN.integer_layers` / :func:`hard_codes` give its integer form (what
-:func:`softfloor.export.export` writes and the golden model runs). BatchNorm is not implemented
-for the CNN.
+:func:`softfloor.export.export` writes and the golden model runs).
+
+BatchNorm (``QuantCNN(batchnorm=True)``) is folded into every convolution before quantization,
+as the MLP's ``"fold"`` mode: per output channel ``w * g``, ``beta + (b - mean) * g``, ``g =
+gamma / sqrt(var + eps)``, with the statistics over batch, height and width of the float
+convolution while batch statistics are on (the soft phase), the running ones afterwards and in
+the exported model, which is then a plain quantized convolution. Power-of-two scales only.
 """
 from __future__ import annotations
 
@@ -37,8 +42,8 @@ from . import arith
 from .models import (ACTIVATIONS, IntLayer, _trace, apply_requant, calibrate_free_act,
                      check_activation, check_free_scales, free_bias, free_log2, free_plan,
                      free_requant, int_dense, pick_dtype, worst_case_acc_bits)
-from .quant import (QuantLinear, WeightQuantizer, check_bits, check_scales, fake_quant_bias,
-                    free_bias_codes, requant_params)
+from .quant import (BatchNormStats, QuantLinear, WeightQuantizer, check_bits, check_scales,
+                    fake_quant_bias, free_bias_codes, requant_params)
 from .surrogates import SURROGATES, check_surrogate, make_surrogate
 
 #: Input image of the digits: 1 channel, 8 x 8 (the 64 pixels in C order).
@@ -77,11 +82,14 @@ class QuantConv2d(nn.Module):
         One power-of-two weight scale per output channel (``wq.exp`` an int64 tensor).
     free_scale : bool
         A free weight scale: the layer runs in :meth:`QuantCNN.forward_free` (codes).
+    batchnorm : bool
+        BatchNorm folded into the weights and bias before quantization (:meth:`folded`; not
+        with a free scale).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel: int = 3, padding: int = 1,
                  weight_bits: int = 4, bias_bits: int = 16, scale_grad: str = "auto",
-                 per_channel: bool = False, free_scale: bool = False):
+                 per_channel: bool = False, free_scale: bool = False, batchnorm: bool = False):
         super().__init__()
         self.in_channels = _size(in_channels, "in_channels", 1, 4096)
         self.out_channels = _size(out_channels, "out_channels", 1, 4096)
@@ -95,10 +103,40 @@ class QuantConv2d(nn.Module):
         self.wq = WeightQuantizer(weight_bits, scale_grad, out_channels if per_channel else None,
                                   free_scale)
         self.wq.init_scale(self.weight)
+        if batchnorm and free_scale:
+            raise ValueError("QuantConv2d: BatchNorm with a free weight scale is not implemented; "
+                             "use power-of-two scales (scales='po2') or no BatchNorm")
+        self.bn = BatchNormStats(out_channels) if batchnorm else None
 
     @property
     def weight_bits(self) -> int:
         return self.wq.bits
+
+    def folded(self, x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Real weight and bias before quantization, BatchNorm folded in (as
+        :meth:`softfloor.quant.QuantLinear.folded`); without BatchNorm the parameters.
+
+        With ``x`` (a training batch) and batch statistics on, the statistics are those of the
+        float convolution of the batch over batch, height and width, per output channel.
+        """
+        bn = self.bn
+        if bn is None:
+            return self.weight, self.bias
+        if x is not None and self.training and bn.use_batch:
+            z = F.conv2d(x, self.weight, self.bias, padding=self.padding)
+            mean, var = bn.stats(z.transpose(0, 1).reshape(self.out_channels, -1).T)
+        else:
+            mean, var = bn.running_mean, bn.running_var
+        g = bn.factor(var)
+        return self.weight * g[:, None, None, None], bn.beta + (self.bias - mean) * g
+
+    @torch.no_grad()
+    def reset_bn(self, x: torch.Tensor) -> None:
+        """Calibration: the running statistics from the batch ``x``'s float convolution, then
+        the weight scale from the folded weights."""
+        z = F.conv2d(x, self.weight, self.bias, padding=self.padding)
+        self.bn.reset_stats(z.transpose(0, 1).reshape(self.out_channels, -1).T)
+        self.wq.init_scale(self.folded()[0])
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}->{self.out_channels}, kernel={self.kernel}, "
@@ -112,8 +150,9 @@ class QuantConv2d(nn.Module):
         if self.wq.free:
             raise RuntimeError("a QuantConv2d with a free scale has no power-of-two input "
                                "exponent: it runs in QuantCNN.forward_free")
-        w = self.wq(self.weight)
-        b = fake_quant_bias(self.bias, self._acc_scale(in_exp), self.bias_lo, self.bias_hi)
+        wf, bf = self.folded(x)
+        w = self.wq(wf)
+        b = fake_quant_bias(bf, self._acc_scale(in_exp), self.bias_lo, self.bias_hi)
         return F.conv2d(x, w, b, padding=self.padding)
 
     def _acc_scale(self, in_exp: int):
@@ -122,8 +161,8 @@ class QuantConv2d(nn.Module):
 
     @torch.no_grad()
     def weight_codes(self) -> torch.Tensor:
-        """Integer weight codes (int64), ``(out, in, k, k)``."""
-        return self.wq.codes(self.weight)
+        """Integer weight codes (int64), ``(out, in, k, k)`` (BatchNorm folded in)."""
+        return self.wq.codes(self.folded()[0])
 
     def free_bias_codes_float(self, s_acc: torch.Tensor) -> torch.Tensor:
         """Free scales: bias codes at the accumulator scale ``s_acc`` (per channel a vector)."""
@@ -131,9 +170,10 @@ class QuantConv2d(nn.Module):
 
     @torch.no_grad()
     def bias_codes(self, in_exp: int) -> torch.Tensor:
-        """Integer bias codes (int64) at the accumulator scale ``2**(in_exp + w_exp)``."""
+        """Integer bias codes (int64) at the accumulator scale ``2**(in_exp + w_exp)``
+        (BatchNorm folded in)."""
         s = self._acc_scale(in_exp)
-        b = fake_quant_bias(self.bias, s, self.bias_lo, self.bias_hi) / s
+        b = fake_quant_bias(self.folded()[1], s, self.bias_lo, self.bias_hi) / s
         return b.to(torch.int64)
 
 
@@ -179,6 +219,9 @@ class QuantCNN(nn.Module):
         :class:`~softfloor.models.QuantMLP`).
     dtype : torch.dtype, optional
         Parameter and compute dtype; default :func:`softfloor.models.exact_dtype`.
+    batchnorm : bool
+        BatchNorm folded into every convolution (power-of-two scales only); the statistics
+        freeze at the hard phase (:meth:`set_surrogate`), as the MLP's.
     """
 
     def __init__(self, weight_bits: int = 4, act_bits: int = 4, input_bits: int = 4,
@@ -186,13 +229,16 @@ class QuantCNN(nn.Module):
                  surrogate_kwargs: dict | None = None, channels=CHANNELS, kernel: int = 3,
                  pool: int = 2, input_shape=INPUT_SHAPE, classes: int = N_CLASSES,
                  per_channel: bool = False, activation: str = "relu", scales: str = "po2",
-                 dtype: torch.dtype | None = None):
+                 dtype: torch.dtype | None = None, batchnorm: bool = False):
         super().__init__()
         self.activation = check_activation(activation)
         self.scales = check_scales(scales)
         free = scales == "free"
         if free:
             check_free_scales(surrogate, False)
+            if batchnorm:
+                raise ValueError("QuantCNN: batchnorm with scales='free' is not implemented; use "
+                                 "scales='po2' (BatchNorm folded into the power-of-two layers)")
         check_bits("weight_bits", weight_bits)
         check_bits("act_bits", act_bits)
         self.input_bits = check_bits("input_bits", input_bits)
@@ -208,7 +254,7 @@ class QuantCNN(nn.Module):
         convs = []
         for out in self.channels:
             convs.append(QuantConv2d(c, out, kernel, kernel // 2, weight_bits, bias_bits,
-                                     scale_grad, self.per_channel, free))
+                                     scale_grad, self.per_channel, free, bool(batchnorm)))
             h, w = (h + 2 * (kernel // 2) - kernel + 1) // pool, (w + 2 * (kernel // 2)
                                                                   - kernel + 1) // pool
             if h < 1 or w < 1:
@@ -249,17 +295,22 @@ class QuantCNN(nn.Module):
 
     @property
     def batchnorm(self) -> bool:
-        return False
+        return self.convs[0].bn is not None
 
     def layer_exps(self) -> list[int]:
         """Input exponent of every weighted layer (the convolutions, then the dense layer)."""
         return [self.input_exp] + [a.exp for a in self.acts]
 
     def set_surrogate(self, k: float, hard: bool) -> None:
-        """Set the sharpness and the hard flag of every activation's surrogate."""
+        """Set the sharpness and the hard flag of every activation's surrogate; entering the
+        hard phase freezes the BatchNorm statistics (as
+        :meth:`softfloor.models.QuantMLP.set_surrogate`)."""
         for act in self.acts:
             act.surrogate.k = k
             act.surrogate.hard = hard
+        for conv in self.convs:
+            if conv.bn is not None:
+                conv.bn.use_batch = not hard
 
     def _image(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(self.dtype).reshape((x.shape[0],) + self.input_shape)
@@ -275,6 +326,8 @@ class QuantCNN(nn.Module):
             return self._calibrate_free(x)
         exp = self.input_exp
         for i, (conv, act) in enumerate(zip(self.convs, self.acts)):
+            if conv.bn is not None:
+                conv.reset_bn(x)
             act.init_scale(conv(x, exp))
             hard, act.surrogate.hard = act.surrogate.hard, True
             x = self._stage(i, x, exp)

@@ -85,7 +85,7 @@ class TrainConfig:
     batch_size: int = 64
     bias_bits: int = 16
     sizes: tuple = SIZES
-    arch: str = "mlp"                  # "mlp" or "cnn" (softfloor.cnn.QuantCNN; no BatchNorm)
+    arch: str = "mlp"                  # "mlp" or "cnn" (softfloor.cnn.QuantCNN)
     per_channel: bool = False          # per-output-channel weight scales (not the last layer)
     activation: str = "relu"           # "relu" (unsigned codes) or "hardtanh" (signed, >= 2 bits)
     scales: str = "po2"                # "po2" (shift-only requant) or "free" (multiplier + shift)
@@ -95,8 +95,9 @@ class TrainConfig:
     def __post_init__(self):
         if self.arch not in ARCHS:
             raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
-        if self.arch == "cnn" and self.batchnorm:
-            raise ValueError("batchnorm is not implemented for arch 'cnn' (MLP only)")
+        if self.arch == "cnn" and self.batchnorm and self.scales == "free":
+            raise ValueError("batchnorm with scales 'free' is not implemented for arch 'cnn'; "
+                             "use scales 'po2' (BatchNorm folded into the convolutions)")
         check_bits("weight_bits", self.weight_bits)
         check_bits("act_bits", self.act_bits)
         if self.input_bits is not None:
@@ -147,7 +148,7 @@ class TrainConfig:
     def use_batchnorm(self) -> bool:
         """BatchNorm (folded before export) after the hidden layers: ``batchnorm`` if set, else
         on exactly when the weights or the activations have 1 or 2 bits and the activations
-        are not 1-bit (never for the CNN).
+        are not 1-bit (the CNN: only when set; folded into every convolution).
 
         Chosen on 3 validation folds carved from the training data x seeds 0..2 (STE, 60
         epochs, default lr): w2a2 96.88 with vs 96.06 without (folded into the weights); w1a2
@@ -155,7 +156,7 @@ class TrainConfig:
         input): the integer threshold a 1-bit activation gets from BatchNorm trains worse than
         the plain bias."""
         if self.arch == "cnn":
-            return False
+            return bool(self.batchnorm)
         if self.batchnorm is None:
             return min(self.weight_bits, self.act_bits) <= 2 and self.act_bits >= 2
         return bool(self.batchnorm)
@@ -457,7 +458,8 @@ def _build(cfg: TrainConfig, kind: str) -> torch.nn.Module:
             return FloatCNN()
         return QuantCNN(cfg.weight_bits, cfg.act_bits, cfg.in_bits, cfg.surrogate,
                         cfg.bias_bits, kw, per_channel=cfg.per_channel,
-                        activation=cfg.activation, scales=cfg.scales)
+                        activation=cfg.activation, scales=cfg.scales,
+                        batchnorm=cfg.use_batchnorm)
     if kind == "float":
         return FloatMLP(cfg.sizes)
     return QuantMLP(cfg.sizes, cfg.weight_bits, cfg.act_bits, cfg.in_bits, cfg.surrogate,

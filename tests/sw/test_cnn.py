@@ -99,9 +99,12 @@ def test_cnn_checkpoint_round_trip(splits, tmp_path):
 def test_cnn_config_validation():
     with pytest.raises(ValueError, match="arch must be one of mlp, cnn"):
         TrainConfig(arch="resnet")
-    with pytest.raises(ValueError, match="batchnorm is not implemented for arch 'cnn'"):
-        TrainConfig(arch="cnn", batchnorm=True)
+    with pytest.raises(ValueError, match="batchnorm with scales 'free' is not implemented"):
+        TrainConfig(arch="cnn", batchnorm=True, scales="free")
+    with pytest.raises(ValueError, match="batchnorm with scales='free' is not implemented"):
+        QuantCNN(batchnorm=True, scales="free")
     assert TrainConfig(arch="cnn", weight_bits=1, act_bits=1).use_batchnorm is False
+    assert TrainConfig(arch="cnn", batchnorm=True).use_batchnorm is True
     assert TrainConfig(weight_bits=1, act_bits=2).use_batchnorm is True
     assert TrainConfig.from_dict(TrainConfig(arch="cnn").to_dict()).arch == "cnn"
     assert TrainConfig.from_dict({"epochs": 3}).arch == "mlp"  # old checkpoints: the MLP
@@ -167,19 +170,19 @@ def test_cli_arch_choices_match_the_trainer():
 
 @pytest.mark.sim
 def test_cnn_flow_runs_through_the_rtl(tmp_path):
-    """``flow --arch cnn`` stage by stage: data/train/export/golden, then the generated
-    conv/pool/dense RTL on Verilator is bit-exact on every test sample, at the manifest's
-    latency and initiation interval."""
+    """``flow --arch cnn`` stage by stage (with BatchNorm folded into the convolutions):
+    data/train/export/golden, then the generated conv/pool/dense RTL on Verilator is bit-exact
+    on every test sample, at the manifest's latency and initiation interval."""
     from softfloor.sim import tools
     tools.ensure("verilator")
     out = tmp_path / "cnn"
     common = ["--out", str(out), "--quiet"]
     for stage in ("data", "train"):
-        assert cli.main([stage, *common, "--arch", "cnn", "--epochs", "2"]) == 0
+        assert cli.main([stage, *common, "--arch", "cnn", "--epochs", "2", "--batchnorm"]) == 0
     for stage in ("export", "golden", "rtl"):
         assert cli.main([stage, *common]) == 0
     tr = json.loads((out / "train.json").read_text())
-    assert tr["config"]["arch"] == "cnn"
+    assert tr["config"]["arch"] == "cnn" and tr["config"]["batchnorm"] is True
     model = intmodel.load(out / "model.intmodel.json")
     assert model.name == "digits-cnn" and any(isinstance(x, Conv2d) for x in model.layers)
     gd = json.loads((out / "stages" / "golden.json").read_text())
@@ -284,3 +287,57 @@ def test_cnn_free_scales_at_powers_of_two_are_the_po2_cnn(surrogate, pc, hard):
     assert torch.allclose(po2(x), free(x), rtol=1e-12, atol=1e-12)
     for ga, gb in zip(*grads, strict=True):
         assert torch.allclose(ga, gb, rtol=1e-9, atol=1e-12), (ga, gb)
+
+
+@pytest.mark.parametrize("wb, ab, surrogate, pc", [(2, 2, "ste", False), (1, 1, "sigmoid", False),
+                                                   (4, 4, "lsq", True)])
+def test_cnn_batchnorm_folds_into_the_convolutions(wb, ab, surrogate, pc, splits, tmp_path):
+    """BatchNorm in the CNN: folded into every convolution (per channel), statistics frozen in
+    the hard phase, exported as plain convolutions, bit-exact."""
+    cfg = TrainConfig(arch="cnn", weight_bits=wb, act_bits=ab, surrogate=surrogate,
+                      epochs=SHORT, batchnorm=True, per_channel=pc)
+    res, split, model = trained_and_exported(cfg, splits, tmp_path)
+    m = res.model
+    assert m.batchnorm and all(c.bn is not None and not c.bn.use_batch for c in m.convs)
+    assert model.meta["train_config"]["batchnorm"] is True
+    assert [type(x).__name__ for x in model.layers][:2] == [
+        "Conv2d", "ChannelRequant" if pc else "Requant"]
+    conv = m.convs[0]
+    wf, bf = conv.folded()
+    g = conv.bn.gamma / torch.sqrt(conv.bn.running_var + conv.bn.eps)
+    assert torch.allclose(wf, conv.weight * g[:, None, None, None])
+    assert torch.equal(conv.weight_codes(), conv.wq.codes(wf))
+    bias = np.asarray(model.layers[0].bias)
+    assert np.array_equal(conv.bias_codes(m.input_exp).numpy(), bias)
+    with torch.no_grad():  # the running statistics are those the export used
+        conv.bn.running_mean += 1.0
+    assert not np.array_equal(conv.bias_codes(m.input_exp).numpy(), bias)
+
+
+def test_cnn_batchnorm_uses_batch_statistics_while_soft():
+    """In the soft phase the fold uses the batch's per-channel statistics over (N, H, W) of
+    the float convolution and moves the running ones; in the hard phase the running ones."""
+    torch.manual_seed(0)
+    m = QuantCNN(2, 2, 4, "ste", batchnorm=True).train()
+    x = torch.rand(16, 64, dtype=m.dtype)
+    m.calibrate(x)
+    conv = m.convs[0]
+    img = m._image(x)
+    z = F.conv2d(img, conv.weight, conv.bias, padding=conv.padding)
+    before = conv.bn.running_mean.clone()
+    with torch.no_grad():
+        conv.bn.running_mean.add_(0.5)
+    m.set_surrogate(1.0, False)
+    wf, bf = conv.folded(img)
+    mean = z.mean(dim=(0, 2, 3))
+    var = z.var(dim=(0, 2, 3), unbiased=False)
+    g = conv.bn.gamma / torch.sqrt(var + conv.bn.eps)
+    assert torch.allclose(wf, conv.weight * g[:, None, None, None], atol=1e-6)
+    assert torch.allclose(bf, conv.bn.beta + (conv.bias - mean) * g, atol=1e-5)
+    assert not torch.equal(conv.bn.running_mean, before + 0.5)  # moved toward the batch
+    m.set_surrogate(1.0, True)
+    frozen = conv.bn.running_mean.clone()
+    wf2, _ = conv.folded(img)
+    assert torch.equal(conv.bn.running_mean, frozen)
+    g2 = conv.bn.gamma / torch.sqrt(conv.bn.running_var + conv.bn.eps)
+    assert torch.allclose(wf2, conv.weight * g2[:, None, None, None])
