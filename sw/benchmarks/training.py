@@ -85,14 +85,20 @@ def _flip_name(name: str, bn: bool) -> str:
 
 
 def _job(args) -> dict:
-    """One training run in a worker: returns accuracy, seconds per epoch and the loss curve."""
+    """One training run in a worker: returns accuracy, seconds per epoch and the loss curve
+    (``kw["fold"]``: trained and measured on that validation fold, not the test split)."""
     import torch
     torch.set_num_threads(1)
     from softfloor.data import load_digits_split
     from softfloor.train import TrainConfig, train_float, train_qat
     kind, kw = args
+    kw = dict(kw)
+    fold = kw.pop("fold", None)  # a validation fold (data.validation_split) instead of test
     cfg = TrainConfig(**kw)
     split = load_digits_split(cfg.in_bits)
+    if fold is not None:
+        from softfloor.data import validation_split
+        split = validation_split(split, fold)
     res = (train_float if kind == "float" else train_qat)(cfg, split)
     return {"acc": res.test_accuracy, "sec_per_epoch": res.seconds / cfg.epochs,
             "bit_exact": res.accuracy.get("bit_exact", True),

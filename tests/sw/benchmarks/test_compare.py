@@ -89,3 +89,27 @@ def test_brevitas_weight_codes(compare):
         model = build("mlp", bits, 2, sizes=(64, 32, 10), batchnorm=True, input_quant=(2, 0.25))
         got = set(model[1].quant_weight().int().unique().tolist())
         assert got == codes, (bits, got)
+
+
+def test_validation_table_trains_on_the_folds(compare, tmp_path, monkeypatch):
+    """The validation table: Brevitas (softfloor lr) and the softfloor STE on every fold x
+    seed, measured on the fold's validation part (tiny: 1 configuration, 1 seed, 1 epoch)."""
+    configs = [c for c in compare.CONFIGS if c[0] == "w1a1+BN"]
+    seen = []
+    real_job = compare._job
+
+    def spy(args):
+        seen.append(args)
+        return real_job(args)
+    monkeypatch.setattr(compare, "_job", spy)
+    res = compare.run(tmp_path, True, configs=configs, seeds=(0,), epochs=1, time_epochs=2,
+                      workers=1, validation=True)
+    val = [r for r in res["rows"] if r.get("split") == "validation"]
+    assert {r["trainer"] for r in val} == set(compare.VALIDATION_TRAINERS)
+    assert all(r["runs"] == len(compare.VALIDATION_FOLDS) and 0 <= r["acc_mean"] <= 100
+               for r in val)
+    folds = sorted(kw["fold"] for _, kw in seen if "fold" in kw)
+    assert folds == sorted(list(compare.VALIDATION_FOLDS) * 2)
+    (table,) = [t for k, t in res["tables"].items() if k.startswith("validation accuracy")]
+    assert [r["config"] for r in table] == ["w1a1+BN"]
+    assert all(r["split"] == "test" for r in res["rows"] if r not in val)
