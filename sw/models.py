@@ -19,7 +19,7 @@ from torch import nn
 from . import arith
 from .quant import (QuantHardTanh, QuantLinear, QuantReLU, act_quant_bwd, act_quant_fwd, check_bits,
                     check_scales, free_requant_params, grad_scale, linear_quant_bwd,
-                    linear_quant_fwd, lsq_grad_factor, requant_params, threshold_gate)
+                    linear_quant_fwd, lsq_grad_factor, requant_params)
 from .surrogates import SURROGATES, check_surrogate, make_surrogate, round_half_up
 from .tensorops import scalar
 
@@ -481,9 +481,12 @@ class QuantMLP(nn.Module):
                     y = act(self._bn(lin, z))
                     if act.surrogate.hard:
                         # The exact integer comparison the exported layer makes.
-                        acc = z.detach() * 2.0 ** -(exps[i] + lin.wq.exp)
-                        gate = threshold_gate(acc, *lin.threshold(exps[i], act.exp))
-                        y = y + (2.0 ** act.exp * gate.to(y.dtype) - y).detach()
+                        with torch.no_grad():
+                            direction, bound = lin.threshold_bound(exps[i], act.exp,
+                                                                   lin.wq.exp)
+                            acc = z * 2.0 ** -(exps[i] + lin.wq.exp)
+                            gate = (acc * direction >= bound).to(y.dtype)
+                        y = y + (2.0 ** act.exp * gate - y).detach()
                     x = y
                 else:
                     x = act(z)

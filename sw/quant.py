@@ -763,7 +763,9 @@ class QuantLinear(nn.Module):
         ``bound = ceil(direction * t_real)`` (``acc <= floor(t)`` is ``-acc >= ceil(-t)``),
         ``-inf`` / ``+inf`` for a constant channel. The accumulators are exact integers in the
         dtype and ``bound`` is the very value :meth:`threshold` converts to float64, so the
-        decisions are :func:`threshold_gate`'s (tested). Call it with gradients off.
+        decisions are those of ``acc >= t`` / ``acc <= t`` (tested against that and against
+        the exported layer). The training forward passes (fused and composed) decide with it
+        in the hard phase; call it with gradients off.
         """
         direction, t_real, fires_const = self._threshold_real(in_exp, act_exp, w_exp)
         dt = t_real.dtype
@@ -787,14 +789,3 @@ class QuantLinear(nn.Module):
         t_real = (bn.running_mean + (half - bn.beta)
                   / torch.where(g == 0, scalar(1.0, dt), g)) / s_acc
         return torch.sign(g), t_real, bn.beta >= half
-
-
-def threshold_gate(acc: torch.Tensor, direction: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    """0/1 outputs of :meth:`QuantLinear.threshold` for integer accumulators ``acc`` (any dtype)."""
-    acc = acc.to(torch.float64)
-    ge, le = acc >= t, acc <= t
-    const = (t > 0).expand_as(acc)
-    out = torch.where(direction > 0, ge, torch.where(direction < 0, le, const))
-    return out.to(torch.int64)
-
-

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from softfloor import arith
 from softfloor.models import FloatMLP, QuantMLP
 from softfloor.quant import (QuantHardTanh, QuantLinear, QuantReLU, WeightQuantizer, requant_params,
-                             threshold_gate, weight_code_range)
+                             weight_code_range)
 
 D = torch.float64
 
@@ -552,9 +552,18 @@ def test_sign_code_is_the_one_binary_rule():
 
 
 
+def _gate_reference(acc, direction, t):
+    """The threshold rule itself, in float64: ``acc >= t`` (direction +1), ``acc <= t`` (-1),
+    constant ``t > 0`` (0)."""
+    acc = acc.to(torch.float64)
+    out = torch.where(direction > 0, acc >= t,
+                      torch.where(direction < 0, acc <= t, (t > 0).expand_as(acc)))
+    return out.to(torch.int64)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_threshold_bound_decides_as_threshold_gate(dtype):
-    """The fused step's threshold form against threshold() + threshold_gate (float64): every
+def test_threshold_bound_decides_as_the_threshold_rule(dtype):
+    """The training forward's threshold form against threshold() and the rule: every
     direction (gamma > 0, < 0, == 0 firing or not), thresholds inside and beyond the
     accumulators, accumulators on and next to every threshold."""
     gen = torch.Generator().manual_seed(5)
@@ -572,8 +581,43 @@ def test_threshold_bound_decides_as_threshold_gate(dtype):
     near = torch.cat([finite - 1, finite, finite + 1]).to(dtype)
     acc = torch.cat([torch.randint(-200, 201, (64,), generator=gen).to(dtype), near])
     acc = acc[:, None].expand(-1, 12)
-    ref = threshold_gate(acc, direction, t)
+    ref = _gate_reference(acc, direction, t)
     fires = acc * direction_f >= bound
     assert torch.equal(fires.to(torch.int64), ref)
     assert ref[:, 2].eq(1).all() and ref[:, 3].eq(0).all()  # the constant channels
     assert (t[6:8].abs() > 2 ** 24).all()  # gamma ~ 0: beyond every accumulator
+
+
+def test_threshold_bound_decides_as_the_exported_layer():
+    """The training forward's threshold decision equals the exported 1-bit layer's
+    (``models._threshold_layer``: ``clamp(acc', 0, 1)``) on every binary input of a small
+    layer, with thresholds on reachable accumulators (ties included) and every direction."""
+    from softfloor.models import _threshold_layer
+    gen = torch.Generator().manual_seed(11)
+    lin = QuantLinear(8, 12, 1, 8, bn="threshold").double()
+    in_exp, act_exp = 0, -1
+    w_exp = lin.wq.exp
+    s_acc = 2.0 ** (in_exp + w_exp)
+    with torch.no_grad():
+        lin.bn.gamma.copy_(torch.tensor([1.0, -1.0, 0.0, 0.0, 2.0, -0.5, 1.0, -1.0, 3.0, -3.0,
+                                         0.7, -0.7], dtype=torch.float64))
+        lin.bn.running_var.fill_(1.0 - lin.bn.eps)  # sigma = 1
+        lin.bn.beta.fill_(2.0 ** act_exp / 2)         # fires at the mean: t = mean / s_acc
+        lin.bn.beta[2], lin.bn.beta[3] = 1.0, -1.0    # the constant channels: always / never
+        lin.bn.beta[10] += 0.3
+        lin.bn.running_mean.copy_(s_acc * torch.randint(-5, 6, (12,), generator=gen))
+    wc = lin.weight_codes()
+    bc = lin.bias_codes(in_exp)
+    x = torch.tensor([[(k >> j) & 1 for j in range(8)] for k in range(256)], dtype=torch.int64)
+    acc = x @ wc.T + bc
+    direction, t = lin.threshold(in_exp, act_exp)
+    w2, b2 = _threshold_layer(wc, bc, direction, t, 0, 1)
+    exported = torch.clamp(x @ w2.T + b2, 0, 1)
+    with torch.no_grad():
+        d, bound = lin.threshold_bound(in_exp, act_exp, w_exp)
+    fires = (acc.to(torch.float64) * d >= bound).to(torch.int64)
+    assert torch.equal(fires, exported)
+    assert torch.equal(fires, _gate_reference(acc, direction, t))
+    assert fires[:, 2].eq(1).all() and fires[:, 3].eq(0).all()
+    ties = (acc == t.to(torch.int64)) & (direction != 0)
+    assert ties.any()  # some accumulators sit exactly on a threshold
