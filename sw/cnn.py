@@ -123,8 +123,7 @@ class QuantConv2d(nn.Module):
         if bn is None:
             return self.weight, self.bias
         if x is not None and self.training and bn.use_batch:
-            z = F.conv2d(x, self.weight, self.bias, padding=self.padding)
-            mean, var = bn.stats(z.transpose(0, 1).reshape(self.out_channels, -1).T)
+            mean, var = bn.stats(self._float_conv_rows(x))
         else:
             mean, var = bn.running_mean, bn.running_var
         g = bn.factor(var)
@@ -134,9 +133,14 @@ class QuantConv2d(nn.Module):
     def reset_bn(self, x: torch.Tensor) -> None:
         """Calibration: the running statistics from the batch ``x``'s float convolution, then
         the weight scale from the folded weights."""
-        z = F.conv2d(x, self.weight, self.bias, padding=self.padding)
-        self.bn.reset_stats(z.transpose(0, 1).reshape(self.out_channels, -1).T)
+        self.bn.reset_stats(self._float_conv_rows(x))
         self.wq.init_scale(self.folded()[0])
+
+    def _float_conv_rows(self, x: torch.Tensor) -> torch.Tensor:
+        """The float convolution of ``x`` (unfolded parameters) as ``(N * H * W, channels)``
+        rows: BatchNorm's statistics per channel over batch, height and width."""
+        z = F.conv2d(x, self.weight, self.bias, padding=self.padding)
+        return z.transpose(0, 1).reshape(self.out_channels, -1).T
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}->{self.out_channels}, kernel={self.kernel}, "

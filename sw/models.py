@@ -402,8 +402,8 @@ class QuantMLP(nn.Module):
                     mean, var, zc = fold.batch_stats(F.linear(x, w, b))
                 else:
                     mean, var, zc = fold.running_mean, fold.running_var, None
-                var_eps = var + scalar(fold.eps, var.dtype)
-                rstd = torch.rsqrt(var_eps)
+                var_eps = fold.var_eps(var)
+                rstd = torch.rsqrt(var_eps)  # fold.rstd(var)
                 gf = fold.gamma * rstd  # fold.factor(var)
                 w_raw, gcol, bm = w, gf[:, None], b - mean
                 w, b = w * gcol, fold.beta + bm * gf

@@ -609,9 +609,13 @@ class BatchNormStats(nn.Module):
         self.running_mean.copy_(z.mean(0))
         self.running_var.copy_(z.var(0, unbiased=False))
 
+    def var_eps(self, var: torch.Tensor) -> torch.Tensor:
+        """``var + eps``."""
+        return var + scalar(self.eps, var.dtype)
+
     def rstd(self, var: torch.Tensor) -> torch.Tensor:
         """``1 / sqrt(var + eps)``."""
-        return torch.rsqrt(var + scalar(self.eps, var.dtype))
+        return torch.rsqrt(self.var_eps(var))
 
     def factor(self, var: torch.Tensor) -> torch.Tensor:
         """``gamma / sqrt(var + eps)``."""
