@@ -119,15 +119,10 @@ class QuantConv2d(nn.Module):
         With ``x`` (a training batch) and batch statistics on, the statistics are those of the
         float convolution of the batch over batch, height and width, per output channel.
         """
-        bn = self.bn
-        if bn is None:
+        if self.bn is None:
             return self.weight, self.bias
-        if x is not None and self.training and bn.use_batch:
-            mean, var = bn.stats(self._float_conv_rows(x))
-        else:
-            mean, var = bn.running_mean, bn.running_var
-        g = bn.factor(var)
-        return self.weight * g[:, None, None, None], bn.beta + (self.bias - mean) * g
+        return self.bn.fold(self.weight, self.bias,
+                            None if x is None else lambda: self._float_conv_rows(x))
 
     @torch.no_grad()
     def reset_bn(self, x: torch.Tensor) -> None:

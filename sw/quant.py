@@ -609,6 +609,24 @@ class BatchNormStats(nn.Module):
         self.running_mean.copy_(z.mean(0))
         self.running_var.copy_(z.var(0, unbiased=False))
 
+    def fold(self, weight: torch.Tensor, bias: torch.Tensor, batch=None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The folding rule: ``(weight * g, beta + (bias - mean) * g)`` per output channel (the
+        first axis of ``weight``), ``g = gamma / sqrt(var + eps)``.
+
+        ``batch`` (optional) is a callable giving the layer's float output as ``(rows,
+        channels)``: its statistics are used while training with batch statistics on (and it
+        is only called then); otherwise the running statistics. The one definition behind
+        :meth:`QuantLinear.folded` and :meth:`softfloor.cnn.QuantConv2d.folded` (the fused MLP
+        step computes the same expressions, tested equal)."""
+        if batch is not None and self.training and self.use_batch:
+            mean, var = self.stats(batch())
+        else:
+            mean, var = self.running_mean, self.running_var
+        g = self.factor(var)
+        return (weight * g.reshape((-1,) + (1,) * (weight.dim() - 1)),
+                self.beta + (bias - mean) * g)
+
     def var_eps(self, var: torch.Tensor) -> torch.Tensor:
         """``var + eps``."""
         return var + scalar(self.eps, var.dtype)
@@ -678,12 +696,8 @@ class QuantLinear(nn.Module):
         """
         if self.bn_mode != "fold":
             return self.weight, self.bias
-        if x is not None and self.training and self.bn.use_batch:
-            mean, var = self.bn.stats(F.linear(x, self.weight, self.bias))
-        else:
-            mean, var = self.bn.running_mean, self.bn.running_var
-        g = self.bn.factor(var)
-        return self.weight * g[:, None], self.bn.beta + (self.bias - mean) * g
+        return self.bn.fold(self.weight, self.bias,
+                            None if x is None else lambda: F.linear(x, self.weight, self.bias))
 
     @property
     def weight_bits(self) -> int:
