@@ -11,8 +11,9 @@ w8a8, w4a4, w2a2 with ternary weights, w1a2 + BatchNorm, w1a1 + BatchNorm). Per 
 * ``brevitas lr 1e-3``: the issue's Brevitas protocol, Adam at a constant 1e-3.
 * ``brevitas softfloor lr``: the same Brevitas model with softfloor's optimiser: Adam at
   :attr:`softfloor.train.TrainConfig.learning_rate` of the configuration (5e-3 at >= 3 bits,
-  2e-2 at 2 bits, 1e-2 at 1 bit; the float MLP 5e-3) with the per-step cosine decay to 0, so
-  the learning rate is not the whole difference.
+  2e-2 at 2 bits, 1e-2 at 1 bit; the float MLP 5e-3) with the per-step cosine decay to 0 and
+  the configuration's :attr:`~softfloor.train.TrainConfig.adam_betas` (beta1 0.7 at w1a1 with
+  a 1-bit input, else 0.9), so the optimiser is not the whole difference.
 * ``softfloor sigmoid`` and ``softfloor ste``: :func:`softfloor.train.train_qat` with the
   :class:`~softfloor.train.TrainConfig` defaults of the widths (the default surrogate, and the
   STE): learning rate and BatchNorm as the defaults choose them (BatchNorm on at w2a2 and w1a2,
@@ -99,17 +100,17 @@ def _softfloor_kw(wb, ab, trainer: str) -> tuple[str, dict]:
                    "surrogate": trainer.removeprefix("softfloor ")}
 
 
-def _brevitas_lr(wb, ab, trainer: str) -> tuple[float, bool]:
-    """(peak learning rate, cosine decay) of a Brevitas row."""
+def _brevitas_lr(wb, ab, trainer: str) -> tuple[float, bool, float]:
+    """(peak learning rate, cosine decay, Adam's beta1) of a Brevitas row."""
     if trainer == "brevitas lr 1e-3":
-        return ISSUE_LR, False
+        return ISSUE_LR, False, 0.9
     from softfloor.train import TrainConfig
     cfg = TrainConfig() if wb is None else TrainConfig(weight_bits=wb, act_bits=ab)
-    return cfg.learning_rate, True
+    return cfg.learning_rate, True, cfg.adam_betas[0]
 
 
 def brevitas_run(wb, ab, bn: bool, lr: float, cosine: bool, seed: int, epochs: int,
-                 progress=None, fold: int | None = None) -> dict:
+                 progress=None, fold: int | None = None, beta1: float = 0.9) -> dict:
     """Train one Brevitas MLP 64-64-32-10 (one thread); returns its test accuracy (with
     ``fold``: trained on that validation fold's training part, measured on its validation
     part, :func:`softfloor.data.validation_split`)."""
@@ -138,7 +139,7 @@ def brevitas_run(wb, ab, bn: bool, lr: float, cosine: bool, seed: int, epochs: i
         model = build("mlp", wb, ab, sizes=SIZES, batchnorm=bn, input_quant=inq)
         t0 = time.perf_counter()
         train(model, xtr, split.y_train, (SIZES[0],), epochs, seed, lr=lr, cosine=cosine,
-              progress=progress)
+              beta1=beta1, progress=progress)
         seconds = time.perf_counter() - t0
         with torch.no_grad():
             pred = model(torch.as_tensor(xte)).argmax(1).numpy()
@@ -167,8 +168,9 @@ def _brevitas_epoch_seconds(kw: dict, epochs: int) -> float:
 
 def _row_job(trainer: str, name: str, wb, ab, bn: bool, seed: int, epochs: int) -> tuple:
     if trainer.startswith("brevitas"):
-        lr, cosine = _brevitas_lr(wb, ab, trainer)
+        lr, cosine, beta1 = _brevitas_lr(wb, ab, trainer)
         return "brevitas", {"wb": wb, "ab": ab, "bn": bn, "lr": lr, "cosine": cosine,
+                            "beta1": beta1,
                             "seed": seed, "epochs": epochs}
     kind, kw = _softfloor_kw(wb, ab, trainer)
     return kind, kw | {"seed": seed, "epochs": epochs}
@@ -256,11 +258,13 @@ def run(out_dir: Path, quick: bool, *, configs=None, seeds=None, epochs: int | N
             m, sd = _stats(accs)
             kind, kw = jobs[(trainer, name, seeds[0])]
             if kind == "brevitas":
-                lr = f"{kw['lr']:g}" + (" cosine" if kw["cosine"] else "")
+                lr = f"{kw['lr']:g}" + (" cosine" if kw["cosine"] else "") \
+                    + (f" beta1 {kw['beta1']:g}" if kw["beta1"] != 0.9 else "")
                 use_bn, in_bits = bn, ab
             else:
                 cfg = TrainConfig(**{k: v for k, v in kw.items() if k != "seed"})
-                lr = f"{cfg.learning_rate:g} cosine"
+                b1 = cfg.adam_betas[0] if kind == "qat" else 0.9
+                lr = f"{cfg.learning_rate:g} cosine" + (f" beta1 {b1:g}" if b1 != 0.9 else "")
                 use_bn = cfg.use_batchnorm if kind == "qat" else False
                 in_bits = cfg.in_bits if kind == "qat" else None
             ratio = ratios[(trainer, name)]
@@ -300,7 +304,8 @@ def run(out_dir: Path, quick: bool, *, configs=None, seeds=None, epochs: int | N
         f"{epochs} epochs, seeds {list(seeds)}, batch 64, MLP 64-64-32-10, the digits split "
         "(360 test samples: one sample is 0.28 points).",
         "brevitas lr 1e-3: the issue's protocol (Adam, constant lr). brevitas softfloor lr: "
-        "softfloor's default peak lr of the configuration with its per-step cosine decay. "
+        "softfloor's default peak lr of the configuration with its per-step cosine decay "
+        "(and its Adam beta1 where it is not 0.9). "
         "softfloor rows: TrainConfig defaults of the widths (lr, BatchNorm, input bits = "
         "activation bits); the float row is softfloor's float MLP (both softfloor columns).",
         "Brevitas sees softfloor's input codes (code * scale through a constant-scale input "

@@ -131,15 +131,16 @@ def digits_float():
 
 
 def train(model, xtr, ytr, shape, epochs: int, seed: int = 0, *, lr: float = 0.01,
-          batch: int = 64, cosine: bool = False, progress=None):
-    """Adam (``lr``, optionally with softfloor's per-step cosine decay to 0) over mini-batches
+          batch: int = 64, cosine: bool = False, beta1: float = 0.9, progress=None):
+    """Adam (``lr``, ``betas=(beta1, 0.999)``, optionally with softfloor's per-step cosine
+    decay to 0) over mini-batches
     shuffled from seed ``seed``; ``progress(epoch)`` after every epoch. Returns the model in
     eval mode."""
     import math
 
     import torch
     torch.manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(beta1, 0.999))
     total = epochs * math.ceil(len(ytr) / batch)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total))) \

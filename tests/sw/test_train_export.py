@@ -337,6 +337,33 @@ def test_augment_option_errors():
         TrainConfig(augment_noise=-0.1)
 
 
+def test_adam_betas_per_configuration(splits, monkeypatch):
+    """beta1 0.7 for the MLP with 1-bit activations and a 1-bit input, else 0.9; the optimiser
+    of a run gets exactly the resolved betas, and train.json records beta1."""
+    from softfloor import train as train_mod
+    assert TrainConfig(weight_bits=1, act_bits=1).adam_betas == (0.7, 0.999)
+    for cfg in (TrainConfig(), TrainConfig(weight_bits=1, act_bits=2),
+                TrainConfig(weight_bits=1, act_bits=1, input_bits=4),
+                TrainConfig(weight_bits=1, act_bits=1, arch="cnn")):
+        assert cfg.adam_betas == (0.9, 0.999), cfg
+    assert TrainConfig(beta1=0.0).adam_betas == (0.0, 0.999)
+    assert TrainConfig(weight_bits=1, act_bits=1, beta1=0.9).adam_betas == (0.9, 0.999)
+    assert train_mod.config_dict(TrainConfig(weight_bits=1, act_bits=1))["beta1"] == 0.7
+    for bad in (1.0, -0.1, True, "0.5"):
+        with pytest.raises(ValueError, match="beta1"):
+            TrainConfig(beta1=bad)
+    seen = []
+
+    class Recording(torch.optim.Adam):
+        def __init__(self, params, **kw):
+            seen.append(kw["betas"])
+            super().__init__(params, **kw)
+
+    monkeypatch.setattr(train_mod.torch.optim, "Adam", Recording)
+    train_qat(TrainConfig(weight_bits=1, act_bits=1, surrogate="ste", epochs=1), splits(1))
+    assert seen == [(0.7, 0.999)]
+
+
 def test_augment_defaults_per_configuration():
     assert TrainConfig(weight_bits=1, act_bits=1).augment_options == (0, 0.05)
     assert TrainConfig(weight_bits=1, act_bits=1, input_bits=4).augment_options == (0, 0.3)
