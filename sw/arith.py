@@ -161,15 +161,18 @@ def quantize_real(x, scale: float, zero_point: int, bits: int, signed: bool,
                   mode: str = DEFAULT_ROUNDING) -> np.ndarray:
     """Quantize real numbers to codes: ``saturate(round(x / scale) + zero_point, lo, hi)``.
 
+    ``scale`` is one number or one per value of the last axis of ``x`` (per input value).
     Computed in float64; returns int64 codes. Non-finite inputs are an error.
     """
     x = np.asarray(x, dtype=np.float64)
     if not np.all(np.isfinite(x)):
         raise RuleError("inputs contain NaN or infinity")
-    if not (scale > 0 and math.isfinite(scale)):
-        raise RuleError(f"scale must be a positive finite number, got {scale!r}")
+    s = np.asarray(scale, dtype=np.float64)
+    if s.ndim > 1 or not (np.all(s > 0) and np.all(np.isfinite(s))):
+        raise RuleError(f"scale must be a positive finite number (or one per value), got "
+                        f"{scale!r}")
     lo, hi = code_range(bits, signed)
-    q = round_float(x / scale, mode) + zero_point
+    q = round_float(x / s, mode) + zero_point
     return np.clip(q, lo, hi).astype(np.int64)
 
 

@@ -61,6 +61,11 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--act-bits", type=_bits(1, 8, "--act-bits"), default=4)
     p.add_argument("--input-bits", type=_bits(1, 8, "--input-bits"), default=None,
                    help="input quantization bits (default: --act-bits)")
+    p.add_argument("--input-quant", choices=("global", "per-pixel"), default=None,
+                   type=lambda v: v.replace("_", "-"),
+                   help="how pixels become codes: one scale for all (global), or one "
+                        "threshold per pixel calibrated on the training samples (per-pixel, "
+                        "1-bit inputs; default for the MLP at a 1-bit input)")
     sur = _surrogates()
     p.add_argument("--surrogate", choices=sur or None, default=None,
                    help="surrogate of round/floor used in training (default: the trainer's)")
@@ -158,10 +163,12 @@ def parser() -> argparse.ArgumentParser:
 def _options(args: argparse.Namespace) -> flow_mod.FlowOptions:
     o = flow_mod.FlowOptions(out=args.out, quiet=getattr(args, "quiet", False))
     for k in ("arch", "per_channel", "activation", "scales", "weight_bits", "act_bits",
-              "input_bits", "surrogate", "batchnorm", "augment_shift", "augment_noise", "epochs",
+              "input_bits", "input_quant", "surrogate", "batchnorm", "augment_shift", "augment_noise", "epochs",
               "seed", "simulator", "device", "model", "inputs", "labels", "waves", "objective"):
         if hasattr(args, k):
             setattr(o, k, getattr(args, k))
+    if o.input_quant is not None:
+        o.input_quant = o.input_quant.replace("-", "_")
     if getattr(args, "fold", None):
         o.fold = tuple(args.fold)
     if hasattr(args, "no_synth"):

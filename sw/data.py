@@ -4,7 +4,9 @@ No download: ``sklearn.datasets.load_digits`` ships with scikit-learn (1797 samp
 0..16, 10 classes). Pixels become real inputs ``x = pixel / 16`` in ``[0, 1]``; the input
 quantizer is an :class:`~softfloor.intmodel.InputSpec` with scale ``2**-input_bits`` (so the
 4-bit codes are ``min(pixel, 15)``), except for 1 bit, where the scale 3/4 puts the threshold at
-pixel 6 (:data:`ONE_BIT_SCALE`).
+pixel 6 (:data:`ONE_BIT_SCALE`). With ``input_quant="per_pixel"`` (1-bit inputs) every pixel
+gets its own threshold, calibrated on the training samples (:func:`mi_thresholds`): a per-value
+input scale.
 
 Options are chosen on validation folds carved from the training samples
 (:func:`validation_split`), never on the test split. :func:`augment_codes` is the training-time
@@ -48,14 +50,74 @@ def input_scale(input_bits: int) -> float:
     return ONE_BIT_SCALE if check_input_bits(input_bits) == 1 else 2.0 ** -input_bits
 
 
-def digits_input_spec(input_bits: int) -> InputSpec:
+#: How real pixels become input codes: one scale for every pixel (``"global"``), or, for 1-bit
+#: inputs, one threshold per pixel calibrated on the training samples (``"per_pixel"``).
+INPUT_QUANTS = ("global", "per_pixel")
+
+
+def check_input_quant(input_quant: str, input_bits: int) -> str:
+    """Return ``input_quant`` if it is one of :data:`INPUT_QUANTS` and fits ``input_bits``."""
+    if input_quant not in INPUT_QUANTS:
+        raise ValueError(f"input_quant must be one of {', '.join(INPUT_QUANTS)}, got "
+                         f"{input_quant!r}")
+    if input_quant == "per_pixel" and input_bits != 1:
+        raise ValueError(f"input_quant 'per_pixel' (one threshold per pixel) needs 1-bit inputs, "
+                         f"got input_bits={input_bits}; use input_quant 'global'")
+    return input_quant
+
+
+def mi_thresholds(x_train: np.ndarray, y_train: np.ndarray) -> np.ndarray:
+    """Per pixel, the 1-bit threshold (``pixel >= t``, ``t`` in 1..16) whose bit carries the most
+    information about the label: the mutual information ``I(bit; label)`` on these samples
+    (ties: the smallest ``t``). Returns int64 ``(64,)``.
+
+    Chosen on 3 validation folds x seeds 0..19 (w1a1, 1-bit input, the thresholds calibrated
+    on each fold's training part; ``docs/training.md``): 91.21 % against 90.62 % with the
+    global threshold pixel >= 6.
+    """
+    pix = np.rint(np.asarray(x_train, dtype=np.float64) * 16).astype(np.int64)
+    y = np.asarray(y_train, dtype=np.int64)
+    onehot = np.eye(N_CLASSES)[y]                                   # (N, 10)
+    p_c = onehot.mean(0)
+    best = np.full(pix.shape[1], -1.0)
+    out = np.zeros(pix.shape[1], dtype=np.int64)
+    for t in range(1, 17):
+        b = (pix >= t).astype(np.float64)                           # (N, 64)
+        mi = np.zeros(pix.shape[1])
+        for bit in (b, 1.0 - b):
+            p_v = bit.mean(0)                                       # (64,)
+            p_vc = bit.T @ onehot / len(y)                          # (64, 10)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                term = p_vc * np.log(p_vc / (p_v[:, None] * p_c[None, :]))
+            mi += np.nansum(np.where(p_vc > 0, term, 0.0), axis=1)
+        better = mi > best + 1e-12
+        best = np.where(better, mi, best)
+        out = np.where(better, t, out)
+    return out
+
+
+def threshold_scales(thresholds) -> tuple[float, ...]:
+    """Per-value scales of 1-bit codes that are 1 exactly when ``pixel >= t``: rounding half up,
+    ``x / s >= 1/2`` with ``x = pixel / 16`` and ``s = t / 8`` (exact in float64)."""
+    t = np.asarray(thresholds, dtype=np.int64)
+    if t.ndim != 1 or np.any(t < 1) or np.any(t > 16):
+        raise ValueError(f"thresholds must be pixels 1..16, one per input, got {thresholds!r}")
+    return tuple(float(v) / 8.0 for v in t)
+
+
+def digits_input_spec(input_bits: int, thresholds=None) -> InputSpec:
     """The input quantizer of the digits: unsigned ``input_bits`` codes of ``x = pixel / 16``.
 
     The scale is :func:`input_scale`; the trained model sees the codes (its own input scale is
     a power of two, see :class:`softfloor.models.QuantMLP`), so the choice of the threshold of
-    1-bit inputs only changes which pixels are 1.
+    1-bit inputs only changes which pixels are 1. ``thresholds`` (1-bit only, one pixel value
+    per input): the per-pixel quantizer, scales :func:`threshold_scales`.
     """
     input_bits = check_input_bits(input_bits)
+    if thresholds is not None:
+        check_input_quant("per_pixel", input_bits)
+        return InputSpec(shape=(N_FEATURES,), bits=1, signed=False,
+                         scale=threshold_scales(thresholds), zero_point=0, rounding="half_up")
     return InputSpec(shape=(N_FEATURES,), bits=input_bits, signed=False,
                      scale=input_scale(input_bits), zero_point=0, rounding="half_up")
 
@@ -87,20 +149,40 @@ class DigitsSplit:
     def input_bits(self) -> int:
         return self.input_spec.bits
 
+    @property
+    def input_quant(self) -> str:
+        """``"per_pixel"`` when the input quantizer has one scale per pixel, else ``"global"``."""
+        return "per_pixel" if self.input_spec.per_value else "global"
+
+    def requantized(self, spec: InputSpec) -> "DigitsSplit":
+        """The same samples with codes from ``spec``."""
+        return DigitsSplit(x_train=self.x_train, x_test=self.x_test,
+                           c_train=spec.quantize(self.x_train), c_test=spec.quantize(self.x_test),
+                           y_train=self.y_train, y_test=self.y_test, input_spec=spec)
+
+    def calibrated(self) -> "DigitsSplit":
+        """The per-pixel 1-bit quantizer calibrated on this split's training samples
+        (:func:`mi_thresholds`), and the codes it makes."""
+        return self.requantized(digits_input_spec(1, mi_thresholds(self.x_train, self.y_train)))
+
     def __repr__(self) -> str:
         return (f"DigitsSplit(train={len(self.y_train)}, test={len(self.y_test)}, "
                 f"features={self.x_train.shape[1]}, input_bits={self.input_bits}, "
+                f"input_quant={self.input_quant}, "
                 f"codes=u{self.input_bits}[{int(self.c_train.min())}.."
                 f"{int(self.c_train.max())}])")
 
 
-def load_digits_split(input_bits: int = 4) -> DigitsSplit:
+def load_digits_split(input_bits: int = 4, input_quant: str = "global") -> DigitsSplit:
     """Load the digits, split 80/20 stratified with a fixed seed, and quantize the inputs.
 
     Parameters
     ----------
     input_bits : int
         Width of the unsigned input codes, 1..8. The scale is :func:`input_scale`.
+    input_quant : {"global", "per_pixel"}
+        ``"per_pixel"`` (1-bit inputs): one threshold per pixel, calibrated on the 1437
+        training samples (:meth:`DigitsSplit.calibrated`).
 
     Returns
     -------
@@ -110,15 +192,17 @@ def load_digits_split(input_bits: int = 4) -> DigitsSplit:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
+    check_input_quant(input_quant, check_input_bits(input_bits))
     spec = digits_input_spec(input_bits)
     digits = load_digits()
     x = digits.data.astype(np.float64) / 16.0
     y = digits.target.astype(np.int64)
     x_train, x_test, y_train, y_test = train_test_split(
         x, y, test_size=TEST_SIZE, stratify=y, random_state=SPLIT_SEED)
-    return DigitsSplit(x_train=x_train, x_test=x_test,
-                       c_train=spec.quantize(x_train), c_test=spec.quantize(x_test),
-                       y_train=y_train, y_test=y_test, input_spec=spec)
+    split = DigitsSplit(x_train=x_train, x_test=x_test,
+                        c_train=spec.quantize(x_train), c_test=spec.quantize(x_test),
+                        y_train=y_train, y_test=y_test, input_spec=spec)
+    return split.calibrated() if input_quant == "per_pixel" else split
 
 
 #: Validation folds: each holds out this fraction of the 1437 training samples (288 of them).
@@ -129,7 +213,9 @@ def validation_split(split: DigitsSplit, fold: int) -> DigitsSplit:
     """A validation split carved from ``split``'s training samples: fold ``fold`` (0, 1, 2, ...)
     is a stratified 80/20 split of the 1437 training samples with ``random_state=fold``
     (1149 training and 288 validation samples, the latter in the ``*_test`` fields); the test split is never
-    touched. Options are chosen on folds 0..2 x seeds 0..2 (``docs/training.md``)."""
+    touched. Options are chosen on folds 0..2 x seeds 0..2 (``docs/training.md``). A per-pixel
+    input quantizer is re-calibrated on the fold's training part (the validation labels never
+    choose a threshold)."""
     from sklearn.model_selection import train_test_split
 
     if isinstance(fold, bool) or not isinstance(fold, (int, np.integer)) or fold < 0:
@@ -137,10 +223,11 @@ def validation_split(split: DigitsSplit, fold: int) -> DigitsSplit:
     idx = np.arange(len(split.y_train))
     tr, va = train_test_split(idx, test_size=VALIDATION_SIZE, stratify=split.y_train,
                               random_state=int(fold))
-    return DigitsSplit(x_train=split.x_train[tr], x_test=split.x_train[va],
-                       c_train=split.c_train[tr], c_test=split.c_train[va],
-                       y_train=split.y_train[tr], y_test=split.y_train[va],
-                       input_spec=split.input_spec)
+    fold_split = DigitsSplit(x_train=split.x_train[tr], x_test=split.x_train[va],
+                             c_train=split.c_train[tr], c_test=split.c_train[va],
+                             y_train=split.y_train[tr], y_test=split.y_train[va],
+                             input_spec=split.input_spec)
+    return fold_split.calibrated() if split.input_quant == "per_pixel" else fold_split
 
 
 #: The images are 8x8 (the 64 features, row-major).

@@ -49,6 +49,7 @@ class FlowOptions:
     weight_bits: int = 4
     act_bits: int = 4
     input_bits: int | None = None
+    input_quant: str | None = None  # "global" or "per_pixel" (None: the trainer's default)
     surrogate: str | None = None
     batchnorm: bool | None = None  # None: the trainer's default
     augment_shift: int | None = None    # training augmentation (None: the trainer's default)
@@ -107,14 +108,14 @@ class Context:
 
 def stage_data(ctx: Context) -> None:
     """Digits, stratified 80/20 split (random_state=0), pixels quantized to the input bits."""
-    from . import data
-    o = ctx.opts
-    split = data.load_digits_split(o.input_bits or o.act_bits)
+    from . import train
+    split = train.digits_split(_train_config(ctx.opts))
     np.savez(ctx.out / "dataset.npz", c_train=split.c_train, y_train=split.y_train,
              c_test=split.c_test, y_test=split.y_test)
     np.savez(ctx.out / "inputs.npz", codes=split.c_test, labels=split.y_test)
     ctx.record("data", {"dataset": "sklearn digits", "train": len(split.y_train),
-                        "test": len(split.y_test), "input_bits": split.input_spec.bits})
+                        "test": len(split.y_test), "input_bits": split.input_spec.bits,
+                        "input_quant": split.input_quant})
 
 
 def stage_inputs(ctx: Context) -> None:
@@ -136,18 +137,25 @@ def stage_inputs(ctx: Context) -> None:
     ctx.record("data", {"dataset": str(o.inputs), "test": len(codes)})
 
 
+def _train_config(o: FlowOptions):
+    """The training configuration the flow's options ask for."""
+    from . import train
+    return train.TrainConfig(arch=o.arch, per_channel=o.per_channel, activation=o.activation,
+                             scales=o.scales,
+                             weight_bits=o.weight_bits, act_bits=o.act_bits,
+                             input_bits=o.input_bits, input_quant=o.input_quant,
+                             epochs=o.epochs, seed=o.seed,
+                             batchnorm=o.batchnorm, augment_shift=o.augment_shift,
+                             augment_noise=o.augment_noise,
+                             **({"surrogate": o.surrogate} if o.surrogate else {}))
+
+
 def stage_train(ctx: Context) -> None:
     """Quantization-aware training with an annealed surrogate, plus a float baseline."""
-    from . import data, train
+    from . import train
     o = ctx.opts
-    cfg = train.TrainConfig(arch=o.arch, per_channel=o.per_channel, activation=o.activation,
-                            scales=o.scales,
-                            weight_bits=o.weight_bits, act_bits=o.act_bits,
-                            input_bits=o.input_bits, epochs=o.epochs, seed=o.seed,
-                            batchnorm=o.batchnorm, augment_shift=o.augment_shift,
-                            augment_noise=o.augment_noise,
-                            **({"surrogate": o.surrogate} if o.surrogate else {}))
-    split = data.load_digits_split(cfg.input_bits or cfg.act_bits)
+    cfg = _train_config(o)
+    split = train.digits_split(cfg)
     progress = _epoch_progress(ctx)
     fl = train.train_float(cfg, split, progress=progress("float"))
     res = train.train_qat(cfg, split, progress=progress(f"QAT w{o.weight_bits}a{o.act_bits}"))
@@ -160,9 +168,9 @@ def stage_train(ctx: Context) -> None:
 
 def stage_export(ctx: Context) -> None:
     """Hard-quantized torch model -> integer model file."""
-    from . import data, export, train
+    from . import export, train
     res = train.load_checkpoint(ctx.need("model.pt", "train"))
-    split = data.load_digits_split(res.config.input_bits or res.config.act_bits)
+    split = train.digits_split(res.config)
     model = export.export(res.model, split.input_spec, name=f"digits-{res.config.arch}",
                           meta=json.loads(ctx.need("train.json", "train").read_text()))
     intmodel.save(model, ctx.out / MODEL_FILE)

@@ -201,6 +201,13 @@ def _no_extra(d: dict, allowed: set[str], where: str) -> None:
         raise ModelFormatError(f"{where}: unknown field(s) {', '.join(extra)}")
 
 
+def _scale_str(scale) -> str:
+    """A scale for a summary line: the number, or ``per-value[n] lo..hi``."""
+    if isinstance(scale, tuple):
+        return f"per-value[{len(scale)}] {min(scale):g}..{max(scale):g}"
+    return f"{scale:g}"
+
+
 def _shape_str(shape) -> str:
     return "x".join(str(s) for s in shape)
 
@@ -867,13 +874,15 @@ LAYER_TYPES = (Dense, Requant, ChannelRequant, Conv2d, MaxPool2d, Flatten, Multi
 class InputSpec:
     """Real inputs ``x`` (``shape``) become codes ``saturate(round(x / scale) + zero_point, lo, hi)``.
 
-    ``lo``/``hi`` default to the full ``bits``/``signed`` code range (narrow ranges, e.g. a
-    symmetric ``[-127, 127]``, set them).
+    ``scale`` is one number, or one per input value (a tuple of ``size`` numbers, flat C order:
+    a per-value quantizer, e.g. one 1-bit threshold per pixel; format version 2). ``lo``/``hi``
+    default to the full ``bits``/``signed`` code range (narrow ranges, e.g. a symmetric
+    ``[-127, 127]``, set them).
     """
     shape: tuple[int, ...]
     bits: int
     signed: bool
-    scale: float
+    scale: float | tuple[float, ...]
     zero_point: int = 0
     rounding: str = arith.DEFAULT_ROUNDING
     lo: int | None = None
@@ -881,10 +890,17 @@ class InputSpec:
 
     def __post_init__(self):
         self.shape = tuple(self.shape)
+        if isinstance(self.scale, (list, tuple, np.ndarray)):
+            self.scale = tuple(float(v) for v in self.scale)
 
     @property
     def size(self) -> int:
         return int(np.prod(self.shape))
+
+    @property
+    def per_value(self) -> bool:
+        """One scale per input value (rather than one for all)."""
+        return isinstance(self.scale, tuple)
 
     @property
     def code_type(self) -> CodeType:
@@ -917,7 +933,8 @@ class InputSpec:
 
     def to_dict(self) -> dict:
         d = {"shape": list(self.shape), "bits": self.bits, "signed": self.signed,
-             "scale": self.scale, "zero_point": self.zero_point, "rounding": self.rounding}
+             "scale": list(self.scale) if self.per_value else self.scale,
+             "zero_point": self.zero_point, "rounding": self.rounding}
         if self.narrowed:
             t = self.code_type
             d.update(lo=t.lo, hi=t.hi)
@@ -940,7 +957,16 @@ class InputSpec:
         zp = _int(d, "zero_point", where, clo, chi)
         lo = _opt_int(d, "lo", where, clo, clo, chi)
         hi = _opt_int(d, "hi", where, chi, lo, chi)
-        return cls(tuple(shape), bits, signed, _float(d, "scale", where, positive=True), zp,
+        scale = _req(d, "scale", where)
+        if isinstance(scale, list):
+            if len(scale) != math.prod(shape):
+                raise ModelFormatError(f"{where}.scale: {len(scale)} per-value scales for "
+                                       f"{math.prod(shape)} input values {shape}")
+            scale = tuple(_float({f"scale[{i}]": v}, f"scale[{i}]", where, positive=True)
+                          for i, v in enumerate(scale))
+        else:
+            scale = _float(d, "scale", where, positive=True)
+        return cls(tuple(shape), bits, signed, scale, zp,
                    _str(d, "rounding", where, arith.ROUNDING_MODES), lo, hi)
 
     def check(self) -> None:
@@ -955,10 +981,15 @@ class InputSpec:
             raise ModelFormatError(f"input.lo/hi: [{t.lo}, {t.hi}] not inside [{clo}, {chi}]")
         if not (_is_int(self.zero_point) and clo <= self.zero_point <= chi):
             raise ModelFormatError(f"input.zero_point: {self.zero_point!r} outside [{clo}, {chi}]")
-        if not (isinstance(self.scale, (int, float)) and math.isfinite(self.scale)
-                and self.scale > 0):
-            raise ModelFormatError(f"input.scale: must be a positive finite number, got "
-                                   f"{self.scale!r}")
+        scales = self.scale if self.per_value else (self.scale,)
+        if self.per_value and len(scales) != self.size:
+            raise ModelFormatError(f"input.scale: {len(scales)} per-value scales for "
+                                   f"{self.size} input values {self.shape}")
+        for v in scales:
+            if not (isinstance(v, (int, float)) and not isinstance(v, bool)
+                    and math.isfinite(v) and v > 0):
+                raise ModelFormatError(f"input.scale: must be a positive finite number (or "
+                                       f"one per input value), got {v!r}")
         if self.rounding not in arith.ROUNDING_MODES:
             raise ModelFormatError(f"input.rounding: {self.rounding!r} is not one of "
                                    f"{', '.join(arith.ROUNDING_MODES)}")
@@ -1071,6 +1102,8 @@ class IntModel:
             return 2, "input.shape (not flat)"
         if self.input.narrowed:
             return 2, "input.lo/hi"
+        if self.input.per_value:
+            return 2, "input.scale (per value)"
         if self.output.per_channel:
             return 2, "output.scale (per channel)"
         for i, layer in enumerate(self.layers):
@@ -1111,7 +1144,7 @@ class IntModel:
     def summary(self) -> str:
         """One line per layer: what it does, the shapes and the code types in and out."""
         lines = [f"{self.name}: input {_shape_str(self.input.shape)} {self.input.code_type} "
-                 f"scale={self.input.scale:g} zp={self.input.zero_point}"]
+                 f"scale={_scale_str(self.input.scale)} zp={self.input.zero_point}"]
         types, shapes = self.types(), self.shapes()
         for layer, tin, tout, sout in zip(self.layers, types, types[1:], shapes[1:]):
             lines.append(f"  {layer.name:<12} {_describe(layer):<44} {tin} -> {tout} "

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from . import cnn
-from .data import DigitsSplit, augment_codes, check_input_bits
+from .data import DigitsSplit, augment_codes, check_input_bits, check_input_quant, load_digits_split
 from .cnn import FloatCNN, QuantCNN
 from .models import SIZES, FloatMLP, QuantMLP, check_activation, check_free_scales, int_dense
 from .quant import check_bits, check_scales
@@ -72,6 +72,7 @@ class TrainConfig:
     weight_bits: int = 4
     act_bits: int = 4
     input_bits: int | None = None     # None: same as act_bits
+    input_quant: str | None = None    # None: "per_pixel" for the MLP at a 1-bit input, else "global"
     surrogate: str = "sigmoid"
     hard_grad: str = "smooth"          # sigmoid only: gradient in the hard phase
     k_start: float | None = None       # None: the surrogate's default_k
@@ -103,6 +104,8 @@ class TrainConfig:
         check_bits("act_bits", self.act_bits)
         if self.input_bits is not None:
             check_input_bits(self.input_bits)
+        if self.input_quant is not None:
+            check_input_quant(self.input_quant, self.in_bits)
         check_surrogate(self.surrogate)
         check_activation(self.activation)
         if self.activation == "hardtanh" and self.act_bits == 1:
@@ -133,6 +136,21 @@ class TrainConfig:
     def in_bits(self) -> int:
         """The input code width actually used."""
         return self.act_bits if self.input_bits is None else self.input_bits
+
+    @property
+    def input_quantizer(self) -> str:
+        """How pixels become input codes (:data:`softfloor.data.INPUT_QUANTS`): ``input_quant``
+        if set, else ``"per_pixel"`` for the MLP with a 1-bit input (one threshold per pixel,
+        calibrated on the training samples: :func:`softfloor.data.mi_thresholds`), else
+        ``"global"``.
+
+        Chosen on 3 validation folds x seeds 0..19 (60 runs, w1a1, 1-bit input, STE, 60 epochs,
+        the thresholds calibrated on each fold's training part): 91.21 % against 90.62 % with
+        the one threshold pixel >= 6 (and 91.08 % with the per-pixel thresholds pulled half way
+        to 6)."""
+        if self.input_quant is not None:
+            return self.input_quant
+        return "per_pixel" if self.arch == "mlp" and self.in_bits == 1 else "global"
 
     @property
     def learning_rate(self) -> float:
@@ -231,7 +249,8 @@ def config_dict(cfg: TrainConfig) -> dict:
     resolved)."""
     sch = cfg.schedule()
     shift, noise = cfg.augment_options
-    return cfg.to_dict() | {"input_bits": cfg.in_bits, "batchnorm": cfg.use_batchnorm,
+    return cfg.to_dict() | {"input_bits": cfg.in_bits, "input_quant": cfg.input_quantizer,
+                            "batchnorm": cfg.use_batchnorm,
                             "lr": cfg.learning_rate, "beta1": cfg.adam_betas[0],
                             "augment_shift": shift,
                             "augment_noise": noise,
@@ -275,11 +294,20 @@ def _one_thread():
         torch.set_num_threads(n)
 
 
+def digits_split(cfg: TrainConfig) -> DigitsSplit:
+    """The digits split the config trains on: ``cfg.in_bits`` codes made by its
+    :attr:`~TrainConfig.input_quantizer` (per-pixel thresholds calibrated on the training
+    samples)."""
+    return load_digits_split(cfg.in_bits, cfg.input_quantizer)
+
+
 def _check_split(cfg: TrainConfig, split: DigitsSplit) -> None:
-    if split.input_bits != cfg.in_bits:
+    if split.input_bits != cfg.in_bits or split.input_quant != cfg.input_quantizer:
         raise ValueError(
-            f"the split's inputs are {split.input_bits}-bit codes but the config wants "
-            f"input_bits={cfg.in_bits}; load the split with load_digits_split({cfg.in_bits})")
+            f"the split's inputs are {split.input_bits}-bit codes ({split.input_quant} "
+            f"quantizer) but the config wants input_bits={cfg.in_bits} ({cfg.input_quantizer}); "
+            f"load the split with softfloor.train.digits_split(cfg) (load_digits_split("
+            f"{cfg.in_bits}, {cfg.input_quantizer!r}))")
 
 
 #: The augmentation's generator is seeded with ``AUGMENT_SEED + seed`` (its own stream: the

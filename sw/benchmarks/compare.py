@@ -28,7 +28,9 @@ activations, ``Int32Bias`` biases), the issue's BatchNorm choice (w1a2, w1a1), f
 
 How Brevitas sees the input: exactly softfloor's input codes (activation bits wide,
 :func:`softfloor.data.digits_input_spec`: a pixel of 0..16 becomes ``min(pixel, 15)`` at 4 bits,
-1 at pixel >= 6 at 1 bit), passed as ``code * scale`` through a constant-scale input quantizer
+1 at pixel >= 6 at 1 bit, or the per-pixel thresholds softfloor's w1a1 calibrates,
+:attr:`softfloor.train.TrainConfig.input_quantizer`), passed as ``code * scale`` (the 1-bit
+scale 3/4) through a constant-scale input quantizer
 that leaves them unchanged (Brevitas's own input quantizer would round the ties ``x.5`` half
 to even, i.e. other codes, and learn its own clipping). The float rows see the real inputs
 ``pixel / 16``, as softfloor's float baseline.
@@ -117,21 +119,25 @@ def brevitas_run(wb, ab, bn: bool, lr: float, cosine: bool, seed: int, epochs: i
     import numpy as np
     import torch
 
-    from softfloor.data import load_digits_split
+    from softfloor.data import input_scale, load_digits_split
     from softfloor.models import SIZES
+    from softfloor.train import TrainConfig
 
     from .qonnx import build, train
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        split = load_digits_split(ab or 4)
+        quant = "global" if wb is None else \
+            TrainConfig(weight_bits=wb, act_bits=ab).input_quantizer
+        split = load_digits_split(ab or 4, quant)
         if fold is not None:
             from softfloor.data import validation_split
             split = validation_split(split, fold)
         if wb is None:
             xtr, xte, inq = split.x_train, split.x_test, None
         else:
-            scale = split.input_spec.scale
+            # softfloor's codes (per-pixel thresholds too) times one scale
+            scale = input_scale(split.input_bits)
             xtr, xte = split.c_train * scale, split.c_test * scale
             inq = (split.input_bits, scale)
         xtr, xte = xtr.astype(np.float32), xte.astype(np.float32)

@@ -56,11 +56,12 @@ def model_name(wb: int, ab: int, arch: str = "mlp") -> str:
 
 
 def _train(wb: int, ab: int, epochs: int, cache: Path | None = None, arch: str = "mlp"):
-    from softfloor import data, export, intmodel, train
+    from softfloor import export, intmodel, train
     cfg = train.TrainConfig(arch=arch, weight_bits=wb, act_bits=ab, epochs=epochs,
                             surrogate="ste" if min(wb, ab) <= 2 else "sigmoid")
-    split = data.load_digits_split(cfg.input_bits or cfg.act_bits)
-    path = cache / f"{model_name(wb, ab, arch)}-e{epochs}.intmodel.json" if cache else None
+    split = train.digits_split(cfg)
+    quant = "" if cfg.input_quantizer == "global" else f"-{cfg.input_quantizer}"
+    path = cache / f"{model_name(wb, ab, arch)}{quant}-e{epochs}.intmodel.json" if cache else None
     if path is not None and path.exists():
         return intmodel.load(path), split
     res = train.train_qat(cfg, split)

@@ -89,13 +89,12 @@ def _job(args) -> dict:
     (``kw["fold"]``: trained and measured on that validation fold, not the test split)."""
     import torch
     torch.set_num_threads(1)
-    from softfloor.data import load_digits_split
-    from softfloor.train import TrainConfig, train_float, train_qat
+    from softfloor.train import TrainConfig, digits_split, train_float, train_qat
     kind, kw = args
     kw = dict(kw)
     fold = kw.pop("fold", None)  # a validation fold (data.validation_split) instead of test
     cfg = TrainConfig(**kw)
-    split = load_digits_split(cfg.in_bits)
+    split = digits_split(cfg)
     if fold is not None:
         from softfloor.data import validation_split
         split = validation_split(split, fold)
@@ -109,10 +108,9 @@ def _epoch_seconds(kind: str, kw: dict, epochs: int) -> float:
     """Median wall time of one training epoch (the first one, warm-up, dropped)."""
     import time
 
-    from softfloor.data import load_digits_split
-    from softfloor.train import TrainConfig, train_float, train_qat
+    from softfloor.train import TrainConfig, digits_split, train_float, train_qat
     cfg = TrainConfig(**(kw | {"epochs": epochs}))
-    split = load_digits_split(cfg.in_bits)
+    split = digits_split(cfg)
     stamps = [time.process_time()]
     (train_float if kind == "float" else train_qat)(
         cfg, split, progress=lambda e, n, info: stamps.append(time.process_time()))

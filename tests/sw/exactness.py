@@ -13,13 +13,16 @@ from softfloor.train import float_hard_codes, hard_codes, train_qat
 
 @pytest.fixture(scope="module")
 def splits():
-    """``splits(bits)``: the digits split with ``bits``-bit input codes, loaded once."""
+    """``splits(bits)``: the digits split with ``bits``-bit input codes (the global quantizer);
+    ``splits(cfg)``: the split a :class:`~softfloor.train.TrainConfig` trains on
+    (:func:`softfloor.train.digits_split`); each loaded once."""
     cache = {}
 
-    def get(bits):
-        if bits not in cache:
-            cache[bits] = load_digits_split(bits)
-        return cache[bits]
+    def get(what):
+        key = (what, "global") if isinstance(what, int) else (what.in_bits, what.input_quantizer)
+        if key not in cache:
+            cache[key] = load_digits_split(*key)
+        return cache[key]
     return get
 
 
@@ -40,7 +43,7 @@ def assert_bit_exact(model_t, split, model_i):
 def trained_and_exported(cfg, splits, tmp_path):
     """Train ``cfg``, export, save and load the model file; check it bit-exact
     (:func:`assert_bit_exact`). Returns ``(result, split, model)``."""
-    split = splits(cfg.in_bits)
+    split = splits(cfg)
     res = train_qat(cfg, split)
     assert res.accuracy["bit_exact"] is True
     model = intmodel.load(intmodel.save(export_result(res, split.input_spec),

@@ -27,7 +27,7 @@ SHORT = 3
 def test_cnn_export_is_bit_exact(wb, ab, ib, surrogate, splits, tmp_path):
     cfg = TrainConfig(arch="cnn", weight_bits=wb, act_bits=ab, input_bits=ib,
                       surrogate=surrogate, epochs=SHORT)
-    split = splits(cfg.in_bits)
+    split = splits(cfg)
     res = train_qat(cfg, split)
     assert isinstance(res.model, QuantCNN)
     assert res.accuracy["bit_exact"] is True
@@ -204,7 +204,7 @@ def test_cnn_flow_runs_through_the_rtl(tmp_path):
 def test_cnn_per_channel_export_is_bit_exact(wb, ab, surrogate, splits, tmp_path):
     cfg = TrainConfig(arch="cnn", weight_bits=wb, act_bits=ab, surrogate=surrogate,
                       epochs=SHORT, per_channel=True)
-    split = splits(cfg.in_bits)
+    split = splits(cfg)
     res = train_qat(cfg, split)
     m = res.model
     assert all(c.wq.exp.shape == (c.out_channels,) for c in m.convs)

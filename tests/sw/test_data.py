@@ -162,3 +162,34 @@ def test_augment_errors(kw, msg):
                       np.random.default_rng(0))
     with pytest.raises(ValueError, match=r"shape \(N, 64\)"):
         augment_codes(np.zeros((2, 8, 8)), 1, 0.0, 1.0, 15.0, np.random.default_rng(0))
+
+
+def test_per_pixel_thresholds_are_calibrated_on_the_training_samples_only():
+    """w1a1's per-pixel input quantizer: one threshold per pixel (the most informative about
+    the label on the training samples), exact as a per-value input scale; a validation fold
+    re-calibrates on its training part; only for 1-bit inputs."""
+    from softfloor.data import (check_input_quant, digits_input_spec, mi_thresholds,
+                                validation_split)
+    s = load_digits_split(1, "per_pixel")
+    t = mi_thresholds(s.x_train, s.y_train)
+    assert t.shape == (64,) and t.min() >= 1 and t.max() <= 16 and len(set(t.tolist())) > 3
+    assert s.input_quant == "per_pixel" and s.input_spec.per_value
+    assert s.input_spec == digits_input_spec(1, t)
+    for x, c in ((s.x_train, s.c_train), (s.x_test, s.c_test)):
+        assert np.array_equal(c, (np.rint(x * 16) >= t).astype(np.int64))
+    # a pixel that is 0 in every training image carries no information: the lowest threshold
+    assert t[0] == 1 and np.all(s.x_train[:, 0] == 0)
+    # the thresholds do not depend on the test samples
+    v = validation_split(s, 0)
+    tv = np.rint(np.array(v.input_spec.scale) * 8).astype(np.int64)
+    assert np.array_equal(tv, mi_thresholds(v.x_train, v.y_train))
+    assert not np.array_equal(tv, t)
+    assert np.array_equal(v.c_test, (np.rint(v.x_test * 16) >= tv).astype(np.int64))
+    # labels matter: shuffled labels give other thresholds
+    rng = np.random.default_rng(0)
+    assert not np.array_equal(mi_thresholds(s.x_train, rng.permutation(s.y_train)), t)
+    with pytest.raises(ValueError, match="per_pixel.*needs 1-bit inputs"):
+        load_digits_split(4, "per_pixel")
+    with pytest.raises(ValueError, match="input_quant must be one of"):
+        check_input_quant("median", 1)
+    assert load_digits_split(1).input_quant == "global"

@@ -296,3 +296,34 @@ def test_any_corruption_of_any_op_is_an_error_naming_the_field_or_still_exact(se
     for a, t in zip(inter, m.types()[1:]):
         assert t.lo <= a.min() and a.max() <= t.hi
     assert [out[i].tolist() for i in range(3)] == [interpret(m, x[i]) for i in range(3)]
+
+
+def test_per_value_input_scale_round_trips_as_version_2(model, tmp_path):
+    """One input scale per value (e.g. one 1-bit threshold per pixel): saved as a list, needs
+    version 2, quantizes each value with its own scale; a wrong length or a non-positive entry
+    is an error naming the field."""
+    import dataclasses
+    n = model.input.size
+    scales = tuple(0.125 * (1 + i % 5) for i in range(n))
+    m = dataclasses.replace(model, input=dataclasses.replace(model.input, scale=scales))
+    m.validate()
+    assert m.input.per_value and m.required_version() == (2, "input.scale (per value)")
+    back = im.load(im.save(m, tmp_path / "pv.intmodel.json"))
+    assert back.input.scale == scales and back.to_dict()["version"] == 2
+    x = np.random.default_rng(1).random((7, n)) * 2
+    t = m.input.code_type
+    want = [np.clip(im.arith.quantize_real(x[:, j], scales[j], m.input.zero_point, m.input.bits,
+                                           m.input.signed, m.input.rounding), t.lo, t.hi)
+            for j in range(n)]
+    assert np.array_equal(back.input.quantize(x), np.stack(want, axis=1))
+    assert "per-value[16]" in back.summary()
+    for bad, match in ((scales[:-1], r"input.scale: 15 per-value scales for 16"),
+                       (scales[:-1] + (0.0,), r"input.scale\[15\]: must be > 0")):
+        d = m.to_dict()
+        d["input"]["scale"] = list(bad)
+        with pytest.raises(im.ModelFormatError, match=match):
+            im.IntModel.from_dict(d)
+    d = m.to_dict()
+    d["version"] = 1
+    with pytest.raises(im.ModelFormatError, match=r"input.scale \(per value\) needs version 2"):
+        im.IntModel.from_dict(d)

@@ -3,9 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from softfloor.data import load_digits_split
 from softfloor.models import QuantMLP
-from softfloor.train import TrainConfig, hard_codes, train_qat
+from softfloor.train import TrainConfig, digits_split, hard_codes, train_qat
 
 
 def test_flatten_makes_views_and_unflatten_restores():
@@ -38,7 +37,7 @@ def test_flatten_refused_when_a_step_may_not_be_fused(kw):
 def test_flat_training_is_the_per_parameter_training(monkeypatch):
     """Adam on the flat parameter is the same arithmetic as Adam per parameter: same codes."""
     cfg = TrainConfig(weight_bits=2, act_bits=2, surrogate="sigmoid", epochs=3)
-    split = load_digits_split(cfg.in_bits)
+    split = digits_split(cfg)
     flat = hard_codes(train_qat(cfg, split).model, split.c_test)
     monkeypatch.setattr(QuantMLP, "flatten_parameters", lambda self: None)
     plain = hard_codes(train_qat(cfg, split).model, split.c_test)

@@ -24,7 +24,7 @@ SHORT = 6  # epochs of the quick runs: enough to move every scale, fast
 def test_export_is_bit_exact(wb, ab, ib, surrogate, bn, splits, tmp_path):
     cfg = TrainConfig(weight_bits=wb, act_bits=ab, input_bits=ib, surrogate=surrogate,
                       epochs=SHORT, batchnorm=bn)
-    split = splits(cfg.in_bits)
+    split = splits(cfg)
     res = train_qat(cfg, split)
     assert res.accuracy["bit_exact"] is True
     model = export_result(res, split.input_spec, name=f"w{wb}a{ab}")
@@ -113,8 +113,15 @@ def test_errors(splits):
         TrainConfig(input_bits=0)
     with pytest.raises(ValueError, match="unknown surrogate"):
         TrainConfig(surrogate="relu6")
-    with pytest.raises(ValueError, match=r"load_digits_split\(8\)"):
+    with pytest.raises(ValueError, match=r"load_digits_split\(8, 'global'\)"):
         train_qat(TrainConfig(act_bits=8, epochs=1), splits(4))
+    # the per-pixel quantizer of w1a1 is part of the config: the global 1-bit split is refused
+    with pytest.raises(ValueError, match=r"\(global quantizer\).*per_pixel.*digits_split"):
+        train_qat(TrainConfig(weight_bits=1, act_bits=1, epochs=1), splits(1))
+    with pytest.raises(ValueError, match="input_quant 'per_pixel'.*needs 1-bit inputs"):
+        TrainConfig(input_quant="per_pixel")
+    with pytest.raises(ValueError, match="input_quant must be one of global, per_pixel"):
+        TrainConfig(input_quant="otsu")
     res = train_qat(TrainConfig(epochs=1), splits(4))
     with pytest.raises(ValueError, match="does not match the model's input"):
         export(res.model, splits(8).input_spec)
@@ -220,7 +227,7 @@ def test_per_channel_export_is_bit_exact(wb, ab, ib, surrogate, bn, splits, tmp_
     a 1-bit BatchNorm threshold stays a per-tensor clamp), the last layer keeps one scale."""
     cfg = TrainConfig(weight_bits=wb, act_bits=ab, input_bits=ib, surrogate=surrogate,
                       epochs=3, batchnorm=bn, per_channel=True)
-    split = splits(cfg.in_bits)
+    split = splits(cfg)
     res = train_qat(cfg, split)
     lins = res.model.linears
     assert all(lin.wq.per_channel for lin in lins[:-1]) and not lins[-1].wq.per_channel
@@ -313,9 +320,9 @@ def test_free_scales_export_is_bit_exact(wb, ab, ib, surrogate, bn, act, pc, spl
 @pytest.mark.parametrize("ib", [1, 4])
 def test_augmented_training_is_deterministic_and_exported_exactly(ib, splits):
     from softfloor.train import config_dict
-    split = splits(ib)
     cfg = TrainConfig(weight_bits=1, act_bits=1, input_bits=ib, surrogate="ste", epochs=3,
                       augment_shift=1, augment_noise=0.2)
+    split = splits(cfg)
     a, b = train_qat(cfg, split), train_qat(cfg, split)
     assert a.history == b.history
     plain = train_qat(TrainConfig(weight_bits=1, act_bits=1, input_bits=ib, surrogate="ste",
@@ -360,8 +367,25 @@ def test_adam_betas_per_configuration(splits, monkeypatch):
             super().__init__(params, **kw)
 
     monkeypatch.setattr(train_mod.torch.optim, "Adam", Recording)
-    train_qat(TrainConfig(weight_bits=1, act_bits=1, surrogate="ste", epochs=1), splits(1))
+    cfg = TrainConfig(weight_bits=1, act_bits=1, surrogate="ste", epochs=1)
+    train_qat(cfg, splits(cfg))
     assert seen == [(0.7, 0.999)]
+
+
+def test_input_quantizer_per_configuration():
+    """Per-pixel thresholds for the MLP at a 1-bit input, the one global scale elsewhere; the
+    split digits_split loads is the one train_qat accepts; train.json records it."""
+    from softfloor.train import config_dict, digits_split
+    assert TrainConfig(weight_bits=1, act_bits=1).input_quantizer == "per_pixel"
+    assert TrainConfig(act_bits=1).input_quantizer == "per_pixel"
+    for cfg in (TrainConfig(), TrainConfig(weight_bits=1, act_bits=1, input_bits=4),
+                TrainConfig(weight_bits=1, act_bits=1, arch="cnn"),
+                TrainConfig(weight_bits=1, act_bits=1, input_quant="global")):
+        assert cfg.input_quantizer == "global", cfg
+    cfg = TrainConfig(weight_bits=1, act_bits=1)
+    assert digits_split(cfg).input_quant == "per_pixel"
+    assert config_dict(cfg)["input_quant"] == "per_pixel"
+    assert TrainConfig.from_dict(config_dict(cfg)).input_quantizer == "per_pixel"
 
 
 def test_augment_defaults_per_configuration():
