@@ -62,12 +62,14 @@ class TrainConfig:
     ``default_k``, ``lr`` from :attr:`learning_rate` (5e-3; 2e-2 at 2 bits; 1e-2 at 1 bit),
     ``batchnorm`` from :attr:`use_batchnorm` (on at 1 and 2 bits, except 1-bit activations),
     the training augmentation from :attr:`augment_options` (input-code noise 0.05 / 0.3 for
-    the MLP with 1-bit activations and a 1-bit / wider input, else none). ``make bench
-    SECTIONS=training`` measures every surrogate at every width (``docs/training.md``).
+    the MLP with 1-bit activations and a 1-bit / wider input, else none), and for the MLP at
+    a 1-bit input the per-pixel input thresholds (:attr:`input_quantizer`) and Adam beta1 0.7
+    (:attr:`adam_betas`). ``make bench SECTIONS=training`` measures every surrogate at every
+    width (``docs/training.md``).
 
-    w1a1 (STE, the defaults, seeds 0..2, test split): 91.67 % with a 1-bit input (target 92,
-    missed), 96.02 % with a 4-bit input (target 96, met); without the augmentation 91.11 /
-    94.54.
+    w1a1 (STE, the defaults, seeds 0..2, test split): 91.20 % with a 1-bit input (target 92,
+    missed; validation 91.21 % on folds 0-2, 92.69 % on folds 3-8), 96.02 % with a 4-bit input
+    (target 96, met).
     """
     weight_bits: int = 4
     act_bits: int = 4
