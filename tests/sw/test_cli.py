@@ -102,3 +102,28 @@ def test_augment_options():
     for bad in (["--augment-noise", "2"], ["--augment-shift", "8"], ["--augment-noise", "x"]):
         with pytest.raises(SystemExit):
             cli.parser().parse_args(["train"] + bad)
+
+
+def test_input_quant_option(tmp_path, capsys):
+    """--input-quant per-pixel / global (underscores accepted) reaches the flow options and the
+    data stage; per-pixel at a 4-bit input is a clear error, not a silent fallback."""
+    parse = cli.parser().parse_args
+    assert cli._options(parse(["data", "--input-quant", "per-pixel"])).input_quant == "per_pixel"
+    assert cli._options(parse(["train", "--input-quant", "per_pixel"])).input_quant == "per_pixel"
+    assert cli._options(parse(["flow", "--input-quant", "global"])).input_quant == "global"
+    assert cli._options(parse(["flow"])).input_quant is None
+    with pytest.raises(SystemExit):
+        parse(["flow", "--input-quant", "otsu"])
+    out = tmp_path / "d"
+    assert cli.main(["data", "--out", str(out), "--quiet", "--weight-bits", "1",
+                     "--act-bits", "1", "--input-quant", "global"]) == 0
+    codes = np.load(out / "inputs.npz")["codes"]
+    from softfloor.data import load_digits_split
+    assert np.array_equal(codes, load_digits_split(1).c_test)
+    assert cli.main(["data", "--out", str(out), "--quiet", "--weight-bits", "1",
+                     "--act-bits", "1"]) == 0
+    assert np.array_equal(np.load(out / "inputs.npz")["codes"],
+                          load_digits_split(1, "per_pixel").c_test)
+    assert cli.main(["data", "--out", str(out), "--quiet", "--input-bits", "4",
+                     "--input-quant", "per-pixel"]) != 0
+    assert "needs 1-bit inputs" in capsys.readouterr().err
