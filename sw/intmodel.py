@@ -201,6 +201,30 @@ def _no_extra(d: dict, allowed: set[str], where: str) -> None:
         raise ModelFormatError(f"{where}: unknown field(s) {', '.join(extra)}")
 
 
+def _scale_field(d: dict, where: str, max_len: int):
+    """``d["scale"]``: a positive finite number, or (v2) a list of 1..``max_len`` of them
+    (returned as a tuple). Shared by the input (one per value) and the output (one per
+    channel)."""
+    scale = _req(d, "scale", where)
+    if not isinstance(scale, list):
+        return _float(d, "scale", where, positive=True)
+    if not 1 <= len(scale) <= max_len:
+        raise ModelFormatError(f"{where}.scale: expected 1..{max_len} numbers, got {len(scale)}")
+    return tuple(_float({f"scale[{i}]": v}, f"scale[{i}]", where, positive=True)
+                 for i, v in enumerate(scale))
+
+
+def _check_scales(scale, where: str) -> tuple:
+    """The scales of a spec built in code (one number or a tuple), each a positive finite
+    number; returns them as a tuple."""
+    scales = scale if isinstance(scale, tuple) else (scale,)
+    for v in scales:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+                or v <= 0:
+            raise ModelFormatError(f"{where}.scale: {v!r} is not a positive finite number")
+    return scales
+
+
 def _scale_str(scale) -> str:
     """A scale for a summary line: the number, or ``per-value[n] lo..hi``."""
     if isinstance(scale, tuple):
@@ -957,15 +981,10 @@ class InputSpec:
         zp = _int(d, "zero_point", where, clo, chi)
         lo = _opt_int(d, "lo", where, clo, clo, chi)
         hi = _opt_int(d, "hi", where, chi, lo, chi)
-        scale = _req(d, "scale", where)
-        if isinstance(scale, list):
-            if len(scale) != math.prod(shape):
-                raise ModelFormatError(f"{where}.scale: {len(scale)} per-value scales for "
-                                       f"{math.prod(shape)} input values {shape}")
-            scale = tuple(_float({f"scale[{i}]": v}, f"scale[{i}]", where, positive=True)
-                          for i, v in enumerate(scale))
-        else:
-            scale = _float(d, "scale", where, positive=True)
+        scale = _scale_field(d, where, MAX_ELEMENTS)
+        if isinstance(scale, tuple) and len(scale) != math.prod(shape):
+            raise ModelFormatError(f"{where}.scale: {len(scale)} per-value scales for "
+                                   f"{math.prod(shape)} input values {shape}")
         return cls(tuple(shape), bits, signed, scale, zp,
                    _str(d, "rounding", where, arith.ROUNDING_MODES), lo, hi)
 
@@ -981,15 +1000,10 @@ class InputSpec:
             raise ModelFormatError(f"input.lo/hi: [{t.lo}, {t.hi}] not inside [{clo}, {chi}]")
         if not (_is_int(self.zero_point) and clo <= self.zero_point <= chi):
             raise ModelFormatError(f"input.zero_point: {self.zero_point!r} outside [{clo}, {chi}]")
-        scales = self.scale if self.per_value else (self.scale,)
+        scales = _check_scales(self.scale, "input")
         if self.per_value and len(scales) != self.size:
             raise ModelFormatError(f"input.scale: {len(scales)} per-value scales for "
                                    f"{self.size} input values {self.shape}")
-        for v in scales:
-            if not (isinstance(v, (int, float)) and not isinstance(v, bool)
-                    and math.isfinite(v) and v > 0):
-                raise ModelFormatError(f"input.scale: must be a positive finite number (or "
-                                       f"one per input value), got {v!r}")
         if self.rounding not in arith.ROUNDING_MODES:
             raise ModelFormatError(f"input.rounding: {self.rounding!r} is not one of "
                                    f"{', '.join(arith.ROUNDING_MODES)}")
@@ -1015,26 +1029,10 @@ class OutputSpec:
     @classmethod
     def from_dict(cls, d: dict, where: str) -> "OutputSpec":
         _no_extra(d, {"scale", "zero_point"}, where)
-        scale = _req(d, "scale", where)
-        if isinstance(scale, list):
-            if not 1 <= len(scale) <= MAX_FEATURES:
-                raise ModelFormatError(f"{where}.scale: expected 1..{MAX_FEATURES} numbers")
-            for i, s in enumerate(scale):
-                if isinstance(s, bool) or not isinstance(s, (int, float)) \
-                        or not math.isfinite(s) or s <= 0:
-                    raise ModelFormatError(
-                        f"{where}.scale[{i}]: expected a positive finite number, got {s!r}")
-            scale = tuple(float(s) for s in scale)
-        else:
-            scale = _float(d, "scale", where, positive=True)
-        return cls(scale, _int(d, "zero_point", where, -(1 << 62), 1 << 62))
+        return cls(_scale_field(d, where, MAX_FEATURES), _int(d, "zero_point", where, -(1 << 62), 1 << 62))
 
     def check(self, out_shape: tuple[int, ...]) -> None:
-        scales = self.scale if self.per_channel else (self.scale,)
-        for s in scales:
-            if (isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s)
-                    or s <= 0):
-                raise ModelFormatError(f"output.scale: {s!r} is not a positive finite number")
+        _check_scales(self.scale, "output")
         if self.per_channel and len(self.scale) != out_shape[0]:
             raise ModelFormatError(f"output.scale: {len(self.scale)} per-channel scales, but the "
                                    f"output has shape {_shape_str(out_shape)}")
