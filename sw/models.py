@@ -440,8 +440,10 @@ class QuantMLP(nn.Module):
             x, in_exp = y, ea
         raise AssertionError("unreachable: the last layer returns")
 
-    def fused_backward(self, g: torch.Tensor, saved: list) -> list[torch.Tensor]:
-        """Gradients of :meth:`fused_params` given the logits' gradient ``g``."""
+    def fused_backward(self, g: torch.Tensor, saved: list, need_x: bool = False
+                       ) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+        """``(dx, grads)``: the gradients of the input (``need_x``, else None) and of
+        :meth:`fused_params`, given the logits' gradient ``g``."""
         per_layer = []
         for i in reversed(range(len(saved))):
             ls, s_w, gs_w, rec = saved[i]
@@ -461,13 +463,13 @@ class QuantMLP(nn.Module):
                     else:
                         d = d * f
                 g = d
-            dx, dw, db, dlw = linear_quant_bwd(g, ls, s_w, gs_w, i > 0)
+            dx, dw, db, dlw = linear_quant_bwd(g, ls, s_w, gs_w, i > 0 or need_x)
             if rec is not None and rec[4] is not None:
-                dx, dw, db, bn_grads = _unfold_grads(dx, dw, db, rec[4], i > 0)
+                dx, dw, db, bn_grads = _unfold_grads(dx, dw, db, rec[4], i > 0 or need_x)
                 tail += bn_grads
             per_layer.append([dw, db, dlw] + tail)
             g = dx
-        return [t for grads in reversed(per_layer) for t in grads]
+        return g, [t for grads in reversed(per_layer) for t in grads]
 
     def forward_composed(self, x: torch.Tensor) -> torch.Tensor:
         """The forward pass composed from the layers' own ops (autograd through each)."""
@@ -709,11 +711,11 @@ class _QuantMLPFn(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
-        grads = ctx.model.fused_backward(g, ctx.saved)
+        dx, grads = ctx.model.fused_backward(g, ctx.saved, ctx.needs_input_grad[1])
         del ctx.saved, ctx.model
         if len(ctx.needs_input_grad) == 3:  # one flat parameter (QuantMLP.flatten_parameters)
-            return None, None, torch.cat([t.reshape(-1) for t in grads])
-        return (None, None, *grads)
+            return None, dx, torch.cat([t.reshape(-1) for t in grads])
+        return (None, dx, *grads)
 
 
 def _threshold_layer(w, b, direction, t, in_lo, in_hi):

@@ -259,8 +259,9 @@ def test_fused_linear_equals_the_composed_one(bits, bn):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_fused_network_equals_the_composed_one(wb, ab, bn, surrogate, hard, dtype):
     """The whole-network autograd op (QuantMLP.forward) against the layers composed with
-    autograd: the same outputs bit for bit, the same gradients, the same BatchNorm updates
-    (in float64 and in float32, the dtype the digits MLP trains in)."""
+    autograd: the same outputs bit for bit, the same gradients (of the input too: learned
+    input thresholds train through it), the same BatchNorm updates (in float64 and in float32,
+    the dtype the digits MLP trains in)."""
     torch.manual_seed(wb * 10 + ab)
     m = QuantMLP((16, 12, 8, 10), wb, ab, 3, surrogate, batchnorm=bn, dtype=dtype)
     gen = torch.Generator().manual_seed(1)
@@ -273,15 +274,18 @@ def test_fused_network_equals_the_composed_one(wb, ab, bn, surrogate, hard, dtyp
     assert fusable == (surrogate != "dsq" or hard)
     params = list(m.parameters())
     buffers = [b.clone() for b in m.buffers()]
+    x = x.to(dtype).requires_grad_()
     out = m(x)
     torch.nn.functional.cross_entropy(out, y).backward()
-    fused, fused_buffers = _grads(params), [b.clone() for b in m.buffers()]
+    fused, fused_buffers = _grads(params + [x]), [b.clone() for b in m.buffers()]
     for b, saved in zip(m.buffers(), buffers):
         b.copy_(saved)
+    x.grad = None
     ref = m.forward_composed(x)
     torch.nn.functional.cross_entropy(ref, y).backward()
     assert torch.equal(out, ref)
-    _assert_grads_close(fused, _grads(params))
+    _assert_grads_close(fused, _grads(params + [x]))
+    x = x.detach()
     for a, b in zip(fused_buffers, m.buffers()):
         assert torch.equal(a, b)
     with torch.no_grad():
