@@ -61,11 +61,12 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--act-bits", type=_bits(1, 8, "--act-bits"), default=4)
     p.add_argument("--input-bits", type=_bits(1, 8, "--input-bits"), default=None,
                    help="input quantization bits (default: --act-bits)")
-    p.add_argument("--input-quant", choices=("global", "per-pixel"), default=None,
+    p.add_argument("--input-quant", choices=("global", "per-pixel", "learned"), default=None,
                    type=lambda v: v.replace("_", "-"),
-                   help="how pixels become codes: one scale for all (global), or one "
+                   help="how pixels become codes: one scale for all (global), one "
                         "threshold per pixel calibrated on the training samples (per-pixel, "
-                        "1-bit inputs; default for the MLP at a 1-bit input)")
+                        "1-bit inputs), or those thresholds trained with the network "
+                        "(learned, 1-bit inputs; default for the MLP at a 1-bit input)")
     sur = _surrogates()
     p.add_argument("--surrogate", choices=sur or None, default=None,
                    help="surrogate of round/floor used in training (default: the trainer's)")

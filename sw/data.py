@@ -6,7 +6,9 @@ quantizer is an :class:`~softfloor.intmodel.InputSpec` with scale ``2**-input_bi
 4-bit codes are ``min(pixel, 15)``), except for 1 bit, where the scale 3/4 puts the threshold at
 pixel 6 (:data:`ONE_BIT_SCALE`). With ``input_quant="per_pixel"`` (1-bit inputs) every pixel
 gets its own threshold, calibrated on the training samples (:func:`mi_thresholds`): a per-value
-input scale.
+input scale. ``input_quant="learned"`` starts from those thresholds and trains them with the
+network (:mod:`softfloor.input_thresholds`); what it ends with is again one integer threshold per
+pixel, the same per-value input scale.
 
 Options are chosen on validation folds carved from the training samples
 (:func:`validation_split`), never on the test split. :func:`augment_codes` is the training-time
@@ -51,8 +53,10 @@ def input_scale(input_bits: int) -> float:
 
 
 #: How real pixels become input codes: one scale for every pixel (``"global"``), or, for 1-bit
-#: inputs, one threshold per pixel calibrated on the training samples (``"per_pixel"``).
-INPUT_QUANTS = ("global", "per_pixel")
+#: inputs, one threshold per pixel calibrated on the training samples (``"per_pixel"``), or
+#: those thresholds as the start of thresholds trained with the network (``"learned"``,
+#: :mod:`softfloor.input_thresholds`; the split holds the starting, ``"per_pixel"`` codes).
+INPUT_QUANTS = ("global", "per_pixel", "learned")
 
 
 def check_input_quant(input_quant: str, input_bits: int) -> str:
@@ -60,9 +64,9 @@ def check_input_quant(input_quant: str, input_bits: int) -> str:
     if input_quant not in INPUT_QUANTS:
         raise ValueError(f"input_quant must be one of {', '.join(INPUT_QUANTS)}, got "
                          f"{input_quant!r}")
-    if input_quant == "per_pixel" and input_bits != 1:
-        raise ValueError(f"input_quant 'per_pixel' (one threshold per pixel) needs 1-bit inputs, "
-                         f"got input_bits={input_bits}; use input_quant 'global'")
+    if input_quant != "global" and input_bits != 1:
+        raise ValueError(f"input_quant {input_quant!r} (one threshold per pixel) needs 1-bit "
+                         f"inputs, got input_bits={input_bits}; use input_quant 'global'")
     return input_quant
 
 
@@ -103,6 +107,17 @@ def threshold_scales(thresholds) -> tuple[float, ...]:
     if t.ndim != 1 or np.any(t < 1) or np.any(t > 16):
         raise ValueError(f"thresholds must be pixels 1..16, one per input, got {thresholds!r}")
     return tuple(float(v) / 8.0 for v in t)
+
+
+def scale_thresholds(scales) -> np.ndarray:
+    """The inverse of :func:`threshold_scales`: the pixel thresholds ``t = 8 s`` (int64) of
+    1-bit per-value scales ``s``; raises if a scale is not one of ``1/8 .. 16/8``."""
+    s = np.asarray(scales, dtype=np.float64).reshape(-1)
+    t = np.rint(s * 8.0)
+    if np.any(t * 0.125 != s) or np.any(t < 1) or np.any(t > 16):
+        raise ValueError(f"1-bit input scales must be t/8 for pixel thresholds t in 1..16, "
+                         f"got {scales!r}")
+    return t.astype(np.int64)
 
 
 #: Scale of 1-bit inputs with the global threshold (rounding half up: 3/4).
@@ -184,9 +199,10 @@ def load_digits_split(input_bits: int = 4, input_quant: str = "global") -> Digit
     ----------
     input_bits : int
         Width of the unsigned input codes, 1..8. The scale is :func:`input_scale`.
-    input_quant : {"global", "per_pixel"}
+    input_quant : {"global", "per_pixel", "learned"}
         ``"per_pixel"`` (1-bit inputs): one threshold per pixel, calibrated on the 1437
-        training samples (:meth:`DigitsSplit.calibrated`).
+        training samples (:meth:`DigitsSplit.calibrated`). ``"learned"``: the same split, the
+        thresholds training starts from.
 
     Returns
     -------
@@ -206,7 +222,7 @@ def load_digits_split(input_bits: int = 4, input_quant: str = "global") -> Digit
     split = DigitsSplit(x_train=x_train, x_test=x_test,
                         c_train=spec.quantize(x_train), c_test=spec.quantize(x_test),
                         y_train=y_train, y_test=y_test, input_spec=spec)
-    return split.calibrated() if input_quant == "per_pixel" else split
+    return split if input_quant == "global" else split.calibrated()
 
 
 #: Validation folds: each holds out this fraction of the 1437 training samples (288 of them).

@@ -164,8 +164,21 @@ def _scales_meta(info: dict, model, wqs) -> float:
     return 2.0 ** model.output_exp
 
 
-def export_result(result, input_spec: InputSpec, name: str = "model") -> IntModel:
-    """Export a :class:`~softfloor.train.TrainResult`, recording its config and accuracies."""
+def export_result(result, input_spec: InputSpec | None = None, name: str = "model") -> IntModel:
+    """Export a :class:`~softfloor.train.TrainResult`, recording its config and accuracies.
+
+    ``input_spec`` defaults to the one the model was trained with (``result.input_spec``, e.g.
+    learned input thresholds); another one is refused (its codes are not the trained ones).
+    """
+    trained = getattr(result, "input_spec", None)
+    if input_spec is None:
+        if trained is None:
+            raise ValueError("the result carries no input quantizer: pass input_spec")
+        input_spec = trained
+    elif trained is not None and input_spec.to_dict() != trained.to_dict():
+        raise ValueError(
+            f"input_spec {input_spec} is not the input quantizer the model was trained with "
+            f"({trained}); export with result.input_spec (or omit input_spec)")
     return export(result.model, input_spec, name,
                   {"train_config": result.config.to_dict() | {"input_bits": result.config.in_bits},
                    "accuracy": dict(result.accuracy), "train_seconds": round(result.seconds, 3)})

@@ -6,7 +6,9 @@ reads files from the output directory and writes its own, plus a small JSON reco
 
 Artifacts in ``DIR``::
 
-    inputs.npz              codes (integer input codes), labels (optional)    data / inputs
+    inputs.npz              codes (integer input codes), x (the real inputs),  data / inputs
+                            labels (optional); codes re-made by export
+                            from the model file's input quantizer
     model.pt, train.json    the trained torch model and its accuracies        train
     model.intmodel.json     the integer model file                            export
     vectors.npz             inputs, golden, rtl_<simulator>                   golden / sim
@@ -49,7 +51,7 @@ class FlowOptions:
     weight_bits: int = 4
     act_bits: int = 4
     input_bits: int | None = None
-    input_quant: str | None = None  # "global" or "per_pixel" (None: the trainer's default)
+    input_quant: str | None = None  # "global", "per_pixel", "learned" (None: trainer's default)
     surrogate: str | None = None
     batchnorm: bool | None = None  # None: the trainer's default
     augment_shift: int | None = None    # training augmentation (None: the trainer's default)
@@ -109,13 +111,14 @@ class Context:
 def stage_data(ctx: Context) -> None:
     """Digits, stratified 80/20 split (random_state=0), pixels quantized to the input bits."""
     from . import train
-    split = train.digits_split(_train_config(ctx.opts))
+    cfg = _train_config(ctx.opts)
+    split = train.digits_split(cfg)
     np.savez(ctx.out / "dataset.npz", c_train=split.c_train, y_train=split.y_train,
              c_test=split.c_test, y_test=split.y_test)
-    np.savez(ctx.out / "inputs.npz", codes=split.c_test, labels=split.y_test)
+    np.savez(ctx.out / "inputs.npz", codes=split.c_test, x=split.x_test, labels=split.y_test)
     ctx.record("data", {"dataset": "sklearn digits", "train": len(split.y_train),
                         "test": len(split.y_test), "input_bits": split.input_spec.bits,
-                        "input_quant": split.input_quant})
+                        "input_quant": cfg.input_quantizer})
 
 
 def stage_inputs(ctx: Context) -> None:
@@ -127,7 +130,7 @@ def stage_inputs(ctx: Context) -> None:
     except (OSError, ValueError) as e:
         raise ValueError(f"{o.inputs}: cannot read float inputs as .npy: {e}") from None
     codes = model.input.quantize(x)
-    arrays = {"codes": codes}
+    arrays = {"codes": codes, "x": x}
     if o.labels is not None:
         labels = np.load(o.labels)
         if labels.shape != (len(codes),):
@@ -162,6 +165,10 @@ def stage_train(ctx: Context) -> None:
     train.save_checkpoint(res, ctx.out / "model.pt")
     info = {"config": train.config_dict(cfg), "accuracy_float": fl.test_accuracy,
             "accuracy_quantized": res.test_accuracy}
+    if cfg.input_quantizer == "learned":
+        from .data import scale_thresholds
+        info["input_thresholds"] = scale_thresholds(res.input_spec.scale).tolist()
+        info["input_thresholds_moved"] = res.history[-1]["thresholds_moved"]
     intmodel.atomic_write_text(ctx.out / "train.json", json.dumps(info, indent=1) + "\n")
     ctx.record("train", info)
 
@@ -170,12 +177,31 @@ def stage_export(ctx: Context) -> None:
     """Hard-quantized torch model -> integer model file."""
     from . import export, train
     res = train.load_checkpoint(ctx.need("model.pt", "train"))
-    split = train.digits_split(res.config)
-    model = export.export(res.model, split.input_spec, name=f"digits-{res.config.arch}",
+    model = export.export(res.model, res.input_spec, name=f"digits-{res.config.arch}",
                           meta=json.loads(ctx.need("train.json", "train").read_text()))
     intmodel.save(model, ctx.out / MODEL_FILE)
     ctx.say(model.summary())
-    ctx.record("export", {"layers": len(model.layers), "macs": model.macs()})
+    changed = _requantize_inputs(ctx, model)
+    ctx.record("export", {"layers": len(model.layers), "macs": model.macs(),
+                          "inputs_requantized": changed})
+
+
+def _requantize_inputs(ctx: Context, model: intmodel.IntModel) -> int | None:
+    """Make ``inputs.npz``'s codes those of the model file's input quantizer (a trained one,
+    e.g. learned input thresholds, differs from the data stage's); returns how many samples
+    changed (None: the inputs carry no real values, e.g. written by an older version)."""
+    path = ctx.need("inputs.npz", "data")
+    inp = dict(np.load(path))
+    if "x" not in inp:
+        return None
+    codes = model.input.quantize(inp["x"])
+    changed = int(np.sum(np.any(codes != inp["codes"], axis=1)))
+    if changed:
+        inp["codes"] = codes
+        tmp = path.with_name(f".{path.stem}.tmp.npz")
+        np.savez(tmp, **inp)
+        tmp.replace(path)
+    return changed
 
 
 def stage_golden(ctx: Context) -> None:

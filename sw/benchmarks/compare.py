@@ -29,7 +29,9 @@ activations, ``Int32Bias`` biases), the issue's BatchNorm choice (w1a2, w1a1), f
 How Brevitas sees the input: exactly softfloor's input codes (activation bits wide,
 :func:`softfloor.data.digits_input_spec`: a pixel of 0..16 becomes ``min(pixel, 15)`` at 4 bits,
 1 at pixel >= 6 at 1 bit, or the per-pixel thresholds softfloor's w1a1 calibrates,
-:attr:`softfloor.train.TrainConfig.input_quantizer`), passed as ``code * scale`` (the 1-bit
+:attr:`softfloor.train.TrainConfig.input_quantizer`; at w1a1 softfloor then trains those
+thresholds, :mod:`softfloor.input_thresholds`, Brevitas keeps the calibrated ones, having no
+such quantizer), passed as ``code * scale`` (the 1-bit
 scale 3/4) through a constant-scale input quantizer
 that leaves them unchanged (Brevitas's own input quantizer would round the ties ``x.5`` half
 to even, i.e. other codes, and learn its own clipping). The float rows see the real inputs

@@ -63,13 +63,14 @@ def _train(wb: int, ab: int, epochs: int, cache: Path | None = None, arch: str =
     quant = "" if cfg.input_quantizer == "global" else f"-{cfg.input_quantizer}"
     path = cache / f"{model_name(wb, ab, arch)}{quant}-e{epochs}.intmodel.json" if cache else None
     if path is not None and path.exists():
-        return intmodel.load(path), split
+        model = intmodel.load(path)
+        return model, split.requantized(model.input)  # the codes of its (learned) quantizer
     res = train.train_qat(cfg, split)
-    model = export.export_result(res, split.input_spec, name=model_name(wb, ab, arch))
+    model = export.export_result(res, name=model_name(wb, ab, arch))
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         intmodel.save(model, path)
-    return model, split
+    return model, train.result_split(res, split)
 
 
 def unrolled_folding(model) -> dict:

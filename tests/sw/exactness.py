@@ -8,7 +8,7 @@ import pytest
 from softfloor import golden, intmodel
 from softfloor.data import load_digits_split
 from softfloor.export import export_result
-from softfloor.train import float_hard_codes, hard_codes, train_qat
+from softfloor.train import float_hard_codes, hard_codes, result_split, train_qat
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +42,12 @@ def assert_bit_exact(model_t, split, model_i):
 
 def trained_and_exported(cfg, splits, tmp_path):
     """Train ``cfg``, export, save and load the model file; check it bit-exact
-    (:func:`assert_bit_exact`). Returns ``(result, split, model)``."""
-    split = splits(cfg)
-    res = train_qat(cfg, split)
+    (:func:`assert_bit_exact`). Returns ``(result, split, model)``, the split with the codes of
+    the input quantizer the model was trained with (learned thresholds at w1a1)."""
+    res = train_qat(cfg, splits(cfg))
+    split = result_split(res, splits(cfg))
     assert res.accuracy["bit_exact"] is True
-    model = intmodel.load(intmodel.save(export_result(res, split.input_spec),
+    model = intmodel.load(intmodel.save(export_result(res),
                                         tmp_path / "m.intmodel.json"))
     assert_bit_exact(res.model, split, model)
     return res, split, model

@@ -105,12 +105,14 @@ def test_augment_options():
 
 
 def test_input_quant_option(tmp_path, capsys):
-    """--input-quant per-pixel / global (underscores accepted) reaches the flow options and the
-    data stage; per-pixel at a 4-bit input is a clear error, not a silent fallback."""
+    """--input-quant per-pixel / global / learned (underscores accepted) reaches the flow
+    options and the data stage (learned: the calibrated codes it starts from); per-pixel at a
+    4-bit input is a clear error, not a silent fallback."""
     parse = cli.parser().parse_args
     assert cli._options(parse(["data", "--input-quant", "per-pixel"])).input_quant == "per_pixel"
     assert cli._options(parse(["train", "--input-quant", "per_pixel"])).input_quant == "per_pixel"
     assert cli._options(parse(["flow", "--input-quant", "global"])).input_quant == "global"
+    assert cli._options(parse(["flow", "--input-quant", "learned"])).input_quant == "learned"
     assert cli._options(parse(["flow"])).input_quant is None
     with pytest.raises(SystemExit):
         parse(["flow", "--input-quant", "otsu"])
@@ -124,6 +126,8 @@ def test_input_quant_option(tmp_path, capsys):
                      "--act-bits", "1"]) == 0
     assert np.array_equal(np.load(out / "inputs.npz")["codes"],
                           load_digits_split(1, "per_pixel").c_test)
+    import json
+    assert json.loads((out / "stages" / "data.json").read_text())["input_quant"] == "learned"
     assert cli.main(["data", "--out", str(out), "--quiet", "--input-bits", "4",
                      "--input-quant", "per-pixel"]) != 0
     assert "needs 1-bit inputs" in capsys.readouterr().err

@@ -43,8 +43,9 @@ def test_stages_golden_equals_torch(wb, ab, sur, tmp_path):
     np.testing.assert_array_equal(vec["golden"], float_hard_codes(res.model, vec["inputs"]))
     train = json.loads((out / "train.json").read_text())
     assert train["config"]["batchnorm"] == (min(wb, ab) <= 2 and ab >= 2)
-    # a 1-bit input gets one threshold per pixel, calibrated on the training samples
-    assert train["config"]["input_quant"] == ("per_pixel" if ab == 1 else "global")
+    # a 1-bit input gets one threshold per pixel, calibrated on the training samples and
+    # trained with the network
+    assert train["config"]["input_quant"] == ("learned" if ab == 1 else "global")
 
 
 @pytest.mark.sim
@@ -56,13 +57,19 @@ def test_batchnorm_threshold_model_is_bit_exact_in_rtl(tmp_path):
     assert json.loads((out / "train.json").read_text())["config"]["batchnorm"]
     assert rep["bit_exact"]["verilator"]["mismatches"] == 0
     assert rep["accuracy"]["golden"] == rep["accuracy"]["rtl"] == rep["accuracy"]["quantized"]
-    # the per-pixel input quantizer is in the model file: its real inputs give the same codes
+    # the learned per-pixel input quantizer is in the model file, and the codes the golden
+    # model and the RTL ran are its codes of the real test inputs: pixel >= threshold
     from softfloor import intmodel
-    from softfloor.data import load_digits_split
+    from softfloor.data import digits_input_spec, load_digits_split
     model = intmodel.load(out / "model.intmodel.json")
-    split = load_digits_split(1, "per_pixel")
-    assert model.input.per_value and model.input.to_dict() == split.input_spec.to_dict()
-    assert np.array_equal(model.input.quantize(split.x_test), np.load(out / "inputs.npz")["codes"])
+    split = load_digits_split(1, "learned")
+    learned = json.loads((out / "train.json").read_text())["input_thresholds"]
+    assert model.input.per_value and model.input.to_dict() == digits_input_spec(1, learned).to_dict()
+    assert model.input.to_dict() == load_checkpoint(out / "model.pt").input_spec.to_dict()
+    codes = np.load(out / "inputs.npz")["codes"]
+    assert np.array_equal(codes, model.input.quantize(split.x_test))
+    assert np.array_equal(codes, (np.rint(split.x_test * 16) >= np.array(learned)).astype(int))
+    assert np.array_equal(np.load(out / "vectors.npz")["inputs"], codes)
 
 
 @pytest.mark.sim

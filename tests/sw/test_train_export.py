@@ -8,7 +8,7 @@ from softfloor.data import load_digits_split
 from softfloor.export import export, export_result
 from softfloor.intmodel import ChannelRequant, Dense, ModelFormatError, Requant
 from softfloor.train import (TrainConfig, float_hard_codes, hard_codes, load_checkpoint,
-                             save_checkpoint, train_float, train_qat)
+                             result_split, save_checkpoint, train_float, train_qat)
 from tests.sw.exactness import assert_bit_exact, splits, trained_and_exported  # noqa: F401
 
 SHORT = 6  # epochs of the quick runs: enough to move every scale, fast
@@ -24,10 +24,14 @@ SHORT = 6  # epochs of the quick runs: enough to move every scale, fast
 def test_export_is_bit_exact(wb, ab, ib, surrogate, bn, splits, tmp_path):
     cfg = TrainConfig(weight_bits=wb, act_bits=ab, input_bits=ib, surrogate=surrogate,
                       epochs=SHORT, batchnorm=bn)
-    split = splits(cfg)
-    res = train_qat(cfg, split)
+    res = train_qat(cfg, splits(cfg))
     assert res.accuracy["bit_exact"] is True
-    model = export_result(res, split.input_spec, name=f"w{wb}a{ab}")
+    # the codes of the input quantizer it was trained with (learned thresholds at w1a1)
+    split = result_split(res, splits(cfg))
+    model = export_result(res, name=f"w{wb}a{ab}")
+    if cfg.input_quantizer == "learned":
+        with pytest.raises(ValueError, match="not the input quantizer the model was trained"):
+            export_result(res, splits(cfg).input_spec)
     path = intmodel.save(model, tmp_path / "m.intmodel.json")
     loaded = intmodel.load(path)
     assert loaded.to_dict() == model.to_dict()
@@ -115,12 +119,12 @@ def test_errors(splits):
         TrainConfig(surrogate="relu6")
     with pytest.raises(ValueError, match=r"load_digits_split\(8, 'global'\)"):
         train_qat(TrainConfig(act_bits=8, epochs=1), splits(4))
-    # the per-pixel quantizer of w1a1 is part of the config: the global 1-bit split is refused
-    with pytest.raises(ValueError, match=r"\(global quantizer\).*per_pixel.*digits_split"):
+    # the learned quantizer of w1a1 is part of the config: the global 1-bit split is refused
+    with pytest.raises(ValueError, match=r"\(global quantizer\).*learned.*digits_split"):
         train_qat(TrainConfig(weight_bits=1, act_bits=1, epochs=1), splits(1))
     with pytest.raises(ValueError, match="input_quant 'per_pixel'.*needs 1-bit inputs"):
         TrainConfig(input_quant="per_pixel")
-    with pytest.raises(ValueError, match="input_quant must be one of global, per_pixel"):
+    with pytest.raises(ValueError, match="input_quant must be one of global, per_pixel, learned"):
         TrainConfig(input_quant="otsu")
     res = train_qat(TrainConfig(epochs=1), splits(4))
     with pytest.raises(ValueError, match="does not match the model's input"):
@@ -227,12 +231,12 @@ def test_per_channel_export_is_bit_exact(wb, ab, ib, surrogate, bn, splits, tmp_
     a 1-bit BatchNorm threshold stays a per-tensor clamp), the last layer keeps one scale."""
     cfg = TrainConfig(weight_bits=wb, act_bits=ab, input_bits=ib, surrogate=surrogate,
                       epochs=3, batchnorm=bn, per_channel=True)
-    split = splits(cfg)
-    res = train_qat(cfg, split)
+    res = train_qat(cfg, splits(cfg))
+    split = result_split(res, splits(cfg))
     lins = res.model.linears
     assert all(lin.wq.per_channel for lin in lins[:-1]) and not lins[-1].wq.per_channel
     assert res.accuracy["bit_exact"] is True
-    model = export_result(res, split.input_spec)
+    model = export_result(res)
     loaded = intmodel.load(intmodel.save(model, tmp_path / "m.intmodel.json"))
     assert_bit_exact(res.model, split, loaded)
     assert loaded.meta["train_config"]["per_channel"] is True
@@ -329,7 +333,7 @@ def test_augmented_training_is_deterministic_and_exported_exactly(ib, splits):
                                   epochs=3, augment_shift=0, augment_noise=0.0), split)
     assert plain.history != a.history
     assert a.accuracy["bit_exact"] is True
-    assert_bit_exact(a.model, split, export_result(a, split.input_spec))
+    assert_bit_exact(a.model, result_split(a, split), export_result(a))
     d = config_dict(cfg)
     assert (d["augment_shift"], d["augment_noise"]) == (1, 0.2)
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
@@ -369,23 +373,26 @@ def test_adam_betas_per_configuration(splits, monkeypatch):
     monkeypatch.setattr(train_mod.torch.optim, "Adam", Recording)
     cfg = TrainConfig(weight_bits=1, act_bits=1, surrogate="ste", epochs=1)
     train_qat(cfg, splits(cfg))
-    assert seen == [(0.7, 0.999)]
+    # the learned input thresholds' own Adam, and the network's
+    from softfloor.input_thresholds import BETAS
+    assert seen == [BETAS, (0.7, 0.999)]
 
 
 def test_input_quantizer_per_configuration():
-    """Per-pixel thresholds for the MLP at a 1-bit input, the one global scale elsewhere; the
-    split digits_split loads is the one train_qat accepts; train.json records it."""
+    """Learned per-pixel thresholds for the MLP at a 1-bit input, the one global scale
+    elsewhere; the split digits_split loads (the calibrated thresholds they start from) is the
+    one train_qat accepts; train.json records it."""
     from softfloor.train import config_dict, digits_split
-    assert TrainConfig(weight_bits=1, act_bits=1).input_quantizer == "per_pixel"
-    assert TrainConfig(act_bits=1).input_quantizer == "per_pixel"
+    assert TrainConfig(weight_bits=1, act_bits=1).input_quantizer == "learned"
+    assert TrainConfig(act_bits=1).input_quantizer == "learned"
     for cfg in (TrainConfig(), TrainConfig(weight_bits=1, act_bits=1, input_bits=4),
                 TrainConfig(weight_bits=1, act_bits=1, arch="cnn"),
                 TrainConfig(weight_bits=1, act_bits=1, input_quant="global")):
         assert cfg.input_quantizer == "global", cfg
     cfg = TrainConfig(weight_bits=1, act_bits=1)
     assert digits_split(cfg).input_quant == "per_pixel"
-    assert config_dict(cfg)["input_quant"] == "per_pixel"
-    assert TrainConfig.from_dict(config_dict(cfg)).input_quantizer == "per_pixel"
+    assert config_dict(cfg)["input_quant"] == "learned"
+    assert TrainConfig.from_dict(config_dict(cfg)).input_quantizer == "learned"
 
 
 def test_augment_defaults_per_configuration():
