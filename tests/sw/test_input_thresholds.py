@@ -7,6 +7,7 @@ from softfloor import input_thresholds as it
 from softfloor.data import load_digits_split, scale_thresholds, threshold_scales
 from softfloor.train import (TrainConfig, digits_split, hard_codes, load_checkpoint,
                              result_split, save_checkpoint, train_qat)
+from tests.sw.exactness import splits, trained_and_exported  # noqa: F401
 
 
 def test_forward_is_the_exact_bit_and_backward_the_ramp():
@@ -94,3 +95,13 @@ def test_training_learns_thresholds_and_measures_on_their_codes(tmp_path):
 def test_wider_inputs_refuse_learned_thresholds():
     with pytest.raises(ValueError, match="'learned'.*needs 1-bit inputs"):
         TrainConfig(weight_bits=1, act_bits=1, input_bits=4, input_quant="learned")
+
+
+def test_cnn_learns_thresholds_and_exports_them_exactly(splits, tmp_path):
+    """The thresholds train through any model's input gradient: the CNN (composed autograd)."""
+    cfg = TrainConfig(arch="cnn", weight_bits=2, act_bits=2, input_bits=1, surrogate="ste",
+                      input_quant="learned", epochs=2)
+    res, split, model = trained_and_exported(cfg, splits, tmp_path)
+    assert res.history[-1]["thresholds_moved"] > 0
+    assert model.input.to_dict()["scale"] == res.input_spec.to_dict()["scale"]
+    assert np.array_equal(split.c_test, model.input.quantize(split.x_test))
