@@ -342,7 +342,8 @@ def _fit(model, params, x, y, cfg: TrainConfig, on_epoch, progress: Progress | N
     """Adam + per-step cosine decay over shuffled mini-batches; returns the history.
     ``augment`` (optional) maps each input batch to the one trained on. ``inputs`` (optional,
     a :class:`~softfloor.input_thresholds.LearnedThresholds`) makes the batches instead of
-    ``x`` and is updated after every step with the same cosine factor."""
+    ``x`` and is updated after every step from their gradient, with the same cosine
+    factor."""
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.Adam(params, lr=cfg.learning_rate, betas=cfg.adam_betas,
                            weight_decay=cfg.weight_decay, **ADAM_IMPL)
@@ -362,13 +363,15 @@ def _fit(model, params, x, y, cfg: TrainConfig, on_epoch, progress: Progress | N
             xb = x[idx] if inputs is None else inputs.batch(idx)
             if augment is not None:
                 xb = augment(xb)
+            if inputs is not None:
+                xb.requires_grad_()
             loss = F.cross_entropy(model(xb), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             if inputs is not None:
-                inputs.update(sched.get_last_lr()[0] / cfg.learning_rate)
+                inputs.update(xb.grad, sched.get_last_lr()[0] / cfg.learning_rate)
             loss_sum += float(loss.detach()) * len(idx)
         info = {"loss": loss_sum / n, "lr": sched.get_last_lr()[0]} | info
         history.append({"epoch": epoch + 1} | info)

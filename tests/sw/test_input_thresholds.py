@@ -1,4 +1,6 @@
 """softfloor.input_thresholds: learned per-pixel 1-bit input thresholds."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -13,24 +15,41 @@ from tests.sw.exactness import splits, trained_and_exported  # noqa: F401
 def test_forward_is_the_exact_bit_and_backward_the_ramp():
     gen = torch.Generator().manual_seed(0)
     pixels = torch.randint(0, 17, (40, 64), generator=gen).to(torch.float64)
-    t = (torch.rand(64, generator=gen, dtype=torch.float64) * 15 + 0.5).requires_grad_()
-    t.data[:4] = torch.tensor([3.0, 7.0, 0.5, 15.5], dtype=torch.float64)  # integer and edges
+    t = torch.rand(64, generator=gen, dtype=torch.float64) * 15 + 0.5
+    t[:4] = torch.tensor([3.0, 7.0, 0.5, 15.5], dtype=torch.float64)  # integers and the edges
     step = 0.5
     y = it.threshold_codes(pixels, t, step)
-    assert torch.equal(y, (pixels > t.detach()).to(torch.float64) * step)
+    assert torch.equal(y, (pixels > t).to(torch.float64) * step)
+    assert torch.equal(it.threshold_codes(pixels, t, 1.0), (pixels > t).to(torch.float64))
     g = torch.randn(40, 64, generator=gen, dtype=torch.float64)
-    (y * g).sum().backward()
+    got = it.threshold_grad(pixels, t, g, step)
     # the STE of clamp((p - t) / WIDTH + 1/2, 0, 1), written out
-    ramp = (pixels - t.detach()) / it.WIDTH + 0.5
+    ramp = (pixels - t) / it.WIDTH + 0.5
     inside = (ramp >= 0) & (ramp <= 1)
-    want = -(g * inside).sum(0) * step / it.WIDTH
-    assert torch.allclose(t.grad, want, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(got, -(g * inside).sum(0) * step / it.WIDTH, rtol=1e-12, atol=1e-12)
     # away from the ramp's corners it is autograd's gradient of the ramp itself
-    t2 = t.detach().clone().requires_grad_()
+    t2 = t.clone().requires_grad_()
     soft = ((pixels - t2) / it.WIDTH + 0.5).clamp(0, 1) * step
     (soft * g).sum().backward()
     corner = ((ramp == 0) | (ramp == 1)).any(0)
-    assert torch.allclose(t.grad[~corner], t2.grad[~corner], rtol=1e-12, atol=1e-12)
+    assert torch.allclose(got[~corner], t2.grad[~corner], rtol=1e-12, atol=1e-12)
+
+
+def test_adam_step_is_torch_adam():
+    gen = torch.Generator().manual_seed(1)
+    p = torch.randn(64, generator=gen, dtype=torch.float64)
+    ref = p.clone().requires_grad_()
+    opt = torch.optim.Adam([ref], lr=0.2, betas=it.BETAS, eps=it.EPS, foreach=False)
+    m, v = torch.zeros_like(p), torch.zeros_like(p)
+    for step in range(1, 30):
+        g = torch.randn(64, generator=gen, dtype=torch.float64) * 10 ** (step % 5 - 2)
+        lr = 0.2 * (1 + math.cos(math.pi * step / 30)) / 2
+        for group in opt.param_groups:
+            group["lr"] = lr
+        ref.grad = g.clone()
+        opt.step()
+        it.adam_step(p, g, m, v, step, lr)
+        assert torch.equal(p, ref.detach()), step
 
 
 def test_integer_thresholds_make_the_same_bits():
@@ -49,14 +68,14 @@ def test_start_codes_update_and_clamp():
     assert torch.equal(lt.batch(idx), torch.as_tensor(split.c_train, dtype=torch.float64))
     assert lt.moved() == 0 and lt.input_spec() == split.input_spec
     assert np.array_equal(lt.thresholds(), scale_thresholds(split.input_spec.scale))
-    # a loss that wants every pixel off pushes every threshold up: clamped at T_HI (T = 16)
-    lt.batch(idx[:64]).sum().backward()
-    assert torch.all(lt.t.grad <= 0) and torch.any(lt.t.grad < 0)
-    for _ in range(100):  # Adam: about lr per step for a constant gradient
-        lt.t.grad = torch.full_like(lt.t, -1.0)
-        lt.update(1.0)
-    assert lt.t.grad is None and torch.all(lt.t == it.T_HI)
-    assert np.all(lt.thresholds() == 16) and lt.moved() > 0
+    # a loss that wants every input on pulls the thresholds down (those with a pixel of the
+    # batch within one level), clamped at T_LO (T = 1)
+    start = lt.t.clone()
+    for _ in range(100):  # Adam: about lr per step for a gradient of constant sign
+        lt.batch(idx[:64])
+        lt.update(torch.full((64, 64), -1.0, dtype=torch.float64), 1.0)
+    assert lt.steps == 100 and torch.all(lt.t <= start) and torch.all(lt.t >= it.T_LO)
+    assert int((lt.t == it.T_LO).sum()) > 32 and lt.moved() > 0
     assert "moved from the start" in repr(lt)
 
 
