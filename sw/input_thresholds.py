@@ -105,6 +105,9 @@ class LearnedThresholds:
     def update(self, grad_codes: torch.Tensor, lr_factor: float) -> None:
         """One Adam step at ``lr * lr_factor`` from the gradient of the last :meth:`batch`'s
         inputs, then the clamp."""
+        if grad_codes is None:
+            raise RuntimeError("learned input thresholds: the model gave no gradient for its "
+                               "input batch; train with input_quant 'per_pixel' instead")
         g = threshold_grad(self._batch, self.t, grad_codes, self.step)
         self._batch = None
         adam_step(self.t, g, self.exp_avg, self.exp_avg_sq, self.steps + 1,

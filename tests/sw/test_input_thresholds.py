@@ -77,6 +77,9 @@ def test_start_codes_update_and_clamp():
     assert lt.steps == 100 and torch.all(lt.t <= start) and torch.all(lt.t >= it.T_LO)
     assert int((lt.t == it.T_LO).sum()) > 32 and lt.moved() > 0
     assert "moved from the start" in repr(lt)
+    lt.batch(idx[:64])
+    with pytest.raises(RuntimeError, match="no gradient for its input"):
+        lt.update(None, 1.0)
 
 
 def test_needs_a_per_pixel_split():
