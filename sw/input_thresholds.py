@@ -33,7 +33,7 @@ import math
 import numpy as np
 import torch
 
-from .data import DigitsSplit, digits_input_spec, scale_thresholds
+from .data import DigitsSplit, digits_input_spec, pixels, scale_thresholds
 
 #: Width of the backward ramp, in pixel levels.
 WIDTH = 2.0
@@ -89,7 +89,7 @@ class LearnedThresholds:
                              f"load_digits_split(1, 'learned')")
         self.start = scale_thresholds(split.input_spec.scale)
         self.t = torch.tensor(self.start - 0.5, dtype=dtype)
-        self.pixels = torch.as_tensor(np.rint(split.x_train * 16.0), dtype=dtype)
+        self.pixels = torch.as_tensor(pixels(split.x_train), dtype=dtype)
         self.step, self.lr = float(step), float(lr)
         self.exp_avg = torch.zeros_like(self.t)
         self.exp_avg_sq = torch.zeros_like(self.t)
