@@ -175,7 +175,7 @@ def export_result(result, input_spec: InputSpec | None = None, name: str = "mode
         if trained is None:
             raise ValueError("the result carries no input quantizer: pass input_spec")
         input_spec = trained
-    elif trained is not None and input_spec.to_dict() != trained.to_dict():
+    elif trained is not None and input_spec != trained:
         raise ValueError(
             f"input_spec {input_spec} is not the input quantizer the model was trained with "
             f"({trained}); export with result.input_spec (or omit input_spec)")

@@ -916,6 +916,14 @@ class InputSpec:
         self.shape = tuple(self.shape)
         if isinstance(self.scale, (list, tuple, np.ndarray)):
             self.scale = tuple(float(v) for v in self.scale)
+        # One form for one quantizer: an explicit full-range lo/hi is the default (None), so a
+        # spec equals itself read back (from_dict fills them in).
+        if _is_int(self.bits) and self.bits >= 1 and isinstance(self.signed, bool):
+            clo, chi = arith.code_range(self.bits, self.signed)
+            if self.lo == clo:
+                self.lo = None
+            if self.hi == chi:
+                self.hi = None
 
     @property
     def size(self) -> int:

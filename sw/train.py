@@ -439,7 +439,7 @@ def result_split(result: TrainResult, split: DigitsSplit) -> DigitsSplit:
     """``split``'s samples with the codes of the input quantizer ``result`` was trained with
     (``result.input_spec``; unchanged when it has none)."""
     spec = result.input_spec
-    if spec is None or spec.to_dict() == split.input_spec.to_dict():
+    if spec is None or spec == split.input_spec:
         return split
     return split.requantized(spec)
 

@@ -327,3 +327,16 @@ def test_per_value_input_scale_round_trips_as_version_2(model, tmp_path):
     d["version"] = 1
     with pytest.raises(im.ModelFormatError, match=r"input.scale \(per value\) needs version 2"):
         im.IntModel.from_dict(d)
+
+
+def test_input_spec_equals_itself_read_back():
+    """A full-range lo/hi is the default: the spec read back from its dict is equal (==), a
+    narrowed one keeps its range."""
+    from softfloor.intmodel import InputSpec
+    for spec in (InputSpec((64,), 1, False, (0.125,) * 64), InputSpec((4,), 8, True, 0.5),
+                 InputSpec((4,), 8, True, 0.5, lo=-127, hi=127),
+                 InputSpec((4,), 4, False, 0.25, lo=0, hi=15)):
+        back = InputSpec.from_dict(spec.to_dict(), "input")
+        assert back == spec and back.code_type == spec.code_type
+    assert InputSpec((4,), 4, False, 0.25, lo=0, hi=15) == InputSpec((4,), 4, False, 0.25)
+    assert InputSpec((4,), 8, True, 0.5, lo=-127).narrowed
