@@ -523,6 +523,27 @@ class QuantReLU(nn.Module):
         return s * self.surrogate.quantize(x / s, self.lo, self.hi)
 
 
+#: PACT's clip-level weight decay (Choi et al. 2018: ``alpha`` is L2-regularised, ``lambda_alpha``):
+#: :attr:`softfloor.train.TrainConfig.pact_decay`'s default.
+PACT_DECAY = 1e-2
+
+
+def pact_penalty(acts, decay: float) -> torch.Tensor | None:
+    """PACT's regulariser of the clip levels: ``decay * sum(alpha**2)`` over the activation
+    quantizers in ``acts`` whose surrogate is PACT (``alpha = 2**log2_scale * hi``, the clip
+    level before its power-of-two rounding, so the gradient reaches ``log2_scale``); ``None``
+    when there is none or ``decay`` is 0.
+
+    Without it PACT's clip only learns from the inputs above it: once every input of a layer
+    sits below the 1-bit threshold ``alpha / 2`` nothing moves ``alpha`` back down and the
+    network is dead (``docs/training.md``).
+    """
+    pact = [a for a in acts if a.surrogate.scale_grad == "pact"]
+    if not pact or not decay:
+        return None
+    return decay * sum((torch.exp2(a.log2_scale) * a.hi) ** 2 for a in pact)
+
+
 class QuantHardTanh(QuantReLU):
     """Hardtanh + signed ``bits`` quantization through a rounding surrogate, power-of-two scale.
 

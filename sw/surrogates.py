@@ -59,7 +59,9 @@ hard phase *is* the hard-quantized model.
 * ``"lsq"``: STE rounding with learned step size (Esser et al., ICLR 2020): the gradient to
   every scale is multiplied by LSQ's ``1 / sqrt(N * Qp)``.
 * ``"pact"``: STE rounding with PACT's learned clipping (Choi et al., 2018) for activations: the
-  clip level ``alpha = scale * Qp`` gets gradient only from the clipped inputs.
+  clip level ``alpha = scale * Qp`` gets gradient only from the clipped inputs, and is
+  L2-regularised as in the paper (:func:`softfloor.quant.pact_penalty`,
+  :attr:`softfloor.train.TrainConfig.pact_decay`).
 
 Every surrogate declares ``default_k = (k_start, k_end)``, the sharpness range its schedule
 anneals over, and ``scale_grad`` (``"auto"``, ``"lsq"`` or ``"pact"``), how the quantizers

@@ -28,7 +28,7 @@ from .data import DigitsSplit, augment_codes, check_input_bits, check_input_quan
 from .cnn import FloatCNN, QuantCNN
 from .intmodel import InputSpec
 from .models import SIZES, FloatMLP, QuantMLP, check_activation, check_free_scales, int_dense
-from .quant import check_bits, check_scales
+from .quant import PACT_DECAY, check_bits, check_scales, pact_penalty
 from .surrogates import AnnealSchedule, check_surrogate, default_k
 
 Progress = Callable[[int, int, dict], None]
@@ -65,7 +65,9 @@ class TrainConfig:
     the training augmentation from :attr:`augment_options` (input-code noise 0.05 / 0.3 for
     the MLP with 1-bit activations and a 1-bit / wider input, else none), and for the MLP at
     a 1-bit input the learned per-pixel input thresholds (:attr:`input_quantizer`) and Adam
-    beta1 0.7 (:attr:`adam_betas`). ``make bench SECTIONS=training`` measures every surrogate
+    beta1 0.7 (:attr:`adam_betas`). With ``surrogate="pact"`` the loss adds PACT's
+    ``pact_decay * sum(alpha**2)`` over the clip levels (:func:`softfloor.quant.pact_penalty`;
+    1e-2, chosen on validation folds, see ``docs/training.md``; 0 turns it off). ``make bench SECTIONS=training`` measures every surrogate
     at every width (``docs/training.md``).
 
     w1a1 (STE, the defaults, test split): 91.94 % with a 1-bit input over seeds 0..2 (target
@@ -96,6 +98,7 @@ class TrainConfig:
     scales: str = "po2"                # "po2" (shift-only requant) or "free" (multiplier + shift)
     augment_shift: int | None = None   # None: per configuration (augment_options)
     augment_noise: float | None = None
+    pact_decay: float = PACT_DECAY     # surrogate "pact": L2 weight of the clip levels
 
     def __post_init__(self):
         if self.arch not in ARCHS:
@@ -128,6 +131,10 @@ class TrainConfig:
                                        or not 0.0 <= self.beta1 < 1.0):
             raise ValueError(f"beta1 (Adam's first-moment decay) must be in [0, 1), "
                              f"got {self.beta1!r}")
+        if isinstance(self.pact_decay, bool) or not isinstance(self.pact_decay, (int, float)) \
+                or not 0.0 <= self.pact_decay < math.inf:
+            raise ValueError(f"pact_decay (PACT's L2 weight of its clip levels) must be a finite "
+                             f"number >= 0, got {self.pact_decay!r}")
         shift, noise = self.augment_options
         if isinstance(shift, bool) or not isinstance(shift, int) or not 0 <= shift < 8:
             raise ValueError(f"augment_shift must be an integer from 0 to 7, got {shift!r}")
@@ -338,12 +345,13 @@ def _augmenter(cfg: TrainConfig, step: float, hi: float):
 
 
 def _fit(model, params, x, y, cfg: TrainConfig, on_epoch, progress: Progress | None,
-         augment=None, inputs=None):
+         augment=None, inputs=None, penalty=None):
     """Adam + per-step cosine decay over shuffled mini-batches; returns the history.
     ``augment`` (optional) maps each input batch to the one trained on. ``inputs`` (optional,
     a :class:`~softfloor.input_thresholds.LearnedThresholds`) makes the batches instead of
     ``x`` and is updated after every step from their gradient, with the same cosine
-    factor."""
+    factor. ``penalty`` (optional, a callable) gives a regulariser added to every step's loss
+    (the history's ``loss`` stays the cross entropy)."""
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.Adam(params, lr=cfg.learning_rate, betas=cfg.adam_betas,
                            weight_decay=cfg.weight_decay, **ADAM_IMPL)
@@ -365,14 +373,16 @@ def _fit(model, params, x, y, cfg: TrainConfig, on_epoch, progress: Progress | N
                 xb = augment(xb)
             if inputs is not None:
                 xb.requires_grad_()
-            loss = F.cross_entropy(model(xb), y[idx])
+            ce = F.cross_entropy(model(xb), y[idx])
+            reg = None if penalty is None else penalty()
+            loss = ce if reg is None else ce + reg
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             if inputs is not None:
                 inputs.update(xb.grad, sched.get_last_lr()[0] / cfg.learning_rate)
-            loss_sum += float(loss.detach()) * len(idx)
+            loss_sum += float(ce.detach()) * len(idx)
         info = {"loss": loss_sum / n, "lr": sched.get_last_lr()[0]} | info
         history.append({"epoch": epoch + 1} | info)
         if progress is not None:
@@ -418,8 +428,11 @@ def train_qat(cfg: TrainConfig, split: DigitsSplit, progress: Progress | None = 
             if cfg.input_quantizer == "learned" else None
         flat = model.flatten_parameters() if isinstance(model, QuantMLP) else None
         try:
+            acts = getattr(model, "acts", ())
+            penalty = (lambda: pact_penalty(acts, cfg.pact_decay)) \
+                if cfg.surrogate == "pact" and cfg.pact_decay else None
             history = _fit(model, model.parameters() if flat is None else [flat], x, y, cfg,
-                           on_epoch, progress, augment, inputs)
+                           on_epoch, progress, augment, inputs, penalty)
         finally:
             if flat is not None:
                 model.unflatten_parameters()

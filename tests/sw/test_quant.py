@@ -625,3 +625,23 @@ def test_threshold_bound_decides_as_the_exported_layer():
     assert fires[:, 2].eq(1).all() and fires[:, 3].eq(0).all()
     ties = (acc == t.to(torch.int64)) & (direction != 0)
     assert ties.any()  # some accumulators sit exactly on a threshold
+
+
+def test_pact_penalty_is_the_papers_l2_of_the_clip_levels():
+    """decay * sum(alpha**2), alpha = 2**log2_scale * hi before the power-of-two rounding, so
+    the gradient reaches log2_scale: d/de decay * (hi 2**e)**2 = 2 ln 2 decay (hi 2**e)**2."""
+    from softfloor.quant import PACT_DECAY, pact_penalty
+    a2, a1 = QuantReLU(2, "pact").double(), QuantReLU(1, "pact").double()
+    a2.log2_scale.data.fill_(0.3)
+    a1.log2_scale.data.fill_(-1.6)
+    p = pact_penalty([a2, a1], 0.01)
+    alpha2, alpha1 = 3 * 2 ** 0.3, 1 * 2 ** -1.6
+    assert p.item() == pytest.approx(0.01 * (alpha2 ** 2 + alpha1 ** 2), rel=1e-12)
+    p.backward()
+    assert a2.log2_scale.grad.item() == pytest.approx(2 * math.log(2) * 0.01 * alpha2 ** 2,
+                                                      rel=1e-12)
+    assert a1.log2_scale.grad.item() == pytest.approx(2 * math.log(2) * 0.01 * alpha1 ** 2,
+                                                      rel=1e-12)
+    # only PACT's quantizers, and nothing at decay 0
+    assert pact_penalty([QuantReLU(2, "ste"), QuantReLU(2, "lsq")], PACT_DECAY) is None
+    assert pact_penalty([a2], 0.0) is None

@@ -1,4 +1,6 @@
 """Train -> export -> save/load -> golden: integer codes equal the torch hard forward, always."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -7,6 +9,7 @@ from softfloor import golden, intmodel
 from softfloor.data import load_digits_split
 from softfloor.export import export, export_result
 from softfloor.intmodel import ChannelRequant, Dense, ModelFormatError, Requant
+from softfloor.quant import PACT_DECAY
 from softfloor.train import (TrainConfig, float_hard_codes, hard_codes, load_checkpoint,
                              result_split, save_checkpoint, train_float, train_qat)
 from tests.sw.exactness import assert_bit_exact, splits, trained_and_exported  # noqa: F401
@@ -339,6 +342,31 @@ def test_augmented_training_is_deterministic_and_exported_exactly(ib, splits):
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     fl = train_float(cfg, split)
     assert fl.history != train_float(TrainConfig(epochs=3, augment_noise=0.0), split).history
+
+
+def test_pact_decay_keeps_one_bit_pact_alive(splits):
+    """w1a1 PACT, 4-bit input, no BatchNorm, seed 1: without the clip levels' L2
+    (``pact_decay=0``) this network dies around epoch 30 -- every hidden unit below its
+    threshold ``alpha / 2`` on every sample, the loss stuck at ln 10, 10 % accuracy -- since
+    PACT's clip learns only from inputs above it. With PACT's regulariser (the default) it
+    trains, and every hidden layer fires."""
+    cfg = TrainConfig(weight_bits=1, act_bits=1, input_bits=4, surrogate="pact",
+                      batchnorm=False, seed=1)
+    assert cfg.pact_decay == PACT_DECAY == 1e-2
+    res = train_qat(cfg, splits(cfg))
+    assert res.accuracy["test"] > 0.85 and res.accuracy["bit_exact"]
+    per_layer = hard_codes(res.model, splits(cfg).c_train, intermediates=True)[1]
+    acts = per_layer[1:-1:2]  # dense, activation, dense, activation, dense
+    assert [a.shape[1] for a in acts] == [64, 32]
+    assert all(np.any(a > 0) for a in acts)
+    assert res.history[-1]["loss"] < 1.0
+
+
+def test_pact_decay_errors():
+    for bad in (-1e-3, math.inf, True, "0.01"):
+        with pytest.raises(ValueError, match="pact_decay .* must be a finite number >= 0"):
+            TrainConfig(surrogate="pact", pact_decay=bad)
+    assert TrainConfig(pact_decay=0).pact_decay == 0
 
 
 def test_augment_option_errors():
