@@ -273,7 +273,7 @@ class QuantMLP(nn.Module):
         """Real inputs (codes * 2**input_exp) to real logits (accumulator * its scale).
 
         One fused autograd op for the whole network (:class:`_QuantMLPFn`) when every layer
-        has a closed form (per-tensor scales, no ``"fold"`` BatchNorm, surrogates with
+        has a closed form (power-of-two scales, per tensor or per channel, surrogates with
         :meth:`~softfloor.surrogates.Surrogate.round_and_grad`, no PACT); else
         :meth:`forward_composed`. Both give the same values and gradients (tested).
         """
@@ -292,11 +292,10 @@ class QuantMLP(nn.Module):
         return self.fused_forward(x, False)[0]
 
     def fusable_throughout(self) -> bool:
-        """True when every training step runs the fused op, whatever the schedule: per-tensor
-        power-of-two scales, ReLU activations and surrogates with a closed form in both phases
-        (not PACT, not learned-sharpness DSQ)."""
+        """True when every training step runs the fused op, whatever the schedule:
+        power-of-two scales (per tensor or per channel), ReLU activations and surrogates with a
+        closed form in both phases (not PACT, not learned-sharpness DSQ)."""
         return (self.scales == "po2" and all(type(a) is QuantReLU for a in self.acts)
-                and all(not lin.wq.per_channel for lin in self.linears)
                 and all(a.surrogate.scale_grad != "pact" and not a.surrogate.learns_sharpness
                         for a in self.acts))
 
@@ -332,8 +331,7 @@ class QuantMLP(nn.Module):
 
     def fusable(self) -> bool:
         """True when :meth:`forward` runs the single fused op."""
-        return (all(not lin.wq.per_channel for lin in self.linears)
-                and all(a.fusable() for a in self.acts))
+        return all(a.fusable() for a in self.acts)
 
     def fused_params(self) -> list[nn.Parameter]:
         """The parameters the fused op differentiates, in the order of its gradients: per layer
@@ -348,12 +346,16 @@ class QuantMLP(nn.Module):
                     out += [lin.bn.gamma, lin.bn.beta]
         return out
 
-    def scale_exps(self) -> tuple[list[int], list[int]]:
-        """Integer exponents of the weight and activation scales, computed in one op."""
-        ls = [lin.wq.log2_scale for lin in self.linears] + [a.log2_scale for a in self.acts]
+    def scale_exps(self) -> tuple[list, list[int]]:
+        """Integer exponents of the weight and activation scales, the per-tensor ones computed
+        in one op; a per-channel weight quantizer's are its :attr:`WeightQuantizer.exp` (an
+        int64 tensor)."""
+        ls = [lin.wq.log2_scale for lin in self.linears if not lin.wq.per_channel] \
+            + [a.log2_scale for a in self.acts]
         with torch.no_grad():
-            e = [int(v) for v in round_half_up(torch.stack(ls)).tolist()]
-        return e[:len(self.linears)], e[len(self.linears):]
+            e = iter([int(v) for v in round_half_up(torch.stack(ls)).tolist()])
+        wexps = [lin.wq.exp if lin.wq.per_channel else next(e) for lin in self.linears]
+        return wexps, list(e)
 
     def _apply(self, fn, *args, **kwargs):
         self.unflatten_parameters()
@@ -367,8 +369,8 @@ class QuantMLP(nn.Module):
             plan = []
             for i, lin in enumerate(self.linears):
                 wq = lin.wq
-                gs_w = lsq_grad_factor(lin.weight.numel(), wq.hi) if wq.scale_grad == "lsq" \
-                    else 1.0
+                n_w = lin.weight.shape[1] if wq.per_channel else lin.weight.numel()
+                gs_w = lsq_grad_factor(n_w, wq.hi) if wq.scale_grad == "lsq" else 1.0
                 layer = (lin, lin.weight, lin.bias, wq.lo, wq.hi, wq.bits == 1, lin.bias_lo,
                          lin.bias_hi, gs_w)
                 if i < len(self.acts):
@@ -392,7 +394,11 @@ class QuantMLP(nn.Module):
         for i, layer in enumerate(self._fused_plan()):
             lin, w, b, lo, hi, one_bit, blo, bhi, gs_w = layer[:9]
             ew = wexps[i]
-            s_w = 2.0 ** ew
+            if isinstance(ew, torch.Tensor):  # per-channel exponents: vectors of powers of two
+                s_w = torch.exp2(ew.to(w.dtype))
+                s_acc = torch.exp2((in_exp + ew).to(w.dtype))
+            else:
+                s_w, s_acc = 2.0 ** ew, 2.0 ** (in_exp + ew)
             fold = layer[13] if len(layer) > 9 else None
             rfold = None
             if fold is not None:
@@ -409,8 +415,7 @@ class QuantMLP(nn.Module):
                 w, b = w * gcol, fold.beta + bm * gf
                 if need_grad:
                     rfold = (x, w_raw, bm, gf, gcol, rstd, var_eps, zc)
-            z, ls = linear_quant_fwd(x, w, b, s_w, 2.0 ** (in_exp + ew), lo, hi, one_bit,
-                                     blo, bhi)
+            z, ls = linear_quant_fwd(x, w, b, s_w, s_acc, lo, hi, one_bit, blo, bhi)
             if len(layer) == 9:
                 saved.append((ls, s_w, gs_w, None))
                 return z, saved
@@ -434,7 +439,9 @@ class QuantMLP(nn.Module):
                 # The exact integer comparison the exported layer makes (the gradient is the
                 # surrogate's through BatchNorm, as in forward_composed).
                 direction, bound = lin.threshold_bound(in_exp, ea, ew)
-                fires = z * (direction * scalar(2.0 ** -(in_exp + ew), z.dtype)) >= bound
+                inv_acc = scalar(2.0 ** -(in_exp + ew), z.dtype) \
+                    if not isinstance(ew, torch.Tensor) else 1.0 / s_acc
+                fires = z * (direction * inv_acc) >= bound
                 y = torch.where(fires, scalar(s_a, z.dtype), scalar(0.0, z.dtype))
             saved.append((ls, s_w, gs_w, (ra, s_a, gs_a, rbn, rfold)))
             x, in_exp = y, ea

@@ -271,8 +271,12 @@ def linear_quant_fwd(x, w, b, s: float, s_acc: float, lo: int, hi: int, one_bit:
 
     Weight codes: 1 bit ``sign`` (0 -> +1), else ``clamp(floor(w / s + 1/2), lo, hi)``
     (values identical to :class:`_FakeQuantWeightFn` and :class:`_FakeQuantBiasFn`).
+    Per-channel scales: ``s`` and ``s_acc`` are vectors of powers of two, one per output
+    channel (tensors in ``w``'s dtype).
     """
     dt = w.dtype
+    if isinstance(s, torch.Tensor):  # per channel
+        return _linear_quant_fwd_channels(x, w, b, s, s_acc, lo, hi, one_bit, blo, bhi)
     v = w * scalar(1.0 / s, dt)
     if one_bit:  # straight-through where |v| <= 1
         q, r, rlo, rhi = sign_code(v), v, -1, 1
@@ -286,6 +290,21 @@ def linear_quant_fwd(x, w, b, s: float, s_acc: float, lo: int, hi: int, one_bit:
     return z, (x, v, q, (r, rlo, rhi), (rb, blo, bhi), wq)
 
 
+def _linear_quant_fwd_channels(x, w, b, s, s_acc, lo, hi, one_bit, blo, bhi):
+    """:func:`linear_quant_fwd` with per-channel scales ``s``, ``s_acc`` (vectors)."""
+    v = w * (1.0 / s)[:, None]
+    if one_bit:
+        q, r, rlo, rhi = sign_code(v), v, -1, 1
+    else:
+        r = round_half_up(v)
+        q, rlo, rhi = torch.clamp(r, lo, hi), lo, hi
+    rb = round_half_up(b * (1.0 / s_acc))
+    bq = torch.clamp(rb, blo, bhi)
+    wq = q * s[:, None]
+    z = F.linear(x, wq, bq * s_acc)
+    return z, (x, v, q, (r, rlo, rhi), (rb, blo, bhi), wq)
+
+
 def linear_quant_bwd(g, saved, s: float, gs: float = 1.0, need_x: bool = True):
     """Backward of :func:`linear_quant_fwd`: ``(dx, dw, db, dl)``; straight-through inside the
     code ranges, LSQ's scale gradient ``sum(gw (q - v inside)) * s * ln 2 * gs`` (the bias scale
@@ -294,7 +313,10 @@ def linear_quant_bwd(g, saved, s: float, gs: float = 1.0, need_x: bool = True):
     dx = g @ wq if need_x else None
     gw = g.t() @ x
     dw = pass_inside(gw, *inside)
-    dl = (gw * (q - pass_inside(v, *inside))).sum() * scalar(s * LN2 * gs, g.dtype)
+    if isinstance(s, torch.Tensor):  # per-channel scales: one sum per output channel
+        dl = (gw * (q - pass_inside(v, *inside))).sum(1) * s * scalar(LN2 * gs, g.dtype)
+    else:
+        dl = (gw * (q - pass_inside(v, *inside))).sum() * scalar(s * LN2 * gs, g.dtype)
     return dx, dw, pass_inside(g.sum(0), *inside_b), dl
 
 
