@@ -275,33 +275,21 @@ def linear_quant_fwd(x, w, b, s: float, s_acc: float, lo: int, hi: int, one_bit:
     channel (tensors in ``w``'s dtype).
     """
     dt = w.dtype
-    if isinstance(s, torch.Tensor):  # per channel
-        return _linear_quant_fwd_channels(x, w, b, s, s_acc, lo, hi, one_bit, blo, bhi)
-    v = w * scalar(1.0 / s, dt)
+    if isinstance(s, torch.Tensor):  # per channel: columns of the weight, entries of the bias
+        inv_s, s_w, inv_acc, s_b = (1.0 / s)[:, None], s[:, None], 1.0 / s_acc, s_acc
+    else:
+        inv_s, s_w = scalar(1.0 / s, dt), scalar(s, dt)
+        inv_acc, s_b = scalar(1.0 / s_acc, dt), scalar(s_acc, dt)
+    v = w * inv_s
     if one_bit:  # straight-through where |v| <= 1
         q, r, rlo, rhi = sign_code(v), v, -1, 1
     else:        # straight-through where the rounded code is in range
         r = round_half_up(v)
         q, rlo, rhi = torch.clamp(r, lo, hi), lo, hi
-    rb = round_half_up(b * scalar(1.0 / s_acc, dt))
+    rb = round_half_up(b * inv_acc)
     bq = torch.clamp(rb, blo, bhi)
-    wq = q * scalar(s, dt)
-    z = F.linear(x, wq, bq * scalar(s_acc, dt))
-    return z, (x, v, q, (r, rlo, rhi), (rb, blo, bhi), wq)
-
-
-def _linear_quant_fwd_channels(x, w, b, s, s_acc, lo, hi, one_bit, blo, bhi):
-    """:func:`linear_quant_fwd` with per-channel scales ``s``, ``s_acc`` (vectors)."""
-    v = w * (1.0 / s)[:, None]
-    if one_bit:
-        q, r, rlo, rhi = sign_code(v), v, -1, 1
-    else:
-        r = round_half_up(v)
-        q, rlo, rhi = torch.clamp(r, lo, hi), lo, hi
-    rb = round_half_up(b * (1.0 / s_acc))
-    bq = torch.clamp(rb, blo, bhi)
-    wq = q * s[:, None]
-    z = F.linear(x, wq, bq * s_acc)
+    wq = q * s_w
+    z = F.linear(x, wq, bq * s_b)
     return z, (x, v, q, (r, rlo, rhi), (rb, blo, bhi), wq)
 
 
