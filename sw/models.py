@@ -439,8 +439,8 @@ class QuantMLP(nn.Module):
                 # The exact integer comparison the exported layer makes (the gradient is the
                 # surrogate's through BatchNorm, as in forward_composed).
                 direction, bound = lin.threshold_bound(in_exp, ea, ew)
-                inv_acc = scalar(2.0 ** -(in_exp + ew), z.dtype) \
-                    if not isinstance(ew, torch.Tensor) else 1.0 / s_acc
+                inv_acc = 1.0 / s_acc if isinstance(s_acc, torch.Tensor) \
+                    else scalar(1.0 / s_acc, z.dtype)  # powers of two: exact
                 fires = z * (direction * inv_acc) >= bound
                 y = torch.where(fires, scalar(s_a, z.dtype), scalar(0.0, z.dtype))
             saved.append((ls, s_w, gs_w, (ra, s_a, gs_a, rbn, rfold)))

@@ -67,8 +67,8 @@ class TrainConfig:
     a 1-bit input the learned per-pixel input thresholds (:attr:`input_quantizer`) and Adam
     beta1 0.7 (:attr:`adam_betas`). With ``surrogate="pact"`` the loss adds PACT's
     ``pact_decay * sum(alpha**2)`` over the clip levels (:func:`softfloor.quant.pact_penalty`;
-    1e-2, chosen on validation folds, see ``docs/training.md``; 0 turns it off). ``make bench SECTIONS=training`` measures every surrogate
-    at every width (``docs/training.md``).
+    1e-2, chosen on validation folds; 0 turns it off). ``make bench SECTIONS=training``
+    measures every surrogate at every width (``docs/training.md``).
 
     w1a1 (STE, the defaults, test split): 91.94 % with a 1-bit input over seeds 0..2 (target
     92, missed by 0.06), 92.49 % over seeds 0..19 (91.00 % with the calibrated thresholds not
