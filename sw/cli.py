@@ -59,6 +59,10 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                         "(conv3x3x8 -> pool -> conv3x3x16 -> pool -> dense 10)")
     p.add_argument("--weight-bits", type=_bits(1, 8, "--weight-bits"), default=4)
     p.add_argument("--act-bits", type=_bits(1, 8, "--act-bits"), default=4)
+    p.add_argument("--first-weight-bits", type=_bits(1, 8, "--first-weight-bits"), default=None,
+                   metavar="BITS",
+                   help="weight bits of the first layer, the one on the input codes (default: "
+                        "--weight-bits; binary networks often keep it at 8)")
     p.add_argument("--input-bits", type=_bits(1, 8, "--input-bits"), default=None,
                    help="input quantization bits (default: --act-bits)")
     p.add_argument("--input-quant", choices=("global", "per-pixel", "learned"), default=None,
@@ -164,7 +168,7 @@ def parser() -> argparse.ArgumentParser:
 def _options(args: argparse.Namespace) -> flow_mod.FlowOptions:
     o = flow_mod.FlowOptions(out=args.out, quiet=getattr(args, "quiet", False))
     for k in ("arch", "per_channel", "activation", "scales", "weight_bits", "act_bits",
-              "input_bits", "input_quant", "surrogate", "batchnorm", "augment_shift",
+              "first_weight_bits", "input_bits", "input_quant", "surrogate", "batchnorm", "augment_shift",
               "augment_noise", "epochs", "seed", "simulator", "device", "model", "inputs",
               "labels", "waves", "objective"):
         if hasattr(args, k):

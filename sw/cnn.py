@@ -41,7 +41,8 @@ from torch import nn
 from . import arith
 from .models import (ACTIVATIONS, IntLayer, _trace, apply_requant, calibrate_free_act,
                      check_activation, check_free_scales, free_bias, free_log2, free_plan,
-                     free_requant, int_dense, pick_dtype, worst_case_acc_bits)
+                     free_requant, int_dense, layer_weight_bits, pick_dtype,
+                     worst_case_acc_bits)
 from .quant import (BatchNormStats, QuantLinear, WeightQuantizer, check_bits, check_scales,
                     fake_quant_bias, free_bias_codes, requant_params)
 from .surrogates import SURROGATES, check_surrogate, make_surrogate
@@ -221,6 +222,9 @@ class QuantCNN(nn.Module):
     batchnorm : bool
         BatchNorm folded into every convolution (power-of-two scales only); the statistics
         freeze at the hard phase (:meth:`set_surrogate`), as the MLP's.
+    first_weight_bits : int, optional
+        Weight width 1..8 of the first convolution; default ``weight_bits``
+        (``layer_weight_bits`` holds every layer's, the dense layer last).
     """
 
     def __init__(self, weight_bits: int = 4, act_bits: int = 4, input_bits: int = 4,
@@ -228,7 +232,8 @@ class QuantCNN(nn.Module):
                  surrogate_kwargs: dict | None = None, channels=CHANNELS, kernel: int = 3,
                  pool: int = 2, input_shape=INPUT_SHAPE, classes: int = N_CLASSES,
                  per_channel: bool = False, activation: str = "relu", scales: str = "po2",
-                 dtype: torch.dtype | None = None, batchnorm: bool = False):
+                 dtype: torch.dtype | None = None, batchnorm: bool = False,
+                 first_weight_bits: int | None = None):
         super().__init__()
         self.activation = check_activation(activation)
         self.scales = check_scales(scales)
@@ -238,7 +243,8 @@ class QuantCNN(nn.Module):
             if batchnorm:
                 raise ValueError("QuantCNN: batchnorm with scales='free' is not implemented; use "
                                  "scales='po2' (BatchNorm folded into the power-of-two layers)")
-        check_bits("weight_bits", weight_bits)
+        self.layer_weight_bits = layer_weight_bits(len(channels) + 1, weight_bits,
+                                                   first_weight_bits)
         check_bits("act_bits", act_bits)
         self.input_bits = check_bits("input_bits", input_bits)
         check_surrogate(surrogate)
@@ -251,8 +257,8 @@ class QuantCNN(nn.Module):
         scale_grad = "lsq" if SURROGATES[surrogate].scale_grad == "lsq" else "auto"
         c, h, w = self.input_shape
         convs = []
-        for out in self.channels:
-            convs.append(QuantConv2d(c, out, kernel, kernel // 2, weight_bits, bias_bits,
+        for out, wb in zip(self.channels, self.layer_weight_bits):
+            convs.append(QuantConv2d(c, out, kernel, kernel // 2, wb, bias_bits,
                                      scale_grad, self.per_channel, free, bool(batchnorm)))
             h, w = (h + 2 * (kernel // 2) - kernel + 1) // pool, (w + 2 * (kernel // 2)
                                                                   - kernel + 1) // pool
@@ -274,8 +280,8 @@ class QuantCNN(nn.Module):
         """:func:`softfloor.models.worst_case_acc_bits` of the convolutions (fan-in
         ``in_channels * kernel**2``) and the dense layer."""
         fan_ins = [c.in_channels * self.kernel ** 2 for c in self.convs] + [self.flat_features]
-        return worst_case_acc_bits(fan_ins, self.input_bits, self.act_bits, self.weight_bits,
-                                   self.bias_bits)
+        return worst_case_acc_bits(fan_ins, self.input_bits, self.act_bits,
+                                   self.layer_weight_bits, self.bias_bits)
 
     @property
     def dtype(self) -> torch.dtype:

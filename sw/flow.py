@@ -50,6 +50,7 @@ class FlowOptions:
     scales: str = "po2"            # "po2" (shift-only requant) or "free" (multiplier + shift)
     weight_bits: int = 4
     act_bits: int = 4
+    first_weight_bits: int | None = None  # the first layer's weight bits (None: weight_bits)
     input_bits: int | None = None
     input_quant: str | None = None  # "global", "per_pixel", "learned" (None: trainer's default)
     surrogate: str | None = None
@@ -146,6 +147,7 @@ def _train_config(o: FlowOptions):
     return train.TrainConfig(arch=o.arch, per_channel=o.per_channel, activation=o.activation,
                              scales=o.scales,
                              weight_bits=o.weight_bits, act_bits=o.act_bits,
+                             first_weight_bits=o.first_weight_bits,
                              input_bits=o.input_bits, input_quant=o.input_quant,
                              epochs=o.epochs, seed=o.seed,
                              batchnorm=o.batchnorm, augment_shift=o.augment_shift,

@@ -87,15 +87,30 @@ def int_dense(x: torch.Tensor, layer: "IntLayer", per_layer: list) -> torch.Tens
     return x
 
 
-def worst_case_acc_bits(fan_ins, input_bits: int, act_bits: int, weight_bits: int,
+def worst_case_acc_bits(fan_ins, input_bits: int, act_bits: int, weight_bits,
                         bias_bits: int) -> int:
     """Bits of the largest accumulator magnitude (in LSBs) of a chain of weighted layers with
     these fan-ins: ``fan_in * max|x code| * max|w code| + 2**(bias_bits-1)``, the first layer
-    on input codes, the others on activation codes."""
-    w_max = 1 if weight_bits == 1 else 1 << (weight_bits - 1)
+    on input codes, the others on activation codes. ``weight_bits``: one width for every
+    layer, or one per layer."""
+    wbits = [weight_bits] * len(fan_ins) if isinstance(weight_bits, int) else list(weight_bits)
+    if len(wbits) != len(fan_ins):
+        raise ValueError(f"{len(wbits)} weight widths for {len(fan_ins)} layers")
     x_max = [(1 << input_bits) - 1] + [(1 << act_bits) - 1] * (len(fan_ins) - 1)
-    worst = max(n * x * w_max for n, x in zip(fan_ins, x_max)) + (1 << (bias_bits - 1))
+    worst = max(n * x * (1 if wb == 1 else 1 << (wb - 1))
+                for n, x, wb in zip(fan_ins, x_max, wbits)) + (1 << (bias_bits - 1))
     return worst.bit_length()
+
+
+def layer_weight_bits(n_layers: int, weight_bits: int, first_weight_bits: int | None
+                      ) -> tuple[int, ...]:
+    """The weight width of each of ``n_layers`` weighted layers: ``weight_bits``, except the
+    first layer's ``first_weight_bits`` when given (the usual exception of binary and ternary
+    networks: the layer on the input codes kept wider)."""
+    check_bits("weight_bits", weight_bits)
+    first = weight_bits if first_weight_bits is None \
+        else check_bits("first_weight_bits", first_weight_bits)
+    return (first,) + (weight_bits,) * (n_layers - 1)
 
 
 def exact_dtype(acc_bits: int, scales: str = "po2") -> torch.dtype:
@@ -159,15 +174,19 @@ class QuantMLP(nn.Module):
     dtype : torch.dtype, optional
         Parameter and compute dtype; default :meth:`exact_dtype`. A dtype in which the hard
         forward is not exact is refused.
+    first_weight_bits : int, optional
+        Weight width 1..8 of the first layer (the one on the input codes); default
+        ``weight_bits``. ``layer_weight_bits`` holds every layer's.
     """
 
     def __init__(self, sizes=SIZES, weight_bits: int = 4, act_bits: int = 4,
                  input_bits: int = 4, surrogate: str = "sigmoid", bias_bits: int = 16,
                  surrogate_kwargs: dict | None = None, batchnorm: bool = False,
                  per_channel: bool = False, activation: str = "relu", scales: str = "po2",
-                 dtype: torch.dtype | None = None):
+                 dtype: torch.dtype | None = None, first_weight_bits: int | None = None):
         super().__init__()
-        check_bits("weight_bits", weight_bits)
+        self.layer_weight_bits = layer_weight_bits(len(sizes) - 1, weight_bits,
+                                                   first_weight_bits)
         check_bits("act_bits", act_bits)
         self.input_bits = check_bits("input_bits", input_bits)
         check_surrogate(surrogate)
@@ -185,9 +204,9 @@ class QuantMLP(nn.Module):
         bn = ("threshold" if act_bits == 1 else "fold") if batchnorm else None
         scale_grad = SURROGATES[surrogate].scale_grad
         self.linears = nn.ModuleList(
-            QuantLinear(a, b, weight_bits, bias_bits, scale_grad if scale_grad == "lsq" else "auto",
+            QuantLinear(a, b, wb, bias_bits, scale_grad if scale_grad == "lsq" else "auto",
                         bn if i < n_hidden else None, per_channel and i < n_hidden, free)
-            for i, (a, b) in enumerate(zip(sizes, sizes[1:])))
+            for i, (a, b, wb) in enumerate(zip(sizes, sizes[1:], self.layer_weight_bits)))
         self.acts = nn.ModuleList(
             ACTIVATIONS[activation](act_bits, make_surrogate(surrogate, **(surrogate_kwargs or {})),
                                     free)
@@ -198,7 +217,7 @@ class QuantMLP(nn.Module):
         """Bits of the largest accumulator magnitude any layer can reach (in units of its
         LSB): :func:`worst_case_acc_bits` of the layer fan-ins."""
         return worst_case_acc_bits(self.sizes[:-1], self.input_bits, self.act_bits,
-                                   self.weight_bits, self.bias_bits)
+                                   self.layer_weight_bits, self.bias_bits)
 
     def exact_dtype(self) -> torch.dtype:
         """:func:`exact_dtype` of this network."""

@@ -70,6 +70,9 @@ class TrainConfig:
     1e-2, chosen on validation folds; 0 turns it off). ``make bench SECTIONS=training``
     measures every surrogate at every width (``docs/training.md``).
 
+    ``first_weight_bits`` widens the first layer's weights only (the usual exception of binary
+    networks); every other default still resolves from ``weight_bits``.
+
     w1a1 (STE, the defaults, test split): 91.94 % with a 1-bit input over seeds 0..2 (target
     92, missed by 0.06), 92.49 % over seeds 0..19 (91.00 % with the calibrated thresholds not
     trained; validation 92.46 % over 240 runs); 96.02 % with a 4-bit input (target 96).
@@ -77,6 +80,7 @@ class TrainConfig:
     weight_bits: int = 4
     act_bits: int = 4
     input_bits: int | None = None     # None: same as act_bits
+    first_weight_bits: int | None = None  # None: weight_bits (the first layer's weight width)
     input_quant: str | None = None    # None: "learned" for the MLP at a 1-bit input, else "global"
     surrogate: str = "sigmoid"
     hard_grad: str = "smooth"          # sigmoid only: gradient in the hard phase
@@ -108,6 +112,8 @@ class TrainConfig:
                              "use scales 'po2' (BatchNorm folded into the convolutions)")
         check_bits("weight_bits", self.weight_bits)
         check_bits("act_bits", self.act_bits)
+        if self.first_weight_bits is not None:
+            check_bits("first_weight_bits", self.first_weight_bits)
         if self.input_bits is not None:
             check_input_bits(self.input_bits)
         if self.input_quant is not None:
@@ -146,6 +152,12 @@ class TrainConfig:
     def in_bits(self) -> int:
         """The input code width actually used."""
         return self.act_bits if self.input_bits is None else self.input_bits
+
+    @property
+    def first_bits(self) -> int:
+        """The first layer's weight width actually used (``first_weight_bits``, else
+        ``weight_bits``). The other defaults resolve from ``weight_bits``."""
+        return self.weight_bits if self.first_weight_bits is None else self.first_weight_bits
 
     @property
     def input_quantizer(self) -> str:
@@ -261,7 +273,8 @@ def config_dict(cfg: TrainConfig) -> dict:
     resolved)."""
     sch = cfg.schedule()
     shift, noise = cfg.augment_options
-    return cfg.to_dict() | {"input_bits": cfg.in_bits, "input_quant": cfg.input_quantizer,
+    return cfg.to_dict() | {"input_bits": cfg.in_bits, "first_weight_bits": cfg.first_bits,
+                            "input_quant": cfg.input_quantizer,
                             "batchnorm": cfg.use_batchnorm,
                             "lr": cfg.learning_rate, "beta1": cfg.adam_betas[0],
                             "augment_shift": shift,
@@ -296,7 +309,8 @@ class TrainResult:
         acc = ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
                         for k, v in self.accuracy.items())
         c = self.config
-        return (f"TrainResult({type(self.model).__name__} w{c.weight_bits}a{c.act_bits}"
+        first = "" if c.first_weight_bits is None else f"f{c.first_weight_bits}"
+        return (f"TrainResult({type(self.model).__name__} w{c.weight_bits}{first}a{c.act_bits}"
                 f"i{c.in_bits} {c.surrogate} seed={c.seed} epochs={c.epochs}: {acc}; "
                 f"{self.seconds:.1f} s)")
 
@@ -560,14 +574,15 @@ def _build(cfg: TrainConfig, kind: str) -> torch.nn.Module:
         return QuantCNN(cfg.weight_bits, cfg.act_bits, cfg.in_bits, cfg.surrogate,
                         cfg.bias_bits, kw, per_channel=cfg.per_channel,
                         activation=cfg.activation, scales=cfg.scales,
-                        batchnorm=cfg.use_batchnorm)
+                        batchnorm=cfg.use_batchnorm, first_weight_bits=cfg.first_weight_bits)
     if kind == "float":
         return FloatMLP(cfg.sizes)
     return QuantMLP(cfg.sizes, cfg.weight_bits, cfg.act_bits, cfg.in_bits, cfg.surrogate,
                     cfg.bias_bits,
                     {"hard_grad": cfg.hard_grad} if cfg.surrogate == "sigmoid" else None,
                     batchnorm=cfg.use_batchnorm, per_channel=cfg.per_channel,
-                    activation=cfg.activation, scales=cfg.scales)
+                    activation=cfg.activation, scales=cfg.scales,
+                    first_weight_bits=cfg.first_weight_bits)
 
 
 def save_checkpoint(result: TrainResult, path) -> Path:

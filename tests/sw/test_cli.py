@@ -18,6 +18,7 @@ def run(*args):
 @pytest.mark.parametrize("args, match", [
     (["--weight-bits", "9"], "--weight-bits 9 is outside the supported range 1..8"),
     (["--act-bits", "0"], "--act-bits 0 is outside the supported range 1..8"),
+    (["--first-weight-bits", "9"], "--first-weight-bits 9 is outside the supported range 1..8"),
     (["--weight-bits", "four"], "must be an integer"),
     (["--surrogate", "magic"], "invalid choice: 'magic'"),
     (["--device", "xc7a35t"], "invalid choice: 'xc7a35t'"),
@@ -102,6 +103,13 @@ def test_augment_options():
     for bad in (["--augment-noise", "2"], ["--augment-shift", "8"], ["--augment-noise", "x"]):
         with pytest.raises(SystemExit):
             cli.parser().parse_args(["train"] + bad)
+
+
+def test_first_weight_bits_option():
+    o = cli._options(cli.parser().parse_args(["train", "--weight-bits", "1",
+                                              "--first-weight-bits", "8"]))
+    assert (o.weight_bits, o.first_weight_bits) == (1, 8)
+    assert cli._options(cli.parser().parse_args(["flow"])).first_weight_bits is None
 
 
 def test_input_quant_option(tmp_path, capsys):

@@ -238,6 +238,19 @@ def test_cnn_hardtanh_export_is_bit_exact(splits, tmp_path):
     assert per_layer[2].min() < 0  # a pooled window of negative codes stays negative
 
 
+def test_cnn_first_weight_bits_export_is_bit_exact(splits, tmp_path):
+    """``first_weight_bits``: the first convolution at its own weight width, the second and
+    the dense layer at ``weight_bits``."""
+    cfg = TrainConfig(arch="cnn", weight_bits=1, act_bits=2, first_weight_bits=8,
+                      surrogate="ste", epochs=SHORT)
+    res, split, model = trained_and_exported(cfg, splits, tmp_path)
+    assert res.model.layer_weight_bits == (8, 1, 1)
+    weighted = [x for x in model.layers if hasattr(x, "weight_bits")]
+    assert [x.weight_bits for x in weighted] == [8, 1, 1]
+    assert len(np.unique(weighted[0].weight)) > 3
+    assert set(np.unique(weighted[1].weight)) <= {-1, 1}
+
+
 @pytest.mark.parametrize("ab, surrogate, pc, act", [(4, "sigmoid", False, "relu"),
                                                     (3, "lsq", True, "hardtanh")])
 def test_cnn_free_scales_export_is_bit_exact(ab, surrogate, pc, act, splits, tmp_path):

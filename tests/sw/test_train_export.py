@@ -9,6 +9,7 @@ from softfloor import golden, intmodel
 from softfloor.data import load_digits_split
 from softfloor.export import export, export_result
 from softfloor.intmodel import ChannelRequant, Dense, ModelFormatError, Requant
+from softfloor.models import QuantMLP, worst_case_acc_bits
 from softfloor.quant import PACT_DECAY
 from softfloor.train import (TrainConfig, float_hard_codes, hard_codes, load_checkpoint,
                              result_split, save_checkpoint, train_float, train_qat)
@@ -247,6 +248,46 @@ def test_per_channel_export_is_bit_exact(wb, ab, ib, surrogate, bn, splits, tmp_
     kinds = [type(layer).__name__ for layer in loaded.layers]
     assert kinds == ["Dense", "Requant" if threshold else "ChannelRequant"] * 2 + ["Dense"]
     assert not loaded.output.per_channel
+
+
+@pytest.mark.parametrize("wb, fb, ab, surrogate, bn, pc", [
+    (1, 8, 1, "ste", None, False), (2, 4, 2, "sigmoid", True, False), (1, 2, 2, "ste", True, True),
+    (4, 1, 4, "lsq", None, False),
+])
+def test_first_layer_weight_bits_export_is_bit_exact(wb, fb, ab, surrogate, bn, pc, splits,
+                                                     tmp_path):
+    """``first_weight_bits``: the first layer's weights at their own width, exported as such
+    (the others at ``weight_bits``), bit-exact; the accumulator bounds follow each layer's."""
+    cfg = TrainConfig(weight_bits=wb, act_bits=ab, first_weight_bits=fb, surrogate=surrogate,
+                      epochs=3, batchnorm=bn, per_channel=pc)
+    res, split, model = trained_and_exported(cfg, splits, tmp_path)
+    assert res.model.layer_weight_bits == (fb, wb, wb)
+    dense = [layer for layer in model.layers if isinstance(layer, Dense)]
+    assert [d.weight_bits for d in dense] == [fb, wb, wb]
+    w0 = dense[0].weight
+    if fb == 1:
+        assert set(np.unique(w0)) <= {-1, 1}
+    else:
+        lo, hi = intmodel.arith.code_range(fb, True)
+        assert w0.min() >= lo and w0.max() <= hi
+        if fb >= 4:  # the wide first layer really uses its codes
+            assert len(np.unique(w0)) > 3
+    assert model.meta["train_config"]["first_weight_bits"] == fb
+    # Worst-case accumulator widths come from each layer's own weight width.
+    assert res.model.worst_case_acc_bits() == \
+        worst_case_acc_bits((64, 64, 32), cfg.in_bits, ab, (fb, wb, wb), 16)
+
+
+def test_first_weight_bits_errors():
+    with pytest.raises(ValueError, match="first_weight_bits"):
+        TrainConfig(weight_bits=1, act_bits=1, first_weight_bits=9)
+    with pytest.raises(ValueError, match="first_weight_bits"):
+        QuantMLP(weight_bits=1, first_weight_bits=0)
+    with pytest.raises(ValueError, match="3 weight widths for 2 layers"):
+        worst_case_acc_bits((64, 32), 1, 1, (8, 1, 1), 16)
+    # unset: the first layer has weight_bits, as before
+    assert QuantMLP(weight_bits=2, act_bits=2).layer_weight_bits == (2, 2, 2)
+    assert TrainConfig(weight_bits=2).first_bits == 2
 
 
 def test_per_channel_negative_shift_becomes_a_channel_multiplier(splits):
