@@ -168,9 +168,9 @@ def parser() -> argparse.ArgumentParser:
 def _options(args: argparse.Namespace) -> flow_mod.FlowOptions:
     o = flow_mod.FlowOptions(out=args.out, quiet=getattr(args, "quiet", False))
     for k in ("arch", "per_channel", "activation", "scales", "weight_bits", "act_bits",
-              "first_weight_bits", "input_bits", "input_quant", "surrogate", "batchnorm", "augment_shift",
-              "augment_noise", "epochs", "seed", "simulator", "device", "model", "inputs",
-              "labels", "waves", "objective"):
+              "first_weight_bits", "input_bits", "input_quant", "surrogate", "batchnorm",
+              "augment_shift", "augment_noise", "epochs", "seed", "simulator", "device", "model",
+              "inputs", "labels", "waves", "objective"):
         if hasattr(args, k):
             setattr(o, k, getattr(args, k))
     if o.input_quant is not None:

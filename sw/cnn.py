@@ -268,8 +268,8 @@ class QuantCNN(nn.Module):
             c = out
         self.convs = nn.ModuleList(convs)
         self.flat_features = c * h * w
-        self.fc = QuantLinear(self.flat_features, int(classes), weight_bits, bias_bits,
-                              scale_grad, free_scale=free)
+        self.fc = QuantLinear(self.flat_features, int(classes), self.layer_weight_bits[-1],
+                              bias_bits, scale_grad, free_scale=free)
         self.acts = nn.ModuleList(
             ACTIVATIONS[activation](act_bits, make_surrogate(surrogate, **(surrogate_kwargs or {})),
                                     free)
