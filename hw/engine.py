@@ -65,7 +65,8 @@ __all__ = ["DenseEngine", "RequantEngine", "ElementwiseEngine", "EngineFaces", "
 ENGINE_LATENCY = 8
 #: Same for a RequantEngine: scale register, round/saturate register, skid buffer.
 REQUANT_LATENCY = 3
-#: Weights this wide (shift-add products) are split into two registered partial products.
+#: Shift-add products whose narrower operand (the one whose bits gate the terms) is this wide
+#: are split into two registered partial products.
 SPLIT_WEIGHT_BITS = 6
 #: Yosys maps a ``$mul`` to an iCE40/ECP5 DSP only when its result is at least this wide.
 DSP_MIN_PRODUCT_BITS = 11
@@ -169,6 +170,21 @@ def product_bits(weight_bits: int, in_type: CodeType) -> int:
     if weight_bits == 1:
         return in_type.bits + 1
     return weight_bits + in_type.bits + (0 if in_type.signed else 1)
+
+
+def product_selector_bits(weight_bits: int, in_type: CodeType) -> int:
+    """Gated terms of one shift-add ``weight x input`` product: the bits of the narrower operand
+    (:func:`~softfloor.hw.primitives.multiply_narrow`); 1 for a 1-bit input, whose bit gates
+    the weight (no adder)."""
+    return min(weight_bits, in_type.bits)
+
+
+def product_terms(weight_bits: int, in_type: CodeType, dsp: bool) -> int:
+    """Registered partial products per MAC lane: 2 for a wide shift-add product (its narrower
+    operand >= :data:`SPLIT_WEIGHT_BITS` bits, no DSP: each half is a shallower adder tree),
+    else 1 (1-bit weights, DSP products, narrow inputs)."""
+    wide = weight_bits >= 2 and product_selector_bits(weight_bits, in_type) >= SPLIT_WEIGHT_BITS
+    return 2 if wide and not dsp else 1
 
 
 def dsp_eligible(weight_bits: int, in_type: CodeType) -> bool:
@@ -297,9 +313,8 @@ class DenseEngine(EngineFaces, wiring.Component):
 
     @property
     def product_terms(self) -> int:
-        """Registered partial products per MAC lane: 2 for wide shift-add products (>= 6-bit
-        weights without a DSP: each half is a shallower adder tree), else 1."""
-        return 2 if self.dense.weight_bits >= SPLIT_WEIGHT_BITS and not self.dsp else 1
+        """Registered partial products per MAC lane (:func:`product_terms`)."""
+        return product_terms(self.dense.weight_bits, self.in_type, self.dsp)
 
     @property
     def tree_levels(self) -> int:

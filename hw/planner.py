@@ -357,12 +357,6 @@ def _product_bits(wb: int, t: CodeType) -> int:
     return t.bits + 1 if wb == 1 else wb + t.bits + (0 if t.signed else 1)
 
 
-def _product_terms(weight_bits: int, dsp: bool) -> int:
-    """As :attr:`DenseEngine.product_terms`."""
-    from .engine import SPLIT_WEIGHT_BITS
-    return 2 if weight_bits >= SPLIT_WEIGHT_BITS and not dsp else 1
-
-
 def _ram_blocks(depth: int, width: int, family: str) -> int:
     """Block RAMs for a ``depth x width`` memory (iCE40 4 kbit modes, ECP5 18 kbit modes)."""
     if depth * width <= 0:
@@ -429,14 +423,18 @@ def estimate_spec(spec: EngineSpec, device: str = "up5k", in_ept: int = 1,
             win = _estimate_window(spec, device, in_ept, spec.tap_ept)
             est = {k: est[k] + win[k] for k in est}
         return est
+    from .engine import product_selector_bits, product_terms
     pb = min(_product_bits(wb, t), ab)
     dsp = lanes if spec.dsp and wb >= 2 and _product_bits(wb, t) >= 11 else 0
+    sel = product_selector_bits(wb, t)                  # gated terms of a shift-add product
     if wb == 1:
         mul = xb + 1                                     # conditional negate
+    elif sel == 1:
+        mul = wb                                         # a 1-bit input gates the weight
     else:
-        mul = c["lut_per_pp"] * (wb - 1) * (xb + wb)    # shift-add: wb-1 widening adders
+        mul = c["lut_per_pp"] * (sel - 1) * (xb + wb)   # shift-add: sel-1 widening adders
     mul_luts = 0 if dsp else lanes * mul
-    terms = _product_terms(wb, bool(dsp))
+    terms = product_terms(wb, t, bool(dsp))
     levels = (simd * terms - 1).bit_length()
     tree = 0
     n, width = simd * terms, pb

@@ -29,8 +29,9 @@ __all__ = [
     "np_multiply", "np_round_shift", "np_saturate", "np_relu", "np_requantize",
     "multiply", "round_shift", "saturate", "relu", "requantize", "requantize_shape",
     "accumulate", "skid_buffer", "SkidBuffer", "code_shape",
-    "np_multiply_shift_add", "multiply_shift_add", "multiply_binary", "multiply_const",
-    "split_product_terms", "csd_digits", "np_const_dot", "signed_sum", "const_dot_leaves",
+    "np_multiply_shift_add", "multiply_shift_add", "multiply_narrow", "multiply_binary",
+    "multiply_const", "split_product_terms", "csd_digits", "np_const_dot", "signed_sum",
+    "const_dot_leaves",
 ]
 
 
@@ -245,7 +246,8 @@ def skid_buffer(m: Module, name: str, upstream: stream.Interface, shape) -> stre
 # Multipliers without a generic ``$mul`` cell (so synthesis never maps them to a DSP block)
 
 def np_multiply_shift_add(w, x):
-    """Numpy face of :func:`multiply_shift_add` and :func:`multiply_binary`: the exact product."""
+    """Numpy face of :func:`multiply_shift_add`, :func:`multiply_narrow`,
+    :func:`split_product_terms` (summed) and :func:`multiply_binary`: the exact product."""
     return np_multiply(w, x)
 
 
@@ -269,25 +271,34 @@ def multiply_shift_add(w, x) -> Value:
     return terms[0]
 
 
-def split_product_terms(w, x, parts: int) -> list[Value]:
-    """``w * x`` as ``parts`` partial products (bit slices of ``w``) that sum to it exactly.
+def multiply_narrow(w, x) -> Value:
+    """``w * x`` as :func:`multiply_shift_add` over the bits of the narrower operand (``w`` on a
+    tie): ``len(x) - 1`` adders instead of ``len(w) - 1`` when the input is narrower; a 1-bit
+    unsigned ``x`` just gates ``w`` (``Mux(x, w, 0)``, no adder)."""
+    w, x = Value.cast(w), Value.cast(x)
+    return multiply_shift_add(x, w) if len(x) < len(w) else multiply_shift_add(w, x)
 
-    Slice ``k`` (bits ``[lo, hi)``) contributes ``slice * x << lo``; the top slice is signed when
-    ``w`` is, the others unsigned. Registering the partial products separately and adding them
-    in an adder tree halves the multiplier's logic depth per pipeline stage.
+
+def split_product_terms(w, x, parts: int) -> list[Value]:
+    """``w * x`` as ``parts`` partial products that sum to it exactly: bit slices of the narrower
+    operand (``w`` on a tie; the one :func:`multiply_narrow` iterates over).
+
+    Slice ``k`` (bits ``[lo, hi)``) contributes ``slice * other << lo``; the top slice is signed
+    when its operand is, the others unsigned. Registering the partial products separately and
+    adding them in an adder tree halves the multiplier's logic depth per pipeline stage.
     """
-    w = Value.cast(w)
+    w, x = Value.cast(w), Value.cast(x)
+    if len(x) < len(w):
+        w, x = x, w
     n = len(w)
     parts = max(1, min(parts, n))
     bounds = [round(k * n / parts) for k in range(parts + 1)]
     out = []
     for k in range(parts):
         lo, hi = bounds[k], bounds[k + 1]
-        sl = w[lo:hi]
+        sl = w[lo:hi]                          # unsigned: every gated copy is added
         if k == parts - 1 and w.shape().signed:
-            sl = sl.as_signed()
-        else:
-            sl = Cat(sl, Const(0, 1)).as_signed()
+            sl = sl.as_signed()                # the sign bit's copy is subtracted
         out.append(multiply_shift_add(sl, x) << lo)
     return out
 

@@ -246,12 +246,27 @@ def test_multiply_binary_and_const(xshape):
 
 
 @pytest.mark.parametrize("parts", [1, 2, 3])
-def test_split_product_terms_sum_to_the_product(parts):
-    w, x = Signal(signed(6)), Signal(unsigned(5))
+@pytest.mark.parametrize("xshape", [unsigned(5), unsigned(8), signed(7)])
+def test_split_product_terms_sum_to_the_product(parts, xshape):
+    """Slices of the narrower operand (the weight on a tie or when the input is wider)."""
+    w, x = Signal(signed(6)), Signal(xshape)
     outs = {f"t{k}": t for k, t in enumerate(P.split_product_terms(w, x, parts))}
-    vecs = [{"w": a, "x": b} for a in range(-32, 32) for b in range(0, 32, 3)]
+    lo, hi = (-(1 << (len(x) - 1)), 1 << (len(x) - 1)) if xshape.signed else (0, 1 << len(x))
+    vecs = [{"w": a, "x": b} for a in range(-32, 32) for b in range(lo, hi, 7)]
     for vec, g in zip(vecs, comb_eval({"w": w, "x": x}, outs, vecs)):
         assert sum(g.values()) == vec["w"] * vec["x"]
+
+
+@pytest.mark.parametrize("xshape", [unsigned(1), unsigned(2), signed(3), unsigned(8)])
+def test_multiply_narrow_is_exact(xshape):
+    """The shift-add product over the narrower operand: exact for narrow and wide inputs; a
+    1-bit unsigned input is a gate (no adder: as wide as the weight plus its sign bit)."""
+    w, x = Signal(signed(8)), Signal(xshape)
+    prod = P.multiply_narrow(w, x)
+    lo, hi = (-(1 << (len(x) - 1)), 1 << (len(x) - 1)) if xshape.signed else (0, 1 << len(x))
+    vecs = [{"w": a, "x": b} for a in range(-128, 128, 3) for b in range(lo, hi, 5 if hi > 8 else 1)]
+    for vec, g in zip(vecs, comb_eval({"w": w, "x": x}, {"p": prod}, vecs)):
+        assert g["p"] == P.np_multiply_shift_add(vec["w"], vec["x"]) == vec["w"] * vec["x"]
 
 
 def test_csd_digits_are_canonical():

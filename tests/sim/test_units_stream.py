@@ -95,7 +95,7 @@ FOLDINGS = {
                      dict(shift=2, rounding="half_up", bits=3, signed=False, lo=0, hi=7,
                           multiplier=1),
                      dict(pe=2, simd=3)),
-    "padded_2x3_split": (5, 7, CodeType.full(5, True), 8, False,
+    "padded_2x3_split": (5, 7, CodeType.full(6, True), 8, False,   # 6-bit inputs: split
                          dict(shift=9, rounding="floor", bits=5, signed=True, lo=-9, hi=12,
                               multiplier=5),
                          dict(pe=2, simd=3)),
@@ -294,6 +294,7 @@ def test_dense_engine_reset_midstream(simulator, tmp_path):
     """rst in the middle of a folded engine's stream: vectors sent after it are exact."""
     need(simulator)
     eng = dense_engine("padded_2x3_split")
+    assert eng.product_terms == 2
     rng = np.random.default_rng(4)
     x = rng.integers(eng.in_type.lo, eng.in_type.hi, size=(40, eng.cols), endpoint=True)
     want = eng.model(x)
