@@ -97,6 +97,15 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                    help="training augmentation: move each input code one step up or down with "
                         "probability P (clamped to the code range; default: the trainer's, "
                         "per configuration -- see docs/training.md)")
+    p.add_argument("--lr-schedule", choices=("cosine", "flat-cosine"), default=None,
+                   type=lambda v: v.replace("_", "-"),
+                   help="learning-rate decay: cosine to 0 over all steps, or flat-cosine (the "
+                        "peak for the first half, then a cosine to 0; default for the MLP w1a1 "
+                        "at a 1-bit input)")
+    p.add_argument("--binary-act-grad", choices=("box", "triangle"), default=None,
+                   help="1-bit activations: the straight-through gradient, box (the clipped "
+                        "STE) or triangle (peak at the threshold, zero 2 steps away; default "
+                        "for the MLP w1a1 at a 1-bit input)")
     p.add_argument("--epochs", type=_bits(1, 10000, "--epochs"), default=60)
     p.add_argument("--seed", type=int, default=0)
 
@@ -169,12 +178,14 @@ def _options(args: argparse.Namespace) -> flow_mod.FlowOptions:
     o = flow_mod.FlowOptions(out=args.out, quiet=getattr(args, "quiet", False))
     for k in ("arch", "per_channel", "activation", "scales", "weight_bits", "act_bits",
               "first_weight_bits", "input_bits", "input_quant", "surrogate", "batchnorm",
-              "augment_shift", "augment_noise", "epochs", "seed", "simulator", "device", "model",
-              "inputs", "labels", "waves", "objective"):
+              "augment_shift", "augment_noise", "lr_schedule", "binary_act_grad", "epochs",
+              "seed", "simulator", "device", "model", "inputs", "labels", "waves", "objective"):
         if hasattr(args, k):
             setattr(o, k, getattr(args, k))
     if o.input_quant is not None:
         o.input_quant = o.input_quant.replace("-", "_")
+    if o.lr_schedule is not None:
+        o.lr_schedule = o.lr_schedule.replace("-", "_")
     if getattr(args, "fold", None):
         o.fold = tuple(args.fold)
     if hasattr(args, "no_synth"):

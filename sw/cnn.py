@@ -225,6 +225,9 @@ class QuantCNN(nn.Module):
     first_weight_bits : int, optional
         Weight width 1..8 of the first convolution; default ``weight_bits``
         (``layer_weight_bits`` holds every layer's, the dense layer last).
+    binary_act_grad : str
+        1-bit activations: the shape of their straight-through gradient
+        (:data:`softfloor.quant.BINARY_GRADS`).
     """
 
     def __init__(self, weight_bits: int = 4, act_bits: int = 4, input_bits: int = 4,
@@ -233,7 +236,7 @@ class QuantCNN(nn.Module):
                  pool: int = 2, input_shape=INPUT_SHAPE, classes: int = N_CLASSES,
                  per_channel: bool = False, activation: str = "relu", scales: str = "po2",
                  dtype: torch.dtype | None = None, batchnorm: bool = False,
-                 first_weight_bits: int | None = None):
+                 first_weight_bits: int | None = None, binary_act_grad: str = "box"):
         super().__init__()
         self.activation = check_activation(activation)
         self.scales = check_scales(scales)
@@ -272,7 +275,7 @@ class QuantCNN(nn.Module):
                               bias_bits, scale_grad, free_scale=free)
         self.acts = nn.ModuleList(
             ACTIVATIONS[activation](act_bits, make_surrogate(surrogate, **(surrogate_kwargs or {})),
-                                    free)
+                                    free, binary_act_grad)
             for _ in self.channels)
         self.to(pick_dtype(dtype, self.worst_case_acc_bits(), self.scales, "QuantCNN"))
 

@@ -57,6 +57,8 @@ class FlowOptions:
     batchnorm: bool | None = None  # None: the trainer's default
     augment_shift: int | None = None    # training augmentation (None: the trainer's default)
     augment_noise: float | None = None
+    lr_schedule: str | None = None   # "cosine", "flat_cosine" (None: trainer's default)
+    binary_act_grad: str | None = None  # "box", "triangle" (None: trainer's default)
     epochs: int = 60
     seed: int = 0
     simulator: str = "both"
@@ -151,7 +153,8 @@ def _train_config(o: FlowOptions):
                              input_bits=o.input_bits, input_quant=o.input_quant,
                              epochs=o.epochs, seed=o.seed,
                              batchnorm=o.batchnorm, augment_shift=o.augment_shift,
-                             augment_noise=o.augment_noise,
+                             augment_noise=o.augment_noise, lr_schedule=o.lr_schedule,
+                             binary_act_grad=o.binary_act_grad,
                              **({"surrogate": o.surrogate} if o.surrogate else {}))
 
 

@@ -177,13 +177,17 @@ class QuantMLP(nn.Module):
     first_weight_bits : int, optional
         Weight width 1..8 of the first layer (the one on the input codes); default
         ``weight_bits``. ``layer_weight_bits`` holds every layer's.
+    binary_act_grad : str
+        1-bit activations: the shape of their straight-through gradient, ``"box"`` or
+        ``"triangle"`` (:data:`softfloor.quant.BINARY_GRADS`).
     """
 
     def __init__(self, sizes=SIZES, weight_bits: int = 4, act_bits: int = 4,
                  input_bits: int = 4, surrogate: str = "sigmoid", bias_bits: int = 16,
                  surrogate_kwargs: dict | None = None, batchnorm: bool = False,
                  per_channel: bool = False, activation: str = "relu", scales: str = "po2",
-                 dtype: torch.dtype | None = None, first_weight_bits: int | None = None):
+                 dtype: torch.dtype | None = None, first_weight_bits: int | None = None,
+                 binary_act_grad: str = "box"):
         super().__init__()
         self.layer_weight_bits = layer_weight_bits(len(sizes) - 1, weight_bits,
                                                    first_weight_bits)
@@ -209,7 +213,7 @@ class QuantMLP(nn.Module):
             for i, (a, b, wb) in enumerate(zip(sizes, sizes[1:], self.layer_weight_bits)))
         self.acts = nn.ModuleList(
             ACTIVATIONS[activation](act_bits, make_surrogate(surrogate, **(surrogate_kwargs or {})),
-                                    free)
+                                    free, binary_act_grad)
             for _ in range(n_hidden))
         self.to(pick_dtype(dtype, self.worst_case_acc_bits(), self.scales, "QuantMLP"))
 
@@ -398,7 +402,7 @@ class QuantMLP(nn.Module):
                         if act.surrogate.scale_grad == "lsq" else 1.0
                     bn = lin.bn if lin.bn_mode == "threshold" else None
                     layer += (act.surrogate, act.hi, gs_a, bn,
-                              lin.bn if lin.bn_mode == "fold" else None)
+                              lin.bn if lin.bn_mode == "fold" else None, act.binary_grad)
                 plan.append(layer)
             self._plan = plan
             self._plan_params = self.fused_params()
@@ -453,7 +457,7 @@ class QuantMLP(nn.Module):
                 u = zc * f + bn.beta
                 if need_grad:
                     rbn = (zc * rstd, f, batch)
-            y, ra = act_quant_fwd(u, s_a, surrogate, hi_a, need_grad)
+            y, ra = act_quant_fwd(u, s_a, surrogate, hi_a, need_grad, layer[14])
             if bn is not None and surrogate.hard:
                 # The exact integer comparison the exported layer makes (the gradient is the
                 # surrogate's through BatchNorm, as in forward_composed).

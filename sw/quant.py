@@ -233,13 +233,42 @@ def free_bias_codes(bias: torch.Tensor, s_acc: torch.Tensor, lo: int, hi: int) -
 LN2 = math.log(2)
 
 
-def act_quant_fwd(x, s: float, surrogate, hi: int, need_grad: bool = True):
+#: Shapes of the straight-through gradient of a 1-bit activation (``binary_grad``, where the
+#: surrogate's gradient is the clipped straight-through one: ``ste``, and ``sigmoid``'s hard
+#: phase with ``hard_grad="ste"``). ``"box"``: 1 where the code is not clamped, ``-1/2 <= v <
+#: 3/2`` in steps (the clipped STE). ``"triangle"``: :func:`binary_triangle_grad`, peak 1 at
+#: the threshold ``v = 1/2``, zero :data:`TRIANGLE_HALF_WIDTH` steps away (the box's area, a
+#: wider tapered window, as Bi-Real Net's ApproxSign).
+BINARY_GRADS = ("box", "triangle")
+TRIANGLE_HALF_WIDTH = 2.0
+
+
+def check_binary_grad(binary_grad: str, bits: int) -> str:
+    """``binary_grad`` if it is one of :data:`BINARY_GRADS` and fits ``bits``, else ValueError."""
+    if binary_grad not in BINARY_GRADS:
+        raise ValueError(f"binary_grad must be one of {', '.join(BINARY_GRADS)}, "
+                         f"got {binary_grad!r}")
+    if binary_grad != "box" and bits != 1:
+        raise ValueError(f"binary_grad {binary_grad!r} shapes the gradient of 1-bit "
+                         f"activations; got {bits}-bit activations (use 'box')")
+    return binary_grad
+
+
+def binary_triangle_grad(v: torch.Tensor) -> torch.Tensor:
+    """``max(0, 1 - |v - 1/2| / TRIANGLE_HALF_WIDTH)``: the ``"triangle"`` gradient of a 1-bit
+    code ``[v >= 1/2]`` at ``v = x / s``."""
+    return torch.clamp(1 - (v - 0.5).abs() / TRIANGLE_HALF_WIDTH, min=0)
+
+
+def act_quant_fwd(x, s: float, surrogate, hi: int, need_grad: bool = True,
+                  binary_grad: str = "box"):
     """Forward of the fused activation quantizer: ``(s * clamp(R(x / s), 0, hi), saved)``.
 
     ``R`` and ``R'`` come from the surrogate's
     :meth:`~softfloor.surrogates.Surrogate.round_and_grad` (``s`` a power of two, so scaling
     by it is exact); ``saved`` is what :func:`act_quant_bwd` needs (None without
-    ``need_grad``).
+    ``need_grad``). ``binary_grad`` (:data:`BINARY_GRADS`) shapes a 1-bit code's
+    straight-through gradient.
     """
     dt = x.dtype
     v = x * scalar(1.0 / s, dt)
@@ -248,18 +277,23 @@ def act_quant_fwd(x, s: float, surrogate, hi: int, need_grad: bool = True):
     y = q * scalar(s, dt)
     if not need_grad:
         return y, None
-    return y, (v, q, dr, r if surrogate.clip_grad else None, hi)
+    tri = binary_grad == "triangle" and hi == 1 and dr is None and surrogate.clip_grad
+    return y, (v, q, dr, r if surrogate.clip_grad else None, hi, tri)
 
 
 def act_quant_bwd(g, saved, s: float, gs: float = 1.0):
     """Backward of :func:`act_quant_fwd`: ``(dx, dl)`` with ``dx = g R'(v) inside`` and
     ``dl = sum(g (q - v R'(v) inside)) * s * ln 2 * gs`` (the scale's log2 parameter, rounded
     with a straight-through gradient; ``inside`` where the code is not clamped, ``0 <= R(v)
-    <= hi``, everywhere for a surrogate without ``clip_grad``)."""
-    v, q, dr, r, hi = saved
-    d = g if dr is None else g * dr
-    if r is not None:
-        d = pass_inside(d, r, 0, hi)
+    <= hi``, everywhere for a surrogate without ``clip_grad``). With the ``"triangle"``
+    ``binary_grad``, ``R'(v) inside`` is :func:`binary_triangle_grad` instead."""
+    v, q, dr, r, hi, tri = saved
+    if tri:
+        d = g * binary_triangle_grad(v)
+    else:
+        d = g if dr is None else g * dr
+        if r is not None:
+            d = pass_inside(d, r, 0, hi)
     dl = (g * q - d * v).sum() * scalar(s * LN2 * gs, g.dtype)
     return d, dl
 
@@ -313,8 +347,9 @@ class _FakeQuantActFn(torch.autograd.Function):
     the same values and gradients as composing ``pow2_scale`` and ``surrogate.quantize``."""
 
     @staticmethod
-    def forward(ctx, x, log2_scale, s: float, surrogate, hi: int, gs: float):
-        y, ctx.saved = act_quant_fwd(x, s, surrogate, hi, True)
+    def forward(ctx, x, log2_scale, s: float, surrogate, hi: int, gs: float,
+                binary_grad: str = "box"):
+        y, ctx.saved = act_quant_fwd(x, s, surrogate, hi, True, binary_grad)
         ctx.s, ctx.gs = s, gs
         return y
 
@@ -322,7 +357,22 @@ class _FakeQuantActFn(torch.autograd.Function):
     def backward(ctx, g):
         dx, dl = act_quant_bwd(g, ctx.saved, ctx.s, ctx.gs)
         del ctx.saved
-        return dx, dl, None, None, None, None
+        return dx, dl, None, None, None, None, None
+
+
+class _BinaryTriangleFn(torch.autograd.Function):
+    """The composed path's 1-bit code with the ``"triangle"`` gradient: forward the code
+    ``q`` (computed by the surrogate), backward ``g * binary_triangle_grad(v)``."""
+
+    @staticmethod
+    def forward(ctx, v, q):
+        ctx.save_for_backward(v)
+        return q
+
+    @staticmethod
+    def backward(ctx, g):
+        (v,) = ctx.saved_tensors
+        return g * binary_triangle_grad(v), None
 
 
 class _QuantLinearFn(torch.autograd.Function):
@@ -452,16 +502,20 @@ class QuantReLU(nn.Module):
         The rounding surrogate (a name from :data:`softfloor.surrogates.SURROGATES`).
     free : bool
         Free scale ``2**log2_scale`` (not rounded; never the fused op).
+    binary_grad : str
+        1-bit codes: the shape of the straight-through gradient (:data:`BINARY_GRADS`).
     """
 
     #: Smallest code (unsigned codes start at 0).
     lo = 0
 
-    def __init__(self, bits: int, surrogate: str | Surrogate = "sigmoid", free: bool = False):
+    def __init__(self, bits: int, surrogate: str | Surrogate = "sigmoid", free: bool = False,
+                 binary_grad: str = "box"):
         super().__init__()
         self.bits = check_bits("act_bits", bits)
         self.hi = (1 << bits) - 1
         self.free = bool(free)
+        self.binary_grad = check_binary_grad(binary_grad, bits)
         self.surrogate = make_surrogate(surrogate) if isinstance(surrogate, str) else surrogate
         self.log2_scale = nn.Parameter(torch.zeros(()))
         if self.surrogate.learns_sharpness:
@@ -512,7 +566,7 @@ class QuantReLU(nn.Module):
             # One fused op (same values and gradients as the composition below).
             gs = lsq_grad_factor(x[0].numel(), self.hi) if mode == "lsq" else 1.0
             return _FakeQuantActFn.apply(x, self.log2_scale, 2.0 ** self.exp, self.surrogate,
-                                         self.hi, gs)
+                                         self.hi, gs, self.binary_grad)
         return self.forward_composed(x)
 
     def forward_composed(self, x: torch.Tensor) -> torch.Tensor:
@@ -530,7 +584,13 @@ class QuantReLU(nn.Module):
             x = torch.minimum(torch.relu(x) if self.lo == 0 else torch.maximum(x, s * self.lo),
                               s * self.hi)
             return sd * self.surrogate.quantize(x / sd, self.lo, self.hi)
-        return s * self.surrogate.quantize(x / s, self.lo, self.hi)
+        v = x / s
+        q = self.surrogate.quantize(v, self.lo, self.hi)
+        if self.binary_grad == "triangle" and self.surrogate.clip_grad:
+            rg = self.surrogate.round_and_grad(v.detach(), True)
+            if rg is not None and rg[1] is None:     # a straight-through gradient: reshape it
+                q = _BinaryTriangleFn.apply(v, q.detach())
+        return s * q
 
 
 #: PACT's clip-level weight decay (Choi et al. 2018: ``alpha`` is L2-regularised, ``lambda_alpha``):
@@ -570,14 +630,15 @@ class QuantHardTanh(QuantReLU):
     surrogate : str or Surrogate
     """
 
-    def __init__(self, bits: int, surrogate: str | Surrogate = "sigmoid", free: bool = False):
+    def __init__(self, bits: int, surrogate: str | Surrogate = "sigmoid", free: bool = False,
+                 binary_grad: str = "box"):
         check_bits("act_bits", bits)
         if bits == 1:
             raise ValueError(
                 "act_bits 1 is not supported with hardtanh activations: a signed 1-bit code is "
                 "{-1, 0}; use act_bits >= 2, or ReLU activations ({0, 1}, with BatchNorm as an "
                 "integer threshold)")
-        super().__init__(bits, surrogate, free)
+        super().__init__(bits, surrogate, free, binary_grad)
         self.lo, self.hi = arith.code_range(bits, True)
 
     @torch.no_grad()

@@ -105,6 +105,30 @@ def test_augment_options():
             cli.parser().parse_args(["train"] + bad)
 
 
+def test_lr_schedule_and_binary_act_grad_options():
+    """--lr-schedule (dashes or underscores) and --binary-act-grad reach the training config;
+    unset, the trainer resolves them per configuration; a triangle on 2-bit activations is a
+    clear error."""
+    from softfloor import flow
+    parse = cli.parser().parse_args
+    o = cli._options(parse(["train", "--lr-schedule", "flat-cosine", "--binary-act-grad",
+                            "triangle", "--weight-bits", "1", "--act-bits", "1"]))
+    assert (o.lr_schedule, o.binary_act_grad) == ("flat_cosine", "triangle")
+    assert cli._options(parse(["flow", "--lr-schedule", "flat_cosine"])).lr_schedule \
+        == "flat_cosine"
+    cfg = flow._train_config(cli._options(parse(["flow", "--weight-bits", "1", "--act-bits",
+                                                 "1", "--lr-schedule", "cosine"])))
+    assert (cfg.learning_rate_schedule, cfg.binary_grad) == ("cosine", "triangle")
+    o = cli._options(parse(["flow"]))
+    assert (o.lr_schedule, o.binary_act_grad) == (None, None)
+    for bad in (["--lr-schedule", "step"], ["--binary-act-grad", "sawtooth"]):
+        with pytest.raises(SystemExit):
+            parse(["train"] + bad)
+    with pytest.raises(ValueError, match="1-bit activations"):
+        flow._train_config(cli._options(parse(["flow", "--binary-act-grad", "triangle",
+                                               "--act-bits", "2"])))
+
+
 def test_first_weight_bits_option():
     o = cli._options(cli.parser().parse_args(["train", "--weight-bits", "1",
                                               "--first-weight-bits", "8"]))

@@ -240,6 +240,88 @@ def test_fused_activation_equals_the_composed_one(surrogate, hard):
     _assert_grads_close(fused, _grads(params))
 
 
+def test_binary_triangle_gradient_closed_form():
+    """binary_grad="triangle": the same 1-bit codes, the gradient max(0, 1 - |v - 1/2| / 2)
+    (the box: 1 on [-1/2, 3/2)), fused and composed alike, the scale's gradient from it."""
+    from softfloor.quant import binary_triangle_grad
+    v = torch.tensor([-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0], dtype=D)
+    tri = torch.tensor([0, 0, 0.25, 0.5, 0.75, 1, 0.75, 0.5, 0.25, 0, 0], dtype=D)
+    assert torch.equal(binary_triangle_grad(v), tri)
+    box = torch.tensor([0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0], dtype=D)
+    grads = {}
+    for shape in ("box", "triangle"):
+        act = QuantReLU(1, "ste", binary_grad=shape).double()
+        act.log2_scale.data.fill_(-1.0)                     # s = 1/2: x = v / 2
+        outs = []
+        for path in (act.forward, act.forward_composed):
+            x = (v / 2).clone().requires_grad_()
+            y = path(x)
+            y.sum().backward()
+            outs.append((y.detach(), x.grad, act.log2_scale.grad.clone()))  # dy/dx = R'(v)
+            act.log2_scale.grad = None
+        (y0, dx0, dl0), (y1, dx1, dl1) = outs
+        assert torch.equal(y0, y1) and torch.equal(dx0, dx1)
+        assert torch.allclose(dl0, dl1, rtol=1e-12)
+        assert torch.equal(y0, (v >= 0.5).to(D) * 0.5)
+        grads[shape] = dx0
+    assert torch.equal(grads["box"], box) and torch.equal(grads["triangle"], tri)
+
+
+def test_binary_grad_applies_to_straight_through_gradients_only():
+    """A smooth surrogate's gradient (sigmoid while soft, or its smooth hard phase) is not
+    reshaped; sigmoid's hard phase with hard_grad="ste" is; wider codes refuse the triangle."""
+    from softfloor.surrogates import make_surrogate
+    from softfloor.quant import check_binary_grad
+    gen = torch.Generator().manual_seed(3)
+    x = 3 * torch.randn(64, dtype=D, generator=gen)
+    for sur, hard, same in (("sigmoid", False, True), ("sigmoid", True, True),
+                            ("ste", False, False)):
+        gs = []
+        for shape in ("box", "triangle"):
+            act = QuantReLU(1, sur, binary_grad=shape).double()
+            act.surrogate.k, act.surrogate.hard = 3.0, hard
+            xx = x.clone().requires_grad_()
+            act(xx).sum().backward()
+            gs.append(xx.grad)
+        assert torch.equal(gs[0], gs[1]) == same, (sur, hard)
+    act = QuantReLU(1, make_surrogate("sigmoid", hard_grad="ste"), binary_grad="triangle")
+    act.double().surrogate.hard = True
+    xx = x.clone().requires_grad_()
+    act(xx).sum().backward()
+    from softfloor.quant import binary_triangle_grad
+    s = 2.0 ** act.exp
+    assert torch.allclose(xx.grad, binary_triangle_grad(x / s))
+    with pytest.raises(ValueError, match="2-bit activations"):
+        QuantReLU(2, "ste", binary_grad="triangle")
+    with pytest.raises(ValueError, match="binary_grad must be one of"):
+        check_binary_grad("hat", 1)
+
+
+@pytest.mark.parametrize("surrogate", ["ste", "sigmoid"])
+def test_fused_network_with_the_triangle_equals_the_composed_one(surrogate):
+    """w1a1 with binary_act_grad="triangle": the fused step and the composed layers agree."""
+    torch.manual_seed(5)
+    m = QuantMLP((16, 12, 8, 10), 1, 1, 1, surrogate, binary_act_grad="triangle", dtype=D)
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randint(0, 2, (24, 16), generator=gen).to(D)
+    y = torch.randint(0, 10, (24,), generator=gen)
+    m.calibrate(x)
+    m.train()
+    m.set_surrogate(4.0, True)
+    assert m.fusable() and all(a.binary_grad == "triangle" for a in m.acts)
+    params = list(m.parameters())
+    x = x.requires_grad_()
+    out = m(x)
+    torch.nn.functional.cross_entropy(out, y).backward()
+    fused = _grads(params + [x])
+    for p in params + [x]:
+        p.grad = None
+    ref = m.forward_composed(x)
+    torch.nn.functional.cross_entropy(ref, y).backward()
+    assert torch.equal(out, ref)
+    _assert_grads_close(fused, _grads(params + [x]))
+
+
 @pytest.mark.parametrize("bits", [1, 2, 4])
 @pytest.mark.parametrize("bn", [None, "fold", "threshold"])
 def test_fused_linear_equals_the_composed_one(bits, bn):

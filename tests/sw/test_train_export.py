@@ -445,6 +445,50 @@ def test_adam_betas_per_configuration(splits, monkeypatch):
     assert seen == [(0.7, 0.999)]  # the learned input thresholds run their own Adam steps
 
 
+def test_lr_schedule_and_binary_grad_per_configuration(splits, monkeypatch):
+    """The flat cosine and the triangle for the MLP w1a1 at a 1-bit input only; explicit values
+    win; train.json records the resolved ones; a run's scheduler follows lr_factor."""
+    from softfloor import train as train_mod
+    from softfloor.train import config_dict, lr_factor
+    w1a1 = TrainConfig(weight_bits=1, act_bits=1)
+    assert (w1a1.learning_rate_schedule, w1a1.binary_grad) == ("flat_cosine", "triangle")
+    assert TrainConfig(weight_bits=1, act_bits=1, first_weight_bits=8).binary_grad == "triangle"
+    for cfg in (TrainConfig(), TrainConfig(weight_bits=1, act_bits=2),
+                TrainConfig(weight_bits=2, act_bits=1), TrainConfig(act_bits=1),
+                TrainConfig(weight_bits=1, act_bits=1, input_bits=4),
+                TrainConfig(weight_bits=1, act_bits=1, arch="cnn")):
+        assert (cfg.learning_rate_schedule, cfg.binary_grad) == ("cosine", "box"), cfg
+    cfg = TrainConfig(weight_bits=1, act_bits=1, lr_schedule="cosine", binary_act_grad="box")
+    assert (cfg.learning_rate_schedule, cfg.binary_grad) == ("cosine", "box")
+    assert TrainConfig(act_bits=1, binary_act_grad="triangle").binary_grad == "triangle"
+    d = config_dict(w1a1)
+    assert (d["lr_schedule"], d["binary_act_grad"]) == ("flat_cosine", "triangle")
+    assert TrainConfig.from_dict(d) == TrainConfig.from_dict(d)
+    with pytest.raises(ValueError, match="lr_schedule must be one of cosine, flat_cosine"):
+        TrainConfig(lr_schedule="linear")
+    with pytest.raises(ValueError, match="binary_grad must be one of box, triangle"):
+        TrainConfig(act_bits=1, binary_act_grad="sawtooth")
+    with pytest.raises(ValueError, match="shapes the gradient of 1-bit activations"):
+        TrainConfig(act_bits=2, binary_act_grad="triangle")
+    # the factors: cosine over all steps; flat to the middle, then a cosine over the rest
+    assert [lr_factor("cosine", k, 4) for k in (0, 2, 4, 9)] == pytest.approx([1, 0.5, 0, 0])
+    assert [lr_factor("flat_cosine", k, 8) for k in (0, 3, 4, 6, 8, 20)] == \
+        pytest.approx([1, 1, 1, 0.5, 0, 0])
+    with pytest.raises(ValueError, match="lr schedule"):
+        lr_factor("step", 0, 1)
+    seen = []
+    orig = train_mod.torch.optim.lr_scheduler.LambdaLR
+
+    def recording(opt, fn):
+        seen.append([fn(k) for k in range(0, 40, 5)])
+        return orig(opt, fn)
+
+    monkeypatch.setattr(train_mod.torch.optim.lr_scheduler, "LambdaLR", recording)
+    train_qat(TrainConfig(weight_bits=1, act_bits=1, surrogate="ste", epochs=1), splits(w1a1))
+    total = math.ceil(len(splits(w1a1).y_train) / 64)
+    assert seen == [[lr_factor("flat_cosine", k, total) for k in range(0, 40, 5)]]
+
+
 def test_input_quantizer_per_configuration():
     """Learned per-pixel thresholds for the MLP at a 1-bit input, the one global scale
     elsewhere; the split digits_split loads (the calibrated thresholds they start from) is the
