@@ -403,6 +403,36 @@ def _augmenter(cfg: TrainConfig, step: float, hi: float):
     return lambda xb: augment_codes(xb, shift, noise, step, hi, gen)
 
 
+class TrainingDiverged(ValueError):
+    """A trained network that cannot be an integer model: its scales drifted so far apart
+    that a requantization is outside the model file's limits (a shift above
+    :data:`~softfloor.intmodel.MAX_SHIFT` or a multiplier of 2**31 or more). ``history`` and
+    ``seconds`` are the run's."""
+
+    def __init__(self, message: str, history=None, seconds: float | None = None):
+        super().__init__(message)
+        self.history, self.seconds = history or [], seconds
+
+
+def check_integer_scales(model) -> None:
+    """Raise :class:`TrainingDiverged` when a requantization of ``model``'s integer layers
+    (:meth:`~softfloor.models.QuantMLP.integer_layers`) is outside the integer model file's
+    limits, naming the layer and the limit (before anything computes with it)."""
+    from .intmodel import MAX_SHIFT
+    for i, layer in enumerate(model.integer_layers(), 1):
+        if layer.requant is None:
+            continue
+        shift, mult = layer.requant[0], layer.requant[4]
+        top = lambda v: int(v.max()) if isinstance(v, torch.Tensor) else int(v)  # noqa: E731
+        if top(mult) >= 1 << 31 or top(shift) > MAX_SHIFT:
+            raise TrainingDiverged(
+                f"training diverged: layer {i}'s requantization needs shift {top(shift)}, "
+                f"multiplier 2**{top(mult).bit_length() - 1} (its scales drifted apart); an "
+                f"integer model allows shifts up to {MAX_SHIFT} and multipliers below 2**31. "
+                "Not exportable: try another surrogate (this one may not train at these "
+                "widths), a lower lr or BatchNorm")
+
+
 def lr_factor(schedule: str, step: int, total: int) -> float:
     """The learning rate at ``step`` of ``total`` as a fraction of the peak: ``"cosine"``
     ``(1 + cos(pi t)) / 2`` with ``t = step / total``; ``"flat_cosine"`` 1 while ``t < 1/2``,
@@ -513,6 +543,10 @@ def train_qat(cfg: TrainConfig, split: DigitsSplit, progress: Progress | None = 
             history[-1]["thresholds_moved"] = inputs.moved()
         model.set_surrogate(schedule.k_end, True)
         model.eval()
+        try:
+            check_integer_scales(model)
+        except TrainingDiverged as e:
+            raise TrainingDiverged(str(e), history, time.perf_counter() - t0) from None
         acc = {"test": quantized_accuracy(model, split.c_test, split.y_test),
                "train": quantized_accuracy(model, split.c_train, split.y_train)}
         acc["bit_exact"] = bool(np.array_equal(float_hard_codes(model, split.c_test),

@@ -11,9 +11,11 @@ w8a8, w4a4, w2a2 with ternary weights, w1a2 + BatchNorm, w1a1 + BatchNorm). Per 
 * ``brevitas lr 1e-3``: the issue's Brevitas protocol, Adam at a constant 1e-3.
 * ``brevitas softfloor lr``: the same Brevitas model with softfloor's optimiser: Adam at
   :attr:`softfloor.train.TrainConfig.learning_rate` of the configuration (5e-3 at >= 3 bits,
-  2e-2 at 2 bits, 1e-2 at 1 bit; the float MLP 5e-3) with the per-step cosine decay to 0 and
-  the configuration's :attr:`~softfloor.train.TrainConfig.adam_betas` (beta1 0.7 at w1a1 with
-  a 1-bit input, else 0.9), so the optimiser is not the whole difference.
+  2e-2 at 2 bits, 1e-2 at 1 bit; the float MLP 5e-3) with the per-step decay to 0 of
+  :attr:`~softfloor.train.TrainConfig.learning_rate_schedule` (the flat cosine at w1a1 with a
+  1-bit input, else the cosine) and the configuration's
+  :attr:`~softfloor.train.TrainConfig.adam_betas` (beta1 0.7 at w1a1 with a 1-bit input, else
+  0.9), so the optimiser is not the whole difference.
 * ``softfloor sigmoid`` and ``softfloor ste``: :func:`softfloor.train.train_qat` with the
   :class:`~softfloor.train.TrainConfig` defaults of the widths (the default surrogate, and the
   STE): learning rate and BatchNorm as the defaults choose them (BatchNorm on at w2a2 and w1a2,
@@ -105,15 +107,16 @@ def _softfloor_kw(wb, ab, trainer: str) -> tuple[str, dict]:
 
 
 def _brevitas_lr(wb, ab, trainer: str) -> tuple[float, bool, float]:
-    """(peak learning rate, cosine decay, Adam's beta1) of a Brevitas row."""
+    """(peak learning rate, decay: False or softfloor's schedule name, Adam's beta1) of a
+    Brevitas row."""
     if trainer == "brevitas lr 1e-3":
         return ISSUE_LR, False, 0.9
     from softfloor.train import TrainConfig
     cfg = TrainConfig() if wb is None else TrainConfig(weight_bits=wb, act_bits=ab)
-    return cfg.learning_rate, True, cfg.adam_betas[0]
+    return cfg.learning_rate, cfg.learning_rate_schedule, cfg.adam_betas[0]
 
 
-def brevitas_run(wb, ab, bn: bool, lr: float, cosine: bool, seed: int, epochs: int,
+def brevitas_run(wb, ab, bn: bool, lr: float, cosine: bool | str, seed: int, epochs: int,
                  progress=None, fold: int | None = None, beta1: float = 0.9) -> dict:
     """Train one Brevitas MLP 64-64-32-10 (one thread); returns its test accuracy (with
     ``fold``: trained on that validation fold's training part, measured on its validation
@@ -266,13 +269,14 @@ def run(out_dir: Path, quick: bool, *, configs=None, seeds=None, epochs: int | N
             m, sd = _stats(accs)
             kind, kw = jobs[(trainer, name, seeds[0])]
             if kind == "brevitas":
-                lr = f"{kw['lr']:g}" + (" cosine" if kw["cosine"] else "") \
+                lr = f"{kw['lr']:g}" + (f" {kw['cosine']}" if kw["cosine"] else "") \
                     + (f" beta1 {kw['beta1']:g}" if kw["beta1"] != 0.9 else "")
                 use_bn, in_bits = bn, ab
             else:
                 cfg = TrainConfig(**{k: v for k, v in kw.items() if k != "seed"})
                 b1 = cfg.adam_betas[0] if kind == "qat" else 0.9
-                lr = f"{cfg.learning_rate:g} cosine" + (f" beta1 {b1:g}" if b1 != 0.9 else "")
+                lr = f"{cfg.learning_rate:g} {cfg.learning_rate_schedule}" \
+                    + (f" beta1 {b1:g}" if b1 != 0.9 else "")
                 use_bn = cfg.use_batchnorm if kind == "qat" else False
                 in_bits = cfg.in_bits if kind == "qat" else None
             ratio = ratios[(trainer, name)]
@@ -312,8 +316,9 @@ def run(out_dir: Path, quick: bool, *, configs=None, seeds=None, epochs: int | N
         f"{epochs} epochs, seeds {list(seeds)}, batch 64, MLP 64-64-32-10, the digits split "
         "(360 test samples: one sample is 0.28 points).",
         "brevitas lr 1e-3: the issue's protocol (Adam, constant lr). brevitas softfloor lr: "
-        "softfloor's default peak lr of the configuration with its per-step cosine decay "
-        "(and its Adam beta1 where it is not 0.9). "
+        "softfloor's default peak lr of the configuration with its per-step decay (the flat "
+        "cosine at w1a1 with a 1-bit input, else the cosine) and its Adam beta1 where it is "
+        "not 0.9. "
         "softfloor rows: TrainConfig defaults of the widths (lr, BatchNorm, input bits = "
         "activation bits); the float row is softfloor's float MLP (both softfloor columns).",
         "Brevitas sees softfloor's input codes (code * scale through a constant-scale input "

@@ -131,20 +131,22 @@ def digits_float():
 
 
 def train(model, xtr, ytr, shape, epochs: int, seed: int = 0, *, lr: float = 0.01,
-          batch: int = 64, cosine: bool = False, beta1: float = 0.9, progress=None):
-    """Adam (``lr``, ``betas=(beta1, 0.999)``, optionally with softfloor's per-step cosine
-    decay to 0) over mini-batches
-    shuffled from seed ``seed``; ``progress(epoch)`` after every epoch. Returns the model in
-    eval mode."""
+          batch: int = 64, cosine: bool | str = False, beta1: float = 0.9, progress=None):
+    """Adam (``lr``, ``betas=(beta1, 0.999)``, optionally with softfloor's per-step decay:
+    ``cosine`` True is its cosine to 0, a string names a schedule of
+    :func:`softfloor.train.lr_factor`) over mini-batches shuffled from seed ``seed``;
+    ``progress(epoch)`` after every epoch. Returns the model in eval mode."""
     import math
 
     import torch
+
+    from softfloor.train import lr_factor
     torch.manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(beta1, 0.999))
     total = epochs * math.ceil(len(ytr) / batch)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total))) \
-        if cosine else None
+    decay = ("cosine" if cosine is True else cosine) if cosine else None
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(decay, step, total)) \
+        if decay else None
     xt, yt = torch.tensor(xtr).reshape((-1,) + shape), torch.tensor(ytr)
     model.train()
     for epoch in range(epochs):

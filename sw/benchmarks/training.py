@@ -2,8 +2,8 @@
 
 ``make bench SECTIONS=training`` (``--quick``: seed 0, 4 epochs, a smoke run).
 
-Same model (MLP 64-64-32-10), split (the digits, 1437/360), optimiser (Adam, cosine decay, the
-default learning rate of :class:`~softfloor.train.TrainConfig`), batch 64, epochs (60) and seeds
+Same model (MLP 64-64-32-10), split (the digits, 1437/360), optimiser (Adam, the default
+learning rate and decay of :class:`~softfloor.train.TrainConfig`), batch 64, epochs (60) and seeds
 for every row; the accuracy is the hard-quantized model's on the test split (argmax of the
 integer output codes; bit-exact to the exported integer model, checked on every run). Epoch time
 is a ratio to the float baseline measured in the same run: median epoch CPU time of a short run
@@ -89,7 +89,7 @@ def _job(args) -> dict:
     (``kw["fold"]``: trained and measured on that validation fold, not the test split)."""
     import torch
     torch.set_num_threads(1)
-    from softfloor.train import TrainConfig, digits_split, train_float, train_qat
+    from softfloor.train import TrainConfig, TrainingDiverged, digits_split, train_float, train_qat
     kind, kw = args
     kw = dict(kw)
     fold = kw.pop("fold", None)  # a validation fold (data.validation_split) instead of test
@@ -98,7 +98,11 @@ def _job(args) -> dict:
     if fold is not None:
         from softfloor.data import validation_split
         split = validation_split(split, fold)
-    res = (train_float if kind == "float" else train_qat)(cfg, split)
+    try:
+        res = (train_float if kind == "float" else train_qat)(cfg, split)
+    except TrainingDiverged as e:  # not an integer model: no accuracy, reported as diverged
+        return {"acc": math.nan, "diverged": str(e), "sec_per_epoch": e.seconds / cfg.epochs,
+                "bit_exact": True, "loss": [round(h["loss"], 5) for h in e.history]}
     return {"acc": res.test_accuracy, "sec_per_epoch": res.seconds / cfg.epochs,
             "bit_exact": res.accuracy.get("bit_exact", True),
             "loss": [round(h["loss"], 5) for h in res.history]}
@@ -108,12 +112,15 @@ def _epoch_seconds(kind: str, kw: dict, epochs: int) -> float:
     """Median wall time of one training epoch (the first one, warm-up, dropped)."""
     import time
 
-    from softfloor.train import TrainConfig, digits_split, train_float, train_qat
+    from softfloor.train import TrainConfig, TrainingDiverged, digits_split, train_float, train_qat
     cfg = TrainConfig(**(kw | {"epochs": epochs}))
     split = digits_split(cfg)
     stamps = [time.process_time()]
-    (train_float if kind == "float" else train_qat)(
-        cfg, split, progress=lambda e, n, info: stamps.append(time.process_time()))
+    try:
+        (train_float if kind == "float" else train_qat)(
+            cfg, split, progress=lambda e, n, info: stamps.append(time.process_time()))
+    except TrainingDiverged:
+        pass  # the epochs ran (and were timed); only the model is not an integer one
     # stamps[0] is before calibration: use the differences between epoch ends from epoch 2 on.
     return statistics.median(b - a for a, b in zip(stamps[1:], stamps[2:]))
 
@@ -179,13 +186,29 @@ def cnn_rows(results: dict, seeds, ratios: dict[str, float]) -> list[dict]:
 
 
 def _stats(xs: list[float]) -> tuple[float, float]:
-    m = statistics.fmean(xs)
-    return m, (statistics.pstdev(xs) if len(xs) > 1 else 0.0)
+    """Mean and population std of the runs that did not diverge (NaN, NaN if all did)."""
+    ok = [x for x in xs if not math.isnan(x)]
+    if not ok:
+        return math.nan, math.nan
+    return statistics.fmean(ok), (statistics.pstdev(ok) if len(ok) > 1 else 0.0)
 
 
 def _cell(xs: list[float]) -> str:
     m, s = _stats(xs)
-    return f"{100 * m:.2f} ± {100 * s:.2f}"
+    k = sum(math.isnan(x) for x in xs)
+    if k == len(xs):
+        return f"diverged ({k} of {k})"
+    return f"{100 * m:.2f} ± {100 * s:.2f}" + (f" ({k} of {len(xs)} diverged)" if k else "")
+
+
+def _rank(m: float) -> float:
+    """Sort key of a mean accuracy: a configuration whose runs all diverged ranks last."""
+    return -1.0 if math.isnan(m) else m
+
+
+def _pct(m: float) -> float | None:
+    """A mean as a JSON percentage (None when every run diverged)."""
+    return None if math.isnan(m) else 100 * m
 
 
 def run(out_dir: Path, quick: bool) -> dict:
@@ -266,8 +289,9 @@ def run(out_dir: Path, quick: bool) -> dict:
             m, s = _stats(accs)
             means[(sur, name)] = m
             ratio = ratios[(sur, name)]
-            rows.append({"surrogate": sur, "config": name, "acc_mean": 100 * m, "acc_std": 100 * s,
-                         "epoch_time_vs_float": ratio})
+            rows.append({"surrogate": sur, "config": name, "acc_mean": _pct(m), "acc_std": _pct(s),
+                         "epoch_time_vs_float": ratio,
+                         "diverged": sum(math.isnan(a) for a in accs)})
             arow[name] = _cell(accs)
         for name, _, _, _, bn in CONFIGS:
             fname = _flip_name(name, bn)
@@ -312,8 +336,8 @@ def run(out_dir: Path, quick: bool) -> dict:
     verdict, notes = [], []
     for name, *_ in CONFIGS:
         ste = means[("ste", name)]
-        best = max((s for s in SMOOTH if s in surrogates), key=lambda s: means[(s, name)])
-        best_any = max(surrogates, key=lambda s: means[(s, name)])
+        best = max((s for s in SMOOTH if s in surrogates), key=lambda s: _rank(means[(s, name)]))
+        best_any = max(surrogates, key=lambda s: _rank(means[(s, name)]))
         d = 100 * (means[(best, name)] - ste)
         verdict.append({"config": name, "ste": round(100 * ste, 2), "best_smooth": best,
                         "best_smooth_acc": round(100 * means[(best, name)], 2),

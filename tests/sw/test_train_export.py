@@ -489,6 +489,35 @@ def test_lr_schedule_and_binary_grad_per_configuration(splits, monkeypatch):
     assert seen == [[lr_factor("flat_cosine", k, total) for k in range(0, 40, 5)]]
 
 
+def test_diverged_scales_are_a_clear_error(splits, monkeypatch):
+    """Scales that drifted apart beyond the model file's limits: TrainingDiverged names the
+    layer and the limits (from check_integer_scales, and from train_qat with the run's
+    history), instead of an overflow inside the integer forward."""
+    from softfloor import train as train_mod
+    from softfloor.train import TrainingDiverged, check_integer_scales
+    m = QuantMLP((16, 12, 8, 10), 1, 1, 1, "ste")
+    check_integer_scales(m)
+    m.acts[1].log2_scale.data.fill_(-80.0)       # layer 2's output: a multiplier of ~2**80
+    with pytest.raises(TrainingDiverged, match=r"layer 2's requantization needs shift 0, "
+                                               r"multiplier 2\*\*7\d .* below 2\*\*31"):
+        check_integer_scales(m)
+    m.acts[1].log2_scale.data.fill_(0.0)
+    m.acts[0].log2_scale.data.fill_(90.0)        # layer 1's output: a shift above 62
+    with pytest.raises(TrainingDiverged, match="layer 1's requantization needs shift 9"):
+        check_integer_scales(m)
+
+    def fake_check(model):
+        model.acts[0].log2_scale.data.fill_(100.0)
+        return orig(model)
+
+    orig = train_mod.check_integer_scales
+    monkeypatch.setattr(train_mod, "check_integer_scales", fake_check)
+    cfg = TrainConfig(weight_bits=1, act_bits=1, surrogate="ste", epochs=2)
+    with pytest.raises(TrainingDiverged, match="layer 1's requantization") as e:
+        train_qat(cfg, splits(cfg))
+    assert len(e.value.history) == 2 and e.value.seconds > 0
+
+
 def test_input_quantizer_per_configuration():
     """Learned per-pixel thresholds for the MLP at a 1-bit input, the one global scale
     elsewhere; the split digits_split loads (the calibrated thresholds they start from) is the

@@ -49,8 +49,8 @@ def test_section_tiny_run(compare, tmp_path, monkeypatch):
     assert by[("float", "softfloor float")]["epoch_time_vs_float"] == 1.0
     # The learning rates and BatchNorm each row trained with.
     assert by[("w1a1+BN", "brevitas lr 1e-3")]["lr"] == "0.001"
-    assert by[("w1a1+BN", "brevitas softfloor lr")]["lr"] == "0.01 cosine beta1 0.7"
-    assert by[("w1a1+BN", "softfloor ste")]["lr"] == "0.01 cosine beta1 0.7"
+    assert by[("w1a1+BN", "brevitas softfloor lr")]["lr"] == "0.01 flat_cosine beta1 0.7"
+    assert by[("w1a1+BN", "softfloor ste")]["lr"] == "0.01 flat_cosine beta1 0.7"
     assert by[("float", "brevitas softfloor lr")]["lr"] == "0.005 cosine"
     assert by[("w1a1+BN", "brevitas lr 1e-3")]["batchnorm"] is True
     assert by[("w1a1+BN", "softfloor ste")]["batchnorm"] is False   # TrainConfig default

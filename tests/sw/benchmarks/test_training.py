@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 from softfloor.benchmarks import training
 
@@ -35,3 +36,16 @@ def test_section_tiny_run(tmp_path, monkeypatch):
     assert [v["config"] for v in tables["smooth_vs_ste"]] == ["w2a2", "w1a1+BN"]
     assert "every QAT run bit-exact to its integer model: True" in res["notes"][0]
     assert "| surrogate | config |" in (tmp_path / "training.md").read_text()
+
+
+def test_diverged_runs_are_reported_not_averaged():
+    """A run that cannot be an integer model (NaN accuracy) shows as diverged in its cell, is
+    left out of the mean, and ranks last."""
+    from softfloor.benchmarks import training
+    nan = float("nan")
+    assert training._cell([0.9, 0.92, 0.94]) == "92.00 ± 1.63"
+    assert training._cell([0.9, nan, 0.94]) == "92.00 ± 2.00 (1 of 3 diverged)"
+    assert training._cell([nan, nan, nan]) == "diverged (3 of 3)"
+    m, s = training._stats([nan, nan])
+    assert math.isnan(m) and math.isnan(s) and training._pct(m) is None
+    assert training._rank(m) < training._rank(0.0)
