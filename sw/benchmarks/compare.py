@@ -12,8 +12,8 @@ w8a8, w4a4, w2a2 with ternary weights, w1a2 + BatchNorm, w1a1 + BatchNorm). Per 
 * ``brevitas softfloor lr``: the same Brevitas model with softfloor's optimiser: Adam at
   :attr:`softfloor.train.TrainConfig.learning_rate` of the configuration (5e-3 at >= 3 bits,
   2e-2 at 2 bits, 1e-2 at 1 bit; the float MLP 5e-3) with the per-step decay to 0 of
-  :attr:`~softfloor.train.TrainConfig.learning_rate_schedule` (the flat cosine at w1a1 with a
-  1-bit input, else the cosine) and the configuration's
+  :attr:`~softfloor.train.TrainConfig.learning_rate_schedule` with the STE (the flat cosine at
+  w1a1 with a 1-bit input, else the cosine) and the configuration's
   :attr:`~softfloor.train.TrainConfig.adam_betas` (beta1 0.7 at w1a1 with a 1-bit input, else
   0.9), so the optimiser is not the whole difference.
 * ``softfloor sigmoid`` and ``softfloor ste``: :func:`softfloor.train.train_qat` with the
@@ -112,7 +112,9 @@ def _brevitas_lr(wb, ab, trainer: str) -> tuple[float, bool, float]:
     if trainer == "brevitas lr 1e-3":
         return ISSUE_LR, False, 0.9
     from softfloor.train import TrainConfig
-    cfg = TrainConfig() if wb is None else TrainConfig(weight_bits=wb, act_bits=ab)
+    # softfloor's optimiser with the STE (Brevitas's quantizers train straight through)
+    cfg = TrainConfig() if wb is None else TrainConfig(weight_bits=wb, act_bits=ab,
+                                                       surrogate="ste")
     return cfg.learning_rate, cfg.learning_rate_schedule, cfg.adam_betas[0]
 
 
@@ -316,9 +318,9 @@ def run(out_dir: Path, quick: bool, *, configs=None, seeds=None, epochs: int | N
         f"{epochs} epochs, seeds {list(seeds)}, batch 64, MLP 64-64-32-10, the digits split "
         "(360 test samples: one sample is 0.28 points).",
         "brevitas lr 1e-3: the issue's protocol (Adam, constant lr). brevitas softfloor lr: "
-        "softfloor's default peak lr of the configuration with its per-step decay (the flat "
-        "cosine at w1a1 with a 1-bit input, else the cosine) and its Adam beta1 where it is "
-        "not 0.9. "
+        "softfloor's default peak lr of the configuration with the STE's per-step decay (the "
+        "flat cosine at w1a1 with a 1-bit input, else the cosine) and its Adam beta1 where it "
+        "is not 0.9. "
         "softfloor rows: TrainConfig defaults of the widths (lr, BatchNorm, input bits = "
         "activation bits); the float row is softfloor's float MLP (both softfloor columns).",
         "Brevitas sees softfloor's input codes (code * scale through a constant-scale input "

@@ -117,7 +117,8 @@ def test_lr_schedule_and_binary_act_grad_options():
     assert cli._options(parse(["flow", "--lr-schedule", "flat_cosine"])).lr_schedule \
         == "flat_cosine"
     cfg = flow._train_config(cli._options(parse(["flow", "--weight-bits", "1", "--act-bits",
-                                                 "1", "--lr-schedule", "cosine"])))
+                                                 "1", "--surrogate", "ste", "--lr-schedule",
+                                                 "cosine"])))
     assert (cfg.learning_rate_schedule, cfg.binary_grad) == ("cosine", "triangle")
     o = cli._options(parse(["flow"]))
     assert (o.lr_schedule, o.binary_act_grad) == (None, None)

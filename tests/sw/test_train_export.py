@@ -446,19 +446,25 @@ def test_adam_betas_per_configuration(splits, monkeypatch):
 
 
 def test_lr_schedule_and_binary_grad_per_configuration(splits, monkeypatch):
-    """The flat cosine and the triangle for the MLP w1a1 at a 1-bit input only; explicit values
-    win; train.json records the resolved ones; a run's scheduler follows lr_factor."""
+    """The flat cosine and the triangle for the MLP w1a1 at a 1-bit input with the STE only
+    (the smooth surrogates lose with them); explicit values win; train.json records the
+    resolved ones; a run's scheduler follows lr_factor."""
     from softfloor import train as train_mod
     from softfloor.train import config_dict, lr_factor
-    w1a1 = TrainConfig(weight_bits=1, act_bits=1)
+    w1a1 = TrainConfig(weight_bits=1, act_bits=1, surrogate="ste")
     assert (w1a1.learning_rate_schedule, w1a1.binary_grad) == ("flat_cosine", "triangle")
-    assert TrainConfig(weight_bits=1, act_bits=1, first_weight_bits=8).binary_grad == "triangle"
-    for cfg in (TrainConfig(), TrainConfig(weight_bits=1, act_bits=2),
-                TrainConfig(weight_bits=2, act_bits=1), TrainConfig(act_bits=1),
-                TrainConfig(weight_bits=1, act_bits=1, input_bits=4),
-                TrainConfig(weight_bits=1, act_bits=1, arch="cnn")):
+    assert TrainConfig(weight_bits=1, act_bits=1, first_weight_bits=8,
+                       surrogate="ste").binary_grad == "triangle"
+    for cfg in (TrainConfig(surrogate="ste"), TrainConfig(weight_bits=1, act_bits=2),
+                TrainConfig(weight_bits=2, act_bits=1, surrogate="ste"),
+                TrainConfig(act_bits=1, surrogate="ste"),
+                TrainConfig(weight_bits=1, act_bits=1, input_bits=4, surrogate="ste"),
+                TrainConfig(weight_bits=1, act_bits=1, arch="cnn", surrogate="ste"),
+                TrainConfig(weight_bits=1, act_bits=1),                      # sigmoid
+                TrainConfig(weight_bits=1, act_bits=1, surrogate="lsq")):
         assert (cfg.learning_rate_schedule, cfg.binary_grad) == ("cosine", "box"), cfg
-    cfg = TrainConfig(weight_bits=1, act_bits=1, lr_schedule="cosine", binary_act_grad="box")
+    cfg = TrainConfig(weight_bits=1, act_bits=1, lr_schedule="cosine", binary_act_grad="box",
+                      surrogate="ste")
     assert (cfg.learning_rate_schedule, cfg.binary_grad) == ("cosine", "box")
     assert TrainConfig(act_bits=1, binary_act_grad="triangle").binary_grad == "triangle"
     d = config_dict(w1a1)
