@@ -101,11 +101,11 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                    type=lambda v: v.replace("_", "-"),
                    help="learning-rate decay: cosine to 0 over all steps, or flat-cosine (the "
                         "peak for the first half, then a cosine to 0; default for the MLP w1a1 "
-                        "at a 1-bit input)")
+                        "at a 1-bit input with the STE)")
     p.add_argument("--binary-act-grad", choices=("box", "triangle"), default=None,
                    help="1-bit activations: the straight-through gradient, box (the clipped "
                         "STE) or triangle (peak at the threshold, zero 2 steps away; default "
-                        "for the MLP w1a1 at a 1-bit input)")
+                        "for the MLP w1a1 at a 1-bit input with the STE)")
     p.add_argument("--epochs", type=_bits(1, 10000, "--epochs"), default=60)
     p.add_argument("--seed", type=int, default=0)
 
