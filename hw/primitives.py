@@ -275,8 +275,7 @@ def multiply_narrow(w, x) -> Value:
     """``w * x`` as :func:`multiply_shift_add` over the bits of the narrower operand (``w`` on a
     tie): ``len(x) - 1`` adders instead of ``len(w) - 1`` when the input is narrower; a 1-bit
     unsigned ``x`` just gates ``w`` (``Mux(x, w, 0)``, no adder)."""
-    w, x = Value.cast(w), Value.cast(x)
-    return multiply_shift_add(x, w) if len(x) < len(w) else multiply_shift_add(w, x)
+    return split_product_terms(w, x, 1)[0]
 
 
 def split_product_terms(w, x, parts: int) -> list[Value]:

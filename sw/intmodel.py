@@ -36,6 +36,8 @@ VERSIONS = (1, 2)
 MAX_ACC_BITS = 48
 MAX_CODE_BITS = 32
 MAX_SHIFT = 62
+#: Largest requantization multiplier (a signed 32-bit value).
+MAX_MULTIPLIER = (1 << 31) - 1
 MAX_WEIGHT_BITS = 8
 #: Limits on sizes, so a corrupt file cannot ask for absurd allocations.
 MAX_FEATURES = 1 << 16
@@ -695,7 +697,7 @@ class Requant:
         if isinstance(d.get("shift"), list) or isinstance(d.get("multiplier"), list):
             return ChannelRequant.from_dict(d, where)
         bits, signed, lo, hi, rounding = _requant_fields(d, where)
-        mult = _opt_int(d, "multiplier", where, 1, 1, (1 << 31) - 1)
+        mult = _opt_int(d, "multiplier", where, 1, 1, MAX_MULTIPLIER)
         return cls(_name(d, where), _int(d, "shift", where, 0, MAX_SHIFT), rounding, bits,
                    signed, lo, hi, mult)
 
@@ -704,7 +706,7 @@ class Requant:
         if not _is_int(self.shift) or not 0 <= self.shift <= MAX_SHIFT:
             raise ModelFormatError(f"{where}.shift ({self.name}): {self.shift!r} outside "
                                    f"[0, {MAX_SHIFT}]")
-        if not _is_int(self.multiplier) or not 1 <= self.multiplier < 1 << 31:
+        if not _is_int(self.multiplier) or not 1 <= self.multiplier <= MAX_MULTIPLIER:
             raise ModelFormatError(f"{where}.multiplier ({self.name}): {self.multiplier!r} "
                                    "outside [1, 2**31 - 1]")
         if max(abs(x.lo), abs(x.hi)) * self.multiplier >= 1 << 62:
@@ -781,16 +783,16 @@ class ChannelRequant:
         else:
             shift = [_int(d, "shift", where, 0, MAX_SHIFT)] * n
         if isinstance(mult, list):
-            mult = _int_list(d, "multiplier", where, 1, (1 << 31) - 1, length=len(shift))
+            mult = _int_list(d, "multiplier", where, 1, MAX_MULTIPLIER, length=len(shift))
         else:
-            mult = [_opt_int(d, "multiplier", where, 1, 1, (1 << 31) - 1)] * len(shift)
+            mult = [_opt_int(d, "multiplier", where, 1, 1, MAX_MULTIPLIER)] * len(shift)
         return cls(_name(d, where), np.array(shift, dtype=np.int64), rounding, bits, signed, lo,
                    hi, np.array(mult, dtype=np.int64))
 
     def check(self, x: CodeType, where: str) -> None:
         _check_requant_common(self, where)
         for key, arr, lo, hi in (("shift", self.shift, 0, MAX_SHIFT),
-                                 ("multiplier", self.multiplier, 1, (1 << 31) - 1)):
+                                 ("multiplier", self.multiplier, 1, MAX_MULTIPLIER)):
             if not isinstance(arr, np.ndarray) or arr.ndim != 1 or not 1 <= len(arr) \
                     <= MAX_CHANNELS:
                 raise ModelFormatError(f"{where}.{key} ({self.name}): expected a 1-D array of "

@@ -442,7 +442,7 @@ class QuantMLP(nn.Module):
             if len(layer) == 9:
                 saved.append((ls, s_w, gs_w, None))
                 return z, saved
-            surrogate, hi_a, gs_a, bn = layer[9:13]
+            surrogate, hi_a, gs_a, bn, _, binary_grad = layer[9:15]
             ea = aexps[i]
             s_a = 2.0 ** ea
             u, rbn = z, None
@@ -457,7 +457,7 @@ class QuantMLP(nn.Module):
                 u = zc * f + bn.beta
                 if need_grad:
                     rbn = (zc * rstd, f, batch)
-            y, ra = act_quant_fwd(u, s_a, surrogate, hi_a, need_grad, layer[14])
+            y, ra = act_quant_fwd(u, s_a, surrogate, hi_a, need_grad, binary_grad)
             if bn is not None and surrogate.hard:
                 # The exact integer comparison the exported layer makes (the gradient is the
                 # surrogate's through BatchNorm, as in forward_composed).

@@ -45,6 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import arith
+from .intmodel import MAX_MULTIPLIER
 from .surrogates import STERoundFn, Surrogate, make_surrogate, round_half_up, ste_round
 from .tensorops import pass_inside, scalar
 
@@ -111,7 +112,7 @@ def free_requant_params(log2_ratio: float) -> tuple[int, int]:
     m = max(m, 1)
     while m % 2 == 0 and shift > 0:
         m, shift = m >> 1, shift - 1
-    if m > (1 << 31) - 1:
+    if m > MAX_MULTIPLIER:
         raise ValueError(f"requantization ratio 2**{log2_ratio:.3f} needs a multiplier of {m}, "
                          f"above the integer model's limit 2**31 - 1")
     return shift, m
@@ -260,6 +261,13 @@ def binary_triangle_grad(v: torch.Tensor) -> torch.Tensor:
     return torch.clamp(1 - (v - 0.5).abs() / TRIANGLE_HALF_WIDTH, min=0)
 
 
+def reshapes_binary_grad(binary_grad: str, hi: int, surrogate, dr) -> bool:
+    """Does ``binary_grad`` replace this activation's gradient: the ``"triangle"``, a 1-bit code
+    (``hi == 1``) and a clipped straight-through gradient (``R'`` None from the surrogate's
+    :meth:`~softfloor.surrogates.Surrogate.round_and_grad`, ``clip_grad``)?"""
+    return binary_grad == "triangle" and hi == 1 and dr is None and surrogate.clip_grad
+
+
 def act_quant_fwd(x, s: float, surrogate, hi: int, need_grad: bool = True,
                   binary_grad: str = "box"):
     """Forward of the fused activation quantizer: ``(s * clamp(R(x / s), 0, hi), saved)``.
@@ -277,7 +285,7 @@ def act_quant_fwd(x, s: float, surrogate, hi: int, need_grad: bool = True,
     y = q * scalar(s, dt)
     if not need_grad:
         return y, None
-    tri = binary_grad == "triangle" and hi == 1 and dr is None and surrogate.clip_grad
+    tri = reshapes_binary_grad(binary_grad, hi, surrogate, dr)
     return y, (v, q, dr, r if surrogate.clip_grad else None, hi, tri)
 
 
@@ -586,9 +594,10 @@ class QuantReLU(nn.Module):
             return sd * self.surrogate.quantize(x / sd, self.lo, self.hi)
         v = x / s
         q = self.surrogate.quantize(v, self.lo, self.hi)
-        if self.binary_grad == "triangle" and self.surrogate.clip_grad:
-            rg = self.surrogate.round_and_grad(v.detach(), True)
-            if rg is not None and rg[1] is None:     # a straight-through gradient: reshape it
+        if self.binary_grad != "box":
+            rg = self.surrogate.round_and_grad(v.detach(), True)   # None: no closed form
+            if rg is not None and reshapes_binary_grad(self.binary_grad, self.hi,
+                                                       self.surrogate, rg[1]):
                 q = _BinaryTriangleFn.apply(v, q.detach())
         return s * q
 

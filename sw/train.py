@@ -149,9 +149,8 @@ class TrainConfig:
                 or not 0.0 <= self.pact_decay < math.inf:
             raise ValueError(f"pact_decay (PACT's L2 weight of its clip levels) must be a finite "
                              f"number >= 0, got {self.pact_decay!r}")
-        if self.lr_schedule is not None and self.lr_schedule not in LR_SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, "
-                             f"got {self.lr_schedule!r}")
+        if self.lr_schedule is not None:
+            check_lr_schedule(self.lr_schedule)
         check_binary_grad(self.binary_grad, self.act_bits)
         shift, noise = self.augment_options
         if isinstance(shift, bool) or not isinstance(shift, int) or not 0 <= shift < 8:
@@ -422,13 +421,13 @@ def check_integer_scales(model) -> None:
     """Raise :class:`TrainingDiverged` when a requantization of ``model``'s integer layers
     (:meth:`~softfloor.models.QuantMLP.integer_layers`) is outside the integer model file's
     limits, naming the layer and the limit (before anything computes with it)."""
-    from .intmodel import MAX_SHIFT
+    from .intmodel import MAX_MULTIPLIER, MAX_SHIFT
     for i, layer in enumerate(model.integer_layers(), 1):
         if layer.requant is None:
             continue
         shift, mult = layer.requant[0], layer.requant[4]
         top = lambda v: int(v.max()) if isinstance(v, torch.Tensor) else int(v)  # noqa: E731
-        if top(mult) >= 1 << 31 or top(shift) > MAX_SHIFT:
+        if top(mult) > MAX_MULTIPLIER or top(shift) > MAX_SHIFT:
             raise TrainingDiverged(
                 f"training diverged: layer {i}'s requantization needs shift {top(shift)}, "
                 f"multiplier 2**{top(mult).bit_length() - 1} (its scales drifted apart); an "
@@ -437,17 +436,23 @@ def check_integer_scales(model) -> None:
                 "widths), a lower lr or BatchNorm")
 
 
+def check_lr_schedule(schedule: str) -> str:
+    """``schedule`` if it is one of :data:`LR_SCHEDULES`, else ValueError."""
+    if schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)} (the lr "
+                         f"schedule), got {schedule!r}")
+    return schedule
+
+
 def lr_factor(schedule: str, step: int, total: int) -> float:
     """The learning rate at ``step`` of ``total`` as a fraction of the peak: ``"cosine"``
     ``(1 + cos(pi t)) / 2`` with ``t = step / total``; ``"flat_cosine"`` 1 while ``t < 1/2``,
     then ``(1 + cos(pi (2 t - 1))) / 2``; 0 from ``total`` on."""
     step = min(step, total)
-    if schedule == "cosine":
+    if check_lr_schedule(schedule) == "cosine":
         return 0.5 * (1 + math.cos(math.pi * step / total))
-    if schedule == "flat_cosine":
-        t = step / total
-        return 1.0 if t < 0.5 else 0.5 * (1 + math.cos(math.pi * (2 * t - 1)))
-    raise ValueError(f"lr schedule must be one of {', '.join(LR_SCHEDULES)}, got {schedule!r}")
+    t = step / total                                      # flat_cosine
+    return 1.0 if t < 0.5 else 0.5 * (1 + math.cos(math.pi * (2 * t - 1)))
 
 
 def _fit(model, params, x, y, cfg: TrainConfig, on_epoch, progress: Progress | None,
