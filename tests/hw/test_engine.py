@@ -190,28 +190,18 @@ def test_requant_engine_timing():
     assert np.all(np.diff(r.out_cycles) == 1)
 
 
-@pytest.mark.parametrize("wb", [6, 8])
-def test_split_products_timing(wb):
-    """Wide shift-add products become two registered partial products: one more tree level."""
-    rng = np.random.default_rng(wb)
-    model = random_model(rng, [12, 6], in_bits=8, weight_bits=wb, final_requant=True)
-    eng = DenseEngine(model.layers[0], model.input.code_type, model.layers[1], pe=2, simd=3)
-    assert eng.product_terms == 2 and eng.tree_levels == 3
-    codes = random_codes(rng, model, 4)
-    got, r = run_engine(eng, codes)
-    np.testing.assert_array_equal(got, eng.model(codes))
-    assert r.out_cycles[5] - r.in_cycles[0] == eng.latency
-
-
-@pytest.mark.parametrize("in_bits,in_signed", [(1, False), (3, False), (4, True)])
-def test_narrow_inputs_gate_wide_weights(in_bits, in_signed):
-    """8-bit weights on inputs narrower than SPLIT_WEIGHT_BITS: the product iterates over the
+@pytest.mark.parametrize("wb,in_bits,in_signed,terms,levels", [
+    (6, 8, None, 2, 3), (8, 8, None, 2, 3),                        # wide products: split
+    (8, 1, False, 1, 2), (8, 3, False, 1, 2), (8, 4, True, 1, 2)])  # narrow inputs: one term
+def test_product_terms_timing(wb, in_bits, in_signed, terms, levels):
+    """Wide shift-add products become two registered partial products: one more tree level.
+    8-bit weights on inputs narrower than SPLIT_WEIGHT_BITS: the product iterates over the
     input's bits (a 1-bit input gates the weight), one term per lane, no extra tree level."""
-    rng = np.random.default_rng(in_bits)
-    model = random_model(rng, [12, 6], in_bits=in_bits, in_signed=in_signed, weight_bits=8,
-                         final_requant=True, worst_case=True)
+    rng = np.random.default_rng(wb if in_bits == 8 else in_bits)
+    model = random_model(rng, [12, 6], in_bits=in_bits, in_signed=in_signed, weight_bits=wb,
+                         final_requant=True, worst_case=in_bits < 8)
     eng = DenseEngine(model.layers[0], model.input.code_type, model.layers[1], pe=2, simd=3)
-    assert eng.product_terms == 1 and eng.tree_levels == 2
+    assert eng.product_terms == terms and eng.tree_levels == levels
     codes = random_codes(rng, model, 4)
     got, r = run_engine(eng, codes)
     np.testing.assert_array_equal(got, eng.model(codes))
