@@ -31,6 +31,8 @@ Rules
   with the same rounding modes, computed in float64.
 * Multi-threshold (FINN/QONNX ``MultiThreshold``): ``y = out_bias + #{t : thresholds[t] <= x}``,
   the number of thresholds at or below ``x``. Any order of thresholds; monotone in ``x``.
+* Table lookup (``lut``): ``y = table[x - in_lo]``, any function of one code.
+* Argmax: the index of the *first* maximum along the last axis (``numpy.argmax``).
 
 The integer functions use only operators that numpy arrays, Python ints and torch integer tensors
 all share (``+``, ``>>``, ``&``, ``==``, ``.clip``), so the very same code runs in training and in
@@ -144,6 +146,24 @@ def multithreshold(x, thresholds, out_bias: int = 0):
     for t in range(thresholds.shape[-1]):
         count = count + (x >= thresholds[..., t]) * 1
     return count + int(out_bias)
+
+
+def table_lookup(x, table, in_lo: int):
+    """``table[x - in_lo]``: the one table-lookup rule (the ``lut`` op).
+
+    ``x`` is an int, a numpy integer array or a torch integer tensor (then ``table`` is a tensor
+    on the same device); every ``x - in_lo`` must index the table.
+    """
+    if isinstance(x, (int, np.integer)):
+        return int(table[int(x) - int(in_lo)])
+    return table[x - int(in_lo)]
+
+
+def argmax_first(x):
+    """Index of the first maximum along the last axis: the one argmax rule (ties: lowest
+    index). Works on numpy arrays and torch tensors (``torch.argmax`` returns the first maximal
+    index as well)."""
+    return x.argmax(-1) if not isinstance(x, np.ndarray) else np.argmax(x, axis=-1)
 
 
 def round_float(v: np.ndarray, mode: str = DEFAULT_ROUNDING) -> np.ndarray:

@@ -14,7 +14,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .intmodel import IntModel, ModelFormatError
+from .intmodel import Argmax, IntModel, ModelFormatError
 
 #: Samples per chunk when streaming.
 CHUNK = 65536
@@ -108,7 +108,8 @@ def dequantize(model: IntModel, out_codes: np.ndarray) -> np.ndarray:
 
 
 def predict(model: IntModel, codes: np.ndarray) -> np.ndarray:
-    """Class index per sample: argmax of the outputs (first maximum on ties).
+    """Class index per sample: argmax of the outputs (first maximum on ties), or the output
+    itself when the model ends in an ``argmax`` op.
 
     With one output scale this is the argmax of the integer codes; with per-channel scales the
     codes are not comparable across channels, so it is the argmax of the dequantized values.
@@ -117,8 +118,11 @@ def predict(model: IntModel, codes: np.ndarray) -> np.ndarray:
 
 
 def classify(model: IntModel, out_codes: np.ndarray) -> np.ndarray:
-    """Class index per sample from output codes (see :func:`predict`)."""
+    """Class index per sample from output codes (see :func:`predict`); a model ending in an
+    ``argmax`` op outputs the class index itself."""
     out = np.asarray(out_codes)
+    if isinstance(model.layers[-1], Argmax):
+        return out.reshape(out.shape[0], -1)[:, 0]
     if model.output.per_channel:
         return np.argmax(dequantize(model, out), axis=1)
     return np.argmax(out.reshape(out.shape[0], -1), axis=1)

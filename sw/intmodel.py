@@ -29,9 +29,9 @@ from . import arith
 
 FORMAT = "softfloor.intmodel"
 #: The newest format version this softfloor reads and writes.
-VERSION = 2
+VERSION = 3
 #: Every version this softfloor reads.
-VERSIONS = (1, 2)
+VERSIONS = (1, 2, 3)
 #: Widest accumulator accepted: partial sums stay exact in int64 and in float64 (53-bit mantissa).
 MAX_ACC_BITS = 48
 MAX_CODE_BITS = 32
@@ -48,6 +48,8 @@ MAX_KERNEL = 16
 MAX_STRIDE = 16
 MAX_PAD = 16
 MAX_THRESHOLDS = 1 << 16
+#: Most entries of a ``lut`` table: every code of a 12-bit input.
+MAX_LUT_ENTRIES = 1 << 12
 #: Thresholds and pad values are bounded like 62-bit integers (no int64 overflow anywhere).
 MAX_ABS_THRESHOLD = 1 << 62
 
@@ -886,11 +888,126 @@ class MultiThreshold:
                 f"[{clo}, {chi}]")
 
 
+@dataclass
+class Lut:
+    """``y = table[x - in_lo]``: any function of one code, the same table for every element.
+
+    The table covers the input codes ``in_lo .. in_lo + len(table) - 1``, which must include
+    every code the previous layer can produce; its entries are codes of the output type
+    ``bits``/``signed``. The activation unit of a quantized network (sigmoid, tanh, GELU, SiLU
+    of a code).
+    """
+    name: str
+    table: np.ndarray
+    in_lo: int
+    bits: int
+    signed: bool
+    op: str = field(default="lut", init=False)
+    min_version = 3
+
+    @property
+    def in_hi(self) -> int:
+        return int(self.in_lo) + len(self.table) - 1
+
+    def out_type(self, x: CodeType) -> CodeType:
+        reach = self.table[x.lo - self.in_lo:x.hi - self.in_lo + 1]
+        return CodeType(self.bits, self.signed, int(reach.min()), int(reach.max()))
+
+    def out_shape(self, shape: tuple[int, ...], where: str) -> tuple[int, ...]:
+        return shape
+
+    def macs(self, in_shape=None) -> int:
+        return 0
+
+    def execute(self, x: np.ndarray) -> np.ndarray:
+        return arith.table_lookup(x, self.table, self.in_lo)
+
+    def to_dict(self) -> dict:
+        return {"op": "lut", "name": self.name, "bits": self.bits, "signed": self.signed,
+                "in_lo": int(self.in_lo), "entries": len(self.table),
+                "table": self.table.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str) -> "Lut":
+        _no_extra(d, {"op", "name", "bits", "signed", "in_lo", "entries", "table"}, where)
+        bits = _int(d, "bits", where, 1, MAX_CODE_BITS)
+        signed = _bool(d, "signed", where)
+        n = _int(d, "entries", where, 1, MAX_LUT_ENTRIES)
+        in_lo = _int(d, "in_lo", where, -(1 << MAX_CODE_BITS), 1 << MAX_CODE_BITS)
+        lo, hi = arith.code_range(bits, signed)
+        table = _int_array(d, "table", where, (n,), lo, hi)
+        return cls(_name(d, where), table, in_lo, bits, signed)
+
+    def check(self, x: CodeType, where: str) -> None:
+        if not _is_int(self.bits) or not 1 <= self.bits <= MAX_CODE_BITS:
+            raise ModelFormatError(f"{where}.bits ({self.name}): {self.bits!r} outside "
+                                   f"[1, {MAX_CODE_BITS}]")
+        if not isinstance(self.signed, bool):
+            raise ModelFormatError(f"{where}.signed ({self.name}): expected true or false")
+        t = self.table
+        if (not isinstance(t, np.ndarray) or t.ndim != 1 or not 1 <= len(t) <= MAX_LUT_ENTRIES):
+            raise ModelFormatError(f"{where}.table ({self.name}): expected 1 to "
+                                   f"{MAX_LUT_ENTRIES} integers")
+        lo, hi = arith.code_range(self.bits, self.signed)
+        _check_codes(t, f"{where}.table ({self.name})", t.shape, lo, hi)
+        if not _is_int(self.in_lo):
+            raise ModelFormatError(f"{where}.in_lo ({self.name}): expected an integer")
+        if x.lo < self.in_lo or x.hi > self.in_hi:
+            raise ModelFormatError(
+                f"{where}.in_lo ({self.name}): the table covers input codes "
+                f"[{self.in_lo}, {self.in_hi}], but the previous layer gives [{x.lo}, {x.hi}]: "
+                f"extend the table to every input code")
+
+
+@dataclass
+class Argmax:
+    """``y = index of the first maximum`` of a flat ``(features,)`` tensor: the class index, a
+    ``(1,)`` tensor of unsigned codes ``0 .. features-1``.
+
+    It compares codes: put it after a layer whose codes share one scale (per-channel scales
+    make codes incomparable across channels).
+    """
+    name: str
+    features: int
+    op: str = field(default="argmax", init=False)
+    min_version = 3
+
+    def out_type(self, x: CodeType) -> CodeType:
+        return CodeType(max(1, (self.features - 1).bit_length()), False, 0, self.features - 1)
+
+    def out_shape(self, shape: tuple[int, ...], where: str) -> tuple[int, ...]:
+        if tuple(shape) != (self.features,):
+            raise ModelFormatError(f"{where}.features ({self.name}): argmax over "
+                                   f"{self.features} values, but the previous layer gives shape "
+                                   f"{_shape_str(shape)} (a flat tensor; add a flatten before it)")
+        return (1,)
+
+    def macs(self, in_shape=None) -> int:
+        return 0
+
+    def execute(self, x: np.ndarray) -> np.ndarray:
+        return arith.argmax_first(x.reshape(x.shape[0], -1))[:, None].astype(np.int64)
+
+    def to_dict(self) -> dict:
+        return {"op": "argmax", "name": self.name, "features": self.features}
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str) -> "Argmax":
+        _no_extra(d, {"op", "name", "features"}, where)
+        return cls(_name(d, where), _int(d, "features", where, 1, MAX_FEATURES))
+
+    def check(self, x: CodeType, where: str) -> None:
+        if not _is_int(self.features) or not 1 <= self.features <= MAX_FEATURES:
+            raise ModelFormatError(f"{where}.features ({self.name}): {self.features!r} outside "
+                                   f"[1, {MAX_FEATURES}]")
+
+
 #: JSON ``op`` name -> class (``requant`` with list ``shift``/``multiplier`` gives ChannelRequant).
 OPS = {"dense": Dense, "requant": Requant, "conv2d": Conv2d, "maxpool2d": MaxPool2d,
-       "flatten": Flatten, "multithreshold": MultiThreshold}
+       "flatten": Flatten, "multithreshold": MultiThreshold, "lut": Lut, "argmax": Argmax}
 #: Every class an IntModel layer may be.
-LAYER_TYPES = (Dense, Requant, ChannelRequant, Conv2d, MaxPool2d, Flatten, MultiThreshold)
+LAYER_TYPES = (Dense, Requant, ChannelRequant, Conv2d, MaxPool2d, Flatten, MultiThreshold, Lut,
+               Argmax)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1219,6 +1336,10 @@ def _describe(layer) -> str:
         return f"maxpool2d {layer.kernel[0]}x{layer.kernel[1]} s{layer.stride[0]},{layer.stride[1]}"
     if isinstance(layer, Flatten):
         return "flatten"
+    if isinstance(layer, Lut):
+        return f"lut {len(layer.table)} entries from {layer.in_lo}"
+    if isinstance(layer, Argmax):
+        return f"argmax over {layer.features}"
     if isinstance(layer, MultiThreshold):
         return (f"multithreshold {layer.thresholds.shape[0]}x{layer.steps} "
                 f"+{layer.out_bias}")

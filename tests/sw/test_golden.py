@@ -37,6 +37,11 @@ def interpret(model: im.IntModel, sample) -> list[int]:
             x = _conv(x, layer)
         elif isinstance(layer, im.MaxPool2d):
             x = _pool(x, layer)
+        elif isinstance(layer, im.Lut):
+            table = layer.table.tolist()
+            x = _map(x, lambda v, c: table[v - layer.in_lo])
+        elif isinstance(layer, im.Argmax):
+            x = [x.index(max(x))]
         else:
             raise AssertionError(type(layer))
     return _flatten(x)
@@ -205,3 +210,42 @@ def test_wide_convolutions_stay_exact(in_bits, bias):
     out = golden.run(m, x)
     for s in range(len(x)):
         assert out[s].tolist() == interpret(m, x[s])
+
+
+def with_lut_and_argmax(rng, model: im.IntModel) -> im.IntModel:
+    """``model`` with a random table after every Requant and an argmax at the end."""
+    types, layers = model.types(), []
+    for k, layer in enumerate(model.layers):
+        layers.append(layer)
+        if isinstance(layer, im.Requant):
+            t = types[k + 1]
+            ob, sg = int(rng.integers(1, 9)), bool(rng.integers(2))
+            lo, hi = arith.code_range(ob, sg)
+            in_lo = t.lo - int(rng.integers(0, 3))
+            table = rng.integers(lo, hi + 1, size=t.hi - in_lo + 1 + int(rng.integers(0, 3)))
+            layers.append(im.Lut(f"lut{k}", table, in_lo, ob, sg))
+    shape = model.output_shape
+    layers.append(im.Argmax("argmax", int(np.prod(shape))))
+    return im.IntModel(model.input, layers, im.OutputSpec(1.0), model.name)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_golden_matches_interpreter_with_lut_and_argmax(seed):
+    rng = np.random.default_rng(300 + seed)
+    m = with_lut_and_argmax(rng, random_model(rng, (10, 7, 5), final_requant=seed % 2 == 0))
+    x = random_codes(rng, m, 80)
+    out = golden.run(m, x)
+    assert m.output_shape == (1,) and out.shape == (80, 1)
+    for s in range(len(x)):
+        assert out[s].tolist() == interpret(m, x[s])
+    np.testing.assert_array_equal(golden.predict(m, x), out[:, 0])
+    assert im.IntModel.from_dict(m.to_dict()).to_dict() == m.to_dict()
+    assert m.to_dict()["version"] == 3
+
+
+def test_argmax_takes_the_first_maximum():
+    spec = im.InputSpec((4,), 4, True, 1.0)
+    m = im.IntModel(spec, [im.Argmax("am", 4)], im.OutputSpec(1.0))
+    x = np.array([[3, 7, 7, 1], [-8, -8, -8, -8], [0, 0, 0, 5]])
+    assert golden.run(m, x)[:, 0].tolist() == [1, 0, 3]
+    assert m.output_type == im.CodeType(2, False, 0, 3)

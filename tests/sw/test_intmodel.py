@@ -340,3 +340,44 @@ def test_input_spec_equals_itself_read_back():
         assert back == spec and back.code_type == spec.code_type
     assert InputSpec((4,), 4, False, 0.25, lo=0, hi=15) == InputSpec((4,), 4, False, 0.25)
     assert InputSpec((4,), 8, True, 0.5, lo=-127).narrowed
+
+
+def _lut_model(table=None, in_lo=-8):
+    spec = im.InputSpec((3,), 4, True, 0.5)
+    table = np.arange(16) // 2 if table is None else table
+    return im.IntModel(spec, [im.Lut("act", np.asarray(table), in_lo, 3, False),
+                              im.Argmax("cls", 3)], im.OutputSpec(1.0))
+
+
+def test_lut_and_argmax_round_trip_as_version_3(tmp_path):
+    m = _lut_model()
+    p = im.save(m, tmp_path / "m.intmodel.json")
+    back = im.load(p)
+    assert back.to_dict() == m.to_dict() and m.to_dict()["version"] == 3
+    assert m.types()[1] == im.CodeType(3, False, 0, 7)
+    d = m.to_dict() | {"version": 2}
+    with pytest.raises(im.ModelFormatError, match=r"model.version: 2, but layers\[0\] \(lut\) "
+                                                  r"needs version 3"):
+        im.IntModel.from_dict(d)
+
+
+@pytest.mark.parametrize("mutate, match", [
+    (lambda d: d["layers"][0].update(in_lo=-7), r"layers\[0\].in_lo \(act\): the table covers"),
+    (lambda d: d["layers"][0].update(entries=17), r"layers\[0\].table"),
+    (lambda d: d["layers"][0]["table"].__setitem__(3, 8), r"layers\[0\].table"),
+    (lambda d: d["layers"][0].update(entries=5000), r"layers\[0\].entries"),
+    (lambda d: d["layers"][0].pop("in_lo"), r"layers\[0\].*in_lo"),
+    (lambda d: d["layers"][1].update(features=4), r"layers\[1\].features \(cls\)"),
+    (lambda d: d["layers"][1].update(extra=1), r"layers\[1\].*extra"),
+])
+def test_lut_and_argmax_corruptions_name_the_field(mutate, match):
+    d = json.loads(json.dumps(_lut_model().to_dict()))
+    mutate(d)
+    with pytest.raises(im.ModelFormatError, match=match):
+        im.IntModel.from_dict(d)
+
+
+def test_argmax_needs_a_flat_input():
+    spec = im.InputSpec((1, 2, 2), 4, True, 0.5)
+    with pytest.raises(im.ModelFormatError, match=r"layers\[0\].features \(cls\).*flatten"):
+        im.IntModel(spec, [im.Argmax("cls", 4)], im.OutputSpec(1.0))
