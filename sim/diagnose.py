@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import golden
-from ..intmodel import IntModel
+from softfloor import golden
+from softfloor.intmodel import IntModel
 
 __all__ = ["probe_specs", "stream_order", "first_bad_layer", "diagnose", "Diagnosis", "first_mismatch"]
 
