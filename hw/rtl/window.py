@@ -247,13 +247,21 @@ class SlidingWindow(wiring.Component):
 
         full = Signal(2)
         set_full, clr_full = Signal(2), Signal(2)
+        rd_bank = Signal()
         m.d.sync += full.eq((full | set_full) & ~clr_full)
 
         # ---- write side ----------------------------------------------------------------------
         wr_bank = Signal()
         wr_word = Signal(range(max(2, words)))
         take = Signal()
-        m.d.comb += [self.i.ready.eq(~full.bit_select(wr_bank, 1)),
+        # Early release (below): a bank is free once its last transfer is issued, while stages
+        # a and b still hold up to two reads of it. Without stalls those reads happen in the
+        # next two cycles, before the writer reaches the words they need (release_hazard); while
+        # the read pipeline stalls, the writer waits instead of writing the released bank.
+        pending_old = Signal()
+        m.d.comb += self.i.ready.eq(~full.bit_select(wr_bank, 1)
+                                    & ~(pending_old & (wr_bank != rd_bank)))
+        m.d.comb += [
                      take.eq(self.i.valid & self.i.ready),
                      wp.addr.eq(addr(wr_word, wr_bank)), wp.data.eq(Value.cast(self.i.payload)),
                      wp.en.eq(take)]
@@ -270,7 +278,6 @@ class SlidingWindow(wiring.Component):
         res = stream.Signature(transfer_shape(self.element_shape, n)).create()
         advance = Signal()
         m.d.comb += advance.eq(~res.valid | res.ready)
-        rd_bank = Signal()
         issue = Signal()
         t = Signal(range(max(2, T)))
         ox = Signal(range(max(2, self.ow)))
@@ -320,6 +327,8 @@ class SlidingWindow(wiring.Component):
         v1 = Signal(name="v1")
         bank_a = reg(rd_bank, "bank_a")
         bank_b = reg(bank_a, "bank_b")
+        m.d.comb += pending_old.eq(~advance & ((va & (bank_a != rd_bank))
+                                               | (vb & (bank_b != rd_bank))))
         if self.late_release:
             rel_a = reg(issue & last_t & last_x & last_y, "rel_a", 1)
             rel_b = reg(rel_a, "rel_b", 1)

@@ -78,3 +78,18 @@ def test_window_twin_is_conv_im2col():
 def test_release_hazard_cases():
     assert [release_hazard(c[0], c[1], c[2], c[3], c[4], c[5], c[6]) for c in CASES] == \
         [False] * 5 + [True] * 3
+
+
+@pytest.mark.parametrize("shape,order,kernel,k,n", [((2, 3, 3), "chw", (1, 1), 1, 1),
+                                                    ((3, 4, 4), "hwc", (2, 2), 2, 4)])
+def test_window_long_output_stalls(shape, order, kernel, k, n):
+    """Regression: long output stalls right after a frame's last tap transfer was issued (its
+    bank already released) must not let the next frame overwrite the words the stalled reads
+    still need (a conv before a slow layer, seen in a conv -> threshold -> lut -> dense top)."""
+    rng = np.random.default_rng(11)
+    win = SlidingWindow(shape, unsigned(4), order=order, kernel=kernel,
+                        in_elements_per_transfer=k, out_elements_per_transfer=n)
+    frames = rng.integers(0, 16, (12, int(np.prod(shape))))
+    for seed in range(3):
+        got, _ = run_window(win, frames, stall=0.9, seed=seed)
+        np.testing.assert_array_equal(got, win.model(frames))
