@@ -90,7 +90,7 @@ class ArgmaxUnit(wiring.Component):
         for j in range(n):
             x = data[j * b:(j + 1) * b]
             pairs.append((x.as_signed() if self.in_shape.signed else x,
-                          (t * n + j)[:len(ishape)] if transfers > 1 else Const(j, ishape)))
+                          (t * n + j)[:ishape.width] if transfers > 1 else Const(j, ishape)))
         while len(pairs) > 1:
             nxt = []
             for k in range(0, len(pairs), 2):
