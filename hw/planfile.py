@@ -148,13 +148,12 @@ def parse_plan(doc, model: IntModel, device: str, *, where: str = "plan",
                      f"another model; re-plan with --plan-out")
     folded = []
     for k, (entry, op) in enumerate(zip(layers, ops)):
-        at = f"{where}: layers[{k}]"
         if not isinstance(entry, dict):
-            _fail(f"{at}", f"expected an object, got {type(entry).__name__}")
+            _fail(where, f"layers[{k}]: expected an object, got {type(entry).__name__}")
         if entry.get("name") != op.name or entry.get("kind") != op.kind:
-            _fail(at, f"is {entry.get('name')!r} ({entry.get('kind')}), but the model's "
-                      f"hardware layer {k} is {op.name!r} ({op.kind}): the plan was written "
-                      f"for another model; re-plan with --plan-out")
+            _fail(where, f"layers[{k}] is {entry.get('name')!r} ({entry.get('kind')}), but the "
+                         f"model's hardware layer {k} is {op.name!r} ({op.kind}): the plan was "
+                         f"written for another model; re-plan with --plan-out")
         at = f"{where}: layers[{k}] ({op.name})"
         allowed = set(op.plan_entry()) | {"report"}
         extra = sorted(set(entry) - allowed)
