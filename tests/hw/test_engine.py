@@ -258,3 +258,29 @@ def test_fully_unrolled_constant_weights(wb):
     assert set(np.diff(r.out_cycles[1:])) == {1}
     got, _ = run_engine(eng, codes, gap=0.3, stall=0.5, seed=wb)
     np.testing.assert_array_equal(got, golden.run(model, codes))
+
+
+@pytest.mark.parametrize("wb,pe,simd,dsp", [(10, 2, 3, False), (12, 1, 4, True),
+                                            (16, 3, 2, False), (12, 5, 7, False)])
+def test_weights_wider_than_8_bits(wb, pe, simd, dsp):
+    """Product widths, ROM words, partial products, constants and estimates follow
+    ``weight_bits`` (a QONNX import may bring weights wider than 8 bits): bit-exact folded,
+    on DSP products and fully unrolled, with the op's latency."""
+    from softfloor import arith
+    rng = np.random.default_rng(wb + pe)
+    w = rng.integers(*arith.code_range(wb, True), size=(5, 7), endpoint=True)
+    w[0, 0], w[1, 1] = arith.code_range(wb, True)            # both extremes
+    b = rng.integers(-100, 101, 5)
+    t = CodeType.full(6, True)
+    lo, hi = arith.dense_bounds(w, b, t.lo, t.hi)
+    ab = arith.bits_for_range(int(min(lo)), int(max(hi)))[0]
+    d = Dense("fc", w, b, wb, 8, ab)
+    wout = 5 if pe == 5 else 1
+    op = DenseOp.of(d, t, pe=pe, simd=simd, dsp=dsp, out_elements_per_transfer=wout,
+                    in_elements_per_transfer=7 if simd == 7 else 1)
+    assert op.estimate("up5k")["lc"] > 0 and op.estimate("ecp5-25f")["lc"] > 0
+    x = rng.integers(t.lo, t.hi + 1, (6, 7))
+    x[0] = np.where(w[0] > 0, t.hi, t.lo)                    # the accumulator bounds
+    got, r = run_engine(op, x)
+    np.testing.assert_array_equal(got, x @ w.T + b)
+    assert r.out_cycles[5 // wout - 1] - r.in_cycles[0] == op.latency
