@@ -28,8 +28,6 @@ from pathlib import Path
 
 from amaranth.back import verilog
 
-import numpy as np
-
 from softfloor.intmodel import IntModel, atomic_write_text, load
 from softfloor.hw import planner
 from softfloor.hw.pipeline import ADAPTER_LATENCY, IO_PINS_UP5K_SG48, Pipeline

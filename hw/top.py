@@ -38,7 +38,7 @@ from amaranth.lib.wiring import In, Out
 
 from softfloor import golden
 from softfloor.intmodel import IntModel
-from softfloor.hw.pipeline import (ADAPTER_LATENCY, IO_PINS_UP5K_SG48, Pipeline, beat_layouts,
+from softfloor.hw.pipeline import (ADAPTER_LATENCY, IO_PINS_UP5K_SG48, beat_layouts,
                                    check_split_output, default_elements_per_beat,
                                    output_element_bits)
 from softfloor.hw.planner import Plan, realize

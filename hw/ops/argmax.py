@@ -28,8 +28,6 @@ class ArgmaxOp(HwOp):
     kind = "argmax"
     layer_types = (Argmax,)
 
-    layer: Argmax
-
     @classmethod
     def of(cls, layer: Argmax, in_type: CodeType, *,
            elements_per_transfer: int = 1) -> "ArgmaxOp":
@@ -44,14 +42,9 @@ class ArgmaxOp(HwOp):
                 f"{lw.where()}: argmax of a flattened feature map that the hardware streams "
                 f"pixel by pixel (HWC) while the model indexes it channel-major (CHW): put a "
                 f"dense layer before the argmax")
-        op = cls(names=(lw.layer.name,), in_type=lw.in_type, in_shape=lw.shape,
-                 in_order=lw.order, layer=lw.layer)
+        op = cls.at(lw)
         lw.advance(1, "flat")
         return [op]
-
-    @property
-    def out_type(self) -> CodeType:
-        return self.layer.out_type(self.in_type)
 
     @property
     def rows(self) -> int:

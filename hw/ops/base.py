@@ -123,7 +123,8 @@ class HwOp:
     Fields common to every op: ``names`` (the model layers it computes, the first one names
     it; a dense or conv op also computes the requant it fuses), ``in_type`` (input code type),
     ``in_shape`` (input tensor shape), ``in_order`` (element order on the input stream),
-    ``in_ept`` / ``out_ept`` (elements per input / output transfer, chosen by the planner).
+    ``layer`` (the model layer it lowers), ``in_ept`` / ``out_ept`` (elements per input /
+    output transfer, chosen by the planner).
     """
     #: The manifest's ``kind`` of this op.
     kind: ClassVar[str] = ""
@@ -138,6 +139,7 @@ class HwOp:
     names: tuple
     in_type: CodeType
     in_shape: tuple
+    layer: object
     in_order: str = "flat"
     in_ept: int = 1
     out_ept: int = 1
@@ -153,6 +155,13 @@ class HwOp:
         """The ops of the layer at ``lw`` (consuming it, and any layer it fuses)."""
         raise NotImplementedError
 
+    @classmethod
+    def at(cls, lw: Lowering, **fields) -> "HwOp":
+        """The op of the layer at ``lw``: its name, input type, shape and order (``fields``
+        add to or override them); ``lw`` is not advanced."""
+        return cls(**{"names": (lw.layer.name,), "in_type": lw.in_type, "in_shape": lw.shape,
+                      "in_order": lw.order, "layer": lw.layer, **fields})
+
     # -- what it computes -------------------------------------------------------------------
     @property
     def name(self) -> str:
@@ -160,7 +169,8 @@ class HwOp:
 
     @property
     def out_type(self) -> CodeType:
-        raise NotImplementedError
+        """Code type of its output elements (the layer's own rule by default)."""
+        return self.layer.out_type(self.in_type)
 
     @property
     def in_elements(self) -> int:
@@ -367,7 +377,6 @@ class ElementwiseOp(HwOp):
     #: Cycles from an element's input transfer to its output transfer.
     latency_cycles: ClassVar[int] = ELEMENTWISE_LATENCY
 
-    layer: object
     channel_of: tuple = ()
 
     @classmethod
@@ -385,14 +394,9 @@ class ElementwiseOp(HwOp):
         chans = channel_of(lw.shape, lw.order)
         if lw.permutation is not None:     # a flattened HWC map: stream element e is C-order
             chans = [chans[int(p)] for p in lw.permutation]    # element permutation[e]
-        op = cls(names=(lw.layer.name,), in_type=lw.in_type, in_shape=lw.shape,
-                 in_order=lw.order, layer=lw.layer, channel_of=tuple(chans))
+        op = cls.at(lw, channel_of=tuple(chans))
         lw.advance(1, lw.order)
         return [op]
-
-    @property
-    def out_type(self) -> CodeType:
-        return self.layer.out_type(self.in_type)
 
     @property
     def rows(self) -> int:

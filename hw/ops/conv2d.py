@@ -15,22 +15,15 @@ from softfloor.intmodel import ChannelRequant, Conv2d, Requant
 from softfloor.hw.ops import cost
 from softfloor.hw.ops.base import HwOp, Lowering
 from softfloor.hw.ops.dense import DenseOp
+from softfloor.hw.ops.sliding import MAX_TAP_LANES, SlidingWindowOp, divisors
 from softfloor.hw.rtl.conv import ConvUnit, conv_as_dense
-from softfloor.hw.rtl.window import (RELEASE_DELAY, WINDOW_LATENCY, im2col, release_hazard,
-                                     window_taps)
+from softfloor.hw.rtl.window import WINDOW_LATENCY
 
-__all__ = ["Conv2dOp", "MAX_TAP_LANES", "divisors"]
-
-#: Most frame-memory read ports (window lanes) a conv/pool unit gets.
-MAX_TAP_LANES = 8
-
-
-def divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
+__all__ = ["Conv2dOp"]
 
 
 @dataclass(frozen=True, kw_only=True, eq=False, repr=False)
-class Conv2dOp(DenseOp):
+class Conv2dOp(SlidingWindowOp, DenseOp):
     """A conv layer: its matrix folded as a :class:`DenseOp`, its window over ``in_shape``."""
     kind = "conv"
     layer_types = (Conv2d,)
@@ -54,32 +47,11 @@ class Conv2dOp(DenseOp):
 
     @classmethod
     def lower(cls, lw: Lowering) -> list[HwOp]:
-        layer = lw.layer
         rq = lw.next_layer if isinstance(lw.next_layer, (Requant, ChannelRequant)) else None
-        op = cls(names=(layer.name,) + ((rq.name,) if rq else ()), in_type=lw.in_type,
-                 in_shape=lw.shape, in_order=lw.order, layer=layer,
-                 dense=conv_as_dense(layer), requant=rq)
+        op = cls.at(lw, dense=conv_as_dense(lw.layer), requant=rq,
+                    names=(lw.layer.name,) + ((rq.name,) if rq else ()))
         lw.advance(2 if rq else 1, "hwc")
         return [op]
-
-    # -- geometry ---------------------------------------------------------------------------
-    @property
-    def out_hw(self) -> tuple[int, int]:
-        L = self.layer
-        return window_taps(self.in_shape, L.kernel, L.stride, L.padding)[0]
-
-    @property
-    def pixels(self) -> int:
-        oh, ow = self.out_hw
-        return oh * ow
-
-    @property
-    def out_elements(self) -> int:
-        return self.pixels * self.rows
-
-    @property
-    def out_order(self) -> str:
-        return "hwc"
 
     @property
     def tap_ept(self) -> int:
@@ -96,24 +68,8 @@ class Conv2dOp(DenseOp):
         return self.tap_ept
 
     def model(self, x):
-        L = self.layer
-        taps = im2col(x, self.in_shape, self.in_order, L.kernel, L.stride, L.padding,
-                      L.pad_value)
+        taps = self.taps(x, self.layer.pad_value)
         return super().model(taps.reshape(-1, self.cols)).reshape(taps.shape[0], -1)
-
-    # -- widths and timing ------------------------------------------------------------------
-    def in_width_ok(self, d: int) -> bool:
-        return self.in_elements % d == 0 and d & (d - 1) == 0
-
-    @property
-    def late_release(self) -> bool:
-        L = self.layer
-        return release_hazard(self.in_shape, self.in_order, L.kernel, L.stride, L.padding,
-                              self.in_ept, self.tap_ept)
-
-    @property
-    def window_out_transfers(self) -> int:
-        return self.pixels * self.cols // self.tap_ept
 
     @property
     def plan_cycles(self) -> int:
@@ -125,9 +81,7 @@ class Conv2dOp(DenseOp):
 
     @property
     def initiation_interval(self) -> int:
-        window = max(self.in_transfers,
-                     self.window_out_transfers + (RELEASE_DELAY if self.late_release else 0))
-        return max(window, self.pixels * self.mvu_initiation_interval)
+        return max(self.window_initiation_interval, self.pixels * self.mvu_initiation_interval)
 
     @property
     def tail_latency(self) -> int:
@@ -138,11 +92,8 @@ class Conv2dOp(DenseOp):
     def macs(self) -> int:
         return int(self.dense.macs()) * self.pixels
 
-    # -- resources and hardware -------------------------------------------------------------
     def estimate(self, device: str = "up5k") -> dict:
-        return cost.add(self.estimate_mvu(device),
-                        cost.estimate_window(self.in_shape, self.in_type.bits, self.in_ept,
-                                             self.tap_ept, device))
+        return cost.add(self.estimate_mvu(device), self.estimate_window(device))
 
     def build(self) -> ConvUnit:
         return ConvUnit(self.layer, self.in_type, self.in_shape, order=self.in_order,
@@ -152,9 +103,4 @@ class Conv2dOp(DenseOp):
                         out_elements_per_transfer=self.out_ept, dsp=self.dsp)
 
     def manifest_entry(self, index: int, device: str) -> dict:
-        entry = super().manifest_entry(index, device)
-        L = self.layer
-        entry.update(frame=list(self.in_shape), pixels=self.pixels,
-                     out_frame=[self.rows, *self.out_hw], tap_elements_per_transfer=self.tap_ept,
-                     kernel=list(L.kernel), stride=list(L.stride))
-        return entry
+        return super().manifest_entry(index, device) | self.window_manifest()

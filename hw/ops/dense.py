@@ -96,7 +96,6 @@ class DenseOp(HwOp):
     layer_types = (Dense,)
     memories = ("rom", "constants")
 
-    layer: object
     dense: Dense
     requant: object = None
     pe: int = 1
@@ -145,8 +144,8 @@ class DenseOp(HwOp):
         if perm is not None:
             dense = Dense(layer.name, layer.weight[:, perm], layer.bias, layer.weight_bits,
                           layer.bias_bits, layer.acc_bits)
-        op = cls(names=(layer.name,) + ((rq.name,) if rq else ()), in_type=lw.in_type,
-                 in_shape=lw.shape, in_order=lw.order, layer=layer, dense=dense, requant=rq)
+        op = cls.at(lw, dense=dense, requant=rq,
+                    names=(layer.name,) + ((rq.name,) if rq else ()))
         lw.advance(2 if rq else 1, "flat")
         return [op]
 

@@ -3,7 +3,7 @@
 Lowering: a :class:`~softfloor.intmodel.MaxPool2d` on a ``(C, H, W)`` frame in the stream's
 order; the output frame leaves in ``"hwc"`` order, one element per transfer. The window reads
 ``tap_ept`` taps per cycle (the largest divisor of ``kh*kw`` up to
-:data:`~softfloor.hw.ops.conv2d.MAX_TAP_LANES`); no fold to choose.
+:data:`~softfloor.hw.ops.sliding.MAX_TAP_LANES`); no fold to choose.
 """
 from __future__ import annotations
 
@@ -14,21 +14,19 @@ import numpy as np
 from softfloor.intmodel import CodeType, MaxPool2d
 from softfloor.hw.ops import cost
 from softfloor.hw.ops.base import HwOp, Lowering
-from softfloor.hw.ops.conv2d import MAX_TAP_LANES, divisors
+from softfloor.hw.ops.sliding import MAX_TAP_LANES, SlidingWindowOp, divisors
 from softfloor.hw.rtl.conv import POOL_LATENCY, MaxPoolUnit
-from softfloor.hw.rtl.window import (RELEASE_DELAY, WINDOW_LATENCY, im2col, release_hazard,
-                                     window_taps)
+from softfloor.hw.rtl.window import WINDOW_LATENCY
 
 __all__ = ["MaxPool2dOp"]
 
 
 @dataclass(frozen=True, kw_only=True, eq=False, repr=False)
-class MaxPool2dOp(HwOp):
+class MaxPool2dOp(SlidingWindowOp, HwOp):
     """Max-pool over ``layer.kernel`` windows of the ``in_shape`` frame."""
     kind = "pool"
     layer_types = (MaxPool2d,)
 
-    layer: MaxPool2d
     #: Window lanes (divides ``kh*kw``); ``None``: as many as MAX_TAP_LANES allows.
     tap_lanes: int | None = None
 
@@ -43,14 +41,9 @@ class MaxPool2dOp(HwOp):
 
     @classmethod
     def lower(cls, lw: Lowering) -> list[HwOp]:
-        op = cls(names=(lw.layer.name,), in_type=lw.in_type, in_shape=lw.shape,
-                 in_order=lw.order, layer=lw.layer)
+        op = cls.at(lw)
         lw.advance(1, "hwc")
         return [op]
-
-    @property
-    def out_type(self) -> CodeType:
-        return self.layer.out_type(self.in_type)
 
     @property
     def rows(self) -> int:
@@ -60,24 +53,6 @@ class MaxPool2dOp(HwOp):
     def cols(self) -> int:
         kh, kw = self.layer.kernel
         return kh * kw
-
-    @property
-    def out_hw(self) -> tuple[int, int]:
-        L = self.layer
-        return window_taps(self.in_shape, L.kernel, L.stride, (0, 0, 0, 0))[0]
-
-    @property
-    def pixels(self) -> int:
-        oh, ow = self.out_hw
-        return oh * ow
-
-    @property
-    def out_elements(self) -> int:
-        return self.pixels * self.rows
-
-    @property
-    def out_order(self) -> str:
-        return "hwc"
 
     @property
     def raw_output(self) -> None:
@@ -90,20 +65,11 @@ class MaxPool2dOp(HwOp):
         return max(d for d in divisors(self.cols) if d <= MAX_TAP_LANES)
 
     def model(self, x) -> np.ndarray:
-        L = self.layer
-        taps = im2col(x, self.in_shape, self.in_order, L.kernel, L.stride, (0, 0, 0, 0), 0)
+        taps = self.taps(x)
         return taps.reshape(taps.shape[0], -1, self.cols).max(axis=2)
-
-    # -- widths and timing ------------------------------------------------------------------
-    def in_width_ok(self, d: int) -> bool:
-        return self.in_elements % d == 0 and d & (d - 1) == 0
 
     def out_width_ok(self, d: int) -> bool:
         return d == 1
-
-    @property
-    def window_out_transfers(self) -> int:
-        return self.pixels * self.rows * self.cols // self.tap_ept
 
     @property
     def plan_cycles(self) -> int:
@@ -114,25 +80,17 @@ class MaxPool2dOp(HwOp):
         return self.window_out_transfers
 
     @property
-    def late_release(self) -> bool:
-        L = self.layer
-        return release_hazard(self.in_shape, self.in_order, L.kernel, L.stride, (0, 0, 0, 0),
-                              self.in_ept, self.tap_ept)
-
-    @property
     def initiation_interval(self) -> int:
-        return max(self.in_transfers,
-                   self.window_out_transfers + (RELEASE_DELAY if self.late_release else 0))
+        return self.window_initiation_interval
 
     @property
     def tail_latency(self) -> int:
         return self.window_out_transfers - 1 + WINDOW_LATENCY + POOL_LATENCY
 
-    # -- resources and hardware -------------------------------------------------------------
     def estimate(self, device: str = "up5k") -> dict:
         fam = cost.family(device)
         n, xb = self.tap_ept, self.in_type.bits
-        win = cost.estimate_window(self.in_shape, xb, self.in_ept, n, device)
+        win = self.estimate_window(device)
         luts = (n - 1 + (1 if self.cols > n else 0)) * 2 * xb + 2 * xb + 12
         ffs = 3 * xb + 8
         return {"lc": cost.logic_cells(luts, ffs, fam) + win["lc"], "ff": int(ffs) + win["ff"],
@@ -144,9 +102,4 @@ class MaxPool2dOp(HwOp):
                            tap_elements_per_transfer=self.tap_ept)
 
     def manifest_entry(self, index: int, device: str) -> dict:
-        entry = super().manifest_entry(index, device)
-        L = self.layer
-        entry.update(frame=list(self.in_shape), pixels=self.pixels,
-                     out_frame=[self.rows, *self.out_hw], tap_elements_per_transfer=self.tap_ept,
-                     kernel=list(L.kernel), stride=list(L.stride))
-        return entry
+        return super().manifest_entry(index, device) | self.window_manifest()

@@ -40,12 +40,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from softfloor.intmodel import ChannelRequant, CodeType, Dense, Requant
+from softfloor.intmodel import ChannelRequant, CodeType, Dense
 from softfloor.hw.rtl import primitives as P
 from softfloor.hw.rtl.stream_io import transfer_shape
 from softfloor.hw.rtl.tables import positive_int, table_value
