@@ -378,6 +378,9 @@ class ElementwiseOp(HwOp):
     latency_cycles: ClassVar[int] = ELEMENTWISE_LATENCY
 
     channel_of: tuple = ()
+    #: ``(C, H, W)`` of a flattened feature map it sees in HWC order (after a ``flatten`` of a
+    #: conv or pool output, before the dense layer that takes the permutation), else ``None``.
+    stream_frame: tuple | None = None
 
     @classmethod
     def of(cls, layer, in_type: CodeType, *, elements: int, elements_per_transfer: int = 1,
@@ -392,9 +395,11 @@ class ElementwiseOp(HwOp):
     @classmethod
     def lower(cls, lw: Lowering) -> list[HwOp]:
         chans = channel_of(lw.shape, lw.order)
+        frame = {}
         if lw.permutation is not None:     # a flattened HWC map: stream element e is C-order
             chans = [chans[int(p)] for p in lw.permutation]    # element permutation[e]
-        op = cls.at(lw, channel_of=tuple(chans))
+            frame = {"stream_frame": tuple(lw.permuted_from), "in_order": "hwc"}
+        op = cls.at(lw, channel_of=tuple(chans), **frame)
         lw.advance(1, lw.order)
         return [op]
 
@@ -413,3 +418,9 @@ class ElementwiseOp(HwOp):
     @property
     def tail_latency(self) -> int:
         return self.latency_cycles
+
+    def manifest_entry(self, index: int, device: str) -> dict:
+        entry = super().manifest_entry(index, device)
+        if self.stream_frame is not None:
+            entry["out_frame"] = list(self.stream_frame)
+        return entry

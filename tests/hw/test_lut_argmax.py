@@ -14,6 +14,7 @@ from softfloor.hw.top import SoftfloorTop
 from softfloor.intmodel import (Argmax, CodeType, Conv2d, Dense, Flatten, InputSpec, IntModel,
                                 Lut, MultiThreshold, OutputSpec, Requant)
 
+from softfloor.sim.diagnose import stream_order
 from tests.randmodel import acc_bits_for, random_codes
 from .test_engine import run_engine
 from .test_top import check_timing, stream_top
@@ -161,3 +162,13 @@ def test_per_feature_activation_after_a_flattened_feature_map():
     np.testing.assert_array_equal(pipeline.model_run(codes), golden.run(model, codes))
     out, _ = stream_top(SoftfloorTop(model, folding=pipeline), codes, gap=0.2, stall=0.3)
     np.testing.assert_array_equal(out, golden.run(model, codes))
+    # the manifest says how the threshold's output streams, so a diagnosis compares the right
+    # elements: the golden intermediate in that order is the unit's output
+    entry = build_manifest(model, folding={})["layers"][1]
+    assert entry["out_order"] == "hwc" and entry["out_frame"] == [3, 3, 3]
+    inter = mt.execute(Flatten("f").execute(rq.execute(conv.execute(
+        codes.reshape(-1, 2, 3, 3)))))
+    twin = pipeline.ops[1].model(pipeline.ops[0].model(codes))
+    for k in range(len(codes)):
+        np.testing.assert_array_equal(
+            stream_order(inter[k], entry["out_order"], entry["out_frame"]), twin[k])
