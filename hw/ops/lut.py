@@ -23,7 +23,10 @@ __all__ = ["LutOp", "ROM_ENTRIES"]
 
 #: Reachable table entries above which a lut op keeps its table in a ROM by default.
 ROM_ENTRIES = 256
-#: LUT4s per output bit of a ``k``-input function, ``k > 4``: per 16 entries (fitted).
+#: LUT4s per output bit of a ``k``-input table, ``k > 4``, per 16 entries (a multiplexer tree
+#: of 4-input leaves; ECP5 merges leaves with its wide-function multiplexers). Sigmoid tables of
+#: 4..8-bit codes synthesized at 0.35x..2.7x of this count: a table's structure decides (a
+#: smooth monotone table compresses, a permutation does not); see docs/hardware.md.
 LUT4_PER_16_ENTRIES = {"ice40": 1.5, "ecp5": 1.0}
 
 
@@ -65,8 +68,10 @@ class LutOp(ElementwiseOp):
         k = max(1, (self.entries - 1).bit_length())          # index bits
         ffs = n * 4 * ob + 2
         ram = 0
-        if self.memory == "rom":
-            ram = n * cost.mem_blocks(self.entries, ob, fam)
+        if self.memory == "rom":        # block RAM when Yosys finds it cheaper (as dense ROMs)
+            blocks = cost.ram_blocks(self.entries, ob, fam)
+            if blocks * cost.COEFFS[fam]["block_cost"] < self.entries * ob / 16:
+                ram = n * blocks
         if ram:
             luts = n * (k + ob) + 10                         # index arithmetic, stage 2
         else:

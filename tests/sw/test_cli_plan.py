@@ -149,6 +149,9 @@ def test_missing_plan_file_and_plan_with_fold(plan_dir, tmp_path):
     r = run("rtl", "--out", str(plan_dir), "--quiet", "--plan", str(plan_dir / "plan.json"),
             "--fold", "fc0=2x2")
     one_line_error(r, "give --plan or --fold, not both")
+    r = run("flow", "--out", str(tmp_path / "flow"), "--plan", str(tmp_path / "nope.json"))
+    one_line_error(r, "nope.json: plan file not found")     # before any training
+    assert not (tmp_path / "flow").exists()
 
 
 def test_a_design_over_budget_is_an_error_unless_allowed(tmp_path):

@@ -124,7 +124,10 @@ def test_flow_with_a_sigmoid_lut_model_file(tmp_path):
     out = tmp_path / "out"
     assert cli.main(["flow", "--out", str(out), "--model", str(mpath), "--inputs",
                      str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"),
-                     "--no-synth", "--quiet"]) == 0
+                     "--plan-out", str(tmp_path / "plan.json"), "--no-synth", "--quiet"]) == 0
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    assert [(l["name"], l["kind"], l["memory"]) for l in plan["layers"]][1] == \
+        ("sig", "lut", "logic")
     rep = json.loads((out / "report.json").read_text())
     vec = np.load(out / "vectors.npz")
     for sim in tools.SIMULATORS:
