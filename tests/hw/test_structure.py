@@ -26,11 +26,13 @@ def test_every_hw_module_imports_alone_in_a_fresh_interpreter():
     mods = hw_modules()
     assert "softfloor.hw.ops.dense" in mods and "softfloor.hw.rtl.mvu" in mods
     code = ("import subprocess, sys\n"
-            "bad = []\n"
-            f"for m in {mods!r}:\n"
+            "from concurrent.futures import ThreadPoolExecutor\n"
+            "def one(m):\n"
             "    r = subprocess.run([sys.executable, '-W', 'error::DeprecationWarning', '-c',\n"
             "                        'import ' + m], capture_output=True, text=True)\n"
-            "    if r.returncode: bad.append((m, r.stderr.strip().splitlines()[-1:]))\n"
+            "    return (m, r.stderr.strip().splitlines()[-1:]) if r.returncode else None\n"
+            "with ThreadPoolExecutor(4) as ex:\n"
+            f"    bad = [b for b in ex.map(one, {mods!r}) if b]\n"
             "print(bad)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=900)
