@@ -18,7 +18,7 @@ hardware                   :meth:`build`: an Amaranth ``wiring.Component`` with 
 manifest, plan file        :meth:`manifest_entry`, :meth:`plan_entry`, :meth:`apply_plan_entry`
 =========================  =====================================================================
 
-``docs/hardware.md`` ("Adding an op") walks through writing one.
+``docs/hardware.md`` ("The op interface") walks through adding one.
 """
 from __future__ import annotations
 
