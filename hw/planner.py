@@ -367,16 +367,19 @@ def plan(model: IntModel, device: str = "up5k", objective: str = "throughput",
     if result is None:                          # nothing fits: the smallest design, flagged
         choice = {i: (1, 1) for i in free}
         r = evaluate(choice)
-        if r is None:          # the given folds need wider streams than 1x1 neighbours take
+        if r is not None:
+            result = (choice, r)
+            notes.append(f"no fold fits {int(budget * 100)}% of {device}: fully folded (1x1) "
+                         f"plan" if free else
+                         f"the given folds do not fit {int(budget * 100)}% of {device}")
+        else:                  # the given folds need wider streams than 1x1 neighbours take
             result = search((narrow_t, wide_t), 0.0, need_fit=False)
             if result is None:
                 link_widths(_assign_dsp(ops, dev), in_l, out_l)     # raises, naming the layer
                 check_split_output(ops[-1], out_l)
                 raise ValueError("no fold of the free layers gives legal stream widths")
-        else:
-            result = (choice, r)
-        notes.append(f"no fold fits {int(budget * 100)}% of {device}: fully folded (1x1) plan"
-                     if free else f"the given folds do not fit {int(budget * 100)}% of {device}")
+            notes.append(f"nothing fits {int(budget * 100)}% of {device} with the given folds: "
+                         f"the smallest plan whose streams can carry them")
     choice, r = result
     if objective == "latency" and free:
         full = {**choice, **{i: (ops[i].rows, ops[i].cols) for i in free}}
