@@ -19,14 +19,12 @@ route each design once.
 """
 from __future__ import annotations
 
-import fcntl
 import functools
 import hashlib
 import json
 import os
 import shutil
 import subprocess
-from contextlib import contextmanager
 from pathlib import Path
 
 #: Files of a synthesis directory kept in the cache (the Yosys netlist JSON is not: it is large
@@ -79,17 +77,6 @@ def _recipe_hash() -> str:
     return hashlib.sha256(Path(synth.__file__).read_bytes()).hexdigest()[:16]
 
 
-@contextmanager
-def _locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def synthesize(verilog: str | os.PathLike, top: str, out_dir: str | os.PathLike,
                device: str, cache_dir: str | os.PathLike, progress=None, **kwargs):
     """:func:`softfloor.hw.synth.synthesize` through the cache in ``cache_dir``.
@@ -97,10 +84,12 @@ def synthesize(verilog: str | os.PathLike, top: str, out_dir: str | os.PathLike,
     Returns ``(result, key, hit)``: the :class:`~softfloor.hw.synth.SynthResult`, the cache key,
     and whether the result came from the cache (the files are then copied into ``out_dir``)."""
     from softfloor.hw import synth
+    from softfloor.sim.cosim import build_lock
     key = cache_key(verilog, top, device, kwargs.get("freq_mhz", 48.0), kwargs.get("seed", 1))
     entry = Path(cache_dir) / key[:2] / key
     out = Path(out_dir)
-    with _locked(Path(cache_dir) / key[:2] / f"{key}.lock"):
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    with build_lock(entry):               # <entry>.lock: one synthesis per key at a time
         if (entry / "result.json").exists():
             res = synth.SynthResult(**json.loads((entry / "result.json").read_text()))
             out.mkdir(parents=True, exist_ok=True)

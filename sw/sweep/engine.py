@@ -118,7 +118,8 @@ class Progress:
             what = " ".join(x for x in (f"acc {100 * acc:.2f}%" if acc is not None else "",
                                         f"{lc} LC" if lc else "",
                                         f"{row['inferences_per_second']:.0f}/s"
-                                        if row.get("inferences_per_second") else "") if x)
+                                        if row.get("inferences_per_second") else "") if x) \
+                or "done"
         else:
             self.failed += 1
             what = "FAILED " + row.get("error", "").splitlines()[0][:160]
@@ -283,3 +284,40 @@ def _run_ray(todo, task, task_kwargs, points_dir, record, bar, address, cpus, ru
                 pass
         if started_here:
             ray.shutdown()
+
+
+def _job(params: dict, out: str, task: Callable) -> dict:
+    return {"job": task(params, out)}
+
+
+def run_jobs(jobs: dict, task: Callable, table_path: str | Path, *, workers: int = 1,
+             resume: bool = False, progress: bool = True) -> tuple[dict, dict]:
+    """Run ``task(params, out)`` for every ``{key: params}`` of ``jobs`` as the points of a
+    sweep: on a local Ray with ``workers`` CPUs (1: one after another in this process), each
+    result recorded in the table at ``table_path`` as it finishes (the benchmarks' runs).
+
+    Returns ``({key: result}, {key: error})``. ``resume``: keep the rows an interrupted run
+    recorded (else the table starts empty). Ctrl-C raises :class:`KeyboardInterrupt` after the
+    table is left consistent."""
+    from softfloor.sweep.spec import point_id
+    table_path = Path(table_path)
+    pts = {key: Point(point_id(params), " ".join(map(str, key)) if isinstance(key, tuple)
+                      else str(key), params) for key, params in jobs.items()}
+    unique = list({p.id: p for p in pts.values()}.values())
+    with ResultsTable(table_path) as table:
+        if not resume:
+            table.clear()
+        s = run(unique, _job, table, table_path.with_suffix(".points"),
+                task_kwargs={"task": task}, cpus=workers, serial=workers == 1,
+                progress=progress)
+        if s.interrupted:
+            raise KeyboardInterrupt
+        rows = {r["id"]: r for r in table.rows()}
+    results, errors = {}, {}
+    for key, p in pts.items():
+        r = rows[p.id]
+        if r["status"] == "done":
+            results[key] = r["result"]["job"]
+        else:
+            errors[key] = r["error"].splitlines()[0]
+    return results, errors
