@@ -156,6 +156,8 @@ class Progress:
 
     def close(self) -> None:
         if self._drawn and self.enabled:
+            self.running = 0
+            self._bar()
             self.stream.write("\n")
             self.stream.flush()
             self._drawn = False

@@ -87,6 +87,9 @@ def front_mask(items: list[dict], objectives) -> list[bool]:
 
 def markdown(items: list[dict], mask: list[bool], objectives, title: str = "") -> str:
     """The front as a markdown table, most accurate first."""
+    if not items:
+        return (f"# Pareto front{': ' + title if title else ''}\n\nNo finished point has an "
+                "accuracy (none finished, or the stages end before train): no front.\n")
     front = sorted((it for it, m in zip(items, mask) if m), key=lambda it: -it["accuracy"])
     objs = ", ".join(f"{k} ({'higher' if s == 'max' else 'lower'} is better)"
                      for k, s, _ in objectives)
