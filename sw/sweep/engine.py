@@ -249,6 +249,10 @@ def _raise_interrupt(signum, frame):
 
 
 def _run_ray(todo, task, task_kwargs, points_dir, record, bar, address, cpus, runtime_env):
+    if not address and "ray" not in sys.modules:
+        # A private local Ray on the loopback address (Ray's single-machine mode, as on macOS)
+        # rather than on this machine's network address: nothing else has to reach it.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     ray = import_ray()
     started_here = not ray.is_initialized()
     if started_here:
