@@ -30,6 +30,8 @@ from softfloor.sweep.table import ResultsTable
 #: Ray's object store on a local Ray (bytes): rows are small; do not reserve GBs of /dev/shm.
 LOCAL_OBJECT_STORE = 128 * 1024 ** 2
 ERROR_CHARS = 4000
+#: Seconds the running points of an interrupted sweep get to stop their tools.
+CANCEL_GRACE_S = 5.0
 
 
 class RayMissing(RuntimeError):
@@ -283,11 +285,16 @@ def _run_ray(todo, task, task_kwargs, points_dir, record, bar, address, cpus, ru
                 record(p, row)
             bar.tick(min(len(refs), int(ray.cluster_resources().get("CPU", 1))))
     finally:
-        for ref in refs:
-            try:
-                ray.cancel(ref, force=True)
-            except Exception:  # already finished or gone: nothing to cancel
-                pass
+        # Interrupted: a KeyboardInterrupt in each running point first (subprocess.run kills the
+        # tool it waits for: Yosys, nextpnr, a simulator), then the workers themselves.
+        for force in (False, True):
+            for ref in refs:
+                try:
+                    ray.cancel(ref, force=force)
+                except Exception:  # already finished or gone: nothing to cancel
+                    pass
+            if refs and not force:
+                ray.wait(list(refs), num_returns=len(refs), timeout=CANCEL_GRACE_S)
         if started_here:
             ray.shutdown()
 
