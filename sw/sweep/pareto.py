@@ -120,6 +120,7 @@ def plot(items: list[dict], mask: list[bool], objectives, path: Path, title: str
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
         from matplotlib.lines import Line2D
+        from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
     except ImportError:
         return None
     xs = [o for o in objectives if o[0] != "accuracy"]
@@ -143,8 +144,11 @@ def plot(items: list[dict], mask: list[bool], objectives, path: Path, title: str
                        alpha=1.0 if on else 0.3, edgecolors="black" if on else "none",
                        linewidths=1.0, zorder=3 if on else 2)
         vals = [it[key] for it in items if it.get(key)]
-        if vals and max(vals) / max(min(vals), 1e-9) > 20:
+        if vals and max(vals) / max(min(vals), 1e-9) > 5:
             ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(label + (" — fewer is better" if sense == "min" else " — more is better"),
                       fontsize=11)
         ax.set_ylabel("test accuracy (%) — more is better", fontsize=11)
