@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from softfloor import __version__
-    from softfloor.sweep import engine, pareto
+    from softfloor.sweep import engine
     from softfloor.sweep.flowpoint import run_flow_point
     from softfloor.sweep.spec import load_spec
     from softfloor.sweep.table import ResultsTable
