@@ -1,11 +1,10 @@
-"""``softfloor sweep`` on a local Ray, as a user runs it: a 12-point sweep (1-epoch trainings
-through the golden model) interrupted with Ctrl-C (SIGINT), then killed (SIGKILL), then rerun to the end,
+"""``softfloor sweep`` on a local Ray, as a user runs it: a 12-point sweep (1-epoch trainings,
+no synthesis) interrupted with Ctrl-C (SIGINT), then killed (SIGKILL), then rerun to the end,
 with three deliberately failing points (hardtanh at 1 bit) that are recorded while the others go
 on. Needs the [sweep] extra (Ray): under CI a missing Ray FAILS, elsewhere it skips."""
 from __future__ import annotations
 
 import csv
-import json
 import os
 import signal
 import sqlite3
@@ -21,10 +20,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 SPEC = """
 name = "test sweep"
-stages = ["data", "train", "export", "golden"]
+stages = ["data", "train", "export", "golden", "rtl"]
 
 [fixed]
-epochs = 1
+epochs = 1        # the rtl stage (~3 s a point) keeps the sweep running while it is interrupted
 
 [axes]
 net = [{weight_bits = 2, act_bits = 2}, {weight_bits = 4, act_bits = 4, surrogate = "ste"},
@@ -120,15 +119,14 @@ def test_sweep_interrupted_killed_and_resumed(tmp_path):
     # Every point ran in its own directory, named by its id, with its report.json.
     done = [k for k, v in final.items() if v[0] == "done"]
     assert all((out / "points" / k / "report.json").exists() for k in done)
-    # The outputs: every point in the CSV, the front of the seed means (accuracy alone: no
-    # logic without the rtl stage) in markdown and JSON.
+    # The outputs: every point in the CSV, the front of the seed means in markdown and PNG.
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert len(rows) == 12 and {r["status"] for r in rows} == {"done", "failed"}
-    assert all(0 <= float(r["accuracy"]) <= 1 and r["accuracy"] == r["accuracy_golden"]
+    assert all(0 <= float(r["accuracy"]) <= 1 and int(r["logic_estimate"]) > 0
                for r in rows if r["status"] == "done")
     md = (out / "pareto.md").read_text()
     assert "points are on the front of accuracy" in md and "| 3 |" in md   # means of 3 seeds
-    assert json.loads((out / "pareto.json").read_text())["objectives"] == ["accuracy"]
+    assert (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     # A fourth run has nothing to do (no Ray started) and keeps the failed rows.
     r = subprocess.run([sys.executable, "-m", "softfloor", "sweep", str(spec), "--out", str(out)],
                        capture_output=True, text=True, timeout=300)
