@@ -63,7 +63,9 @@ def build(kind: str, wbits: int | None, abits: int | None, scales: str = "po2",
           batchnorm: bool = False, input_quant: tuple[int, float] | None = None,
           channels=(8, 16)):
     """A Brevitas digits MLP (``sizes``, default 64-32-10) or CNN (conv3x3x``channels[0]``-pool-
-    conv3x3x``channels[1]``-pool-dense, default 8 and 16 channels).
+    conv3x3x``channels[1]``-pool-dense, default 8 and 16 channels); ``kind`` ``"cnn-view-trunc"``
+    or ``"cnn-view-global"``: the CNN on flat rows with average pooling and wide weights
+    (:func:`_view_cnn`; its samples are :func:`input_shape` ``(64,)``).
 
     The one Brevitas model builder of the benchmarks (``qonnx`` and ``compare``) and of the
     QONNX import tests.
