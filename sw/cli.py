@@ -214,6 +214,11 @@ def parser() -> argparse.ArgumentParser:
         if name == "rtl":
             _plan_args(p)
 
+    p = sub.add_parser("sweep", help="design-space sweep: many flows on Ray, a resumable "
+                                     "results table, the Pareto front (needs the [sweep] extra)")
+    from .sweep import command as sweep_command
+    sweep_command.add_arguments(p)
+
     p = sub.add_parser("info", help="validate an integer model file and print its summary")
     p.add_argument("model", type=Path)
 
@@ -278,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "import-qonnx":
             return _import_qonnx(args)
+        if args.command == "sweep":
+            from .sweep import command as sweep_command
+            return sweep_command.main(args)
         opts = _options(args)
         if args.command == "flow":
             rep = flow_mod.flow(opts)
