@@ -18,14 +18,15 @@ so a broken or malformed frame never disturbs the accelerator; its reply is an E
 from __future__ import annotations
 
 from amaranth.hdl import Array, Cat, ClockSignal, Const, Instance, Module, Mux, ResetSignal, Signal
-from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .. import protocol as proto
 from .uart import UARTRx, UARTTx, rx_byte_shape
 
-__all__ = ["LinkTop", "SlipEncoder", "FrameReceiver", "FrameSender", "Feeder", "crc8_next",
+__all__ = ["LinkTop", "SlipEncoder", "FrameReceiver", "FrameSender", "Feeder", "TokenQueue",
+           "crc8_next",
            "symbol_shape", "CORE_PORTS"]
 
 #: The accelerator's ports the link drives or reads (the SoftfloorTop contract).
@@ -40,12 +41,24 @@ K_RESULT, K_INFO, K_ERROR = 0, 1, 2
 token_shape = data.StructLayout({"kind": 2, "code": 3, "type": 8})
 
 
+def _crc8_matrix() -> list[list[int]]:
+    """CRC-8 of one byte is linear in ``crc ^ byte``: output bit ``i`` is the XOR of the input
+    bits listed in row ``i`` (derived from :func:`softfloor.protocol.crc8` on unit vectors)."""
+    cols = [proto.crc8(bytes([1 << j])) for j in range(8)]
+    return [[j for j in range(8) if (cols[j] >> i) & 1] for i in range(8)]
+
+
 def crc8_next(crc, byte):
-    """Amaranth expression of :func:`softfloor.protocol.crc8` advanced by one byte."""
+    """Amaranth expression of :func:`softfloor.protocol.crc8` advanced by one byte (an XOR
+    network: one small XOR per output bit)."""
     c = crc ^ byte
-    for _ in range(8):
-        c = Mux(c[7], (c << 1)[:8] ^ 0x07, (c << 1)[:8])
-    return c
+    bits = []
+    for row in _crc8_matrix():
+        v = c[row[0]]
+        for j in row[1:]:
+            v = v ^ c[j]
+        bits.append(v)
+    return Cat(*bits)
 
 
 class SlipEncoder(wiring.Component):
@@ -299,6 +312,34 @@ class FrameSender(wiring.Component):
         return m
 
 
+class TokenQueue(wiring.Component):
+    """The reply tokens in order: a ring of ``depth`` registers (no memory, so no undefined
+    read data on a 4-state simulator)."""
+
+    def __init__(self, depth: int):
+        self.depth = depth
+        super().__init__({"i": In(stream.Signature(token_shape)),
+                          "o": Out(stream.Signature(token_shape))})
+
+    def elaborate(self, platform):
+        m = Module()
+        n = self.depth
+        slots = Array(Signal(token_shape, name=f"slot{k}") for k in range(n))
+        head, tail = Signal(range(n)), Signal(range(n))
+        level = Signal(range(n + 1))
+        push = self.i.valid & self.i.ready
+        pop = self.o.valid & self.o.ready
+        m.d.comb += [self.i.ready.eq(level != n), self.o.valid.eq(level != 0),
+                     self.o.payload.eq(slots[head])]
+        with m.If(push):
+            m.d.sync += [slots[tail].eq(self.i.payload),
+                         tail.eq(Mux(tail == n - 1, 0, tail + 1))]
+        with m.If(pop):
+            m.d.sync += head.eq(Mux(head == n - 1, 0, head + 1))
+        m.d.sync += level.eq(level + push - pop)
+        return m
+
+
 class LinkTop(wiring.Component):
     """UART + frame protocol + the accelerator: the board top without its clock and pins.
 
@@ -332,8 +373,7 @@ class LinkTop(wiring.Component):
         m.submodules.feeder = feed = Feeder(info.input)
         m.submodules.sender = send = FrameSender(info.output, self.info_bytes)
         m.submodules.slip = slip = SlipEncoder()
-        m.submodules.tokens = tokens = fifo.SyncFIFOBuffered(width=token_shape.size,
-                                                             depth=proto.MAX_IN_FLIGHT)
+        m.submodules.tokens = tokens = TokenQueue(proto.MAX_IN_FLIGHT)
         m.submodules.buffer = buf = Memory(shape=8, depth=max(2, info.input.sample_bytes),
                                            init=[])
         wr = buf.write_port()
@@ -343,10 +383,8 @@ class LinkTop(wiring.Component):
         m.d.comb += [wr.addr.eq(recv.wr_addr), wr.data.eq(recv.wr_data), wr.en.eq(recv.wr_en),
                      rd.addr.eq(feed.rd_addr), feed.rd_data.eq(rd.data),
                      feed.start.eq(recv.start), recv.busy.eq(feed.busy | recv.start)]
-        m.d.comb += [tokens.w_data.eq(recv.token.payload), tokens.w_en.eq(recv.token.valid),
-                     recv.token.ready.eq(tokens.w_rdy),
-                     send.token.payload.eq(tokens.r_data), send.token.valid.eq(tokens.r_rdy),
-                     tokens.r_en.eq(send.token.ready)]
+        wiring.connect(m, recv.token, tokens.i)
+        wiring.connect(m, tokens.o, send.token)
         wiring.connect(m, send.o, slip.i)
         wiring.connect(m, slip.o, tx.i)
 

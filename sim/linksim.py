@@ -14,6 +14,7 @@ driver runs unchanged against the simulation::
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -40,7 +41,22 @@ def link_verilog(core_verilog, info: proto.LinkInfo, divisor: int, out_dir) -> P
     top = LinkTop(info, divisor, core=core_verilog.stem)
     text = amaranth_verilog.convert(top, name=LINK_TOP, emit_src=False)
     return atomic_write_text(Path(out_dir) / f"{LINK_TOP}.v",
-                             text + "\n" + core_verilog.read_text())
+                             icarus_kick(text + "\n" + core_verilog.read_text()))
+
+
+def icarus_kick(text: str) -> str:
+    """Make Yosys's Verilog evaluate every ``always @*`` block once on Icarus.
+
+    Yosys adds a register (``$auto$verilog_backend...``, initialised to 0) read by each
+    ``always @*`` block so that simulators run the block at time 0; Icarus applies the
+    initialiser before the blocks wait, so a block whose real inputs never change (a constant
+    table indexed by a register still at its reset value) keeps X outputs. Toggling that
+    register at 1 ps runs every block once (Verilator, 2-state and without delays, skips
+    it); the logic is unchanged.
+    """
+    return re.sub(r"reg (\\\$auto\$verilog_backend\S*)\s+= 0;",
+                  lambda m: f"reg {m.group(1)} = 0;\n`ifndef VERILATOR\n"
+                            f"  initial #1 {m.group(1)} = 1;\n`endif", text)
 
 
 class SimulatedBoard:

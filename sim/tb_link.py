@@ -6,7 +6,8 @@ driver code as for a real serial port -- and every byte it sends is driven onto 
 by bit at ``divisor`` clock cycles per bit (start bit, 8 data bits LSB first, stop bit);
 ``uart_tx`` is read the same way (the middle of each bit) and each byte sent back. When the host
 closes the connection the test ends and writes its counts (cycles, bytes each way, framing
-errors seen on ``uart_tx``) to the job's ``results``.
+errors seen on ``uart_tx``, the cycle at which each reply frame ended) to the job's
+``results``.
 
 The simulation only waits in real time when it has nothing to do: all request frames sent have
 been answered and no byte is on its way. ``SOFTFLOOR_LINK_DEBUG=1`` logs every byte.
@@ -83,6 +84,7 @@ async def bridge(dut):
     stats = {"bytes_in": 0, "bytes_out": 0, "tx_framing_errors": 0}
     sent, answered = FrameCounter(), FrameCounter()
     tx_busy = [False]
+    reply_ends = []
     start_ns = get_sim_time("ns")
 
     async def monitor_tx():
@@ -102,7 +104,10 @@ async def bridge(dut):
             except OSError:
                 pass
             stats["bytes_out"] += 1
+            before = answered.frames
             answered.feed(v)
+            if answered.frames != before:
+                reply_ends.append(int((get_sim_time("ns") - start_ns) // PERIOD_NS))
             if debug:
                 dut._log.info(f"board -> host: {v:02x}")
             tx_busy[0] = False
@@ -143,4 +148,5 @@ async def bridge(dut):
     conn.close()
     stats["cycles"] = int((get_sim_time("ns") - start_ns) // PERIOD_NS)
     stats["request_frames"], stats["reply_frames"] = sent.frames, answered.frames
+    stats["reply_end_cycles"] = reply_ends
     Path(job["results"]).write_text(json.dumps(stats))
