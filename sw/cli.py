@@ -127,21 +127,11 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
 BOARDS = ("icebreaker", "ulx3s", "orangecrab")  # kept in step with softfloor.hw.boards (tested)
 
 
-def _baud(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--baud must be an integer, got {s!r}") from None
-    if not 300 <= v <= 12_000_000:
-        raise argparse.ArgumentTypeError(f"--baud {v} is outside 300..12000000")
-    return v
-
-
 def _board_args(p: argparse.ArgumentParser, required: bool = False) -> None:
     p.add_argument("--board", choices=BOARDS, default=None, required=required,
                    help="board top + bitstream: icebreaker (UP5K), ulx3s (ECP5-85F), "
                         "orangecrab (ECP5-25F); sets the device")
-    p.add_argument("--baud", type=_baud, default=115200, help="UART baud rate (default 115200)")
+    p.add_argument("--baud", type=_bits(300, 12_000_000, "--baud"), default=115200, help="UART baud rate (default 115200)")
 
 
 def parser() -> argparse.ArgumentParser:
