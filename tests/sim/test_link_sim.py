@@ -58,3 +58,20 @@ def test_link_bit_exact_with_broken_frame_and_resync(simulator, design):
     np.testing.assert_array_equal(got, want)
     assert sim.stats["tx_framing_errors"] == 0
     assert sim.stats["request_frames"] == sim.stats["reply_frames"] == SAMPLES + 4
+
+
+def test_cli_run_sim(design, capsys):
+    """``softfloor run --sim``: the same driver through the CLI (same Verilog: a cached build)."""
+    import json
+
+    from softfloor import cli
+    from softfloor.sim import tools
+    from tests.conftest import require_tool
+    require_tool("verilator", tools.ensure_verilator)
+    model, info, v, x, d = design
+    np.savez(d / "inputs.npz", codes=x[:5], labels=np.zeros(5, dtype=np.int64))
+    assert cli.main(["run", "--sim", "--out", str(d), "--quiet"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["samples"] == 5 and summary["mismatches_vs_golden"] == 0
+    assert summary["model_hash"] == info.model_hash
+    np.testing.assert_array_equal(np.load(d / "run.npz")["outputs"], golden.run(model, x[:5]))
