@@ -143,7 +143,7 @@ def synthesize(verilog: str | os.PathLike, top: str, out_dir: str | os.PathLike,
          f"yosys {synth_cmd.split()[0]}")
     ff = _count_ffs((out / "yosys.log").read_text(errors="replace"))
     if progress:
-        progress(f"nextpnr-{dev.family} {' '.join(dev.nextpnr_args)}")
+        progress(f"nextpnr-{dev.family} {' '.join(nextpnr_args or dev.nextpnr_args)}")
     report = out / "nextpnr-report.json"
     # nextpnr runs in the output directory with relative file names: a YoWASP (WebAssembly)
     # tool only sees the directory it is started in (an absolute /tmp/... path fails).
