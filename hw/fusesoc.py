@@ -137,16 +137,18 @@ def write_core(out_dir, manifest: dict, inputs, outputs, boards: dict | None = N
     """Write the core file, testbench and vectors into ``out_dir`` (beside the Verilog).
 
     ``inputs``/``outputs``: integer codes (one sample per row) for the simulation target, e.g.
-    the golden model's vectors. ``boards``: ``{board name: {"verilog": path, "constraints":
+    the golden model's vectors (``None``: no testbench, no ``sim`` target). ``boards``: ``{board name: {"verilog": path, "constraints":
     path, "family": "ice40"|"ecp5", "nextpnr_options": [...]}}`` of built board tops.
     """
     out = Path(out_dir)
     top = manifest["top"]
     verilog = manifest.get("verilog", f"{top}.v")
-    tin, tout, nin, nout = _vectors(manifest, inputs, outputs)
-    atomic_write_text(out / "tb_in.hex", tin)
-    atomic_write_text(out / "tb_out.hex", tout)
-    atomic_write_text(out / f"{TB_TOP}.v", _testbench(manifest))
+    sim = inputs is not None
+    if sim:
+        tin, tout, nin, nout = _vectors(manifest, inputs, outputs)
+        atomic_write_text(out / "tb_in.hex", tin)
+        atomic_write_text(out / "tb_out.hex", tout)
+        atomic_write_text(out / f"{TB_TOP}.v", _testbench(manifest))
     desc = description or (f"softfloor accelerator for model {manifest.get('model')}: "
                            f"AXI4-Stream in ({manifest['input']['tdata_width']} bits) and out "
                            f"({manifest['output']['tdata_width']} bits), II "
@@ -154,31 +156,34 @@ def write_core(out_dir, manifest: dict, inputs, outputs, boards: dict | None = N
                            f"{manifest['cycles_per_inference']} cycles")
     lines = ["CAPI=2:", f"name: {core_name(manifest)}", f"description: \"{desc}\"", "",
              "filesets:",
-             "  rtl:", "    files:", f"      - {verilog}", "    file_type: verilogSource",
-             "  tb:", "    files:", f"      - {TB_TOP}.v", "      - tb_in.hex: {copyto: tb_in.hex, file_type: user}",
-             "      - tb_out.hex: {copyto: tb_out.hex, file_type: user}",
-             "    file_type: verilogSource"]
+             "  rtl:", "    files:", f"      - {verilog}", "    file_type: verilogSource"]
+    if sim:
+        lines += ["  tb:", "    files:", f"      - {TB_TOP}.v",
+                  "      - tb_in.hex: {copyto: tb_in.hex, file_type: user}",
+                  "      - tb_out.hex: {copyto: tb_out.hex, file_type: user}",
+                  "    file_type: verilogSource"]
     for name, b in sorted((boards or {}).items()):
         cons_type = "PCF" if b["family"] == "ice40" else "LPF"
         rel_v = Path(b["verilog"]).resolve().relative_to(out.resolve())
         rel_c = Path(b["constraints"]).resolve().relative_to(out.resolve())
         lines += [f"  board_{name}:", "    files:", f"      - {rel_v}: {{file_type: verilogSource}}",
                   f"      - {rel_c}: {{file_type: {cons_type}}}"]
-    lines += ["", "parameters:"]
-    for pname, datatype, default in (("IN_BEATS", "int", nin), ("OUT_BEATS", "int", nout),
-                                     ("IN_FILE", "str", "tb_in.hex"),
-                                     ("OUT_FILE", "str", "tb_out.hex"),
-                                     ("TIMEOUT_CYCLES", "int",
-                                      1000 + 4 * (nin + nout) * max(
-                                          1, manifest["initiation_interval"])
-                                      + manifest["cycles_per_inference"])):
-        lines += [f"  {pname}:", f"    datatype: {datatype}", f"    default: {default}",
-                  "    paramtype: vlogparam"]
-    lines += ["", "targets:",
-              "  default:", "    filesets: [rtl]", f"    toplevel: {top}",
-              "  sim:", "    default_tool: icarus", "    filesets: [rtl, tb]",
-              "    parameters: [IN_BEATS, OUT_BEATS, IN_FILE, OUT_FILE, TIMEOUT_CYCLES]",
-              f"    toplevel: {TB_TOP}"]
+    if sim:
+        lines += ["", "parameters:"]
+        for pname, datatype, default in (("IN_BEATS", "int", nin), ("OUT_BEATS", "int", nout),
+                                         ("IN_FILE", "str", "tb_in.hex"),
+                                         ("OUT_FILE", "str", "tb_out.hex"),
+                                         ("TIMEOUT_CYCLES", "int",
+                                          1000 + 4 * (nin + nout) * max(
+                                              1, manifest["initiation_interval"])
+                                          + manifest["cycles_per_inference"])):
+            lines += [f"  {pname}:", f"    datatype: {datatype}", f"    default: {default}",
+                      "    paramtype: vlogparam"]
+    lines += ["", "targets:", "  default:", "    filesets: [rtl]", f"    toplevel: {top}"]
+    if sim:
+        lines += ["  sim:", "    default_tool: icarus", "    filesets: [rtl, tb]",
+                  "    parameters: [IN_BEATS, OUT_BEATS, IN_FILE, OUT_FILE, TIMEOUT_CYCLES]",
+                  f"    toplevel: {TB_TOP}"]
     for name, b in sorted((boards or {}).items()):
         tool = "icestorm" if b["family"] == "ice40" else "trellis"
         opts = ", ".join(str(o) for o in b["nextpnr_options"])

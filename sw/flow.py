@@ -303,9 +303,14 @@ def stage_synth(ctx: Context) -> None:
 
 
 def _write_core(ctx: Context, man: dict, boards: dict | None = None) -> None:
-    """The FuseSoC core file beside the Verilog (its Icarus target checks the golden vectors)."""
+    """The FuseSoC core file beside the Verilog (its Icarus target checks the golden vectors,
+    when the golden stage has written them)."""
     from .hw import fusesoc
-    vec = np.load(ctx.need("vectors.npz", "golden"))
+    path = ctx.out / "vectors.npz"
+    if not path.exists():
+        fusesoc.write_core(ctx.out, man, None, None, boards)
+        return
+    vec = np.load(path)
     n = min(len(vec["inputs"]), 32)
     fusesoc.write_core(ctx.out, man, vec["inputs"][:n], vec["golden"][:n], boards)
 
