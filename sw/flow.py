@@ -67,6 +67,8 @@ class FlowOptions:
     fold: tuple = ()               # per-layer folding overrides "LAYER=PExSIMD" (rtl)
     synth: bool = True
     synth_cache: Path | None = None  # cache of synthesis results by Verilog hash + device
+    board: str | None = None       # board top + bitstream (board stage): icebreaker, ulx3s, ...
+    baud: int = 115200             # the board's UART baud rate
     model: Path | None = None      # an existing integer model file: skip data/train/export
     inputs: Path | None = None     # float inputs (.npy), one row per sample
     labels: Path | None = None     # optional labels (.npy)
@@ -234,6 +236,7 @@ def stage_rtl(ctx: Context) -> None:
     plan = planner.plan(model, o.device, o.objective, overrides)
     ctx.say(str(plan))
     man = generate.generate(model, ctx.out, device=o.device, folding=plan).manifest
+    _write_core(ctx, man)
     ctx.record("rtl", {"top": man["top"], "cycles_per_inference": man["cycles_per_inference"],
                        "initiation_interval": man["initiation_interval"],
                        "mac_units": man["mac_units"], "plan": man.get("plan")})
@@ -308,9 +311,32 @@ def stage_synth(ctx: Context) -> None:
     ctx.record("synth", r.to_dict() | rec)
 
 
+def _write_core(ctx: Context, man: dict, boards: dict | None = None) -> None:
+    """The FuseSoC core file beside the Verilog (its Icarus target checks the golden vectors,
+    when the golden stage has written them)."""
+    from .hw import fusesoc
+    path = ctx.out / "vectors.npz"
+    if not path.exists():
+        fusesoc.write_core(ctx.out, man, None, None, boards)
+        return
+    vec = np.load(path)
+    n = min(len(vec["inputs"]), 32)
+    fusesoc.write_core(ctx.out, man, vec["inputs"][:n], vec["golden"][:n], boards)
+
+
+def stage_board(ctx: Context) -> None:
+    """Board top (UART link + PLL + pins) -> bitstream, then the link simulated end to end."""
+    from .board import board_stage
+    rec = board_stage(ctx.out, ctx.opts.board, baud=ctx.opts.baud,
+                      bare=ctx.recorded("synth"), say=ctx.say)
+    man = json.loads(ctx.need("manifest.json", "rtl").read_text())
+    _write_core(ctx, man, rec.pop("fusesoc_boards"))
+    ctx.record("board", rec)
+
+
 STAGES: dict[str, Callable[[Context], None]] = {
     "data": stage_data, "train": stage_train, "export": stage_export, "golden": stage_golden,
-    "rtl": stage_rtl, "sim": stage_sim, "synth": stage_synth,
+    "rtl": stage_rtl, "sim": stage_sim, "synth": stage_synth, "board": stage_board,
 }
 
 
@@ -329,6 +355,9 @@ def flow(opts: FlowOptions) -> dict:
     """Run the whole chain into ``opts.out`` and return the report."""
     ctx = Context(opts)
     opts.simulators()  # validate before spending minutes on training
+    if opts.board:
+        from .board import check_board_device
+        opts.device = check_board_device(opts.board, opts.device)
     if opts.synth:
         from .hw import synth
         synth.get_device(opts.device)
@@ -350,6 +379,8 @@ def flow(opts: FlowOptions) -> dict:
         run_stage(ctx, name)
     if opts.synth:
         run_stage(ctx, "synth")
+    if opts.board:
+        run_stage(ctx, "board")
     rep = report(ctx)
     ctx.say(format_table(rep))
     return rep
@@ -400,6 +431,7 @@ def report(ctx: Context) -> dict:
                   if sy else {"device": ctx.opts.device, "skipped": True, "logic_cells": None,
                               "ff": None, "dsp": None, "ram_blocks": None, "fmax_mhz": None}),
         "timings": ctx.recorded("timings"),
+        **({"board": ctx.recorded("board")} if ctx.recorded("board") else {}),
         "model": str(ctx.out / MODEL_FILE),
         "config": tr.get("config"),
     }
@@ -430,6 +462,16 @@ def format_table(rep: dict) -> str:
                  ("DSP / RAM blocks", f"{sy['dsp']} / {sy['ram_blocks']}"),
                  ("Fmax", f"{sy['fmax_mhz']} MHz"),
                  ("inferences/s (Fmax / II)", hw.get("inferences_per_second"))]
+    bd = rep.get("board")
+    if bd:
+        lk = bd.get("link", {})
+        rows += [(f"board {bd['board']} logic cells / FF", f"{bd['logic_cells']} / {bd['ff']}"),
+                 ("board PLL clock / Fmax", f"{bd['pll_mhz']} / {bd['fmax_mhz']} MHz"),
+                 ("bitstream", f"{bd['bitstream']} ({bd['bitstream_bytes']} bytes)"),
+                 (f"link bit-exact ({lk.get('simulator')})",
+                  f"{lk.get('samples', 0) - lk.get('mismatches', 0)}/{lk.get('samples')}"),
+                 (f"inferences/s through the UART at {bd['baud']} baud",
+                  lk.get("inferences_per_second"))]
     rows += [(f"time {k}", f"{v:.1f} s") for k, v in rep["timings"].items()]
     w = max(len(r[0]) for r in rows)
     line = "-" * (w + 26)
