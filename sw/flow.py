@@ -72,6 +72,9 @@ class FlowOptions:
     allow_overfit: bool = False    # build a design whose estimate exceeds the device (rtl)
     output: str = "logits"         # what the network outputs: "logits" or "class" (export)
     synth: bool = True
+    synth_cache: Path | None = None  # cache of synthesis results by Verilog hash + device
+    board: str | None = None       # board top + bitstream (board stage): icebreaker, ulx3s, ...
+    baud: int = 115200             # the board's UART baud rate
     model: Path | None = None      # an existing integer model file: skip data/train/export
     inputs: Path | None = None     # float inputs (.npy), one row per sample
     labels: Path | None = None     # optional labels (.npy)
@@ -271,6 +274,7 @@ def stage_rtl(ctx: Context) -> None:
     if not o.allow_overfit:
         plan.check_fits()
     man = generate.generate(model, ctx.out, device=o.device, folding=plan).manifest
+    _write_core(ctx, man)
     ctx.record("rtl", {"top": man["top"], "cycles_per_inference": man["cycles_per_inference"],
                        "initiation_interval": man["initiation_interval"],
                        "mac_units": man["mac_units"], "plan": man.get("plan"),
@@ -332,15 +336,46 @@ def stage_synth(ctx: Context) -> None:
     synth.get_device(ctx.opts.device)
     man = json.loads(ctx.need("manifest.json", "rtl").read_text())
     verilog = ctx.need(f"{man['top']}.v", "rtl")
-    r = synth.synthesize(verilog, man["top"], ctx.out / "synth", ctx.opts.device,
-                         progress=lambda m: ctx.say(f"  {m} ..."))
+    progress = lambda m: ctx.say(f"  {m} ...")  # noqa: E731
+    rec = {}
+    if ctx.opts.synth_cache is not None:
+        from . import synth_cache
+        r, key, hit = synth_cache.synthesize(verilog, man["top"], ctx.out / "synth",
+                                             ctx.opts.device, ctx.opts.synth_cache, progress)
+        rec = {"cache": "hit" if hit else "miss", "cache_key": key}
+    else:
+        r = synth.synthesize(verilog, man["top"], ctx.out / "synth", ctx.opts.device,
+                             progress=progress)
     ctx.say(f"    {r}")
-    ctx.record("synth", r.to_dict())
+    ctx.record("synth", r.to_dict() | rec)
+
+
+def _write_core(ctx: Context, man: dict, boards: dict | None = None) -> None:
+    """The FuseSoC core file beside the Verilog (its Icarus target checks the golden vectors,
+    when the golden stage has written them)."""
+    from .hw import fusesoc
+    path = ctx.out / "vectors.npz"
+    if not path.exists():
+        fusesoc.write_core(ctx.out, man, None, None, boards)
+        return
+    vec = np.load(path)
+    n = min(len(vec["inputs"]), 32)
+    fusesoc.write_core(ctx.out, man, vec["inputs"][:n], vec["golden"][:n], boards)
+
+
+def stage_board(ctx: Context) -> None:
+    """Board top (UART link + PLL + pins) -> bitstream, then the link simulated end to end."""
+    from .board import board_stage
+    rec = board_stage(ctx.out, ctx.opts.board, baud=ctx.opts.baud,
+                      bare=ctx.recorded("synth"), say=ctx.say)
+    man = json.loads(ctx.need("manifest.json", "rtl").read_text())
+    _write_core(ctx, man, rec.pop("fusesoc_boards"))
+    ctx.record("board", rec)
 
 
 STAGES: dict[str, Callable[[Context], None]] = {
     "data": stage_data, "train": stage_train, "export": stage_export, "golden": stage_golden,
-    "rtl": stage_rtl, "sim": stage_sim, "synth": stage_synth,
+    "rtl": stage_rtl, "sim": stage_sim, "synth": stage_synth, "board": stage_board,
 }
 
 
@@ -364,6 +399,9 @@ def flow(opts: FlowOptions) -> dict:
     if opts.plan is not None and not Path(opts.plan).is_file():
         raise FileNotFoundError(f"{opts.plan}: plan file not found (write one with "
                                 f"`softfloor rtl --plan-out {opts.plan}`)")
+    if opts.board:
+        from .board import check_board_device
+        opts.device = check_board_device(opts.board, opts.device)
     if opts.synth:
         from softfloor.hw import synth
         synth.get_device(opts.device)
@@ -385,6 +423,8 @@ def flow(opts: FlowOptions) -> dict:
         run_stage(ctx, name)
     if opts.synth:
         run_stage(ctx, "synth")
+    if opts.board:
+        run_stage(ctx, "board")
     rep = report(ctx)
     ctx.say(format_table(rep))
     return rep
@@ -431,9 +471,11 @@ def report(ctx: Context) -> dict:
         },
         "synth": ({k: sy.get(k) for k in ("device", "logic_cells", "ff", "dsp", "ram_blocks",
                                           "fmax_mhz", "io", "tools")}
+                  | ({"cache": sy["cache"]} if "cache" in sy else {})
                   if sy else {"device": ctx.opts.device, "skipped": True, "logic_cells": None,
                               "ff": None, "dsp": None, "ram_blocks": None, "fmax_mhz": None}),
         "timings": ctx.recorded("timings"),
+        **({"board": ctx.recorded("board")} if ctx.recorded("board") else {}),
         "model": str(ctx.out / MODEL_FILE),
         "config": tr.get("config"),
     }
@@ -464,6 +506,16 @@ def format_table(rep: dict) -> str:
                  ("DSP / RAM blocks", f"{sy['dsp']} / {sy['ram_blocks']}"),
                  ("Fmax", f"{sy['fmax_mhz']} MHz"),
                  ("inferences/s (Fmax / II)", hw.get("inferences_per_second"))]
+    bd = rep.get("board")
+    if bd:
+        lk = bd.get("link", {})
+        rows += [(f"board {bd['board']} logic cells / FF", f"{bd['logic_cells']} / {bd['ff']}"),
+                 ("board PLL clock / Fmax", f"{bd['pll_mhz']} / {bd['fmax_mhz']} MHz"),
+                 ("bitstream", f"{bd['bitstream']} ({bd['bitstream_bytes']} bytes)"),
+                 (f"link bit-exact ({lk.get('simulator')})",
+                  f"{lk.get('samples', 0) - lk.get('mismatches', 0)}/{lk.get('samples')}"),
+                 (f"inferences/s through the UART at {bd['baud']} baud",
+                  lk.get("inferences_per_second"))]
     rows += [(f"time {k}", f"{v:.1f} s") for k, v in rep["timings"].items()]
     w = max(len(r[0]) for r in rows)
     line = "-" * (w + 26)
