@@ -74,7 +74,8 @@ class Lineage:
         self.out = Path(out)
         self.stage = stage
         self.made_from: dict[str, str] = {}
-        self._via: dict[str, tuple[str, str]] = {}  # key -> (file or record, its stage)
+        # key -> (the file or record it came through, the stages of that one's ancestry)
+        self._via: dict[str, tuple[str, set[str]]] = {}
 
     def _cmd(self, stage: str) -> str:
         return f"`softfloor {stage} --out {self.out}`"
@@ -122,11 +123,20 @@ class Lineage:
 
     def adopt(self, stage: str) -> dict | None:
         """Merge the record of ``stage`` (for the report); its full record, or None if the stage
-        has not run. A record made from other versions than those read so far is refused."""
+        has not run. A record made from other versions than those read so far is refused, and
+        so is one whose files are not among the ancestors of those read (a training that is
+        not the model file's, a simulation of older vectors)."""
         prov = self.record_of(stage)
         if prov is None:
             return None
         path = self.out / "stages" / f"{stage}.json"
+        for f, fh in prov["writes"].items():
+            if self.made_from.get(f"{stage}:{f}") != fh:
+                rerun = ORDER[ORDER.index(stage) + 1] if stage in ("data", "train") else stage
+                raise StaleArtifact(
+                    f"{path} records a `{stage}` run whose {f} is not the one the artifacts in "
+                    f"{self.out} were made from: rerun {self._cmd(rerun)} and the stages after "
+                    f"it, or the whole `softfloor flow`")
         self._merge(prov, None, str(path), stage)
         return load_json(path)
 
@@ -141,24 +151,30 @@ class Lineage:
         items = dict(prov["made_from"])
         for f, fh in prov["writes"].items():  # the versions its own run wrote, siblings included
             items[f"{owner}:{f}"] = fh
+        stages = {k.split(":", 1)[0] for k in items} | {owner}
         for k, v in items.items():
             old = self.made_from.get(k)
             if old is not None and old != v:
-                self._conflict(k, v, via, owner)
+                self._conflict(k, v, via, stages)
             self.made_from.setdefault(k, v)
-            self._via.setdefault(k, (via, owner))
+            self._via.setdefault(k, (via, stages))
 
-    def _conflict(self, key: str, new: str, via: str, owner: str):
+    def _conflict(self, key: str, new: str, via: str, stages: set[str]):
         """Two inputs descend from different versions of ``key``: name both and the rerun."""
         writer, _, name = key.partition(":")
         prov = self.record_of(writer) if writer in ORDER else None
         current = prov["writes"].get(name) if prov else None
-        first, first_owner = self._via[key]
-        # The side that disagrees with the latest run of `writer` is the stale one.
-        stale = first_owner if current == new else owner
+        first, first_stages = self._via[key]
+        # The side that disagrees with the latest run of `writer` is the stale one; rerun its
+        # first stage after `writer`.
+        stale = first_stages if current == new else stages
+        after = [s for s in ORDER if s in stale and writer in ORDER
+                 and ORDER.index(s) > ORDER.index(writer)]
+        rerun = (f"rerun {self._cmd(after[0])} and the stages after it" if after
+                 else f"rerun the stages after `{writer}`")
         raise StaleArtifact(f"{first} and {via} were made from different versions of {name} "
-                            f"(written by `softfloor {writer}`): rerun {self._cmd(stale)} and "
-                            f"the stages after it, or the whole `softfloor flow`")
+                            f"(written by `softfloor {writer}`): {rerun}, or the whole "
+                            f"`softfloor flow`")
 
     def record(self, writes: list[str]) -> dict:
         """The ``provenance`` object of a stage that read this lineage and wrote ``writes``
