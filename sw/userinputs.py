@@ -35,8 +35,10 @@ def classes(model: intmodel.IntModel) -> int:
 def calibrated_range(model: intmodel.IntModel) -> tuple[float, float] | None:
     """The real input range the model was calibrated for: the training data's range recorded
     in ``meta.input_range`` (models trained by softfloor), widened by half a quantization step;
-    otherwise the range its input quantizer maps without saturating (one global scale); None
-    when neither is known (per-value quantizers, e.g. per-pixel thresholds, without meta)."""
+    otherwise the range its input quantizer maps without saturating (one global scale) widened
+    by half of it on each side (a foreign model's quantizer may saturate the top of its data:
+    Brevitas's 4-bit 2^-4 input maps 1.0 to 15, 15/16 of it); None when neither is known
+    (per-value quantizers, e.g. per-pixel thresholds, without meta)."""
     spec = model.input
     t = spec.code_type
     step = None if spec.per_value else abs(float(spec.scale))
@@ -47,7 +49,9 @@ def calibrated_range(model: intmodel.IntModel) -> tuple[float, float] | None:
         return float(rng[0]) - pad, float(rng[1]) + pad
     if step is None:
         return None
-    return (t.lo - spec.zero_point - 0.5) * step, (t.hi - spec.zero_point + 0.5) * step
+    lo, hi = (t.lo - spec.zero_point - 0.5) * step, (t.hi - spec.zero_point + 0.5) * step
+    margin = 0.5 * (hi - lo)  # a saturating tail is the quantizer's business; 2x is unscaled
+    return lo - margin, hi + margin
 
 
 def load(model: intmodel.IntModel, inputs: Path, labels: Path | None = None,
