@@ -201,7 +201,7 @@ def stage_export(ctx: Context) -> None:
     lin = Lineage(ctx.out, "export")
     res = train.load_checkpoint(lin.read("model.pt"))
     meta = load_json(lin.read("train.json"), rerun=f"rerun `softfloor train --out {ctx.out}`")
-    inp = load_npz(lin.read("inputs.npz"), {"codes": "int"},
+    inp = load_npz(lin.read("inputs.npz", only=("data", "model")), {"codes": "int"},
                    rerun=f"rerun `softfloor data --out {ctx.out}`")
     model = export.export(res.model, res.input_spec, name=f"digits-{res.config.arch}", meta=meta)
     model = with_output(model, ctx.opts.output)
@@ -531,8 +531,8 @@ def report(ctx: Context) -> dict:
     if "manifest.json" in read:
         man, verilog = _read_rtl(ctx, lin)
         read[verilog.name] = verilog
-    tr, gd, sm, sy, bd = (lin.adopt(s) or {} for s in ("train", "golden", "sim", "synth",
-                                                       "board"))
+    tr = lin.adopt("train", descends=MODEL_FILE in read) or {}
+    gd, sm, sy, bd = (lin.adopt(s) or {} for s in ("golden", "sim", "synth", "board"))
     for r in (tr, gd, sm, sy, bd):
         r.pop("provenance", None)
     rtl_acc = [v["accuracy"] for v in sm.values() if "accuracy" in v]

@@ -93,10 +93,13 @@ class Lineage:
                                 f"hand): rerun {self._cmd(stage)}")
         return prov
 
-    def read(self, name: str, stage: str | None = None) -> Path:
+    def read(self, name: str, stage: str | None = None, only: tuple[str, ...] | None = None
+             ) -> Path:
         """``DIR/name`` after checking it is what a stage record says it wrote, and that what
         it was made from agrees with everything read before; ``stage``: who should write it
-        (default: its usual writer)."""
+        (default: its usual writer); ``only``: the stages of its ancestry this reader depends
+        on (``export`` re-makes the codes of ``inputs.npz`` from the data stage's real inputs,
+        whatever an earlier export made them from)."""
         path = self.out / name
         first = stage or (writers(name) or ("flow",))[0]
         if not path.is_file():
@@ -118,19 +121,24 @@ class Lineage:
         if not found:  # no stage of DIR wrote any version of it: the user's own file
             self._merge({"writes": {name: h}, "made_from": {}}, f"{USER}:{name}", str(path))
         for s, prov in found:
+            if only is not None:
+                prov = {"writes": prov["writes"] if s in only else {},
+                        "made_from": {k: v for k, v in prov["made_from"].items()
+                                      if k.split(":", 1)[0] in only}}
             self._merge(prov, f"{s}:{name}", str(path))
         return path
 
-    def adopt(self, stage: str) -> dict | None:
+    def adopt(self, stage: str, descends: bool = True) -> dict | None:
         """Merge the record of ``stage`` (for the report); its full record, or None if the stage
         has not run. A record made from other versions than those read so far is refused, and
         so is one whose files are not among the ancestors of those read (a training that is
-        not the model file's, a simulation of older vectors)."""
+        not the model file's, a simulation of older vectors), unless ``descends`` is False
+        (nothing read could descend from it: a training before any export)."""
         prov = self.record_of(stage)
         if prov is None:
             return None
         path = self.out / "stages" / f"{stage}.json"
-        for f, fh in prov["writes"].items():
+        for f, fh in prov["writes"].items() if descends else ():
             if self.made_from.get(f"{stage}:{f}") != fh:
                 rerun = ORDER[ORDER.index(stage) + 1] if stage in ("data", "train") else stage
                 raise StaleArtifact(

@@ -283,19 +283,24 @@ def test_rtl_fold_then_report_is_refused(d):
     assert rep["bit_exact"]["icarus"]["mismatches"] == 0
 
 
-def test_training_then_report_is_refused(d, monkeypatch):
-    """A train record whose model.pt the model file was not exported from: the report would
-    put its configuration beside the hardware of another model."""
-    lin = provenance.Lineage(d["out"], "train")
-    for name in ("model.pt", "train.json"):
-        (d["out"] / name).write_text("{}")
-    flow_mod.Context(flow_mod.FlowOptions(out=d["out"])).record(
-        "train", {"config": {"weight_bits": 2}, "provenance": lin.record(["model.pt",
-                                                                          "train.json"])})
-    rc, err = run_cli(["report", "--out", d["out"]])
+@pytest.mark.slow
+def test_training_then_report_is_refused(tmp_path):
+    """`train` again after a finished chain: the report would put the new configuration beside
+    the numbers of the model exported from the old one; refused until `export` reruns."""
+    out = tmp_path / "digits"
+    for argv in (["data"], ["train", "--epochs", "1"], ["export"], ["golden"], ["report"]):
+        assert run_cli([*argv, "--out", out, "--quiet"])[0] == 0, argv
+    assert run_cli(["train", "--out", out, "--epochs", "1", "--weight-bits", "2",
+                    "--act-bits", "2", "--quiet"])[0] == 0
+    rc, err = run_cli(["report", "--out", out])
     assert_one_line_error(rc, err)
     assert "stages/train.json records a `train` run whose model.pt is not the one" in err
     assert "rerun `softfloor export" in err
+    for argv in (["export"], ["golden"], ["report"]):
+        assert run_cli([*argv, "--out", out, "--quiet"])[0] == 0, argv
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["config"]["weight_bits"] == 2
+    assert rep["provenance"]["made_from"]["train:model.pt"] == provenance.sha256(out / "model.pt")
 
 
 @pytest.mark.synth
