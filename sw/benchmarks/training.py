@@ -219,6 +219,7 @@ def run(out_dir: Path, quick: bool) -> dict:
     seeds = (0,) if quick else (0, 1, 2)
     epochs = 4 if quick else 60
     surrogates = list(SURROGATE_NAMES or SURROGATES)
+    info = _run_info(seeds, epochs)  # the commit the runs start from
 
     jobs: dict[tuple, tuple] = {}
     for seed in seeds:
@@ -369,7 +370,7 @@ def run(out_dir: Path, quick: bool) -> dict:
                                       for s in seeds if ("main", sur, name, s) in results}
                                 for sur in surrogates}
                          for name, *_ in CONFIGS},
-              "run": _run_info(seeds, epochs, len(results))}
+              "run": info | {"runs": len(results)}}
     from softfloor.benchmarks.training_plots import write_all
     plots = write_all(result, out_dir)
     if plots:
@@ -377,9 +378,9 @@ def run(out_dir: Path, quick: bool) -> dict:
     return result
 
 
-def _run_info(seeds, epochs: int, runs: int) -> dict:
-    """What the figures say about their data: seeds, epochs, runs, commit, date, and what a
-    reduced run left out."""
+def _run_info(seeds, epochs: int) -> dict:
+    """What the figures say about their data: seeds, epochs, commit, date, and what a reduced
+    run left out."""
     import datetime
     import subprocess
     try:
@@ -390,7 +391,7 @@ def _run_info(seeds, epochs: int, runs: int) -> dict:
     left_out = [n for n, on in (("BatchNorm switched", WITH_FLIPPED), ("schedules",
                                 WITH_SCHEDULES), ("CNN", WITH_CNN), ("variants", WITH_VARIANTS))
                 if not on]
-    return {"seeds": list(seeds), "epochs": epochs, "runs": runs, "commit": commit or None,
+    return {"seeds": list(seeds), "epochs": epochs, "commit": commit or None,
             "date": datetime.date.today().isoformat(),
             "reduced": ("main table only; without " + ", ".join(left_out)) if left_out else ""}
 
