@@ -253,7 +253,8 @@ def stage_rtl(ctx: Context) -> None:
     _write_core(ctx, man)
     ctx.record("rtl", {"top": man["top"], "cycles_per_inference": man["cycles_per_inference"],
                        "initiation_interval": man["initiation_interval"],
-                       "mac_units": man["mac_units"], "plan": man.get("plan")})
+                       "mac_units": man["mac_units"], "plan": man.get("plan"),
+                       "plan_text": str(plan)})
 
 
 def stage_sim(ctx: Context) -> None:
@@ -489,6 +490,23 @@ def _utilisation(sy: dict) -> dict:
     return {"available": avail, "utilisation": util, "fits": fits}
 
 
+def resource_rows(sy: dict) -> list[tuple[str, str]]:
+    """``(label, "used / available (percent)")`` per resource of a synthesis record, and the
+    fits verdict."""
+    sy = sy if "available" in sy else sy | _utilisation(sy)
+    avail, rows = sy.get("available") or {}, []
+    for key, label in (("logic_cells", "logic cells"), ("ff", "flip-flops"),
+                       ("ram_blocks", "RAM blocks"), ("dsp", "DSP"), ("io", "I/O")):
+        used, n = sy.get(key), avail.get(key)
+        rows.append((f"{sy.get('device')} {label} used / available",
+                     f"{used} / {n}  ({100 * used / n:.1f}%)" if used is not None and n
+                     else f"{used} / {n if n is not None else '?'}"))
+    if "fits" in sy:
+        rows.append((f"fits {sy.get('device')}", "yes" if sy["fits"] else
+                     "NO: a resource exceeds the device"))
+    return rows
+
+
 def format_table(rep: dict) -> str:
     def pct(v):
         return "-" if v is None else f"{100 * v:.2f}%"
@@ -505,16 +523,7 @@ def format_table(rep: dict) -> str:
              ("MAC units / MACs per inference", f"{hw['mac_units']} / {hw['macs_per_inference']}")]
     sy = rep["synth"]
     if not sy.get("skipped"):
-        avail = sy.get("available") or {}
-        for key, label in (("logic_cells", "logic cells"), ("ff", "flip-flops"),
-                           ("ram_blocks", "RAM blocks"), ("dsp", "DSP"), ("io", "I/O")):
-            used, n = sy.get(key), avail.get(key)
-            rows.append((f"{sy['device']} {label} used / available",
-                         f"{used} / {n}  ({100 * used / n:.1f}%)" if used is not None and n
-                         else f"{used} / {n if n is not None else '?'}"))
-        if "fits" in sy:
-            rows.append((f"fits {sy['device']}", "yes" if sy["fits"] else
-                         "NO: a resource exceeds the device"))
+        rows += resource_rows(sy)
         rows += [("Fmax", f"{sy['fmax_mhz']} MHz"),
                  ("latency at Fmax", f"{hw['latency_ns']:,.0f} ns" if hw.get("latency_ns")
                   else None),

@@ -117,13 +117,13 @@ class LineReporter(Reporter):
             if total is not None:
                 state["total"] = total
             if note != state["note"]:
-                state["note"] = note
+                state["note"], state["last"] = note, now
                 if note:
                     self.say(f"  {label}: {note} ...")
-            if done and state["t_first"] is None:  # the rate counts from the first item
+            if note is None and state["t_first"] is None:  # the rate counts from here
                 state["t_first"], state["d_first"] = now, done
             state["done"] = done
-            if done < state["total"] and now - state["last"] >= self.count_every_s:
+            if 0 < done < state["total"] and now - state["last"] >= self.count_every_s:
                 state["last"] = now
                 self.say(f"  {label}: {done}/{state['total']} {unit}"
                          f"{self._rate(state, now, unit)}")
