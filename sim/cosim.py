@@ -187,7 +187,7 @@ def cosimulate(verilog: str | os.PathLike, manifest: dict, inputs: np.ndarray, s
 
     total = len(inputs) if not reset else len(inputs) - int(reset.get("resume_from", 0))
     if progress:
-        progress(0, total, f"building the {simulator} model")
+        progress(0, total, f"preparing the {simulator} model (built once per design, cached)")
     runner, build_dir, build_s = build(verilog, manifest["top"], simulator, waves)
     t0 = time.monotonic()
     env = {"SOFTFLOOR_COSIM_JOB": str(work / "job.json")}

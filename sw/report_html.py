@@ -222,8 +222,10 @@ def _svg_confusion(cm: np.ndarray, size: int = 360) -> str:
 
 
 def _svg_curves(series: dict[str, list[tuple[float, float]]], ylabel: str, width: int = 420,
-                height: int = 240, log: bool = False, ypct: bool = False) -> str:
-    """Line chart, epoch on x; ``series`` {name: [(x, y), ...]} with a legend."""
+                height: int = 240, log: bool = False, ypct: bool = False,
+                legend_low: bool = False) -> str:
+    """Line chart, epoch on x; ``series`` {name: [(x, y), ...]} with a legend (top right, or
+    bottom right with ``legend_low``)."""
     left, right, top, bottom = 56, 12, 12, 40
     pts = [(x, y) for s in series.values() for x, y in s if y is not None and (y > 0 or not log)]
     if not pts:
@@ -260,11 +262,12 @@ def _svg_curves(series: dict[str, list[tuple[float, float]]], ylabel: str, width
                  f'class="axlabel">epoch</text>'
                  f'<text x="12" y="{top + ih / 2}" text-anchor="middle" class="axlabel" '
                  f'transform="rotate(-90 12 {top + ih / 2})">{_e(ylabel)}</text>')
+    ly = top + ih - 8 - 16 * len(series) if legend_low else top + 8
     for k, (name, s) in enumerate(series.items()):
         p = " ".join(f"{X(x):.1f},{Y(y):.1f}" for x, y in s if y is not None and (y > 0 or not log))
         parts.append(f'<polyline points="{p}" class="line l{k % 6}"/>'
-                     f'<rect x="{left + iw - 110}" y="{top + 8 + 16 * k}" width="14" height="3" '
-                     f'class="lg l{k % 6}"/><text x="{left + iw - 92}" y="{top + 13 + 16 * k}" '
+                     f'<rect x="{left + iw - 110}" y="{ly + 16 * k}" width="14" height="3" '
+                     f'class="lg l{k % 6}"/><text x="{left + iw - 92}" y="{ly + 5 + 16 * k}" '
                      f'class="tick">{_e(name)}</text>')
     parts.append("</svg>")
     return "".join(parts)
@@ -360,7 +363,8 @@ def _accuracy(rep: dict, out: Path, train_rec: dict) -> str:
                      f'{_svg_curves(loss, "cross-entropy loss (log)", log=True)}</div>')
         if tacc:
             parts.append('<div><h3>Training accuracy</h3>'
-                         f'{_svg_curves(tacc, "training batches correct", ypct=True)}</div>')
+                         f'{_svg_curves(tacc, "training batches correct", ypct=True, legend_low=True)}'
+                         '</div>')
         parts.append('</div><p class="note">Training accuracy is over each epoch\'s batches in '
                      'training mode (soft surrogates, augmentation); the test accuracies above '
                      'are the hard-quantized model\'s.</p>')
@@ -522,7 +526,7 @@ def _provenance(rows: list[dict]) -> str:
         body_rows.append([f"<code>{_e(a['file'])}</code>", _e(a["stage"]), _e(a["what"]),
                           _size(a["bytes"]),
                           f'<code title="{_e(a["sha256"])}">{_e(a["sha256"][:16])}</code>',
-                          _e(a["modified"].replace("+00:00", "Z")), made])
+                          _e(a["modified"].replace("+00:00", "").replace("T", " ")), made])
     body = _table(["file", "stage", "what", "size", "sha256 (first 16)", "modified (UTC)",
                    "made from"], body_rows, "prov")
     return _section("provenance", "Provenance", body,
@@ -544,6 +548,7 @@ table{border-collapse:collapse;margin:8px 0;font-size:13.5px}
 th,td{padding:4px 10px;border-bottom:1px solid #eceef2;text-align:left;vertical-align:top}
 th{background:#f0f2f5;font-weight:600}tfoot td{border-top:2px solid #cfd4dc;font-weight:600}
 table.num td{font-variant-numeric:tabular-nums}table.prov td{font-size:12.5px}
+table.prov td:nth-child(4),table.prov td:nth-child(6){white-space:nowrap}
 code{font:12.5px ui-monospace,"DejaVu Sans Mono",monospace}
 pre{background:#f6f7f9;padding:8px;overflow:auto;font-size:12px}
 .cards{display:flex;flex-wrap:wrap;gap:10px}
