@@ -35,10 +35,12 @@ from amaranth.hdl import ClockDomain, Elaboratable, Instance, Module, Signal
 from amaranth.lib import io
 from amaranth.lib.cdc import ResetSynchronizer
 
-from .. import protocol as proto
-from .link import LinkTop
-from .pll import PLLSetting, ecp5_pll, ice40_pll
-from .uart import divisor_for
+from softfloor import protocol as proto
+from softfloor.hw import synth
+from softfloor.hw.link import LinkTop
+from softfloor.hw.pll import PLLSetting, ecp5_pll, ice40_pll
+from softfloor.hw.uart import divisor_for
+from softfloor.intmodel import load
 
 __all__ = ["Board", "BOARDS", "get_board", "BoardTop", "build_board", "BoardBuild",
            "DEFAULT_BAUD", "BOARD_TOP"]
@@ -213,7 +215,6 @@ class BoardBuild:
 
 def link_info_for(out_dir: Path, manifest: dict, model_file: Path, clock_hz: float,
                   baud: int) -> proto.LinkInfo:
-    from ..intmodel import load
     return proto.link_info(manifest, load(model_file), model_file, clock_hz=int(clock_hz),
                            baud=baud)
 
@@ -249,7 +250,6 @@ def build_board(board: Board | str, out_dir, core_verilog, manifest: dict, model
     ``target_mhz`` (default: the board's cap) is the first PLL target; each attempt whose placed
     Fmax is below its PLL clock retries at the fastest PLL setting not above that Fmax.
     """
-    from . import synth
     board = get_board(board) if isinstance(board, str) else board
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..intmodel import atomic_write_text
-from .stream_io import BeatLayout
+from softfloor.intmodel import atomic_write_text
+from softfloor.hw.rtl.stream_io import BeatLayout
 
 __all__ = ["write_core", "core_name", "CORE_FILE", "TB_TOP"]
 

@@ -22,8 +22,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .. import protocol as proto
-from .uart import UARTRx, UARTTx, rx_byte_shape
+from softfloor import protocol as proto
+from softfloor.hw.uart import UARTRx, UARTTx, check_divisor, rx_byte_shape
 
 __all__ = ["LinkTop", "SlipEncoder", "FrameReceiver", "FrameSender", "Feeder", "TokenQueue",
            "crc8_next",
@@ -359,8 +359,7 @@ class LinkTop(wiring.Component):
     def __init__(self, info: proto.LinkInfo, divisor: int, core="softfloor_top"):
         self.link_info, self.divisor, self.core = info, divisor, core
         self.info_bytes = proto.info_payload(info)
-        from .uart import _check_divisor
-        _check_divisor(divisor)
+        check_divisor(divisor)
         super().__init__({"uart_rx": In(1, init=1), "uart_tx": Out(1, init=1),
                           "busy": Out(1), "error": Out(1)})
 

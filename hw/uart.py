@@ -17,8 +17,8 @@ from amaranth.hdl import Cat, Const, Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["UARTRx", "UARTTx", "line_levels", "decode_line", "divisor_for", "MIN_DIVISOR",
-           "MAX_BAUD_ERROR", "rx_byte_shape"]
+__all__ = ["UARTRx", "UARTTx", "line_levels", "decode_line", "divisor_for", "check_divisor",
+           "MIN_DIVISOR", "MAX_BAUD_ERROR", "rx_byte_shape"]
 
 MIN_DIVISOR = 4
 MAX_BAUD_ERROR = 0.02
@@ -40,7 +40,7 @@ def divisor_for(clock_hz: float, baud: int) -> int:
     return d
 
 
-def _check_divisor(divisor) -> int:
+def check_divisor(divisor) -> int:
     if isinstance(divisor, bool) or not isinstance(divisor, int) or divisor < MIN_DIVISOR:
         raise ValueError(f"divisor must be an integer >= {MIN_DIVISOR} (clock cycles per bit), "
                          f"got {divisor!r}")
@@ -54,7 +54,7 @@ def line_levels(data: bytes, divisor: int, *, idle: int = 0, gap: int = 0,
                 stop_bits=None) -> np.ndarray:
     """Line level per clock cycle sending ``data`` (``idle`` cycles high first, ``gap`` idle
     cycles after each byte). ``stop_bits[k] = 0`` sends byte ``k`` with a broken stop bit."""
-    divisor = _check_divisor(divisor)
+    divisor = check_divisor(divisor)
     bits = [1] * idle
     for k, b in enumerate(bytes(data)):
         stop = 1 if stop_bits is None else int(stop_bits[k])
@@ -68,7 +68,7 @@ def decode_line(levels, divisor: int) -> tuple[bytes, list[int]]:
     """Bytes a receiver reads from ``levels`` and the indices (into those bytes) of framing
     errors (stop bit 0: the byte is dropped, its index marks where). After a framing error the
     receiver waits for the line to go high before looking for a start bit again."""
-    divisor = _check_divisor(divisor)
+    divisor = check_divisor(divisor)
     lv = np.asarray(levels)
     out, errors = bytearray(), []
     t = 0
@@ -111,7 +111,7 @@ class UARTRx(wiring.Component):
     """
 
     def __init__(self, divisor: int):
-        self.divisor = _check_divisor(divisor)
+        self.divisor = check_divisor(divisor)
         super().__init__({"rx": In(1, init=1),
                           "o": Out(stream.Signature(rx_byte_shape, always_ready=True))})
 
@@ -164,7 +164,7 @@ class UARTTx(wiring.Component):
     """Bytes -> serial line. ``i`` is a byte stream; the line idles high."""
 
     def __init__(self, divisor: int):
-        self.divisor = _check_divisor(divisor)
+        self.divisor = check_divisor(divisor)
         super().__init__({"i": In(stream.Signature(8)), "tx": Out(1, init=1)})
 
     def elaborate(self, platform):

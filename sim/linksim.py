@@ -21,8 +21,10 @@ from pathlib import Path
 
 from amaranth.back import verilog as amaranth_verilog
 
-from .. import protocol as proto
-from . import cosim
+from softfloor import protocol as proto
+from softfloor.hw.link import LinkTop
+from softfloor.intmodel import atomic_write_text
+from softfloor.sim import cosim
 
 __all__ = ["link_verilog", "SimulatedBoard", "LINK_TOP", "SIM_DIVISOR", "SIM_REPLY_TIMEOUT"]
 
@@ -35,8 +37,6 @@ SIM_REPLY_TIMEOUT = 600.0
 
 def link_verilog(core_verilog, info: proto.LinkInfo, divisor: int, out_dir) -> Path:
     """Write ``out_dir/softfloor_link.v`` (LinkTop + the core's Verilog); return its path."""
-    from ..hw.link import LinkTop
-    from ..intmodel import atomic_write_text
     core_verilog = Path(core_verilog)
     top = LinkTop(info, divisor, core=core_verilog.stem)
     text = amaranth_verilog.convert(top, name=LINK_TOP, emit_src=False)

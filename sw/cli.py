@@ -172,6 +172,21 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fold", action="append", default=[], metavar="LAYER=PExSIMD",
                    help="fold a dense layer as given, e.g. --fold fc1=8x4 (repeatable); the "
                         "planner picks the others")
+    p.add_argument("--plan", type=Path, default=None, metavar="PLAN.json",
+                   help="build this plan file (written by --plan-out, edited) instead of "
+                        "planning: per layer PE, SIMD, memory, DSP (see docs/hardware.md)")
+    p.add_argument("--plan-out", type=Path, default=None, metavar="PLAN.json",
+                   help="write the plan of this run (the planner's or --plan's) as a plan file")
+    p.add_argument("--allow-overfit", action="store_true",
+                   help="build a design whose estimate exceeds the device budget (otherwise "
+                        "an error naming the layer and the resource)")
+
+
+def _output_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--output", choices=flow_mod.OUTPUTS, default="logits",
+                   help="what the network outputs: its logits (default), or the class index "
+                        "(an argmax op at the end: the output stream carries one index per "
+                        "sample)")
 
 
 BOARDS = ("icebreaker", "ulx3s", "orangecrab")  # kept in step with softfloor.hw.boards (tested)
@@ -198,6 +213,7 @@ def parser() -> argparse.ArgumentParser:
     _sim_args(p)
     p.add_argument("--device", choices=DEVICES, default="up5k")
     _plan_args(p)
+    _output_arg(p)
     p.add_argument("--no-synth", action="store_true", help="skip synthesis")
     p.add_argument("--model", type=Path, help="start from an existing integer model file "
                                               "(skips data, training, export)")
@@ -225,6 +241,8 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("--device", choices=DEVICES, default="up5k")
         if name == "rtl":
             _plan_args(p)
+        if name == "export":
+            _output_arg(p)
 
     p = sub.add_parser("sweep", help="design-space sweep: many flows on Ray, a resumable "
                                      "results table, the Pareto front (needs the [sweep] extra)")
@@ -277,7 +295,7 @@ def _options(args: argparse.Namespace) -> flow_mod.FlowOptions:
               "first_weight_bits", "input_bits", "input_quant", "surrogate", "batchnorm",
               "augment_shift", "augment_noise", "lr_schedule", "binary_act_grad", "epochs",
               "seed", "simulator", "device", "model", "inputs", "labels", "waves", "objective",
-              "board", "baud"):
+              "plan", "plan_out", "allow_overfit", "output", "board", "baud"):
         if hasattr(args, k):
             setattr(o, k, getattr(args, k))
     if o.input_quant is not None:

@@ -180,8 +180,8 @@ class PortInfo:
         return self.beats_per_sample * self.beat_bytes
 
     def layout(self):
-        """The :class:`~softfloor.hw.stream_io.BeatLayout` (the one definition of packing)."""
-        from .hw.stream_io import BeatLayout
+        """The :class:`~softfloor.hw.rtl.stream_io.BeatLayout` (the one definition of packing)."""
+        from softfloor.hw.rtl.stream_io import BeatLayout
         return BeatLayout.from_dict({"element_bits": self.element_bits, "signed": self.signed,
                                      "elements": self.elements,
                                      "elements_per_beat": self.elements_per_beat,
