@@ -66,6 +66,12 @@ def _save(fig, path: Path) -> Path:
     return Path(path)
 
 
+def _suptitle(fig, head: str, source: str) -> None:
+    """The figure's title and, wrapped to the figure's width, where its data comes from."""
+    import textwrap
+    fig.suptitle(head + "\n" + textwrap.fill(source, 110), fontsize=10.5)
+
+
 def _style(name: str, k: int = 0) -> tuple[str, str]:
     if name in STYLE:
         return STYLE[name]
@@ -82,7 +88,7 @@ def surrogates_figure(path: Path) -> Path:
                                       fourier_round, fourier_round_grad, smooth_round,
                                       smooth_round_grad)
     plt = _plt()
-    x = torch.linspace(-1.5, 2.5, 4001, dtype=torch.float64)
+    x = torch.linspace(-1.5, 2.45, 3951, dtype=torch.float64)  # to 2.45: no jump to 3 at the edge
     step = torch.floor(x + 0.5)
     fams = [("sigmoid (normalised)", smooth_round, smooth_round_grad, (1, 4, 20, 80),
              lambda k: f"k = {k:g}"),
@@ -119,7 +125,7 @@ def surrogates_figure(path: Path) -> Path:
     bot.set_ylim(-0.05, 1.35)
     bot.legend(loc="upper left", fontsize=8, handlelength=1.6, framealpha=0.9)
     for ax in axes[0]:
-        ax.set_ylim(-1.7, 2.9)
+        ax.set_ylim(-1.7, 3.4)  # room for the legend above the staircase
         ax.grid(alpha=0.3)
     for ax in axes[1]:
         ax.set_xlabel("input x (steps)")
@@ -171,7 +177,7 @@ def curves_figure(path: Path, curves: dict, source: str, ncols: int = 3) -> Path
     handles = {h.get_label(): h for ax in axes.flat for h in ax.get_lines()}
     fig.legend([handles[n] for n in names], names, loc="lower center", ncol=min(9, len(names)),
                frameon=False, title="surrogate (line: median over seeds, band: min to max)")
-    fig.suptitle(f"Training loss per epoch, digits MLP 64-64-32-10\n{source}", fontsize=10.5)
+    _suptitle(fig, "Training loss per epoch, digits MLP 64-64-32-10", source)
     fig.tight_layout(rect=(0, 0.09, 1, 1))
     return _save(fig, path)
 
@@ -247,8 +253,7 @@ def accuracy_figure(path: Path, rows: list[dict], configs: list[str], source: st
                    "i4: 4-bit input)")
     fig.legend(*ax.get_legend_handles_labels(), loc="lower center", ncol=5, frameon=False,
                title="surrogate (error bars: ± one standard deviation over seeds)")
-    fig.suptitle(f"Test accuracy vs bit width, digits MLP (360 test samples)\n{source}",
-                 fontsize=10.5)
+    _suptitle(fig, "Test accuracy vs bit width, digits MLP (360 test samples)", source)
     fig.tight_layout(rect=(0, 0.1, 1, 1))
     return _save(fig, path)
 
