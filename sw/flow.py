@@ -92,6 +92,7 @@ class FlowOptions:
 class Context:
     opts: FlowOptions
     timings: dict = field(default_factory=dict)
+    reads: dict = field(default_factory=dict)  # {file: sha256} the running stage needed
     _progress: progress_mod.Reporter | None = field(default=None, repr=False)
 
     @property
@@ -123,6 +124,8 @@ class Context:
         p = self.out / name
         if not p.exists():
             raise FileNotFoundError(f"{p} not found: run `softfloor {stage} --out {self.out}` first")
+        from .report_html import sha256
+        self.reads[name] = sha256(p)
         return p
 
 
@@ -389,6 +392,9 @@ def stage_board(ctx: Context) -> None:
     ctx.record("board", rec)
 
 
+#: The stage record of what each stage read: ``{stage: {file: sha256 when it was read}}``.
+PROVENANCE = "made_from"
+
 STAGES: dict[str, Callable[[Context], None]] = {
     "data": stage_data, "train": stage_train, "export": stage_export, "golden": stage_golden,
     "rtl": stage_rtl, "sim": stage_sim, "synth": stage_synth, "board": stage_board,
@@ -399,8 +405,12 @@ def run_stage(ctx: Context, name: str, fn=None) -> None:
     ctx.out.mkdir(parents=True, exist_ok=True)
     ctx.say(f"[{name}]")
     t0 = time.monotonic()
+    ctx.reads = {}
     (fn or STAGES[name])(ctx)
     ctx.timings[name] = round(time.monotonic() - t0, 2)
+    made_from = ctx.recorded(PROVENANCE)
+    made_from[name] = ctx.reads
+    ctx.record(PROVENANCE, made_from)
     ctx.say(f"[{name}] done in {progress_mod.format_seconds(ctx.timings[name])}")
     times = ctx.recorded("timings")
     times[name] = ctx.timings[name]
@@ -483,6 +493,7 @@ def report(ctx: Context) -> dict:
             "mac_units": man.get("mac_units"),
             "macs_per_inference": man.get("macs_per_inference"),
             "plan": man.get("plan"),
+            "plan_file": ctx.recorded("rtl").get("plan_file"),
             "simulators": {k: {"latency_cycles": v.get("latency_cycles"),
                                "initiation_interval": v.get("initiation_interval"),
                                "run_seconds": v.get("run_seconds")} for k, v in sm.items()},

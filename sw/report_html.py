@@ -14,7 +14,7 @@ Sections (each a ``<section>`` with an ``id``, in this order):
 ``performance``  II, latency in cycles and ns, inferences/s, Fmax, MAC utilisation
 ``timings``      seconds per stage, simulator build and run
 ``provenance``   every artifact summarised: file, size, sha256, the stage that wrote it, and
-                 what its stage recorded it was made from (where a stage records that)
+                 the files its stage read, with their hashes when it read them
 
 :func:`artifacts` is the provenance list on its own (also in ``report.json``).
 """
@@ -47,7 +47,8 @@ ARTIFACTS = (
     ("stages/{stage}.json", "{stage}", "the stage's record"),
     ("report.json", "report", "this report's numbers"),
 )
-STAGE_ORDER = ("data", "train", "export", "golden", "rtl", "sim", "synth", "board", "timings")
+STAGE_ORDER = ("data", "train", "export", "golden", "rtl", "sim", "synth", "board", "timings",
+               "made_from")
 
 
 def sha256(path: Path) -> str:
@@ -61,10 +62,11 @@ def sha256(path: Path) -> str:
 def artifacts(out: Path, top: str = "softfloor_top", exclude: tuple = ()) -> list[dict]:
     """Provenance of the files in ``out`` the report summarises: ``file`` (relative to
     ``out``), ``stage``, ``what``, ``bytes``, ``sha256``, ``modified`` (UTC, ISO 8601), and
-    ``made_from`` (``{file: sha256}``) where the stage's record states it (``provenance`` or
-    ``made_from`` in ``stages/<stage>.json``; empty otherwise)."""
+    ``made_from`` (``{file: sha256}``): the files its stage read, hashed when it read them
+    (``stages/made_from.json``, written by :func:`softfloor.flow.run_stage`)."""
     out = Path(out)
     rows = []
+    made_from = _load_json(out / "stages" / "made_from.json")
     stages = sorted((p.stem for p in (out / "stages").glob("*.json")),
                     key=lambda s: (STAGE_ORDER.index(s) if s in STAGE_ORDER else 99, s))
     for pattern, stage, what in ARTIFACTS:
@@ -75,8 +77,7 @@ def artifacts(out: Path, top: str = "softfloor_top", exclude: tuple = ()) -> lis
             if name in exclude or not p.is_file():
                 continue
             stat = p.stat()
-            rec = _load_json(out / "stages" / f"{st}.json") if st in stages else {}
-            made = rec.get("provenance") or rec.get("made_from") or {}
+            made = made_from.get(st) or {}
             rows.append({"file": name, "stage": st, "what": what, "bytes": stat.st_size,
                          "sha256": sha256(p),
                          "modified": _dt.datetime.fromtimestamp(
@@ -409,36 +410,54 @@ def _plan(rep: dict) -> str:
     rows = []
     for lp in plan.get("layers", []):
         est = lp.get("estimate", {})
+        folded = lp.get("mac_units", 0) > 0
         rows.append([_e(lp["name"]) + (" *" if lp.get("override") else ""), _e(lp["kind"]),
                      f"{lp['rows']}&times;{lp['cols']}",
-                     f"{lp['pe']}&times;{lp['simd']}" + (" DSP" if lp.get("dsp") else ""),
+                     (f"{lp['pe']}&times;{lp['simd']}" + (" DSP" if lp.get("dsp") else ""))
+                     if folded else '<span class="dim">&ndash;</span>',
                      _num(lp["mac_units"]), _num(lp["cycles"]),
+                     f"{lp.get('in_elements_per_transfer', 1)}/"
+                     f"{lp.get('out_elements_per_transfer', 1)}",
                      _num(est.get("lc")), _num(est.get("ff")), _num(est.get("ram")),
                      _num(est.get("dsp"))])
-    e = plan.get("estimate", {})
-    foot = ["<b>estimate</b>", "", "", "", _num(plan.get("mac_units")),
-            _num(plan.get("initiation_interval")), _num(e.get("lc")), _num(e.get("ff")),
+    e, b = plan.get("estimate", {}), plan.get("budget") or {}
+    foot = ["<b>total</b>", "", "", "", _num(plan.get("mac_units")),
+            _num(plan.get("initiation_interval")), "", _num(e.get("lc")), _num(e.get("ff")),
             _num(e.get("ram")), _num(e.get("dsp"))]
     body = _table(["layer", "kind", "rows &times; cols", "PE &times; SIMD", "lanes",
-                   "cycles", "est. LC", "est. FF", "est. RAM", "est. DSP"], rows, "num", foot)
+                   "cycles", "in/out", "est. LC", "est. FF", "est. RAM", "est. DSP"], rows,
+                  "num", foot)
+
+    def vs(est, got):
+        if est is None or got is None:
+            return _num(got)
+        d = (got - est) / est * 100 if est else 0.0
+        return f"{_num(got)} <span class=\"dim\">({d:+.0f}% vs estimate)</span>"
+    cmp = [["<b>estimate</b>", _num(e.get("lc")), _num(e.get("ff")), _num(e.get("ram")),
+            _num(e.get("dsp"))]]
+    if b:
+        cmp.append(["planner budget", _num(b.get("lc")), '<span class="dim">&ndash;</span>',
+                    _num(b.get("ram")), _num(b.get("dsp"))])
     if not sy.get("skipped"):
-        def vs(est, got):
-            if est is None or got is None:
-                return _num(got)
-            d = (got - est) / est * 100 if est else 0.0
-            return f"{_num(got)} <span class=\"dim\">({d:+.0f}% vs estimate)</span>"
-        body += _table(["", "logic cells", "FF", "RAM blocks", "DSP"],
-                       [["<b>synthesized</b>", vs(e.get("lc"), sy.get("logic_cells")),
-                         vs(e.get("ff"), sy.get("ff")), vs(e.get("ram"), sy.get("ram_blocks")),
-                         vs(e.get("dsp"), sy.get("dsp"))]], "num")
+        cmp.append(["<b>synthesized</b>", vs(e.get("lc"), sy.get("logic_cells")),
+                    vs(e.get("ff"), sy.get("ff")), vs(e.get("ram"), sy.get("ram_blocks")),
+                    vs(e.get("dsp"), sy.get("dsp"))])
+    body += _table(["", "logic cells", "FF", "RAM blocks", "DSP"], cmp, "num")
+    if "fits" in plan:
+        body += (f"<p>estimate within the planner's budget: "
+                 f"{_badge(plan['fits'], 'yes', 'no (built with --allow-overfit)')}</p>")
     notes = "".join(f"<li>{_e(n)}</li>" for n in plan.get("notes", []))
     if notes:
         body += f"<ul class=\"note\">{notes}</ul>"
+    source = rep["hardware"].get("plan_file")
     return _section("plan", "Plan", body,
-                    f"Folding on {_e(plan.get('device'))} for {_e(plan.get('objective'))}: each "
-                    "dense engine computes PE rows &times; SIMD columns per cycle; cycles per "
-                    "layer = ceil(rows/PE) &middot; ceil(cols/SIMD). MAC utilisation "
-                    f"{_pct(plan.get('mac_utilisation'), 1)}.")
+                    f"Folding on {_e(plan.get('device'))} for {_e(plan.get('objective'))}, "
+                    + (f"from the plan file <code>{_e(source)}</code>" if source
+                       else "chosen by the planner")
+                    + ": each MAC engine computes PE output rows &times; SIMD input columns per "
+                    "cycle; cycles per layer = ceil(rows/PE) &middot; ceil(cols/SIMD); "
+                    "in/out: elements per stream transfer; * a --fold or plan-file override. "
+                    f"MAC utilisation {_pct(plan.get('mac_utilisation'), 1)}.")
 
 
 RESOURCES = (("logic_cells", "logic cells", "lc"), ("ff", "flip-flops", "ff"),

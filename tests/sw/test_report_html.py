@@ -104,3 +104,40 @@ def test_a_page_with_errors_is_caught(tmp_path):
     assert page.broken_images == ["broken"]
     assert any("boom" in e for e in page.console_errors)
     assert any("missing is not defined" in e for e in page.console_errors)
+
+
+def test_plan_section_and_what_each_stage_read(tmp_path):
+    """Without simulation or synthesis: the plan section shows the planner's folding (PE x SIMD,
+    lanes, cycles, transfers, estimate, budget) and a plan file it was built from; each
+    artifact names the files its stage read, hashed when read."""
+    rng = np.random.default_rng(5)
+    model = random_model(rng, (12, 6, 4), in_bits=4, in_signed=False)
+    mpath = intmodel.save(model, tmp_path / "user.intmodel.json")
+    np.save(tmp_path / "x.npy", rng.uniform(0, 3.5, (8, 12)))
+    out = tmp_path / "out"
+    plan_file = tmp_path / "plan.json"
+    ctx = flow.Context(flow.FlowOptions(out=out, model=mpath, inputs=tmp_path / "x.npy",
+                                        synth=False, quiet=True, plan_out=plan_file))
+    out.mkdir()
+    intmodel.save(model, out / flow.MODEL_FILE)
+    flow.run_stage(ctx, "data", flow.stage_inputs)
+    for stage in ("golden", "rtl"):
+        flow.run_stage(ctx, stage)
+    ctx.opts.plan, ctx.opts.plan_out = plan_file, None
+    flow.run_stage(ctx, "rtl")
+    rep = flow.report(ctx)
+    assert rep["hardware"]["plan_file"] == str(plan_file)
+    made = {a["file"]: a["made_from"] for a in rep["artifacts"]}
+    sha = {a["file"]: a["sha256"] for a in rep["artifacts"]}
+    assert made["vectors.npz"] == {"model.intmodel.json": sha["model.intmodel.json"],
+                                   "inputs.npz": sha["inputs.npz"]}
+    assert made["softfloor_top.v"] == {"model.intmodel.json": sha["model.intmodel.json"]}
+    html = (out / "report.html").read_text()
+    plan = html[html.index('<section id="plan">'):html.index('<section id="resources">')]
+    lp = rep["hardware"]["plan"]["layers"][0]
+    assert f"<td>{lp['pe']}&times;{lp['simd']}</td>" in plan
+    for text in ("<th>in/out</th>", "<th>lanes</th>", "planner budget",
+                 f"from the plan file <code>{plan_file}</code>",
+                 "estimate within the planner's budget: <span class=\"badge ok\">yes",
+                 "not synthesized"):
+        assert text in plan or text in html, text
