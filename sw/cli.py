@@ -228,7 +228,7 @@ def parser() -> argparse.ArgumentParser:
                            ("rtl", "model.intmodel.json -> Verilog + manifest.json"),
                            ("sim", "co-simulate vectors.npz through the Verilog"),
                            ("synth", "Yosys + nextpnr on the Verilog"),
-                           ("report", "assemble report.json from the stage records")]:
+                           ("report", "assemble report.json and report.html from the stage records")]:
         p = sub.add_parser(name, help=helptext, **(
             {"epilog": table, "formatter_class": argparse.RawDescriptionHelpFormatter}
             if name in ("data", "train") else {}))

@@ -538,20 +538,32 @@ def _timings(rep: dict) -> str:
 
 
 def _provenance(rows: list[dict]) -> str:
-    body_rows = []
-    for a in rows:
-        made = "<br>".join(f"{_e(k)} <code>{_e(str(v)[:12])}</code>"
-                           for k, v in a["made_from"].items()) or '<span class="dim">&ndash;</span>'
-        body_rows.append([f"<code>{_e(a['file'])}</code>", _e(a["stage"]), _e(a["what"]),
-                          _size(a["bytes"]),
-                          f'<code title="{_e(a["sha256"])}">{_e(a["sha256"][:16])}</code>',
-                          _e(a["modified"].replace("+00:00", "").replace("T", " ")), made])
-    body = _table(["file", "stage", "what", "size", "sha256 (first 16)", "modified (UTC)",
-                   "made from"], body_rows, "prov")
+    body_rows = [[f"<code>{_e(a['file'])}</code>", _e(a["stage"]), _e(a["what"]),
+                  _size(a["bytes"]),
+                  f'<code title="{_e(a["sha256"])}">{_e(a["sha256"][:16])}</code>',
+                  _e(a["modified"].replace("+00:00", "").replace("T", " "))] for a in rows]
+    body = _table(["file", "stage", "what", "size", "sha256 (first 16)", "modified (UTC)"],
+                  body_rows, "prov")
+    now = {a["file"]: a["sha256"] for a in rows}
+    read_rows, seen = [], set()
+    order = {st: i for i, st in enumerate(STAGE_ORDER)}
+    for a in sorted(rows, key=lambda a: order.get(a["stage"], len(order))):
+        if a["stage"] in seen or not a["made_from"]:
+            continue
+        seen.add(a["stage"])
+        for f, h in a["made_from"].items():
+            same = now.get(f) == h
+            read_rows.append([_e(a["stage"]), f"<code>{_e(f)}</code>",
+                              f'<code title="{_e(h)}">{_e(h[:16])}</code>',
+                              "as now" if same else '<span class="dim">changed since</span>'])
+    if read_rows:
+        body += "<h3>What each stage read</h3>" + _table(
+            ["stage", "file", "sha256 when read", "that file today"], read_rows, "prov")
     return _section("provenance", "Provenance", body,
                     "Every artifact this page summarises, with its content hash and the stage "
-                    "that wrote it (hover a hash for all 64 digits); \"made from\" lists the "
-                    "inputs a stage recorded with their hashes.")
+                    "that wrote it (hover a hash for all 64 digits); then the files each stage "
+                    "read, hashed when it read them (<code>sim</code> adds its outputs to "
+                    "<code>vectors.npz</code> after reading it).")
 
 
 CSS = """
