@@ -14,13 +14,12 @@ Artifacts in ``DIR``::
     vectors.npz             inputs, golden, rtl_<simulator>                   golden / sim
     softfloor_top.v, manifest.json                                           rtl
     synth/                  Yosys and nextpnr logs                            synth
-    report.json                                                               report
+    report.json, report.html                                                  report
 """
 from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +28,9 @@ from typing import Callable
 import numpy as np
 
 from . import golden, intmodel, userinputs
+from . import progress as progress_mod
 from .artifacts import ArtifactError, load_json, load_npz, save_npz
-from .provenance import Lineage
-from .provenance import sha256
+from .provenance import Lineage, sha256
 
 MODEL_FILE = "model.intmodel.json"
 SIMULATOR_CHOICES = ("verilator", "icarus", "both")
@@ -96,14 +95,24 @@ class FlowOptions:
 class Context:
     opts: FlowOptions
     timings: dict = field(default_factory=dict)
+    reads: dict = field(default_factory=dict)  # {file: sha256} the running stage needed
+    _progress: progress_mod.Reporter | None = field(default=None, repr=False)
 
     @property
     def out(self) -> Path:
         return Path(self.opts.out)
 
+    @property
+    def progress(self) -> progress_mod.Reporter:
+        """Progress of the long steps (:mod:`softfloor.progress`): live on a terminal, lines in
+        a log, nothing with ``quiet``."""
+        if self._progress is None:
+            self._progress = progress_mod.reporter(self.opts.quiet)
+        return self._progress
+
     def say(self, msg: str) -> None:
         if not self.opts.quiet:
-            print(msg, flush=True)
+            self.progress.say(msg)
 
     def record(self, stage: str, data: dict) -> None:
         d = self.out / "stages"
@@ -115,10 +124,17 @@ class Context:
         return load_json(p, rerun=f"rerun `softfloor {stage} --out {self.out}`") \
             if p.exists() else {}
 
+    def lineage(self, stage: str) -> Lineage:
+        """What ``stage`` reads, checked (:class:`softfloor.provenance.Lineage`); the files it
+        reads are also hashed into :attr:`reads` (``stages/made_from.json``)."""
+        return Lineage(self.out, stage, reads=self.reads)
+
     def need(self, name: str, stage: str) -> Path:
         p = self.out / name
         if not p.exists():
             raise FileNotFoundError(f"{p} not found: run `softfloor {stage} --out {self.out}` first")
+        from .report_html import sha256
+        self.reads[name] = sha256(p)
         return p
 
 
@@ -136,14 +152,14 @@ def stage_data(ctx: Context) -> None:
     ctx.record("data", {"dataset": "sklearn digits", "train": len(split.y_train),
                         "test": len(split.y_test), "input_bits": split.input_spec.bits,
                         "input_quant": cfg.input_quantizer,
-                        "provenance": Lineage(ctx.out, "data").record(["dataset.npz",
+                        "provenance": ctx.lineage("data").record(["dataset.npz",
                                                                        "inputs.npz"])})
 
 
 def stage_inputs(ctx: Context) -> None:
     """Float inputs of a user's model, quantized with the model file's input spec."""
     o = ctx.opts
-    lin = Lineage(ctx.out, "data")
+    lin = ctx.lineage("data")
     model = intmodel.load(lin.read(MODEL_FILE, "model"))
     u = userinputs.load(model, lin.source(o.inputs, "--inputs"),
                         o.labels and lin.source(o.labels, "--labels"), clip=o.clip)
@@ -179,9 +195,10 @@ def stage_train(ctx: Context) -> None:
     o = ctx.opts
     cfg = _train_config(o)
     split = train.digits_split(cfg)
-    progress = _epoch_progress(ctx)
-    fl = train.train_float(cfg, split, progress=progress("float"))
-    res = train.train_qat(cfg, split, progress=progress(f"QAT w{o.weight_bits}a{o.act_bits}"))
+    with ctx.progress.epochs("float") as update:
+        fl = train.train_float(cfg, split, progress=update)
+    with ctx.progress.epochs(f"QAT w{o.weight_bits}a{o.act_bits}") as update:
+        res = train.train_qat(cfg, split, progress=update)
     train.save_checkpoint(res, ctx.out / "model.pt")
     info = {"config": train.config_dict(cfg), "accuracy_float": fl.test_accuracy,
             "accuracy_quantized": res.test_accuracy,
@@ -191,14 +208,18 @@ def stage_train(ctx: Context) -> None:
         info["input_thresholds"] = scale_thresholds(res.input_spec.scale).tolist()
         info["input_thresholds_moved"] = res.history[-1]["thresholds_moved"]
     intmodel.atomic_write_text(ctx.out / "train.json", json.dumps(info, indent=1) + "\n")
-    ctx.record("train", info | {"provenance": Lineage(ctx.out, "train").record(
+    ctx.say(f"  test accuracy ({len(split.y_test)} samples): float {100 * fl.test_accuracy:.2f}%,"
+            f" quantized {100 * res.test_accuracy:.2f}% (hard-quantized, as exported)")
+    curves = {k: [{f: h[f] for f in ("epoch", "loss", "acc") if f in h} for h in r.history]
+              for k, r in (("float", fl), ("quantized", res))}
+    ctx.record("train", info | {"history": curves, "provenance": ctx.lineage("train").record(
         ["model.pt", "train.json"])})
 
 
 def stage_export(ctx: Context) -> None:
     """Hard-quantized torch model -> integer model file."""
     from . import export, train
-    lin = Lineage(ctx.out, "export")
+    lin = ctx.lineage("export")
     res = train.load_checkpoint(lin.read("model.pt"))
     meta = load_json(lin.read("train.json"), rerun=f"rerun `softfloor train --out {ctx.out}`")
     inp = load_npz(lin.read("inputs.npz", only=("data", "model")), {"codes": "int"},
@@ -250,7 +271,7 @@ def _requantize_inputs(ctx: Context, model: intmodel.IntModel, inp: dict) -> int
 
 def stage_golden(ctx: Context) -> None:
     """Golden integer model on the test inputs."""
-    lin = Lineage(ctx.out, "golden")
+    lin = ctx.lineage("golden")
     model = intmodel.load(lin.read(MODEL_FILE))
     inp = _read_inputs(ctx, lin, model)
     codes = inp["codes"]
@@ -287,7 +308,7 @@ def stage_rtl(ctx: Context) -> None:
     """Integer model file -> one Verilog file + manifest.json (and the plan file if asked)."""
     from softfloor.hw import generate, planfile, planner
     o = ctx.opts
-    lin = Lineage(ctx.out, "rtl")
+    lin = ctx.lineage("rtl")
     model = intmodel.load(lin.read(MODEL_FILE))
     if o.plan is not None:
         if o.fold:
@@ -308,6 +329,7 @@ def stage_rtl(ctx: Context) -> None:
     ctx.record("rtl", {"top": man["top"], "cycles_per_inference": man["cycles_per_inference"],
                        "initiation_interval": man["initiation_interval"],
                        "mac_units": man["mac_units"], "plan": man.get("plan"),
+                       "plan_text": str(plan),
                        "plan_file": str(o.plan) if o.plan is not None else None,
                        "provenance": lin.record([f"{man['top']}.v", "manifest.json"])})
 
@@ -315,7 +337,7 @@ def stage_rtl(ctx: Context) -> None:
 def stage_sim(ctx: Context) -> None:
     """cocotb co-simulation of every test sample on each requested simulator."""
     from softfloor.sim import cosim
-    lin = Lineage(ctx.out, "sim")
+    lin = ctx.lineage("sim")
     man, verilog = _read_rtl(ctx, lin)
     vec = load_npz(lin.read("vectors.npz"), {"inputs": "int", "golden": "int"},
                    rerun=f"rerun `softfloor golden --out {ctx.out}`")
@@ -327,8 +349,9 @@ def stage_sim(ctx: Context) -> None:
     rec = {}
     for sim in ctx.opts.simulators():
         ctx.say(f"  co-simulating {len(vec['inputs'])} samples on {sim} ...")
-        r = cosim.cosimulate(verilog, man, vec["inputs"], sim, ctx.out / "cosim",
-                             expected=vec["golden"], waves=ctx.opts.waves)
+        with ctx.progress.counter(sim, len(vec["inputs"])) as update:
+            r = cosim.cosimulate(verilog, man, vec["inputs"], sim, ctx.out / "cosim",
+                                 expected=vec["golden"], waves=ctx.opts.waves, progress=update)
         vec[f"rtl_{sim}"] = r.outputs
         n = min(len(r.outputs), len(vec["golden"]))
         mism = int(np.sum(np.any(r.outputs[:n] != vec["golden"][:n], axis=1))) + \
@@ -379,18 +402,18 @@ def stage_synth(ctx: Context) -> None:
     """Yosys synth_ice40 + nextpnr-ice40: logic cells, FFs, DSPs, RAM blocks, Fmax."""
     from softfloor.hw import synth
     synth.get_device(ctx.opts.device)
-    lin = Lineage(ctx.out, "synth")
+    lin = ctx.lineage("synth")
     man, verilog = _read_rtl(ctx, lin)
-    progress = lambda m: ctx.say(f"  {m} ...")  # noqa: E731
     rec = {}
-    if ctx.opts.synth_cache is not None:
-        from . import synth_cache
-        r, key, hit = synth_cache.synthesize(verilog, man["top"], ctx.out / "synth",
-                                             ctx.opts.device, ctx.opts.synth_cache, progress)
-        rec = {"cache": "hit" if hit else "miss", "cache_key": key}
-    else:
-        r = synth.synthesize(verilog, man["top"], ctx.out / "synth", ctx.opts.device,
-                             progress=progress)
+    with ctx.progress.steps("synth") as progress:
+        if ctx.opts.synth_cache is not None:
+            from . import synth_cache
+            r, key, hit = synth_cache.synthesize(verilog, man["top"], ctx.out / "synth",
+                                                 ctx.opts.device, ctx.opts.synth_cache, progress)
+            rec = {"cache": "hit" if hit else "miss", "cache_key": key}
+        else:
+            r = synth.synthesize(verilog, man["top"], ctx.out / "synth", ctx.opts.device,
+                                 progress=progress)
     ctx.say(f"    {r}")
     ctx.record("synth", r.to_dict() | rec | {"provenance": lin.record([])})
 
@@ -416,13 +439,17 @@ def _write_core(ctx: Context, man: dict, boards: dict | None = None) -> None:
 def stage_board(ctx: Context) -> None:
     """Board top (UART link + PLL + pins) -> bitstream, then the link simulated end to end."""
     from .board import board_stage
-    lin = Lineage(ctx.out, "board")
+    lin = ctx.lineage("board")
     man, _ = _read_rtl(ctx, lin)
     bare = lin.adopt("synth") or {}
+    bare.pop("provenance", None)
     rec = board_stage(ctx.out, ctx.opts.board, baud=ctx.opts.baud, bare=bare, say=ctx.say)
     _write_core(ctx, man, rec.pop("fusesoc_boards"))
     ctx.record("board", rec | {"provenance": lin.record([])})
 
+
+#: The stage record of what each stage read: ``{stage: {file: sha256 when it was read}}``.
+PROVENANCE = "made_from"
 
 STAGES: dict[str, Callable[[Context], None]] = {
     "data": stage_data, "train": stage_train, "export": stage_export, "golden": stage_golden,
@@ -434,8 +461,13 @@ def run_stage(ctx: Context, name: str, fn=None) -> None:
     ctx.out.mkdir(parents=True, exist_ok=True)
     ctx.say(f"[{name}]")
     t0 = time.monotonic()
+    ctx.reads = {}
     (fn or STAGES[name])(ctx)
     ctx.timings[name] = round(time.monotonic() - t0, 2)
+    made_from = ctx.recorded(PROVENANCE)
+    made_from[name] = ctx.reads
+    ctx.record(PROVENANCE, made_from)
+    ctx.say(f"[{name}] done in {progress_mod.format_seconds(ctx.timings[name])}")
     times = ctx.recorded("timings")
     times[name] = ctx.timings[name]
     ctx.record("timings", times)
@@ -447,7 +479,8 @@ def _remove_previous(ctx: Context, keep_training: bool) -> None:
     dataset, checkpoint and train.json, which a ``--model`` run does not touch)."""
     out = ctx.out
     out.mkdir(parents=True, exist_ok=True)
-    names = {"report.json", "vectors.npz", "inputs.npz", MODEL_FILE, "manifest.json"}
+    names = {"report.json", "report.html", "vectors.npz", "inputs.npz", MODEL_FILE,
+             "manifest.json"}
     if not keep_training:
         names |= {"dataset.npz", "model.pt", "train.json"}
     try:
@@ -521,7 +554,8 @@ def flow(opts: FlowOptions) -> dict:
 
 def report(ctx: Context) -> dict:
     """Assemble ``report.json`` from the stage records, after checking that the artifacts and
-    the records are of one chain (:mod:`softfloor.provenance`): one model, one RTL."""
+    the records are of one chain (:mod:`softfloor.provenance`): one model, one RTL; and
+    ``report.html`` from it (:mod:`softfloor.report_html`)."""
     lin = Lineage(ctx.out, "report")
     read = {}
     for name in (MODEL_FILE, "inputs.npz", "vectors.npz", "manifest.json"):
@@ -562,6 +596,7 @@ def report(ctx: Context) -> dict:
             "mac_units": man.get("mac_units"),
             "macs_per_inference": man.get("macs_per_inference"),
             "plan": man.get("plan"),
+            "plan_file": ctx.recorded("rtl").get("plan_file"),
             "simulators": {k: {"latency_cycles": v.get("latency_cycles"),
                                "initiation_interval": v.get("initiation_interval"),
                                "run_seconds": v.get("run_seconds")} for k, v in sm.items()},
@@ -581,8 +616,55 @@ def report(ctx: Context) -> dict:
     if sy and sy.get("fmax_mhz") and rep["hardware"]["initiation_interval"]:
         rep["hardware"]["inferences_per_second"] = round(
             sy["fmax_mhz"] * 1e6 / rep["hardware"]["initiation_interval"], 1)
+    if sy and sy.get("fmax_mhz") and rep["hardware"]["cycles_per_inference"]:
+        rep["hardware"]["latency_ns"] = round(
+            rep["hardware"]["cycles_per_inference"] * 1e3 / sy["fmax_mhz"], 1)
+    if sy:
+        rep["synth"].update(_utilisation(rep["synth"]))
+    from . import report_html
+    rep["artifacts"] = report_html.artifacts(ctx.out, man.get("top", "softfloor_top"),
+                                             exclude=("report.json",))
+    rep["html"] = str(ctx.out / "report.html")
     intmodel.atomic_write_text(ctx.out / "report.json", json.dumps(rep, indent=1) + "\n")
+    report_html.write(rep, ctx.out)
     return rep
+
+
+#: Resources of ``report.json``'s ``synth`` checked against the device (``available``).
+RESOURCES = ("logic_cells", "ff", "ram_blocks", "dsp", "io")
+
+
+def _utilisation(sy: dict) -> dict:
+    """``available`` (the device's budget per resource; flip-flops: one per logic cell),
+    ``utilisation`` (used / available) and ``fits`` (every resource within its budget)."""
+    from .hw import synth
+    try:
+        dev = synth.get_device(sy.get("device"))
+    except ValueError:
+        return {}
+    avail = {"logic_cells": dev.logic_cells, "ff": dev.logic_cells, "ram_blocks": dev.ram_blocks,
+             "dsp": dev.dsp, "io": dev.io}
+    util = {k: round(sy[k] / avail[k], 4) for k in RESOURCES
+            if sy.get(k) is not None and avail[k]}
+    fits = all(sy.get(k) is None or sy[k] <= avail[k] for k in RESOURCES)
+    return {"available": avail, "utilisation": util, "fits": fits}
+
+
+def resource_rows(sy: dict) -> list[tuple[str, str]]:
+    """``(label, "used / available (percent)")`` per resource of a synthesis record, and the
+    fits verdict."""
+    sy = sy if "available" in sy else sy | _utilisation(sy)
+    avail, rows = sy.get("available") or {}, []
+    for key, label in (("logic_cells", "logic cells"), ("ff", "flip-flops"),
+                       ("ram_blocks", "RAM blocks"), ("dsp", "DSP"), ("io", "I/O")):
+        used, n = sy.get(key), avail.get(key)
+        rows.append((f"{sy.get('device')} {label} used / available",
+                     f"{used} / {n}  ({100 * used / n:.1f}%)" if used is not None and n
+                     else f"{used} / {n if n is not None else '?'}"))
+    if "fits" in sy:
+        rows.append((f"fits {sy.get('device')}", "yes" if sy["fits"] else
+                     "NO: a resource exceeds the device"))
+    return rows
 
 
 def format_table(rep: dict) -> str:
@@ -601,9 +683,10 @@ def format_table(rep: dict) -> str:
              ("MAC units / MACs per inference", f"{hw['mac_units']} / {hw['macs_per_inference']}")]
     sy = rep["synth"]
     if not sy.get("skipped"):
-        rows += [(f"{sy['device']} logic cells / FF", f"{sy['logic_cells']} / {sy['ff']}"),
-                 ("DSP / RAM blocks", f"{sy['dsp']} / {sy['ram_blocks']}"),
-                 ("Fmax", f"{sy['fmax_mhz']} MHz"),
+        rows += resource_rows(sy)
+        rows += [("Fmax", f"{sy['fmax_mhz']} MHz"),
+                 ("latency at Fmax", f"{hw['latency_ns']:,.0f} ns" if hw.get("latency_ns")
+                  else None),
                  ("inferences/s (Fmax / II)", hw.get("inferences_per_second"))]
     bd = rep.get("board")
     if bd:
@@ -616,24 +699,10 @@ def format_table(rep: dict) -> str:
                  (f"inferences/s through the UART at {bd['baud']} baud",
                   lk.get("inferences_per_second"))]
     rows += [(f"time {k}", f"{v:.1f} s") for k, v in rep["timings"].items()]
+    if rep.get("html"):
+        rows.append(("report page", rep["html"]))
     w = max(len(r[0]) for r in rows)
     line = "-" * (w + 26)
     return "\n".join([line] + [f"{k:<{w}}  {v}" for k, v in rows] + [line])
 
 
-def _epoch_progress(ctx: Context):
-    def make(label: str):
-        if ctx.opts.quiet:
-            return None
-        tty = sys.stdout.isatty()
-
-        def progress(epoch: int, epochs: int, info: dict | None = None):
-            extra = " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                             for k, v in (info or {}).items())
-            msg = f"  {label}: epoch {epoch}/{epochs} {extra}"
-            if tty:
-                print("\r" + msg, end="\n" if epoch >= epochs else "", flush=True)
-            elif epoch == epochs or epoch % 10 == 0:
-                print(msg, flush=True)
-        return progress
-    return make

@@ -68,11 +68,15 @@ class Lineage:
         The flow's output directory.
     stage : str
         The stage reading (named in the errors).
+    reads : dict, optional
+        Where to also note ``{file: sha256}`` of every file of ``out`` read
+        (``stages/made_from.json``).
     """
 
-    def __init__(self, out: str | Path, stage: str):
+    def __init__(self, out: str | Path, stage: str, reads: dict | None = None):
         self.out = Path(out)
         self.stage = stage
+        self.reads = {} if reads is None else reads
         self.made_from: dict[str, str] = {}
         # key -> (the file or record it came through, the stages of that one's ancestry)
         self._via: dict[str, tuple[str, set[str]]] = {}
@@ -105,6 +109,7 @@ class Lineage:
         if not path.is_file():
             raise ArtifactError(f"{path} not found: run {self._cmd(first)} first")
         h = sha256(path)
+        self.reads[name] = h
         found, known = [], []
         for s in writers(name) or (first,):
             prov = self.record_of(s)
