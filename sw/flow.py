@@ -180,7 +180,8 @@ def stage_train(ctx: Context) -> None:
 
 def stage_export(ctx: Context) -> None:
     """Hard-quantized torch model -> integer model file."""
-    from . import export, train
+    from . import train
+    from .nn import exporter as export
     res = train.load_checkpoint(ctx.need("model.pt", "train"))
     model = export.export(res.model, res.input_spec, name=f"digits-{res.config.arch}",
                           meta=json.loads(ctx.need("train.json", "train").read_text()))
