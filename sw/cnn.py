@@ -262,10 +262,13 @@ class QuantConv2d(ThresholdBN, nn.Module):
             raise ValueError(f"{type(self).__name__}: kernel {k} larger than its padded input "
                              f"{h + 2 * p}x{w + 2 * p}")
         out = (self.out_channels, (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1)
+        pad = int(self.pad_value) if p else int(min(max(0, st.lo), st.hi))  # no padding: unused
+        if p:  # a padded tap holds the pad code: the accumulator bound covers it
+            st.lo, st.hi = min(st.lo, pad), max(st.hi, pad)
         return weighted_to_int(
             self, st, "conv", self.weight_codes(),
             lambda name, wc, bc, bb, ab: Conv2d(name, wc, bc, self.weight_bits, bb, ab, (s, s),
-                                                (p, p, p, p), int(self.pad_value)), out)
+                                                (p, p, p, p), pad), out)
 
     @torch.no_grad()
     def weight_codes(self) -> torch.Tensor:

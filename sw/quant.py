@@ -548,6 +548,10 @@ class QuantReLU(nn.Module):
 
     def _init_top(self, r: torch.Tensor) -> None:
         top = float(torch.quantile(r, 0.999)) if r.numel() else 1.0
+        if top <= 0:  # a dead unit (no positive input): any scale; keep it near the inputs'
+            top = float(r.abs().max()) if r.numel() else 1.0
+        if top <= 0:
+            top = float(self.hi)
         e = math.log2(max(top / self.hi, 1e-12))
         self.log2_scale.fill_(e if self.free else math.ceil(e))
 
@@ -711,6 +715,7 @@ class QuantReLU(nn.Module):
         else:
             e_in = torch.as_tensor(st.exp) if isinstance(st.exp, np.ndarray) else st.exp
             shift, mult = requant_params(0, e_in, self.exp)
+        lowering.check_requant_limits(shift, mult)
         op = lowering.requant_op(st.name(f"act{k}" if k else "act"), shift, mult, self.bits,
                                  self.lo < 0, self.lo, self.hi)
         lo, hi = lowering.out_range(op, st.lo, st.hi)

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from softfloor.intmodel import InputSpec, IntModel, OutputSpec
-from softfloor.nn.graph import ExportError, chain
+from softfloor.nn.graph import ExportError, InputView, chain
 from softfloor.nn.layers import QuantInput
 
 
@@ -33,7 +33,13 @@ def input_layer(model, layers, input_spec: InputSpec | None):
     """The model's input quantizer: its first layer when that is a QuantInput (``input_spec``
     must then be None or equal), else one made from ``input_spec`` (a model that takes
     pre-quantized codes, such as the builders' networks, says how through ``input_layer``)."""
+    view = None
+    if layers and isinstance(layers[0][1], InputView):
+        view, layers = layers[0][1], layers[1:]
     first = layers[0][1] if layers else None
+    if isinstance(first, QuantInput) and view is not None and first.shape is None:
+        raise ExportError("the input's shape is unknown: run the model on data (or calibrate "
+                          "it) before export, or give QuantInput(shape=...)")
     if isinstance(first, QuantInput):
         if input_spec is not None and input_spec != first.spec():
             raise ExportError(f"input_spec {input_spec} differs from the model's QuantInput "

@@ -112,6 +112,10 @@ def _walk(model: nn.Module, graph) -> list[tuple[str, nn.Module]]:
     def where(n) -> str:
         return f"node '{n.name}' ({n.op} {getattr(n.target, '__name__', n.target)})"
 
+    for n in nodes:  # merges first: they explain a branch better than where it starts
+        if n.target in _WHAT and sum(isinstance(a, torch.fx.Node) for a in _flat(n.args)) > 1:
+            raise ExportError(f"{where(n)}: {_WHAT[n.target]} of two tensors is not a chain op "
+                              f"(the integer model is one straight chain of layers); remove it")
     for n in nodes:
         if n.op == "placeholder":
             if cur is not None:
@@ -151,7 +155,12 @@ def _walk(model: nn.Module, graph) -> list[tuple[str, nn.Module]]:
         elif _is_flatten(n):
             out.append((n.name, Flatten()))
         elif _is_reshape(n) and not any(_is_layer(m) for _, m in out):
-            pass  # a view of the raw input before its quantizer: elementwise, commutes
+            # a view of the raw input before its quantizer (quantization is elementwise, so
+            # it commutes): the per-sample shape of the input
+            dims = n.args[1:] if n.op == "call_method" else (n.args[1],)
+            dims = tuple(_flat(list(dims)))
+            out = [(n.name, InputView(tuple(-1 if isinstance(d, torch.fx.Node) else int(d)
+                                            for d in dims[1:])))]
         else:
             what = _WHAT.get(n.target, None)
             fn = getattr(n.target, "__name__", str(n.target))
@@ -159,6 +168,21 @@ def _walk(model: nn.Module, graph) -> list[tuple[str, nn.Module]]:
                                                  else _float_layer(n.name, fn)))
         cur = n
     return out
+
+
+class InputView(nn.Module):
+    """A reshape of the raw input before its quantizer (``x.view(-1, 1, 28, 28)``): each
+    sample to ``shape``."""
+
+    def __init__(self, shape: tuple):
+        super().__init__()
+        self.shape = tuple(shape)
+
+    def extra_repr(self) -> str:
+        return f"shape={self.shape}"
+
+    def forward(self, x):
+        return x.reshape((x.shape[0],) + self.shape)
 
 
 def _flat(a) -> list:
@@ -226,9 +250,11 @@ def calibrate(model: nn.Module, x, y=None) -> None:
             if isinstance(m, QuantInput):
                 if not isinstance(x, QuantTensor):
                     m.calibrate(x, y)
-            if not isinstance(x, QuantTensor) and not isinstance(m, QuantInput):
+            if not isinstance(x, QuantTensor) and not isinstance(m, (QuantInput, InputView)):
                 raise ExportError(f"layer '{name}' ({type(m).__name__}) is the first layer: a "
                                   f"network starts with a softfloor.nn.QuantInput")
+            if isinstance(m, InputView) and isinstance(x, QuantTensor):
+                continue  # codes are already shaped
             x = m.calibrate(x) if hasattr(m, "calibrate") and not isinstance(m, QuantInput) \
                 else m(x)
     finally:

@@ -29,7 +29,8 @@ def acc_bounds(weight: np.ndarray, bias: np.ndarray, in_lo: int, in_hi: int) -> 
 def widths(weight: np.ndarray, bias: np.ndarray, in_lo: int, in_hi: int) -> tuple[int, int]:
     """``(bias_bits, acc_bits)``: the fewest the actual integers need."""
     lo, hi = acc_bounds(weight, bias, in_lo, in_hi)
-    return signed_bits(int(bias.min()), int(bias.max())), max(2, signed_bits(lo, hi))
+    bias_bits = signed_bits(int(bias.min()), int(bias.max()))
+    return bias_bits, max(2, bias_bits, signed_bits(lo, hi))
 
 
 def as_numpy(t) -> np.ndarray:
@@ -45,6 +46,20 @@ def requant_op(name: str, shift, mult, bits: int, signed: bool, lo: int, hi: int
         return ChannelRequant(name, as_numpy(shift), "half_up", bits, signed, lo, hi,
                               as_numpy(mult))
     return Requant(name, int(shift), "half_up", bits, signed, lo, hi, int(mult))
+
+
+def check_requant_limits(shift, mult) -> None:
+    """Raise a ValueError when a requantization is outside the model file's limits (a shift
+    above :data:`~softfloor.intmodel.MAX_SHIFT`, a multiplier of 2**31 or more): the scales
+    before and after it drifted apart."""
+    from softfloor.intmodel import MAX_MULTIPLIER, MAX_SHIFT
+    top_s = int(np.max(as_numpy(shift)))
+    top_m = int(np.max(as_numpy(mult)))
+    if top_m > MAX_MULTIPLIER or top_s > MAX_SHIFT:
+        raise ValueError(f"the requantization needs shift {top_s}, multiplier "
+                         f"2**{top_m.bit_length() - 1} (the scales before and after it drifted "
+                         f"apart); a model file allows shifts up to {MAX_SHIFT} and multipliers "
+                         f"below 2**31: recalibrate or retrain")
 
 
 def out_range(op, lo: int, hi: int) -> tuple[int, int]:

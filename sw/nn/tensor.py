@@ -105,7 +105,29 @@ class QuantTensor:
     # -- as a tensor: the real values ----------------------------------------------------------
     @classmethod
     def __torch_function__(cls, func, types, args=(), kwargs=None):
+        x = args[0] if args else None
+        if func in _SHAPE_OPS and isinstance(x, QuantTensor) and x.reshapable:
+            return x.with_value(func(x.value, *args[1:], **(kwargs or {})))
         return func(*_unwrap(args), **_unwrap(kwargs or {}))
+
+    @property
+    def reshapable(self) -> bool:
+        """A shape op keeps it a QuantTensor (one scale for every element)."""
+        return not self.per_channel and self.bn is None
+
+    def _shape_op(self, name, *args, **kwargs):
+        if not self.reshapable:
+            return getattr(self.real(), name)(*args, **kwargs)
+        return self.with_value(getattr(self.value, name)(*args, **kwargs))
+
+    def view(self, *args, **kwargs):
+        return self._shape_op("view", *args, **kwargs)
+
+    def reshape(self, *args, **kwargs):
+        return self._shape_op("reshape", *args, **kwargs)
+
+    def flatten(self, *args, **kwargs):
+        return self._shape_op("flatten", *args, **kwargs)
 
     def __getattr__(self, name):
         if name.startswith("__"):
@@ -144,6 +166,10 @@ class QuantTensor:
 
     def __matmul__(self, o):
         return self.real() @ _unwrap(o)
+
+
+_SHAPE_OPS = {torch.flatten, torch.reshape, torch.Tensor.view, torch.Tensor.reshape,
+              torch.Tensor.flatten}
 
 
 def _unwrap(obj):
