@@ -542,6 +542,9 @@ class QuantCNN(nn.Module):
         return QuantTensor(x.to(dt).reshape((x.shape[0],) + self.input_shape),
                            exp=self.input_exp, lo=0, hi=(1 << self.input_bits) - 1)
 
+    def _image(self, x: torch.Tensor) -> torch.Tensor:
+        return self.codes_in(x).value
+
     @torch.no_grad()
     def calibrate(self, x: torch.Tensor) -> None:
         """Initialise the scales (and BatchNorm statistics) from a batch, layer by layer (hard
