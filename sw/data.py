@@ -515,11 +515,16 @@ def load_npz(path) -> dict:
         classes = int(c)
     else:
         classes = int(arrays["y_train"].max()) + 1
+    for s in splits:
+        y = arrays[f"y_{s}"]
+        if y.min() < 0:
+            raise bad(f"y_{s}", f"label {int(y.min())} outside 0..{max(classes, 1) - 1} (class "
+                                f"labels are 0, 1, ...)")
     if classes < 2:
         raise bad("y_train", "fewer than 2 classes")
     for s in splits:
         y = arrays[f"y_{s}"]
-        if y.min() < 0 or y.max() >= classes:
+        if y.max() >= classes:
             v = int(y.min()) if y.min() < 0 else int(y.max())
             raise bad(f"y_{s}", f"label {v} outside 0..{classes - 1} (the class count "
                                 f"{'from classes' if 'classes' in arrays else 'from y_train'})")

@@ -32,6 +32,37 @@ from softfloor.nn.tensor import QuantTensor
 from softfloor.quant import QuantReLU, pact_penalty
 
 
+class FusedMLP(nn.Module):
+    """A user's MLP chain (QuantInput, then QuantLinear/QuantReLU pairs, a QuantLinear) trained
+    by the fused whole-network step of :class:`~softfloor.models.QuantMLP` over the same
+    layers: the same values as the layers composed, a fraction of the time."""
+
+    def __init__(self, qin: QuantInput, mlp):
+        super().__init__()
+        self.qin, self.mlp = qin, mlp
+
+    def forward(self, x):
+        if isinstance(x, QuantTensor) or self.qin.mode == "learned":
+            x = self.qin(x).value  # learned thresholds: their gradient flows through
+        return self.mlp(x.reshape(x.shape[0], -1))
+
+
+def fused(model: nn.Module, qin: QuantInput):
+    """:class:`FusedMLP` of ``model`` when its chain is an MLP the fused step runs, else None."""
+    from softfloor.models import QuantMLP
+    from softfloor.quant import QuantLinear
+    layers = [m for _, m in chain(model)]
+    layers = layers[layers.index(qin) + 1:]
+    lin = [m for m in layers if isinstance(m, QuantLinear)]
+    acts = [m for m in layers if isinstance(m, QuantReLU)]
+    if qin.signed or len(lin) + len(acts) != len(layers) \
+            or any(not isinstance(m, QuantLinear) for m in layers[0::2]) \
+            or any(not isinstance(m, QuantReLU) for m in layers[1::2]):
+        return None
+    mlp = QuantMLP.of_layers(lin, acts, qin.bits)
+    return None if mlp is None else FusedMLP(qin, mlp)
+
+
 class CodesIn(nn.Module):
     """``model`` fed pre-quantized input codes (times ``2**exp``, as plain tensors): wraps each
     batch as the QuantTensor its QuantInput would make, returns real outputs."""
@@ -49,8 +80,14 @@ class CodesIn(nn.Module):
 
 def input_layer(model: nn.Module) -> QuantInput:
     """The network's QuantInput (its first layer), or a ValueError saying what to do."""
+    from softfloor.nn.graph import InputView
     layers = chain(model)
+    view = None
+    if layers and isinstance(layers[0][1], InputView):
+        view, layers = layers[0][1], layers[1:]
     first = layers[0][1] if layers else None
+    if isinstance(first, QuantInput) and view is not None and first.shape is None:
+        first.shape = view.shape   # the network views its flat inputs as images
     if not isinstance(first, QuantInput):
         raise ValueError(f"{type(model).__name__}: softfloor.fit needs a network that starts "
                          f"with a softfloor.nn.QuantInput (real inputs to codes)")
@@ -159,14 +196,15 @@ def train_network(model: nn.Module, qin: QuantInput, cfg, x_tr, y_tr, evals: dic
     with _one_thread():
         torch.manual_seed(cfg.seed)
         learned = qin.mode == "learned"
+        fast = fused(model, qin)
         if learned:  # the thresholds train through autograd: the model sees real inputs
             x = torch.as_tensor(x_tr).reshape((len(x_tr),) + qin.shape)
-            net = model
+            net = model if fast is None else fast
             calibrate(model, x)
         else:
             codes = qin.quantize(x_tr)
             x = torch.as_tensor(codes, dtype=torch.float32) * 2.0 ** qin.exp
-            net = CodesIn(model, qin)
+            net = CodesIn(model, qin) if fast is None else fast
             calibrate(model, qin.codes(torch.as_tensor(codes).reshape((len(codes),) +
                                                                       qin.shape)))
         y = torch.as_tensor(np.asarray(y_tr, dtype=np.int64))
@@ -180,12 +218,13 @@ def train_network(model: nn.Module, qin: QuantInput, cfg, x_tr, y_tr, evals: dic
         acts = [m for m in model.modules() if isinstance(m, QuantReLU)]
         penalty = (lambda: pact_penalty(acts, cfg.pact_decay)) \
             if any(a.surrogate.scale_grad == "pact" for a in acts) and cfg.pact_decay else None
+        times: list = []
         history = _fit(net, list(model.parameters()), x, y, cfg, on_epoch, progress,
-                       penalty=penalty)
+                       penalty=penalty, epoch_times=times)
         set_surrogate(model, schedule.k_end, True)
         model.eval()
         acc = accuracies(model, qin, evals)
-    return TrainResult(model, cfg, acc, history, time.perf_counter() - t0, qin.spec())
+    return TrainResult(model, cfg, acc, history, time.perf_counter() - t0, qin.spec(), times)
 
 
 def accuracies(model: nn.Module, qin: QuantInput, evals: dict) -> dict:
@@ -206,3 +245,32 @@ def accuracies(model: nn.Module, qin: QuantInput, evals: dict) -> dict:
         acc["bit_exact"] = bool(np.array_equal(
             golden.run(m, m.input.quantize(last[0].reshape(len(last[0]), -1))), last[1]))
     return acc
+
+
+def fit_float(model: nn.Module, data, cfg, progress=None):
+    """Train a float network (e.g. :func:`softfloor.zoo.float_twin`) on the real inputs with the
+    loop and hyperparameters of ``cfg`` (a quantized run's config: the same optimiser, learning
+    rate and schedule, epochs, batches and seed); returns a TrainResult with its test
+    accuracy."""
+    from softfloor.train import TrainResult, _fit, _one_thread
+    x_tr, y_tr = np.asarray(data[0], dtype=np.float32), np.asarray(data[1], dtype=np.int64)
+    t0 = time.perf_counter()
+    with _one_thread():
+        torch.manual_seed(cfg.seed)
+        x = torch.as_tensor(x_tr.reshape(len(x_tr), -1))
+        times: list = []
+        history = _fit(model, list(model.parameters()), x, torch.as_tensor(y_tr), cfg,
+                       lambda epoch: {}, progress, epoch_times=times)
+        model.eval()
+        acc = {}
+        if len(data) == 4:
+            with torch.no_grad():
+                xt = torch.as_tensor(np.asarray(data[2], dtype=np.float32).reshape(len(data[2]), -1))
+                acc["test"] = float((model(xt).argmax(1).numpy() == np.asarray(data[3])).mean())
+    return TrainResult(model, cfg, acc, history, time.perf_counter() - t0, None, times)
+
+
+def epoch_seconds(result) -> float:
+    """The median epoch time of a run (seconds; its history's)."""
+    times = result.epoch_seconds
+    return float(np.median(times)) if times else float("nan")

@@ -219,6 +219,41 @@ class QuantMLP(nn.Module):
             for _ in range(n_hidden))
         self.to(pick_dtype(dtype, self.worst_case_acc_bits(), self.scales, "QuantMLP"))
 
+    @classmethod
+    def of_layers(cls, linears, acts, input_bits: int) -> "QuantMLP | None":
+        """A QuantMLP over existing layers (shared, not copied): the fused whole-network step
+        for a chain ``QuantLinear, QuantReLU, ..., QuantLinear`` of a user's network; None when
+        the fused step cannot run it exactly (free scales, signed or PACT / learned-sharpness
+        activations, per-channel scales on the last layer, accumulators beyond the dtype)."""
+        linears, acts = list(linears), list(acts)
+        if len(linears) != len(acts) + 1 or not linears:
+            return None
+        if any(type(a) is not QuantReLU or a.free for a in acts) \
+                or any(lin.wq.free for lin in linears) or linears[-1].wq.per_channel \
+                or linears[-1].bn_mode is not None or len({lin.weight.dtype for lin in linears}) > 1:
+            return None
+        m = cls.__new__(cls)
+        nn.Module.__init__(m)
+        m.linears, m.acts = nn.ModuleList(linears), nn.ModuleList(acts)
+        m.layer_weight_bits = tuple(lin.wq.bits for lin in linears)
+        m.input_bits = input_bits
+        m.activation, m.scales = "relu", "po2"
+        m.sizes = (linears[0].in_features,) + tuple(lin.out_features for lin in linears)
+        m.weight_bits = linears[-1].wq.bits
+        m.act_bits = min((a.bits for a in acts), default=8)
+        m.bias_bits = max(lin.bias_bits for lin in linears)
+        m.surrogate_name = acts[0].surrogate.name if acts else "ste"
+        m.batchnorm = any(lin.bn is not None for lin in linears)
+        m.per_channel = any(lin.wq.per_channel for lin in linears)
+        if not m.fusable_throughout() or \
+                pick_dtype(None, m.worst_case_acc_bits(), "po2", "QuantMLP") != m.dtype and \
+                m.dtype != torch.float64:
+            return None
+        for lin, act in zip(linears, acts):  # the fused step knows threshold BN before 1 bit
+            if lin.bn_mode == "threshold" and act.bits != 1:
+                return None
+        return m
+
     def worst_case_acc_bits(self) -> int:
         """Bits of the largest accumulator magnitude any layer can reach (in units of its
         LSB): :func:`worst_case_acc_bits` of the layer fan-ins."""
@@ -589,7 +624,7 @@ def integer_layers(model) -> list[IntLayer]:
     n = math.prod(getattr(model, "input_shape", None) or (model.sizes[0],))
     spec = InputSpec((n,), model.input_bits, False, 2.0 ** model.input_exp)
     out: list[IntLayer] = []
-    for op in lower(model, spec)[1]:
+    for op in lower(model, spec, strict=False)[1]:
         if isinstance(op, Dense):
             out.append(IntLayer(torch.from_numpy(op.weight), torch.from_numpy(op.bias),
                                 op.weight_bits))

@@ -715,7 +715,8 @@ class QuantReLU(nn.Module):
         else:
             e_in = torch.as_tensor(st.exp) if isinstance(st.exp, np.ndarray) else st.exp
             shift, mult = requant_params(0, e_in, self.exp)
-        lowering.check_requant_limits(shift, mult)
+        if st.strict:
+            lowering.check_requant_limits(shift, mult)
         op = lowering.requant_op(st.name(f"act{k}" if k else "act"), shift, mult, self.bits,
                                  self.lo < 0, self.lo, self.hi)
         lo, hi = lowering.out_range(op, st.lo, st.hi)

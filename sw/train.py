@@ -353,6 +353,8 @@ class TrainResult:
     history: list = field(default_factory=list)
     seconds: float = 0.0
     input_spec: InputSpec | None = None
+    #: Wall time of each epoch (s), when measured.
+    epoch_seconds: list = field(default_factory=list)
 
     @property
     def test_accuracy(self) -> float:
@@ -386,10 +388,9 @@ def _check_arch_layers(cfg: TrainConfig) -> None:
         raise ValueError(f"data must be a data set name or an .npz path, got {cfg.data!r}")
     if cfg.arch == "cnn" and cfg.layers is not None:
         parse_cnn(cfg.layers)
-    elif cfg.arch == "custom":
-        if cfg.layers is None:
-            raise ValueError("arch 'custom' needs layers='FILE.py:FUNCTION' (its builder)")
-        parse_arch(cfg.layers)
+    elif cfg.arch == "custom":  # None: a network given to softfloor.fit (no builder)
+        if cfg.layers is not None:
+            parse_arch(cfg.layers)
     elif cfg.layers is not None:
         raise ValueError(f"layers {cfg.layers!r} is for arch cnn or custom; the MLP's widths "
                          f"are sizes")
@@ -481,7 +482,7 @@ def lr_factor(schedule: str, step: int, total: int) -> float:
 
 
 def _fit(model, params, x, y, cfg: TrainConfig, on_epoch, progress: Progress | None,
-         augment=None, inputs=None, penalty=None):
+         augment=None, inputs=None, penalty=None, epoch_times: list | None = None):
     """Adam + per-step cosine decay over shuffled mini-batches; returns the history.
     ``augment`` (optional) maps each input batch to the one trained on. ``inputs`` (optional,
     a :class:`~softfloor.input_thresholds.LearnedThresholds`) makes the batches instead of
@@ -498,6 +499,7 @@ def _fit(model, params, x, y, cfg: TrainConfig, on_epoch, progress: Progress | N
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(shape, step, total))
     history = []
     for epoch in range(cfg.epochs):
+        t_epoch = time.perf_counter()
         info = on_epoch(epoch)
         model.train()
         perm = torch.randperm(n, generator=gen)
@@ -520,6 +522,8 @@ def _fit(model, params, x, y, cfg: TrainConfig, on_epoch, progress: Progress | N
                 inputs.update(xb.grad, sched.get_last_lr()[0] / cfg.learning_rate)
             loss_sum += float(ce.detach()) * len(idx)
         info = {"loss": loss_sum / n, "lr": sched.get_last_lr()[0]} | info
+        if epoch_times is not None:
+            epoch_times.append(time.perf_counter() - t_epoch)
         history.append({"epoch": epoch + 1} | info)
         if progress is not None:
             progress(epoch + 1, cfg.epochs, info)
@@ -713,6 +717,9 @@ def _build(cfg: TrainConfig, kind: str, shape=None, classes: int | None = None
     classes = classes or 10
     kw = {"hard_grad": cfg.hard_grad} if cfg.surrogate == "sigmoid" else None
     if cfg.arch == "custom":
+        if cfg.layers is None:
+            raise ValueError("this network was given to softfloor.fit, not built from "
+                             "--arch FILE.py:FUNCTION: there is no builder to rebuild it from")
         model = zoo.build_custom(cfg.layers, custom_options(cfg, shape, classes))
         return zoo.float_twin(model) if kind == "float" else model
     if cfg.arch == "cnn":

@@ -125,17 +125,20 @@ def build_custom(ref: str, options: dict):
     return a network of softfloor.nn layers starting with a QuantInput."""
     from torch import nn
 
-    from softfloor.nn.graph import chain
-    from softfloor.nn.layers import QuantInput
     fn = load_builder(ref)
     params = inspect.signature(fn).parameters
     takes_all = any(p.kind is p.VAR_KEYWORD for p in params.values())
     model = fn(**{k: v for k, v in options.items() if takes_all or k in params})
     if not isinstance(model, nn.Module):
         raise ValueError(f"--arch {ref}: returned {type(model).__name__}, not an nn.Module")
-    layers = chain(model)
-    if not layers or not isinstance(layers[0][1], QuantInput):
-        raise ValueError(f"--arch {ref}: the network must start with a softfloor.nn.QuantInput")
+    from softfloor.loop import input_layer
+    try:
+        qin = input_layer(model)
+    except ValueError:
+        raise ValueError(f"--arch {ref}: the network must start with a softfloor.nn.QuantInput"
+                         ) from None
+    if qin.shape is None:
+        qin.shape = tuple(options["input_shape"])
     return model
 
 
@@ -146,7 +149,7 @@ def float_twin(model):
     from torch import nn
 
     from softfloor.cnn import QuantConv2d
-    from softfloor.nn.graph import InputView, chain
+    from softfloor.nn.graph import Float32, InputView, chain
     from softfloor.nn.layers import (Flatten, QuantInput, QuantMaxPool2d, QuantSigmoid,
                                      QuantTanh)
     from softfloor.quant import QuantHardTanh, QuantLinear, QuantReLU
@@ -174,7 +177,8 @@ def float_twin(model):
             mods.append(nn.MaxPool2d(m.kernel, m.stride))
         elif isinstance(m, Flatten):
             mods.append(nn.Flatten())
-    twin = nn.Sequential(*mods)
+    twin = nn.Sequential(Float32(), *mods)
     twin.input_shape = shape
     twin.classes = int([x for x in mods if hasattr(x, "out_features")][-1].out_features)
     return twin
+

@@ -85,12 +85,14 @@ def export(model: torch.nn.Module, input_spec: InputSpec | None = None, name: st
                     name=name, meta=info | (meta or {}))
 
 
-def lower(model: torch.nn.Module, input_spec: InputSpec | None = None):
+def lower(model: torch.nn.Module, input_spec: InputSpec | None = None, strict: bool = True):
     """The integer ops of ``model`` without building the model file (nothing validated yet):
-    ``(input_layer, ops, final_state, layers)``. :func:`export` checks and wraps them."""
+    ``(input_layer, ops, final_state, layers)``. :func:`export` checks and wraps them;
+    ``strict=False`` skips the requantization limits (to inspect a diverged network)."""
     layers = chain(model)
     qin, rest = input_layer(model, layers, input_spec)
     ops, st = qin.to_int(None)
+    st.strict = strict
     for lname, m in rest:
         if isinstance(m, QuantInput):
             raise ExportError(f"layer '{lname}': a second QuantInput inside the network")

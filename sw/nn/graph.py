@@ -185,6 +185,13 @@ class InputView(nn.Module):
         return x.reshape((x.shape[0],) + self.shape)
 
 
+class Float32(nn.Module):
+    """Casts its input to float32 (the first layer of a float twin)."""
+
+    def forward(self, x):
+        return x.float()
+
+
 def _flat(a) -> list:
     if isinstance(a, (list, tuple)):
         return [y for x in a for y in _flat(x)]
@@ -239,7 +246,7 @@ def _surrogates(model):
 def calibrate(model: nn.Module, x, y=None) -> None:
     """Initialise every scale of ``model`` from a batch ``x`` (real inputs or a QuantTensor
     of input codes), layer by layer with hard quantization: the input quantizer's scale or
-    thresholds (``y`` the labels), BatchNorm statistics and weight scales of folded layers, and
+    thresholds (``y`` the labels; kept when it already has them), BatchNorm statistics and weight scales of folded layers, and
     activation scales from their inputs."""
     from softfloor.nn.layers import QuantInput
     layers = chain(model)
@@ -248,7 +255,7 @@ def calibrate(model: nn.Module, x, y=None) -> None:
     try:
         for name, m in layers:
             if isinstance(m, QuantInput):
-                if not isinstance(x, QuantTensor):
+                if not isinstance(x, QuantTensor) and not m.calibrated:
                     m.calibrate(x, y)
             if not isinstance(x, QuantTensor) and not isinstance(m, (QuantInput, InputView)):
                 raise ExportError(f"layer '{name}' ({type(m).__name__}) is the first layer: a "

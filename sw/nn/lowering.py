@@ -53,8 +53,8 @@ def check_requant_limits(shift, mult) -> None:
     above :data:`~softfloor.intmodel.MAX_SHIFT`, a multiplier of 2**31 or more): the scales
     before and after it drifted apart."""
     from softfloor.intmodel import MAX_MULTIPLIER, MAX_SHIFT
-    top_s = int(np.max(as_numpy(shift)))
-    top_m = int(np.max(as_numpy(mult)))
+    top_s = int(shift) if isinstance(shift, int) else int(np.max(as_numpy(shift)))
+    top_m = int(mult) if isinstance(mult, int) else int(np.max(as_numpy(mult)))
     if top_m > MAX_MULTIPLIER or top_s > MAX_SHIFT:
         raise ValueError(f"the requantization needs shift {top_s}, multiplier "
                          f"2**{top_m.bit_length() - 1} (the scales before and after it drifted "

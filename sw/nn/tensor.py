@@ -204,6 +204,9 @@ class IntState:
     #: Names already used and the running count of weighted layers (op names).
     names: set = field(default_factory=set)
     weighted: int = 0
+    #: Check each requantization against the model file's limits (off to inspect a diverged
+    #: network's integer layers).
+    strict: bool = True
 
     @property
     def per_channel(self) -> bool:

@@ -1,0 +1,95 @@
+"""MNIST benchmark (``make bench SECTIONS=mnist``): the examples at full, on ``mnist5k``.
+
+The two scripts of ``examples/`` (FINN's TFC 784-64-64-64-10, and a custom CNN: a 5x5 stride-2
+convolution, a 3x3 pad-1 convolution, a max-pool and a dense layer), built from softfloor.nn
+layers and trained by softfloor.fit: 60 epochs, seeds 0, 1, 2, at w4a4, w2a2 and w1a1, each
+next to its float twin (the same widths with float layers, trained by the same loop with the
+same hyperparameters). Accuracy is the test split's (1,000 samples; the hard-quantized model,
+bit-exact to its exported integer model, checked on every run); the validation accuracy (20 %
+of the training samples held out) is what a recipe is chosen on. Epoch time is the median
+epoch's wall time, as a ratio to the float twin's in the same run (one thread, nice'd, on a
+shared machine: a guide, not a measurement to the percent).
+
+Then each example's exported model (seed 0) is co-simulated on every one of the 1,000 test
+samples by ``softfloor flow --model`` on Verilator and Icarus: mismatches against the golden
+model (the CNN with the channels and device of :data:`COSIM_CNN`, to keep the simulation to
+minutes).
+
+Targets (issue 20): TFC w2a2 within 1.0 point of its float twin, TFC w1a1 within 3.0, CNN w4a4
+within 0.5 (the means over the seeds).
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import statistics
+import sys
+from pathlib import Path
+
+#: The example scripts (a source checkout: they are not installed).
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+WIDTHS = ("w4a4", "w2a2", "w1a1")
+SEEDS = (0, 1, 2)
+EPOCHS = 60
+#: The CNN co-simulated on all test samples: (channels, device).
+COSIM_CNN = ((8, 16), "ecp5-25f")
+TARGETS = {("tfc", "w2a2"): 1.0, ("tfc", "w1a1"): 3.0, ("cnn", "w4a4"): 0.5}
+
+
+def _example(name: str):
+    if not (EXAMPLES / f"{name}.py").exists():
+        raise FileNotFoundError(f"{EXAMPLES / name}.py: the mnist benchmark runs the examples "
+                                f"of a source checkout")
+    if str(EXAMPLES) not in sys.path:
+        sys.path.insert(0, str(EXAMPLES))
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def run(out: Path, quick: bool) -> dict:
+    from softfloor.data import load_mnist5k
+    data = load_mnist5k()
+    seeds, epochs, samples = (SEEDS[:1], 2, 20) if quick else (SEEDS, EPOCHS, 1000)
+    rows, runs = [], []
+    for name in ("tfc_mnist5k", "cnn_mnist5k"):
+        ex = _example(name)
+        for width in WIDTHS:
+            for seed in seeds:
+                r = ex.run(width, out / "mnist" / name / f"{width}-s{seed}", epochs, seed, 0,
+                           "both", data)
+                runs.append(r)
+                print(json.dumps(r), flush=True)
+    for (ex, width) in dict.fromkeys((r["example"], r["width"]) for r in runs):
+        rs = [r for r in runs if (r["example"], r["width"]) == (ex, width)]
+        fl = statistics.mean(r["float"] for r in rs)
+        q = statistics.mean(r["quantized"] for r in rs)
+        row = {"network": ex, "width": width, "seeds": len(rs), "float %": round(100 * fl, 2),
+               "quantized %": round(100 * q, 2), "gap (points)": round(100 * (fl - q), 2),
+               "quantized val %": round(100 * statistics.mean(r["val"] for r in rs), 2),
+               "per seed %": " / ".join(f"{100 * r['quantized']:.1f}" for r in rs),
+               "epoch time vs float": round(statistics.median(
+                   r["epoch_seconds"] / r["float_epoch_seconds"] for r in rs), 2),
+               "bit-exact (golden)": all(r["bit_exact_golden"] for r in rs)}
+        if (ex, width) in TARGETS:
+            row["target gap"] = TARGETS[(ex, width)]
+            row["met"] = 100 * (fl - q) <= TARGETS[(ex, width)]
+        rows.append(row)
+    cosim = []
+    tfc, cnn = _example("tfc_mnist5k"), _example("cnn_mnist5k")
+    for ex, mod, width, kw in (("tfc", tfc, "w2a2", {}), ("tfc", tfc, "w1a1", {}),
+                               ("cnn", cnn, "w4a4", {"channels": COSIM_CNN[0],
+                                                     "device": COSIM_CNN[1]})):
+        r = mod.run(width, out / "mnist" / "cosim" / f"{ex}-{width}", epochs, 0, samples, "both",
+                    data, **kw)
+        print(json.dumps(r), flush=True)
+        cosim.append({"network": ex + (f" {kw['channels']}" if kw else ""), "width": width,
+                      "quantized %": round(100 * r["quantized"], 2),
+                      **{f"{sim} mismatches": f"{v['mismatches']}/{v['samples']}"
+                         for sim, v in r["rtl"].items() if sim != "accuracy"},
+                      "rtl accuracy %": round(100 * r["rtl"]["accuracy"], 2)})
+    return {"rows": rows, "tables": {"co-simulation (all test samples, seed 0)": cosim},
+            "runs": runs, "notes": [f"mnist5k (4,000 training / 1,000 test), {epochs} epochs, "
+                                    f"seeds {', '.join(map(str, seeds))}; float = the float "
+                                    f"twin trained by the same loop"]}
