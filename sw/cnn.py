@@ -47,11 +47,10 @@ from .nn.graph import calibrate, set_surrogate
 from .nn.layers import Flatten, QuantMaxPool2d
 from .intmodel import Conv2d
 from .nn.tensor import IntState, QuantTensor
-from .quant import (_MIXED, _NEEDS_CODES, _PENDING_BN, _PER_CHANNEL_IN, BatchNormStats,
-                    QuantLinear, ThresholdBN, WeightQuantizer, _exp_log2, acc_bound,
-                    check_bits, check_bn_mode, check_scale_kind, check_scales,
-                    exact_compute_dtype, fake_quant_bias, free_bias, free_bias_codes, free_log2,
-                    requant_params, weight_scale_grad, weighted_to_int)
+from .quant import (_NEEDS_CODES, _PENDING_BN, BatchNormStats, QuantLinear, ThresholdBN,
+                    WeightQuantizer, _exp_log2, accumulate, check_bits, check_bn_mode,
+                    check_scale_kind, check_scales, fake_quant_bias, free_bias,
+                    free_bias_codes, free_log2, weighted_to_int, weight_scale_grad)
 from .surrogates import SURROGATES, check_surrogate, make_surrogate
 
 #: Input image of the digits: 1 channel, 8 x 8 (the 64 pixels in C order).
@@ -213,21 +212,7 @@ class QuantConv2d(ThresholdBN, nn.Module):
         if not x.lo <= self.pad_value <= x.hi and self.padding:
             raise ValueError(f"{type(self).__name__}: pad_value {self.pad_value} is not a code "
                              f"of its input [{x.lo}, {x.hi}]")
-        bound = acc_bound(self.in_channels * self.kernel ** 2, x.absmax, self.wq.bits,
-                          self.bias_bits)
-        if self.wq.free:
-            return self._forward_free(x, bound)
-        if x.free:
-            raise ValueError(_MIXED.format(type(self).__name__))
-        if x.per_channel:
-            raise ValueError(_PER_CHANNEL_IN.format(type(self).__name__))
-        dt = exact_compute_dtype(self.weight.dtype, bound, type(self).__name__)
-        z = self(x.value.to(dt), x.exp)
-        e_acc = x.exp + self.wq.exp
-        if self.bn_mode == "threshold":
-            return QuantTensor(self.bn.apply(z), exp=e_acc, lo=-bound, hi=bound, kind="acc",
-                               bn=self, pre=z, in_exp=x.exp)
-        return QuantTensor(z, exp=e_acc, lo=-bound, hi=bound, kind="acc")
+        return accumulate(self, x, self.in_channels * self.kernel ** 2)
 
     def _forward_free(self, x: QuantTensor, bound: int) -> QuantTensor:
         q = x.codes().to(torch.float64)

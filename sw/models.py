@@ -17,11 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import arith
-from .nn.lowering import threshold_rewrite as _threshold_layer  # noqa: F401 (tests)
+from .nn.lowering import threshold_rewrite as _threshold_layer  # noqa: F401 (one rule)
 from .nn.tensor import QuantTensor
 from .quant import (QuantHardTanh, QuantLinear, QuantReLU, act_quant_bwd, act_quant_fwd, check_bits,
-                    check_scales, free_bias, free_log2, free_requant,  # noqa: F401 (re-exported)
-                    free_requant_params, linear_quant_bwd, linear_quant_fwd, lsq_grad_factor)
+                    check_scales, free_requant_params, linear_quant_bwd, linear_quant_fwd,
+                    lsq_grad_factor)
 from .surrogates import SURROGATES, check_surrogate, make_surrogate, round_half_up
 from .tensorops import scalar
 

@@ -1201,20 +1201,7 @@ class QuantLinear(ThresholdBN, nn.Module):
             raise ValueError(f"{type(self).__name__}({self.in_features}->{self.out_features}) "
                              f"got input of shape {tuple(x.value.shape)}; it needs (N, "
                              f"{self.in_features}) (add a Flatten after convolutions)")
-        bound = acc_bound(self.in_features, x.absmax, self.wq.bits, self.bias_bits)
-        if self.wq.free:
-            return self._forward_free(x, bound)
-        if x.free:
-            raise ValueError(_MIXED.format(type(self).__name__))
-        if x.per_channel:
-            raise ValueError(_PER_CHANNEL_IN.format(type(self).__name__))
-        dt = exact_compute_dtype(self.weight.dtype, bound, type(self).__name__)
-        z = self(x.value.to(dt), x.exp)
-        e_acc = x.exp + self.wq.exp
-        if self.bn_mode == "threshold":
-            return QuantTensor(self.bn.apply(z), exp=e_acc, lo=-bound, hi=bound, kind="acc",
-                               bn=self, pre=z, in_exp=x.exp)
-        return QuantTensor(z, exp=e_acc, lo=-bound, hi=bound, kind="acc")
+        return accumulate(self, x, self.in_features)
 
     def _forward_free(self, x: QuantTensor, bound: int) -> QuantTensor:
         q = x.codes().to(torch.float64)
@@ -1265,6 +1252,29 @@ class QuantLinear(ThresholdBN, nn.Module):
     def bias_codes(self, in_exp: int) -> torch.Tensor:
         """Integer bias codes (int64) at the accumulator scale ``2**(in_exp + w_exp)``."""
         return self.bias_codes_float(in_exp).to(torch.int64)
+
+
+def accumulate(layer, x: QuantTensor, fan_in: int) -> QuantTensor:
+    """The accumulator QuantTensor of a weighted layer (:class:`QuantLinear`, ``QuantConv2d``)
+    on ``x``: power-of-two scales through the layer's own forward on real values (in float64
+    when its accumulators could exceed the dtype's exact integers), free scales through its
+    ``_forward_free`` on codes; with ``batchnorm="threshold"`` BatchNorm of the accumulator,
+    pending the 1-bit activation."""
+    name = type(layer).__name__
+    bound = acc_bound(fan_in, x.absmax, layer.wq.bits, layer.bias_bits)
+    if layer.wq.free:
+        return layer._forward_free(x, bound)
+    if x.free:
+        raise ValueError(_MIXED.format(name))
+    if x.per_channel:
+        raise ValueError(_PER_CHANNEL_IN.format(name))
+    dt = exact_compute_dtype(layer.weight.dtype, bound, name)
+    z = layer(x.value.to(dt), x.exp)
+    e_acc = x.exp + layer.wq.exp
+    if layer.bn_mode == "threshold":
+        return QuantTensor(layer.bn.apply(z), exp=e_acc, lo=-bound, hi=bound, kind="acc",
+                           bn=layer, pre=z, in_exp=x.exp)
+    return QuantTensor(z, exp=e_acc, lo=-bound, hi=bound, kind="acc")
 
 
 _NEEDS_CODES = ("{} needs quantized inputs: a QuantTensor from softfloor.nn.QuantInput or a "
