@@ -29,11 +29,11 @@ WIDTHS = {"w4a4": (4, 4, 4, False), "w2a2": (2, 2, 2, True), "w1a1": (1, 1, 1, F
 
 
 class Net(nn.Module):
-    """28x28 -> conv 5x5 stride 2 -> conv 3x3 pad 1 -> max-pool 2 -> dense 10 (16 and 32
+    """28x28 -> conv 5x5 stride 2 -> conv 3x3 pad 1 -> max-pool 2 -> dense 10 (8 and 16
     channels by default)."""
 
     def __init__(self, weight_bits=4, act_bits=4, input_bits=4, batchnorm=False,
-                 surrogate="ste", channels=(16, 32)):
+                 surrogate="ste", channels=(8, 16)):
         super().__init__()
         c1, c2 = channels
         self.inp = snn.QuantInput(input_bits, scale=2.0 ** -input_bits if input_bits > 1
@@ -54,7 +54,7 @@ class Net(nn.Module):
 
 
 def run(width: str, out: Path, epochs: int, seed: int, samples: int, simulators: str, data,
-        device: str = "ecp5-25f", channels=(16, 32), **_) -> dict:
+        device: str = "ecp5-25f", channels=(8, 16), **_) -> dict:
     torch.manual_seed(seed)
     return train_export_check("cnn", Net(*WIDTHS[width], channels=tuple(channels)), width, data,
                               out, epochs, seed, samples, simulators, device)
@@ -62,7 +62,7 @@ def run(width: str, out: Path, epochs: int, seed: int, samples: int, simulators:
 
 def cli(argv=None) -> int:
     return main(__doc__, run, WIDTHS, ["w4a4"], "ecp5-25f", "build/examples/cnn", argv,
-                extra_args={"--channels": {"type": int, "nargs": 2, "default": (16, 32),
+                extra_args={"--channels": {"type": int, "nargs": 2, "default": (8, 16),
                                            "metavar": ("C1", "C2")}})
 
 

@@ -42,14 +42,14 @@ def tfc(weight_bits: int, act_bits: int, input_bits: int, batchnorm: bool) -> nn
 
 
 def run(width: str, out: Path, epochs: int, seed: int, samples: int, simulators: str, data,
-        device: str = "up5k", **_) -> dict:
+        device: str = "ecp5-25f", **_) -> dict:
     torch.manual_seed(seed)
     return train_export_check("tfc", tfc(*WIDTHS[width]), width, data, out, epochs, seed,
                               samples, simulators, device)
 
 
 def cli(argv=None) -> int:
-    return main(__doc__, run, WIDTHS, ["w2a2", "w1a1"], "up5k", "build/examples/tfc", argv)
+    return main(__doc__, run, WIDTHS, ["w2a2", "w1a1"], "ecp5-25f", "build/examples/tfc", argv)
 
 
 if __name__ == "__main__":

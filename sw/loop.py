@@ -37,13 +37,15 @@ class FusedMLP(nn.Module):
     by the fused whole-network step of :class:`~softfloor.models.QuantMLP` over the same
     layers: the same values as the layers composed, a fraction of the time."""
 
-    def __init__(self, qin: QuantInput, mlp):
+    def __init__(self, qin: QuantInput, mlp, augment=None):
         super().__init__()
-        self.qin, self.mlp = qin, mlp
+        self.qin, self.mlp, self.augment = qin, mlp, augment
 
     def forward(self, x):
         if isinstance(x, QuantTensor) or self.qin.mode == "learned":
             x = self.qin(x).value  # learned thresholds: their gradient flows through
+            if self.augment is not None and self.training:
+                x = self.augment(x.reshape(x.shape[0], -1))  # straight through to them
         return self.mlp(x.reshape(x.shape[0], -1))
 
 
@@ -176,13 +178,19 @@ def fit(model: nn.Module, data, epochs: int = 60, *, lr: float | None = None,
     qin = input_layer(model)
     x_tr, y_tr, x_va, y_va, x_te, y_te, _ = as_split(data, qin, val, seed)
     wb, ab = widths(model)
-    cfg = TrainConfig(arch="custom", weight_bits=wb, act_bits=ab, epochs=epochs, seed=seed,
+    # an MLP chain takes the digits MLP's tuned defaults (Adam's beta1, the learning-rate decay,
+    # the 1-bit activations' gradient window, the input-code noise of 1-bit activations)
+    arch = "mlp" if fused(model, qin) is not None else "custom"
+    cfg = TrainConfig(arch=arch, weight_bits=wb, act_bits=ab, epochs=epochs, seed=seed,
                       lr=lr, batch_size=batch_size, surrogate=surrogate_name(model),
                       k_start=k_start, k_end=k_end, hard_fraction=hard_fraction,
                       lr_schedule=lr_schedule, weight_decay=weight_decay,
                       input_bits=qin.bits, batchnorm=False)
     if not qin.calibrated:
         qin.calibrate(x_tr.reshape((len(x_tr),) + qin.shape), y_tr)
+    for act in model.modules():  # layers left at the default gradient window take the tuned one
+        if isinstance(act, QuantReLU) and act.bits == 1 and act.binary_grad == "box":
+            act.binary_grad = cfg.binary_grad
     return train_network(model, qin, cfg, x_tr, y_tr, {"val": (x_va, y_va),
                                                         "test": (x_te, y_te)}, progress)
 
@@ -191,7 +199,7 @@ def train_network(model: nn.Module, qin: QuantInput, cfg, x_tr, y_tr, evals: dic
                   progress=None):
     """The loop of :func:`fit` on real training inputs ``x_tr`` (flat rows) quantized by
     ``qin``; ``evals`` maps names to ``(x, y)`` (None skipped) measured at the end."""
-    from softfloor.train import TrainResult, _fit, _one_thread
+    from softfloor.train import TrainResult, _augmenter, _fit, _one_thread
     t0 = time.perf_counter()
     with _one_thread():
         torch.manual_seed(cfg.seed)
@@ -219,8 +227,16 @@ def train_network(model: nn.Module, qin: QuantInput, cfg, x_tr, y_tr, evals: dic
         penalty = (lambda: pact_penalty(acts, cfg.pact_decay)) \
             if any(a.surrogate.scale_grad == "pact" for a in acts) and cfg.pact_decay else None
         times: list = []
+        # the config's input-code augmentation: on the batches of codes, or after the learned
+        # thresholds (the fused MLP; a gradient straight through to them)
+        step = 2.0 ** qin.exp
+        augment = _augmenter(cfg, step, qin.hi * step, qin.lo * step)
+        if learned and isinstance(net, FusedMLP):
+            net.augment, augment = augment, None
+        elif learned:
+            augment = None
         history = _fit(net, list(model.parameters()), x, y, cfg, on_epoch, progress,
-                       penalty=penalty, epoch_times=times)
+                       augment=augment, penalty=penalty, epoch_times=times)
         set_surrogate(model, schedule.k_end, True)
         model.eval()
         acc = accuracies(model, qin, evals)

@@ -282,14 +282,11 @@ class QuantMLP(nn.Module):
         """Set the sharpness and the hard flag of every activation's surrogate.
 
         Entering the hard phase also freezes the BatchNorm statistics (running ones from then
-        on), so the hard phase trains exactly the exported integer model.
+        on), so the hard phase trains exactly the exported integer model
+        (:func:`softfloor.nn.graph.set_surrogate`).
         """
-        for act in self.acts:
-            act.surrogate.k = k
-            act.surrogate.hard = hard
-        for lin in self.linears:
-            if lin.bn is not None:
-                lin.bn.use_batch = not hard
+        from .nn.graph import set_surrogate
+        set_surrogate(self, k, hard)
 
     def layer_exps(self) -> list[int]:
         """Input exponent of every linear layer (the input's, then each activation's)."""

@@ -422,14 +422,14 @@ def _check_split(cfg: TrainConfig, split: DigitsSplit) -> None:
 AUGMENT_SEED = 1_000_000
 
 
-def _augmenter(cfg: TrainConfig, step: float, hi: float):
+def _augmenter(cfg: TrainConfig, step: float, hi: float, lo: float = 0.0):
     """The per-batch augmentation of a run (None without one): inputs on the grid ``k * step``
-    in ``[0, hi]``, deterministic for the seed."""
+    in ``[lo, hi]``, deterministic for the seed."""
     shift, noise = cfg.augment_options
     if not shift and not noise:
         return None
     gen = torch.Generator().manual_seed(AUGMENT_SEED + cfg.seed)
-    return lambda xb: augment_codes(xb, shift, noise, step, hi, gen)
+    return lambda xb: augment_codes(xb, shift, noise, step, hi, gen, lo)
 
 
 class TrainingDiverged(ValueError):

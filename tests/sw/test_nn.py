@@ -202,3 +202,35 @@ def test_a_layer_on_its_own_needs_quantized_input():
     assert out.exp == q.exp + lin.wq.exp == -4 + lin.wq.exp
     with pytest.raises(ValueError, match="signed 1-bit"):
         snn.QuantInput(1, signed=True)
+
+
+def _toy(n=240, f=16, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, f))
+    y = (x[:, :f // 2].sum(1) > x[:, f // 2:].sum(1)).astype(np.int64) + \
+        (x[:, 0] > 0.5).astype(np.int64)
+    return x[:n * 3 // 4], y[:n * 3 // 4], x[n * 3 // 4:], y[n * 3 // 4:]
+
+
+@pytest.mark.parametrize("kind", ["mlp", "mlp-learned", "cnn"])
+def test_fit_trains_any_chain_and_the_export_is_exact(kind):
+    """softfloor.fit: the tuned loop on a user's network (the fused step for an MLP chain, the
+    layers composed otherwise), a validation split held out, the result hard and bit-exact."""
+    import softfloor
+    from softfloor.loop import fused, input_layer
+    torch.manual_seed(0)
+    data = _toy()
+    if kind == "cnn":
+        net = nn.Sequential(snn.QuantInput(3, shape=(1, 4, 4)), snn.QuantConv2d(1, 4, 3, 1, 3),
+                            snn.QuantReLU(3, "ste"), snn.QuantMaxPool2d(2), snn.Flatten(),
+                            snn.QuantLinear(16, 3, 3))
+    else:
+        inp = snn.QuantInput(1, thresholds="learned") if kind == "mlp-learned" \
+            else snn.QuantInput(4)
+        net = nn.Sequential(inp, snn.QuantLinear(16, 12, 2, batchnorm=True), snn.QuantReLU(2),
+                            snn.QuantLinear(12, 3, 2))
+    assert (fused(net, input_layer(net)) is None) == (kind == "cnn")
+    res = softfloor.fit(net, data, epochs=3, seed=1, val=0.25)
+    assert set(res.accuracy) == {"val", "test", "bit_exact"} and res.accuracy["bit_exact"]
+    assert res.accuracy["test"] > 0.3 and not net.training  # 3 epochs: it runs, not a score
+    assert len(res.epoch_seconds) == 3 and res.input_spec == softfloor.export(net).input
