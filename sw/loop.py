@@ -117,7 +117,7 @@ def as_split(data, qin: QuantInput, val: float, seed: int):
 
     from softfloor.data import DigitsSplit, load_split
     if isinstance(data, str):
-        data = load_split(data, qin.bits if not qin.signed else qin.bits)
+        data = load_split(data)  # its real inputs: the QuantInput makes the codes
     if isinstance(data, DigitsSplit):
         shape = data.shape
         arrays = (data.x_train, data.y_train, data.x_val, data.y_val, data.x_test, data.y_test)
@@ -287,6 +287,6 @@ def fit_float(model: nn.Module, data, cfg, progress=None):
 
 
 def epoch_seconds(result) -> float:
-    """The median epoch time of a run (seconds; its history's)."""
+    """The median epoch CPU time of a run (seconds)."""
     times = result.epoch_seconds
     return float(np.median(times)) if times else float("nan")

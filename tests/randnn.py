@@ -59,7 +59,6 @@ def random_net(seed: int):
         qin = snn.QuantInput(in_bits, signed, scale=scale)
     layers = [qin]
     depth = int(rng.integers(1, 7))
-    lo = qin.lo
     spatial = image
     for d in range(depth):
         last = d == depth - 1
@@ -100,14 +99,11 @@ def random_net(seed: int):
             shape = (out,)
         if act_kind == "relu":
             layers.append(snn.QuantReLU(ab, sur(), free=free))
-            lo = 0
         elif act_kind == "hardtanh":
             layers.append(snn.QuantHardTanh(ab, sur(), free=free))
-            lo = -(1 << (ab - 1))
         elif act_kind == "table":
             cls = snn.QuantSigmoid if rng.random() < 0.5 else snn.QuantTanh
             layers.append(cls(ab, int(rng.integers(2, 7)), sur()))
-            lo = 0 if cls is snn.QuantSigmoid else -(1 << (ab - 1))
         if conv and act_kind is not None and rng.random() < 0.4 and min(shape[1:]) >= 2:
             k = 2
             s = int(rng.integers(1, 3))

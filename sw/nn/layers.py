@@ -221,7 +221,7 @@ class QuantInput(nn.Module):
                            lo=self.lo, hi=self.hi)
 
     def _dtype(self) -> torch.dtype:
-        return torch.get_default_dtype() if self.mode != "learned" else torch.float32
+        return torch.get_default_dtype()
 
     def forward(self, x) -> QuantTensor:
         if isinstance(x, QuantTensor):
