@@ -464,6 +464,13 @@ def load_npz(path) -> dict:
         raise ValueError(f"--data {path}: not a data set name ({', '.join(DATASETS)}) nor an "
                          f".npz file")
     try:
+        with open(path, "rb") as fh:
+            zipped = fh.read(2) == b"PK"
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such data set file") from None
+    if not zipped:
+        raise ValueError(f"{path}: not an .npz archive (numpy.savez writes one)")
+    try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
     except FileNotFoundError:
@@ -511,15 +518,14 @@ def load_npz(path) -> dict:
     if "classes" in arrays:
         c = arrays["classes"]
         if c.shape != () or c.dtype.kind not in "iu" or int(c) < 2:
-            raise bad("classes", f"{c!r}: expected one integer >= 2")
+            raise bad("classes", f"{c.tolist()!r}: expected one integer >= 2")
         classes = int(c)
     else:
         classes = int(arrays["y_train"].max()) + 1
     for s in splits:
         y = arrays[f"y_{s}"]
         if y.min() < 0:
-            raise bad(f"y_{s}", f"label {int(y.min())} outside 0..{max(classes, 1) - 1} (class "
-                                f"labels are 0, 1, ...)")
+            raise bad(f"y_{s}", f"label {int(y.min())} is negative (class labels are 0, 1, ...)")
     if classes < 2:
         raise bad("y_train", "fewer than 2 classes")
     for s in splits:

@@ -52,7 +52,7 @@ BAD = [
     (lambda a: a.update(y_train=np.zeros(39, dtype=int)), r"y_train: shape \(39,\): expected"),
     (lambda a: a.update(x_train=np.array([["a"] * 64] * 40)), "x_train: dtype <U1"),
     (lambda a: a.update(x_val=np.zeros((3, 64))), "y_val: missing"),
-    (lambda a: a.update(y_train=np.full(40, -1)), "y_train: label -1 outside"),
+    (lambda a: a.update(y_train=np.full(40, -1)), "y_train: label -1 is negative"),
     (lambda a: a.update(extra=np.zeros(3)), "extra: unknown field"),
     (lambda a: a.update(classes=np.array(1)), "classes: .* expected one integer >= 2"),
 ]
@@ -66,6 +66,14 @@ def test_a_bad_file_is_one_line_naming_the_file_and_field(tmp_path, change, msg)
     np.savez(path, **arrays)
     with pytest.raises(ValueError, match=f"bad.npz: {msg}"):
         load_npz(path)
+
+
+def test_an_unreadable_file_says_so(tmp_path):
+    (tmp_path / "garbage.npz").write_text("not a zip")
+    with pytest.raises(ValueError, match=r"garbage.npz: not an .npz archive"):
+        load_npz(tmp_path / "garbage.npz")
+    with pytest.raises(FileNotFoundError, match=r"missing.npz: no such data set file"):
+        load_npz(tmp_path / "missing.npz")
 
 
 def test_cli_refuses_a_bad_file_before_writing_anything(tmp_path, capsys):
