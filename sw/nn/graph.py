@@ -70,13 +70,14 @@ def _expand(name: str, m) -> list[tuple[str, nn.Module]]:
     raise ExportError(_float_layer(name, type(m).__name__))
 
 
-def _float_layer(name: str, what: str) -> str:
+def _float_layer(name: str, what: str, kind: str = "layer") -> str:
     hint = ("use QuantLinear(..., batchnorm=True) (folded into the weights) or batchnorm="
             "'threshold' before a 1-bit activation" if "BatchNorm" in what else
             "use softfloor.nn.QuantLinear / QuantConv2d" if what in ("Linear", "Conv2d") else
             "use softfloor.nn.QuantSigmoid / QuantTanh / QuantReLU / QuantHardTanh, or remove it")
-    return (f"layer '{name}' ({what}) is a float layer between quantized ones, which the "
-            f"integer model cannot compute exactly: {hint}")
+    head = f"layer '{name}' ({what}) is" if kind == "layer" else f"{what}() is"
+    return (f"{head} a float {kind} between quantized ones, which the integer model cannot "
+            f"compute exactly: {hint}")
 
 
 class _Tracer(torch.fx.Tracer):
@@ -165,7 +166,7 @@ def _walk(model: nn.Module, graph) -> list[tuple[str, nn.Module]]:
             what = _WHAT.get(n.target, None)
             fn = getattr(n.target, "__name__", str(n.target))
             raise ExportError(f"{where(n)}: " + (f"{what} is not a chain op; remove it" if what
-                                                 else _float_layer(n.name, fn)))
+                                                 else _float_layer(n.name, fn, "function")))
         cur = n
     return out
 

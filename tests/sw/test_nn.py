@@ -170,7 +170,7 @@ class Branch(Base):
     (Residual, r"node 'add' .*a residual add"),
     (Concat, r"node 'cat' .*a concat"),
     (Gelu, r"layer 'gelu' \(GELU\) is a float layer between quantized ones"),
-    (FRelu, r"node 'relu' .*float layer"),
+    (FRelu, r"node 'relu' .*relu\(\) is a float function between quantized ones"),
     (FloatLinear, r"layer 'lin' \(Linear\).*QuantLinear"),
     (TorchBatchNorm, r"layer 'bn' \(BatchNorm1d\).*batchnorm=True"),
     (Branch, r"feeds more than one operation \(a branch\)"),
