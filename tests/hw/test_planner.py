@@ -125,7 +125,7 @@ def test_unsupported_op_names_layer_and_op(tmp_path):
     m = random_model(rng, [4, 3])
     m.layers.insert(1, Pool())
     with pytest.raises(planner.UnsupportedLayerError,
-                       match=r"layers\[1\] \(pool\): op 'maxpool' has no hardware engine"):
+                       match=r"layers\[1\] \(pool\): op 'maxpool' has no hardware op"):
         generate(m, tmp_path)
     with pytest.raises(planner.UnsupportedLayerError, match="maxpool"):
         build_manifest(m, folding={})

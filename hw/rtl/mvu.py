@@ -1,25 +1,15 @@
-"""Streaming compute engines: a folded matrix-vector unit per Dense layer, an elementwise requantizer.
+"""The matrix-vector unit (MVU): ``y = requant(W @ x + b)``, folded ``PE`` rows x ``SIMD`` columns.
 
-:class:`DenseEngine` computes ``y = requant(W @ x + b)`` for one :class:`~softfloor.intmodel.Dense`
-layer, optionally fused with the :class:`~softfloor.intmodel.Requant` that follows it.
-:class:`RequantEngine` is a standalone elementwise :class:`~softfloor.intmodel.Requant` (used for a
-Requant that does not follow a Dense). Streams carry ``elements_per_transfer`` elements per
-transfer: element ``j`` at bits ``[j*b, (j+1)*b)`` of the payload (the payload is the element's
-own shape when one element per transfer, else ``unsigned(n*b)``).
+:class:`MatrixVectorUnit` computes one :class:`~softfloor.intmodel.Dense` layer, optionally fused
+with the :class:`~softfloor.intmodel.Requant` / :class:`~softfloor.intmodel.ChannelRequant` that
+follows it. It is the Amaranth face of :class:`softfloor.hw.ops.dense.DenseOp` (which owns its
+fold choices, cycle and latency formulas and resource estimate) and the compute core of the
+convolution unit. Streams carry ``elements_per_transfer`` elements per transfer: element ``j``
+at bits ``[j*b, (j+1)*b)`` of the payload (the payload is the element's own shape when one
+element per transfer, else ``unsigned(n*b)``).
 
-Each engine exposes, FINN style:
-
-* ``model(x)`` -- its numpy twin (calls the model's own ``execute``, i.e. ``softfloor.arith``);
-* ``cycles`` -- compute cycles per vector (``(rows/PE) * (cols/SIMD)``, rounded up);
-* ``initiation_interval`` -- cycles per vector when streaming: ``cycles``, or the input/output
-  transfer count if a stream is the narrower pipe;
-* ``latency`` -- cycles from the handshake of the first input transfer of a vector to the
-  handshake of its last output transfer, when the engine is otherwise idle, its input presented
-  every cycle and its output always ready;
-* ``resources(device)`` -- the planner's estimate (see :mod:`softfloor.hw.planner`).
-
-DenseEngine micro-architecture (FINN MVAU style, ``PE`` output rows x ``SIMD`` input columns)
-------------------------------------------------------------------------------------------------
+Micro-architecture (FINN MVAU style, ``PE`` output rows x ``SIMD`` input columns)
+--------------------------------------------------------------------------------
 ::
 
     i ─► gather (SIMD elements) ─► input buffer (2 banks, SIMD-wide words)───┐
@@ -39,45 +29,50 @@ DenseEngine micro-architecture (FINN MVAU style, ``PE`` output rows x ``SIMD`` i
 * When a row group is complete its ``PE`` accumulators move to the hold register, which feeds the
   requantizer ``out_elements_per_transfer`` rows at a time while the next group accumulates. The
   MAC pipeline stalls only when a finished group cannot move to the hold register.
+* Fully unrolled (``pe = rows``, ``simd = cols``): the weights and biases are constants in the
+  logic (a shift-add per canonical signed digit, add/sub trees), no ROM, no multiplier.
+
+The module-level functions are the unit's arithmetic facts (product widths, partial products,
+tree depth, ROM words) that the op's formulas and this unit share.
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
-from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from .. import arith
-from ..intmodel import ChannelRequant, CodeType, Dense, Requant
-from . import primitives as P
+from softfloor.intmodel import ChannelRequant, CodeType, Dense
+from softfloor.hw.rtl import primitives as P
+from softfloor.hw.rtl.stream_io import transfer_shape
+from softfloor.hw.rtl.tables import positive_int, table_value
 
-__all__ = ["DenseEngine", "RequantEngine", "ElementwiseEngine", "EngineFaces", "ENGINE_LATENCY", "REQUANT_LATENCY",
-           "payload_shape", "dsp_eligible", "requant_params", "channel_tables", "table_value",
-           "tree_levels", "is_const", "CONST_GROUP", "CONST_RADIX"]
+__all__ = ["MatrixVectorUnit", "MVU_LATENCY", "SPLIT_WEIGHT_BITS", "DSP_MIN_PRODUCT_BITS",
+           "CONST_GROUP", "CONST_RADIX", "tree_levels", "is_const", "requant_params",
+           "product_bits", "product_selector_bits", "product_terms", "dsp_eligible",
+           "check_fold", "weight_words", "bias_words"]
 
-#: Fixed cycles of a DenseEngine from its last input transfer accepted to its last output transfer
+#: Fixed cycles of an MVU from its last input transfer accepted to its last output transfer
 #: accepted, on top of ``cycles + tree_levels + (last group transfers - 1)``: bank-full flag (1),
 #: memory read (1), product (1), accumulator (1), hold (1), scale (1), round (1), saturate (1),
 #: skid buffer output (1); the handshake is on the skid register's first valid cycle (-1).
-ENGINE_LATENCY = 8
-#: Same for a RequantEngine: scale register, round/saturate register, skid buffer.
-REQUANT_LATENCY = 3
+MVU_LATENCY = 8
 #: Shift-add products whose narrower operand (the one whose bits gate the terms) is this wide
 #: are split into two registered partial products.
 SPLIT_WEIGHT_BITS = 6
 #: Yosys maps a ``$mul`` to an iCE40/ECP5 DSP only when its result is at least this wide.
 DSP_MIN_PRODUCT_BITS = 11
-#: Constant-weight (fully unrolled) engines: input columns summed per product-stage register,
+#: Constant-weight (fully unrolled) units: input columns summed per product-stage register,
 #: and values summed per registered tree level (two add/sub levels each).
 CONST_GROUP = 4
 CONST_RADIX = 4
 
 
 def tree_levels(simd: int, product_terms: int = 1, const: bool = False) -> int:
-    """Registered adder-tree levels after the product stage of a DenseEngine.
+    """Registered adder-tree levels after the product stage of an MVU.
 
     Folded (ROM weights): ``ceil(log2(simd * product_terms))``, one add per level. Constant
     weights: the product stage already sums :data:`CONST_GROUP` columns, then each level sums
@@ -113,58 +108,6 @@ def requant_params(rq, channels: int) -> tuple[list[int], int]:
     return [int(rq.multiplier)] * channels, int(rq.shift)
 
 
-def channel_tables(channel_of: list[int], ept: int) -> tuple[int, list[list[int]]]:
-    """Channel of lane ``j`` at transfer ``t`` as ``(period, tables)``: ``tables[j][t % period]``.
-
-    ``channel_of[e]`` is the channel of element ``e`` of a sample; transfers carry ``ept``
-    consecutive elements. ``period`` is the smallest number of transfers after which the pattern
-    repeats (a divisor of the transfers per sample), so a counter modulo ``period`` indexes it.
-    """
-    n = len(channel_of) // ept
-    per = [[channel_of[t * ept + j] for j in range(ept)] for t in range(n)]
-    period = next(p for p in range(1, n + 1) if n % p == 0
-                  and all(per[t] == per[t % p] for t in range(n)))
-    return period, [[per[t][j] for t in range(period)] for j in range(ept)]
-
-
-def table_value(m: Module, values: list[int], index, shape, name: str) -> Value:
-    """``values[index]`` as an expression: a constant when all values agree, else a mux."""
-    if len(set(values)) == 1:
-        return Const(values[0], shape)
-    sig = Signal(shape, name=name)
-    index = Value.cast(index)
-    shape = Shape.cast(shape)
-    # One continuous expression (a part-select of a constant), not an Array's case statement:
-    # 4-state simulators evaluate it at time 0 even while the index keeps its initial value
-    # (Icarus leaves a never-triggered combinational process X), and every index is covered.
-    values = list(values) + [values[-1]] * ((1 << len(index)) - len(values))
-    table = Cat(*[Const(v, shape) for v in values])
-    word = table.word_select(index, shape.width)
-    m.d.comb += sig.eq(word.as_signed() if shape.signed else word)
-    return sig
-
-
-def _code_shape(t: CodeType) -> Shape:
-    return P.code_shape(t.bits, t.signed)
-
-
-def payload_shape(element: Shape, n: int) -> Shape:
-    """Stream payload of ``n`` elements: the element's shape if ``n == 1``, else ``unsigned(n*b)``."""
-    element = Shape.cast(element)
-    return element if n == 1 else unsigned(n * element.width)
-
-
-def _pos(name: str, v) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    return v
-
-
-def _stored_weight_bits(weight_bits: int) -> int:
-    """Weight bits in the ROM: 1-bit weights {-1, +1} are stored as their sign bit."""
-    return weight_bits
-
-
 def product_bits(weight_bits: int, in_type: CodeType) -> int:
     """Width of one ``weight * input`` product (Amaranth's exact widening)."""
     if weight_bits == 1:
@@ -174,7 +117,7 @@ def product_bits(weight_bits: int, in_type: CodeType) -> int:
 
 def product_selector_bits(weight_bits: int, in_type: CodeType) -> int:
     """Gated terms of one shift-add ``weight x input`` product: the bits of the narrower operand
-    (:func:`~softfloor.hw.primitives.multiply_narrow`); 1 for a 1-bit input, whose bit gates
+    (:func:`~softfloor.hw.rtl.primitives.multiply_narrow`); 1 for a 1-bit input, whose bit gates
     the weight (no adder)."""
     return min(weight_bits, in_type.bits)
 
@@ -192,25 +135,67 @@ def dsp_eligible(weight_bits: int, in_type: CodeType) -> bool:
     return weight_bits >= 2 and product_bits(weight_bits, in_type) >= DSP_MIN_PRODUCT_BITS
 
 
-class EngineFaces:
-    """The faces every engine shares: ``latency`` from ``in_transfers`` and ``tail_latency``,
-    ``resources(device)`` from the planner's estimate; no MAC lanes or DSPs unless it says so."""
-    mac_units = 0
-    dsp_blocks = 0
+def check_fold(name: str, rows: int, cols: int, pe, simd, in_ept, out_ept) -> None:
+    """The folds and stream widths an MVU accepts; a ValueError naming the layer otherwise."""
+    pe, simd = positive_int("pe", pe), positive_int("simd", simd)
+    win = positive_int("in_elements_per_transfer", in_ept)
+    wout = positive_int("out_elements_per_transfer", out_ept)
+    if pe > rows:
+        raise ValueError(f"{name}: pe={pe} exceeds the layer's {rows} output rows")
+    if simd > cols:
+        raise ValueError(f"{name}: simd={simd} exceeds the layer's {cols} input columns")
+    folds = math.ceil(cols / simd)
+    if simd % win or cols % win:
+        raise ValueError(f"{name}: in_elements_per_transfer={win} must divide simd={simd} "
+                         f"and cols={cols}")
+    if pe % wout or rows % wout:
+        raise ValueError(f"{name}: out_elements_per_transfer={wout} must divide pe={pe} "
+                         f"and rows={rows}")
+    if pe // wout > folds:
+        raise ValueError(
+            f"{name}: {pe} results per row group leave {wout} per transfer, "
+            f"{pe // wout} transfers per group, more than the {folds} cycles a group "
+            f"computes: raise out_elements_per_transfer to at least "
+            f"{math.ceil(pe / folds)} (a divisor of pe and rows) or lower simd")
 
-    @property
-    def latency(self) -> int:
-        """First input transfer accepted -> last output transfer accepted (idle engine)."""
-        return self.in_transfers - 1 + self.tail_latency
 
-    def resources(self, device: str = "up5k") -> dict:
-        """The planner's estimate for ``device`` (see :func:`softfloor.hw.planner.estimate`)."""
-        from .planner import estimate_engine
-        return estimate_engine(self, device)
+def weight_words(weight, weight_bits: int, pe: int, simd: int) -> list[int]:
+    """Weight ROM: word ``g*folds + f`` holds ``W[g*pe + p, f*simd + s]`` at lane ``p*simd+s``
+    (``weight_bits`` each; 1-bit weights {-1, +1} as their sign bit). Any weight width."""
+    ws = weight_bits
+    mask = (1 << ws) - 1
+    W = np.asarray(weight, dtype=np.int64)
+    rows, cols = W.shape
+    groups, folds = math.ceil(rows / pe), math.ceil(cols / simd)
+    pad = np.zeros((groups * pe, folds * simd), dtype=np.int64)
+    pad[:rows, :cols] = W
+    if ws == 1:
+        pad = (pad > 0).astype(np.int64)            # sign bit: 1 -> +1, 0 -> -1 (pad: -1 x 0)
+    words = []
+    for g in range(groups):
+        for f in range(folds):
+            blk = pad[g * pe:(g + 1) * pe, f * simd:(f + 1) * simd]
+            word = 0
+            for k, v in enumerate(blk.reshape(-1)):
+                word |= (int(v) & mask) << (k * ws)
+            words.append(word)
+    return words
 
 
-class DenseEngine(EngineFaces, wiring.Component):
+def bias_words(bias, bias_bits: int, pe: int) -> list[int]:
+    """Bias ROM: word ``g`` holds the biases of rows ``g*pe .. g*pe + pe - 1``."""
+    mask = (1 << bias_bits) - 1
+    rows = len(bias)
+    groups = math.ceil(rows / pe)
+    b = [int(v) for v in bias] + [0] * (groups * pe - rows)
+    return [sum((b[g * pe + p] & mask) << (p * bias_bits) for p in range(pe))
+            for g in range(groups)]
+
+
+class MatrixVectorUnit(wiring.Component):
     """Folded matrix-vector unit for one Dense layer, optionally fused with the following Requant.
+
+    Usually built by :meth:`softfloor.hw.ops.dense.DenseOp.build`, which validated the fold.
 
     Parameters
     ----------
@@ -225,149 +210,47 @@ class DenseEngine(EngineFaces, wiring.Component):
         Folding: output rows and input columns processed per cycle (``1 <= pe <= rows``,
         ``1 <= simd <= cols``; non-divisors are padded).
     in_elements_per_transfer, out_elements_per_transfer : int
-        Elements per ``i`` / ``o`` transfer. ``in`` must divide ``simd`` and ``cols``; ``out``
-        must divide ``pe`` and ``rows`` and be wide enough to drain a row group while the next
-        one computes (``pe / out <= ceil(cols / simd)``).
+        Elements per ``i`` / ``o`` transfer (see :func:`check_fold`).
     dsp : bool
         Build the ``weight x input`` products as ``$mul`` cells that synthesis maps to DSP blocks
         (when they are wide enough, see :func:`dsp_eligible`); otherwise as shift-and-add logic.
 
     Members
     -------
-    i : ``In(stream.Signature(payload_shape(in_shape, in_elements_per_transfer)))``
-    o : ``Out(stream.Signature(payload_shape(out_shape, out_elements_per_transfer)))``
+    i : ``In(stream.Signature(transfer_shape(in_shape, in_elements_per_transfer)))``
+    o : ``Out(stream.Signature(transfer_shape(out_shape, out_elements_per_transfer)))``
     """
 
-    def __init__(self, dense: Dense, in_type: CodeType, requant: Requant | None = None, *,
-                 pe: int = 1, simd: int = 1, in_elements_per_transfer: int = 1,
+    def __init__(self, dense: Dense, in_type: CodeType, requant=None, *, pe: int = 1,
+                 simd: int = 1, in_elements_per_transfer: int = 1,
                  out_elements_per_transfer: int = 1, dsp: bool = False):
-        self._MustUse__silence = True           # no "never used" warning if validation fails
-        if not isinstance(dense, Dense):
-            raise TypeError(f"dense must be a Dense layer, got {type(dense).__name__}")
-        if not isinstance(in_type, CodeType):
-            raise TypeError(f"in_type must be a CodeType, got {in_type!r}")
-        if requant is not None and not isinstance(requant, (Requant, ChannelRequant)):
-            raise TypeError(f"requant must be a Requant/ChannelRequant layer or None, got "
-                            f"{requant!r}")
-        pe, simd = _pos("pe", pe), _pos("simd", simd)
-        win = _pos("in_elements_per_transfer", in_elements_per_transfer)
-        wout = _pos("out_elements_per_transfer", out_elements_per_transfer)
         self.dense, self.requant, self.in_type = dense, requant, in_type
         self.rows, self.cols = dense.out_features, dense.in_features
-        name = dense.name
-        if pe > self.rows:
-            raise ValueError(f"{name}: pe={pe} exceeds the layer's {self.rows} output rows")
-        if simd > self.cols:
-            raise ValueError(f"{name}: simd={simd} exceeds the layer's {self.cols} input columns")
+        check_fold(dense.name, self.rows, self.cols, pe, simd, in_elements_per_transfer,
+                   out_elements_per_transfer)
         self.pe, self.simd = pe, simd
         self.folds = math.ceil(self.cols / simd)
         self.groups = math.ceil(self.rows / pe)
-        if simd % win or self.cols % win:
-            raise ValueError(f"{name}: in_elements_per_transfer={win} must divide simd={simd} "
-                             f"and cols={self.cols}")
-        if pe % wout or self.rows % wout:
-            raise ValueError(f"{name}: out_elements_per_transfer={wout} must divide pe={pe} "
-                             f"and rows={self.rows}")
-        if pe // wout > self.folds:
-            raise ValueError(
-                f"{name}: {pe} results per row group leave {wout} per transfer, "
-                f"{pe // wout} transfers per group, more than the {self.folds} cycles a group "
-                f"computes: raise out_elements_per_transfer to at least "
-                f"{math.ceil(pe / self.folds)} (a divisor of pe and rows) or lower simd")
-        self.in_ept, self.out_ept = win, wout
-        #: Fully unrolled: weights and biases are constants in the logic (no ROM, no
-        #: multiplier: shift-add per canonical signed digit, add/sub trees), never DSPs.
+        self.in_ept, self.out_ept = in_elements_per_transfer, out_elements_per_transfer
         self.const_weights = is_const(self.rows, self.cols, pe, simd)
         self.dsp = bool(dsp) and not self.const_weights
-        self.acc_type = dense.out_type(in_type)
-        self.out_type = requant.out_type(self.acc_type) if requant else self.acc_type
-        self.in_shape = _code_shape(in_type)
-        self.out_shape = _code_shape(self.out_type)
-        super().__init__({"i": In(stream.Signature(payload_shape(self.in_shape, win))),
-                          "o": Out(stream.Signature(payload_shape(self.out_shape, wout)))})
-        self._MustUse__silence = False
+        self.product_terms = product_terms(dense.weight_bits, in_type, self.dsp)
+        self.tree_levels = tree_levels(simd, self.product_terms, self.const_weights)
+        last_rows = self.rows - (self.groups - 1) * pe
+        self.last_group_transfers = last_rows // self.out_ept
+        acc_type = dense.out_type(in_type)
+        out_type = requant.out_type(acc_type) if requant else acc_type
+        self.in_shape = P.code_shape(in_type.bits, in_type.signed)
+        self.out_shape = P.code_shape(out_type.bits, out_type.signed)
+        super().__init__({
+            "i": In(stream.Signature(transfer_shape(self.in_shape, self.in_ept))),
+            "o": Out(stream.Signature(transfer_shape(self.out_shape, self.out_ept)))})
 
-    # -- the FINN-style faces ---------------------------------------------------------------
-    def model(self, x: np.ndarray) -> np.ndarray:
-        """Numpy twin: ``requant.execute(dense.execute(x))`` on ``(N, cols)`` codes."""
-        y = self.dense.execute(np.asarray(x, dtype=np.int64))
-        return self.requant.execute(y) if self.requant else y
-
-    @property
-    def cycles(self) -> int:
-        """Compute cycles per vector: ``ceil(rows / pe) * ceil(cols / simd)``."""
-        return self.groups * self.folds
-
-    @property
-    def in_transfers(self) -> int:
-        return self.cols // self.in_ept
-
-    @property
-    def out_transfers(self) -> int:
-        return self.rows // self.out_ept
-
-    @property
-    def initiation_interval(self) -> int:
-        """Cycles per vector of this engine alone, streaming (input always valid, output ready)."""
-        return max(self.cycles, self.in_transfers, self.out_transfers)
-
-    @property
-    def product_terms(self) -> int:
-        """Registered partial products per MAC lane (:func:`product_terms`)."""
-        return product_terms(self.dense.weight_bits, self.in_type, self.dsp)
-
-    @property
-    def tree_levels(self) -> int:
-        """Registered adder-tree levels: ``ceil(log2(simd * product_terms))``; constant weights
-        (fully unrolled): see :func:`tree_levels`."""
-        return tree_levels(self.simd, self.product_terms, self.const_weights)
-
-    @property
-    def last_group_transfers(self) -> int:
-        last_rows = self.rows - (self.groups - 1) * self.pe
-        return last_rows // self.out_ept
-
-    @property
-    def tail_latency(self) -> int:
-        """Cycles from the last input transfer accepted to the last output transfer accepted."""
-        return self.cycles + self.tree_levels + ENGINE_LATENCY + self.last_group_transfers - 1
-
-    @property
-    def mac_units(self) -> int:
-        return self.pe * self.simd
-
-    @property
-    def dsp_blocks(self) -> int:
-        """DSP blocks this engine asks synthesis for (0 unless ``dsp`` and the products qualify)."""
-        return self.mac_units if self.dsp and dsp_eligible(self.dense.weight_bits,
-                                                           self.in_type) else 0
-
-    # -- ROM contents -----------------------------------------------------------------------
     def weight_words(self) -> list[int]:
-        """Weight ROM: word ``g*folds + f`` holds ``W[g*pe + p, f*simd + s]`` at lane ``p*simd+s``."""
-        ws = self.dense.weight_bits
-        mask = (1 << ws) - 1
-        W = np.asarray(self.dense.weight, dtype=np.int64)
-        pad = np.zeros((self.groups * self.pe, self.folds * self.simd), dtype=np.int64)
-        pad[:self.rows, :self.cols] = W
-        if ws == 1:
-            pad = (pad > 0).astype(np.int64)            # sign bit: 1 -> +1, 0 -> -1 (pad: -1 x 0)
-        words = []
-        for g in range(self.groups):
-            for f in range(self.folds):
-                blk = pad[g * self.pe:(g + 1) * self.pe, f * self.simd:(f + 1) * self.simd]
-                word = 0
-                for k, v in enumerate(blk.reshape(-1)):
-                    word |= (int(v) & mask) << (k * ws)
-                words.append(word)
-        return words
+        return weight_words(self.dense.weight, self.dense.weight_bits, self.pe, self.simd)
 
     def bias_words(self) -> list[int]:
-        bb = self.dense.bias_bits
-        mask = (1 << bb) - 1
-        b = list(int(v) for v in self.dense.bias) + [0] * (self.groups * self.pe - self.rows)
-        return [sum((b[g * self.pe + p] & mask) << (p * bb) for p in range(self.pe))
-                for g in range(self.groups)]
+        return bias_words(self.dense.bias, self.dense.bias_bits, self.pe)
 
     # -- hardware ---------------------------------------------------------------------------
     def elaborate(self, platform):
@@ -605,7 +488,7 @@ class DenseEngine(EngineFaces, wiring.Component):
         # ---- requantize, wout lanes: scale, round, saturate ----------------------------------
         rq = self.requant
         mults, shift = requant_params(rq, self.rows) if rq else ([1] * self.rows, 0)
-        res = stream.Signature(payload_shape(self.out_shape, wout)).create()
+        res = stream.Signature(transfer_shape(self.out_shape, wout)).create()
         m.d.comb += rq_adv.eq(~res.valid | res.ready)
         va, vb = Signal(), Signal()
         lanes_out = []
@@ -634,130 +517,8 @@ class DenseEngine(EngineFaces, wiring.Component):
             m.d.sync += [va.eq(hold_cnt != 0), vb.eq(va), res.valid.eq(vb),
                          res.payload.eq(Cat(*lanes_out))]
 
-        out = P.skid_buffer(m, "skid", res, payload_shape(self.out_shape, wout))
+        out = P.skid_buffer(m, "skid", res, transfer_shape(self.out_shape, wout))
         m.d.comb += [self.o.payload.eq(out.payload), self.o.valid.eq(out.valid),
                      out.ready.eq(self.o.ready)]
 
 
-class ElementwiseEngine(EngineFaces, wiring.Component):
-    """Base of the elementwise stream engines: ``elements_per_transfer`` lanes, one transfer
-    per cycle, two register stages (:meth:`stage1` -> register -> :meth:`stage2` -> register)
-    and a skid buffer, so the latency after the last input is :data:`REQUANT_LATENCY`.
-
-    Per-channel constants are chosen by a transfer counter from ``channel_of`` (the channel of
-    each element of a sample, in stream order; default: element ``e`` is channel ``e``), see
-    :func:`channel_tables`.
-
-    Members
-    -------
-    i : ``In(stream.Signature(payload_shape(in_shape, elements_per_transfer)))``
-    o : ``Out(stream.Signature(payload_shape(out_shape, elements_per_transfer)))``
-    """
-
-    def _setup(self, layer, in_type: CodeType, out_type: CodeType, elements: int,
-               elements_per_transfer: int, channel_of):
-        elements = _pos("elements", elements)
-        n = _pos("elements_per_transfer", elements_per_transfer)
-        if elements % n:
-            raise ValueError(f"{layer.name}: elements_per_transfer={n} must divide the "
-                             f"{elements} elements")
-        self.channel_of = list(range(elements)) if channel_of is None else list(channel_of)
-        if len(self.channel_of) != elements:
-            raise ValueError(f"{layer.name}: channel_of has {len(self.channel_of)} entries "
-                             f"for {elements} elements")
-        self.in_type, self.out_type, self.elements = in_type, out_type, elements
-        self.in_ept = self.out_ept = n
-        self.in_shape, self.out_shape = _code_shape(in_type), _code_shape(out_type)
-        self.rows, self.cols, self.pe, self.simd = elements, 1, n, 1
-        super().__init__({"i": In(stream.Signature(payload_shape(self.in_shape, n))),
-                          "o": Out(stream.Signature(payload_shape(self.out_shape, n)))})
-
-    @property
-    def cycles(self) -> int:
-        return self.elements // self.in_ept
-
-    in_transfers = out_transfers = initiation_interval = cycles
-
-    @property
-    def tail_latency(self) -> int:
-        return REQUANT_LATENCY
-
-    def stage1(self, m: Module, j: int, x: Value, channels: list[int], tc: Value) -> Value:
-        """Lane ``j``'s first-stage expression of input ``x`` (channels per counter value)."""
-        raise NotImplementedError
-
-    def stage2(self, m: Module, j: int, r: Value) -> Value:
-        """Lane ``j``'s output (an ``out_shape`` value) from the first-stage register ``r``."""
-        raise NotImplementedError
-
-    def elaborate(self, platform):
-        m = Module()
-        n, b = self.in_ept, self.in_shape.width
-        period, tables = channel_tables(self.channel_of, n)
-        res = stream.Signature(payload_shape(self.out_shape, n)).create()
-        advance, v1 = Signal(), Signal()
-        m.d.comb += [advance.eq(~res.valid | res.ready), self.i.ready.eq(advance)]
-        tc = Signal(range(max(2, period)))
-        if period > 1:
-            with m.If(self.i.valid & advance):
-                m.d.sync += tc.eq(Mux(tc == period - 1, 0, tc + 1))
-        data = Value.cast(self.i.payload)
-        outs = []
-        for j in range(n):
-            x = data[j * b:(j + 1) * b]
-            x = x.as_signed() if self.in_shape.signed else x
-            expr = self.stage1(m, j, x, tables[j], tc)
-            r = Signal(expr.shape(), name=f"stage1_{j}")
-            with m.If(advance):
-                m.d.sync += r.eq(expr)
-            y = Signal(self.out_shape, name=f"y{j}")
-            m.d.comb += y.eq(self.stage2(m, j, r))
-            outs.append(y)
-        with m.If(advance):
-            m.d.sync += [v1.eq(self.i.valid), res.valid.eq(v1), res.payload.eq(Cat(*outs))]
-        out = P.skid_buffer(m, "skid", res, payload_shape(self.out_shape, n))
-        wiring.connect(m, out, wiring.flipped(self.o))
-        return m
-
-
-class RequantEngine(ElementwiseEngine):
-    """Elementwise Requant / ChannelRequant on a stream (a Requant that does not follow a Dense).
-
-    Stages: ``x * multiplier`` register, round/saturate register, skid buffer. Per-channel
-    multipliers (a ChannelRequant, see :func:`requant_params`) come from ``channel_of``.
-    """
-
-    def __init__(self, requant, in_type: CodeType, *, elements: int,
-                 elements_per_transfer: int = 1, channel_of: list | None = None):
-        self._MustUse__silence = True           # no "never used" warning if validation fails
-        if not isinstance(requant, (Requant, ChannelRequant)):
-            raise TypeError(f"requant must be a Requant layer, got {type(requant).__name__}")
-        self.requant = requant
-        self._setup(requant, in_type, requant.out_type(in_type), elements,
-                    elements_per_transfer, channel_of)
-        rq = requant
-        self.mults, self.shift = requant_params(
-            rq, rq.channels if isinstance(rq, ChannelRequant) else max(self.channel_of) + 1)
-        self._MustUse__silence = False
-
-    def model(self, x):
-        """Numpy twin on ``(N, elements)`` codes in stream order."""
-        x = np.asarray(x, dtype=np.int64)
-        rq = self.requant
-        if isinstance(rq, ChannelRequant):
-            return np.stack([arith.requantize(x[:, e], int(rq.shift[c]), rq.rounding, rq.lo,
-                                              rq.hi, int(rq.multiplier[c]))
-                             for e, c in enumerate(self.channel_of)], axis=1)
-        return rq.execute(x)
-
-    def stage1(self, m, j, x, channels, tc):
-        lane_m = [self.mults[c] for c in channels]
-        if len(set(lane_m)) == 1:
-            return P.multiply_const(x, lane_m[0]) if lane_m[0] != 1 else x
-        mshape = unsigned(max(self.mults).bit_length())
-        return P.multiply(x, table_value(m, lane_m, tc, mshape, f"mult{j}"))
-
-    def stage2(self, m, j, r):
-        rq = self.requant
-        return P.saturate(P.round_shift(r, self.shift, rq.rounding), rq.lo, rq.hi,
-                          self.out_shape)
