@@ -49,3 +49,43 @@ def test_cnn_example_trains_exports_and_cosimulates(tmp_path, capsys):
     rows = run_example("cnn_mnist5k", ["--epochs", "1", "--samples", "3", "--channels", "4",
                                        "8", "--device", "up5k", "--out", str(tmp_path)], capsys)
     assert [r["width"] for r in rows] == ["w4a4"] and rows[0]["quantized"] > 0.5
+
+
+def readme_blocks(heading: str) -> tuple[str, str]:
+    """The ``python`` block and the ``sh`` block after it under the README's ``heading``."""
+    text = (EXAMPLES.parent / "README.md").read_text()
+    section = text[text.index(f"## {heading}\n"):]
+    py = section.split("```python\n", 1)[1].split("```", 1)[0]
+    sh = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    return py, sh
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_readme_example_runs_as_written(tmp_path, monkeypatch, capsys):
+    """The README's own-network example, as written but for its epochs (60 -> 1) on a small
+    mnist5k file: it trains, exports, and its ``flow --model`` command co-simulates every test
+    sample bit-exactly on Verilator and Icarus."""
+    import shlex
+    import numpy as np
+    from softfloor import cli
+    from softfloor.data import load_mnist5k
+    from softfloor.sim import tools
+    for sim in tools.SIMULATORS:
+        tools.ensure(sim)
+    py, sh = readme_blocks("Your own network, your own data")
+    assert "epochs=60" in py and len(py.splitlines()) <= 30
+    d = load_mnist5k()
+    monkeypatch.chdir(tmp_path)
+    np.savez("mine.npz", x_train=d["x_train"][:600], y_train=d["y_train"][:600],
+             x_test=d["x_test"][:12], y_test=d["y_test"][:12])
+    exec(compile(py.replace("epochs=60", "epochs=1"), "README.md", "exec"), {})
+    assert "bit_exact': True" in capsys.readouterr().out
+    (cmd,) = [line for line in sh.splitlines() if line.strip()]
+    argv = shlex.split(cmd)
+    assert argv[0].endswith("softfloor")
+    assert cli.main(argv[1:] + ["--no-synth", "--quiet"]) == 0
+    rep = json.loads((tmp_path / "build" / "mine" / "report.json").read_text())
+    for sim in tools.SIMULATORS:
+        assert rep["bit_exact"][sim] == {**rep["bit_exact"][sim], "samples": 12,
+                                         "mismatches": 0}

@@ -1,4 +1,5 @@
 """softfloor.nn: layers on their own, the generic exporter, and exactness on random networks."""
+import json
 import os
 
 import numpy as np
@@ -100,6 +101,46 @@ def test_sigmoid_and_tanh_export_as_tables_exactly():
         back = intmodel.IntModel.from_dict(m.to_dict())
         assert np.array_equal(golden.run(back, m.input.quantize(x.numpy())), got)
 
+
+
+@pytest.mark.sim
+def test_sigmoid_and_tanh_tables_run_through_flow_on_both_simulators(tmp_path):
+    """A softfloor.nn network with QuantSigmoid and QuantTanh, trained a few steps, exports to
+    two ``lut`` ops that ``flow --model`` runs on Verilator and Icarus: every output code equals
+    the hard forward's."""
+    from softfloor import cli
+    from softfloor.sim import tools
+    for sim in tools.SIMULATORS:
+        tools.ensure(sim)
+    torch.manual_seed(3)
+    net = nn.Sequential(snn.QuantInput(4), snn.QuantLinear(16, 8, 4), snn.QuantSigmoid(4, 5),
+                        snn.QuantLinear(8, 8, 3), snn.QuantTanh(3, 5), snn.QuantLinear(8, 4, 4))
+    x = _x((16,), 40, seed=4)
+    y = torch.as_tensor(np.random.default_rng(4).integers(0, 4, 40))
+    snn.calibrate(net, x, y)
+    opt = torch.optim.Adam(net.parameters(), 1e-2)
+    for _ in range(3):
+        loss = F.cross_entropy(net(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    m, want, got = exact(net, x)
+    assert np.array_equal(want, got)
+    assert [op.op for op in m.layers].count("lut") == 2
+    intmodel.save(m, tmp_path / "net.intmodel.json")
+    np.save(tmp_path / "x.npy", x.numpy())
+    np.save(tmp_path / "y.npy", y.numpy())
+    out = tmp_path / "out"
+    assert cli.main(["flow", "--out", str(out), "--model", str(tmp_path / "net.intmodel.json"),
+                     "--inputs", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"),
+                     "--no-synth", "--quiet"]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    vec = np.load(out / "vectors.npz")
+    for sim in tools.SIMULATORS:
+        assert rep["bit_exact"][sim]["mismatches"] == 0
+        np.testing.assert_array_equal(vec[f"rtl_{sim}"], want)
+    man = json.loads((out / "manifest.json").read_text())
+    assert [l["kind"] for l in man["layers"]].count("lut") == 2
 
 def test_learned_input_thresholds_train_in_the_users_loop_and_export():
     torch.manual_seed(2)
