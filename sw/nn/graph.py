@@ -74,6 +74,9 @@ def _float_layer(name: str, what: str, kind: str = "layer") -> str:
     hint = ("use QuantLinear(..., batchnorm=True) (folded into the weights) or batchnorm="
             "'threshold' before a 1-bit activation" if "BatchNorm" in what else
             "use softfloor.nn.QuantLinear / QuantConv2d" if what in ("Linear", "Conv2d") else
+            "use softfloor.nn.QuantMaxPool2d" if "Pool" in what else
+            "remove it: the class is the argmax of the logits (flow --output class ends the "
+            "model in an argmax)" if "Softmax" in what else
             "use softfloor.nn.QuantSigmoid / QuantTanh / QuantReLU / QuantHardTanh, or remove it")
     head = f"layer '{name}' ({what}) is" if kind == "layer" else f"{what}() is"
     return (f"{head} a float {kind} between quantized ones, which the integer model cannot "

@@ -221,6 +221,13 @@ def test_what_a_chain_cannot_express_is_a_clear_error(cls, match):
         snn.export(cls())
 
 
+def test_float_pooling_and_softmax_name_what_to_use():
+    for layer, match in ((nn.AvgPool2d(2), r"layer '1' \(AvgPool2d\).*QuantMaxPool2d"),
+                         (nn.Softmax(1), r"layer '1' \(Softmax\).*argmax of the logits")):
+        with pytest.raises(snn.ExportError, match=match):
+            snn.export(nn.Sequential(snn.QuantInput(4, scale=0.1, shape=(1, 4, 4)), layer))
+
+
 def test_other_export_errors_name_the_layer():
     with pytest.raises(snn.ExportError, match="does not start with a softfloor.nn.QuantInput"):
         snn.export(nn.Sequential(snn.QuantLinear(4, 2)))
