@@ -47,7 +47,7 @@ from .nn.graph import calibrate, set_surrogate
 from .nn.layers import Flatten, QuantMaxPool2d
 from .intmodel import Conv2d
 from .nn.tensor import IntState, QuantTensor
-from .quant import (_NEEDS_CODES, _PENDING_BN, BatchNormStats, QuantLinear, ThresholdBN,
+from .quant import (_NEEDS_CODES, BatchNormStats, QuantLinear, ThresholdBN, check_input,
                     WeightQuantizer, _exp_log2, accumulate, check_bits, check_bn_mode,
                     check_scale_kind, check_scales, fake_quant_bias, free_bias,
                     free_bias_codes, free_log2, weighted_to_int, weight_scale_grad)
@@ -203,12 +203,8 @@ class QuantConv2d(ThresholdBN, nn.Module):
     def forward_quant(self, x: QuantTensor) -> QuantTensor:
         """The accumulator of a QuantTensor input (as
         :meth:`softfloor.quant.QuantLinear.forward_quant`)."""
-        if x.bn is not None:
-            raise ValueError(_PENDING_BN.format(type(self).__name__))
-        if x.value.dim() != 4 or x.value.shape[1] != self.in_channels:
-            raise ValueError(f"{type(self).__name__}({self.in_channels}->{self.out_channels}) "
-                             f"got input of shape {tuple(x.value.shape)}; it needs (N, "
-                             f"{self.in_channels}, H, W)")
+        check_input(self, x.bn, x.value.shape, 4, self.in_channels, self.out_channels,
+                    f"it needs (N, {self.in_channels}, H, W)")
         if not x.lo <= self.pad_value <= x.hi and self.padding:
             raise ValueError(f"{type(self).__name__}: pad_value {self.pad_value} is not a code "
                              f"of its input [{x.lo}, {x.hi}]")
@@ -236,11 +232,8 @@ class QuantConv2d(ThresholdBN, nn.Module):
     def to_int(self, st: IntState) -> tuple[list, IntState]:
         """A ``conv2d`` op (weight and bias codes, stride, padding with ``pad_value``; widths
         from the actual integers), pending the activation with a BatchNorm threshold."""
-        if st.pending is not None:
-            raise ValueError(_PENDING_BN.format(type(self).__name__))
-        if len(st.shape) != 3 or st.shape[0] != self.in_channels:
-            raise ValueError(f"{type(self).__name__}({self.in_channels}->{self.out_channels}) "
-                             f"gets codes of shape {st.shape}; it needs ({self.in_channels}, H, W)")
+        check_input(self, st.pending, st.shape, 3, self.in_channels, self.out_channels,
+                    f"it needs ({self.in_channels}, H, W)", batched=False)
         c, h, w = st.shape
         k, s, p = self.kernel, self.stride, self.padding
         if h + 2 * p < k or w + 2 * p < k:

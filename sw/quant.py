@@ -1195,12 +1195,8 @@ class QuantLinear(ThresholdBN, nn.Module):
         """The accumulator of a QuantTensor input (see the class docstring). Power-of-two
         scales compute on real values, in float64 when a float32 layer's accumulators could
         exceed 24 bits (:func:`exact_compute_dtype`); free scales on codes, in float64."""
-        if x.bn is not None:
-            raise ValueError(_PENDING_BN.format(type(self).__name__))
-        if x.value.dim() != 2 or x.value.shape[1] != self.in_features:
-            raise ValueError(f"{type(self).__name__}({self.in_features}->{self.out_features}) "
-                             f"got input of shape {tuple(x.value.shape)}; it needs (N, "
-                             f"{self.in_features}) (add a Flatten after convolutions)")
+        check_input(self, x.bn, x.value.shape, 2, self.in_features, self.out_features,
+                    f"it needs (N, {self.in_features}) (add a Flatten after convolutions)")
         return accumulate(self, x, self.in_features)
 
     def _forward_free(self, x: QuantTensor, bound: int) -> QuantTensor:
@@ -1228,11 +1224,8 @@ class QuantLinear(ThresholdBN, nn.Module):
         """A ``dense`` op (weight and bias codes; widths from the actual integers), or with
         ``batchnorm="threshold"`` the op pending the 1-bit activation that gets its
         threshold."""
-        if st.pending is not None:
-            raise ValueError(_PENDING_BN.format(type(self).__name__))
-        if len(st.shape) != 1 or st.shape[0] != self.in_features:
-            raise ValueError(f"{type(self).__name__}({self.in_features}->{self.out_features}) "
-                             f"gets codes of shape {st.shape}; add a Flatten before it")
+        check_input(self, st.pending, st.shape, 1, self.in_features, self.out_features,
+                    "add a Flatten before it", batched=False)
         return weighted_to_int(self, st, "fc", self.weight_codes(),
                                lambda name, w, b, bb, ab: Dense(name, w, b, self.weight_bits,
                                                                 bb, ab),
@@ -1286,6 +1279,19 @@ _MIXED = ("{} has a power-of-two weight scale but its input has a free scale: us
           "scales (po2 or free) along the network")
 _PER_CHANNEL_IN = ("{} gets an input with per-channel scales (a layer with per-channel weight "
                    "scales and no activation after it): put a quantized activation between them")
+
+
+def check_input(layer, pending, shape, dims: int, width: int, out: int, needs: str,
+                batched: bool = True) -> None:
+    """Refuse what a weighted layer cannot take: a BatchNorm threshold still pending, or an
+    input of ``dims`` axes (the batch axis first when ``batched``) whose feature or channel axis
+    is not ``width``; ``needs`` says what to do."""
+    if pending is not None:
+        raise ValueError(_PENDING_BN.format(type(layer).__name__))
+    shape = tuple(shape)
+    if len(shape) != dims or shape[int(batched)] != width:
+        raise ValueError(f"{type(layer).__name__}({width}->{out}) "
+                         f"{'got input' if batched else 'gets codes'} of shape {shape}; {needs}")
 
 
 def weighted_to_int(layer, st: IntState, kind: str, w: torch.Tensor, make, out_shape

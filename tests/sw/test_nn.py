@@ -47,6 +47,16 @@ def test_random_networks_are_bit_exact(chunk):
     assert not bad, "; ".join(bad) + " (reproduce: SOFTFLOOR_NN_BASE=<seed> SOFTFLOOR_NN_COUNT=4)"
 
 
+def train_steps(net, x, y, steps: int, lr: float) -> None:
+    """A user's own training loop: Adam on the cross-entropy of the network's output."""
+    opt = torch.optim.Adam(net.parameters(), lr)
+    for _ in range(steps):
+        loss = F.cross_entropy(net(x), y)   # a QuantTensor acts as its real values
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
 def _x(shape, n=32, seed=0):
     return torch.as_tensor(np.random.default_rng(seed).random((n, *shape)))
 
@@ -72,13 +82,8 @@ def test_own_module_traces_trains_and_exports_exactly():
     net = Net()
     x = _x((64,))
     snn.calibrate(net, x)
-    opt = torch.optim.Adam(net.parameters(), 1e-2)
     y = torch.randint(0, 3, (32,))
-    for _ in range(2):                      # the user's own loop
-        loss = F.cross_entropy(net(x), y)   # a QuantTensor acts as its real values
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    train_steps(net, x, y, 2, 1e-2)
     assert net.conv.weight.grad is not None and net.act.log2_scale.grad is not None
     m, want, got = exact(net, x)
     assert np.array_equal(want, got)
@@ -118,12 +123,7 @@ def test_sigmoid_and_tanh_tables_run_through_flow_on_both_simulators(tmp_path):
     x = _x((16,), 40, seed=4)
     y = torch.as_tensor(np.random.default_rng(4).integers(0, 4, 40))
     snn.calibrate(net, x, y)
-    opt = torch.optim.Adam(net.parameters(), 1e-2)
-    for _ in range(3):
-        loss = F.cross_entropy(net(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    train_steps(net, x, y, 3, 1e-2)
     m, want, got = exact(net, x)
     assert np.array_equal(want, got)
     assert [op.op for op in m.layers].count("lut") == 2
@@ -142,6 +142,7 @@ def test_sigmoid_and_tanh_tables_run_through_flow_on_both_simulators(tmp_path):
     man = json.loads((out / "manifest.json").read_text())
     assert [l["kind"] for l in man["layers"]].count("lut") == 2
 
+
 def test_learned_input_thresholds_train_in_the_users_loop_and_export():
     torch.manual_seed(2)
     net = nn.Sequential(snn.QuantInput(1, thresholds="learned"), snn.QuantLinear(16, 8, 2),
@@ -150,12 +151,7 @@ def test_learned_input_thresholds_train_in_the_users_loop_and_export():
     y = (x[:, :8].sum(1) > x[:, 8:].sum(1)).long()
     snn.calibrate(net, x, y)
     t0 = net[0].threshold.detach().clone()
-    opt = torch.optim.Adam(net.parameters(), 5e-2)
-    for _ in range(5):
-        loss = F.cross_entropy(net(x), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    train_steps(net, x, y, 5, 5e-2)
     assert not torch.equal(net[0].threshold.detach(), t0)
     m, want, got = exact(net, x)
     assert np.array_equal(want, got) and m.input.per_value and m.input.bits == 1
