@@ -216,6 +216,7 @@ def _board_args(p: argparse.ArgumentParser, required: bool = False) -> None:
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="softfloor", description=__doc__.splitlines()[0])
+    ap.add_argument("--version", action="version", version=f"softfloor {version()}")
     sub = ap.add_subparsers(dest="command", required=True)
 
     table = defaults_table()
@@ -242,7 +243,7 @@ def parser() -> argparse.ArgumentParser:
                            ("rtl", "model.intmodel.json -> Verilog + manifest.json"),
                            ("sim", "co-simulate vectors.npz through the Verilog"),
                            ("synth", "Yosys + nextpnr on the Verilog"),
-                           ("report", "assemble report.json from the stage records")]:
+                           ("report", "assemble report.json and report.html from the stage records")]:
         p = sub.add_parser(name, help=helptext, **(
             {"epilog": table, "formatter_class": argparse.RawDescriptionHelpFormatter}
             if name in ("data", "train") else {}))
@@ -287,7 +288,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--board", choices=BOARDS, required=True)
     p.add_argument("--bitstream", type=Path, help="default: DIR/board/BOARD/softfloor_board.*")
 
-    p = sub.add_parser("info", help="validate an integer model file and print its summary")
+    p = sub.add_parser("info", help="validate an integer model file and print its summary "
+                                    "(and its plan and resources when the directory holds "
+                                    "an RTL record of it)")
     p.add_argument("model", type=Path)
 
     p = sub.add_parser("import-qonnx", help="QONNX model (Brevitas export_qonnx) -> integer model "
@@ -360,6 +363,56 @@ def _board_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def version() -> str:
+    """The installed softfloor's version (``pyproject.toml``)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+    try:
+        return dist_version("softfloor")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown (not installed)"
+
+
+def _info(path: Path) -> int:
+    """The model file's summary; then, when its directory holds an RTL record of this model
+    (``manifest.json``, ``stages/rtl.json``), the plan, and the synthesis if recorded."""
+    import json
+
+    from . import intmodel
+    model = intmodel.load(path)
+    print(model.summary())
+    d = path.resolve().parent
+    man_path = d / "manifest.json"
+    if not man_path.exists():
+        return 0
+    try:
+        man = json.loads(man_path.read_text())
+    except ValueError:
+        print(f"\n{man_path}: not JSON; rerun `softfloor rtl --out {d}`")
+        return 0
+    ours = [{k: v for k, v in layer.to_dict().items() if k not in ("weight", "bias")}
+            for layer in model.layers]
+    if man.get("model") != model.name or man.get("model_layers") != json.loads(json.dumps(ours)):
+        print(f"\n{man_path} is the RTL of another model (not shown); rerun "
+              f"`softfloor rtl --out {d}`")
+        return 0
+    rtl = flow_mod.Context(flow_mod.FlowOptions(out=d, quiet=True)).recorded("rtl")
+    plan = man.get("plan") or {}
+    if rtl.get("plan_text"):
+        print("\n" + rtl["plan_text"])
+    elif plan:
+        e, b = plan.get("estimate", {}), plan.get("budget", {})
+        print(f"\nplan for {plan.get('device')}: II {plan.get('initiation_interval')} cycles, "
+              f"latency {plan.get('cycles_per_inference')} cycles, {plan.get('mac_units')} MAC "
+              f"lanes; estimate {e.get('lc')}/{b.get('lc')} LC, {e.get('ram')}/{b.get('ram')} "
+              f"RAM, {e.get('dsp')}/{b.get('dsp')} DSP")
+    sy = flow_mod.Context(flow_mod.FlowOptions(out=d, quiet=True)).recorded("synth")
+    if sy:
+        print("\nsynthesized (" + str(sy.get("tools")) + "):")
+        print("\n".join(f"  {k:<34}  {v}" for k, v in flow_mod.resource_rows(sy)))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from .intmodel import ModelFormatError
@@ -367,9 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     known = (ModelFormatError, ValueError, FileNotFoundError, RuntimeError, OSError, LinkError)
     try:
         if args.command == "info":
-            from . import intmodel
-            print(intmodel.load(args.model).summary())
-            return 0
+            return _info(args.model)
         if args.command == "import-qonnx":
             return _import_qonnx(args)
         if args.command == "sweep":

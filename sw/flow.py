@@ -14,13 +14,12 @@ Artifacts in ``DIR``::
     vectors.npz             inputs, golden, rtl_<simulator>                   golden / sim
     softfloor_top.v, manifest.json                                           rtl
     synth/                  Yosys and nextpnr logs                            synth
-    report.json                                                               report
+    report.json, report.html                                                  report
 """
 from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Callable
 import numpy as np
 
 from . import golden, intmodel
+from . import progress as progress_mod
 
 MODEL_FILE = "model.intmodel.json"
 SIMULATOR_CHOICES = ("verilator", "icarus", "both")
@@ -97,14 +97,24 @@ class FlowOptions:
 class Context:
     opts: FlowOptions
     timings: dict = field(default_factory=dict)
+    reads: dict = field(default_factory=dict)  # {file: sha256} the running stage needed
+    _progress: progress_mod.Reporter | None = field(default=None, repr=False)
 
     @property
     def out(self) -> Path:
         return Path(self.opts.out)
 
+    @property
+    def progress(self) -> progress_mod.Reporter:
+        """Progress of the long steps (:mod:`softfloor.progress`): live on a terminal, lines in
+        a log, nothing with ``quiet``."""
+        if self._progress is None:
+            self._progress = progress_mod.reporter(self.opts.quiet)
+        return self._progress
+
     def say(self, msg: str) -> None:
         if not self.opts.quiet:
-            print(msg, flush=True)
+            self.progress.say(msg)
 
     def record(self, stage: str, data: dict) -> None:
         d = self.out / "stages"
@@ -119,6 +129,8 @@ class Context:
         p = self.out / name
         if not p.exists():
             raise FileNotFoundError(f"{p} not found: run `softfloor {stage} --out {self.out}` first")
+        from .report_html import sha256
+        self.reads[name] = sha256(p)
         return p
 
 
@@ -183,9 +195,10 @@ def stage_train(ctx: Context) -> None:
     o = ctx.opts
     cfg = _train_config(o)
     split = train.digits_split(cfg)
-    progress = _epoch_progress(ctx)
-    fl = train.train_float(cfg, split, progress=progress("float"))
-    res = train.train_qat(cfg, split, progress=progress(f"QAT w{o.weight_bits}a{o.act_bits}"))
+    with ctx.progress.epochs("float") as update:
+        fl = train.train_float(cfg, split, progress=update)
+    with ctx.progress.epochs(f"QAT w{o.weight_bits}a{o.act_bits}") as update:
+        res = train.train_qat(cfg, split, progress=update)
     train.save_checkpoint(res, ctx.out / "model.pt")
     info = {"config": train.config_dict(cfg), "accuracy_float": fl.test_accuracy,
             "accuracy_quantized": res.test_accuracy}
@@ -194,7 +207,11 @@ def stage_train(ctx: Context) -> None:
         info["input_thresholds"] = scale_thresholds(res.input_spec.scale).tolist()
         info["input_thresholds_moved"] = res.history[-1]["thresholds_moved"]
     intmodel.atomic_write_text(ctx.out / "train.json", json.dumps(info, indent=1) + "\n")
-    ctx.record("train", info)
+    ctx.say(f"  test accuracy ({len(split.y_test)} samples): float {100 * fl.test_accuracy:.2f}%,"
+            f" quantized {100 * res.test_accuracy:.2f}% (hard-quantized, as exported)")
+    curves = {k: [{f: h[f] for f in ("epoch", "loss", "acc") if f in h} for h in r.history]
+              for k, r in (("float", fl), ("quantized", res))}
+    ctx.record("train", info | {"history": curves})
 
 
 def stage_export(ctx: Context) -> None:
@@ -290,6 +307,7 @@ def stage_rtl(ctx: Context) -> None:
     ctx.record("rtl", {"top": man["top"], "cycles_per_inference": man["cycles_per_inference"],
                        "initiation_interval": man["initiation_interval"],
                        "mac_units": man["mac_units"], "plan": man.get("plan"),
+                       "plan_text": str(plan),
                        "plan_file": str(o.plan) if o.plan is not None else None})
 
 
@@ -303,8 +321,9 @@ def stage_sim(ctx: Context) -> None:
     rec = {}
     for sim in ctx.opts.simulators():
         ctx.say(f"  co-simulating {len(vec['inputs'])} samples on {sim} ...")
-        r = cosim.cosimulate(verilog, man, vec["inputs"], sim, ctx.out / "cosim",
-                             expected=vec["golden"], waves=ctx.opts.waves)
+        with ctx.progress.counter(sim, len(vec["inputs"])) as update:
+            r = cosim.cosimulate(verilog, man, vec["inputs"], sim, ctx.out / "cosim",
+                                 expected=vec["golden"], waves=ctx.opts.waves, progress=update)
         vec[f"rtl_{sim}"] = r.outputs
         n = min(len(r.outputs), len(vec["golden"]))
         mism = int(np.sum(np.any(r.outputs[:n] != vec["golden"][:n], axis=1))) + \
@@ -348,16 +367,16 @@ def stage_synth(ctx: Context) -> None:
     synth.get_device(ctx.opts.device)
     man = json.loads(ctx.need("manifest.json", "rtl").read_text())
     verilog = ctx.need(f"{man['top']}.v", "rtl")
-    progress = lambda m: ctx.say(f"  {m} ...")  # noqa: E731
     rec = {}
-    if ctx.opts.synth_cache is not None:
-        from . import synth_cache
-        r, key, hit = synth_cache.synthesize(verilog, man["top"], ctx.out / "synth",
-                                             ctx.opts.device, ctx.opts.synth_cache, progress)
-        rec = {"cache": "hit" if hit else "miss", "cache_key": key}
-    else:
-        r = synth.synthesize(verilog, man["top"], ctx.out / "synth", ctx.opts.device,
-                             progress=progress)
+    with ctx.progress.steps("synth") as progress:
+        if ctx.opts.synth_cache is not None:
+            from . import synth_cache
+            r, key, hit = synth_cache.synthesize(verilog, man["top"], ctx.out / "synth",
+                                                 ctx.opts.device, ctx.opts.synth_cache, progress)
+            rec = {"cache": "hit" if hit else "miss", "cache_key": key}
+        else:
+            r = synth.synthesize(verilog, man["top"], ctx.out / "synth", ctx.opts.device,
+                                 progress=progress)
     ctx.say(f"    {r}")
     ctx.record("synth", r.to_dict() | rec)
 
@@ -385,6 +404,9 @@ def stage_board(ctx: Context) -> None:
     ctx.record("board", rec)
 
 
+#: The stage record of what each stage read: ``{stage: {file: sha256 when it was read}}``.
+PROVENANCE = "made_from"
+
 STAGES: dict[str, Callable[[Context], None]] = {
     "data": stage_data, "train": stage_train, "export": stage_export, "golden": stage_golden,
     "rtl": stage_rtl, "sim": stage_sim, "synth": stage_synth, "board": stage_board,
@@ -395,8 +417,13 @@ def run_stage(ctx: Context, name: str, fn=None) -> None:
     ctx.out.mkdir(parents=True, exist_ok=True)
     ctx.say(f"[{name}]")
     t0 = time.monotonic()
+    ctx.reads = {}
     (fn or STAGES[name])(ctx)
     ctx.timings[name] = round(time.monotonic() - t0, 2)
+    made_from = ctx.recorded(PROVENANCE)
+    made_from[name] = ctx.reads
+    ctx.record(PROVENANCE, made_from)
+    ctx.say(f"[{name}] done in {progress_mod.format_seconds(ctx.timings[name])}")
     times = ctx.recorded("timings")
     times[name] = ctx.timings[name]
     ctx.record("timings", times)
@@ -446,7 +473,8 @@ def flow(opts: FlowOptions) -> dict:
 # Report
 
 def report(ctx: Context) -> dict:
-    """Assemble ``report.json`` from the stage records."""
+    """Assemble ``report.json`` from the stage records, and ``report.html`` from it
+    (:mod:`softfloor.report_html`)."""
     tr, gd, sm, sy = (ctx.recorded(s) for s in ("train", "golden", "sim", "synth"))
     man_path = ctx.out / "manifest.json"
     man = json.loads(man_path.read_text()) if man_path.exists() else {}
@@ -477,6 +505,7 @@ def report(ctx: Context) -> dict:
             "mac_units": man.get("mac_units"),
             "macs_per_inference": man.get("macs_per_inference"),
             "plan": man.get("plan"),
+            "plan_file": ctx.recorded("rtl").get("plan_file"),
             "simulators": {k: {"latency_cycles": v.get("latency_cycles"),
                                "initiation_interval": v.get("initiation_interval"),
                                "run_seconds": v.get("run_seconds")} for k, v in sm.items()},
@@ -494,8 +523,55 @@ def report(ctx: Context) -> dict:
     if sy and sy.get("fmax_mhz") and rep["hardware"]["initiation_interval"]:
         rep["hardware"]["inferences_per_second"] = round(
             sy["fmax_mhz"] * 1e6 / rep["hardware"]["initiation_interval"], 1)
+    if sy and sy.get("fmax_mhz") and rep["hardware"]["cycles_per_inference"]:
+        rep["hardware"]["latency_ns"] = round(
+            rep["hardware"]["cycles_per_inference"] * 1e3 / sy["fmax_mhz"], 1)
+    if sy:
+        rep["synth"].update(_utilisation(rep["synth"]))
+    from . import report_html
+    rep["artifacts"] = report_html.artifacts(ctx.out, man.get("top", "softfloor_top"),
+                                             exclude=("report.json",))
+    rep["html"] = str(ctx.out / "report.html")
     intmodel.atomic_write_text(ctx.out / "report.json", json.dumps(rep, indent=1) + "\n")
+    report_html.write(rep, ctx.out)
     return rep
+
+
+#: Resources of ``report.json``'s ``synth`` checked against the device (``available``).
+RESOURCES = ("logic_cells", "ff", "ram_blocks", "dsp", "io")
+
+
+def _utilisation(sy: dict) -> dict:
+    """``available`` (the device's budget per resource; flip-flops: one per logic cell),
+    ``utilisation`` (used / available) and ``fits`` (every resource within its budget)."""
+    from .hw import synth
+    try:
+        dev = synth.get_device(sy.get("device"))
+    except ValueError:
+        return {}
+    avail = {"logic_cells": dev.logic_cells, "ff": dev.logic_cells, "ram_blocks": dev.ram_blocks,
+             "dsp": dev.dsp, "io": dev.io}
+    util = {k: round(sy[k] / avail[k], 4) for k in RESOURCES
+            if sy.get(k) is not None and avail[k]}
+    fits = all(sy.get(k) is None or sy[k] <= avail[k] for k in RESOURCES)
+    return {"available": avail, "utilisation": util, "fits": fits}
+
+
+def resource_rows(sy: dict) -> list[tuple[str, str]]:
+    """``(label, "used / available (percent)")`` per resource of a synthesis record, and the
+    fits verdict."""
+    sy = sy if "available" in sy else sy | _utilisation(sy)
+    avail, rows = sy.get("available") or {}, []
+    for key, label in (("logic_cells", "logic cells"), ("ff", "flip-flops"),
+                       ("ram_blocks", "RAM blocks"), ("dsp", "DSP"), ("io", "I/O")):
+        used, n = sy.get(key), avail.get(key)
+        rows.append((f"{sy.get('device')} {label} used / available",
+                     f"{used} / {n}  ({100 * used / n:.1f}%)" if used is not None and n
+                     else f"{used} / {n if n is not None else '?'}"))
+    if "fits" in sy:
+        rows.append((f"fits {sy.get('device')}", "yes" if sy["fits"] else
+                     "NO: a resource exceeds the device"))
+    return rows
 
 
 def format_table(rep: dict) -> str:
@@ -514,9 +590,10 @@ def format_table(rep: dict) -> str:
              ("MAC units / MACs per inference", f"{hw['mac_units']} / {hw['macs_per_inference']}")]
     sy = rep["synth"]
     if not sy.get("skipped"):
-        rows += [(f"{sy['device']} logic cells / FF", f"{sy['logic_cells']} / {sy['ff']}"),
-                 ("DSP / RAM blocks", f"{sy['dsp']} / {sy['ram_blocks']}"),
-                 ("Fmax", f"{sy['fmax_mhz']} MHz"),
+        rows += resource_rows(sy)
+        rows += [("Fmax", f"{sy['fmax_mhz']} MHz"),
+                 ("latency at Fmax", f"{hw['latency_ns']:,.0f} ns" if hw.get("latency_ns")
+                  else None),
                  ("inferences/s (Fmax / II)", hw.get("inferences_per_second"))]
     bd = rep.get("board")
     if bd:
@@ -529,6 +606,8 @@ def format_table(rep: dict) -> str:
                  (f"inferences/s through the UART at {bd['baud']} baud",
                   lk.get("inferences_per_second"))]
     rows += [(f"time {k}", f"{v:.1f} s") for k, v in rep["timings"].items()]
+    if rep.get("html"):
+        rows.append(("report page", rep["html"]))
     w = max(len(r[0]) for r in rows)
     line = "-" * (w + 26)
     return "\n".join([line] + [f"{k:<{w}}  {v}" for k, v in rows] + [line])
@@ -541,21 +620,3 @@ def _save_vectors(ctx: Context, **arrays) -> None:
         old.update(arrays)
         arrays = old
     np.savez(path, **arrays)
-
-
-def _epoch_progress(ctx: Context):
-    def make(label: str):
-        if ctx.opts.quiet:
-            return None
-        tty = sys.stdout.isatty()
-
-        def progress(epoch: int, epochs: int, info: dict | None = None):
-            extra = " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                             for k, v in (info or {}).items())
-            msg = f"  {label}: epoch {epoch}/{epochs} {extra}"
-            if tty:
-                print("\r" + msg, end="\n" if epoch >= epochs else "", flush=True)
-            elif epoch == epochs or epoch % 10 == 0:
-                print(msg, flush=True)
-        return progress
-    return make

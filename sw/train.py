@@ -473,7 +473,9 @@ def _fit(model, params, x, y, cfg: TrainConfig, on_epoch, progress: Progress | N
     a :class:`~softfloor.input_thresholds.LearnedThresholds`) makes the batches instead of
     ``x`` and is updated after every step from their gradient, with the same cosine
     factor. ``penalty`` (optional, a callable) gives a regulariser added to every step's loss
-    (the history's ``loss`` stays the cross entropy)."""
+    (the history's ``loss`` stays the cross entropy). Each epoch's entry also has ``acc``: the
+    fraction of that epoch's training batches classified right, in training mode (soft
+    surrogates, augmentation), not a test accuracy."""
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.Adam(params, lr=cfg.learning_rate, betas=cfg.adam_betas,
                            weight_decay=cfg.weight_decay, **ADAM_IMPL)
@@ -488,7 +490,7 @@ def _fit(model, params, x, y, cfg: TrainConfig, on_epoch, progress: Progress | N
         info = on_epoch(epoch)
         model.train()
         perm = torch.randperm(n, generator=gen)
-        loss_sum = 0.0
+        loss_sum, correct = 0.0, 0
         for start in range(0, n, cfg.batch_size):
             idx = perm[start:start + cfg.batch_size]
             xb = x[idx] if inputs is None else inputs.batch(idx)
@@ -496,7 +498,8 @@ def _fit(model, params, x, y, cfg: TrainConfig, on_epoch, progress: Progress | N
                 xb = augment(xb)
             if inputs is not None:
                 xb.requires_grad_()
-            ce = F.cross_entropy(model(xb), y[idx])
+            logits = model(xb)
+            ce = F.cross_entropy(logits, y[idx])
             reg = None if penalty is None else penalty()
             loss = ce if reg is None else ce + reg
             opt.zero_grad(set_to_none=True)
@@ -506,7 +509,8 @@ def _fit(model, params, x, y, cfg: TrainConfig, on_epoch, progress: Progress | N
             if inputs is not None:
                 inputs.update(xb.grad, sched.get_last_lr()[0] / cfg.learning_rate)
             loss_sum += float(ce.detach()) * len(idx)
-        info = {"loss": loss_sum / n, "lr": sched.get_last_lr()[0]} | info
+            correct += int((logits.detach().argmax(1) == y[idx]).sum())
+        info = {"loss": loss_sum / n, "acc": correct / n, "lr": sched.get_last_lr()[0]} | info
         if epoch_times is not None:
             epoch_times.append(time.process_time() - t_epoch)
         history.append({"epoch": epoch + 1} | info)
