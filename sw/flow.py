@@ -32,8 +32,12 @@ from . import progress as progress_mod
 
 MODEL_FILE = "model.intmodel.json"
 SIMULATOR_CHOICES = ("verilator", "icarus", "both")
-#: Network architectures of the train stage (kept in step with softfloor.train.ARCHS, tested).
-ARCHS = ("mlp", "cnn")
+#: Network architectures of the train stage (kept in step with softfloor.train.ARCHS, tested);
+#: ``--arch`` also takes ``mlp:WIDTHS``, ``cnn:SPEC`` and ``FILE.py:FUNCTION``
+#: (:func:`softfloor.zoo.parse_arch`).
+ARCHS = ("mlp", "cnn", "custom")
+#: Data sets by name (kept in step with softfloor.data.DATASETS); ``--data`` also takes an .npz.
+DATASETS = ("digits", "mnist5k")
 #: Hidden activations of the train stage (kept in step with softfloor.models.ACTIVATIONS, tested).
 ACTIVATIONS = ("relu", "hardtanh")
 #: Scale kinds of the train stage (kept in step with softfloor.quant.SCALES, tested).
@@ -46,7 +50,8 @@ OUTPUTS = ("logits", "class")
 class FlowOptions:
     """Everything the stages may be told. Defaults are the embedded default run."""
     out: Path = Path("build/demo")
-    arch: str = "mlp"              # network trained: "mlp" or "cnn"
+    arch: str = "mlp"              # "mlp", "cnn", "mlp:WIDTHS", "cnn:SPEC" or "FILE.py:FUNCTION"
+    data: str = "digits"           # "digits", "mnist5k" or an .npz data set
     per_channel: bool = False      # per-output-channel weight scales (hidden layers)
     activation: str = "relu"       # hidden activations: "relu" (unsigned) or "hardtanh" (signed)
     scales: str = "po2"            # "po2" (shift-only requant) or "free" (multiplier + shift)
@@ -133,16 +138,19 @@ class Context:
 # Stages
 
 def stage_data(ctx: Context) -> None:
-    """Digits, stratified 80/20 split (random_state=0), pixels quantized to the input bits."""
+    """The data set (digits by default: stratified 80/20 split, random_state=0), inputs
+    quantized to the input bits; a data set file is checked before anything is written."""
     from . import train
     cfg = _train_config(ctx.opts)
     split = train.digits_split(cfg)
     np.savez(ctx.out / "dataset.npz", c_train=split.c_train, y_train=split.y_train,
              c_test=split.c_test, y_test=split.y_test)
     np.savez(ctx.out / "inputs.npz", codes=split.c_test, x=split.x_test, labels=split.y_test)
-    ctx.record("data", {"dataset": "sklearn digits", "train": len(split.y_train),
-                        "test": len(split.y_test), "input_bits": split.input_spec.bits,
-                        "input_quant": cfg.input_quantizer})
+    ctx.record("data", {"dataset": "sklearn digits" if cfg.data == "digits" else cfg.data,
+                        "train": len(split.y_train), "test": len(split.y_test),
+                        "input_bits": split.input_spec.bits,
+                        "input_quant": cfg.input_quantizer, "shape": list(split.shape),
+                        "classes": split.classes})
 
 
 def stage_inputs(ctx: Context) -> None:
@@ -167,7 +175,9 @@ def stage_inputs(ctx: Context) -> None:
 def _train_config(o: FlowOptions):
     """The training configuration the flow's options ask for."""
     from . import train
-    return train.TrainConfig(arch=o.arch, per_channel=o.per_channel, activation=o.activation,
+    from .zoo import parse_arch
+    return train.TrainConfig(**parse_arch(o.arch), data=str(o.data),
+                             per_channel=o.per_channel, activation=o.activation,
                              scales=o.scales,
                              weight_bits=o.weight_bits, act_bits=o.act_bits,
                              first_weight_bits=o.first_weight_bits,
@@ -206,9 +216,11 @@ def stage_train(ctx: Context) -> None:
 
 def stage_export(ctx: Context) -> None:
     """Hard-quantized torch model -> integer model file."""
-    from . import export, train
+    from . import train
+    from .nn import exporter as export
     res = train.load_checkpoint(ctx.need("model.pt", "train"))
-    model = export.export(res.model, res.input_spec, name=f"digits-{res.config.arch}",
+    data = res.config.data if res.config.data in DATASETS else Path(res.config.data).stem
+    model = export.export(res.model, res.input_spec, name=f"{data}-{res.config.arch}",
                           meta=json.loads(ctx.need("train.json", "train").read_text()))
     model = with_output(model, ctx.opts.output)
     intmodel.save(model, ctx.out / MODEL_FILE)
