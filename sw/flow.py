@@ -135,12 +135,10 @@ class Context:
         return Lineage(self.out, stage, reads=self.reads)
 
     def need(self, name: str, stage: str) -> Path:
-        p = self.out / name
-        if not p.exists():
-            raise FileNotFoundError(f"{p} not found: run `softfloor {stage} --out {self.out}` first")
-        from .report_html import sha256
-        self.reads[name] = sha256(p)
-        return p
+        """``DIR/name``, checked against the record of ``stage`` that wrote it (one file; a
+        stage reading several uses :meth:`lineage`, which also checks them against each
+        other)."""
+        return self.lineage("?").read(name, stage)
 
 
 # ----------------------------------------------------------------------------------------------
