@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import golden, intmodel
-from .artifacts import load_npz, save_npz
+from .artifacts import load_json, load_npz, save_npz
 from . import protocol as proto
 
 __all__ = ["board_stage", "check_board_device", "run", "program", "RunResult"]
@@ -248,13 +248,12 @@ def check_bitstream(out, board: str, bitstream=None) -> Path:
     if bitstream:  # the user's own file
         return bit
     lin = Lineage(out, "program")
-    rel = bit.relative_to(out).as_posix()
-    prov = lin.record_of("board")
-    if prov is None or rel not in prov["writes"]:
-        raise StaleArtifact(f"{bit}: no record of building it in {out / 'stages' / 'board.json'} "
-                            f"(built by an older softfloor or for another board since): rerun "
-                            f"{rebuild}")
-    if prov["writes"][rel] != sha256(bit):
+    path = out / "stages" / "board.json"
+    rec = load_json(path, rerun=f"rerun {rebuild}") if path.exists() else {}
+    if rec.get("board") != board or "bitstream_sha256" not in rec:
+        raise StaleArtifact(f"{bit}: no record of building it in {path} (built by an older "
+                            f"softfloor or for another board since): rerun {rebuild}")
+    if rec["bitstream_sha256"] != sha256(bit):
         raise StaleArtifact(f"{bit} is not the bitstream `softfloor board` recorded building "
                             f"(changed since, truncated, or left by an interrupted run): rerun "
                             f"{rebuild}")

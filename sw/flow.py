@@ -464,8 +464,9 @@ def stage_board(ctx: Context) -> None:
     from .hw.boards import get_board
     bit = board_dir(ctx.out, ctx.opts.board) / \
         f"softfloor_board{get_board(ctx.opts.board).bitstream_suffix}"
-    # The bitstream's hash: `program` sends only the one built from this DIR's model and RTL.
-    ctx.record("board", rec | {"provenance": lin.record([bit.relative_to(ctx.out).as_posix()])})
+    # `program` sends only the bitstream built from this DIR's model and RTL: its hash.
+    rec["bitstream_sha256"] = sha256(bit)
+    ctx.record("board", rec | {"provenance": lin.record([])})
 
 
 #: The stage record of what each stage read: ``{stage: {file: sha256 when it was read}}``.

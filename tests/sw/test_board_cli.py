@@ -64,8 +64,8 @@ def test_program_refuses_a_bitstream_it_cannot_trust(tmp_path, capsys, how):
     elif how == "changed since":
         (tmp_path / "stages").mkdir()
         (tmp_path / "stages" / "board.json").write_text(
-            '{"provenance": {"writes": {"board/icebreaker/softfloor_board.bin": "00"}, '
-            '"made_from": {}}}')
+            '{"board": "icebreaker", "bitstream_sha256": "00", '
+            '"provenance": {"writes": {}, "made_from": {}}}')
     assert cli.main(["program", "--board", "icebreaker", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(bit) in err[0] and "softfloor board --board icebreaker" in err[0]
