@@ -27,6 +27,7 @@ is :func:`softfloor.hw.cmvm_rtl.emit`.
 """
 from __future__ import annotations
 
+import functools
 import heapq
 import math
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ import numpy as np
 from .. import arith
 from .primitives import csd_digits
 
-__all__ = ["Adder", "Output", "AdderGraph", "solve", "naive", "LEVELS_PER_STAGE"]
+__all__ = ["Adder", "Output", "AdderGraph", "solve", "naive", "matrix_graph", "LEVELS_PER_STAGE"]
 
 #: Adder levels between two pipeline registers (the plain trees had two add levels per
 #: registered level too).
@@ -273,11 +274,12 @@ class _Builder:
         self.depth.append(max(self.depth[a], self.depth[b]) + 1)
         return self.n + len(self.adders) - 1
 
-    def combine(self, t1, t2):
+    def combine(self, t1, t2, positive: bool = False):
         """Sum of two signed terms ``(node, shift, sign)`` as one new adder: the new term.
 
         A subtraction keeps its unshifted operand as the minuend (its low bits then pass
-        straight through); the sign goes to the term."""
+        straight through) and gives its sign to the term; with ``positive`` the minuend is the
+        positive term instead, so the result needs no negation (an output)."""
         (n1, s1, g1), (n2, s2, g2) = t1, t2
         m = min(s1, s2)
         u, v = s1 - m, s2 - m
@@ -285,7 +287,7 @@ class _Builder:
             if u > v:                                  # the unshifted operand first
                 n1, u, n2, v = n2, v, n1, u
             return self.add(n1, u, n2, v, False), m, g1
-        if u > 0:                                      # minuend = the unshifted one
+        if (g1 < 0) if positive else (u > 0):
             n1, u, g1, n2, v, g2 = n2, v, g2, n1, u, g1
         return self.add(n1, u, n2, v, True), m, g1
 
@@ -332,6 +334,19 @@ def solve(W, in_ranges, *, depth_slack: int = 0, share: bool = True,
     return AdderGraph(W.shape[1], rng, b.adders, outputs)
 
 
+def matrix_graph(W, lo: int, hi: int) -> AdderGraph:
+    """:func:`solve` for a matrix whose inputs all take values in ``[lo, hi]``, cached (the
+    engine, its latency and the planner's estimate all ask for the same graph)."""
+    W = np.ascontiguousarray(np.asarray(W, dtype=np.int64))
+    return _cached(W.tobytes(), W.shape, int(lo), int(hi))
+
+
+@functools.lru_cache(maxsize=64)
+def _cached(data: bytes, shape: tuple, lo: int, hi: int) -> AdderGraph:
+    W = np.frombuffer(data, dtype=np.int64).reshape(shape)
+    return solve(W, [(lo, hi)] * shape[1])
+
+
 def naive(W, in_ranges) -> AdderGraph:
     """The plain trees: no shared subexpressions (``solve(..., share=False)``)."""
     return solve(W, in_ranges, share=False)
@@ -347,7 +362,7 @@ def _sum_row(terms: dict, b: _Builder) -> Output:
     while len(heap) > 1:
         d1, s1, n1, g1 = heapq.heappop(heap)
         d2, s2, n2, g2 = heapq.heappop(heap)
-        n, s, g = b.combine((n1, s1, g1), (n2, s2, g2))
+        n, s, g = b.combine((n1, s1, g1), (n2, s2, g2), positive=not heap)
         heapq.heappush(heap, (b.depth[n], s, n, g))
     _, s, n, g = heap[0]
     return Output(n, s, g < 0)

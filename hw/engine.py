@@ -56,7 +56,7 @@ from . import primitives as P
 
 __all__ = ["DenseEngine", "RequantEngine", "ElementwiseEngine", "EngineFaces", "ENGINE_LATENCY", "REQUANT_LATENCY",
            "payload_shape", "dsp_eligible", "requant_params", "channel_tables", "table_value",
-           "tree_levels", "is_const", "CONST_GROUP", "CONST_RADIX"]
+           "tree_levels", "is_const", "const_graph"]
 
 #: Fixed cycles of a DenseEngine from its last input transfer accepted to its last output transfer
 #: accepted, on top of ``cycles + tree_levels + (last group transfers - 1)``: bank-full flag (1),
@@ -70,25 +70,28 @@ REQUANT_LATENCY = 3
 SPLIT_WEIGHT_BITS = 6
 #: Yosys maps a ``$mul`` to an iCE40/ECP5 DSP only when its result is at least this wide.
 DSP_MIN_PRODUCT_BITS = 11
-#: Constant-weight (fully unrolled) engines: input columns summed per product-stage register,
-#: and values summed per registered tree level (two add/sub levels each).
-CONST_GROUP = 4
-CONST_RADIX = 4
 
 
-def tree_levels(simd: int, product_terms: int = 1, const: bool = False) -> int:
+def tree_levels(simd: int, product_terms: int = 1, const: bool = False, graph=None) -> int:
     """Registered adder-tree levels after the product stage of a DenseEngine.
 
     Folded (ROM weights): ``ceil(log2(simd * product_terms))``, one add per level. Constant
-    weights: the product stage already sums :data:`CONST_GROUP` columns, then each level sums
-    :data:`CONST_RADIX` values: ``ceil(log_RADIX(ceil(simd / GROUP)))``.
+    weights: the adder graph of the whole matrix (``graph``, :func:`const_graph`) is
+    registered every :data:`~softfloor.hw.cmvm.LEVELS_PER_STAGE` adder levels; its first stage
+    is the product stage, so ``graph.stages() - 1``.
     """
     if not const:
         return (simd * product_terms - 1).bit_length()
-    n, levels = math.ceil(simd / CONST_GROUP), 0
-    while n > 1:
-        n, levels = math.ceil(n / CONST_RADIX), levels + 1
-    return levels
+    if graph is None:
+        raise ValueError("constant weights: the tree levels come from the matrix's adder graph")
+    return graph.stages() - 1
+
+
+def const_graph(weight, in_type: CodeType):
+    """The shared-subexpression adder graph of constant ``weight`` on ``in_type`` codes
+    (:func:`softfloor.hw.cmvm.matrix_graph`, cached)."""
+    from .cmvm import matrix_graph
+    return matrix_graph(weight, in_type.lo, in_type.hi)
 
 
 def is_const(rows: int, cols: int, pe: int, simd: int) -> bool:
@@ -276,7 +279,7 @@ class DenseEngine(EngineFaces, wiring.Component):
                 f"{math.ceil(pe / self.folds)} (a divisor of pe and rows) or lower simd")
         self.in_ept, self.out_ept = win, wout
         #: Fully unrolled: weights and biases are constants in the logic (no ROM, no
-        #: multiplier: shift-add per canonical signed digit, add/sub trees), never DSPs.
+        #: multiplier: the matrix's shared-subexpression adder graph, :mod:`.cmvm`), never DSPs.
         self.const_weights = is_const(self.rows, self.cols, pe, simd)
         self.dsp = bool(dsp) and not self.const_weights
         self.acc_type = dense.out_type(in_type)
@@ -320,7 +323,9 @@ class DenseEngine(EngineFaces, wiring.Component):
     def tree_levels(self) -> int:
         """Registered adder-tree levels: ``ceil(log2(simd * product_terms))``; constant weights
         (fully unrolled): see :func:`tree_levels`."""
-        return tree_levels(self.simd, self.product_terms, self.const_weights)
+        return tree_levels(self.simd, self.product_terms, self.const_weights,
+                           const_graph(self.dense.weight, self.in_type)
+                           if self.const_weights else None)
 
     @property
     def last_group_transfers(self) -> int:
@@ -510,36 +515,12 @@ class DenseEngine(EngineFaces, wiring.Component):
         return m
 
     def _const_sums(self, m, xs, advance, ab, L):
-        """Per row: the product stage registers, per CONST_GROUP columns, the add/sub tree of
-        its canonical-signed-digit terms; then L registered levels of CONST_RADIX values."""
-        W = np.asarray(self.dense.weight, dtype=np.int64)
-        sums = []
-        for p in range(self.pe):
-            nodes = []
-            for g0 in range(0, self.simd, CONST_GROUP):
-                cs = range(g0, min(g0 + CONST_GROUP, self.cols))
-                t = P.signed_sum(P.const_dot_leaves([xs[c] for c in cs], [W[p, c] for c in cs]))
-                if t is None:
-                    continue
-                r = Signal(signed(min(len(t[0]), ab)), name=f"prod_{p}_{g0 // CONST_GROUP}")
-                with m.If(advance):
-                    m.d.sync += r.eq(t[0])
-                nodes.append((r, t[1]))
-            for lv in range(L):
-                nxt = []
-                for j in range(0, len(nodes), CONST_RADIX):
-                    v, neg = P.signed_sum(nodes[j:j + CONST_RADIX])
-                    r = Signal(signed(min(len(v), ab)), name=f"sum{lv}_{p}_{j // CONST_RADIX}")
-                    with m.If(advance):
-                        m.d.sync += r.eq(v)
-                    nxt.append((r, neg))
-                nodes = nxt
-            if not nodes:
-                sums.append(Const(0, signed(ab)))
-            else:
-                v, neg = nodes[0]
-                sums.append(-v if neg else v)
-        return sums
+        """Per row: the sum from the shared-subexpression adder graph of the whole matrix
+        (:mod:`softfloor.hw.cmvm`), registered by adder depth in ``1 + L`` stages, the first
+        being the product stage."""
+        from .cmvm_rtl import emit
+        return emit(m, xs[:self.cols], const_graph(self.dense.weight, self.in_type),
+                    enable=advance, name="cm")
 
     def _rom_sums(self, m, xs, wr, advance, ab, L):
         pe, simd, ws = self.pe, self.simd, self.dense.weight_bits

@@ -559,61 +559,20 @@ def _is_const(spec: EngineSpec) -> bool:
     return spec.folded and is_const(spec.rows, spec.cols, spec.pe, spec.simd)
 
 
-def const_tree(weight, in_type: CodeType, acc_bits: int) -> tuple[int, int]:
-    """(adder bits, register bits) of the constant-weight trees of a fully unrolled engine, as
-    :meth:`DenseEngine._const_sums` builds them: one leaf ``x << shift`` per canonical signed
-    digit, groups of ``CONST_GROUP`` columns, then ``CONST_RADIX``-way registered levels (an
-    add/sub of widths a, b is max(a, b) + 1 bits, registers at most ``acc_bits``)."""
-    from .engine import CONST_GROUP, CONST_RADIX
-    from .primitives import csd_digits
-    import numpy as np
-    W = np.asarray(weight, dtype=np.int64)
-    xw = in_type.bits + (0 if in_type.signed else 1)
-    digits = {}
-
-    def tree(widths):
-        add = 0
-        while len(widths) > 1:
-            nxt = []
-            for j in range(0, len(widths), 2):
-                if j + 1 < len(widths):
-                    w = min(max(widths[j], widths[j + 1]) + 1, acc_bits)
-                    add += w
-                    nxt.append(w)
-                else:
-                    nxt.append(widths[j])
-            widths = nxt
-        return add, (widths[0] if widths else 0)
-
-    adders = regs = 0
-    for row in W:
-        nodes = []
-        for g0 in range(0, len(row), CONST_GROUP):
-            leaves = []
-            for v in row[g0:g0 + CONST_GROUP]:
-                v = int(v)
-                if v not in digits:
-                    digits[v] = [k for k, _ in csd_digits(v)]
-                leaves += [xw + k for k in digits[v]]
-            if leaves:
-                a, w = tree(leaves)
-                adders, regs = adders + a, regs + min(w, acc_bits)
-                nodes.append(min(w, acc_bits))
-        while len(nodes) > 1:
-            nxt = []
-            for j in range(0, len(nodes), CONST_RADIX):
-                a, w = tree(nodes[j:j + CONST_RADIX])
-                adders, regs = adders + a, regs + w
-                nxt.append(w)
-            nodes = nxt
-    return adders, regs
+def const_tree(weight, in_type: CodeType) -> tuple[int, int]:
+    """(adder bits, register bits) of a fully unrolled engine's constant weights: the carry-chain
+    bits of the adders of the matrix's shared-subexpression graph and its pipeline register
+    bits, as :meth:`DenseEngine._const_sums` builds them (:func:`engine.const_graph`)."""
+    from .engine import const_graph
+    g = const_graph(weight, in_type)
+    return g.total_adder_bits, g.register_bits()
 
 
 def _estimate_const(spec: EngineSpec, fam: str, c: dict, in_ept: int, out_ept: int) -> dict:
     """Fully unrolled engine: constant-weight add/sub trees, no weight ROM, constant biases."""
     d, rq, t = spec.dense, spec.requant, spec.in_type
     ab, xb = d.acc_bits, t.bits
-    adders, regs = const_tree(d.weight, t, ab)
+    adders, regs = const_tree(d.weight, t)
     ob = rq.bits if rq else ab
     rq_luts = _rq_lane_luts(rq, spec.rows, ab) * out_ept
     slots = spec.simd // in_ept

@@ -60,20 +60,33 @@ def test_latency_objective_fully_unrolls_when_it_fits():
     assert p.initiation_interval == 1 and p.estimate["ram"] == 0
     man = build_manifest(m, folding=p, device="ecp5-25f", elements_per_beat=(12, 4))
     assert man["cycles_per_inference"] == p.cycles_per_inference
-    assert [l["tree_levels"] for l in man["layers"]] == [1, 1]
+    from softfloor.hw.engine import const_graph
+    types = m.types()
+    want = [const_graph(l.weight, types[k]).stages() - 1 for k, l in enumerate(m.layers)
+            if isinstance(l, Dense)]
+    assert [l["tree_levels"] for l in man["layers"] if l["kind"] == "dense"] == want
     # the default one-element output beat cannot drain 4 results per cycle: a folded plan
     q = planner.plan(m, "ecp5-25f", "latency")
     assert q.initiation_interval > 1
 
 
-def test_const_tree_counts_signed_digits():
-    """The constant-weight estimate counts one leaf per canonical signed digit (zeros free)."""
+def test_const_tree_counts_the_shared_adder_graph():
+    """The constant-weight estimate counts the carry-chain bits of the matrix's adder graph
+    (zeros free, low bits passed through) and its pipeline registers."""
     t = CodeType.full(4, False)
-    assert planner.const_tree(np.zeros((3, 8), dtype=np.int64), t, 12) == (0, 0)
-    one = planner.const_tree(np.array([[1, 0, 0, 0]]), t, 12)
-    assert one == (0, 5)                                    # a single leaf, registered
-    # 7 = 8 - 1: two leaves -> one add/sub of max(5 + 3, 5) + 1 = 9 bits
-    assert planner.const_tree(np.array([[7, 0, 0, 0]]), t, 12) == (9, 9)
+    assert planner.const_tree(np.zeros((3, 8), dtype=np.int64), t) == (0, 0)
+    # a single term: no adder, the input registered once (the product stage), u4
+    assert planner.const_tree(np.array([[1, 0, 0, 0]]), t) == (0, 4)
+    # 7 = 8 - 1: one subtraction (x << 3) - x in [0, 105]: 7 bits, registered
+    assert planner.const_tree(np.array([[7, 0, 0, 0]]), t) == (7, 7)
+    # the same two columns in two rows: x0 + x1 built once (5 bits), then 2*(..) and 3*(..)
+    adders, regs = planner.const_tree(np.array([[1, 1, 0], [3, 3, 0]]), t)
+    assert adders == 5 + 7 and regs == 5 + 7
+    # 2 rows with 3 shared pairs: fewer adder bits than the plain trees
+    w = np.array([[1, 2, -1, 3], [1, 2, -1, -3]])
+    shared = planner.const_tree(w, t)[0]
+    from softfloor.hw import cmvm
+    assert shared < cmvm.naive(w, [(0, 15)] * 4).total_adder_bits
 
 
 def test_overrides_are_kept_and_checked():
