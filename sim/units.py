@@ -73,7 +73,7 @@ def _layout(shapes: dict) -> list:
     return fields
 
 
-def harness(top: str, inputs: dict, outputs: dict) -> Harness:
+def harness(top: str, inputs: dict, outputs: dict, logic=None) -> Harness:
     """Build a combinational harness.
 
     Parameters
@@ -81,12 +81,17 @@ def harness(top: str, inputs: dict, outputs: dict) -> Harness:
     top : Verilog module name.
     inputs : ``{name: shape}`` of the input fields.
     outputs : ``{name: fn}``, ``fn(signals) -> Value`` given ``{name: Signal}`` of the inputs.
+    logic : callable, optional
+        ``logic(m, signals) -> {name: Value}``: more outputs, from helpers that add their
+        (combinational) logic to the module ``m``.
     """
     m = Module()
     sigs = {n: Signal(s, name=n) for n, s in inputs.items()}
+    exprs = {name: fn(sigs) for name, fn in outputs.items()}
+    if logic is not None:
+        exprs.update(logic(m, sigs))
     outs = {}
-    for name, fn in outputs.items():
-        expr = fn(sigs)
+    for name, expr in exprs.items():
         outs[name] = Signal(expr.shape(), name=f"o_{name}")
         m.d.comb += outs[name].eq(expr)
     in_fields = _layout(inputs)
