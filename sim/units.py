@@ -27,7 +27,7 @@ from amaranth.back import verilog
 from amaranth.hdl import Cat, Module, Mux, Shape, Signal, Value
 from amaranth.lib import data
 
-__all__ = ["Field", "Harness", "harness", "pack", "unpack", "run_vectors",
+__all__ = ["Field", "Harness", "harness", "pack", "unpack", "run_vectors", "run_pipelined",
            "StreamHarness", "stream_harness", "run_stream"]
 
 
@@ -159,6 +159,37 @@ def run_vectors(h: Harness, vectors: dict, simulator: str, work_dir) -> dict:
         raise cosim.CosimError(cosim._failure_message(simulator, work, None))
     out = np.load(work / "vout.npy")
     return {f.name: out[:, k] for k, f in enumerate(h.outputs)}
+
+
+def run_pipelined(verilog, top: str, words: list[int], latency: int, simulator: str, work_dir,
+                  *, ports=("clk", "x_in", "y_out")) -> list[int]:
+    """Clock ``words`` (integers, one per cycle) into the input port of a pipelined unit and
+    return the output port's words, ``latency`` edges after each was captured
+    (:mod:`softfloor.sim.tb_pipe`). ``verilog`` is a file (or a list of files); ``ports`` are
+    the clock, input and output port names. Built once per content (see
+    :func:`softfloor.sim.cosim.build`)."""
+    from . import cosim
+    work = Path(work_dir).resolve() / simulator
+    work.mkdir(parents=True, exist_ok=True)
+    files = [Path(v) for v in (verilog if isinstance(verilog, (list, tuple)) else [verilog])]
+    text = "\n".join(f.read_text() for f in files)
+    vpath = _write_verilog(top, text, cosim.cache_root() / "units")
+    job = {"inputs": str(work / "in.json"), "outputs": str(work / "out.json"),
+           "latency": int(latency), "clk": ports[0], "input": ports[1], "output": ports[2]}
+    (work / "in.json").write_text(json.dumps([str(int(w)) for w in words]))
+    (work / "out.json").unlink(missing_ok=True)
+    (work / "job.json").write_text(json.dumps(job))
+    runner, build_dir, _ = cosim.build(vpath, top, simulator)
+    try:
+        runner.test(test_module="softfloor.sim.tb_pipe", hdl_toplevel=top, test_dir=work,
+                    build_dir=build_dir, extra_env={"SOFTFLOOR_PIPE_JOB": str(work / "job.json")},
+                    log_file=work / "sim.log", results_xml=str(work / "results.xml"),
+                    timescale=cosim.TIMESCALE if simulator == "icarus" else None)
+    except SystemExit as e:
+        raise cosim.CosimError(cosim._failure_message(simulator, work, e.code)) from None
+    if not (work / "out.json").exists():
+        raise cosim.CosimError(cosim._failure_message(simulator, work, None))
+    return [int(w) for w in json.loads((work / "out.json").read_text())]
 
 
 # -- streaming units --------------------------------------------------------------------------

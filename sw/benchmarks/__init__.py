@@ -7,4 +7,4 @@ Each section is a module ``softfloor.benchmarks.<name>`` with
 and the runner writes ``<out>/<name>.json`` plus ``<out>/<name>.md`` (a markdown table of the rows)
 and a combined ``<out>/README.md``.
 """
-SECTIONS = ("golden", "training", "hardware", "simulation", "qonnx", "compare")
+SECTIONS = ("golden", "training", "hardware", "simulation", "qonnx", "compare", "unrolled")
