@@ -42,7 +42,6 @@ MAX_WEIGHT_BITS = 8
 #: Limits on sizes, so a corrupt file cannot ask for absurd allocations.
 MAX_FEATURES = 1 << 16
 MAX_CHANNELS = 4096
-MAX_SPATIAL = 4096
 MAX_ELEMENTS = 1 << 24
 MAX_KERNEL = 16
 MAX_STRIDE = 16

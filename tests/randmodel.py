@@ -152,8 +152,9 @@ def with_mixed_activations(model: IntModel, rng: np.random.Generator, *,
                            p_threshold: float = 0.4, p_channel: float = 0.3) -> IntModel:
     """``model`` with each Requant that follows a Dense replaced, at random, by a MultiThreshold
     (one row of thresholds per output feature, or one shared row) or a ChannelRequant (its own
-    shift and multiplier per feature), keeping the Requant's output codes ``[lo, hi]`` -- so
-    every later accumulator width, sized for those codes, still holds.
+    shift and multiplier per feature) whose outputs stay inside the codes the Requant can
+    actually produce (its derived output range, which may be narrower than its ``[lo, hi]``)
+    -- so every later accumulator width, sized for those codes, still holds.
 
     Thresholds are drawn (unsorted, duplicates allowed) from the span the accumulator typically
     takes, plus occasionally values at or beyond its bounds.
@@ -166,9 +167,10 @@ def with_mixed_activations(model: IntModel, rng: np.random.Generator, *,
             continue
         draw = rng.random()
         t = types[k]                                          # the accumulator's code type
+        lo, hi = types[k + 1].lo, types[k + 1].hi             # what the Requant can produce
         feats = layers[k - 1].out_features
         if draw < p_threshold:
-            steps = int(rng.integers(1, min(rq.hi - rq.lo, 15) + 1)) if rq.hi > rq.lo else 0
+            steps = int(rng.integers(1, min(hi - lo, 15) + 1)) if hi > lo else 0
             if steps == 0:
                 continue
             rows = feats if rng.random() < 0.6 else 1
@@ -179,12 +181,12 @@ def with_mixed_activations(model: IntModel, rng: np.random.Generator, *,
             if rng.random() < 0.3:
                 thr[0, 0] = int(rng.choice([t.lo, t.hi, t.hi + 1, t.lo - 1]))
             layers[k] = MultiThreshold(f"thr{k}", thr.astype(np.int64), rq.bits, rq.signed,
-                                       out_bias=rq.lo)
+                                       out_bias=lo)
         elif draw < p_threshold + p_channel:
             shifts = np.clip(rq.shift + rng.integers(-2, 3, size=feats), 0, None)
             mults = rng.choice([1, 3, 5, 77], size=feats)
             layers[k] = ChannelRequant(f"crq{k}", shifts.astype(np.int64), rq.rounding, rq.bits,
-                                       rq.signed, rq.lo, rq.hi, mults.astype(np.int64))
+                                       rq.signed, lo, hi, mults.astype(np.int64))
     return IntModel(model.input, layers, model.output, model.name + "_mixed")
 
 
