@@ -27,6 +27,7 @@ is :func:`softfloor.hw.cmvm_rtl.emit`.
 """
 from __future__ import annotations
 
+import bisect
 import functools
 import heapq
 import math
@@ -264,14 +265,17 @@ def _row_terms(W) -> list[dict]:
 class _Builder:
     """Adders and their depths while the graph is built."""
 
-    def __init__(self, n_inputs: int):
-        self.n = n_inputs
+    def __init__(self, in_ranges):
+        self.n = len(in_ranges)
         self.adders: list[Adder] = []
-        self.depth = [0] * n_inputs
+        self.depth = [0] * self.n
+        #: largest magnitude of each node (interval arithmetic: a bound, for ordering sums)
+        self.mag = [max(abs(lo), abs(hi)) for lo, hi in in_ranges]
 
     def add(self, a, sa, b, sb, sub) -> int:
         self.adders.append(Adder(a, sa, b, sb, sub))
         self.depth.append(max(self.depth[a], self.depth[b]) + 1)
+        self.mag.append((self.mag[a] << sa) + (self.mag[b] << sb))
         return self.n + len(self.adders) - 1
 
     def combine(self, t1, t2, positive: bool = False):
@@ -302,7 +306,7 @@ def _pair_key(t1, g1, t2, g2):
 
 
 def solve(W, in_ranges, *, depth_slack: int = 0, share: bool = True,
-          levels_per_stage: int = LEVELS_PER_STAGE) -> AdderGraph:
+          levels_per_stage: int = LEVELS_PER_STAGE, seed: int = 0) -> AdderGraph:
     """The adder graph of ``W @ x`` with shared subexpressions.
 
     Parameters
@@ -323,14 +327,14 @@ def solve(W, in_ranges, *, depth_slack: int = 0, share: bool = True,
     """
     W, rng = _check(W, in_ranges)
     rows = _row_terms(W)
-    b = _Builder(W.shape[1])
+    b = _Builder(rng)
     most = max((len(t) for t in rows), default=0)
     least = (most - 1).bit_length() if most else 0
     target = least + depth_slack
     target = max(1, math.ceil(target / levels_per_stage)) * levels_per_stage
     if share:
-        _share(rows, b, target)
-    outputs = [_sum_row(t, b) for t in rows]
+        _share(rows, b, target, seed)
+    outputs = [_sum_row(t, b, target) for t in rows]
     return AdderGraph(W.shape[1], rng, b.adders, outputs)
 
 
@@ -352,23 +356,43 @@ def naive(W, in_ranges) -> AdderGraph:
     return solve(W, in_ranges, share=False)
 
 
-def _sum_row(terms: dict, b: _Builder) -> Output:
-    """Least-depth tree of one row's terms (the two shallowest first; on a tie the nearest
-    shifts, so the adders stay narrow)."""
+def _sum_row(terms: dict, b: _Builder, target: int) -> Output:
+    """The sum of one row's terms: repeatedly the two of least magnitude (narrow adders), unless
+    that would leave no tree within ``target`` levels; then the smallest term with the next
+    one that keeps it possible (the two shallowest always do)."""
     if not terms:
         return Output(None)
-    heap = [(b.depth[n], s, n, g) for (n, s), g in terms.items()]
-    heapq.heapify(heap)
-    while len(heap) > 1:
-        d1, s1, n1, g1 = heapq.heappop(heap)
-        d2, s2, n2, g2 = heapq.heappop(heap)
-        n, s, g = b.combine((n1, s1, g1), (n2, s2, g2), positive=not heap)
-        heapq.heappush(heap, (b.depth[n], s, n, g))
-    _, s, n, g = heap[0]
+    items = sorted(((b.mag[n] << s, n, s, g) for (n, s), g in terms.items()),
+                   key=lambda t: (t[0], t[1], t[2]))
+    weight = sum(1 << b.depth[t[1]] for t in items)
+    limit = max(1 << target, weight)
+    while len(items) > 1:
+        pick = None
+        for i in range(len(items)):
+            for j in range(i + 1, len(items)):
+                d1, d2 = b.depth[items[i][1]], b.depth[items[j][1]]
+                w = weight - (1 << d1) - (1 << d2) + (1 << (max(d1, d2) + 1))
+                if w <= limit:
+                    pick = (i, j, w)
+                    break
+            if pick:
+                break
+        if pick is None:                       # only when over the target already
+            by_depth = sorted(range(len(items)), key=lambda k: b.depth[items[k][1]])
+            i, j = sorted(by_depth[:2])
+            d1, d2 = b.depth[items[i][1]], b.depth[items[j][1]]
+            pick = (i, j, weight - (1 << d1) - (1 << d2) + (1 << (max(d1, d2) + 1)))
+        i, j, weight = pick
+        _, n1, s1, g1 = items[i]
+        _, n2, s2, g2 = items[j]
+        del items[j], items[i]
+        n, s, g = b.combine((n1, s1, g1), (n2, s2, g2), positive=not items)
+        bisect.insort(items, (b.mag[n] << s, n, s, g), key=lambda t: (t[0], t[1], t[2]))
+    _, n, s, g = items[0]
     return Output(n, s, g < 0)
 
 
-def _share(rows: list[dict], b: _Builder, target: int) -> None:
+def _share(rows: list[dict], b: _Builder, target: int, seed: int = 0) -> None:
     """Greedy two-term common subexpression elimination across all rows, in place.
 
     A row's terms of depths ``d_i`` can be summed within ``target`` levels iff
@@ -379,12 +403,16 @@ def _share(rows: list[dict], b: _Builder, target: int) -> None:
     where: dict = {}
 
     def bump(key, r, d):
+        """Count one more (``d = 1``) or one fewer occurrence in row ``r``; ``where`` keeps
+        every row that ever had one (a stale row just yields no occurrence later)."""
         c = count.get(key, 0) + d
         count[key] = c
-        w = where.setdefault(key, {})
-        w[r] = w.get(r, 0) + d
-        if w[r] <= 0:
-            del w[r]
+        if d > 0:
+            w = where.get(key)
+            if w is None:
+                where[key] = {r}
+            else:
+                w.add(r)
         return c
 
     heap = []
@@ -395,7 +423,11 @@ def _share(rows: list[dict], b: _Builder, target: int) -> None:
             for j in range(i + 1, len(items)):
                 (t2, g2) = items[j]
                 bump(_pair_key(t1, g1, t2, g2), r, 1)
-    heap = [(-c, key) for key, c in count.items() if c >= 2]
+    # ties (equal counts) broken by a fixed pseudo-random order per seed (seed 0: the key's)
+    def tie(key):
+        return hash((seed, key)) if seed else 0
+
+    heap = [(-c, tie(key), key) for key, c in count.items() if c >= 2]
     heapq.heapify(heap)
     # patterns with fewer than two occurrences that fit the depth target: a row's weight only
     # grows, so they stay blocked until a new term gives them another occurrence
@@ -415,23 +447,23 @@ def _share(rows: list[dict], b: _Builder, target: int) -> None:
             c = bump(key, r, 1)
             blocked.discard(key)
             if c >= 2:
-                heapq.heappush(heap, (-c, key))
+                heapq.heappush(heap, (-c, tie(key), key))
         t[term] = g
         weight[r] += 1 << b.depth[term[0]]
 
     while heap:
-        negc, key = heapq.heappop(heap)
+        negc, _, key = heapq.heappop(heap)
         c = count.get(key, 0)
         if c < 2 or key in blocked:
             continue
         if c != -negc:
-            heapq.heappush(heap, (-c, key))
+            heapq.heappush(heap, (-c, tie(key), key))
             continue
         a, u, bb, v, rel = key
         d = max(b.depth[a], b.depth[bb]) + 1
         # occurrences: rows where it fits the depth target, non-overlapping within a row
         occ = []
-        for r in list(where.get(key, ())):
+        for r in sorted(where.get(key, ())):
             t = rows[r]
             used = set()
             for (n1, s1), g1 in list(t.items()):
