@@ -144,19 +144,8 @@ def run_vectors(h: Harness, vectors: dict, simulator: str, work_dir) -> dict:
     job = {"inputs": str(work / "vin.json"), "outputs": str(work / "vout.npy"),
            "fields": [[f.name, f.offset, f.width, f.signed] for f in h.outputs]}
     (work / "vin.json").write_text(json.dumps([str(w) for w in words]))
-    (work / "vout.npy").unlink(missing_ok=True)
-    (work / "job.json").write_text(json.dumps(job))
-    vpath = h.write(cosim.cache_root() / "units")
-    runner, build_dir, _ = cosim.build(vpath, h.top, simulator)
-    try:
-        runner.test(test_module="softfloor.sim.tb_unit", hdl_toplevel=h.top, test_dir=work,
-                    build_dir=build_dir, extra_env={"SOFTFLOOR_UNIT_JOB": str(work / "job.json")},
-                    log_file=work / "sim.log", results_xml=str(work / "results.xml"),
-                    timescale=cosim.TIMESCALE if simulator == "icarus" else None)
-    except SystemExit as e:
-        raise cosim.CosimError(cosim._failure_message(simulator, work, e.code)) from None
-    if not (work / "vout.npy").exists():
-        raise cosim.CosimError(cosim._failure_message(simulator, work, None))
+    _run_job(h.write(cosim.cache_root() / "units"), h.top, simulator, work, job,
+             "softfloor.sim.tb_unit", "SOFTFLOOR_UNIT_JOB")
     out = np.load(work / "vout.npy")
     return {f.name: out[:, k] for k, f in enumerate(h.outputs)}
 
@@ -177,19 +166,28 @@ def run_pipelined(verilog, top: str, words: list[int], latency: int, simulator: 
     job = {"inputs": str(work / "in.json"), "outputs": str(work / "out.json"),
            "latency": int(latency), "clk": ports[0], "input": ports[1], "output": ports[2]}
     (work / "in.json").write_text(json.dumps([str(int(w)) for w in words]))
-    (work / "out.json").unlink(missing_ok=True)
+    _run_job(vpath, top, simulator, work, job, "softfloor.sim.tb_pipe", "SOFTFLOOR_PIPE_JOB")
+    return [int(w) for w in json.loads((work / "out.json").read_text())]
+
+
+def _run_job(vpath: Path, top: str, simulator: str, work: Path, job: dict, test_module: str,
+             env: str) -> None:
+    """Write ``job`` (its ``outputs`` file removed first), build ``vpath`` (cached) and run
+    the cocotb ``test_module`` on it with the job file in ``env``; a failed test or a missing
+    output file is a :class:`~softfloor.sim.cosim.CosimError`."""
+    from . import cosim
+    Path(job["outputs"]).unlink(missing_ok=True)
     (work / "job.json").write_text(json.dumps(job))
     runner, build_dir, _ = cosim.build(vpath, top, simulator)
     try:
-        runner.test(test_module="softfloor.sim.tb_pipe", hdl_toplevel=top, test_dir=work,
-                    build_dir=build_dir, extra_env={"SOFTFLOOR_PIPE_JOB": str(work / "job.json")},
+        runner.test(test_module=test_module, hdl_toplevel=top, test_dir=work,
+                    build_dir=build_dir, extra_env={env: str(work / "job.json")},
                     log_file=work / "sim.log", results_xml=str(work / "results.xml"),
                     timescale=cosim.TIMESCALE if simulator == "icarus" else None)
     except SystemExit as e:
         raise cosim.CosimError(cosim._failure_message(simulator, work, e.code)) from None
-    if not (work / "out.json").exists():
+    if not Path(job["outputs"]).exists():
         raise cosim.CosimError(cosim._failure_message(simulator, work, None))
-    return [int(w) for w in json.loads((work / "out.json").read_text())]
 
 
 # -- streaming units --------------------------------------------------------------------------

@@ -78,3 +78,27 @@ def test_cmvm_graphs_on_both_simulators(simulator, tmp_path):
         assert not len(bad), (f"{name}: {len(bad)} of {n} vectors differ; first at {bad[0]}: "
                               f"expected {int(w[bad[0]])} got {int(got[name][bad[0]])}")
     print(f"cmvm on {simulator}: {n} vectors x {len(want)} outputs")
+
+
+def test_pipelined_graph_on_both_simulators(simulator, tmp_path):
+    """The registered emission (a register every two adder levels, behind a registered input):
+    one vector per cycle, the results ``graph.stages()`` edges after each was captured. The
+    benchmark's softfloor matrix, so its bit-exactness check is tested too."""
+    from softfloor.benchmarks import unrolled as U
+    rng = np.random.default_rng(9)
+    W = random_matrix(rng, 8, 24, 5)
+    lo, hi = arith.code_range(4, True)
+    d = U.softfloor_design(W, lo, hi, 4, True)
+    assert d["stages"] == cmvm.solve(W, [(lo, hi)] * 24).stages() >= 2
+    x = np.concatenate([rng.integers(lo, hi + 1, (3000, 24)),
+                        extreme_inputs(W, [lo] * 24, [hi] * 24)])
+    vpath = tmp_path / "sf_matrix.v"
+    vpath.write_text(d["verilog"])
+    words = units.run_pipelined(vpath, d["top"], [U._pack(d["in_fields"], r) for r in x],
+                                d["stages"], simulator, tmp_path)
+    got = np.array([U._unpack(d["out_fields"], w) for w in words])
+    np.testing.assert_array_equal(got, x @ W.T)
+    # one stage too few reads the previous vector's results: the check can fail
+    early = units.run_pipelined(vpath, d["top"], [U._pack(d["in_fields"], r) for r in x[:50]],
+                                d["stages"] - 1, simulator, tmp_path / "early")
+    assert any(U._unpack(d["out_fields"], w) != list(y) for w, y in zip(early, x[:50] @ W.T))
