@@ -7,19 +7,22 @@ then shares common subexpressions across the whole matrix: it repeatedly takes t
 pattern ``(x[a] << u) +- (x[b] << v)`` that occurs most often among the rows (any two columns,
 or two digits of one column, at any relative shift), builds it once as an adder, and replaces
 its occurrences by one term. Patterns that would push a row beyond the depth target are skipped,
-so the graph stays as shallow as the plain adder trees. What remains of each row is summed in
-a tree of least depth (the two shallowest terms first). Every node then has an exact integer
-value range, hence its width.
+so the graph stays as shallow as the plain adder trees (rounded up to whole pipeline stages).
+What remains of each row is summed narrowest terms first, within the same depth. Every node
+then has an exact integer value range, hence its width.
 
 The result, :class:`AdderGraph`, is a plain data structure you can print::
 
-    >>> g = solve([[3, 5], [7, 0]], [(0, 15), (0, 15)])
-    >>> print(g)                                          # doctest: +NORMALIZE_WHITESPACE
-    AdderGraph: 2 inputs, 2 outputs, 3 adders (14 adder bits), depth 2
+    >>> print(solve([[3, 5], [7, 0]], [(0, 15), (0, 15)]))
+    AdderGraph: 2 inputs, 2 outputs, 4 adders (24 adder bits), depth 2
       x0 u4 [0..15]
       x1 u4 [0..15]
-      n2 = x0 + x0<<1  u6 [0..45] d1
-      ...
+      n2 = x0 - x1  s5 [-15..15] d1
+      n3 = x0 + x1  u5 [0..30] d1
+      n4 = n3<<2 - n2  u7 [0..120] d2
+      n5 = x0<<3 - x0  u7 [0..105] d1
+      y0 = n4
+      y1 = n5
 
 Its numpy twin :meth:`AdderGraph.evaluate` computes every node at its own width (wrapping like
 the hardware would) and returns the outputs; it equals ``x @ W.T`` exactly. The Amaranth face

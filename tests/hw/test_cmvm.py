@@ -196,3 +196,8 @@ def test_register_bits_count_what_emit_builds():
     regs = sum(len(lhs) for dom, stmts in frag.statements.items() if dom == "sync"
                for st in stmts for lhs in [st.lhs])
     assert regs == g.register_bits()
+
+
+def test_module_docstring_example_is_true():
+    import doctest
+    assert doctest.testmod(cmvm).failed == 0
