@@ -288,7 +288,7 @@ def run(out: Path, quick: bool) -> dict:
         for bits in (2, 4, 6):
             mats += jet_matrices(bits)
     rows = []
-    for mat in mats:
+    for mat in sorted(mats, key=lambda m: m["W"].size):      # the quick ones first
         print(f"[unrolled] {mat['name']} {mat['W'].shape}", flush=True)
         rows.append(_row(mat, out))
     met = sum(r["targets_met"] for r in rows)
