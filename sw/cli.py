@@ -23,6 +23,55 @@ def _surrogates() -> tuple[str, ...]:
         return ()
 
 
+def _rules() -> dict[str, str]:
+    """The training defaults' rules (``softfloor.train.DEFAULT_RULES``), or {} without torch."""
+    try:
+        from .train import DEFAULT_RULES
+        return DEFAULT_RULES
+    except ImportError:
+        return {}
+
+
+def _default(rules: dict, key: str) -> str:
+    return f"default: {rules[key]}" if key in rules else "default: per configuration"
+
+
+#: The configurations whose resolved training defaults ``train --help`` and ``flow --help`` list.
+SHOWN_DEFAULTS = (("w8a8", {"weight_bits": 8, "act_bits": 8}),
+                  ("w4a4", {}),
+                  ("w2a2", {"weight_bits": 2, "act_bits": 2}),
+                  ("w1a2", {"weight_bits": 1, "act_bits": 2}),
+                  ("w1a1", {"weight_bits": 1, "act_bits": 1}),
+                  ("w1a1 i4", {"weight_bits": 1, "act_bits": 1, "input_bits": 4}),
+                  ("cnn w4a4", {"arch": "cnn"}),
+                  ("cnn w2a2", {"arch": "cnn", "weight_bits": 2, "act_bits": 2}))
+
+
+def defaults_table() -> str:
+    """The training defaults as ``TrainConfig`` resolves them for :data:`SHOWN_DEFAULTS` (the
+    input has the activations' bits unless ``iN``); empty without torch."""
+    try:
+        from .train import TrainConfig, config_dict
+    except ImportError:
+        return ""
+    cols = (("surrogate", "surrogate"), ("batchnorm", "BN"), ("lr", "lr"),
+            ("lr_schedule", "lr-schedule"), ("binary_act_grad", "1-bit grad"),
+            ("augment_noise", "noise"), ("input_quant", "input-quant"), ("beta1", "beta1"))
+    rows = [["config"] + [h for _, h in cols]]
+    for name, kw in SHOWN_DEFAULTS:
+        d = config_dict(TrainConfig(**kw))
+        cells = {"batchnorm": "on" if d["batchnorm"] else "off",
+                 "binary_act_grad": d["binary_act_grad"] if d["act_bits"] == 1 else "-",
+                 "lr_schedule": d["lr_schedule"].replace("_", "-"),
+                 "input_quant": d["input_quant"].replace("_", "-")}
+        rows.append([name] + [cells.get(k, f"{d[k]:g}" if isinstance(d[k], float)
+                                        else str(d[k])) for k, _ in cols])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    return ("training defaults per configuration (options left unset; chosen on validation, "
+            "docs/training.md):\n  " + "\n  ".join(lines))
+
+
 def _bits(lo: int, hi: int, what: str):
     def parse(s: str) -> int:
         try:
@@ -54,6 +103,7 @@ def _common(p: argparse.ArgumentParser, default_out: str = "build/demo") -> None
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:
+    rules = _rules()
     p.add_argument("--arch", choices=flow_mod.ARCHS, default="mlp",
                    help="network: the MLP 64-64-32-10 (default) or the small CNN "
                         "(conv3x3x8 -> pool -> conv3x3x16 -> pool -> dense 10)")
@@ -70,14 +120,14 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                    help="how pixels become codes: one scale for all (global), one "
                         "threshold per pixel calibrated on the training samples (per-pixel, "
                         "1-bit inputs), or those thresholds trained with the network "
-                        "(learned, 1-bit inputs; default for the MLP at a 1-bit input)")
+                        f"(learned, 1-bit inputs); {_default(rules, 'input_quant')}")
     sur = _surrogates()
     p.add_argument("--surrogate", choices=sur or None, default=None,
-                   help="surrogate of round/floor used in training (default: the trainer's)")
+                   help=f"surrogate of round/floor used in training; "
+                        f"{_default(rules, 'surrogate')}")
     p.add_argument("--batchnorm", action=argparse.BooleanOptionalAction, default=None,
-                   help="BatchNorm after the hidden layers, folded before export "
-                        "(MLP default: on when weights or activations have <= 2 bits, "
-                        "except 1-bit activations; CNN default: off)")
+                   help=f"BatchNorm after the hidden layers, folded before export; "
+                        f"{_default(rules, 'batchnorm')}")
     p.add_argument("--activation", choices=flow_mod.ACTIVATIONS, default="relu",
                    help="hidden activations: relu (unsigned codes, default) or hardtanh (signed "
                         "codes, --act-bits >= 2)")
@@ -91,21 +141,21 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--augment-shift", type=_bits(0, 7, "--augment-shift"), default=None,
                    metavar="PIXELS",
                    help="training augmentation: shift every training image by a random -N..N "
-                        "pixels in each direction, zero fill (default: the trainer's, none)")
+                        f"pixels in each direction, zero fill; {_default(rules, 'augment_shift')}")
     p.add_argument("--augment-noise", type=_prob("--augment-noise"), default=None,
                    metavar="P",
                    help="training augmentation: move each input code one step up or down with "
-                        "probability P (clamped to the code range; default: the trainer's, "
-                        "per configuration -- see docs/training.md)")
+                        f"probability P (clamped to the code range); "
+                        f"{_default(rules, 'augment_noise')}")
     p.add_argument("--lr-schedule", choices=("cosine", "flat-cosine"), default=None,
                    type=lambda v: v.replace("_", "-"),
                    help="learning-rate decay: cosine to 0 over all steps, or flat-cosine (the "
-                        "peak for the first half, then a cosine to 0; default for the MLP w1a1 "
-                        "at a 1-bit input with the STE)")
+                        f"peak for the first half, then a cosine to 0); "
+                        f"{_default(rules, 'lr_schedule')}")
     p.add_argument("--binary-act-grad", choices=("box", "triangle"), default=None,
                    help="1-bit activations: the straight-through gradient, box (the clipped "
-                        "STE) or triangle (peak at the threshold, zero 2 steps away; default "
-                        "for the MLP w1a1 at a 1-bit input with the STE)")
+                        f"STE) or triangle (peak at the threshold, zero 2 steps away); "
+                        f"{_default(rules, 'binary_act_grad')}")
     p.add_argument("--epochs", type=_bits(1, 10000, "--epochs"), default=60)
     p.add_argument("--seed", type=int, default=0)
 
@@ -128,8 +178,10 @@ def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="softfloor", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
 
+    table = defaults_table()
     p = sub.add_parser("flow", help="run the whole chain: data -> train -> export -> golden -> "
-                                    "rtl -> sim -> synth -> report")
+                                    "rtl -> sim -> synth -> report", epilog=table,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     _common(p)
     _train_args(p)
     _sim_args(p)
@@ -149,7 +201,9 @@ def parser() -> argparse.ArgumentParser:
                            ("sim", "co-simulate vectors.npz through the Verilog"),
                            ("synth", "Yosys + nextpnr on the Verilog"),
                            ("report", "assemble report.json from the stage records")]:
-        p = sub.add_parser(name, help=helptext)
+        p = sub.add_parser(name, help=helptext, **(
+            {"epilog": table, "formatter_class": argparse.RawDescriptionHelpFormatter}
+            if name in ("data", "train") else {}))
         _common(p)
         if name in ("data", "train"):
             _train_args(p)
@@ -159,6 +213,11 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("--device", choices=DEVICES, default="up5k")
         if name == "rtl":
             _plan_args(p)
+
+    p = sub.add_parser("sweep", help="design-space sweep: many flows on Ray, a resumable "
+                                     "results table, the Pareto front (needs the [sweep] extra)")
+    from .sweep import command as sweep_command
+    sweep_command.add_arguments(p)
 
     p = sub.add_parser("info", help="validate an integer model file and print its summary")
     p.add_argument("model", type=Path)
@@ -224,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "import-qonnx":
             return _import_qonnx(args)
+        if args.command == "sweep":
+            from .sweep import command as sweep_command
+            return sweep_command.main(args)
         opts = _options(args)
         if args.command == "flow":
             rep = flow_mod.flow(opts)

@@ -41,9 +41,8 @@ def check_input_bits(input_bits: int) -> int:
     return int(input_bits)
 
 
-#: The global 1-bit threshold: a pixel is 1 when ``pixel >= 6`` of 16. Measured (float MLP on
-#: binarised inputs, 60 epochs, seeds 0..2, test accuracy): threshold pixel >= 4: 92.4%, >= 6:
-#: 93.8%, >= 8: 91.4%.
+#: The global 1-bit threshold: a pixel is 1 when ``pixel >= 6`` of 16 (the best of those
+#: measured, ``docs/experiments.md``).
 ONE_BIT_THRESHOLD = 6
 
 
@@ -83,10 +82,6 @@ def mi_thresholds(x_train: np.ndarray, y_train: np.ndarray) -> np.ndarray:
     """Per pixel, the 1-bit threshold (``pixel >= t``, ``t`` in 1..16) whose bit carries the most
     information about the label: the mutual information ``I(bit; label)`` on these samples
     (ties: the smallest ``t``). Returns int64 ``(64,)``.
-
-    Chosen on 3 validation folds x seeds 0..19 (w1a1, 1-bit input, the thresholds calibrated
-    on each fold's training part; ``docs/training.md``): 91.21 % against 90.62 % with the
-    global threshold pixel >= 6.
     """
     pix = pixels(x_train)
     y = np.asarray(y_train, dtype=np.int64)
@@ -242,7 +237,7 @@ def validation_split(split: DigitsSplit, fold: int) -> DigitsSplit:
     """A validation split carved from ``split``'s training samples: fold ``fold`` (0, 1, 2, ...)
     is a stratified 80/20 split of the 1437 training samples with ``random_state=fold``
     (1149 training and 288 validation samples, the latter in the ``*_test`` fields); the test split is never
-    touched. Options are chosen on folds 0..2 x seeds 0..2 (``docs/training.md``). A per-pixel
+    touched. Options are chosen on such folds (``docs/experiments.md``). A per-pixel
     input quantizer is re-calibrated on the fold's training part (the validation labels never
     choose a threshold)."""
     from sklearn.model_selection import train_test_split

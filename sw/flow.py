@@ -66,6 +66,7 @@ class FlowOptions:
     objective: str = "throughput"  # folding planner objective (rtl): throughput or latency
     fold: tuple = ()               # per-layer folding overrides "LAYER=PExSIMD" (rtl)
     synth: bool = True
+    synth_cache: Path | None = None  # cache of synthesis results by Verilog hash + device
     model: Path | None = None      # an existing integer model file: skip data/train/export
     inputs: Path | None = None     # float inputs (.npy), one row per sample
     labels: Path | None = None     # optional labels (.npy)
@@ -293,10 +294,18 @@ def stage_synth(ctx: Context) -> None:
     synth.get_device(ctx.opts.device)
     man = json.loads(ctx.need("manifest.json", "rtl").read_text())
     verilog = ctx.need(f"{man['top']}.v", "rtl")
-    r = synth.synthesize(verilog, man["top"], ctx.out / "synth", ctx.opts.device,
-                         progress=lambda m: ctx.say(f"  {m} ..."))
+    progress = lambda m: ctx.say(f"  {m} ...")  # noqa: E731
+    rec = {}
+    if ctx.opts.synth_cache is not None:
+        from . import synth_cache
+        r, key, hit = synth_cache.synthesize(verilog, man["top"], ctx.out / "synth",
+                                             ctx.opts.device, ctx.opts.synth_cache, progress)
+        rec = {"cache": "hit" if hit else "miss", "cache_key": key}
+    else:
+        r = synth.synthesize(verilog, man["top"], ctx.out / "synth", ctx.opts.device,
+                             progress=progress)
     ctx.say(f"    {r}")
-    ctx.record("synth", r.to_dict())
+    ctx.record("synth", r.to_dict() | rec)
 
 
 STAGES: dict[str, Callable[[Context], None]] = {
@@ -387,6 +396,7 @@ def report(ctx: Context) -> dict:
         },
         "synth": ({k: sy.get(k) for k in ("device", "logic_cells", "ff", "dsp", "ram_blocks",
                                           "fmax_mhz", "io", "tools")}
+                  | ({"cache": sy["cache"]} if "cache" in sy else {})
                   if sy else {"device": ctx.opts.device, "skipped": True, "logic_cells": None,
                               "ff": None, "dsp": None, "ram_blocks": None, "fmax_mhz": None}),
         "timings": ctx.recorded("timings"),

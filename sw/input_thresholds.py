@@ -20,11 +20,7 @@ Every pixel ``p`` (an integer 0..16) becomes the bit ``[p > t]`` with its own re
   (:func:`softfloor.data.digits_input_spec`): the RTL and the model file do not change.
 
 No autograd node and no optimiser object: a handful of tensor ops per step (the thresholds
-cost about a tenth of a training step).
-
-Chosen on 3 validation folds x seeds 0..19 (w1a1, 1-bit input, STE, 60 epochs; learning rate
-0.05 / 0.2: +0.93 / +1.26 points over the calibrated thresholds, paired, in the experiment that
-found it) and checked on 180 runs of fresh folds: +0.58 +- 0.14 (``docs/training.md``).
+cost about a tenth of a training step). How it was chosen and measured: ``docs/experiments.md``.
 """
 from __future__ import annotations
 

@@ -38,7 +38,10 @@ MAX_CODE_BITS = 32
 MAX_SHIFT = 62
 #: Largest requantization multiplier (a signed 32-bit value).
 MAX_MULTIPLIER = (1 << 31) - 1
-MAX_WEIGHT_BITS = 8
+#: Widest weights (signed codes). Weights wider than :data:`V2_WEIGHT_BITS` need version 3.
+MAX_WEIGHT_BITS = 16
+#: Widest weights of format versions 1 and 2.
+V2_WEIGHT_BITS = 8
 #: Limits on sizes, so a corrupt file cannot ask for absurd allocations.
 MAX_FEATURES = 1 << 16
 MAX_CHANNELS = 4096
@@ -1221,20 +1224,23 @@ class IntModel:
         return sum(layer.macs(s) for layer, s in zip(self.layers, shapes))
 
     def required_version(self) -> tuple[int, str]:
-        """The lowest format version that can express this model, and the first field needing it."""
-        if len(self.input.shape) != 1:
-            return 2, "input.shape (not flat)"
-        if self.input.narrowed:
-            return 2, "input.lo/hi"
-        if self.input.per_value:
-            return 2, "input.scale (per value)"
-        if self.output.per_channel:
-            return 2, "output.scale (per channel)"
+        """The lowest format version that can express this model, and the first field needing
+        it (the first of the newest version's features)."""
+        need, what = 1, ""
+        for cond, field in ((len(self.input.shape) != 1, "input.shape (not flat)"),
+                            (self.input.narrowed, "input.lo/hi"),
+                            (self.input.per_value, "input.scale (per value)"),
+                            (self.output.per_channel, "output.scale (per channel)")):
+            if cond:
+                need, what = 2, field
+                break
         for i, layer in enumerate(self.layers):
-            if layer.min_version > 1:
+            if layer.min_version > need:
                 kind = "per-channel requant" if isinstance(layer, ChannelRequant) else layer.op
-                return layer.min_version, f"layers[{i}] ({kind})"
-        return 1, ""
+                need, what = layer.min_version, f"layers[{i}] ({kind})"
+            if getattr(layer, "weight_bits", 0) > V2_WEIGHT_BITS and need < 3:
+                need, what = 3, f"layers[{i}].weight_bits ({layer.weight_bits} > {V2_WEIGHT_BITS})"
+        return need, what
 
     def validate(self) -> None:
         """Check the chain end to end: shapes, code ranges, accumulators that could overflow."""

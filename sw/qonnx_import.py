@@ -7,11 +7,18 @@ Supported: a single chain from one graph input to one graph output of
 
 * ``Quant`` (scale, zero point 0, bit width, signed, narrow, rounding ``ROUND``/``HALF_EVEN`` or
   ``FLOOR``) on the graph input (-> the input spec), on constants (weights, biases, Int32 biases
-  included) and on activations (-> a requant);
-* ``Gemm`` (``alpha = beta = 1``, ``transA = 0``) and ``MatMul`` with a quantized constant weight,
+  included) and on activations (-> a requant); shape-only ops between the graph input and its
+  ``Quant`` (``Reshape``, ``Flatten``, ``Squeeze``, ``Unsqueeze``: a model that views flat rows
+  as images) fold into the input spec's shape, since they commute with the elementwise
+  quantizer;
+* ``Gemm`` (``alpha = beta = 1``, ``transA = 0``) and ``MatMul`` with a quantized constant weight
+  of 1..:data:`~softfloor.intmodel.MAX_WEIGHT_BITS` bits (the accumulator bound decides),
   ``Add`` of a constant bias, ``Conv`` (2-D, ``group = 1``, dilation 1, explicit pads);
 * ``Relu`` (folded into the next requant's ``lo = 0``, or a clamp), ``MaxPool`` (no padding,
-  ``ceil_mode = 0``), ``Flatten`` / ``Reshape`` to ``(batch, features)``, ``Identity``, ``Dropout``;
+  ``ceil_mode = 0``), ``AveragePool`` / ``GlobalAveragePool`` / ``ReduceMean`` over H and W on a
+  power-of-two window (a ``conv2d`` with 0/1 weights: the window's sum; the divisor goes into
+  the next requant's shift), ``Trunc`` (Brevitas ``TruncAvgPool2d``: a requant),
+  ``Flatten`` / ``Reshape`` to ``(batch, features)``, ``Identity``, ``Dropout``;
 * per-tensor and per-output-channel weight scales.
 
 Exactness: when every requantization ratio ``input scale x weight scale / output scale`` is a
@@ -20,7 +27,8 @@ scale, as Brevitas ``Int*Bias`` gives), the integer model computes exactly what 
 ``execute_onnx`` computes (tested bit-exact). Otherwise the ratio becomes an integer multiplier +
 shift (31-bit multiplier) and biases are rounded to the grid; :attr:`ImportResult.approximations`
 lists each such place and :func:`agreement` measures the effect against ``execute_onnx``.
-Anything else is rejected with :class:`QonnxImportError` naming the node and the reason.
+Anything else is rejected with :class:`QonnxImportError` naming the node, the reason and what
+to do (branches and residual adds, other ops, inexact pooling, a permuted input).
 """
 from __future__ import annotations
 
@@ -32,13 +40,36 @@ from pathlib import Path
 import numpy as np
 
 from . import arith
-from .intmodel import (ChannelRequant, CodeType, Conv2d, Dense, Flatten, InputSpec, IntModel,
-                       MaxPool2d, OutputSpec, Requant)
+from .intmodel import (MAX_WEIGHT_BITS, ChannelRequant, CodeType, Conv2d, Dense, Flatten,
+                       InputSpec, IntModel, MaxPool2d, OutputSpec, Requant)
 
 #: Largest requant multiplier used for non-power-of-two ratios (bits).
 MULTIPLIER_BITS = 31
-SUPPORTED = ("Quant", "Gemm", "MatMul", "Add", "Conv", "Relu", "MaxPool", "Flatten", "Reshape",
-             "Identity", "Dropout")
+SUPPORTED = ("Quant", "Trunc", "Gemm", "MatMul", "Add", "Conv", "Relu", "MaxPool", "AveragePool",
+             "GlobalAveragePool", "ReduceMean", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Identity",
+             "Dropout")
+#: Ops that only reshape (C order kept): on the graph input before its quantizer they fold into
+#: the input spec, since they commute with an elementwise quantizer.
+SHAPE_ONLY = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout")
+#: What to do about a graph that is not one chain (branches, skip connections).
+CHAIN_ADVICE = ("an integer model is a single chain of layers: export a model without skip "
+                "connections or branches, or split it and run the parts as separate models")
+#: What to do about ops the importer refuses (the generic advice names the supported ops).
+HINTS = {
+    "BatchNormalization": "fold it into the preceding convolution/linear layer before export "
+                          "(or train with softfloor, which folds it exactly)",
+    "Softmax": "remove it before export: the class is the argmax of the logits, which it "
+               "does not change",
+    "LogSoftmax": "remove it before export: the class is the argmax of the logits, which it "
+                  "does not change",
+    "Concat": "concatenations join branches; " + CHAIN_ADVICE,
+    "Transpose": "an integer model keeps C order; export the model in the layout it computes in "
+                 "(e.g. NCHW) and feed inputs in that layout",
+    "Sigmoid": "quantize after a ReLU/identity instead, or train the model with softfloor",
+    "Tanh": "quantize after a ReLU/identity instead, or train the model with softfloor",
+    "Mul": "only scales folded by Brevitas's export are supported; an elementwise product "
+           "(e.g. attention, squeeze-and-excitation) is not",
+}
 
 
 class QonnxImportError(ValueError):
@@ -183,6 +214,7 @@ class _Importer:
         self.approx: list[str] = []
         self.input: InputSpec | None = None
         self.state: _State | None = None
+        self.input_views: list[str] = []    # shape-only nodes folded into the input spec
 
     # -- helpers ---------------------------------------------------------------------------
     def attrs(self, node) -> dict:
@@ -210,7 +242,7 @@ class _Importer:
             raise QonnxImportError(
                 f"node {node.name} ({node.op_type}): input {tensor} is not the output of the "
                 "previous layer; only single-chain graphs are supported (no branches, no "
-                "residual connections, no float-only inputs)")
+                f"residual connections, no float-only inputs); {CHAIN_ADVICE}")
         return self.state
 
     def settle_relu(self, node) -> None:
@@ -351,9 +383,10 @@ class _Importer:
         w = self.consts[tensor]
         if not w["signed"]:
             raise QonnxImportError(f"node {node.name}: unsigned weights are not supported")
-        if w["bits"] > 8:
+        if w["bits"] > MAX_WEIGHT_BITS:
             raise QonnxImportError(f"node {node.name} ({node.op_type}): {w['bits']}-bit weights; "
-                                   "softfloor supports 1..8")
+                                   f"softfloor supports 1..{MAX_WEIGHT_BITS} (re-export with "
+                                   f"weight_bit_width <= {MAX_WEIGHT_BITS})")
         return w
 
     def _bias(self, node, tensor: str | None, acc_scale: np.ndarray, n: int) -> np.ndarray:
@@ -383,7 +416,8 @@ class _Importer:
             raise QonnxImportError(f"node {node.name}: bias too large for a 48-bit accumulator")
         return codes.astype(np.int64)
 
-    def _acc_layer(self, node, kind, w_codes, bias, w_bits, acc_scale, out_shape, **kw):
+    def _acc_layer(self, node, kind, w_codes, bias, w_bits, acc_scale, out_shape, prefix=None,
+                   **kw):
         t = self.types()
         w2d = w_codes.reshape(w_codes.shape[0], -1)
         lo, hi = arith.dense_bounds(w2d, bias, t.lo, t.hi)
@@ -394,7 +428,7 @@ class _Importer:
         if acc_bits > 48:
             raise QonnxImportError(f"node {node.name} ({node.op_type}): the worst-case "
                                    f"accumulator needs {acc_bits} bits; softfloor supports 48")
-        name = f"{'fc' if kind is Dense else 'conv'}{len(self.layers)}"
+        name = f"{prefix or ('fc' if kind is Dense else 'conv')}{len(self.layers)}"
         layer = kind(name, w_codes, bias, w_bits, min(bias_bits, acc_bits), acc_bits, **kw)
         self.add(layer, node)
         self.state = _State(node.output[0], out_shape, acc_scale, fresh=len(self.layers) - 1)
@@ -468,9 +502,12 @@ class _Importer:
         ins = list(node.input)
         live = [t for t in ins if self.state and t == self.state.tensor]
         other = [t for t in ins if t not in live]
-        if len(live) != 1 or len(other) != 1:
-            raise QonnxImportError(f"node {node.name} (Add): only adding a constant bias to a "
-                                   "MatMul/Gemm/Conv output is supported (no residual adds)")
+        if len(live) != 1 or len(other) != 1 or (other[0] not in self.inits
+                                                 and other[0] not in self.consts):
+            raise QonnxImportError(
+                f"node {node.name} (Add): only adding a constant bias to a MatMul/Gemm/Conv "
+                f"output is supported (no residual adds: {', '.join(ins)} are not one layer's "
+                f"output and a constant); {CHAIN_ADVICE}")
         st = self.state
         if st.fresh is None or st.fresh != len(self.layers) - 1 or st.relu:
             raise QonnxImportError(f"node {node.name} (Add): a constant Add must directly follow "
@@ -498,10 +535,140 @@ class _Importer:
             raise QonnxImportError(f"node {node.name} (MaxPool): input shape {st.shape} is not "
                                    "(C, H, W)")
         k = tuple(a["kernel_shape"])
-        layer = MaxPool2d(f"pool{len(self.layers)}", k, tuple(a.get("strides", k)))
+        layer = MaxPool2d(f"pool{len(self.layers)}", k, tuple(a.get("strides", (1, 1))))
         shape = layer.out_shape(st.shape, f"node {node.name}")
         self.add(layer, node)
         self.state = _State(node.output[0], shape, st.scale, relu=st.relu)
+
+    def avgpool(self, node) -> None:
+        """``AveragePool``, ``GlobalAveragePool`` or ``ReduceMean`` over height and width, on a
+        power-of-two window: a ``conv2d`` whose
+        weights are 1 from each channel to itself and 0 elsewhere (the window's sum, exact),
+        at the input's scale divided by the window size (the next requant's shift divides)."""
+        st = self.live(node, node.input[0])
+        self.settle_relu(node)            # max(0, .) does not commute with averaging
+        if len(st.shape) != 3:
+            raise QonnxImportError(f"node {node.name} ({node.op_type}): input shape {st.shape} "
+                                   "is not (C, H, W)")
+        a = self.attrs(node)
+        keep = True
+        if node.op_type == "ReduceMean":   # PyTorch's AdaptiveAvgPool2d(1) / x.mean((2, 3))
+            axes = a.get("axes")
+            if axes is None and len(node.input) > 1 and node.input[1]:
+                axes = self.const(node, node.input[1]).reshape(-1).tolist()
+            if axes is None or sorted(int(v) % 4 for v in axes) != [2, 3]:
+                raise QonnxImportError(f"node {node.name} (ReduceMean): axes {axes}; only the "
+                                       "mean over height and width (axes 2, 3) is supported")
+            keep = bool(a.get("keepdims", 1))
+        if node.op_type != "AveragePool":
+            k, strides, pads = tuple(st.shape[1:]), (1, 1), (0, 0, 0, 0)
+        else:
+            k = tuple(a["kernel_shape"])
+            strides = tuple(a.get("strides", (1, 1)))
+            pads = tuple(a.get("pads", (0, 0, 0, 0)))
+            ap = a.get("auto_pad", b"NOTSET")
+            if (ap.decode() if isinstance(ap, bytes) else ap) not in ("NOTSET", "VALID"):
+                raise QonnxImportError(f"node {node.name} (AveragePool): auto_pad {ap} is not "
+                                       "supported; export with explicit pads")
+            if a.get("ceil_mode", 0) or any(d != 1 for d in a.get("dilations", (1, 1))):
+                raise QonnxImportError(f"node {node.name} (AveragePool): ceil_mode and dilations "
+                                       "are not supported")
+            if any(pads) and not a.get("count_include_pad", 0):
+                raise QonnxImportError(
+                    f"node {node.name} (AveragePool): padding with count_include_pad=0 divides "
+                    "the border windows by fewer elements, which no shift expresses exactly; "
+                    "export with count_include_pad=True (PyTorch's default) or without padding")
+        n = int(np.prod(k))
+        if n & (n - 1):
+            raise QonnxImportError(
+                f"node {node.name} ({node.op_type}): a {k[0]}x{k[1]} window averages {n} values; "
+                "only power-of-two windows (2x2, 4x4, 2x4, ...) are exact in integers (a shift); "
+                "use one, or max pooling")
+        c = st.shape[0]
+        w = np.zeros((c, c) + k, dtype=np.int64)
+        w[np.arange(c), np.arange(c)] = 1
+        shape = Conv2d("probe", w, np.zeros(c, dtype=np.int64), 2, 1, 2, strides,
+                       pads).out_shape(st.shape, f"node {node.name}")
+        # Weights 0/1 are 2-bit codes (1-bit weights are -1/+1); zero padding is the code 0.
+        self._acc_layer(node, Conv2d, w, np.zeros(c, dtype=np.int64), 2, st.scale / n, shape,
+                        prefix="avgpool", stride=strides, padding=pads, pad_value=0)
+        if not keep:                      # (C, 1, 1) -> (C,)
+            self.add(Flatten(f"flatten{len(self.layers)}"), node)
+            self.state.shape = (c,)
+
+    def trunc(self, node) -> None:
+        """QONNX ``Trunc`` (Brevitas ``TruncAvgPool2d``): ``round(x / scale)`` (exact: ``x`` is
+        on a grid that ``scale`` divides) shifted right and clamped -- one requant."""
+        st = self.live(node, node.input[0])
+        a = self.attrs(node)
+        ins = [self.const(node, t) for t in node.input[1:]]
+        if len(ins) == 5:              # Trunc v2: scale, zeropt, in bits, out scale, out bits
+            scale, zp, _, out_scale, out_bits = ins
+        elif len(ins) == 4:            # Trunc v1: scale, zeropt, in bits, out bits
+            scale, zp, in_bits, out_bits = ins
+            out_scale = None
+        else:
+            raise QonnxImportError(f"node {node.name} (Trunc): {len(node.input)} inputs; "
+                                   "expected 5 (Trunc v1) or 6 (v2)")
+        if np.any(np.asarray(zp) != 0):
+            raise QonnxImportError(f"node {node.name} (Trunc): zero point {zp} is not 0")
+        if np.asarray(scale).size != 1:
+            raise QonnxImportError(f"node {node.name} (Trunc): per-channel scales are not "
+                                   "supported")
+        s = float(np.asarray(scale).reshape(-1)[0])
+        s_acc = st.uniform_scale()
+        j = None if s_acc is None else _pow2_exponent(s_acc / s)
+        if j is None or j < 0:
+            raise QonnxImportError(
+                f"node {node.name} (Trunc): its input (scale {_fmt(st.scale)}) is not on the grid "
+                f"of its scale {s:g} times a power of two >= 1; only exact truncations are "
+                "supported")
+        if out_scale is None:
+            t = int(round(float(np.asarray(in_bits).reshape(-1)[0])
+                          - float(np.asarray(out_bits).reshape(-1)[0])))
+            s_out = s
+        else:
+            s_out = float(np.asarray(out_scale).reshape(-1)[0])
+            t = int(round(math.log2(s_out / s)))
+        bits = float(np.asarray(out_bits).reshape(-1)[0])
+        if bits != int(bits) or not 1 <= bits <= 32:
+            raise QonnxImportError(f"node {node.name} (Trunc): bit width {bits:g} outside 1..32")
+        bits, signed, narrow = int(bits), bool(a.get("signed", 1)), bool(a.get("narrow", 0))
+        mode = a.get("rounding_mode", "FLOOR")
+        rounding = _rounding(node, mode.decode() if isinstance(mode, bytes) else mode)
+        shift = t - j
+        mult = 1 if shift >= 0 else 1 << -shift
+        if out_scale is None:          # v1 does not clamp: the range of the shifted input
+            ty = self.types()
+            lo, hi = (int(v) for v in arith.requantize(np.array([ty.lo, ty.hi]), max(shift, 0),
+                                                       rounding, multiplier=mult))
+            bits, signed = arith.bits_for_range(lo, hi)
+            s_out = s * 2.0 ** t
+        else:
+            lo, hi = arith.code_range(bits, signed)
+            lo, hi = (lo + 1 if narrow and signed else lo), (hi - 1 if narrow and not signed
+                                                             else hi)
+        if st.relu:
+            lo = max(lo, 0)
+        name = f"rq{len(self.layers)}"
+        self.add(Requant(name, max(shift, 0), rounding, bits, signed, lo, hi, mult), node)
+        self.probes[name] = [node.output[0], s_out]
+        self.state = _State(node.output[0], st.shape, np.array([s_out]))
+
+    def input_view(self, node, views: set) -> None:
+        """A shape-only op on the (unquantized) graph input: the input spec takes its output
+        shape (quantization is elementwise, so it commutes with the reshape)."""
+        if node.op_type == "Transpose":
+            raise QonnxImportError(f"node {node.name} (Transpose): permutes the graph input "
+                                   f"before its quantizer; {HINTS['Transpose']}")
+        ins = tuple(self.mw.get_tensor_shape(node.input[0]) or ())
+        out = tuple(self.mw.get_tensor_shape(node.output[0]) or ())
+        if not ins or not out or ins[0] != out[0] or np.prod(ins) != np.prod(out):
+            raise QonnxImportError(f"node {node.name} ({node.op_type}): on the graph input, "
+                                   f"{ins} -> {out} does not keep the batch and the values per "
+                                   "sample; only reshapes of each sample fold into the input")
+        self.input_views.append(node.name)
+        views.add(node.output[0])
 
     def flatten(self, node) -> None:
         st = self.live(node, node.input[0])
@@ -509,11 +676,13 @@ class _Importer:
         size = int(np.prod(st.shape))
         if node.op_type == "Flatten" and a.get("axis", 1) != 1:
             raise QonnxImportError(f"node {node.name} (Flatten): axis {a['axis']} is not 1")
-        if node.op_type == "Reshape":
-            target = [int(v) for v in self.const(node, node.input[1]).reshape(-1)]
-            if len(target) != 2 or target[1] not in (size, -1):
-                raise QonnxImportError(f"node {node.name} (Reshape): to {target}; only "
-                                       f"(batch, {size}) flattening is supported")
+        if node.op_type != "Flatten":     # Reshape, Squeeze, Unsqueeze: to (batch, size)?
+            out = self.mw.get_tensor_shape(node.output[0])
+            if out is None and node.op_type == "Reshape":
+                out = [int(v) for v in self.const(node, node.input[1]).reshape(-1)]
+            if out is None or len(out) != 2 or out[1] not in (size, -1):
+                raise QonnxImportError(f"node {node.name} ({node.op_type}): to {out}; only "
+                                       f"flattening to (batch, {size}) is supported")
         if len(st.shape) == 1:
             self.state = _State(node.output[0], st.shape, st.scale, st.relu, st.fresh)
             return
@@ -529,15 +698,20 @@ class _Importer:
         if len(inputs) != 1 or len(self.g.output) != 1:
             raise QonnxImportError(f"the graph has {len(inputs)} inputs and {len(self.g.output)} "
                                    "outputs; exactly one of each is supported")
+        views = {inputs[0]}              # the graph input and reshapes of it
         for node in self.g.node:
             op = node.op_type
+            if self.input is None and op in SHAPE_ONLY + ("Transpose",) and node.input \
+                    and node.input[0] in views:
+                self.input_view(node, views)
+                continue
             if op not in SUPPORTED:
-                raise QonnxImportError(f"node {node.name} ({op}): not supported; softfloor "
-                                       f"imports {', '.join(SUPPORTED)}")
+                hint = HINTS.get(op, f"softfloor imports {', '.join(SUPPORTED)}")
+                raise QonnxImportError(f"node {node.name} ({op}): not supported; {hint}")
             if op == "Quant":
                 if all(t in self.inits for t in node.input):
                     self.quant_const(node)
-                elif node.input[0] == inputs[0]:
+                elif node.input[0] in views:
                     if self.input is not None:
                         raise QonnxImportError(f"node {node.name}: the input is quantized twice")
                     self.quant_input(node)
@@ -558,7 +732,11 @@ class _Importer:
                 self.state = _State(node.output[0], st.shape, st.scale, True, None)
             elif op == "MaxPool":
                 self.maxpool(node)
-            elif op in ("Flatten", "Reshape"):
+            elif op in ("AveragePool", "GlobalAveragePool", "ReduceMean"):
+                self.avgpool(node)
+            elif op == "Trunc":
+                self.trunc(node)
+            elif op in ("Flatten", "Reshape", "Squeeze", "Unsqueeze"):
                 self.flatten(node)
             else:  # Identity, Dropout (inference)
                 st = self.live(node, node.input[0])
@@ -576,6 +754,8 @@ class _Importer:
         meta = {"producer": "softfloor.qonnx_import", "exact": not self.approx,
                 "approximations": self.approx, "onnx_nodes": self.origin,
                 "onnx_probes": self.probes}
+        if self.input_views:
+            meta["onnx_input_views"] = self.input_views
         model = IntModel(self.input, self.layers, output, self.name, meta)
         return ImportResult(model, not self.approx, list(self.approx))
 

@@ -615,7 +615,7 @@ def pact_penalty(acts, decay: float) -> torch.Tensor | None:
 
     Without it PACT's clip only learns from the inputs above it: once every input of a layer
     sits below the 1-bit threshold ``alpha / 2`` nothing moves ``alpha`` back down and the
-    network is dead (``docs/training.md``).
+    network is dead (``docs/experiments.md``).
     """
     pact = [a for a in acts if a.surrogate.scale_grad == "pact"]
     if not pact or not decay:

@@ -541,12 +541,8 @@ class FourierSurrogate(Surrogate):
     final ``k`` under the exact forward ``floor(v + 1/2)``.
 
     ``k_end = 5``: the Poisson kernel's peak slope is ``k`` itself, so 5 ends where the
-    ``sigmoid`` staircase ends (peak ``k / (4 tanh(k / 4))``, about 5 at its ``k_end = 20``).
-    Chosen on validation folds 0-2 x seeds 0-4 (60 epochs, each configuration's defaults),
-    k_end 20 -> 5: w8a8 97.15 -> 97.13, w4a4 97.11 -> 96.97, w2a2 89.79 -> 94.35, w1a2+BN
-    89.95 -> 93.10, w1a1 (1-bit input) 80.32 -> 88.03 (k_end 10: 83.70). At k = 20 the hard
-    phase's gradient is 20x at the rounding edges and 1/20 elsewhere, and low-bit runs degrade
-    in it while the learning rate decays.
+    ``sigmoid`` staircase ends (peak ``k / (4 tanh(k / 4))``, about 5 at its ``k_end = 20``);
+    chosen on validation (``docs/experiments.md``).
     """
     name: ClassVar[str] = "fourier"
     default_k: ClassVar[tuple[float, float]] = (1.0, 5.0)

@@ -37,66 +37,67 @@ Progress = Callable[[int, int, dict], None]
 ARCHS = ("mlp", "cnn")
 
 #: Adam's implementation switch (the same arithmetic either way; float and QAT runs both use
-#: it): the single-tensor loop, PyTorch's default on the CPU. Measured per step (one thread):
-#: the float MLP's 6 parameters 158 us (166 us multi-tensor ``foreach``), QAT's one flat
-#: parameter (:meth:`~softfloor.models.QuantMLP.flatten_parameters`) 49 us (80 us).
+#: it): the single-tensor loop, PyTorch's default on the CPU, the faster one here for the
+#: float MLP's six parameters and for QAT's one flat parameter
+#: (:meth:`~softfloor.models.QuantMLP.flatten_parameters`; ``docs/experiments.md``).
 ADAM_IMPL = {"foreach": False}
 #: Learning-rate decays (:func:`lr_factor`, ``TrainConfig.lr_schedule``).
 LR_SCHEDULES = ("cosine", "flat_cosine")
+
+
+#: Each option left unset (None) and the rule it resolves by (the rules are
+#: :class:`TrainConfig`'s properties; ``softfloor train --help`` shows them and the table of the
+#: resolved defaults; why each rule: ``docs/experiments.md``, "Defaults per configuration").
+DEFAULT_RULES = {
+    "surrogate": "ste when the weights or activations have <= 2 bits, sigmoid above",
+    "batchnorm": "MLP: on unless the activations are 1-bit; CNN: off",
+    "lr": "1e-2 with 1-bit weights or activations, 2e-2 at 2 bits, 5e-3 above",
+    "lr_schedule": "flat-cosine for the MLP w1a1 at a 1-bit input with the STE, else cosine",
+    "binary_act_grad": "triangle for the MLP w1a1 at a 1-bit input with the STE, else box",
+    "augment_noise": "MLP with 1-bit activations: 0.05 at a 1-bit input, 0.3 wider; else 0",
+    "augment_shift": "0",
+    "input_quant": "learned for the MLP at a 1-bit input, else global",
+    "beta1": "0.7 for the MLP with 1-bit activations and a 1-bit input, else 0.9",
+    "k_start/k_end": "the surrogate's default_k",
+}
 
 
 @dataclass
 class TrainConfig:
     """Everything a training run depends on.
 
-    The default surrogate is ``"sigmoid"``: the normalised sigmoid staircase anneals
-    geometrically from ``k_start = 1`` (close to the identity, i.e. float training) to
-    ``k_end = 20``, then the last ``hard_fraction = 0.25`` of the epochs train with the exact
-    hard rounding in the forward pass and the smooth gradient ``R_k'`` in the backward pass.
+    Options left unset resolve per configuration (weight, activation and input bits, arch) by
+    :data:`DEFAULT_RULES`: ``surrogate`` in ``__post_init__`` (:attr:`default_surrogate`), the
+    others by properties (:attr:`use_batchnorm`, :attr:`learning_rate`,
+    :attr:`learning_rate_schedule`, :attr:`binary_grad`, :attr:`augment_options`,
+    :attr:`input_quantizer`, :attr:`adam_betas`, :meth:`schedule`); :func:`config_dict` gives
+    the resolved values. Each rule is the best measured on validation folds for its
+    configuration (``docs/experiments.md``).
 
-    Why (measured, 60 epochs, seeds 0..9, hard-quantized test accuracy on 360 samples): at
-    w4a4 the sigmoid schedule and the STE tie (mean 97.6% both, min 97.2%), and the variants
-    tried (``k_end`` 10 or 50, hard-phase STE gradient, 10% hard phase, lr 1e-2) all land in
-    97.5-97.8%, within one or two test samples. So the default is the project's surrogate. At
-    1-2 bits the STE trains better (w2a2: 95.1% vs 94.4%; w1a1: 90.5% vs 88.4%, seeds 0..5);
-    use ``surrogate="ste"`` (or ``k_start=4`` for w2a2, 95.0%) there.
-
-    Unset options resolve per configuration: ``k_start``/``k_end`` from the surrogate's
-    ``default_k``, ``lr`` from :attr:`learning_rate` (5e-3; 2e-2 at 2 bits; 1e-2 at 1 bit),
-    ``batchnorm`` from :attr:`use_batchnorm` (on at 1 and 2 bits, except 1-bit activations),
-    the training augmentation from :attr:`augment_options` (input-code noise 0.05 / 0.3 for
-    the MLP with 1-bit activations and a 1-bit / wider input, else none), and for the MLP at
-    a 1-bit input the learned per-pixel input thresholds (:attr:`input_quantizer`) and Adam
-    beta1 0.7 (:attr:`adam_betas`); the learning-rate decay from
-    :attr:`learning_rate_schedule` and the 1-bit activations' gradient from :attr:`binary_grad`. With ``surrogate="pact"`` the loss adds PACT's
-    ``pact_decay * sum(alpha**2)`` over the clip levels (:func:`softfloor.quant.pact_penalty`;
-    1e-2, chosen on validation folds; 0 turns it off). ``make bench SECTIONS=training``
-    measures every surrogate at every width (``docs/training.md``).
+    The surrogate anneals its sharpness ``k`` geometrically from ``k_start`` to ``k_end`` (the
+    surrogate's ``default_k`` when unset), then the last ``hard_fraction`` of the epochs train
+    with the exact hard rounding in the forward pass and the surrogate's gradient in the
+    backward pass (:class:`~softfloor.surrogates.AnnealSchedule`). With ``surrogate="pact"``
+    the loss adds ``pact_decay * sum(alpha**2)`` over the clip levels
+    (:func:`softfloor.quant.pact_penalty`; 0 turns it off).
 
     ``first_weight_bits`` widens the first layer's weights only (the usual exception of binary
     networks); every other default still resolves from ``weight_bits``.
-
-    w1a1 (STE, the defaults, test split): 93.43 % with a 1-bit input over seeds 0..2 (target
-    92), 92.96 % over seeds 0..19 (92.49 % before the flat cosine and the triangle window,
-    91.00 % with the calibrated thresholds not trained); 96.02 % with a 4-bit input (target
-    96). With the STE the MLP w1a1 at a 1-bit input also gets the flat cosine learning-rate
-    decay (:attr:`learning_rate_schedule`) and the triangle window of its 1-bit activations
-    (:attr:`binary_grad`).
     """
     weight_bits: int = 4
     act_bits: int = 4
     input_bits: int | None = None     # None: same as act_bits
     first_weight_bits: int | None = None  # None: weight_bits (the first layer's weight width)
-    input_quant: str | None = None    # None: "learned" for the MLP at a 1-bit input, else "global"
-    surrogate: str = "sigmoid"
+    input_quant: str | None = None    # None: per configuration (input_quantizer)
+    surrogate: str | None = None       # None: per configuration (default_surrogate)
     hard_grad: str = "smooth"          # sigmoid only: gradient in the hard phase
     k_start: float | None = None       # None: the surrogate's default_k
     k_end: float | None = None
     hard_fraction: float = 0.25
-    batchnorm: bool | None = None      # None: on at <= 2 bits unless activations are 1-bit
+    batchnorm: bool | None = None      # None: per configuration (use_batchnorm)
     epochs: int = 60
     seed: int = 0
-    lr: float | None = None            # None: 1e-2 at 1 bit, 2e-2 at 2 bits, else 5e-3
+    lr: float | None = None            # None: per configuration (learning_rate)
     beta1: float | None = None         # None: Adam's beta1 per configuration (adam_betas)
     weight_decay: float = 0.0
     batch_size: int = 64
@@ -126,6 +127,9 @@ class TrainConfig:
             check_input_bits(self.input_bits)
         if self.input_quant is not None:
             check_input_quant(self.input_quant, self.in_bits)
+        self._surrogate_defaulted = self.surrogate is None
+        if self.surrogate is None:
+            self.surrogate = self.default_surrogate
         check_surrogate(self.surrogate)
         check_activation(self.activation)
         if self.activation == "hardtanh" and self.act_bits == 1:
@@ -171,18 +175,18 @@ class TrainConfig:
         return self.weight_bits if self.first_weight_bits is None else self.first_weight_bits
 
     @property
+    def default_surrogate(self) -> str:
+        """The surrogate when ``surrogate`` is unset (resolved in ``__post_init__``): ``"ste"``
+        when the weights or the activations have 1 or 2 bits, ``"sigmoid"`` otherwise (MLP and
+        CNN)."""
+        return "ste" if min(self.weight_bits, self.act_bits) <= 2 else "sigmoid"
+
+    @property
     def input_quantizer(self) -> str:
         """How pixels become input codes (:data:`softfloor.data.INPUT_QUANTS`): ``input_quant``
         if set, else ``"learned"`` for the MLP with a 1-bit input (one threshold per pixel,
         calibrated on the training samples, :func:`softfloor.data.mi_thresholds`, then trained
-        with the network, :mod:`softfloor.input_thresholds`), else ``"global"``.
-
-        Chosen on validation folds carved from the training samples (w1a1, 1-bit input, STE,
-        60 epochs, the thresholds calibrated on each fold's training part; never the test
-        split). Folds 0-2 x seeds 0..19: the one threshold pixel >= 6 90.62 %, calibrated
-        per-pixel thresholds 91.21 %, learned 92.15 %. Fresh folds (seeds 0..9, paired with
-        the calibrated ones): 3-8 93.14 vs 92.69 %, 9-14 92.07 vs 91.82 %, 15-20 92.46 vs
-        91.41 %: +0.58 +- 0.14 points over the 180 paired runs."""
+        with the network, :mod:`softfloor.input_thresholds`), else ``"global"``."""
         if self.input_quant is not None:
             return self.input_quant
         return "learned" if self.arch == "mlp" and self.in_bits == 1 else "global"
@@ -190,13 +194,7 @@ class TrainConfig:
     @property
     def learning_rate(self) -> float:
         """Peak Adam learning rate: ``lr`` if set, else 1e-2 when the weights or activations are
-        1-bit, 2e-2 when they are 2-bit, 5e-3 otherwise.
-
-        Chosen on validation splits carved from the training data (never the test split): 3
-        folds (80/20 of the 1437 training samples) x seeds 0..2, 60 epochs, STE, hard-quantized
-        accuracy. w2a2: 5e-3/1e-2/2e-2 = 95.22/95.87/96.06 (96.45/96.57/96.88 with BatchNorm);
-        w1a1 (1-bit input, BatchNorm): 1e-2 measured best of 3e-3..2e-2 before.
-        """
+        1-bit, 2e-2 when they are 2-bit, 5e-3 otherwise."""
         if self.lr is not None:
             return float(self.lr)
         if self.weight_bits == 1 or self.act_bits == 1:
@@ -206,13 +204,7 @@ class TrainConfig:
     @property
     def adam_betas(self) -> tuple[float, float]:
         """Adam's ``(beta1, beta2)``: ``beta1`` if set, else 0.7 for the MLP with 1-bit
-        activations and a 1-bit input, PyTorch's 0.9 otherwise; ``beta2`` is 0.999.
-
-        Chosen on 3 validation folds x seeds 0..19 (60 runs per candidate, w1a1, 1-bit input,
-        STE, 60 epochs, hard-quantized accuracy; ``docs/training.md``): beta1 0.9 / 0.8 / 0.7
-        / 0.6 / 0.5 / 0.3 = 90.02 / 90.43 / 90.62 / 90.52 / 90.47 / 90.30 (the standard error
-        of a difference about 0.23). With a 4-bit input 0.7 changes nothing (95.25 vs 95.30),
-        so it keeps 0.9."""
+        activations and a 1-bit input, PyTorch's 0.9 otherwise; ``beta2`` is 0.999."""
         if self.beta1 is not None:
             return float(self.beta1), 0.999
         one_bit = self.arch == "mlp" and self.act_bits == 1 and self.in_bits == 1
@@ -221,7 +213,7 @@ class TrainConfig:
     @property
     def _binary_ste_mlp(self) -> bool:
         """The all-binary MLP (w1a1) on a 1-bit input trained with the STE, where two defaults
-        of their own apply (validated there; the smooth surrogates lose with them)."""
+        of their own apply (:attr:`learning_rate_schedule`, :attr:`binary_grad`)."""
         return (self.arch == "mlp" and self.weight_bits == 1 and self.act_bits == 1
                 and self.in_bits == 1 and self.surrogate == "ste")
 
@@ -230,15 +222,7 @@ class TrainConfig:
         """How the learning rate decays over the steps (:func:`lr_factor`): ``lr_schedule``
         if set, else ``"flat_cosine"`` (the peak for the first half, then a cosine to 0) for
         the MLP w1a1 at a 1-bit input with the STE, ``"cosine"`` (to 0 over all steps)
-        otherwise.
-
-        Chosen with :attr:`binary_grad`'s triangle, together (w1a1, 1-bit input, STE, 60
-        epochs, hard-quantized validation accuracy; ``docs/training.md``): folds 0-2 x seeds
-        0..19 92.84 vs 92.15 % (+0.69 +- 0.21 paired; the flat cosine alone +0.35, the
-        triangle alone +0.32); fresh folds 3-20 x seeds 0..9 +0.28 +- 0.11, new folds 39-56
-        +0.63 +- 0.13. Not for the other surrogates (folds 0-2 x seeds 0..4, paired):
-        ``sigmoid`` -6.88, ``dsq_hard`` -3.98, ``fourier`` -4.38, ``lsq`` +0.14, ``pact``
-        -0.19, ``dsq`` +0.72 +- 0.53."""
+        otherwise."""
         if self.lr_schedule is not None:
             return self.lr_schedule
         return "flat_cosine" if self._binary_ste_mlp else "cosine"
@@ -247,8 +231,8 @@ class TrainConfig:
     def binary_grad(self) -> str:
         """The straight-through gradient's shape of the 1-bit activations
         (:data:`softfloor.quant.BINARY_GRADS`): ``binary_act_grad`` if set, else
-        ``"triangle"`` for the MLP w1a1 at a 1-bit input with the STE (measured with
-        :attr:`learning_rate_schedule`), ``"box"`` (the clipped STE) otherwise."""
+        ``"triangle"`` for the MLP w1a1 at a 1-bit input with the STE, ``"box"`` (the clipped
+        STE) otherwise."""
         if self.binary_act_grad is not None:
             return self.binary_act_grad
         return "triangle" if self._binary_ste_mlp else "box"
@@ -256,18 +240,12 @@ class TrainConfig:
     @property
     def use_batchnorm(self) -> bool:
         """BatchNorm (folded before export) after the hidden layers: ``batchnorm`` if set, else
-        on exactly when the weights or the activations have 1 or 2 bits and the activations
-        are not 1-bit (the CNN: only when set; folded into every convolution).
-
-        Chosen on 3 validation folds carved from the training data x seeds 0..2 (STE, 60
-        epochs, default lr): w2a2 96.88 with vs 96.06 without (folded into the weights); w1a2
-        95.45 vs 95.22; but w1a1 88.73 vs 90.28 (1-bit input) and 94.06 vs 95.49 (4-bit
-        input): the integer threshold a 1-bit activation gets from BatchNorm trains worse than
-        the plain bias."""
-        if self.arch == "cnn":
-            return bool(self.batchnorm)
+        on for the MLP unless the activations are 1-bit (folded into the weights and bias; an
+        integer threshold before 1-bit activations trains worse than the plain bias); off for
+        the CNN (folded into every convolution when set; it trains on the composed path at
+        about 3x the float CNN's epoch time)."""
         if self.batchnorm is None:
-            return min(self.weight_bits, self.act_bits) <= 2 and self.act_bits >= 2
+            return self.arch == "mlp" and self.act_bits >= 2
         return bool(self.batchnorm)
 
     @property
@@ -275,13 +253,8 @@ class TrainConfig:
         """``(shift, noise)`` of the training augmentation (:func:`softfloor.data.augment_codes`):
         ``augment_shift``/``augment_noise`` if set, else the configuration's default: no
         shifts; code noise only for the MLP with 1-bit activations, ``0.05`` with a 1-bit input
-        (a code flipped with probability 2.5 %), ``0.3`` with wider inputs (one step up or down).
-
-        Chosen on 3 validation folds carved from the training data x seeds 0..2 (w1a1, STE, 60
-        epochs, hard-quantized accuracy; ``docs/training.md``): 1-bit input, noise 0 / 0.02 /
-        0.05 / 0.1 / 0.2 = 89.16 / 89.58 / 90.51 / 90.55 / 87.85; 4-bit input, noise 0 / 0.1 /
-        0.3 / 0.6 / 1.0 = 95.02 / 95.29 / 95.72 / 95.33 / 95.22. Shifting every image by up to
-        one pixel: 72.34 (1-bit input)."""
+        (a code flipped with probability 2.5 %), ``0.3`` with wider inputs (one step up or
+        down)."""
         shift = 0 if self.augment_shift is None else self.augment_shift
         if self.augment_noise is not None:
             noise = self.augment_noise
@@ -303,7 +276,10 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
+        """The config of ``to_dict()`` or of :func:`config_dict` (its ``defaults`` list is
+        information only)."""
         names = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k != "defaults"}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"unknown training option(s) {', '.join(unknown)}; "
@@ -314,12 +290,21 @@ class TrainConfig:
         return cls(**d)
 
 
+#: The options :func:`config_dict` resolves from ``None``.
+RESOLVED = ("input_bits", "first_weight_bits", "input_quant", "batchnorm", "lr", "beta1",
+            "lr_schedule", "binary_act_grad", "augment_shift", "augment_noise", "k_start",
+            "k_end")
+
+
 def config_dict(cfg: TrainConfig) -> dict:
-    """The config as a JSON-able dict (with ``input_bits``, ``batchnorm`` and the schedule
-    resolved)."""
+    """The config as a JSON-able dict, every option resolved (``input_bits``, ``batchnorm``,
+    the learning rate and its schedule, ...); ``defaults`` lists the options that were unset
+    and took their configuration's default (:data:`DEFAULT_RULES`)."""
     sch = cfg.schedule()
     shift, noise = cfg.augment_options
-    return cfg.to_dict() | {"input_bits": cfg.in_bits, "first_weight_bits": cfg.first_bits,
+    defaults = (["surrogate"] if getattr(cfg, "_surrogate_defaulted", False) else []) + \
+        [k for k in RESOLVED if getattr(cfg, k) is None]
+    return cfg.to_dict() | {"defaults": defaults,"input_bits": cfg.in_bits, "first_weight_bits": cfg.first_bits,
                             "input_quant": cfg.input_quantizer,
                             "batchnorm": cfg.use_batchnorm,
                             "lr": cfg.learning_rate, "beta1": cfg.adam_betas[0],

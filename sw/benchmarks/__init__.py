@@ -7,4 +7,5 @@ Each section is a module ``softfloor.benchmarks.<name>`` with
 and the runner writes ``<out>/<name>.json`` plus ``<out>/<name>.md`` (a markdown table of the rows)
 and a combined ``<out>/README.md``.
 """
-SECTIONS = ("golden", "training", "hardware", "simulation", "qonnx", "compare", "unrolled")
+SECTIONS = ("golden", "training", "hardware", "simulation", "qonnx", "compare", "sweep",
+            "unrolled")

@@ -59,11 +59,9 @@ configuration, the faster kept).
 """
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import statistics
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import brevitas  # noqa: F401  (the [compare] extra: the runner reports it missing at import)
@@ -252,13 +250,9 @@ def run(out_dir: Path, quick: bool, *, configs=None, seeds=None, epochs: int | N
                     jobs[("val " + trainer, name, (fold, seed))] = (kind, kw | {"fold": fold})
     workers = workers or WORKERS or max(1, min(len(os.sched_getaffinity(0)), 2))
     workers = min(workers, len(jobs))
-    keys = list(jobs)
     t0 = time.monotonic()
-    if workers == 1:        # in this process (a small run: no worker start-up)
-        results = {k: _job(jobs[k]) for k in keys}
-    else:
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            results = dict(zip(keys, pool.map(_job, [jobs[k] for k in keys])))
+    from softfloor.benchmarks.sweeprun import all_done, run_jobs   # 1 worker: no Ray
+    results = all_done(*run_jobs(jobs, _job, Path(out_dir) / "compare-sweep.sqlite", workers))
     train_seconds = time.monotonic() - t0
     ratios = _epoch_ratios(configs, time_epochs)
 
@@ -314,7 +308,7 @@ def run(out_dir: Path, quick: bool, *, configs=None, seeds=None, epochs: int | N
 
     exact = all(r["bit_exact"] for r in rows if r["bit_exact"] is not None)
     notes = [
-        f"{len(results)} training runs ({train_seconds:.0f} s in {workers} worker processes), "
+        f"{len(results)} training runs ({train_seconds:.0f} s on {workers} Ray workers), "
         f"{epochs} epochs, seeds {list(seeds)}, batch 64, MLP 64-64-32-10, the digits split "
         "(360 test samples: one sample is 0.28 points).",
         "brevitas lr 1e-3: the issue's protocol (Adam, constant lr). brevitas softfloor lr: "

@@ -19,7 +19,9 @@ then
 * inferences/s = Fmax / measured II, MAC-lane utilisation = macs / (mac_units x measured II),
   and the planner's logic estimate against the synthesized count.
 
-Trained models are cached in ``<out>/hardware/models`` and finished rows in
+The models, then the rows, run as the points of two sweeps (:mod:`softfloor.sweep`, a local
+Ray; :data:`WORKERS` at once). Trained models are cached in ``<out>/hardware/models`` and
+finished rows in
 ``<row dir>/row.json`` (keyed by the hash of the generated Verilog, the manifest and the sample
 count), so a rerun only redoes what changed. ``SOFTFLOOR_BENCH_HW_ROWS=ecp5,hx8k`` runs only the
 rows whose ``model-device-objective`` name contains one of the words.
@@ -47,6 +49,8 @@ ROWS = ([((wb, ab), "up5k", "throughput", False) for wb, ab in MODELS]
 #: UP5K SG48 (39 pins) takes w8a8's 32-bit logits in two 16-bit beats.
 OUTPUT_TDATA = {((8, 8), "up5k"): 16}
 TARGET_UP5K_W4A4 = 200_000
+#: Rows built at once (sweep workers; None: the CPUs available, at most 4).
+WORKERS: int | None = None
 #: Input beat of the fully unrolled rows (bits); the output beat carries all logits.
 UNROLLED_IN_BEAT_BITS = 32
 
@@ -165,6 +169,16 @@ def _row(model, split, device: str, out: Path, n_samples: int, objective: str = 
     return row
 
 
+def _job(job: tuple[str, dict]) -> dict:
+    """A sweep point: train (or load) one model, or build and measure one row."""
+    kind, p = job
+    model, split = _train(p["wb"], p["ab"], p["epochs"], Path(p["cache"]), p["arch"])
+    if kind == "model":
+        return {"model": model.name}
+    return _row(model, split, p["device"], Path(p["dir"]), p["n"], p["objective"],
+                p["unrolled"])
+
+
 def row_name(wb: int, ab: int, device: str, objective: str, unrolled: bool,
              arch: str = "mlp") -> str:
     return (("" if arch == "mlp" else f"{arch}-") + f"w{wb}a{ab}-{device}"
@@ -173,6 +187,9 @@ def row_name(wb: int, ab: int, device: str, objective: str, unrolled: bool,
 
 def run(out_dir: Path, quick: bool) -> dict:
     import os
+
+    from softfloor.benchmarks.sweeprun import run_jobs
+    from softfloor.sweep.engine import local_cpus
     out = Path(out_dir) / "hardware"
     out.mkdir(parents=True, exist_ok=True)
     if quick:
@@ -184,19 +201,25 @@ def run(out_dir: Path, quick: bool) -> dict:
         jobs = [j for j in jobs if any(w in row_name(*j[0], *j[1:]) for w in only)]
     epochs, n = (10, 60) if quick else (60, 360)
     rows, notes = [], []
-    trained = {}
     jobs = [j if len(j) == 5 else (*j, "mlp") for j in jobs]
-    for (wb, ab), *_, arch in jobs:
-        if (wb, ab, arch) not in trained:
-            trained[(wb, ab, arch)] = _train(wb, ab, epochs, out / "models", arch)
-    for (wb, ab), device, objective, unrolled, arch in jobs:
-        model, split = trained[(wb, ab, arch)]
-        name = row_name(wb, ab, device, objective, unrolled, arch)
-        try:
-            row = _row(model, split, device, out / name, n, objective, unrolled)
-        except Exception as e:                  # a failed row is reported, not hidden
-            row = {"model": model.name, "device": device, "objective": objective,
-                   "unrolled": unrolled, "error": f"{type(e).__name__}: {e}"}
+    # Two sweeps (softfloor.sweep): the models, then the rows (each loads its cached model).
+    models = {(wb, ab, arch): ("model", {"wb": wb, "ab": ab, "arch": arch, "epochs": epochs,
+                                         "cache": str(out / "models")})
+              for (wb, ab), *_, arch in jobs}
+    rowjobs = {(wb, ab, device, objective, unrolled, arch): ("row", {
+        "wb": wb, "ab": ab, "arch": arch, "epochs": epochs, "cache": str(out / "models"),
+        "device": device, "objective": objective, "unrolled": unrolled, "n": n,
+        "dir": str(out / row_name(wb, ab, device, objective, unrolled, arch))})
+        for (wb, ab), device, objective, unrolled, arch in jobs}
+    workers = WORKERS or max(1, min(local_cpus(), 4))
+    run_jobs(models, _job, out / "models-sweep.sqlite", min(workers, len(models)))  # errors:
+    # the rows that need a model that failed to train fail with the same error
+    done, errors = run_jobs(rowjobs, _job, out / "rows-sweep.sqlite", min(workers, len(rowjobs)))
+    for key in rowjobs:
+        wb, ab, device, objective, unrolled, arch = key
+        row = done.get(key) or {                # a failed row is reported, not hidden
+            "model": model_name(wb, ab, arch), "device": device, "objective": objective,
+            "unrolled": unrolled, "error": errors[key]}
         row.pop("key", None)
         rows.append(row)
         print(json.dumps(row), flush=True)

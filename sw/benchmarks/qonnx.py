@@ -29,8 +29,20 @@ CONFIGS = [
     ("mlp w4a4 float per-channel, float bias", "mlp", 4, 4, "float", "channel", False),
     ("mlp w8a8 float", "mlp", 8, 8, "float", "tensor", True),
     ("cnn w4a4 float per-channel", "cnn", 4, 4, "float", "channel", True),
+    ("cnn flat input, avg-pool + trunc-avg-pool, 12-bit conv / 10-bit dense", "cnn-view-trunc",
+     4, 4, "po2", "channel", True),
+    ("cnn flat input, avg-pool + global avg-pool, 12-bit conv / 10-bit dense", "cnn-view-global",
+     4, 4, "po2", "channel", True),
 ]
-QUICK = {"mlp w4a4 po2", "cnn w4a4 po2 per-channel", "mlp w4a4 float per-channel, float bias"}
+QUICK = {"mlp w4a4 po2", "cnn w4a4 po2 per-channel", "mlp w4a4 float per-channel, float bias",
+         "cnn flat input, avg-pool + trunc-avg-pool, 12-bit conv / 10-bit dense"}
+#: Weight bits of the second convolution and the dense layer of the ``cnn-view-*`` models.
+WIDE_BITS = (12, 10)
+
+
+def input_shape(kind: str) -> tuple[int, ...]:
+    """The shape of one sample a ``build(kind, ...)`` model takes."""
+    return (1, 8, 8) if kind == "cnn" else (64,)
 
 
 def _quantizers(scales: str, granularity: str):
@@ -51,7 +63,9 @@ def build(kind: str, wbits: int | None, abits: int | None, scales: str = "po2",
           batchnorm: bool = False, input_quant: tuple[int, float] | None = None,
           channels=(8, 16)):
     """A Brevitas digits MLP (``sizes``, default 64-32-10) or CNN (conv3x3x``channels[0]``-pool-
-    conv3x3x``channels[1]``-pool-dense, default 8 and 16 channels).
+    conv3x3x``channels[1]``-pool-dense, default 8 and 16 channels); ``kind`` ``"cnn-view-trunc"``
+    or ``"cnn-view-global"``: the CNN on flat rows with average pooling and wide weights
+    (:func:`_view_cnn`; its samples are :func:`input_shape` ``(64,)``).
 
     The one Brevitas model builder of the benchmarks (``qonnx`` and ``compare``) and of the
     QONNX import tests.
@@ -73,6 +87,8 @@ def build(kind: str, wbits: int | None, abits: int | None, scales: str = "po2",
         softfloor's input codes).
     """
     import torch.nn as nn
+    if kind.startswith("cnn-view-"):
+        return _view_cnn(kind[len("cnn-view-"):], wbits, abits, scales, granularity, channels)
     if wbits is None:
         if kind != "mlp":
             raise ValueError("the float model (wbits=None) is the MLP only")
@@ -120,6 +136,45 @@ def build(kind: str, wbits: int | None, abits: int | None, scales: str = "po2",
                          qnn.QuantConv2d(c1, c2, 3, padding=1, **wgt), qnn.QuantReLU(**act),
                          nn.MaxPool2d(2), nn.Flatten(),
                          qnn.QuantLinear(4 * c2, 10, bias=True, **last))
+
+
+def _view_cnn(head: str, wbits: int, abits: int, scales: str, granularity: str, channels):
+    """The model a Brevitas user writes for flat inputs: ``x.view(-1, 1, 8, 8)`` before the
+    input quantizer, conv3x3 -> QuantReLU -> ``nn.AvgPool2d(2)`` -> QuantIdentity ->
+    conv3x3 (:data:`WIDE_BITS` weights) -> QuantReLU, then ``head`` ``"trunc"``
+    (``TruncAvgPool2d(2)``, flatten, dense) or ``"global"`` (``AdaptiveAvgPool2d(1)`` ->
+    QuantIdentity, flatten, dense); the dense layer has :data:`WIDE_BITS` weights."""
+    import brevitas.nn as qnn
+    import torch.nn as nn
+    from brevitas.quant import Int32Bias
+    wq, aq = _quantizers(scales, granularity)
+    act = dict(act_quant=aq, bit_width=abits, return_quant_tensor=True)
+    wgt = dict(weight_quant=wq, bias_quant=Int32Bias, return_quant_tensor=True)
+    c1, c2 = channels
+    if head == "trunc":
+        tail = [qnn.TruncAvgPool2d(2, return_quant_tensor=True), nn.Flatten()]
+        features = 4 * c2
+    elif head == "global":
+        tail = [nn.AdaptiveAvgPool2d(1), qnn.QuantIdentity(**act), nn.Flatten()]
+        features = c2
+    else:
+        raise ValueError(f"head must be 'trunc' or 'global', got {head!r}")
+
+    class ViewCNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(
+                qnn.QuantIdentity(**act),
+                qnn.QuantConv2d(1, c1, 3, padding=1, weight_bit_width=wbits, **wgt),
+                qnn.QuantReLU(**act), nn.AvgPool2d(2), qnn.QuantIdentity(**act),
+                qnn.QuantConv2d(c1, c2, 3, padding=1, weight_bit_width=WIDE_BITS[0], **wgt),
+                qnn.QuantReLU(**act), *tail,
+                qnn.QuantLinear(features, 10, bias=True, weight_bit_width=WIDE_BITS[1],
+                                **(wgt | {"return_quant_tensor": False})))
+
+        def forward(self, x):
+            return self.body(x.view(-1, 1, 8, 8))
+    return ViewCNN()
 
 
 def digits_float():
@@ -174,7 +229,7 @@ def run(out_dir: Path, quick: bool) -> dict:
         for name, kind, wb, ab, scales, gran, last_bias in CONFIGS:
             if quick and name not in QUICK:
                 continue
-            shape = (64,) if kind == "mlp" else (1, 8, 8)
+            shape = input_shape(kind)
             t0 = time.monotonic()
             model = train(build(kind, wb, ab, scales, gran, last_bias), xtr, ytr, shape,
                           3 if quick else 8)

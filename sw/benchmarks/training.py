@@ -33,10 +33,8 @@ epoch), ``accuracy_vs_bits.png``.
 from __future__ import annotations
 
 import math
-import multiprocessing as mp
 import os
 import statistics
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 #: (name, weight_bits, act_bits, input_bits, batchnorm) -- input bits None: the act bits.
@@ -255,12 +253,8 @@ def run(out_dir: Path, quick: bool) -> dict:
                                     "batchnorm": bn} | over)
 
     workers = WORKERS or max(1, min(len(os.sched_getaffinity(0)), 4))
-    keys = list(jobs)
-    if workers == 1:
-        results = {k: _job(jobs[k]) for k in keys}
-    else:
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            results = dict(zip(keys, pool.map(_job, [jobs[k] for k in keys])))
+    from softfloor.benchmarks.sweeprun import all_done, run_jobs
+    results = all_done(*run_jobs(jobs, _job, out_dir / "training-sweep.sqlite", workers))
 
     ratios = _epoch_ratios(surrogates, 3 if quick else 5)
     time_flipped = [s for s in TIME_FLIPPED_SURROGATES if s in surrogates]
@@ -345,7 +339,8 @@ def run(out_dir: Path, quick: bool) -> dict:
                         "best_overall_acc": round(100 * means[(best_any, name)], 2)})
     wins = [v["config"] for v in verdict if v["smooth_minus_ste"] > 0]
     notes.append(f"{len(results)} training runs, {epochs} epochs, seeds {list(seeds)}, "
-                 f"{workers} worker processes; every QAT run bit-exact to its integer model: "
+                 f"{workers} Ray workers (softfloor.sweep; runs recorded in "
+                 f"training-sweep.sqlite); every QAT run bit-exact to its integer model: "
                  f"{all_exact}; float epoch {1000 * float_epoch:.0f} ms wall in the pool (the epoch-time "
                  "ratios are CPU times measured apart, in one process).")
     notes.append("Smooth surrogate ahead of STE (mean over seeds) at: "

@@ -164,3 +164,19 @@ def test_input_quant_option(tmp_path, capsys):
     assert cli.main(["data", "--out", str(out), "--quiet", "--input-bits", "4",
                      "--input-quant", "per-pixel"]) != 0
     assert "needs 1-bit inputs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["train", "flow"])
+def test_help_shows_the_defaults_per_configuration(command, capsys):
+    """``--help`` states each per-configuration rule and lists the resolved defaults, computed
+    from ``TrainConfig`` (so they cannot drift from the code)."""
+    from softfloor.train import DEFAULT_RULES, TrainConfig
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"default: {DEFAULT_RULES['surrogate']}" in out
+    table = out.split("training defaults per configuration", 1)[1]
+    for name, kw in cli.SHOWN_DEFAULTS:
+        cfg = TrainConfig(**kw)
+        row = f"{name} {cfg.surrogate} {'on' if cfg.use_batchnorm else 'off'}"
+        assert f" {row} " in f" {table} ", row

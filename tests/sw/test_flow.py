@@ -50,6 +50,10 @@ def test_default_flow_is_bit_exact_on_both_simulators(tmp_path):
     assert rep["hardware"]["initiation_interval"] == man["initiation_interval"]
     assert (out / f"{man['top']}.v").exists()
     assert set(rep["timings"]) >= {"data", "train", "export", "golden", "rtl", "sim"}
+    # no training flag given: train.json records the w4a4 defaults, resolved, and that they are
+    cfg = json.loads((out / "train.json").read_text())["config"]
+    assert (cfg["surrogate"], cfg["batchnorm"]) == ("sigmoid", True)
+    assert {"surrogate", "batchnorm", "lr", "lr_schedule", "augment_noise"} <= set(cfg["defaults"])
 
 
 @pytest.mark.sim

@@ -42,7 +42,9 @@ def test_stages_golden_equals_torch(wb, ab, sur, tmp_path):
     np.testing.assert_array_equal(vec["golden"], hard_codes(res.model, vec["inputs"]))
     np.testing.assert_array_equal(vec["golden"], float_hard_codes(res.model, vec["inputs"]))
     train = json.loads((out / "train.json").read_text())
-    assert train["config"]["batchnorm"] == (min(wb, ab) <= 2 and ab >= 2)
+    assert train["config"]["batchnorm"] == (ab >= 2)
+    assert "batchnorm" in train["config"]["defaults"]           # resolved, and said so
+    assert "surrogate" not in train["config"]["defaults"]       # given on the command line
     # a 1-bit input gets one threshold per pixel, calibrated on the training samples and
     # trained with the network
     assert train["config"]["input_quant"] == ("learned" if ab == 1 else "global")

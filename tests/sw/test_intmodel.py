@@ -35,7 +35,9 @@ def test_accumulator_overflow_is_rejected(model):
 @pytest.mark.parametrize("mutate, match", [
     (lambda d: d.update(version=99), "version"),
     (lambda d: d.update(format="onnx"), "format"),
-    (lambda d: d["layers"][0].update(weight_bits=9), "weight_bits"),
+    (lambda d: d["layers"][0].update(weight_bits=17), r"weight_bits: 17 outside"),
+    (lambda d: d["layers"][0].update(weight_bits=9), r"layers\[0\].weight_bits \(9 > 8\) needs "
+                                                     r"version 3"),
     (lambda d: d["layers"][0]["weight"][0].__setitem__(0, 100), r"weight\[0\]\[0\]"),
     (lambda d: d["layers"][0]["weight"].pop(), "weight"),
     (lambda d: d["layers"][0].update(op="conv9d"), "op"),
@@ -359,6 +361,22 @@ def test_lut_and_argmax_round_trip_as_version_3(tmp_path):
     with pytest.raises(im.ModelFormatError, match=r"model.version: 2, but layers\[0\] \(lut\) "
                                                   r"needs version 3"):
         im.IntModel.from_dict(d)
+
+
+def test_weights_wider_than_8_bits_need_version_3(model, cnn, tmp_path):
+    """Weights of 9..16 bits are version 3; the newest feature decides the version, wherever it
+    is (a version 2 input before a 12-bit layer is still version 3)."""
+    wide = im.IntModel.from_dict(model.to_dict())
+    wide.layers[2].weight_bits = 16
+    assert wide.required_version() == (3, "layers[2].weight_bits (16 > 8)")
+    back = im.load(im.save(wide, tmp_path / "w.intmodel.json"))
+    assert back.to_dict() == wide.to_dict() and back.to_dict()["version"] == 3
+    c = im.IntModel.from_dict(cnn.to_dict())
+    c.layers[-1].weight_bits = 12
+    assert c.required_version() == (3, f"layers[{len(c.layers) - 1}].weight_bits (12 > 8)")
+    with pytest.raises(im.ModelFormatError, match=r"model.version: 2, but layers\[.*\]"
+                                                  r".weight_bits \(12 > 8\) needs version 3"):
+        im.IntModel.from_dict(c.to_dict() | {"version": 2})
 
 
 @pytest.mark.parametrize("mutate, match", [

@@ -52,14 +52,14 @@ def _cnn():
     return build("cnn", 4, 4, "po2", "channel", channels=(4, 8))
 
 
-def _train_export(model, digits, shape, epochs, path, batch=64) -> float:
+def _train_export(model, digits, shape, epochs, path, batch=64, lr=0.02) -> float:
     """A few epochs of Adam, then export_qonnx; returns the Brevitas test accuracy."""
     import torch
     from brevitas.export import export_qonnx
 
     from softfloor.benchmarks.qonnx import train
     xtr, ytr, xte, yte = digits
-    train(model, xtr, ytr, shape, epochs, seed=0, lr=0.02, batch=batch)
+    train(model, xtr, ytr, shape, epochs, seed=0, lr=lr, batch=batch)
     with torch.no_grad():
         acc = float((model(torch.tensor(xte).reshape((-1,) + shape)).argmax(1).numpy()
                      == yte).mean())
@@ -78,25 +78,25 @@ def _import_and_compare(path, digits):
     return res, agree
 
 
-def _flow_rtl_equals_onnx(onnx_path, model, digits, n, tmp_path):
-    """``flow --model`` (float inputs) on both simulators: RTL == golden == ``execute_onnx``
-    on ``n`` test samples, integer codes."""
+def _flow_rtl_equals_onnx(onnx_path, model, digits, n, tmp_path, sims=("verilator", "icarus")):
+    """``flow --model`` (float inputs) on ``sims``: RTL == golden == ``execute_onnx`` on ``n``
+    test samples, integer codes."""
     from softfloor import qonnx_import as qi
-    tools.ensure("verilator")
-    tools.ensure("icarus")
+    for sim in sims:
+        tools.ensure(sim)
     im.save(model, tmp_path / "model.intmodel.json")
     x, y = digits[2][:n], digits[3][:n]
     np.save(tmp_path / "x.npy", x)
     np.save(tmp_path / "y.npy", y)
     rc = cli.main(["flow", "--model", str(tmp_path / "model.intmodel.json"), "--inputs",
                    str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"),
-                   "--simulator", "both", "--no-synth", "--out", str(tmp_path / "flow"),
-                   "--quiet"])
+                   "--simulator", "both" if len(sims) > 1 else sims[0], "--no-synth",
+                   "--out", str(tmp_path / "flow"), "--quiet"])
     assert rc == 0
     rep = json.loads((tmp_path / "flow" / "report.json").read_text())
     vec = np.load(tmp_path / "flow" / "vectors.npz")
     ref = qi.execute_qonnx(onnx_path, x, batch=n)
-    for sim in ("verilator", "icarus"):
+    for sim in sims:
         assert rep["bit_exact"][sim]["samples"] == n
         assert rep["bit_exact"][sim]["mismatches"] == 0
         np.testing.assert_array_equal(vec[f"rtl_{sim}"], np.rint(ref / model.output.scale))
@@ -154,6 +154,46 @@ def test_power_of_two_cnn_is_bit_exact_through_golden_and_rtl(digits, tmp_path):
                    "flatten", "dense"]
     assert res.model.input.shape == (1, 8, 8) and res.model.to_dict()["version"] == 2
     _flow_rtl_equals_onnx(tmp_path / "cnn.onnx", res.model, digits, 40, tmp_path)
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_flat_input_cnn_with_average_pooling_and_wide_weights_is_bit_exact(digits, tmp_path):
+    """What Brevitas users export for flat inputs: ``x.view(-1, 1, 8, 8)`` before the input
+    quantizer, ``AvgPool2d(2)``, ``TruncAvgPool2d(2)``, 12-bit conv and 10-bit dense weights:
+    golden == execute_onnx on every test sample and every layer, then the RTL on both
+    Icarus (``tests/sim/test_wide_weights.py`` puts wide weights through both simulators)."""
+    from softfloor.benchmarks.qonnx import build
+    model = build("cnn-view-trunc", 4, 4, "po2", "channel", channels=(4, 8))
+    torch_acc = _train_export(model, digits, (64,), 2, tmp_path / "view.onnx", batch=128,
+                              lr=0.05)
+    res, agree = _import_and_compare(tmp_path / "view.onnx", digits)
+    assert res.exact and res.model.input.shape == (1, 8, 8)
+    assert res.model.meta["onnx_input_views"] and res.model.to_dict()["version"] == 3
+    n = agree["samples"]
+    assert agree["codes_equal"] == n and agree["argmax_equal"] == n
+    assert set(agree["layers"].values()) == {n} and len(agree["layers"]) == 5
+    assert agree["accuracy_golden"] == pytest.approx(torch_acc) and torch_acc > 0.5
+    assert [(lay.name[:7], getattr(lay, "weight_bits", None)) for lay in res.model.layers
+            if lay.op in ("conv2d", "dense")] == [("conv0", 4), ("avgpool", 2), ("conv4", 12),
+                                                  ("avgpool", 2), ("fc9", 10)]
+    _flow_rtl_equals_onnx(tmp_path / "view.onnx", res.model, digits, 30, tmp_path,
+                          sims=("icarus",))
+
+
+@pytest.mark.slow
+def test_global_average_pooling_imports_exactly(digits, tmp_path):
+    """``AdaptiveAvgPool2d(1)`` (exported as ``ReduceMean`` over H, W of a 4x4 map) and a
+    QuantIdentity: golden == execute_onnx on every test sample."""
+    from softfloor.benchmarks.qonnx import build
+    model = build("cnn-view-global", 4, 4, "po2", "channel", channels=(4, 8))
+    _train_export(model, digits, (64,), 1, tmp_path / "gap.onnx", batch=128, lr=0.05)
+    res, agree = _import_and_compare(tmp_path / "gap.onnx", digits)
+    gap = res.model.layers[6]
+    assert res.exact and gap.op == "conv2d" and gap.kernel == (4, 4)
+    assert "mean" in res.model.meta["onnx_nodes"][gap.name]
+    assert agree["codes_equal"] == agree["samples"] == 360
+    assert set(agree["layers"].values()) == {360}
 
 
 @pytest.mark.slow
@@ -237,10 +277,15 @@ def _residual(nodes, const, quant, helper):
     return "y"
 
 
-def _wide_weights(nodes, const, quant, helper):
-    const("w2", np.ones((4, 2), dtype=np.float32))
-    quant("w2", "w2q", 1 / 512, 12, 1)
+def _wide_weights(nodes, const, quant, helper, bits=17):
+    const("w2", np.linspace(-3, 3, 16, dtype=np.float32).reshape(4, 4))
+    quant("w2", "w2q", 1 / 512, bits, 1)
     nodes.append(helper.make_node("MatMul", ["acc", "w2q"], ["y"], name="mm2"))
+    return "y"
+
+
+def _concat(nodes, const, quant, helper):
+    nodes.append(helper.make_node("Concat", ["acc", "acc"], ["y"], name="cat", axis=1))
     return "y"
 
 
@@ -252,8 +297,10 @@ def _bipolar_act(nodes, const, quant, helper):
     (_sigmoid, r"node sig \(Sigmoid\): not supported"),
     (_ceil, r"node q_y \(Quant\): rounding_mode CEIL"),
     (_zero_point, r"node q_y \(Quant\): zero point"),
-    (_residual, r"node res \(Add\): only adding a constant bias"),
-    (_wide_weights, r"node mm2 \(MatMul\): 12-bit weights"),
+    (_residual, r"node res \(Add\): only adding a constant bias.*no residual adds.*single "
+                r"chain"),
+    (_concat, r"node cat \(Concat\): not supported; .*branches.*single chain"),
+    (_wide_weights, r"node mm2 \(MatMul\): 17-bit weights; softfloor supports 1..16"),
     (_bipolar_act, r"node q_y \(Quant\): 1-bit signed \(bipolar\)"),
 ])
 def test_unsupported_nodes_are_named_with_the_reason(tmp_path, body, match):
@@ -306,3 +353,128 @@ def test_requant_ratios_become_exact_shifts_or_close_multipliers():
             bits = min(31, 61 - max_abs.bit_length())
             assert abs(m / 2.0 ** s / r - 1) <= 2.0 ** -(bits - 2)
 
+
+
+# ----------------------------------------------------------------------------------------------
+# Images: shape-only ops on the graph input, average pooling, Trunc (hand-built QONNX graphs).
+
+def _image_graph(tmp_path, body, pre=("Reshape",), name="img"):
+    """x (1, 32) -> ``pre`` (shape-only: Reshape to (1, 2, 4, 4), or a Transpose after it) ->
+    Quant(u4, 2^-4) -> body(...) -> y."""
+    _require_extra()
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper as nh
+    inits, nodes = [], []
+
+    def const(nm, v, dtype=np.float32):
+        inits.append(nh.from_array(np.asarray(v, dtype=dtype), nm))
+        return nm
+
+    def quant(inp, out, scale, bits, signed, rounding="ROUND"):
+        nodes.append(helper.make_node(
+            "Quant", [inp, const(out + "_s", scale), const(out + "_z", 0.0),
+                      const(out + "_b", bits)], [out], name=f"q_{out}",
+            domain="qonnx.custom_op.general", signed=signed, narrow=0, rounding_mode=rounding))
+        return out
+    t = "x"
+    for i, op in enumerate(pre):
+        if op == "Reshape":
+            nodes.append(helper.make_node("Reshape", [t, const("shape", [-1, 2, 4, 4], np.int64)],
+                                          ["view"], name="view"))
+            t = "view"
+        else:
+            nodes.append(helper.make_node(op, [t], [f"pre{i}"], name=f"pre{i}",
+                                          **({"perm": [0, 1, 3, 2]} if op == "Transpose" else {})))
+            t = f"pre{i}"
+    quant(t, "xq", 1 / 16, 4, 0)
+    out = body(nodes, const, quant, helper)
+    g = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                      [1, 32])],
+                          [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13),
+                                            helper.make_opsetid("qonnx.custom_op.general", 2)])
+    p = tmp_path / f"{name}.onnx"
+    onnx.save(m, p)
+    return p
+
+
+def _avg(nodes, const, quant, helper, k=(2, 2), pads=(0, 0, 0, 0), include=1, then="quant"):
+    nodes.append(helper.make_node("AveragePool", ["xq"], ["avg"], name="avg", kernel_shape=k,
+                                  strides=k, pads=pads, count_include_pad=include))
+    if then == "trunc":    # Brevitas TruncAvgPool2d: the window sum at 2^-6, to 4 bits at 2^-5
+        nodes.append(helper.make_node(
+            "Trunc", ["avg", const("ts", 1 / 64), const("tz", 0.0), const("tib", 6.0),
+                      const("tos", 1 / 32), const("tob", 4.0)], ["tr"], name="trunc",
+            domain="qonnx.custom_op.general", signed=0, narrow=0, rounding_mode="FLOOR"))
+        t = "tr"
+    else:
+        t = quant("avg", "aq", 1 / 32, 4, 0, rounding="FLOOR")
+    nodes.append(helper.make_node("Flatten", [t], ["y"], name="flat"))
+    return "y"
+
+
+def _global(nodes, const, quant, helper):
+    nodes.append(helper.make_node("ReduceMean", ["xq"], ["m"], name="mean", axes=[2, 3],
+                                  keepdims=0))
+    return quant("m", "y", 1 / 64, 8, 0)
+
+
+@pytest.mark.parametrize("body, pre, layers", [
+    (_avg, ("Reshape",), ["avgpool0", "rq1", "flatten2"]),
+    (lambda *a: _avg(*a, pads=(1, 1, 1, 1)), ("Reshape", "Identity"),
+     ["avgpool0", "rq1", "flatten2"]),
+    (lambda *a: _avg(*a, then="trunc"), ("Reshape",), ["avgpool0", "rq1", "flatten2"]),
+    (lambda *a: _avg(*a, k=(4, 4)), ("Reshape",), ["avgpool0", "rq1", "flatten2"]),
+    (_global, ("Reshape",), ["avgpool0", "flatten1", "rq2"]),
+])
+def test_reshaped_input_and_average_pooling_import_exactly(tmp_path, body, pre, layers):
+    """A reshape of the flat graph input folds into the input spec; power-of-two average
+    pooling (padded with count_include_pad, Trunc after it, global as ReduceMean) is a 0/1
+    conv2d and a shift: every code equal to execute_onnx's, at ties too (inputs on the grid)."""
+    from softfloor import qonnx_import as qi
+    p = _image_graph(tmp_path, body, pre)
+    res = qi.import_qonnx(p)
+    assert res.exact and [lay.name for lay in res.model.layers] == layers
+    assert res.model.input.shape == (2, 4, 4)
+    assert res.model.meta["onnx_input_views"] == ["view"] + (["pre1"] if len(pre) > 1 else [])
+    pool = res.model.layers[0]
+    assert pool.op == "conv2d" and pool.weight_bits == 2
+    assert np.array_equal(pool.weight.sum(axis=(2, 3)), np.eye(2) * pool.weight[0, 0].size)
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.integers(0, 16, size=(200, 32)) / 16,   # codes: every tie occurs
+                        rng.uniform(-0.2, 1.2, size=(56, 32))]).astype(np.float32)
+    agree = qi.agreement(p, res.model, x, batch=256)
+    assert agree["codes_equal"] == 256 and agree["codes_on_grid"]
+    assert agree["first_differing_layer"] is None
+
+
+def _transpose_pre(tmp_path):
+    return _image_graph(tmp_path, _avg, ("Reshape", "Transpose"))
+
+
+@pytest.mark.parametrize("make, match", [
+    (_transpose_pre, r"node pre1 \(Transpose\): permutes the graph input before its quantizer"),
+    (lambda t: _image_graph(t, lambda *a: _avg(*a, k=(3, 3))),
+     r"node avg \(AveragePool\): a 3x3 window averages 9 values; only power-of-two"),
+    (lambda t: _image_graph(t, lambda *a: _avg(*a, pads=(1, 1, 1, 1), include=0)),
+     r"node avg \(AveragePool\): padding with count_include_pad=0"),
+])
+def test_inexact_pooling_and_input_permutations_are_named(tmp_path, make, match):
+    from softfloor import qonnx_import as qi
+    with pytest.raises(qi.QonnxImportError, match=match):
+        qi.import_qonnx(make(tmp_path))
+
+
+def test_weights_wider_than_8_bits_import_exactly(tmp_path):
+    """12-bit weights: accepted (the accumulator bound allows them), a version 3 model file,
+    every code equal to execute_onnx's."""
+    from softfloor import qonnx_import as qi
+    p = _graph(tmp_path, lambda *a: _wide_weights(*a, bits=12))
+    res = qi.import_qonnx(p)
+    assert res.exact
+    assert [lay.weight_bits for lay in res.model.layers if lay.op == "dense"] == [4, 12]
+    assert res.model.required_version() == (3, "layers[1].weight_bits (12 > 8)")
+    im.save(res.model, tmp_path / "m.json")
+    assert json.loads((tmp_path / "m.json").read_text())["version"] == 3
+    x = np.random.default_rng(0).uniform(-0.2, 1.2, size=(64, 4)).astype(np.float32)
+    assert qi.agreement(p, res.model, x, batch=64)["codes_equal"] == 64

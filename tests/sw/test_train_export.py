@@ -207,7 +207,7 @@ def test_schedule_defaults_come_from_the_surrogate(name):
     assert (cfg.schedule().k_start, cfg.schedule().k_end) == default_k(name)
     assert config_dict(cfg)["k_end"] == default_k(name)[1]
     assert TrainConfig(surrogate=name, k_end=7.0).schedule().k_end == 7.0
-    assert TrainConfig(weight_bits=1).use_batchnorm and not TrainConfig().use_batchnorm
+    assert TrainConfig(weight_bits=1).use_batchnorm and TrainConfig().use_batchnorm
     assert not TrainConfig(weight_bits=1, act_bits=1).use_batchnorm
     assert not TrainConfig(weight_bits=4, act_bits=1).use_batchnorm
     assert not TrainConfig(act_bits=1, batchnorm=False).use_batchnorm
@@ -215,9 +215,43 @@ def test_schedule_defaults_come_from_the_surrogate(name):
     assert TrainConfig(weight_bits=2, act_bits=2).learning_rate == 2e-2
     assert TrainConfig(weight_bits=1, act_bits=2).learning_rate == 1e-2
     assert TrainConfig(weight_bits=2, act_bits=4).use_batchnorm
-    assert not TrainConfig(weight_bits=3, act_bits=3).use_batchnorm
+    assert TrainConfig(weight_bits=3, act_bits=3).use_batchnorm
+    assert not TrainConfig(arch="cnn").use_batchnorm
     assert TrainConfig(lr=1e-3, weight_bits=1).learning_rate == 1e-3
     assert config_dict(TrainConfig(weight_bits=1))["lr"] == 1e-2
+
+
+@pytest.mark.parametrize("kw, surrogate, bn, schedule, grad, noise", [
+    ({}, "sigmoid", True, "cosine", "box", 0.0),
+    ({"weight_bits": 8, "act_bits": 8}, "sigmoid", True, "cosine", "box", 0.0),
+    ({"weight_bits": 3, "act_bits": 3}, "sigmoid", True, "cosine", "box", 0.0),
+    ({"weight_bits": 2, "act_bits": 2}, "ste", True, "cosine", "box", 0.0),
+    ({"weight_bits": 4, "act_bits": 2}, "ste", True, "cosine", "box", 0.0),
+    ({"weight_bits": 1, "act_bits": 2}, "ste", True, "cosine", "box", 0.0),
+    ({"weight_bits": 1, "act_bits": 1}, "ste", False, "flat_cosine", "triangle", 0.05),
+    ({"weight_bits": 1, "act_bits": 1, "input_bits": 4}, "ste", False, "cosine", "box", 0.3),
+    ({"weight_bits": 4, "act_bits": 1}, "ste", False, "cosine", "box", 0.05),
+    ({"arch": "cnn"}, "sigmoid", False, "cosine", "box", 0.0),
+    ({"arch": "cnn", "weight_bits": 2, "act_bits": 2}, "ste", False, "cosine", "box", 0.0),
+    ({"weight_bits": 1, "act_bits": 1, "surrogate": "sigmoid"}, "sigmoid", False, "cosine",
+     "box", 0.05),
+])
+def test_defaults_resolve_per_configuration(kw, surrogate, bn, schedule, grad, noise):
+    """Every unset option takes its configuration's default (``DEFAULT_RULES``), recorded
+    resolved in ``config_dict`` with the list of the options that were defaulted; a set option
+    wins and is not listed."""
+    from softfloor.train import DEFAULT_RULES, config_dict
+    cfg = TrainConfig(**kw)
+    d = config_dict(cfg)
+    assert (cfg.surrogate, d["batchnorm"], d["lr_schedule"], d["binary_act_grad"],
+            d["augment_noise"]) == (surrogate, bn, schedule, grad, noise)
+    assert ("surrogate" in d["defaults"]) == ("surrogate" not in kw)
+    assert {"batchnorm", "lr", "lr_schedule", "augment_noise"} <= set(d["defaults"])
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    again = config_dict(TrainConfig.from_dict(d))        # train.json's config reproduces the run
+    assert again["defaults"] == [] and again | {"defaults": d["defaults"]} == d
+    assert set(DEFAULT_RULES) >= {"surrogate", "batchnorm", "lr", "lr_schedule",
+                                  "binary_act_grad", "augment_noise"}
 
 
 def test_bad_batchnorm_mode():
@@ -460,7 +494,7 @@ def test_lr_schedule_and_binary_grad_per_configuration(splits, monkeypatch):
                 TrainConfig(act_bits=1, surrogate="ste"),
                 TrainConfig(weight_bits=1, act_bits=1, input_bits=4, surrogate="ste"),
                 TrainConfig(weight_bits=1, act_bits=1, arch="cnn", surrogate="ste"),
-                TrainConfig(weight_bits=1, act_bits=1),                      # sigmoid
+                TrainConfig(weight_bits=1, act_bits=1, surrogate="sigmoid"),
                 TrainConfig(weight_bits=1, act_bits=1, surrogate="lsq")):
         assert (cfg.learning_rate_schedule, cfg.binary_grad) == ("cosine", "box"), cfg
     cfg = TrainConfig(weight_bits=1, act_bits=1, lr_schedule="cosine", binary_act_grad="box",
