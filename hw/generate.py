@@ -28,12 +28,12 @@ from pathlib import Path
 
 from amaranth.back import verilog
 
-import numpy as np
-
-from ..intmodel import IntModel, atomic_write_text, load
-from . import planner
-from .engine import ENGINE_LATENCY, REQUANT_LATENCY
-from .top import ADAPTER_LATENCY, IO_PINS_UP5K_SG48, SoftfloorTop, silence
+from softfloor.intmodel import IntModel, atomic_write_text, load
+from softfloor.hw import planner
+from softfloor.hw.pipeline import ADAPTER_LATENCY, IO_PINS_UP5K_SG48, Pipeline
+from softfloor.hw.rtl.elementwise import ELEMENTWISE_LATENCY
+from softfloor.hw.rtl.mvu import MVU_LATENCY
+from softfloor.hw.top import SoftfloorTop
 
 __all__ = ["generate", "build_manifest", "make_top", "Generated", "MANIFEST_VERSION"]
 
@@ -63,45 +63,9 @@ def _check_name(name: str) -> str:
     return name
 
 
-def _manifest(top: SoftfloorTop, name: str, device: str = "up5k") -> dict:
-    model = top.model
-    layers = []
-    for n, e in enumerate(top.engines):
-        spec = e.spec
-        entry = {"name": e.layer_names[0], "fused": e.layer_names,
-                 "instance": f"engine{n}_{e.layer_names[0]}",
-                 "kind": spec.kind,
-                 "rows": e.rows, "cols": e.cols, "cycles": e.cycles,
-                 "initiation_interval": e.initiation_interval,
-                 "latency": e.latency, "tail_latency": e.tail_latency,
-                 "resources": e.resources(device),
-                 "in_bits": e.in_type.bits, "in_signed": e.in_type.signed,
-                 "out_bits": e.out_type.bits, "out_signed": e.out_type.signed,
-                 "in_elements_per_transfer": e.in_ept,
-                 "out_elements_per_transfer": e.out_ept,
-                 "out_element_bits": e.out_shape.width,
-                 "in_order": spec.order,
-                 "out_order": ("hwc" if spec.kind in ("conv", "pool") else "flat"
-                               if spec.kind == "dense" else spec.order),
-                 "out_elements": e.out_elements if hasattr(e, "out_elements") else e.rows}
-        if spec.folded:
-            entry.update(pe=e.pe, simd=e.simd, mac_units=e.mac_units, dsp=e.dsp,
-                         tree_levels=e.tree_levels, acc_bits=e.dense.acc_bits,
-                         weight_bits=e.dense.weight_bits, macs=e.dense.macs() * spec.pixels,
-                         const_weights=bool(getattr(e, "core", e).const_weights))
-            rq = e.requant
-            if rq is not None:
-                entry["requant"] = {"multiplier": np.asarray(rq.multiplier).tolist(),
-                                    "shift": np.asarray(rq.shift).tolist(),
-                                    "rounding": rq.rounding, "lo": rq.lo, "hi": rq.hi}
-        else:
-            entry.update(pe=e.in_ept, simd=1, mac_units=0, dsp=False, acc_bits=None)
-        if spec.kind in ("conv", "pool"):
-            entry.update(frame=list(spec.frame), pixels=spec.pixels,
-                         out_frame=list(e.out_frame),
-                         tap_elements_per_transfer=e.tap_ept,
-                         kernel=list(spec.layer.kernel), stride=list(spec.layer.stride))
-        layers.append(entry)
+def _manifest(pipeline: Pipeline, plan, name: str, device: str = "up5k") -> dict:
+    model = pipeline.model
+    layers = [op.manifest_entry(n, device) for n, op in enumerate(pipeline.ops)]
     model_layers = []
     for layer in model.layers:
         d = layer.to_dict()
@@ -116,59 +80,68 @@ def _manifest(top: SoftfloorTop, name: str, device: str = "up5k") -> dict:
         "reset": "rst",
         "reset_active": "high",
         "reset_kind": "synchronous",
-        "input": top.in_layout.to_dict() | {
+        "input": pipeline.in_layout.to_dict() | {
             "tlast": "ignored: a sample is always beats_per_sample beats (framing by count)"},
-        "output": top.out_layout.to_dict() | {"tlast": "high on the last beat of each sample"},
-        "cycles_per_inference": top.cycles_per_inference,
+        "output": pipeline.out_layout.to_dict() | {"tlast": "high on the last beat of each sample"},
+        "cycles_per_inference": pipeline.cycles_per_inference,
         "cycles_per_inference_definition": (
             "cycles from the first input beat accepted to the last output beat accepted, "
             "isolated sample, input presented back to back, output always ready"),
         "latency_formula": (
             f"input transfers - 1 + {ADAPTER_LATENCY} + (output beats_per_element - 1) + "
             f"sum over dense engines of "
-            f"(ceil(rows/pe)*ceil(cols/simd) + tree_levels + {ENGINE_LATENCY} + "
+            f"(ceil(rows/pe)*ceil(cols/simd) + tree_levels + {MVU_LATENCY} + "
             f"last row group's output transfers - 1) + sum over requant engines of "
-            f"{REQUANT_LATENCY}; tree_levels (per layer in layers[]) is "
+            f"{ELEMENTWISE_LATENCY}; tree_levels (per layer in layers[]) is "
             f"ceil(log2(simd * product terms)), or for a fully unrolled constant-weight engine "
-            f"(pe = rows, simd = cols) ceil(log4(ceil(simd / 4)))"),
-        "initiation_interval": top.initiation_interval,
+            f"(pe = rows, simd = cols) the registered stages of its matrix's adder graph - 1 "
+            f"(one register per 2 adder levels)"),
+        "initiation_interval": pipeline.initiation_interval,
         "initiation_interval_formula": (
             "max over engines of max(ceil(rows/pe)*ceil(cols/simd), input transfers, output "
             "transfers); input transfers and beats; output transfers and beats"),
-        "mac_units": top.mac_units,
+        "mac_units": pipeline.mac_units,
         "macs_per_inference": int(model.macs()),
-        "io_pins": top.io_pins,
-        "fits_up5k_sg48_pins": top.io_pins <= IO_PINS_UP5K_SG48,
+        "io_pins": pipeline.io_pins,
+        "fits_up5k_sg48_pins": pipeline.io_pins <= IO_PINS_UP5K_SG48,
         "device": device,
-        "resources_estimate": top.resources(device),
-        "plan": top.plan.to_dict() if top.plan is not None else None,
+        "resources_estimate": pipeline.resources(device),
+        "plan": plan.to_dict() if plan is not None else None,
         "layers": layers,
         "model_layers": model_layers,
     }
 
 
-def make_top(model, *, elements_per_beat=None, device: str = "up5k",
-             objective: str = "throughput", overrides: dict | None = None, folding=None) -> SoftfloorTop:
-    """The top :func:`generate` emits: folded by ``folding`` if given, else by the planner."""
+def _plan(model, *, elements_per_beat=None, device: str = "up5k",
+          objective: str = "throughput", overrides: dict | None = None, folding=None):
+    """``(pipeline, plan)``: the planner's plan unless ``folding`` is given."""
     model = _as_model(model)
     if folding is None:
         folding = planner.plan(model, device, objective, overrides,
                                elements_per_beat=elements_per_beat)
     elif overrides:
         raise ValueError("give either folding or overrides, not both")
-    return SoftfloorTop(model, elements_per_beat=elements_per_beat, folding=folding)
+    plan = folding if isinstance(folding, planner.Plan) else None
+    return planner.realize(model, folding, elements_per_beat), plan
+
+
+def make_top(model, *, elements_per_beat=None, device: str = "up5k",
+             objective: str = "throughput", overrides: dict | None = None,
+             folding=None) -> SoftfloorTop:
+    """The top :func:`generate` emits: folded by ``folding`` if given, else by the planner."""
+    pipeline, plan = _plan(model, elements_per_beat=elements_per_beat, device=device,
+                           objective=objective, overrides=overrides, folding=folding)
+    return SoftfloorTop(pipeline.model, elements_per_beat=elements_per_beat,
+                        folding=plan or pipeline)
 
 
 def build_manifest(model, *, elements_per_beat=None, name: str = "softfloor_top",
                    device: str = "up5k", objective: str = "throughput",
                    overrides: dict | None = None, folding=None) -> dict:
     """The manifest of the top that :func:`generate` would emit, without generating Verilog."""
-    top = make_top(model, elements_per_beat=elements_per_beat, device=device,
-                   objective=objective, overrides=overrides, folding=folding)
-    # Only introspected, never elaborated: silence Amaranth's UnusedElaboratable warnings.
-    top._MustUse__silence = True
-    silence(top.engines)
-    return _manifest(top, _check_name(name), device)
+    pipeline, plan = _plan(model, elements_per_beat=elements_per_beat, device=device,
+                           objective=objective, overrides=overrides, folding=folding)
+    return _manifest(pipeline, plan, _check_name(name), device)
 
 
 def generate(model, out_dir, *, elements_per_beat=None, name: str = "softfloor_top",
@@ -189,7 +162,7 @@ def generate(model, out_dir, *, elements_per_beat=None, name: str = "softfloor_t
         The planner's inputs (:func:`softfloor.hw.planner.plan`): the default is the
         throughput plan for the UP5K. Ignored when ``folding`` is given.
     folding : None, Plan or dict
-        Explicit folding (see :func:`softfloor.hw.top.plan_engines`); ``{}`` is fully folded.
+        Explicit folding (see :func:`softfloor.hw.planner.realize`); ``{}`` is fully folded.
 
     Returns
     -------
@@ -200,7 +173,7 @@ def generate(model, out_dir, *, elements_per_beat=None, name: str = "softfloor_t
     t0 = time.monotonic()
     top = make_top(model, elements_per_beat=elements_per_beat, device=device,
                    objective=objective, overrides=overrides, folding=folding)
-    manifest = _manifest(top, name, device)
+    manifest = _manifest(top.pipeline, top.plan, name, device)
     text = verilog.convert(top, name=name, emit_src=False)
     out_dir = Path(out_dir)
     v_path = atomic_write_text(out_dir / f"{name}.v", text)

@@ -65,6 +65,7 @@ class SynthResult:
     io: int
     tools: str
     seconds: float
+    bitstream: str | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -112,8 +113,16 @@ def _run(cmd: list[str], log: Path, what: str, cwd: Path | None = None) -> str:
 
 def synthesize(verilog: str | os.PathLike, top: str, out_dir: str | os.PathLike,
                device: str = DEFAULT_DEVICE, freq_mhz: float = 48.0, seed: int = 1,
-               progress=None) -> SynthResult:
-    """Synthesize ``verilog`` for ``device``, place and route it, and read off the numbers."""
+               progress=None, *, sources=(), constraints=None, nextpnr_args=None,
+               pack: bool = False) -> SynthResult:
+    """Synthesize ``verilog`` for ``device``, place and route it, and read off the numbers.
+
+    ``sources``: more Verilog files read first (e.g. the core a board top instantiates);
+    ``constraints``: a ``.pcf`` / ``.lpf`` (pins, clocks) given to nextpnr; ``nextpnr_args``
+    replaces the device's package arguments (a board's package and speed grade); ``pack``
+    writes the bitstream (``icepack`` -> ``<top>.bin``, ``ecppack`` -> ``<top>.bit``), returned
+    in ``SynthResult.bitstream``. With constraints, Fmax is the slowest constrained clock's.
+    """
     dev = get_device(device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -128,12 +137,13 @@ def synthesize(verilog: str | os.PathLike, top: str, out_dir: str | os.PathLike,
         synth_cmd = f"synth_ice40 {'-dsp ' if dev.dsp else ''}-top {top} -json {netlist}"
     else:
         synth_cmd = f"synth_ecp5 -top {top} -json {netlist}"
-    script = f"read_verilog {verilog}; {synth_cmd}; stat"
+    reads = "".join(f"read_verilog {Path(v).resolve()}; " for v in sources)
+    script = f"{reads}read_verilog {verilog}; {synth_cmd}; stat"
     _run(yosys + ["-q", "-l", str(out / "yosys.log"), "-p", script], out / "yosys.out",
          f"yosys {synth_cmd.split()[0]}")
     ff = _count_ffs((out / "yosys.log").read_text(errors="replace"))
     if progress:
-        progress(f"nextpnr-{dev.family} {' '.join(dev.nextpnr_args)}")
+        progress(f"nextpnr-{dev.family} {' '.join(nextpnr_args or dev.nextpnr_args)}")
     report = out / "nextpnr-report.json"
     # nextpnr runs in the output directory with relative file names: a YoWASP (WebAssembly)
     # tool only sees the directory it is started in (an absolute /tmp/... path fails).
@@ -142,18 +152,42 @@ def synthesize(verilog: str | os.PathLike, top: str, out_dir: str | os.PathLike,
     # ECP5: router2 (router1 stalled for over 20 minutes on the last congested arcs of a fully
     # unrolled ECP5-85F design that router2 finishes in 4).
     router = ["--router", "router2"] if dev.family == "ecp5" else []
-    cmd = nextpnr + list(dev.nextpnr_args) + [
-        "--json", netlist.name, *bitstream, "--freq", str(freq_mhz), *router,
+    cons = []
+    if constraints is not None:
+        shutil.copyfile(constraints, out / Path(constraints).name)
+        cons = ["--pcf" if dev.family == "ice40" else "--lpf", Path(constraints).name]
+    cmd = nextpnr + list(nextpnr_args or dev.nextpnr_args) + [
+        "--json", netlist.name, *bitstream, *cons, "--freq", str(freq_mhz), *router,
         "--seed", str(seed), "--timing-allow-fail", "--report", report.name]
     plog = _run(cmd, out / "nextpnr.log", f"nextpnr-{dev.family}", cwd=out)
     util, fmax = _read_report(report, plog)
+    bit = None
+    if pack:
+        bit = _pack(dev.family, top, out)
     if dev.family == "ice40":
         return SynthResult(dev.name, util.get("ICESTORM_LC", 0), ff, util.get("ICESTORM_DSP", 0),
                            util.get("ICESTORM_RAM", 0) + util.get("ICESTORM_SPRAM", 0), fmax,
-                           util.get("SB_IO", 0), kind, time.monotonic() - t0)
+                           util.get("SB_IO", 0), kind, time.monotonic() - t0, bit)
     return SynthResult(dev.name, util.get("TRELLIS_COMB", 0), util.get("TRELLIS_FF", ff),
                        util.get("MULT18X18D", 0), util.get("DP16KD", 0), fmax,
-                       util.get("TRELLIS_IO", 0), f"{kind} (router2)", time.monotonic() - t0)
+                       util.get("TRELLIS_IO", 0), f"{kind} (router2)", time.monotonic() - t0,
+                       bit)
+
+
+def _pack(family: str, top: str, out: Path) -> str:
+    """The bitstream of a placed design (``icepack`` / ``ecppack``, native or YoWASP)."""
+    tool = "icepack" if family == "ice40" else "ecppack"
+    exe = shutil.which(tool) or shutil.which(f"yowasp-{tool}") or \
+        str(Path(sys.executable).parent / f"yowasp-{tool}")
+    if not Path(exe).exists():
+        raise SynthError(f"{tool} not found: pip install yowasp-nextpnr-{family} (it ships "
+                         f"yowasp-{tool}) or apt-get install fpga-icestorm / prjtrellis")
+    if family == "ice40":
+        args, bit = [f"{top}.asc", f"{top}.bin"], f"{top}.bin"
+    else:
+        args, bit = ["--input", f"{top}.config", "--bit", f"{top}.bit"], f"{top}.bit"
+    _run([exe, *args], out / f"{tool}.log", tool, cwd=out)
+    return str(out / bit)
 
 
 def _count_ffs(ylog: str) -> int:

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import golden
-from ..intmodel import IntModel
+from softfloor import golden
+from softfloor.intmodel import IntModel
 
 __all__ = ["probe_specs", "stream_order", "first_bad_layer", "diagnose", "Diagnosis", "first_mismatch"]
 
@@ -55,6 +55,7 @@ def probe_specs(manifest: dict, model: IntModel) -> list[dict]:
             "golden_index": k,
             "elements": int(entry.get("out_elements", entry["rows"])),
             "order": entry.get("out_order", "flat"),
+            "frame": entry.get("out_frame"),
             "elements_per_transfer": int(entry.get("out_elements_per_transfer", 1)),
             "element_bits": int(entry.get("out_element_bits", t.bits)),
             "signed": bool(entry.get("out_signed", t.signed)),
@@ -62,10 +63,13 @@ def probe_specs(manifest: dict, model: IntModel) -> list[dict]:
     return specs
 
 
-def stream_order(codes: np.ndarray, order: str) -> np.ndarray:
+def stream_order(codes: np.ndarray, order: str, frame=None) -> np.ndarray:
     """One sample's golden codes (any shape) flattened in the order the engine streams them:
-    a ``(C, H, W)`` map in ``"hwc"`` order is sent pixel by pixel, channels fastest."""
+    a ``(C, H, W)`` map in ``"hwc"`` order is sent pixel by pixel, channels fastest (a flattened
+    one too, when ``frame`` gives its ``(C, H, W)``: an elementwise layer after a flatten)."""
     codes = np.asarray(codes)
+    if codes.ndim == 1 and order == "hwc" and frame is not None and len(frame) == 3:
+        codes = codes.reshape(frame)
     if codes.ndim == 3 and order == "hwc":
         codes = codes.transpose(1, 2, 0)
     return codes.reshape(-1)
@@ -134,7 +138,8 @@ def first_bad_layer(model: IntModel, specs: list[dict], inputs: np.ndarray,
     _, inter = golden.run(model, np.asarray(inputs)[:sample + 1], intermediates=True)
     ok = []
     for spec, rec in zip(specs, probe_data):
-        want = stream_order(inter[spec["golden_index"]][sample], spec.get("order", "flat"))
+        want = stream_order(inter[spec["golden_index"]][sample], spec.get("order", "flat"),
+                            spec.get("frame"))
         name = spec["layer"]
         if len(rec) <= sample:
             return {"first_bad_layer": name, "first_bad_instance": spec["instance"],

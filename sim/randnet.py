@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import golden
-from ..intmodel import IntModel
-from . import cosim, diagnose, lint, tools
+from softfloor import golden
+from softfloor.hw.generate import generate
+from softfloor.intmodel import IntModel
+from softfloor.sim import cosim, diagnose, lint, tools
 
 __all__ = ["check_model", "NetworkCheck", "NetworkMismatch"]
 
@@ -50,7 +51,6 @@ def check_model(model: IntModel, inputs: np.ndarray, simulator: str, work_dir, *
     waivers (skipped when Verilator is not installed and the run is on Icarus). ``folding``
     (``{dense layer: (pe, simd)}``, ``{}`` = fully folded) overrides the planner's choice.
     """
-    from ..hw.generate import generate
     work = Path(work_dir)
     gen = generate(model, work / "rtl", **({} if folding is None else {"folding": folding}))
     want = golden.run(model, inputs)

@@ -74,7 +74,7 @@ def resolve(value, what: str, errors: list) -> int:
 
 def _layout(port: dict):
     # The one definition of beat packing is the generator's numpy face (hw/stream_io.py).
-    from softfloor.hw.stream_io import BeatLayout
+    from softfloor.hw.rtl.stream_io import BeatLayout
     return BeatLayout.from_dict(port)
 
 

@@ -1,6 +1,6 @@
 """Standalone Verilog harnesses for the RTL primitives, and a runner that drives vectors through them.
 
-A harness wraps function-style primitives of :mod:`softfloor.hw.primitives` (``multiply``,
+A harness wraps function-style primitives of :mod:`softfloor.hw.rtl.primitives` (``multiply``,
 ``round_shift``, ``saturate``, ``relu``, ``requantize``) in one combinational Amaranth module
 with a single wide input port ``vin`` (all input fields concatenated) and a single wide output
 port ``vout`` (every configuration's output concatenated), converted to Verilog with
@@ -199,7 +199,7 @@ class StreamHarness:
     scoreboard run it unchanged (:func:`softfloor.sim.cosim.cosimulate`).
 
     ``manifest`` has the keys the testbench reads: ``top``, ``input`` and ``output`` (beat
-    layouts, :meth:`softfloor.hw.stream_io.BeatLayout.to_dict`). One *beat* is one transfer of
+    layouts, :meth:`softfloor.hw.rtl.stream_io.BeatLayout.to_dict`). One *beat* is one transfer of
     the unit, one *sample* is one vector (``elements`` elements on each side).
     """
     top: str
@@ -217,7 +217,7 @@ def _has_last(payload) -> bool:
 def stream_harness(top: str, unit, in_layout, out_layout) -> StreamHarness:
     """Wrap ``unit`` (``i``/``o`` stream interfaces) as a top with AXI4-Stream-named ports.
 
-    ``in_layout`` / ``out_layout`` (:class:`softfloor.hw.stream_io.BeatLayout`) say how one
+    ``in_layout`` / ``out_layout`` (:class:`softfloor.hw.rtl.stream_io.BeatLayout`) say how one
     vector is split into the unit's transfers: ``elements_per_beat`` elements per transfer,
     element ``j`` at bits ``[j*b, (j+1)*b)``. ``s_axis_tdata`` drives the unit's payload (its
     ``data`` field and ``s_axis_tlast`` its ``last`` field, when the payload is a beat); the

@@ -172,6 +172,31 @@ def _plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fold", action="append", default=[], metavar="LAYER=PExSIMD",
                    help="fold a dense layer as given, e.g. --fold fc1=8x4 (repeatable); the "
                         "planner picks the others")
+    p.add_argument("--plan", type=Path, default=None, metavar="PLAN.json",
+                   help="build this plan file (written by --plan-out, edited) instead of "
+                        "planning: per layer PE, SIMD, memory, DSP (see docs/hardware.md)")
+    p.add_argument("--plan-out", type=Path, default=None, metavar="PLAN.json",
+                   help="write the plan of this run (the planner's or --plan's) as a plan file")
+    p.add_argument("--allow-overfit", action="store_true",
+                   help="build a design whose estimate exceeds the device budget (otherwise "
+                        "an error naming the layer and the resource)")
+
+
+def _output_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--output", choices=flow_mod.OUTPUTS, default="logits",
+                   help="what the network outputs: its logits (default), or the class index "
+                        "(an argmax op at the end: the output stream carries one index per "
+                        "sample)")
+
+
+BOARDS = ("icebreaker", "ulx3s", "orangecrab")  # kept in step with softfloor.hw.boards (tested)
+
+
+def _board_args(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument("--board", choices=BOARDS, default=None, required=required,
+                   help="board top + bitstream: icebreaker (UP5K), ulx3s (ECP5-85F), "
+                        "orangecrab (ECP5-25F); sets the device")
+    p.add_argument("--baud", type=_bits(300, 12_000_000, "--baud"), default=115200, help="UART baud rate (default 115200)")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -187,11 +212,13 @@ def parser() -> argparse.ArgumentParser:
     _sim_args(p)
     p.add_argument("--device", choices=DEVICES, default="up5k")
     _plan_args(p)
+    _output_arg(p)
     p.add_argument("--no-synth", action="store_true", help="skip synthesis")
     p.add_argument("--model", type=Path, help="start from an existing integer model file "
                                               "(skips data, training, export)")
     p.add_argument("--inputs", type=Path, help="with --model: float inputs .npy, one row per sample")
     p.add_argument("--labels", type=Path, help="with --model: optional labels .npy")
+    _board_args(p)
 
     for name, helptext in [("data", "digits split, inputs quantized -> inputs.npz"),
                            ("train", "QAT + float baseline -> model.pt, train.json"),
@@ -213,11 +240,37 @@ def parser() -> argparse.ArgumentParser:
             p.add_argument("--device", choices=DEVICES, default="up5k")
         if name == "rtl":
             _plan_args(p)
+        if name == "export":
+            _output_arg(p)
 
     p = sub.add_parser("sweep", help="design-space sweep: many flows on Ray, a resumable "
                                      "results table, the Pareto front (needs the [sweep] extra)")
     from .sweep import command as sweep_command
     sweep_command.add_arguments(p)
+    p = sub.add_parser("board", help="board top (UART link, PLL, pins) -> bitstream; the link "
+                                     "simulated with every test sample")
+    _common(p)
+    _board_args(p, required=True)
+
+    p = sub.add_parser("run", help="run inputs through a board over its UART (--port) or "
+                                   "through the simulated board top (--sim)")
+    _common(p)
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--port", metavar="DEVICE",
+                       help="serial port or pyserial URL, e.g. /dev/ttyUSB1")
+    where.add_argument("--sim", action="store_true",
+                       help="the board top's Verilog model instead of a board (same driver)")
+    p.add_argument("--inputs", type=Path, help="float inputs .npy, one row per sample (default: "
+                                               "the flow's test inputs)")
+    p.add_argument("--labels", type=Path, help="labels .npy: accuracy")
+    p.add_argument("--simulator", choices=("verilator", "icarus"), default="verilator")
+    _board_args(p)
+
+    p = sub.add_parser("program", help="program a board with its bitstream (iceprog or "
+                                       "openFPGALoader)")
+    _common(p)
+    p.add_argument("--board", choices=BOARDS, required=True)
+    p.add_argument("--bitstream", type=Path, help="default: DIR/board/BOARD/softfloor_board.*")
 
     p = sub.add_parser("info", help="validate an integer model file and print its summary")
     p.add_argument("model", type=Path)
@@ -238,7 +291,8 @@ def _options(args: argparse.Namespace) -> flow_mod.FlowOptions:
     for k in ("arch", "per_channel", "activation", "scales", "weight_bits", "act_bits",
               "first_weight_bits", "input_bits", "input_quant", "surrogate", "batchnorm",
               "augment_shift", "augment_noise", "lr_schedule", "binary_act_grad", "epochs",
-              "seed", "simulator", "device", "model", "inputs", "labels", "waves", "objective"):
+              "seed", "simulator", "device", "model", "inputs", "labels", "waves", "objective",
+              "plan", "plan_out", "allow_overfit", "output", "board", "baud"):
         if hasattr(args, k):
             setattr(o, k, getattr(args, k))
     if o.input_quant is not None:
@@ -272,10 +326,30 @@ def _import_qonnx(args: argparse.Namespace) -> int:
     return 0
 
 
+def _board_command(args: argparse.Namespace) -> int:
+    import json
+
+    from . import board
+    if args.command == "program":
+        print(board.program(args.out, args.board, args.bitstream))
+        return 0
+    say = (lambda m: None) if args.quiet else print
+    summary = board.run(args.out, port=args.port, sim=args.sim, inputs=args.inputs,
+                        labels=args.labels, baud=args.baud, simulator=args.simulator,
+                        board=args.board, say=say)
+    print(json.dumps(summary))
+    if summary["mismatches_vs_golden"]:
+        print(f"softfloor: error: {summary['mismatches_vs_golden']} samples differ from the "
+              f"golden model; outputs in {args.out / 'run.npz'}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from .intmodel import ModelFormatError
-    known = (ModelFormatError, ValueError, FileNotFoundError, RuntimeError, OSError)
+    from .host import LinkError
+    known = (ModelFormatError, ValueError, FileNotFoundError, RuntimeError, OSError, LinkError)
     try:
         if args.command == "info":
             from . import intmodel
@@ -286,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "sweep":
             from .sweep import command as sweep_command
             return sweep_command.main(args)
+        if args.command in ("run", "program"):
+            return _board_command(args)
         opts = _options(args)
         if args.command == "flow":
             rep = flow_mod.flow(opts)

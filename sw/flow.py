@@ -38,6 +38,8 @@ ARCHS = ("mlp", "cnn")
 ACTIVATIONS = ("relu", "hardtanh")
 #: Scale kinds of the train stage (kept in step with softfloor.quant.SCALES, tested).
 SCALES = ("po2", "free")
+#: What the exported network outputs: its logits, or the class index (an argmax op at the end).
+OUTPUTS = ("logits", "class")
 
 
 @dataclass
@@ -65,8 +67,14 @@ class FlowOptions:
     device: str = "up5k"
     objective: str = "throughput"  # folding planner objective (rtl): throughput or latency
     fold: tuple = ()               # per-layer folding overrides "LAYER=PExSIMD" (rtl)
+    plan: Path | None = None       # a plan file to build instead of the planner's (rtl)
+    plan_out: Path | None = None   # write the plan of the rtl stage here (rtl)
+    allow_overfit: bool = False    # build a design whose estimate exceeds the device (rtl)
+    output: str = "logits"         # what the network outputs: "logits" or "class" (export)
     synth: bool = True
     synth_cache: Path | None = None  # cache of synthesis results by Verilog hash + device
+    board: str | None = None       # board top + bitstream (board stage): icebreaker, ulx3s, ...
+    baud: int = 115200             # the board's UART baud rate
     model: Path | None = None      # an existing integer model file: skip data/train/export
     inputs: Path | None = None     # float inputs (.npy), one row per sample
     labels: Path | None = None     # optional labels (.npy)
@@ -185,11 +193,33 @@ def stage_export(ctx: Context) -> None:
     res = train.load_checkpoint(ctx.need("model.pt", "train"))
     model = export.export(res.model, res.input_spec, name=f"digits-{res.config.arch}",
                           meta=json.loads(ctx.need("train.json", "train").read_text()))
+    model = with_output(model, ctx.opts.output)
     intmodel.save(model, ctx.out / MODEL_FILE)
     ctx.say(model.summary())
     changed = _requantize_inputs(ctx, model)
     ctx.record("export", {"layers": len(model.layers), "macs": model.macs(),
                           "inputs_requantized": changed})
+
+
+def with_output(model: intmodel.IntModel, output: str) -> intmodel.IntModel:
+    """``model`` as it should end for ``output``: ``"logits"`` unchanged, ``"class"`` with an
+    ``argmax`` op appended (the output stream carries the class index; a model that already
+    ends in one is unchanged)."""
+    if output not in OUTPUTS:
+        raise ValueError(f"unknown output {output!r}; choose one of {', '.join(OUTPUTS)}")
+    if output == "logits" or isinstance(model.layers[-1], intmodel.Argmax):
+        return model
+    if model.output.per_channel:
+        raise ValueError(f"{model.name}: --output class: the output has one scale per class, so "
+                         f"its codes are not comparable across classes; keep --output logits")
+    if len(model.output_shape) != 1:
+        raise ValueError(f"{model.name}: --output class needs a flat output, not "
+                         f"{model.output_shape}")
+    names = {layer.name for layer in model.layers}
+    name = next(n for n in ("argmax", "class", "argmax_out") if n not in names)
+    return intmodel.IntModel(model.input, list(model.layers) +
+                             [intmodel.Argmax(name, model.output_size)],
+                             intmodel.OutputSpec(1.0), model.name, dict(model.meta))
 
 
 def _requantize_inputs(ctx: Context, model: intmodel.IntModel) -> int | None:
@@ -226,22 +256,34 @@ def stage_golden(ctx: Context) -> None:
 
 
 def stage_rtl(ctx: Context) -> None:
-    """Integer model file -> one Verilog file + manifest.json."""
-    from .hw import generate, planner
+    """Integer model file -> one Verilog file + manifest.json (and the plan file if asked)."""
+    from softfloor.hw import generate, planfile, planner
     o = ctx.opts
     model = intmodel.load(ctx.need(MODEL_FILE, "export"))
-    overrides = dict(planner.parse_fold(f) for f in (o.fold or ()))
-    plan = planner.plan(model, o.device, o.objective, overrides)
+    if o.plan is not None:
+        if o.fold:
+            raise ValueError("give --plan or --fold, not both (edit the plan file's pe/simd)")
+        plan = planfile.read_plan(o.plan, model, o.device)
+    else:
+        overrides = dict(planner.parse_fold(f) for f in (o.fold or ()))
+        plan = planner.plan(model, o.device, o.objective, overrides)
     ctx.say(str(plan))
+    if o.plan_out is not None:
+        planfile.write_plan(plan, o.plan_out)
+        ctx.say(f"  plan written to {o.plan_out}")
+    if not o.allow_overfit:
+        plan.check_fits()
     man = generate.generate(model, ctx.out, device=o.device, folding=plan).manifest
+    _write_core(ctx, man)
     ctx.record("rtl", {"top": man["top"], "cycles_per_inference": man["cycles_per_inference"],
                        "initiation_interval": man["initiation_interval"],
-                       "mac_units": man["mac_units"], "plan": man.get("plan")})
+                       "mac_units": man["mac_units"], "plan": man.get("plan"),
+                       "plan_file": str(o.plan) if o.plan is not None else None})
 
 
 def stage_sim(ctx: Context) -> None:
     """cocotb co-simulation of every test sample on each requested simulator."""
-    from .sim import cosim
+    from softfloor.sim import cosim
     man = json.loads(ctx.need("manifest.json", "rtl").read_text())
     verilog = ctx.need(f"{man['top']}.v", "rtl")
     vec = dict(np.load(ctx.need("vectors.npz", "golden")))
@@ -270,7 +312,7 @@ def stage_sim(ctx: Context) -> None:
         ctx.say(f"    {r}")
         if mism:
             # Locate the fault: first bad layer and element, from engine-output probes + waves.
-            from .sim import diagnose
+            from softfloor.sim import diagnose
             try:
                 d = diagnose.diagnose(intmodel.load(ctx.need(MODEL_FILE, "export")), man,
                                       verilog, vec["inputs"], vec["golden"], r.outputs, sim,
@@ -290,7 +332,7 @@ def stage_sim(ctx: Context) -> None:
 
 def stage_synth(ctx: Context) -> None:
     """Yosys synth_ice40 + nextpnr-ice40: logic cells, FFs, DSPs, RAM blocks, Fmax."""
-    from .hw import synth
+    from softfloor.hw import synth
     synth.get_device(ctx.opts.device)
     man = json.loads(ctx.need("manifest.json", "rtl").read_text())
     verilog = ctx.need(f"{man['top']}.v", "rtl")
@@ -308,9 +350,32 @@ def stage_synth(ctx: Context) -> None:
     ctx.record("synth", r.to_dict() | rec)
 
 
+def _write_core(ctx: Context, man: dict, boards: dict | None = None) -> None:
+    """The FuseSoC core file beside the Verilog (its Icarus target checks the golden vectors,
+    when the golden stage has written them)."""
+    from .hw import fusesoc
+    path = ctx.out / "vectors.npz"
+    if not path.exists():
+        fusesoc.write_core(ctx.out, man, None, None, boards)
+        return
+    vec = np.load(path)
+    n = min(len(vec["inputs"]), 32)
+    fusesoc.write_core(ctx.out, man, vec["inputs"][:n], vec["golden"][:n], boards)
+
+
+def stage_board(ctx: Context) -> None:
+    """Board top (UART link + PLL + pins) -> bitstream, then the link simulated end to end."""
+    from .board import board_stage
+    rec = board_stage(ctx.out, ctx.opts.board, baud=ctx.opts.baud,
+                      bare=ctx.recorded("synth"), say=ctx.say)
+    man = json.loads(ctx.need("manifest.json", "rtl").read_text())
+    _write_core(ctx, man, rec.pop("fusesoc_boards"))
+    ctx.record("board", rec)
+
+
 STAGES: dict[str, Callable[[Context], None]] = {
     "data": stage_data, "train": stage_train, "export": stage_export, "golden": stage_golden,
-    "rtl": stage_rtl, "sim": stage_sim, "synth": stage_synth,
+    "rtl": stage_rtl, "sim": stage_sim, "synth": stage_synth, "board": stage_board,
 }
 
 
@@ -329,8 +394,16 @@ def flow(opts: FlowOptions) -> dict:
     """Run the whole chain into ``opts.out`` and return the report."""
     ctx = Context(opts)
     opts.simulators()  # validate before spending minutes on training
+    if opts.output not in OUTPUTS:
+        raise ValueError(f"unknown output {opts.output!r}; choose one of {', '.join(OUTPUTS)}")
+    if opts.plan is not None and not Path(opts.plan).is_file():
+        raise FileNotFoundError(f"{opts.plan}: plan file not found (write one with "
+                                f"`softfloor rtl --plan-out {opts.plan}`)")
+    if opts.board:
+        from .board import check_board_device
+        opts.device = check_board_device(opts.board, opts.device)
     if opts.synth:
-        from .hw import synth
+        from softfloor.hw import synth
         synth.get_device(opts.device)
     out = ctx.out
     out.mkdir(parents=True, exist_ok=True)
@@ -340,7 +413,7 @@ def flow(opts: FlowOptions) -> dict:
     if opts.model is not None:
         if opts.inputs is None:
             raise ValueError("--model needs --inputs INPUTS.npy (float inputs, one row per sample)")
-        model = intmodel.load(opts.model)  # validates before copying
+        model = with_output(intmodel.load(opts.model), opts.output)  # validates first
         intmodel.save(model, out / MODEL_FILE)
         run_stage(ctx, "data", stage_inputs)
         steps = ["golden", "rtl", "sim"]
@@ -350,6 +423,8 @@ def flow(opts: FlowOptions) -> dict:
         run_stage(ctx, name)
     if opts.synth:
         run_stage(ctx, "synth")
+    if opts.board:
+        run_stage(ctx, "board")
     rep = report(ctx)
     ctx.say(format_table(rep))
     return rep
@@ -400,6 +475,7 @@ def report(ctx: Context) -> dict:
                   if sy else {"device": ctx.opts.device, "skipped": True, "logic_cells": None,
                               "ff": None, "dsp": None, "ram_blocks": None, "fmax_mhz": None}),
         "timings": ctx.recorded("timings"),
+        **({"board": ctx.recorded("board")} if ctx.recorded("board") else {}),
         "model": str(ctx.out / MODEL_FILE),
         "config": tr.get("config"),
     }
@@ -430,6 +506,16 @@ def format_table(rep: dict) -> str:
                  ("DSP / RAM blocks", f"{sy['dsp']} / {sy['ram_blocks']}"),
                  ("Fmax", f"{sy['fmax_mhz']} MHz"),
                  ("inferences/s (Fmax / II)", hw.get("inferences_per_second"))]
+    bd = rep.get("board")
+    if bd:
+        lk = bd.get("link", {})
+        rows += [(f"board {bd['board']} logic cells / FF", f"{bd['logic_cells']} / {bd['ff']}"),
+                 ("board PLL clock / Fmax", f"{bd['pll_mhz']} / {bd['fmax_mhz']} MHz"),
+                 ("bitstream", f"{bd['bitstream']} ({bd['bitstream_bytes']} bytes)"),
+                 (f"link bit-exact ({lk.get('simulator')})",
+                  f"{lk.get('samples', 0) - lk.get('mismatches', 0)}/{lk.get('samples')}"),
+                 (f"inferences/s through the UART at {bd['baud']} baud",
+                  lk.get("inferences_per_second"))]
     rows += [(f"time {k}", f"{v:.1f} s") for k, v in rep["timings"].items()]
     w = max(len(r[0]) for r in rows)
     line = "-" * (w + 26)

@@ -190,8 +190,34 @@ def with_mixed_activations(model: IntModel, rng: np.random.Generator, *,
     return IntModel(model.input, layers, model.output, model.name + "_mixed")
 
 
+def with_luts_and_argmax(model: IntModel, rng: np.random.Generator, *, p_lut: float = 0.5,
+                         p_argmax: float = 0.5) -> IntModel:
+    """``model`` with, at random, a ``lut`` after each Requant / ChannelRequant /
+    MultiThreshold (a random table from its output codes onto the same code range, so every
+    later accumulator width and pad value still holds; spare entries either side) and an ``argmax``
+    at the end."""
+    from softfloor.intmodel import Argmax, ChannelRequant, Lut, MultiThreshold
+    types = model.types()
+    layers = []
+    for k, layer in enumerate(model.layers):
+        layers.append(layer)
+        if isinstance(layer, (Requant, ChannelRequant, MultiThreshold)) and \
+                rng.random() < p_lut:
+            t = types[k + 1]
+            spare = int(rng.integers(0, 3))
+            table = rng.integers(t.lo, t.hi + 1, t.hi - t.lo + 1 + 2 * spare)
+            table[spare], table[len(table) - 1 - spare] = t.lo, t.hi   # the same code range
+            layers.append(Lut(f"lut{k}", table, t.lo - spare, layer.bits, layer.signed))
+    if rng.random() < p_argmax:
+        layers.append(Argmax("argmax", model.output_size))
+        return IntModel(model.input, layers, OutputSpec(1.0), model.name + "_argmax")
+    return IntModel(model.input, layers, model.output, model.name)
+
+
 def random_mixed_network(seed: int, **kw) -> IntModel:
-    """:func:`random_network` with mixed activations (:func:`with_mixed_activations`), from one
-    seed (a separate stream: ``seed`` gives the same base network as ``random_network(seed)``)."""
-    return with_mixed_activations(random_network(seed, **kw),
-                                  np.random.default_rng([seed, 1]))
+    """:func:`random_network` with mixed activations (:func:`with_mixed_activations`), luts and
+    an argmax output (:func:`with_luts_and_argmax`), from one seed (separate streams: ``seed``
+    gives the same base network as ``random_network(seed)``)."""
+    return with_luts_and_argmax(
+        with_mixed_activations(random_network(seed, **kw), np.random.default_rng([seed, 1])),
+        np.random.default_rng([seed, 2]))

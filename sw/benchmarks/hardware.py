@@ -6,7 +6,7 @@ width: sigmoid at 4 and 8 bits, STE at 1 and 2 bits) and exported to an integer 
 UP5K (w8a8's 32-bit logits in two 16-bit output beats: the default 32-bit beat needs more pins
 than the UP5K SG48 has), on the HX8K (w8a8, w4a4), on an ECP5-25F (every width, throughput plan; the ECP5-45F/85F give the same plan, the
 input beat being the bottleneck), and fully unrolled (``pe = rows``, ``simd = cols``: weights as
-constants, see :class:`softfloor.hw.engine.DenseEngine`) on an ECP5-85F with a 32-bit input beat
+constants, see :class:`softfloor.hw.rtl.mvu.MatrixVectorUnit`) on an ECP5-85F with a 32-bit input beat
 and all 10 logits in one output beat; and the digits CNN (``softfloor.cnn``: conv3x3x8 -> pool ->
 conv3x3x16 -> pool -> dense, w4a4) on the UP5K and the ECP5-25F: the planner's plan (``ROWS``),
 then

@@ -26,9 +26,9 @@ def _digits_mlp():
 
 def measure(simulator: str, samples: int, work: Path) -> dict:
     import numpy as np
-    from .. import golden
-    from ..hw.generate import generate
-    from ..sim import cosim, tools
+    from softfloor import golden
+    from softfloor.hw.generate import generate
+    from softfloor.sim import cosim, tools
     tools.ensure(simulator)
     model = _digits_mlp()
     gen = generate(model, work / "rtl")
@@ -77,7 +77,7 @@ def time_suite(repo: Path) -> dict:
 
 
 def run(out_dir: Path, quick: bool) -> dict:
-    from ..sim import tools
+    from softfloor.sim import tools
     samples = 100 if quick else 360          # 360 = the digits test split
     rows, notes = [], []
     with tempfile.TemporaryDirectory(prefix="sf-bench-sim-") as tmp:

@@ -6,9 +6,9 @@ jet-tagging topology 16-64-32-32-5 with random weights at 2, 4 and 6 bits (signe
 first layer, unsigned after it, as after a ReLU) -- two designs of ``y = W @ x``, each with a
 registered input and the same number of pipeline stages after it:
 
-* softfloor: the shared-subexpression adder graph (:func:`softfloor.hw.cmvm.solve`), emitted by
-  :func:`softfloor.hw.cmvm_rtl.emit` with a register every
-  :data:`~softfloor.hw.cmvm.LEVELS_PER_STAGE` adder levels (``S = graph.stages()`` stages);
+* softfloor: the shared-subexpression adder graph (:func:`softfloor.hw.rtl.cmvm.solve`), emitted by
+  :func:`softfloor.hw.rtl.cmvm_emit.emit` with a register every
+  :data:`~softfloor.hw.rtl.cmvm.LEVELS_PER_STAGE` adder levels (``S = graph.stages()`` stages);
 * da4ml 0.6 (``pip install da4ml==0.6.0``, the ``[bench]`` extra): its own trace of
   ``x @ W.T`` (``comb_trace``), cut into the same ``S`` stages (``to_pipeline``), its Verilog
   (``RTLModel``).
@@ -84,8 +84,8 @@ def softfloor_design(W, lo: int, hi: int, bits: int, signed_: bool) -> dict:
     from amaranth.hdl import Cat, ClockDomain, Module, Signal
     from amaranth.hdl import signed as s_, unsigned as u_
     from softfloor import arith
-    from softfloor.hw import cmvm
-    from softfloor.hw.cmvm_rtl import emit
+    from softfloor.hw.rtl import cmvm
+    from softfloor.hw.rtl.cmvm_emit import emit
     g = cmvm.solve(W, [(lo, hi)] * W.shape[1])
     m = Module()
     m.domains.sync = cd = ClockDomain(reset_less=True)

@@ -1,6 +1,6 @@
-"""The constant-matrix adder graph (``softfloor.hw.cmvm``): its numpy twin against ``x @ W.T``
+"""The constant-matrix adder graph (``softfloor.hw.rtl.cmvm``): its numpy twin against ``x @ W.T``
 for random matrices of every weight width 1..8 bits, its exact ranges, its depth bound, the
-sharing it finds; its Amaranth face (``softfloor.hw.cmvm_rtl.emit``) against the twin in
+sharing it finds; its Amaranth face (``softfloor.hw.rtl.cmvm_emit.emit``) against the twin in
 Amaranth's simulator, combinational and pipelined. The same graphs on Icarus and Verilator:
 ``tests/sim/test_units_cmvm.py``."""
 from __future__ import annotations
@@ -11,8 +11,8 @@ from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.sim import Simulator
 
 from softfloor import arith
-from softfloor.hw import cmvm
-from softfloor.hw.cmvm_rtl import emit
+from softfloor.hw.rtl import cmvm
+from softfloor.hw.rtl.cmvm_emit import emit
 
 
 def random_matrix(rng, rows, cols, bits, density=0.8):

@@ -1,12 +1,12 @@
-"""ConvEngine and MaxPoolEngine against their numpy twins and the model's own ops (Amaranth sim)."""
+"""The conv2d and maxpool2d ops' units against the ops' numpy twins and the model's own ops
+(Amaranth sim); the ops' latency and II formulas against the measured handshakes."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from softfloor import arith
-from softfloor.hw.conv import ConvEngine, MaxPoolEngine
-from softfloor.hw.window import stream_index
+from softfloor.hw.ops import Conv2dOp, MaxPool2dOp
 from softfloor.intmodel import ChannelRequant, CodeType, Conv2d, MaxPool2d, Requant
 
 from tests.randcnn import acc_bits_for
@@ -61,9 +61,9 @@ def test_conv_engine(case):
     else:
         rq = Requant("rq", 3, "half_up", 4, False, 0, 15)
     rq.check(acc_t, "test")
-    eng = ConvEngine(conv, t, shape, order=order, requant=rq, pe=pe, simd=simd,
-                     in_elements_per_transfer=k, tap_elements_per_transfer=n,
-                     out_elements_per_transfer=wout)
+    eng = Conv2dOp.of(conv, t, shape, order=order, requant=rq, pe=pe, simd=simd,
+                      in_elements_per_transfer=k, tap_elements_per_transfer=n,
+                      out_elements_per_transfer=wout)
     x = rng.integers(t.lo, t.hi + 1, (3,) + shape)
     want = rq.execute(conv.execute(x))
     check_engine(eng, x, order, want, stall=0.4, seed=case)
@@ -76,8 +76,8 @@ def test_maxpool_engine(shape, kernel, stride, order, k, n):
     rng = np.random.default_rng(sum(shape) + n)
     t = CodeType.full(5, order == "chw")
     pool = MaxPool2d("pool", kernel, stride)
-    eng = MaxPoolEngine(pool, t, shape, order=order, in_elements_per_transfer=k,
-                        tap_elements_per_transfer=n)
+    eng = MaxPool2dOp.of(pool, t, shape, order=order, in_elements_per_transfer=k,
+                         tap_elements_per_transfer=n)
     x = rng.integers(t.lo, t.hi + 1, (4,) + shape)
     want = pool.execute(x)
     check_engine(eng, x, order, want, stall=0.5, seed=n)

@@ -8,6 +8,8 @@ import pytest
 
 from softfloor.hw import planner, synth
 from softfloor.hw.generate import build_manifest, generate
+from softfloor.hw.rtl import cmvm
+from softfloor.hw.rtl.mvu import const_graph
 from softfloor.intmodel import CodeType, Dense, InputSpec, IntModel, OutputSpec, Requant
 
 from tests.randmodel import acc_bits_for, digits_model, random_model
@@ -60,7 +62,6 @@ def test_latency_objective_fully_unrolls_when_it_fits():
     assert p.initiation_interval == 1 and p.estimate["ram"] == 0
     man = build_manifest(m, folding=p, device="ecp5-25f", elements_per_beat=(12, 4))
     assert man["cycles_per_inference"] == p.cycles_per_inference
-    from softfloor.hw.engine import const_graph
     types = m.types()
     want = [const_graph(l.weight, types[k]).stages() - 1 for k, l in enumerate(m.layers)
             if isinstance(l, Dense)]
@@ -85,7 +86,6 @@ def test_const_tree_counts_the_shared_adder_graph():
     # 2 rows with 3 shared pairs: fewer adder bits than the plain trees
     w = np.array([[1, 2, -1, 3], [1, 2, -1, -3]])
     shared = planner.const_tree(w, t)[0]
-    from softfloor.hw import cmvm
     assert shared < cmvm.naive(w, [(0, 15)] * 4).total_adder_bits
 
 
@@ -138,7 +138,7 @@ def test_unsupported_op_names_layer_and_op(tmp_path):
     m = random_model(rng, [4, 3])
     m.layers.insert(1, Pool())
     with pytest.raises(planner.UnsupportedLayerError,
-                       match=r"layers\[1\] \(pool\): op 'maxpool' has no hardware engine"):
+                       match=r"layers\[1\] \(pool\): op 'maxpool' has no hardware op"):
         generate(m, tmp_path)
     with pytest.raises(planner.UnsupportedLayerError, match="maxpool"):
         build_manifest(m, folding={})

@@ -1,4 +1,4 @@
-"""Amaranth faces of softfloor.hw.primitives against their numpy faces (softfloor.arith)."""
+"""Amaranth faces of softfloor.hw.rtl.primitives against their numpy faces (softfloor.arith)."""
 from __future__ import annotations
 
 import itertools
@@ -10,7 +10,7 @@ from amaranth.lib import stream
 from amaranth.sim import Simulator
 
 from softfloor import arith
-from softfloor.hw import primitives as P
+from softfloor.hw.rtl import primitives as P
 
 from .streamsim import run_stream
 

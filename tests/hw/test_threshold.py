@@ -1,12 +1,13 @@
-"""ThresholdEngine and per-channel RequantEngine against their numpy twins and golden rules."""
+"""The multithreshold op and a per-channel requant op: units against the ops' numpy twins and
+the golden rules."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from softfloor import arith
-from softfloor.hw.engine import RequantEngine, requant_params
-from softfloor.hw.threshold import ThresholdEngine
+from softfloor.hw.ops import MultiThresholdOp, RequantOp
+from softfloor.hw.rtl.mvu import requant_params
 from softfloor.intmodel import ChannelRequant, CodeType, MultiThreshold
 
 from .test_engine import run_engine
@@ -28,7 +29,7 @@ def test_threshold_engine(seed, ept, shared):
     bits = T.bit_length() + 1
     layer = MultiThreshold("mt", thr, bits, signed_out, out_bias)
     layer.check(t, "test")
-    eng = ThresholdEngine(layer, t, elements=C * pixels, elements_per_transfer=ept,
+    eng = MultiThresholdOp.of(layer, t, elements=C * pixels, elements_per_transfer=ept,
                           channel_of=_hwc_channels(C, pixels))
     x = rng.integers(t.lo, t.hi + 1, (6, C * pixels))
     x[0, :] = thr[np.asarray(eng.channel_of) % thr.shape[0], 0]          # every boundary
@@ -61,7 +62,7 @@ def test_channel_requant_engine(ept):
                         True, -12, 15, rng.integers(1, 9, C))
     t = CodeType.full(10, True)
     rq.check(t, "test")
-    eng = RequantEngine(rq, t, elements=C * pixels, elements_per_transfer=ept,
+    eng = RequantOp.of(rq, t, elements=C * pixels, elements_per_transfer=ept,
                         channel_of=_hwc_channels(C, pixels))
     x = rng.integers(t.lo, t.hi + 1, (8, C * pixels))
     got, _ = run_engine(eng, x, gap=0.2, stall=0.3, seed=ept)

@@ -5,10 +5,12 @@ import numpy as np
 import pytest
 
 from softfloor import golden
+from softfloor.hw import planner
 from softfloor.hw.generate import build_manifest
 from softfloor.hw.top import SoftfloorTop
 from softfloor.intmodel import CodeType, Dense, InputSpec, IntModel, OutputSpec, Requant
 
+from tests.randcnn import random_cnn
 from tests.randmodel import random_codes, random_model
 from .streamsim import run_stream
 
@@ -135,8 +137,7 @@ def test_top_output_elements_split_over_narrow_beats():
     out, _ = stream_top(top, codes, gap=0.3, stall=0.4, seed=2)
     np.testing.assert_array_equal(out, golden.run(model, codes))
     with pytest.raises(ValueError, match="at most one element every"):
-        SoftfloorTop(model, elements_per_beat=epb, folding={"fc1": (5, 1)})
-    from softfloor.hw import planner
+        planner.realize(model, {"fc1": (5, 1)}, epb)
     p = planner.plan(model, "hx8k", elements_per_beat=epb)
     last = p.layers[-1]
     assert last.pe == 1 and -(-last.cols // last.simd) >= k
@@ -198,12 +199,10 @@ def test_top_rejects_folds_that_cannot_drain():
 def test_top_random_cnn(seed):
     """Random CNNs (conv, per-channel requant, max-pool, multi-threshold, flatten, dense):
     bit-exact with gaps and backpressure; isolated latency and II equal the manifest's."""
-    from tests.randcnn import random_cnn
     rng = np.random.default_rng(700 + seed)
     model = random_cnn(rng)
     codes = rng.integers(model.input.code_type.lo, model.input.code_type.hi + 1,
                          (4, model.input.size))
-    from softfloor.hw import planner
     folding = planner.plan(model) if seed % 2 else {}
     top = SoftfloorTop(model, folding=folding)
     out, _ = stream_top(top, codes, gap=0.3, stall=0.4, seed=seed)

@@ -19,7 +19,8 @@ from softfloor.sim import randnet
 from tests.conftest import require_tool
 from softfloor.sim import tools
 from tests.randcnn import random_cnn_network
-from tests.randmodel import extreme_codes, random_codes, random_mixed_network, random_network
+from tests.randmodel import (extreme_codes, random_codes, random_mixed_network, random_network,
+                             with_luts_and_argmax)
 
 pytestmark = pytest.mark.sim
 SOAK = os.environ.get("SOFTFLOOR_SOAK", "") not in ("", "0")
@@ -32,10 +33,11 @@ DEFAULT_COUNT = {"icarus": 10, "verilator": 3}
 #: simulators (a CNN streams whole frames: several times the cycles per sample).
 CNN_COUNT = {"icarus": 3, "verilator": 1}
 CNN_BASE = 1003
-#: Dense networks with mixed activations (Requant / MultiThreshold / ChannelRequant) per
-#: simulator in ``make test`` (seeds 3002-3003: thresholds per feature and shared, a hidden and a
-#: final ChannelRequant); a sweep runs a third as many as plain dense networks.
-MIXED_COUNT = {"icarus": 2, "verilator": 1}
+#: Dense networks with mixed activations (Requant / MultiThreshold / ChannelRequant), luts and
+#: argmax outputs per simulator in ``make test`` (seeds 3002-3004: thresholds per feature and
+#: shared, a hidden and a final ChannelRequant, luts after a requant and a ChannelRequant, an
+#: argmax output); a sweep runs a third as many as plain dense networks.
+MIXED_COUNT = {"icarus": 3, "verilator": 1}
 MIXED_BASE = 3002
 
 
@@ -83,7 +85,8 @@ def test_random_network(sim, seed, tmp_path):
 @pytest.mark.parametrize("sim,seed", cases(MIXED_COUNT, MIXED_BASE, fraction=3))
 def test_random_mixed_network(sim, seed, tmp_path):
     """A random dense network whose activations are, at random, Requant, MultiThreshold (per
-    feature or shared, thresholds at and beyond the accumulator bounds) or ChannelRequant
+    feature or shared, thresholds at and beyond the accumulator bounds) or ChannelRequant, each
+    followed by a random lut or not, ending in an argmax or not
     (``tests.randmodel.random_mixed_network``)."""
     check_dense_network(sim, seed, tmp_path, random_mixed_network, "test_random_mixed_network")
 
@@ -110,11 +113,13 @@ def check_dense_network(sim, seed, tmp_path, generator, test):
 
 @pytest.mark.parametrize("sim,seed", cases(CNN_COUNT, CNN_BASE, fraction=3))
 def test_random_cnn_network(sim, seed, tmp_path):
-    """A random CNN (``tests.randcnn.random_cnn_network``) through RTL generation and
-    co-simulation: all-min / all-max / alternating frames plus random frames; folding, gaps and
-    timing checks chosen by the seed as for the dense networks."""
+    """A random CNN (``tests.randcnn.random_cnn_network``, with luts on its feature maps and an
+    argmax output at random: ``tests.randmodel.with_luts_and_argmax``) through RTL generation
+    and co-simulation: all-min / all-max / alternating frames plus random frames; folding, gaps
+    and timing checks chosen by the seed as for the dense networks."""
     require_tool(sim, lambda: tools.ensure(sim))
-    model = random_cnn_network(seed, soak=SOAK)
+    model = with_luts_and_argmax(random_cnn_network(seed, soak=SOAK),
+                                 np.random.default_rng([seed, 2]))
     rng = np.random.default_rng(seed)
     t = model.input.code_type
     n = model.input.size

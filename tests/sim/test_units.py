@@ -3,7 +3,7 @@
 Each unit harness (``softfloor.sim.units``) puts many configurations of one primitive side by
 side and gets >= 10,000 random vectors plus its corners (min/max codes, every rounding tie of
 every shift and the codes next to it, saturation edges). The twins are the ``np_*`` faces of
-``softfloor.hw.primitives``, i.e. ``softfloor.arith``. (The Amaranth-simulator tests in
+``softfloor.hw.rtl.primitives``, i.e. ``softfloor.arith``. (The Amaranth-simulator tests in
 ``tests/hw/test_primitives.py`` cover the same primitives exhaustively on narrower widths.)
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from amaranth.hdl import signed, unsigned
 
 from softfloor import arith
-from softfloor.hw import primitives as P
+from softfloor.hw.rtl import primitives as P
 from softfloor.sim import tools, units
 from tests.conftest import require_tool
 

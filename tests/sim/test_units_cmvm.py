@@ -1,4 +1,4 @@
-"""Constant-matrix adder graphs (``softfloor.hw.cmvm``, emitted by ``cmvm_rtl.emit``) on both
+"""Constant-matrix adder graphs (``softfloor.hw.rtl.cmvm``, emitted by ``cmvm_rtl.emit``) on both
 simulators: the last two layers of a digits-sized w4a4 MLP (32x64, 10x32) and random
 matrices of every weight width 1..8 bits, side by side in one combinational harness, >= 10,000
 random vectors plus each row's extreme-sum inputs, against ``x @ W.T`` and the numpy twin.
@@ -13,8 +13,8 @@ import pytest
 from amaranth.hdl import signed, unsigned
 
 from softfloor import arith
-from softfloor.hw import cmvm
-from softfloor.hw.cmvm_rtl import emit
+from softfloor.hw.rtl import cmvm
+from softfloor.hw.rtl.cmvm_emit import emit
 from softfloor.sim import units
 from tests.hw.test_cmvm import extreme_inputs, random_matrix
 from tests.randmodel import digits_model

@@ -1,11 +1,10 @@
 """Convolution-side units against their numpy twins in cocotb, on both simulators.
 
-The sliding window (:class:`~softfloor.hw.window.SlidingWindow`), the max-pool engine
-(:class:`~softfloor.hw.conv.MaxPoolEngine`), the multi-threshold engine
-(:class:`~softfloor.hw.threshold.ThresholdEngine`), the conv engine
-(:class:`~softfloor.hw.conv.ConvEngine`) and per-channel requantization (a
-:class:`~softfloor.intmodel.ChannelRequant` fused in a :class:`~softfloor.hw.engine.DenseEngine`
-and standalone in a :class:`~softfloor.hw.engine.RequantEngine`), each behind
+The sliding window (:class:`~softfloor.hw.rtl.window.SlidingWindow`), and the units of the
+ops :class:`~softfloor.hw.ops.MaxPool2dOp`, :class:`~softfloor.hw.ops.MultiThresholdOp`,
+:class:`~softfloor.hw.ops.Conv2dOp` and per-channel requantization (a
+:class:`~softfloor.intmodel.ChannelRequant` fused in a :class:`~softfloor.hw.ops.DenseOp` and
+standalone in a :class:`~softfloor.hw.ops.RequantOp`), each behind
 :func:`softfloor.sim.units.stream_harness` and run by the stream scoreboard of
 :mod:`softfloor.sim.tb_stream` with random gaps and backpressure, the idle check and the
 isolated-vector latency (see ``tests/sim/test_units_stream.py``).
@@ -27,11 +26,9 @@ import pytest
 from amaranth.hdl import signed, unsigned
 
 from softfloor import arith
-from softfloor.hw.conv import ConvEngine, MaxPoolEngine
-from softfloor.hw.engine import DenseEngine, RequantEngine
-from softfloor.hw.stream_io import BeatLayout
-from softfloor.hw.threshold import ThresholdEngine
-from softfloor.hw.window import SlidingWindow
+from softfloor.hw.ops import Conv2dOp, DenseOp, MaxPool2dOp, MultiThresholdOp, RequantOp
+from softfloor.hw.rtl.stream_io import BeatLayout
+from softfloor.hw.rtl.window import SlidingWindow
 from softfloor.intmodel import ChannelRequant, CodeType, Conv2d, MaxPool2d, MultiThreshold
 from softfloor.sim import units
 
@@ -109,8 +106,8 @@ POOLS = {
 def test_maxpool_engine(simulator, name, tmp_path):
     need(simulator)
     shape, t, order, k, s, kin, taps = POOLS[name]
-    eng = MaxPoolEngine(MaxPool2d("pool", k, s), t, shape, order=order,
-                        in_elements_per_transfer=kin, tap_elements_per_transfer=taps)
+    eng = MaxPool2dOp.of(MaxPool2d("pool", k, s), t, shape, order=order,
+                         in_elements_per_transfer=kin, tap_elements_per_transfer=taps)
     frame = int(np.prod(shape))
     rng = np.random.default_rng(sum(map(ord, name)))
     onehot = np.full((frame, frame), t.lo) + np.eye(frame, dtype=np.int64) * (t.hi - t.lo)
@@ -120,8 +117,7 @@ def test_maxpool_engine(simulator, name, tmp_path):
     x = np.concatenate([onehot, equal, narrow, full])
     want = eng.model(x)
     assert (want[:frame] == t.hi).any(axis=0).all()   # every output sees its window's max
-    run_unit(harness(f"u_pool_{name}", eng, eng.in_shape, frame, eng.out_shape,
-                     eng.out_elements), x, want, simulator, tmp_path, seed=2,
+    run_unit(engine_harness(f"u_pool_{name}", eng), x, want, simulator, tmp_path, seed=2,
              latency=eng.latency)
 
 
@@ -154,8 +150,8 @@ def test_threshold_engine(simulator, name, tmp_path):
     thr = thresholds_with_corners(rng, max(chans, 1), steps, t)
     layer = MultiThreshold("thr", thr, ob, osg, out_bias=bias)
     channel_of = [e % chans for e in range(elements)] if chans else None
-    eng = ThresholdEngine(layer, t, elements=elements, elements_per_transfer=lanes,
-                          channel_of=channel_of)
+    eng = MultiThresholdOp.of(layer, t, elements=elements, elements_per_transfer=lanes,
+                              channel_of=channel_of)
     codes = np.arange(t.lo, t.hi + 1)
     every = np.stack([np.roll(codes, 5 * k) for k in range(elements)], axis=1)
     n = max(0, n_random(simulator) - len(every))
@@ -166,8 +162,8 @@ def test_threshold_engine(simulator, name, tmp_path):
         for v in thr[c]:
             if t.lo < v <= t.hi:
                 assert (want[x[:, e] == v, e] > want[x[:, e] == v - 1, e][0]).all()
-    run_unit(harness(f"u_thr_{name}", eng, eng.in_shape, elements, eng.out_shape, elements), x,
-             want, simulator, tmp_path, seed=3, latency=eng.latency)
+    run_unit(engine_harness(f"u_thr_{name}", eng), x, want, simulator, tmp_path, seed=3,
+             latency=eng.latency)
 
 
 # -- per-channel requant ------------------------------------------------------------------------
@@ -182,13 +178,13 @@ def channel_requant(rng, rows, t_out_bits=4):
 
 @pytest.mark.parametrize("simulator", sims_for("per_channel_dense"))
 def test_dense_engine_per_channel_requant(simulator, tmp_path):
-    """A DenseEngine (2x2 folding, 5 rows: padded) with a fused ChannelRequant: random vectors,
+    """A dense op (2x2 folding, 5 rows: padded) with a fused ChannelRequant: random vectors,
     worst-case rows, every reachable tie / saturation edge of each row's own scale."""
     need(simulator)
     rng = np.random.default_rng(17)
     t = CodeType.full(4, True)
     dense, _ = make_layer(rng, 5, 4, in_type=t, weight_bits=3, requant=None)
-    eng = DenseEngine(dense, t, channel_requant(rng, 5), pe=2, simd=2)
+    eng = DenseOp.of(dense, t, channel_requant(rng, 5), pe=2, simd=2)
     corners, cover = dense_corners(eng, rng)
     assert cover["reached"] == cover["targets"] > 0, cover
     x = np.concatenate([corners, rng.integers(t.lo, t.hi, size=(n_random(simulator), eng.cols),
@@ -205,8 +201,8 @@ def test_requant_engine_per_channel(simulator, tmp_path):
     rng = np.random.default_rng(18)
     t = CodeType.full(9, True)
     rq = channel_requant(rng, 3, 5)
-    eng = RequantEngine(rq, t, elements=6, elements_per_transfer=2,
-                        channel_of=[e % 3 for e in range(6)])
+    eng = RequantOp.of(rq, t, elements=6, elements_per_transfer=2,
+                       channel_of=[e % 3 for e in range(6)])
     codes = np.arange(t.lo, t.hi + 1)
     every = np.stack([np.roll(codes, 11 * k) for k in range(6)], axis=1)
     n = max(0, n_random(simulator) - len(every))
@@ -231,8 +227,8 @@ CONVS = {
 
 @pytest.mark.parametrize("simulator,name", unit_cases("conv", CONVS))
 def test_conv_engine(simulator, name, tmp_path):
-    """ConvEngine: window + folded MVU + fused requant, random frames plus all-min/all-max/
-    checkerboard frames (the MVU core's ties and worst cases are covered by the DenseEngine
+    """A conv op: window + folded MVU + fused requant, random frames plus all-min/all-max/
+    checkerboard frames (the MVU core's ties and worst cases are covered by the dense op
     foldings)."""
     need(simulator)
     shape, t, order, cout, k, s, pad, pv, wb, per_ch, opts = CONVS[name]
@@ -250,13 +246,12 @@ def test_conv_engine(simulator, name, tmp_path):
     else:
         from softfloor.intmodel import Requant
         rq = Requant("rq", 2, "half_up", 3, False, 0, 7, 3)
-    eng = ConvEngine(conv, t, shape, order=order, requant=rq, **opts)
+    eng = Conv2dOp.of(conv, t, shape, order=order, requant=rq, **opts)
     frame = int(np.prod(shape))
     corners = np.array([np.full(frame, t.lo), np.full(frame, t.hi),
                         np.resize([t.lo, t.hi], frame), np.resize([t.hi, t.lo], frame)])
     x = np.concatenate([corners, rng.integers(t.lo, t.hi, size=(n_frames(simulator, eng.out_transfers), frame),
                                               endpoint=True)])
     want = eng.model(x)
-    run_unit(harness(f"u_conv_{name}", eng, eng.in_shape, frame, eng.out_shape,
-                     eng.out_elements), x, want, simulator, tmp_path, seed=6,
+    run_unit(engine_harness(f"u_conv_{name}", eng), x, want, simulator, tmp_path, seed=6,
              latency=eng.latency)

@@ -1,11 +1,11 @@
 """Streaming units against their numpy twins in cocotb, on both simulators.
 
-Each unit (a :class:`~softfloor.hw.engine.DenseEngine` at one PE/SIMD folding, a
-:class:`~softfloor.hw.engine.RequantEngine`, the skid buffer and the beat adapters of
-:mod:`softfloor.hw.stream_io`) is wrapped by :func:`softfloor.sim.units.stream_harness` behind
+Each unit (the matrix-vector unit of a :class:`~softfloor.hw.ops.DenseOp` at one PE/SIMD
+folding, the unit of a :class:`~softfloor.hw.ops.RequantOp`, the skid buffer and the beat
+adapters of :mod:`softfloor.hw.rtl.stream_io`) is wrapped by :func:`softfloor.sim.units.stream_harness` behind
 ``s_axis``/``m_axis`` ports and run by the same driver -> monitor -> in-order scoreboard as whole
 networks (:mod:`softfloor.sim.tb_stream`): random input gaps, random output backpressure, an
-idle check after the last vector (nothing extra), the isolated-vector latency against the unit's
+idle check after the last vector (nothing extra), the isolated-vector latency against the op's
 ``latency``. A mismatch names the vector, the element, expected and got.
 
 Vectors per unit: :data:`N_RANDOM` random vectors plus the corners -- min/max codes, per output
@@ -27,9 +27,9 @@ import pytest
 from amaranth.hdl import signed, unsigned
 
 from softfloor import arith
-from softfloor.hw import primitives as P
-from softfloor.hw.engine import DenseEngine, RequantEngine
-from softfloor.hw.stream_io import BeatLayout, BeatPacker, BeatUnpacker
+from softfloor.hw.ops import DenseOp, RequantOp
+from softfloor.hw.rtl import primitives as P
+from softfloor.hw.rtl.stream_io import BeatLayout, BeatPacker, BeatUnpacker
 from softfloor.intmodel import CodeType, Dense, Requant
 from softfloor.sim import tools, units
 from tests.conftest import require_tool
@@ -118,12 +118,12 @@ FOLDINGS = {
 }
 
 
-def dense_engine(name: str, seed: int = 0) -> DenseEngine:
+def dense_engine(name: str, seed: int = 0) -> DenseOp:
     rows, cols, t, wb, worst, rq, opts = FOLDINGS[name]
     rng = np.random.default_rng(seed + sum(map(ord, name)))
     dense, requant = make_layer(rng, rows, cols, in_type=t, weight_bits=wb, requant=rq,
                                 worst_case=worst)
-    return DenseEngine(dense, t, requant, **opts)
+    return DenseOp.of(dense, t, requant, **opts)
 
 
 # -- corners ------------------------------------------------------------------------------------
@@ -190,8 +190,8 @@ def row_requant(rq, r: int) -> Requant:
                    int(rq.multiplier[r]))
 
 
-def dense_corners(eng: DenseEngine, rng) -> tuple[np.ndarray, dict]:
-    """Corner input vectors of a DenseEngine and what they cover (see the module docstring)."""
+def dense_corners(eng: DenseOp, rng) -> tuple[np.ndarray, dict]:
+    """Corner input vectors of a dense op and what they cover (see the module docstring)."""
     t, d = eng.in_type, eng.dense
     W, b = np.asarray(d.weight), np.asarray(d.bias)
     cols = eng.cols
@@ -237,16 +237,17 @@ def run_unit(h, x, want, simulator, work, *, seed=0, gap=0.3, stall=0.3, latency
     return r
 
 
-def engine_harness(top, eng):
-    inl = BeatLayout(eng.in_shape, elements=eng.cols if isinstance(eng, DenseEngine)
-                     else eng.elements, elements_per_beat=eng.in_ept)
-    outl = BeatLayout(eng.out_shape, elements=eng.rows, elements_per_beat=eng.out_ept)
-    return units.stream_harness(top, eng, inl, outl)
+def engine_harness(top, op):
+    """``op``'s unit behind AXI4-Stream ports: one vector of the op per sample."""
+    inl = BeatLayout(op.in_element_shape, elements=op.in_elements, elements_per_beat=op.in_ept)
+    outl = BeatLayout(op.out_element_shape, elements=op.out_elements,
+                      elements_per_beat=op.out_ept)
+    return units.stream_harness(top, op.build(), inl, outl)
 
 
 @pytest.mark.parametrize("simulator,folding", unit_cases("dense", FOLDINGS))
 def test_dense_engine_folding(simulator, folding, tmp_path):
-    """One DenseEngine folding: random vectors + corners, gaps and backpressure, bit-exact."""
+    """One dense op folding: random vectors + corners, gaps and backpressure, bit-exact."""
     need(simulator)
     eng = dense_engine(folding)
     rng = np.random.default_rng(1)
@@ -259,7 +260,7 @@ def test_dense_engine_folding(simulator, folding, tmp_path):
     want = eng.model(x)
     run_unit(engine_harness(f"u_dense_{folding}", eng), x, want, simulator, tmp_path,
              seed=len(folding), latency=eng.latency)
-    print(f"  {folding}: {eng.rows}x{eng.cols} pe={eng.pe} simd={eng.simd} "
+    print(f"  {folding}: {eng!r}: "
           f"in/out per transfer {eng.in_ept}/{eng.out_ept} dsp={eng.dsp}: {len(corners)} corner "
           f"vectors ({cover['reached']} requant ties/edges)")
 
@@ -269,7 +270,6 @@ def test_dense_corners_hit_the_bounds_and_ties():
     need all ``acc_bits`` bits, and the tie vectors land on ties of the fused requant."""
     for name in FOLDINGS:
         eng = dense_engine(name)
-        eng._MustUse__silence = True                # only its numpy face is used here
         d = eng.dense
         corners, cover = dense_corners(eng, np.random.default_rng(0))
         acc = d.execute(corners)
@@ -311,17 +311,17 @@ def test_dense_engine_reset_midstream(simulator, tmp_path):
 
 @pytest.mark.parametrize("simulator", sims_for("requant"))
 def test_requant_engine(simulator, tmp_path):
-    """RequantEngine, 2 lanes: every input code (all ties, all saturation edges) in every lane,
+    """A requant op, 2 lanes: every input code (all ties, all saturation edges) in every lane,
     then random vectors."""
     need(simulator)
     t = CodeType.full(10, True)
     rq = Requant("rq", 4, "half_even", 4, True, -7, 5, multiplier=3)
-    eng = RequantEngine(rq, t, elements=4, elements_per_transfer=2)
+    eng = RequantOp.of(rq, t, elements=4, elements_per_transfer=2)
     rng = np.random.default_rng(2)
     codes = np.arange(t.lo, t.hi + 1)
-    every = np.stack([np.roll(codes, 7 * k) for k in range(eng.elements)], axis=1)
+    every = np.stack([np.roll(codes, 7 * k) for k in range(eng.in_elements)], axis=1)
     n = max(0, n_random(simulator) - len(every))
-    x = np.concatenate([every, rng.integers(t.lo, t.hi, size=(n, eng.elements), endpoint=True)])
+    x = np.concatenate([every, rng.integers(t.lo, t.hi, size=(n, eng.in_elements), endpoint=True)])
     run_unit(engine_harness("u_requant", eng), x, eng.model(x), simulator, tmp_path, seed=3,
              latency=eng.latency)
 
@@ -372,9 +372,8 @@ def test_a_wrong_rounding_engine_is_caught(tmp_path):
     corner vectors alone, differs exactly on accumulators that are ties with an odd quotient."""
     need("icarus")
     good = dense_engine("1x1")
-    good._MustUse__silence = True
     bad_rq = Requant("rq", **{**FOLDINGS["1x1"][5], "rounding": "half_up"})
-    bad = DenseEngine(good.dense, good.in_type, bad_rq)
+    bad = DenseOp.of(good.dense, good.in_type, bad_rq)
     x, _ = dense_corners(good, np.random.default_rng(1))
     want = good.model(x)
     r = units.run_stream(engine_harness("u_dense_wrong", bad), x, "icarus", tmp_path,

@@ -1,9 +1,9 @@
-"""The Amaranth face of a constant-matrix adder graph (:class:`softfloor.hw.cmvm.AdderGraph`).
+"""The Amaranth face of a constant-matrix adder graph (:class:`softfloor.hw.rtl.cmvm.AdderGraph`).
 
 :func:`emit` is function-style: given the input values, the graph and the register placement,
 it adds the adders (each a signal of its node's exact width) and the pipeline registers to a
 module and returns one value per output row. Its numpy twin is
-:meth:`~softfloor.hw.cmvm.AdderGraph.evaluate`; ``tests/hw/test_cmvm.py`` and
+:meth:`~softfloor.hw.rtl.cmvm.AdderGraph.evaluate`; ``tests/hw/test_cmvm.py`` and
 ``tests/sim/test_units_cmvm.py`` check the two against each other and against ``W @ x``.
 
 Register placement by adder depth: an adder of depth ``d`` is computed in stage
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from amaranth.hdl import Const, Module, Signal, Value, signed, unsigned
 
-from .cmvm import LEVELS_PER_STAGE, AdderGraph
+from softfloor.hw.rtl.cmvm import LEVELS_PER_STAGE, AdderGraph
 
 __all__ = ["emit"]
 

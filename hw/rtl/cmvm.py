@@ -26,7 +26,7 @@ The result, :class:`AdderGraph`, is a plain data structure you can print::
 
 Its numpy twin :meth:`AdderGraph.evaluate` computes every node at its own width (wrapping like
 the hardware would) and returns the outputs; it equals ``x @ W.T`` exactly. The Amaranth face
-is :func:`softfloor.hw.cmvm_rtl.emit`.
+is :func:`softfloor.hw.rtl.cmvm_emit.emit`.
 """
 from __future__ import annotations
 
@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import arith
-from .primitives import csd_digits
+from softfloor import arith
+from softfloor.hw.rtl.primitives import csd_digits
 
 __all__ = ["Adder", "Output", "AdderGraph", "solve", "naive", "matrix_graph", "LEVELS_PER_STAGE"]
 
@@ -179,7 +179,7 @@ class AdderGraph:
         return math.ceil(self.depth[node] / levels_per_stage)
 
     def register_bits(self, levels_per_stage: int = LEVELS_PER_STAGE) -> int:
-        """Flip-flops of the pipeline registers :func:`softfloor.hw.cmvm_rtl.emit` places: a
+        """Flip-flops of the pipeline registers :func:`softfloor.hw.rtl.cmvm_emit.emit` places: a
         value read ``j`` stages after the one that computed it goes through ``j`` registers
         (an input counts as computed in stage 1), every output through the last stage's."""
         last = self.stages(levels_per_stage)

@@ -32,12 +32,12 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from . import primitives as P
-from .engine import table_value
-from .stream_io import transfer_shape
+from softfloor.hw.rtl import primitives as P
+from softfloor.hw.rtl.stream_io import transfer_shape
+from softfloor.hw.rtl.tables import positive_int, table_value
 
 __all__ = ["SlidingWindow", "WINDOW_LATENCY", "RELEASE_DELAY", "ORDERS", "stream_index",
-           "window_taps", "release_hazard"]
+           "window_taps", "im2col", "release_hazard"]
 
 #: Cycles from the last input transfer accepted to the first output transfer accepted (idle
 #: reader, output ready): bank-full flag (1), tap geometry (1), address (1), memory read (1),
@@ -69,6 +69,24 @@ def window_taps(shape, kernel, stride, padding):
     return (oh, ow), cols
 
 
+def im2col(x, shape, order: str, kernel, stride, padding, pad_value: int) -> np.ndarray:
+    """The window's numpy semantics: ``(N, C*H*W)`` frames sent in ``order`` -> ``(N,
+    pixels*cols)`` taps, pixels in raster order, each pixel's taps in ``(c, ky, kx)`` order,
+    ``pad_value`` outside the frame."""
+    x = np.asarray(x, dtype=np.int64)
+    C, H, W = shape
+    (sy, sx), (pt, pl, _, _) = stride, padding
+    (oh, ow), taps = window_taps(shape, kernel, stride, padding)
+    out = np.full((x.shape[0], oh * ow, len(taps)), pad_value, dtype=np.int64)
+    for oy in range(oh):
+        for ox in range(ow):
+            for q, (c, ky, kx) in enumerate(taps):
+                y, xx = oy * sy + ky - pt, ox * sx + kx - pl
+                if 0 <= y < H and 0 <= xx < W:
+                    out[:, oy * ow + ox, q] = x[:, stream_index(order, shape, c, y, xx)]
+    return out.reshape(x.shape[0], -1)
+
+
 def release_hazard(shape, order, kernel, stride, padding, in_ept: int, out_ept: int) -> bool:
     """Would the next frame overwrite a word the last tap transfers still have to read?
 
@@ -98,12 +116,6 @@ def release_hazard(shape, order, kernel, stride, padding, in_ept: int, out_ept: 
                     stream_index(order, shape, c, y, x) // in_ept <= 1:
                 return True
     return False
-
-
-def _pos(name: str, v) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    return v
 
 
 class SlidingWindow(wiring.Component):
@@ -138,17 +150,16 @@ class SlidingWindow(wiring.Component):
                  stride=(1, 1), padding=(0, 0, 0, 0), pad_value: int = 0,
                  in_elements_per_transfer: int = 1, out_elements_per_transfer: int = 1,
                  name: str = "window"):
-        self._MustUse__silence = True
         self.name = name
-        self.shape = tuple(_pos("shape", int(v)) for v in shape)
+        self.shape = tuple(positive_int("shape", int(v)) for v in shape)
         if len(self.shape) != 3:
             raise ValueError(f"{name}: shape must be (C, H, W), got {shape!r}")
         if order not in ORDERS:
             raise ValueError(f"{name}: order must be one of {ORDERS}, got {order!r}")
         self.order = order
         self.element_shape = Shape.cast(element_shape)
-        self.kernel = tuple(_pos("kernel", int(v)) for v in kernel)
-        self.stride = tuple(_pos("stride", int(v)) for v in stride)
+        self.kernel = tuple(positive_int("kernel", int(v)) for v in kernel)
+        self.stride = tuple(positive_int("stride", int(v)) for v in stride)
         self.padding = tuple(int(v) for v in padding)
         if len(self.padding) != 4 or min(self.padding) < 0:
             raise ValueError(f"{name}: padding must be 4 integers >= 0, got {padding!r}")
@@ -165,8 +176,8 @@ class SlidingWindow(wiring.Component):
         self.cols = len(self.taps)
         self.pixels = self.oh * self.ow
         self.frame = C * H * W
-        k = _pos("in_elements_per_transfer", in_elements_per_transfer)
-        n = _pos("out_elements_per_transfer", out_elements_per_transfer)
+        k = positive_int("in_elements_per_transfer", in_elements_per_transfer)
+        n = positive_int("out_elements_per_transfer", out_elements_per_transfer)
         if k & (k - 1) or self.frame % k:
             raise ValueError(f"{name}: in_elements_per_transfer={k} must be a power of two "
                              f"dividing the frame's {self.frame} elements")
@@ -179,23 +190,12 @@ class SlidingWindow(wiring.Component):
         super().__init__({
             "i": In(stream.Signature(transfer_shape(self.element_shape, k))),
             "o": Out(stream.Signature(transfer_shape(self.element_shape, n)))})
-        self._MustUse__silence = False
 
     # -- faces ------------------------------------------------------------------------------
     def model(self, x) -> np.ndarray:
         """Numpy twin: ``(N, C*H*W)`` frames in ``order`` -> ``(N, pixels*cols)`` taps."""
-        x = np.asarray(x, dtype=np.int64)
-        C, H, W = self.shape
-        (sy, sx), (pt, pl, _, _) = self.stride, self.padding
-        out = np.full((x.shape[0], self.pixels, self.cols), self.pad_value, dtype=np.int64)
-        for oy in range(self.oh):
-            for ox in range(self.ow):
-                for q, (c, ky, kx) in enumerate(self.taps):
-                    y, xx = oy * sy + ky - pt, ox * sx + kx - pl
-                    if 0 <= y < H and 0 <= xx < W:
-                        out[:, oy * self.ow + ox, q] = x[:, stream_index(self.order, self.shape,
-                                                                         c, y, xx)]
-        return out.reshape(x.shape[0], -1)
+        return im2col(x, self.shape, self.order, self.kernel, self.stride, self.padding,
+                      self.pad_value)
 
     @property
     def in_transfers(self) -> int:
@@ -247,13 +247,21 @@ class SlidingWindow(wiring.Component):
 
         full = Signal(2)
         set_full, clr_full = Signal(2), Signal(2)
+        rd_bank = Signal()
         m.d.sync += full.eq((full | set_full) & ~clr_full)
 
         # ---- write side ----------------------------------------------------------------------
         wr_bank = Signal()
         wr_word = Signal(range(max(2, words)))
         take = Signal()
-        m.d.comb += [self.i.ready.eq(~full.bit_select(wr_bank, 1)),
+        # Early release (below): a bank is free once its last transfer is issued, while stages
+        # a and b still hold up to two reads of it. Without stalls those reads happen in the
+        # next two cycles, before the writer reaches the words they need (release_hazard); while
+        # the read pipeline stalls, the writer waits instead of writing the released bank.
+        pending_old = Signal()
+        m.d.comb += self.i.ready.eq(~full.bit_select(wr_bank, 1)
+                                    & ~(pending_old & (wr_bank != rd_bank)))
+        m.d.comb += [
                      take.eq(self.i.valid & self.i.ready),
                      wp.addr.eq(addr(wr_word, wr_bank)), wp.data.eq(Value.cast(self.i.payload)),
                      wp.en.eq(take)]
@@ -270,7 +278,6 @@ class SlidingWindow(wiring.Component):
         res = stream.Signature(transfer_shape(self.element_shape, n)).create()
         advance = Signal()
         m.d.comb += advance.eq(~res.valid | res.ready)
-        rd_bank = Signal()
         issue = Signal()
         t = Signal(range(max(2, T)))
         ox = Signal(range(max(2, self.ow)))
@@ -320,6 +327,8 @@ class SlidingWindow(wiring.Component):
         v1 = Signal(name="v1")
         bank_a = reg(rd_bank, "bank_a")
         bank_b = reg(bank_a, "bank_b")
+        m.d.comb += pending_old.eq(~advance & ((va & (bank_a != rd_bank))
+                                               | (vb & (bank_b != rd_bank))))
         if self.late_release:
             rel_a = reg(issue & last_t & last_x & last_y, "rel_a", 1)
             rel_b = reg(rel_a, "rel_b", 1)
