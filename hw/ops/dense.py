@@ -23,6 +23,7 @@ import numpy as np
 from softfloor.intmodel import ChannelRequant, CodeType, Dense, Requant
 from softfloor.hw.ops import cost
 from softfloor.hw.ops.base import HwOp, Lowering, PlanEntryError
+from softfloor.hw.rtl import cmvm
 from softfloor.hw.rtl.mvu import (MVU_LATENCY, MatrixVectorUnit, check_fold, const_graph,
                                   dsp_eligible, is_const, product_bits, product_selector_bits,
                                   product_terms, tree_levels)
@@ -36,12 +37,26 @@ def fold_values(n: int) -> list[int]:
     return sorted({math.ceil(n / k) for k in range(1, n + 1)})
 
 
+#: A constant matrix of more canonical-signed-digit terms than this is estimated from its plain
+#: trees instead of solved (the solver's time grows about with the square of the terms: 6k
+#: terms take seconds, 23k a minute; such a matrix unrolled is over 20k LUTs anyway).
+SOLVE_TERMS = 8192
+#: Adder and register bits of the shared graph over those of the plain trees, on random
+#: 64x64 and 128x128 matrices of 4 and 8 bits (0.54..0.59).
+SHARED_FRACTION = 0.6
+
+
 def const_tree(weight, in_type: CodeType) -> tuple[int, int]:
     """(adder bits, register bits) of a fully unrolled MVU's constant weights: the carry-chain
     bits of the adders of the matrix's shared-subexpression graph and its pipeline register
-    bits, as :meth:`MatrixVectorUnit._const_sums` builds them (:func:`const_graph`)."""
-    g = const_graph(weight, in_type)
-    return g.total_adder_bits, g.register_bits()
+    bits, as :meth:`MatrixVectorUnit._const_sums` builds them (:func:`const_graph`); beyond
+    :data:`SOLVE_TERMS` terms, :data:`SHARED_FRACTION` of the plain trees'."""
+    if int(cmvm.term_counts(weight).sum()) <= SOLVE_TERMS:
+        g = const_graph(weight, in_type)
+        return g.total_adder_bits, g.register_bits()
+    g = cmvm.matrix_naive(weight, in_type.lo, in_type.hi)
+    return (int(SHARED_FRACTION * g.total_adder_bits),
+            int(SHARED_FRACTION * g.register_bits()))
 
 
 @dataclass(frozen=True, kw_only=True, eq=False, repr=False)
@@ -221,8 +236,7 @@ class DenseOp(HwOp):
     @property
     def tree_levels(self) -> int:
         return tree_levels(self.simd, self.product_terms, self.const_weights,
-                           const_graph(self.dense.weight, self.in_type)
-                           if self.const_weights else None)
+                           self.dense.weight)
 
     @property
     def mvu_in_ept(self) -> int:

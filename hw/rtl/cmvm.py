@@ -41,7 +41,8 @@ import numpy as np
 from softfloor import arith
 from softfloor.hw.rtl.primitives import csd_digits
 
-__all__ = ["Adder", "Output", "AdderGraph", "solve", "naive", "matrix_graph", "LEVELS_PER_STAGE"]
+__all__ = ["Adder", "Output", "AdderGraph", "solve", "naive", "matrix_graph", "matrix_naive",
+           "term_counts", "stages_of", "LEVELS_PER_STAGE"]
 
 #: Adder levels between two pipeline registers (the plain trees had two add levels per
 #: registered level too).
@@ -343,15 +344,41 @@ def solve(W, in_ranges, *, depth_slack: int = 0, share: bool = True,
 
 def matrix_graph(W, lo: int, hi: int) -> AdderGraph:
     """:func:`solve` for a matrix whose inputs all take values in ``[lo, hi]``, cached (the
-    engine, its latency and the planner's estimate all ask for the same graph)."""
+    unit and the planner's estimate ask for the same graph)."""
     W = np.ascontiguousarray(np.asarray(W, dtype=np.int64))
-    return _cached(W.tobytes(), W.shape, int(lo), int(hi))
+    return _cached(W.tobytes(), W.shape, int(lo), int(hi), True)
+
+
+def matrix_naive(W, lo: int, hi: int) -> AdderGraph:
+    """:func:`naive` for inputs in ``[lo, hi]``, cached: the plain trees, fast on any size."""
+    W = np.ascontiguousarray(np.asarray(W, dtype=np.int64))
+    return _cached(W.tobytes(), W.shape, int(lo), int(hi), False)
 
 
 @functools.lru_cache(maxsize=64)
-def _cached(data: bytes, shape: tuple, lo: int, hi: int) -> AdderGraph:
+def _cached(data: bytes, shape: tuple, lo: int, hi: int, share: bool) -> AdderGraph:
     W = np.frombuffer(data, dtype=np.int64).reshape(shape)
-    return solve(W, [(lo, hi)] * shape[1])
+    return solve(W, [(lo, hi)] * shape[1], share=share)
+
+
+def term_counts(W) -> np.ndarray:
+    """Canonical-signed-digit terms per row of ``W`` (the plain trees' leaves)."""
+    W = np.asarray(W, dtype=np.int64)
+    vals, inv = np.unique(W, return_inverse=True)
+    per = np.array([len(csd_digits(int(v))) for v in vals], dtype=np.int64)
+    return per[inv.reshape(W.shape)].sum(axis=1) if W.size else np.zeros(len(W), np.int64)
+
+
+def stages_of(W, levels_per_stage: int = LEVELS_PER_STAGE) -> int:
+    """``solve(W, ...).stages(levels_per_stage)`` without solving (any input ranges).
+
+    The graph's depth lies between the least depth of a plain tree of the longest row,
+    ``ceil(log2(terms))`` (every substitution keeps a row's ``sum(2**depth)`` at least its
+    term count), and :func:`solve`'s bound, that depth rounded up to whole stages; both give
+    the same number of stages."""
+    most = int(term_counts(W).max(initial=0))
+    least = (most - 1).bit_length() if most else 0
+    return max(1, math.ceil(least / levels_per_stage))
 
 
 def naive(W, in_ranges) -> AdderGraph:

@@ -49,7 +49,7 @@ from amaranth.lib.wiring import In, Out
 
 from softfloor.intmodel import ChannelRequant, CodeType, Dense
 from softfloor.hw.rtl import primitives as P
-from softfloor.hw.rtl.cmvm import AdderGraph, matrix_graph
+from softfloor.hw.rtl.cmvm import AdderGraph, matrix_graph, stages_of
 from softfloor.hw.rtl.cmvm_emit import emit
 from softfloor.hw.rtl.stream_io import transfer_shape
 from softfloor.hw.rtl.tables import positive_int, table_value
@@ -71,20 +71,20 @@ SPLIT_WEIGHT_BITS = 6
 DSP_MIN_PRODUCT_BITS = 11
 
 
-def tree_levels(simd: int, product_terms: int = 1, const: bool = False,
-                graph: AdderGraph | None = None) -> int:
+def tree_levels(simd: int, product_terms: int = 1, const: bool = False, weight=None) -> int:
     """Registered adder-tree levels after the product stage of an MVU.
 
     Folded (ROM weights): ``ceil(log2(simd * product_terms))``, one add per level. Constant
-    weights: the adder graph of the whole matrix (``graph``, :func:`const_graph`) is
+    weights: the adder graph of the whole matrix ``weight`` (:func:`const_graph`) is
     registered every :data:`~softfloor.hw.rtl.cmvm.LEVELS_PER_STAGE` adder levels; its first
-    stage is the product stage, so ``graph.stages() - 1``.
+    stage is the product stage, so its stages - 1 (:func:`~softfloor.hw.rtl.cmvm.stages_of`,
+    known without solving the graph).
     """
     if not const:
         return (simd * product_terms - 1).bit_length()
-    if graph is None:
-        raise ValueError("constant weights: the tree levels come from the matrix's adder graph")
-    return graph.stages() - 1
+    if weight is None:
+        raise ValueError("constant weights: the tree levels come from the weight matrix")
+    return stages_of(weight) - 1
 
 
 def const_graph(weight, in_type: CodeType) -> AdderGraph:
@@ -242,9 +242,8 @@ class MatrixVectorUnit(wiring.Component):
         self.const_weights = is_const(self.rows, self.cols, pe, simd)
         self.dsp = bool(dsp) and not self.const_weights
         self.product_terms = product_terms(dense.weight_bits, in_type, self.dsp)
-        self.tree_levels = tree_levels(
-            simd, self.product_terms, self.const_weights,
-            const_graph(dense.weight, in_type) if self.const_weights else None)
+        self.tree_levels = tree_levels(simd, self.product_terms, self.const_weights,
+                                       dense.weight)
         last_rows = self.rows - (self.groups - 1) * pe
         self.last_group_transfers = last_rows // self.out_ept
         acc_type = dense.out_type(in_type)

@@ -11,8 +11,11 @@ from amaranth.hdl import Module, Signal, signed, unsigned
 from amaranth.sim import Simulator
 
 from softfloor import arith
+from softfloor.hw.ops import dense as dense_op
+from softfloor.intmodel import CodeType
 from softfloor.hw.rtl import cmvm
 from softfloor.hw.rtl.cmvm_emit import emit
+from softfloor.hw.rtl.primitives import csd_digits
 
 
 def random_matrix(rng, rows, cols, bits, density=0.8):
@@ -61,6 +64,10 @@ def test_graph_equals_the_matrix_product(bits):
         y = ext @ W.T
         for r in range(rows):
             assert g.output_range(r) == (int(y[:, r].min()), int(y[:, r].max())), r
+        # the stages are known without solving (the unit's latency, the planner's)
+        assert cmvm.stages_of(W) == g.stages(), (rows, cols)
+        assert list(cmvm.term_counts(W)) == [sum(len(csd_digits(int(v))) for v in row)
+                                             for row in W]
 
 
 def test_digits_sized_layers_ten_thousand_vectors():
@@ -201,3 +208,18 @@ def test_register_bits_count_what_emit_builds():
 def test_module_docstring_example_is_true():
     import doctest
     assert doctest.testmod(cmvm).failed == 0
+
+
+def test_large_matrices_are_estimated_from_the_plain_trees():
+    """Beyond SOLVE_TERMS terms the estimate is SHARED_FRACTION of the plain trees (no
+    solve: seconds, not minutes); below it, the solved graph's own counts."""
+    rng = np.random.default_rng(8)
+    t = CodeType.full(8, True)
+    big = random_matrix(rng, 64, 128, 8)
+    assert cmvm.term_counts(big).sum() > dense_op.SOLVE_TERMS
+    g = cmvm.matrix_naive(big, t.lo, t.hi)
+    assert dense_op.const_tree(big, t) == (int(dense_op.SHARED_FRACTION * g.total_adder_bits),
+                                           int(dense_op.SHARED_FRACTION * g.register_bits()))
+    small = random_matrix(rng, 8, 12, 4)
+    s = cmvm.matrix_graph(small, t.lo, t.hi)
+    assert dense_op.const_tree(small, t) == (s.total_adder_bits, s.register_bits())
