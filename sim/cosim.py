@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,7 +142,7 @@ def cosimulate(verilog: str | os.PathLike, manifest: dict, inputs: np.ndarray, s
                gap_prob: float = 0.0, stall_prob: float = 0.0, seed: int = 0,
                measure_latency: bool = True, strict: bool = False, waves: bool = False,
                probes: list | None = None, reset: dict | None = None,
-               idle_check_cycles: int = 0) -> CosimResult:
+               idle_check_cycles: int = 0, progress=None) -> CosimResult:
     """Stream ``inputs`` (integer codes, one row per sample) through the RTL on ``simulator``.
 
     Parameters
@@ -161,6 +162,9 @@ def cosimulate(verilog: str | os.PathLike, manifest: dict, inputs: np.ndarray, s
         While ``rst`` is high the source keeps ``tvalid`` low and the sink ``tready`` low.
     idle_check_cycles : after the last expected sample, watch ``m_axis_tvalid`` this many cycles
         and count any beat in ``raw["extra_output_beats"]`` (duplicates / spurious outputs).
+    progress : optional ``callable(done, total, note)``: called with ``note`` set while the
+        simulation model is built, then with the count of samples out of the stream as it grows
+        (from this process, polling a file the testbench writes; ``note`` None).
     """
     verilog = Path(verilog).resolve()
     work = Path(work_dir).resolve() / simulator
@@ -172,24 +176,30 @@ def cosimulate(verilog: str | os.PathLike, manifest: dict, inputs: np.ndarray, s
            "gap_prob": gap_prob, "stall_prob": stall_prob, "seed": seed,
            "measure_latency": measure_latency, "strict": strict, "expected": None,
            "probes": probes or [], "probes_out": str(work / "probes.npz"), "reset": reset,
-           "idle_check_cycles": int(idle_check_cycles)}
+           "idle_check_cycles": int(idle_check_cycles),
+           "progress": str(work / "progress.txt") if progress else None}
     if expected is not None:
         np.save(work / "expected.npy", np.asarray(expected, dtype=np.int64))
         job["expected"] = str(work / "expected.npy")
-    for name in ("outputs.npy", "results.json", "probes.npz"):
+    for name in ("outputs.npy", "results.json", "probes.npz", "progress.txt"):
         (work / name).unlink(missing_ok=True)
     (work / "job.json").write_text(json.dumps(job))
 
+    total = len(inputs) if not reset else len(inputs) - int(reset.get("resume_from", 0))
+    if progress:
+        progress(0, total, f"preparing the {simulator} model (built once per design, cached)")
     runner, build_dir, build_s = build(verilog, manifest["top"], simulator, waves)
     t0 = time.monotonic()
     env = {"SOFTFLOOR_COSIM_JOB": str(work / "job.json")}
-    try:
-        runner.test(test_module="softfloor.sim.tb_stream", hdl_toplevel=manifest["top"],
-                    test_dir=work, build_dir=build_dir, extra_env=env, waves=waves,
-                    seed=seed, log_file=work / "sim.log", results_xml=str(work / "results.xml"),
-                    timescale=TIMESCALE if simulator == "icarus" else None)
-    except SystemExit as e:
-        raise CosimError(_failure_message(simulator, work, e.code)) from None
+    with _watch(work / "progress.txt", total, progress):
+        try:
+            runner.test(test_module="softfloor.sim.tb_stream", hdl_toplevel=manifest["top"],
+                        test_dir=work, build_dir=build_dir, extra_env=env, waves=waves,
+                        seed=seed, log_file=work / "sim.log",
+                        results_xml=str(work / "results.xml"),
+                        timescale=TIMESCALE if simulator == "icarus" else None)
+        except SystemExit as e:
+            raise CosimError(_failure_message(simulator, work, e.code)) from None
     run_s = time.monotonic() - t0
     if not (work / "results.json").exists():
         raise CosimError(_failure_message(simulator, work, None))
@@ -216,6 +226,36 @@ def cosimulate(verilog: str | os.PathLike, manifest: dict, inputs: np.ndarray, s
                        res.get("initiation_interval"), res.get("mismatches"),
                        res.get("first_mismatches", []), build_s, run_s, wave, res,
                        probe_data)
+
+
+@contextlib.contextmanager
+def _watch(path: Path, total: int, progress, every_s: float = 0.2):
+    """While the block runs, report the count the testbench writes to ``path`` (``done total``)
+    to ``progress(done, total, None)`` from a thread; once more at the end."""
+    if not progress:
+        yield
+        return
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            done = int(path.read_text().split()[0])
+        except (OSError, ValueError, IndexError):  # not written yet
+            done = 0
+        progress(done, total, None)
+
+    def poll() -> None:
+        while not stop.wait(every_s):
+            read()
+    th = threading.Thread(target=poll, name="cosim-progress", daemon=True)
+    progress(0, total, None)
+    th.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        th.join()
+        read()
 
 
 def _failure_message(simulator: str, work: Path, code) -> str:

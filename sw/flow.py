@@ -14,13 +14,12 @@ Artifacts in ``DIR``::
     vectors.npz             inputs, golden, rtl_<simulator>                   golden / sim
     softfloor_top.v, manifest.json                                           rtl
     synth/                  Yosys and nextpnr logs                            synth
-    report.json                                                               report
+    report.json, report.html                                                  report
 """
 from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,12 +27,19 @@ from typing import Callable
 
 import numpy as np
 
-from . import golden, intmodel
+from . import golden, intmodel, userinputs
+from . import progress as progress_mod
+from .artifacts import ArtifactError, load_json, load_npz, save_npz
+from .provenance import Lineage, sha256
 
 MODEL_FILE = "model.intmodel.json"
 SIMULATOR_CHOICES = ("verilator", "icarus", "both")
-#: Network architectures of the train stage (kept in step with softfloor.train.ARCHS, tested).
-ARCHS = ("mlp", "cnn")
+#: Network architectures of the train stage (kept in step with softfloor.train.ARCHS, tested);
+#: ``--arch`` also takes ``mlp:WIDTHS``, ``cnn:SPEC`` and ``FILE.py:FUNCTION``
+#: (:func:`softfloor.zoo.parse_arch`).
+ARCHS = ("mlp", "cnn", "custom")
+#: Data sets by name (kept in step with softfloor.data.DATASETS); ``--data`` also takes an .npz.
+DATASETS = ("digits", "mnist5k")
 #: Hidden activations of the train stage (kept in step with softfloor.models.ACTIVATIONS, tested).
 ACTIVATIONS = ("relu", "hardtanh")
 #: Scale kinds of the train stage (kept in step with softfloor.quant.SCALES, tested).
@@ -46,7 +52,8 @@ OUTPUTS = ("logits", "class")
 class FlowOptions:
     """Everything the stages may be told. Defaults are the embedded default run."""
     out: Path = Path("build/demo")
-    arch: str = "mlp"              # network trained: "mlp" or "cnn"
+    arch: str = "mlp"              # "mlp", "cnn", "mlp:WIDTHS", "cnn:SPEC" or "FILE.py:FUNCTION"
+    data: str = "digits"           # "digits", "mnist5k" or an .npz data set
     per_channel: bool = False      # per-output-channel weight scales (hidden layers)
     activation: str = "relu"       # hidden activations: "relu" (unsigned) or "hardtanh" (signed)
     scales: str = "po2"            # "po2" (shift-only requant) or "free" (multiplier + shift)
@@ -78,6 +85,7 @@ class FlowOptions:
     model: Path | None = None      # an existing integer model file: skip data/train/export
     inputs: Path | None = None     # float inputs (.npy), one row per sample
     labels: Path | None = None     # optional labels (.npy)
+    clip: bool = False             # saturate inputs outside the model's calibrated range
     waves: bool = False
     quiet: bool = False
 
@@ -92,14 +100,24 @@ class FlowOptions:
 class Context:
     opts: FlowOptions
     timings: dict = field(default_factory=dict)
+    reads: dict = field(default_factory=dict)  # {file: sha256} the running stage needed
+    _progress: progress_mod.Reporter | None = field(default=None, repr=False)
 
     @property
     def out(self) -> Path:
         return Path(self.opts.out)
 
+    @property
+    def progress(self) -> progress_mod.Reporter:
+        """Progress of the long steps (:mod:`softfloor.progress`): live on a terminal, lines in
+        a log, nothing with ``quiet``."""
+        if self._progress is None:
+            self._progress = progress_mod.reporter(self.opts.quiet)
+        return self._progress
+
     def say(self, msg: str) -> None:
         if not self.opts.quiet:
-            print(msg, flush=True)
+            self.progress.say(msg)
 
     def record(self, stage: str, data: dict) -> None:
         d = self.out / "stages"
@@ -108,54 +126,68 @@ class Context:
 
     def recorded(self, stage: str) -> dict:
         p = self.out / "stages" / f"{stage}.json"
-        return json.loads(p.read_text()) if p.exists() else {}
+        return load_json(p, rerun=f"rerun `softfloor {stage} --out {self.out}`") \
+            if p.exists() else {}
+
+    def lineage(self, stage: str) -> Lineage:
+        """What ``stage`` reads, checked (:class:`softfloor.provenance.Lineage`); the files it
+        reads are also hashed into :attr:`reads` (``stages/made_from.json``)."""
+        return Lineage(self.out, stage, reads=self.reads)
 
     def need(self, name: str, stage: str) -> Path:
-        p = self.out / name
-        if not p.exists():
-            raise FileNotFoundError(f"{p} not found: run `softfloor {stage} --out {self.out}` first")
-        return p
+        """``DIR/name``, checked against the record of ``stage`` that wrote it (one file; a
+        stage reading several uses :meth:`lineage`, which also checks them against each
+        other)."""
+        return self.lineage("?").read(name, stage)
 
 
 # ----------------------------------------------------------------------------------------------
 # Stages
 
 def stage_data(ctx: Context) -> None:
-    """Digits, stratified 80/20 split (random_state=0), pixels quantized to the input bits."""
+    """The data set (digits by default: stratified 80/20 split, random_state=0), inputs
+    quantized to the input bits; a data set file is checked before anything is written."""
     from . import train
     cfg = _train_config(ctx.opts)
     split = train.digits_split(cfg)
-    np.savez(ctx.out / "dataset.npz", c_train=split.c_train, y_train=split.y_train,
+    save_npz(ctx.out / "dataset.npz", c_train=split.c_train, y_train=split.y_train,
              c_test=split.c_test, y_test=split.y_test)
-    np.savez(ctx.out / "inputs.npz", codes=split.c_test, x=split.x_test, labels=split.y_test)
-    ctx.record("data", {"dataset": "sklearn digits", "train": len(split.y_train),
-                        "test": len(split.y_test), "input_bits": split.input_spec.bits,
-                        "input_quant": cfg.input_quantizer})
+    save_npz(ctx.out / "inputs.npz", codes=split.c_test, x=split.x_test, labels=split.y_test)
+    lin = ctx.lineage("data")
+    if cfg.data not in DATASETS:  # a data set file of the user's
+        lin.source(cfg.data, "--data")
+    ctx.record("data", {"dataset": "sklearn digits" if cfg.data == "digits" else cfg.data,
+                        "train": len(split.y_train), "test": len(split.y_test),
+                        "input_bits": split.input_spec.bits,
+                        "input_quant": cfg.input_quantizer, "shape": list(split.shape),
+                        "classes": split.classes,
+                        "provenance": lin.record(["dataset.npz", "inputs.npz"])})
 
 
 def stage_inputs(ctx: Context) -> None:
     """Float inputs of a user's model, quantized with the model file's input spec."""
     o = ctx.opts
-    model = intmodel.load(ctx.need(MODEL_FILE, "flow"))
-    try:
-        x = np.load(o.inputs)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{o.inputs}: cannot read float inputs as .npy: {e}") from None
-    codes = model.input.quantize(x)
-    arrays = {"codes": codes, "x": x}
-    if o.labels is not None:
-        labels = np.load(o.labels)
-        if labels.shape != (len(codes),):
-            raise ValueError(f"{o.labels}: expected {len(codes)} labels, got shape {labels.shape}")
-        arrays["labels"] = labels.astype(np.int64)
-    np.savez(ctx.out / "inputs.npz", **arrays)
-    ctx.record("data", {"dataset": str(o.inputs), "test": len(codes)})
+    lin = ctx.lineage("data")
+    model = intmodel.load(lin.read(MODEL_FILE, "model"))
+    u = userinputs.load(model, lin.source(o.inputs, "--inputs"),
+                        o.labels and lin.source(o.labels, "--labels"), clip=o.clip)
+    arrays = {"codes": u.codes, "x": u.x}
+    if u.labels is not None:
+        arrays["labels"] = u.labels
+    save_npz(ctx.out / "inputs.npz", **arrays)
+    rec = {"dataset": str(o.inputs), "test": len(u.codes)}
+    if u.clipped:
+        rec["clipped_samples"] = u.clipped
+        ctx.say(f"  --clip: {u.clipped} samples had values outside the calibrated range")
+    ctx.record("data", rec | {"provenance": lin.record(["inputs.npz"])})
 
 
 def _train_config(o: FlowOptions):
     """The training configuration the flow's options ask for."""
     from . import train
-    return train.TrainConfig(arch=o.arch, per_channel=o.per_channel, activation=o.activation,
+    from .zoo import parse_arch
+    return train.TrainConfig(**parse_arch(o.arch), data=str(o.data),
+                             per_channel=o.per_channel, activation=o.activation,
                              scales=o.scales,
                              weight_bits=o.weight_bits, act_bits=o.act_bits,
                              first_weight_bits=o.first_weight_bits,
@@ -173,32 +205,48 @@ def stage_train(ctx: Context) -> None:
     o = ctx.opts
     cfg = _train_config(o)
     split = train.digits_split(cfg)
-    progress = _epoch_progress(ctx)
-    fl = train.train_float(cfg, split, progress=progress("float"))
-    res = train.train_qat(cfg, split, progress=progress(f"QAT w{o.weight_bits}a{o.act_bits}"))
+    with ctx.progress.epochs("float") as update:
+        fl = train.train_float(cfg, split, progress=update)
+    with ctx.progress.epochs(f"QAT w{o.weight_bits}a{o.act_bits}") as update:
+        res = train.train_qat(cfg, split, progress=update)
     train.save_checkpoint(res, ctx.out / "model.pt")
     info = {"config": train.config_dict(cfg), "accuracy_float": fl.test_accuracy,
-            "accuracy_quantized": res.test_accuracy}
+            "accuracy_quantized": res.test_accuracy,
+            "input_range": [float(split.x_train.min()), float(split.x_train.max())]}
     if cfg.input_quantizer == "learned":
         from .data import scale_thresholds
         info["input_thresholds"] = scale_thresholds(res.input_spec.scale).tolist()
         info["input_thresholds_moved"] = res.history[-1]["thresholds_moved"]
     intmodel.atomic_write_text(ctx.out / "train.json", json.dumps(info, indent=1) + "\n")
-    ctx.record("train", info)
+    ctx.say(f"  test accuracy ({len(split.y_test)} samples): float {100 * fl.test_accuracy:.2f}%,"
+            f" quantized {100 * res.test_accuracy:.2f}% (hard-quantized, as exported)")
+    curves = {k: [{f: h[f] for f in ("epoch", "loss", "acc") if f in h} for h in r.history]
+              for k, r in (("float", fl), ("quantized", res))}
+    lin = ctx.lineage("train")
+    if cfg.data not in DATASETS:  # a data set file of the user's
+        lin.source(cfg.data, "--data")
+    ctx.record("train", info | {"history": curves,
+                                "provenance": lin.record(["model.pt", "train.json"])})
 
 
 def stage_export(ctx: Context) -> None:
     """Hard-quantized torch model -> integer model file."""
-    from . import export, train
-    res = train.load_checkpoint(ctx.need("model.pt", "train"))
-    model = export.export(res.model, res.input_spec, name=f"digits-{res.config.arch}",
-                          meta=json.loads(ctx.need("train.json", "train").read_text()))
+    from . import train
+    from .nn import exporter as export
+    lin = ctx.lineage("export")
+    res = train.load_checkpoint(lin.read("model.pt"))
+    meta = load_json(lin.read("train.json"), rerun=f"rerun `softfloor train --out {ctx.out}`")
+    inp = load_npz(lin.read("inputs.npz", only=("data", "model")), {"codes": "int"},
+                   rerun=f"rerun `softfloor data --out {ctx.out}`")
+    data = res.config.data if res.config.data in DATASETS else Path(res.config.data).stem
+    model = export.export(res.model, res.input_spec, name=f"{data}-{res.config.arch}", meta=meta)
     model = with_output(model, ctx.opts.output)
     intmodel.save(model, ctx.out / MODEL_FILE)
     ctx.say(model.summary())
-    changed = _requantize_inputs(ctx, model)
+    changed = _requantize_inputs(ctx, model, inp)
     ctx.record("export", {"layers": len(model.layers), "macs": model.macs(),
-                          "inputs_requantized": changed})
+                          "inputs_requantized": changed,
+                          "provenance": lin.record([MODEL_FILE, "inputs.npz"])})
 
 
 def with_output(model: intmodel.IntModel, output: str) -> intmodel.IntModel:
@@ -222,48 +270,66 @@ def with_output(model: intmodel.IntModel, output: str) -> intmodel.IntModel:
                              intmodel.OutputSpec(1.0), model.name, dict(model.meta))
 
 
-def _requantize_inputs(ctx: Context, model: intmodel.IntModel) -> int | None:
-    """Make ``inputs.npz``'s codes those of the model file's input quantizer (a trained one,
-    e.g. learned input thresholds, differs from the data stage's); returns how many samples
-    changed (None: the inputs carry no real values, e.g. written by an older version)."""
-    path = ctx.need("inputs.npz", "data")
-    inp = dict(np.load(path))
+def _requantize_inputs(ctx: Context, model: intmodel.IntModel, inp: dict) -> int | None:
+    """Make ``inputs.npz``'s codes (``inp``) those of the model file's input quantizer (a
+    trained one, e.g. learned input thresholds, differs from the data stage's); returns how
+    many samples changed (None: the inputs carry no real values, e.g. written by an older
+    version)."""
     if "x" not in inp:
         return None
     codes = model.input.quantize(inp["x"])
     changed = int(np.sum(np.any(codes != inp["codes"], axis=1)))
     if changed:
-        inp["codes"] = codes
-        tmp = path.with_name(f".{path.stem}.tmp.npz")
-        np.savez(tmp, **inp)
-        tmp.replace(path)
+        save_npz(ctx.out / "inputs.npz", **(inp | {"codes": codes}))
     return changed
 
 
 def stage_golden(ctx: Context) -> None:
     """Golden integer model on the test inputs."""
-    model = intmodel.load(ctx.need(MODEL_FILE, "export"))
-    inp = np.load(ctx.need("inputs.npz", "data"))
+    lin = ctx.lineage("golden")
+    model = intmodel.load(lin.read(MODEL_FILE))
+    inp = _read_inputs(ctx, lin, model)
     codes = inp["codes"]
     t0 = time.perf_counter()
     out = golden.run(model, codes)
     dt = time.perf_counter() - t0
-    _save_vectors(ctx, inputs=codes, golden=out)
+    save_npz(ctx.out / "vectors.npz", inputs=codes, golden=out)  # no older rtl_* beside it
     rec = {"samples": len(codes), "seconds": dt}
     if "labels" in inp:
         rec["accuracy"] = float(np.mean(golden.classify(model, out) == inp["labels"]))
-    ctx.record("golden", rec)
+    ctx.record("golden", rec | {"provenance": lin.record(["vectors.npz"])})
+
+
+def _read_inputs(ctx: Context, lin: Lineage, model: intmodel.IntModel) -> dict:
+    """``inputs.npz`` checked against ``model``: codes of its input size, made by its input
+    quantizer (when the real inputs are stored), labels one per sample."""
+    path = lin.read("inputs.npz")
+    inp = load_npz(path, {"codes": "int"}, rerun=f"rerun `softfloor data --out {ctx.out}`")
+    codes = inp["codes"]
+    if codes.ndim != 2 or len(codes) == 0 or codes.shape[1] != model.input.size:
+        raise ArtifactError(f"{path}: codes of shape {codes.shape}, the model "
+                            f"{ctx.out / MODEL_FILE} expects (N, {model.input.size}) with N >= 1; "
+                            f"rerun `softfloor data --out {ctx.out}`")
+    if "x" in inp and not np.array_equal(model.input.quantize(inp["x"]), codes):
+        raise ArtifactError(f"{path}: codes are not {ctx.out / MODEL_FILE}'s quantization of its "
+                            f"inputs x; rerun `softfloor export --out {ctx.out}`")
+    if "labels" in inp and inp["labels"].shape != (len(codes),):
+        raise ArtifactError(f"{path}: {inp['labels'].shape} labels for {len(codes)} samples; "
+                            f"rerun `softfloor data --out {ctx.out}`")
+    return inp
 
 
 def stage_rtl(ctx: Context) -> None:
     """Integer model file -> one Verilog file + manifest.json (and the plan file if asked)."""
     from softfloor.hw import generate, planfile, planner
     o = ctx.opts
-    model = intmodel.load(ctx.need(MODEL_FILE, "export"))
+    lin = ctx.lineage("rtl")
+    model = intmodel.load(lin.read(MODEL_FILE))
     if o.plan is not None:
         if o.fold:
             raise ValueError("give --plan or --fold, not both (edit the plan file's pe/simd)")
         plan = planfile.read_plan(o.plan, model, o.device)
+        lin.source(o.plan, "--plan")
     else:
         overrides = dict(planner.parse_fold(f) for f in (o.fold or ()))
         plan = planner.plan(model, o.device, o.objective, overrides)
@@ -278,21 +344,29 @@ def stage_rtl(ctx: Context) -> None:
     ctx.record("rtl", {"top": man["top"], "cycles_per_inference": man["cycles_per_inference"],
                        "initiation_interval": man["initiation_interval"],
                        "mac_units": man["mac_units"], "plan": man.get("plan"),
-                       "plan_file": str(o.plan) if o.plan is not None else None})
+                       "plan_text": str(plan),
+                       "plan_file": str(o.plan) if o.plan is not None else None,
+                       "provenance": lin.record([f"{man['top']}.v", "manifest.json"])})
 
 
 def stage_sim(ctx: Context) -> None:
     """cocotb co-simulation of every test sample on each requested simulator."""
     from softfloor.sim import cosim
-    man = json.loads(ctx.need("manifest.json", "rtl").read_text())
-    verilog = ctx.need(f"{man['top']}.v", "rtl")
-    vec = dict(np.load(ctx.need("vectors.npz", "golden")))
-    inp = np.load(ctx.need("inputs.npz", "data"))
+    lin = ctx.lineage("sim")
+    man, verilog = _read_rtl(ctx, lin)
+    vec = load_npz(lin.read("vectors.npz"), {"inputs": "int", "golden": "int"},
+                   rerun=f"rerun `softfloor golden --out {ctx.out}`")
+    model = intmodel.load(lin.read(MODEL_FILE))
+    inp = _read_inputs(ctx, lin, model)
+    if not np.array_equal(vec["inputs"], inp["codes"]):
+        raise ArtifactError(f"{ctx.out / 'vectors.npz'}: inputs differ from "
+                            f"{ctx.out / 'inputs.npz'}; rerun `softfloor golden --out {ctx.out}`")
     rec = {}
     for sim in ctx.opts.simulators():
         ctx.say(f"  co-simulating {len(vec['inputs'])} samples on {sim} ...")
-        r = cosim.cosimulate(verilog, man, vec["inputs"], sim, ctx.out / "cosim",
-                             expected=vec["golden"], waves=ctx.opts.waves)
+        with ctx.progress.counter(sim, len(vec["inputs"])) as update:
+            r = cosim.cosimulate(verilog, man, vec["inputs"], sim, ctx.out / "cosim",
+                                 expected=vec["golden"], waves=ctx.opts.waves, progress=update)
         vec[f"rtl_{sim}"] = r.outputs
         n = min(len(r.outputs), len(vec["golden"]))
         mism = int(np.sum(np.any(r.outputs[:n] != vec["golden"][:n], axis=1))) + \
@@ -304,7 +378,6 @@ def stage_sim(ctx: Context) -> None:
                     "run_seconds": round(r.run_seconds, 2),
                     "first_mismatches": r.first_mismatches[:5]}
         if "labels" in inp and len(r.outputs) == len(inp["labels"]):
-            model = intmodel.load(ctx.out / MODEL_FILE)  # per-channel output scales: real argmax
             rec[sim]["accuracy"] = float(np.mean(golden.classify(model, r.outputs)
                                                   == inp["labels"]))
         if r.waves:
@@ -314,7 +387,7 @@ def stage_sim(ctx: Context) -> None:
             # Locate the fault: first bad layer and element, from engine-output probes + waves.
             from softfloor.sim import diagnose
             try:
-                d = diagnose.diagnose(intmodel.load(ctx.need(MODEL_FILE, "export")), man,
+                d = diagnose.diagnose(model, man,
                                       verilog, vec["inputs"], vec["golden"], r.outputs, sim,
                                       ctx.out / "cosim" / "diagnose")
             except Exception as e:  # the mismatch counts stand; say why there is no diagnosis
@@ -326,28 +399,38 @@ def stage_sim(ctx: Context) -> None:
                                 first_bad_instance=d.first_bad_instance,
                                 diagnosis=d.to_dict(), diagnosis_waves=d.waves)
                 ctx.say("    MISMATCH -- " + str(d).replace("\n", "\n    "))
-    _save_vectors(ctx, **vec)
-    ctx.record("sim", rec)
+    save_npz(ctx.out / "vectors.npz", **vec)
+    ctx.record("sim", rec | {"provenance": lin.record(["vectors.npz"])})
+
+
+def _read_rtl(ctx: Context, lin: Lineage) -> tuple[dict, Path]:
+    """``manifest.json`` and the Verilog it names, both checked against the rtl record."""
+    rerun = f"rerun `softfloor rtl --out {ctx.out}`"
+    man = load_json(lin.read("manifest.json"), ("top",), rerun=rerun)
+    if not isinstance(man["top"], str) or not man["top"].isidentifier():
+        raise ArtifactError(f"{ctx.out / 'manifest.json'}: field 'top' is not a module name; "
+                            f"{rerun}")
+    return man, lin.read(f"{man['top']}.v", "rtl")
 
 
 def stage_synth(ctx: Context) -> None:
     """Yosys synth_ice40 + nextpnr-ice40: logic cells, FFs, DSPs, RAM blocks, Fmax."""
     from softfloor.hw import synth
     synth.get_device(ctx.opts.device)
-    man = json.loads(ctx.need("manifest.json", "rtl").read_text())
-    verilog = ctx.need(f"{man['top']}.v", "rtl")
-    progress = lambda m: ctx.say(f"  {m} ...")  # noqa: E731
+    lin = ctx.lineage("synth")
+    man, verilog = _read_rtl(ctx, lin)
     rec = {}
-    if ctx.opts.synth_cache is not None:
-        from . import synth_cache
-        r, key, hit = synth_cache.synthesize(verilog, man["top"], ctx.out / "synth",
-                                             ctx.opts.device, ctx.opts.synth_cache, progress)
-        rec = {"cache": "hit" if hit else "miss", "cache_key": key}
-    else:
-        r = synth.synthesize(verilog, man["top"], ctx.out / "synth", ctx.opts.device,
-                             progress=progress)
+    with ctx.progress.steps("synth") as progress:
+        if ctx.opts.synth_cache is not None:
+            from . import synth_cache
+            r, key, hit = synth_cache.synthesize(verilog, man["top"], ctx.out / "synth",
+                                                 ctx.opts.device, ctx.opts.synth_cache, progress)
+            rec = {"cache": "hit" if hit else "miss", "cache_key": key}
+        else:
+            r = synth.synthesize(verilog, man["top"], ctx.out / "synth", ctx.opts.device,
+                                 progress=progress)
     ctx.say(f"    {r}")
-    ctx.record("synth", r.to_dict() | rec)
+    ctx.record("synth", r.to_dict() | rec | {"provenance": lin.record([])})
 
 
 def _write_core(ctx: Context, man: dict, boards: dict | None = None) -> None:
@@ -355,10 +438,15 @@ def _write_core(ctx: Context, man: dict, boards: dict | None = None) -> None:
     when the golden stage has written them)."""
     from .hw import fusesoc
     path = ctx.out / "vectors.npz"
-    if not path.exists():
+    try:  # the golden vectors of this model only
+        lin = Lineage(ctx.out, "rtl")
+        lin.read(MODEL_FILE)
+        lin.read("vectors.npz")
+    except ArtifactError:
         fusesoc.write_core(ctx.out, man, None, None, boards)
         return
-    vec = np.load(path)
+    vec = load_npz(path, {"inputs": "int", "golden": "int"},
+                   rerun=f"rerun `softfloor golden --out {ctx.out}`")
     n = min(len(vec["inputs"]), 32)
     fusesoc.write_core(ctx.out, man, vec["inputs"][:n], vec["golden"][:n], boards)
 
@@ -366,12 +454,17 @@ def _write_core(ctx: Context, man: dict, boards: dict | None = None) -> None:
 def stage_board(ctx: Context) -> None:
     """Board top (UART link + PLL + pins) -> bitstream, then the link simulated end to end."""
     from .board import board_stage
-    rec = board_stage(ctx.out, ctx.opts.board, baud=ctx.opts.baud,
-                      bare=ctx.recorded("synth"), say=ctx.say)
-    man = json.loads(ctx.need("manifest.json", "rtl").read_text())
+    lin = ctx.lineage("board")
+    man, _ = _read_rtl(ctx, lin)
+    bare = lin.adopt("synth") or {}
+    bare.pop("provenance", None)
+    rec = board_stage(ctx.out, ctx.opts.board, baud=ctx.opts.baud, bare=bare, say=ctx.say)
     _write_core(ctx, man, rec.pop("fusesoc_boards"))
-    ctx.record("board", rec)
+    ctx.record("board", rec | {"provenance": lin.record([])})
 
+
+#: The stage record of what each stage read: ``{stage: {file: sha256 when it was read}}``.
+PROVENANCE = "made_from"
 
 STAGES: dict[str, Callable[[Context], None]] = {
     "data": stage_data, "train": stage_train, "export": stage_export, "golden": stage_golden,
@@ -383,11 +476,40 @@ def run_stage(ctx: Context, name: str, fn=None) -> None:
     ctx.out.mkdir(parents=True, exist_ok=True)
     ctx.say(f"[{name}]")
     t0 = time.monotonic()
+    ctx.reads = {}
     (fn or STAGES[name])(ctx)
     ctx.timings[name] = round(time.monotonic() - t0, 2)
+    made_from = ctx.recorded(PROVENANCE)
+    made_from[name] = ctx.reads
+    ctx.record(PROVENANCE, made_from)
+    ctx.say(f"[{name}] done in {progress_mod.format_seconds(ctx.timings[name])}")
     times = ctx.recorded("timings")
     times[name] = ctx.timings[name]
     ctx.record("timings", times)
+
+
+def _remove_previous(ctx: Context, keep_training: bool) -> None:
+    """Remove the artifacts of a previous run in ``ctx.out``: the stage records, the report,
+    the synthesis and board outputs, and every file the chain rebuilds (``keep_training``: the
+    dataset, checkpoint and train.json, which a ``--model`` run does not touch)."""
+    out = ctx.out
+    out.mkdir(parents=True, exist_ok=True)
+    names = {"report.json", "report.html", "vectors.npz", "inputs.npz", MODEL_FILE,
+             "manifest.json"}
+    if not keep_training:
+        names |= {"dataset.npz", "model.pt", "train.json"}
+    try:
+        names.add(f"{load_json(out / 'manifest.json', ('top',))['top']}.v")
+    except (ArtifactError, TypeError):
+        pass
+    names.add("softfloor_top.v")
+    for name in sorted(names):
+        if (out / name).is_file() and "/" not in name:
+            (out / name).unlink()
+    shutil.rmtree(out / "stages", ignore_errors=True)
+    for sub in ("synth", "board"):
+        if (out / sub).is_dir():
+            shutil.rmtree(out / sub)
 
 
 def flow(opts: FlowOptions) -> dict:
@@ -396,6 +518,21 @@ def flow(opts: FlowOptions) -> dict:
     opts.simulators()  # validate before spending minutes on training
     if opts.output not in OUTPUTS:
         raise ValueError(f"unknown output {opts.output!r}; choose one of {', '.join(OUTPUTS)}")
+    model = None
+    if opts.model is None and (opts.inputs is not None or opts.labels is not None):
+        raise ValueError("--inputs/--labels are the inputs of a --model MODEL_FILE; without "
+                         "--model the flow trains on --data (digits by default): drop them or add "
+                         "--model")
+    if opts.model is not None:
+        if opts.inputs is None:
+            raise ValueError("--model needs --inputs INPUTS.npy (float inputs, one row per sample)")
+        model = with_output(intmodel.load(opts.model), opts.output)  # validates first
+        userinputs.load(model, opts.inputs, opts.labels, opts.clip)
+    else:  # a configuration or data set file the trainer rejects fails here, not after deleting
+        cfg = _train_config(opts)
+        if cfg.data not in DATASETS:
+            from . import train
+            train.digits_split(cfg)
     if opts.plan is not None and not Path(opts.plan).is_file():
         raise FileNotFoundError(f"{opts.plan}: plan file not found (write one with "
                                 f"`softfloor rtl --plan-out {opts.plan}`)")
@@ -406,15 +543,16 @@ def flow(opts: FlowOptions) -> dict:
         from softfloor.hw import synth
         synth.get_device(opts.device)
     out = ctx.out
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in ("report.json", "vectors.npz"):
-        (out / stale).unlink(missing_ok=True)
-    shutil.rmtree(out / "stages", ignore_errors=True)
-    if opts.model is not None:
-        if opts.inputs is None:
-            raise ValueError("--model needs --inputs INPUTS.npy (float inputs, one row per sample)")
-        model = with_output(intmodel.load(opts.model), opts.output)  # validates first
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a directory")
+    # Everything is valid: only now remove what this run rebuilds or will not rebuild, so
+    # that an interrupted run leaves nothing of the previous one to be mixed with its files.
+    _remove_previous(ctx, keep_training=model is not None)
+    if model is not None:
         intmodel.save(model, out / MODEL_FILE)
+        lin = Lineage(out, "model")
+        lin.source(opts.model, "--model")
+        ctx.record("model", {"model": str(opts.model), "provenance": lin.record([MODEL_FILE])})
         run_stage(ctx, "data", stage_inputs)
         steps = ["golden", "rtl", "sim"]
     else:
@@ -434,10 +572,22 @@ def flow(opts: FlowOptions) -> dict:
 # Report
 
 def report(ctx: Context) -> dict:
-    """Assemble ``report.json`` from the stage records."""
-    tr, gd, sm, sy = (ctx.recorded(s) for s in ("train", "golden", "sim", "synth"))
-    man_path = ctx.out / "manifest.json"
-    man = json.loads(man_path.read_text()) if man_path.exists() else {}
+    """Assemble ``report.json`` from the stage records, after checking that the artifacts and
+    the records are of one chain (:mod:`softfloor.provenance`): one model, one RTL; and
+    ``report.html`` from it (:mod:`softfloor.report_html`)."""
+    lin = Lineage(ctx.out, "report")
+    read = {}
+    for name in (MODEL_FILE, "inputs.npz", "vectors.npz", "manifest.json"):
+        if (ctx.out / name).exists():
+            read[name] = lin.read(name)
+    man = {}
+    if "manifest.json" in read:
+        man, verilog = _read_rtl(ctx, lin)
+        read[verilog.name] = verilog
+    tr = lin.adopt("train", descends=MODEL_FILE in read) or {}
+    gd, sm, sy, bd = (lin.adopt(s) or {} for s in ("golden", "sim", "synth", "board"))
+    for r in (tr, gd, sm, sy, bd):
+        r.pop("provenance", None)
     rtl_acc = [v["accuracy"] for v in sm.values() if "accuracy" in v]
     measured_ii = [v["initiation_interval"] for v in sm.values() if v.get("initiation_interval")]
     measured_lat = [v["latency_cycles"] for v in sm.values() if v.get("latency_cycles")]
@@ -465,6 +615,7 @@ def report(ctx: Context) -> dict:
             "mac_units": man.get("mac_units"),
             "macs_per_inference": man.get("macs_per_inference"),
             "plan": man.get("plan"),
+            "plan_file": ctx.recorded("rtl").get("plan_file"),
             "simulators": {k: {"latency_cycles": v.get("latency_cycles"),
                                "initiation_interval": v.get("initiation_interval"),
                                "run_seconds": v.get("run_seconds")} for k, v in sm.items()},
@@ -475,15 +626,64 @@ def report(ctx: Context) -> dict:
                   if sy else {"device": ctx.opts.device, "skipped": True, "logic_cells": None,
                               "ff": None, "dsp": None, "ram_blocks": None, "fmax_mhz": None}),
         "timings": ctx.recorded("timings"),
-        **({"board": ctx.recorded("board")} if ctx.recorded("board") else {}),
+        **({"board": bd} if bd else {}),
         "model": str(ctx.out / MODEL_FILE),
         "config": tr.get("config"),
+        "provenance": {"artifacts": {n: sha256(p) for n, p in read.items()},
+                       "made_from": dict(sorted(lin.made_from.items()))},
     }
     if sy and sy.get("fmax_mhz") and rep["hardware"]["initiation_interval"]:
         rep["hardware"]["inferences_per_second"] = round(
             sy["fmax_mhz"] * 1e6 / rep["hardware"]["initiation_interval"], 1)
+    if sy and sy.get("fmax_mhz") and rep["hardware"]["cycles_per_inference"]:
+        rep["hardware"]["latency_ns"] = round(
+            rep["hardware"]["cycles_per_inference"] * 1e3 / sy["fmax_mhz"], 1)
+    if sy:
+        rep["synth"].update(_utilisation(rep["synth"]))
+    from . import report_html
+    rep["artifacts"] = report_html.artifacts(ctx.out, man.get("top", "softfloor_top"),
+                                             exclude=("report.json",))
+    rep["html"] = str(ctx.out / "report.html")
     intmodel.atomic_write_text(ctx.out / "report.json", json.dumps(rep, indent=1) + "\n")
+    report_html.write(rep, ctx.out)
     return rep
+
+
+#: Resources of ``report.json``'s ``synth`` checked against the device (``available``).
+RESOURCES = ("logic_cells", "ff", "ram_blocks", "dsp", "io")
+
+
+def _utilisation(sy: dict) -> dict:
+    """``available`` (the device's budget per resource; flip-flops: one per logic cell),
+    ``utilisation`` (used / available) and ``fits`` (every resource within its budget)."""
+    from .hw import synth
+    try:
+        dev = synth.get_device(sy.get("device"))
+    except ValueError:
+        return {}
+    avail = {"logic_cells": dev.logic_cells, "ff": dev.logic_cells, "ram_blocks": dev.ram_blocks,
+             "dsp": dev.dsp, "io": dev.io}
+    util = {k: round(sy[k] / avail[k], 4) for k in RESOURCES
+            if sy.get(k) is not None and avail[k]}
+    fits = all(sy.get(k) is None or sy[k] <= avail[k] for k in RESOURCES)
+    return {"available": avail, "utilisation": util, "fits": fits}
+
+
+def resource_rows(sy: dict) -> list[tuple[str, str]]:
+    """``(label, "used / available (percent)")`` per resource of a synthesis record, and the
+    fits verdict."""
+    sy = sy if "available" in sy else sy | _utilisation(sy)
+    avail, rows = sy.get("available") or {}, []
+    for key, label in (("logic_cells", "logic cells"), ("ff", "flip-flops"),
+                       ("ram_blocks", "RAM blocks"), ("dsp", "DSP"), ("io", "I/O")):
+        used, n = sy.get(key), avail.get(key)
+        rows.append((f"{sy.get('device')} {label} used / available",
+                     f"{used} / {n}  ({100 * used / n:.1f}%)" if used is not None and n
+                     else f"{used} / {n if n is not None else '?'}"))
+    if "fits" in sy:
+        rows.append((f"fits {sy.get('device')}", "yes" if sy["fits"] else
+                     "NO: a resource exceeds the device"))
+    return rows
 
 
 def format_table(rep: dict) -> str:
@@ -502,9 +702,10 @@ def format_table(rep: dict) -> str:
              ("MAC units / MACs per inference", f"{hw['mac_units']} / {hw['macs_per_inference']}")]
     sy = rep["synth"]
     if not sy.get("skipped"):
-        rows += [(f"{sy['device']} logic cells / FF", f"{sy['logic_cells']} / {sy['ff']}"),
-                 ("DSP / RAM blocks", f"{sy['dsp']} / {sy['ram_blocks']}"),
-                 ("Fmax", f"{sy['fmax_mhz']} MHz"),
+        rows += resource_rows(sy)
+        rows += [("Fmax", f"{sy['fmax_mhz']} MHz"),
+                 ("latency at Fmax", f"{hw['latency_ns']:,.0f} ns" if hw.get("latency_ns")
+                  else None),
                  ("inferences/s (Fmax / II)", hw.get("inferences_per_second"))]
     bd = rep.get("board")
     if bd:
@@ -517,33 +718,10 @@ def format_table(rep: dict) -> str:
                  (f"inferences/s through the UART at {bd['baud']} baud",
                   lk.get("inferences_per_second"))]
     rows += [(f"time {k}", f"{v:.1f} s") for k, v in rep["timings"].items()]
+    if rep.get("html"):
+        rows.append(("report page", rep["html"]))
     w = max(len(r[0]) for r in rows)
     line = "-" * (w + 26)
     return "\n".join([line] + [f"{k:<{w}}  {v}" for k, v in rows] + [line])
 
 
-def _save_vectors(ctx: Context, **arrays) -> None:
-    path = ctx.out / "vectors.npz"
-    if path.exists():
-        old = dict(np.load(path))
-        old.update(arrays)
-        arrays = old
-    np.savez(path, **arrays)
-
-
-def _epoch_progress(ctx: Context):
-    def make(label: str):
-        if ctx.opts.quiet:
-            return None
-        tty = sys.stdout.isatty()
-
-        def progress(epoch: int, epochs: int, info: dict | None = None):
-            extra = " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
-                             for k, v in (info or {}).items())
-            msg = f"  {label}: epoch {epoch}/{epochs} {extra}"
-            if tty:
-                print("\r" + msg, end="\n" if epoch >= epochs else "", flush=True)
-            elif epoch == epochs or epoch % 10 == 0:
-                print(msg, flush=True)
-        return progress
-    return make

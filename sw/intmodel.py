@@ -18,7 +18,6 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -439,9 +438,15 @@ class Conv2d:
     def _w2d(self) -> np.ndarray:
         return self.weight.reshape(self.out_channels, -1)
 
+    def in_range(self, x: CodeType) -> tuple[int, int]:
+        """The values a tap can hold: the input's range, and the pad value when there is
+        padding (a code of the input type, possibly one the input never takes)."""
+        if any(self.padding):
+            return min(x.lo, self.pad_value), max(x.hi, self.pad_value)
+        return x.lo, x.hi
+
     def acc_bounds(self, x: CodeType) -> tuple[int, int]:
-        # The pad value is inside [x.lo, x.hi] (checked), so padded taps change nothing.
-        lo, hi = arith.dense_bounds(self._w2d(), self.bias, x.lo, x.hi)
+        lo, hi = arith.dense_bounds(self._w2d(), self.bias, *self.in_range(x))
         return int(min(lo)), int(max(hi))
 
     def out_type(self, x: CodeType) -> CodeType:
@@ -534,9 +539,10 @@ class Conv2d:
         if max(self.kernel) > MAX_KERNEL:
             raise ModelFormatError(f"{where}.kernel ({self.name}): {self.kernel} larger than "
                                    f"{MAX_KERNEL}")
-        if not (_is_int(self.pad_value) and x.lo <= self.pad_value <= x.hi):
+        clo, chi = arith.code_range(x.bits, x.signed)
+        if not (_is_int(self.pad_value) and clo <= self.pad_value <= chi):
             raise ModelFormatError(f"{where}.pad_value ({self.name}): {self.pad_value!r} is not a "
-                                   f"code of the input {x}")
+                                   f"code of the input type {x}")
         _check_acc(self, x, where, self._w2d(), self._w2d().shape[1])
 
 
@@ -1381,17 +1387,7 @@ def save(model: IntModel, path: str | os.PathLike) -> Path:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to a temporary file beside ``path``, fsync it, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``text`` atomically with the usual permissions
+    (:func:`softfloor.artifacts.atomic_write_bytes`)."""
+    from softfloor.artifacts import atomic_write_bytes
+    return atomic_write_bytes(path, text.encode())

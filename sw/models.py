@@ -17,9 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import arith
+from .nn.lowering import threshold_rewrite as _threshold_layer  # noqa: F401 (one rule)
+from .nn.tensor import QuantTensor
 from .quant import (QuantHardTanh, QuantLinear, QuantReLU, act_quant_bwd, act_quant_fwd, check_bits,
-                    check_scales, free_requant_params, grad_scale, linear_quant_bwd,
-                    linear_quant_fwd, lsq_grad_factor, requant_params)
+                    check_scales, free_requant_params, linear_quant_bwd, linear_quant_fwd,
+                    lsq_grad_factor)
 from .surrogates import SURROGATES, check_surrogate, make_surrogate, round_half_up
 from .tensorops import scalar
 
@@ -217,6 +219,41 @@ class QuantMLP(nn.Module):
             for _ in range(n_hidden))
         self.to(pick_dtype(dtype, self.worst_case_acc_bits(), self.scales, "QuantMLP"))
 
+    @classmethod
+    def of_layers(cls, linears, acts, input_bits: int) -> "QuantMLP | None":
+        """A QuantMLP over existing layers (shared, not copied): the fused whole-network step
+        for a chain ``QuantLinear, QuantReLU, ..., QuantLinear`` of a user's network; None when
+        the fused step cannot run it exactly (free scales, signed or PACT / learned-sharpness
+        activations, per-channel scales on the last layer, accumulators beyond the dtype)."""
+        linears, acts = list(linears), list(acts)
+        if len(linears) != len(acts) + 1 or not linears:
+            return None
+        if any(type(a) is not QuantReLU or a.free for a in acts) \
+                or any(lin.wq.free for lin in linears) or linears[-1].wq.per_channel \
+                or linears[-1].bn_mode is not None or len({lin.weight.dtype for lin in linears}) > 1:
+            return None
+        m = cls.__new__(cls)
+        nn.Module.__init__(m)
+        m.linears, m.acts = nn.ModuleList(linears), nn.ModuleList(acts)
+        m.layer_weight_bits = tuple(lin.wq.bits for lin in linears)
+        m.input_bits = input_bits
+        m.activation, m.scales = "relu", "po2"
+        m.sizes = (linears[0].in_features,) + tuple(lin.out_features for lin in linears)
+        m.weight_bits = linears[-1].wq.bits
+        m.act_bits = min((a.bits for a in acts), default=8)
+        m.bias_bits = max(lin.bias_bits for lin in linears)
+        m.surrogate_name = acts[0].surrogate.name if acts else "ste"
+        m.batchnorm = any(lin.bn is not None for lin in linears)
+        m.per_channel = any(lin.wq.per_channel for lin in linears)
+        if not m.fusable_throughout() or \
+                pick_dtype(None, m.worst_case_acc_bits(), "po2", "QuantMLP") != m.dtype and \
+                m.dtype != torch.float64:
+            return None
+        for lin, act in zip(linears, acts):  # the fused step knows threshold BN before 1 bit
+            if lin.bn_mode == "threshold" and act.bits != 1:
+                return None
+        return m
+
     def worst_case_acc_bits(self) -> int:
         """Bits of the largest accumulator magnitude any layer can reach (in units of its
         LSB): :func:`worst_case_acc_bits` of the layer fan-ins."""
@@ -245,14 +282,11 @@ class QuantMLP(nn.Module):
         """Set the sharpness and the hard flag of every activation's surrogate.
 
         Entering the hard phase also freezes the BatchNorm statistics (running ones from then
-        on), so the hard phase trains exactly the exported integer model.
+        on), so the hard phase trains exactly the exported integer model
+        (:func:`softfloor.nn.graph.set_surrogate`).
         """
-        for act in self.acts:
-            act.surrogate.k = k
-            act.surrogate.hard = hard
-        for lin in self.linears:
-            if lin.bn is not None:
-                lin.bn.use_batch = not hard
+        from .nn.graph import set_surrogate
+        set_surrogate(self, k, hard)
 
     def layer_exps(self) -> list[int]:
         """Input exponent of every linear layer (the input's, then each activation's)."""
@@ -261,36 +295,39 @@ class QuantMLP(nn.Module):
     @torch.no_grad()
     def calibrate(self, x: torch.Tensor) -> None:
         """Initialise BatchNorm statistics, weight and activation scales from a batch, layer by
-        layer (hard quantization)."""
-        if self.scales == "free":
-            return self._calibrate_free(x.to(torch.float64))
-        hard = [a.surrogate.hard for a in self.acts]
-        x = x.to(self.dtype)
-        exp = self.input_exp
-        for i, lin in enumerate(self.linears):
-            if lin.bn_mode == "fold":
-                lin.bn.reset_stats(x @ lin.weight.T + lin.bias)
-                lin.init_weight_scale()
-            z = lin(x, exp)
-            if i < len(self.acts):
-                act = self.acts[i]
-                if lin.bn_mode == "threshold":
-                    lin.bn.reset_stats(z)
-                    z = self._bn(lin, z)
-                act.init_scale(z)
-                if lin.bn_mode == "threshold":
-                    # Fire at the mean: the 1-bit threshold s/2 sits at beta.
-                    lin.bn.beta.fill_(2.0 ** act.exp / 2)
-                    z = self._bn(lin, lin(x, exp))
-                act.surrogate.hard = True
-                x = act(z)
-                act.surrogate.hard = hard[i]
-                exp = act.exp
+        layer (hard quantization; :func:`softfloor.nn.graph.calibrate`)."""
+        from .nn.graph import calibrate
+        calibrate(self, self.codes_in(x))
 
-    @staticmethod
-    def _bn(lin: QuantLinear, z: torch.Tensor) -> torch.Tensor:
-        mean, var = lin.bn.stats(z)
-        return (z - mean) * lin.bn.factor(var) + lin.bn.beta
+    # -- the chain of softfloor.nn layers ------------------------------------------------------
+
+    def softfloor_chain(self) -> list[tuple[str, nn.Module]]:
+        """The layers in order: linear, activation, ..., linear."""
+        out = []
+        for i, lin in enumerate(self.linears):
+            out.append((f"linears.{i}", lin))
+            if i < len(self.acts):
+                out.append((f"acts.{i}", self.acts[i]))
+        return out
+
+    def codes_in(self, x: torch.Tensor) -> QuantTensor:
+        """Inputs (codes times ``2**input_exp``) as the chain's input."""
+        if isinstance(x, QuantTensor):
+            return x
+        dt = torch.float64 if self.scales == "free" else self.dtype
+        return QuantTensor(x.to(dt), exp=self.input_exp, lo=0, hi=(1 << self.input_bits) - 1)
+
+    def input_layer(self, spec):
+        """The :class:`~softfloor.nn.layers.QuantInput` of an input spec (checked against the
+        network's input: unsigned ``input_bits`` codes of ``sizes[0]`` values, zero point 0)."""
+        return input_layer(spec, self.input_bits, self.input_exp, (self.sizes[0],))
+
+    def export_meta(self) -> dict:
+        """What the exported model file records about the network (:func:`softfloor.export`)."""
+        info = {"arch": "mlp", "surrogate": self.surrogate_name, "per_channel": self.per_channel,
+                "activation": self.activation, "scales": self.scales,
+                "batchnorm": [lin.bn_mode for lin in self.linears[:len(self.acts)]]}
+        return info | scales_meta(self, [lin.wq for lin in self.linears])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Real inputs (codes * 2**input_exp) to real logits (accumulator * its scale).
@@ -502,29 +539,9 @@ class QuantMLP(nn.Module):
         return g, [t for grads in reversed(per_layer) for t in grads]
 
     def forward_composed(self, x: torch.Tensor) -> torch.Tensor:
-        """The forward pass composed from the layers' own ops (autograd through each)."""
-        x = x.to(self.dtype)
-        exps = self.layer_exps()
-        for i, lin in enumerate(self.linears):
-            z = lin(x, exps[i])
-            if i < len(self.acts):
-                act = self.acts[i]
-                if lin.bn_mode == "threshold":
-                    y = act(self._bn(lin, z))
-                    if act.surrogate.hard:
-                        # The exact integer comparison the exported layer makes.
-                        with torch.no_grad():
-                            direction, bound = lin.threshold_bound(exps[i], act.exp,
-                                                                   lin.wq.exp)
-                            acc = z * 2.0 ** -(exps[i] + lin.wq.exp)
-                            gate = (acc * direction >= bound).to(y.dtype)
-                        y = y + (2.0 ** act.exp * gate - y).detach()
-                    x = y
-                else:
-                    x = act(z)
-            else:
-                x = z
-        return x
+        """The forward pass composed from the layers' own ops (autograd through each): the
+        chain of :mod:`softfloor.nn` layers."""
+        return run_chain(self, self.codes_in(x)).value
 
     # -- free scales: the network on codes ------------------------------------------------------
 
@@ -548,74 +565,83 @@ class QuantMLP(nn.Module):
         its integer accumulators ``acc``. ``trace`` (a list) receives every layer's ``acc`` and
         activation codes (detached), in the order of ``hard_codes(..., intermediates=True)``.
         """
-        plan = self.free_plan()
-        q = x.to(torch.float64) * 2.0 ** -self.input_exp  # the input codes, exactly
-        l_in = torch.tensor(float(self.input_exp), dtype=torch.float64)
-        for i, lin in enumerate(self.linears):
-            s_acc, rq = plan[i]
-            l_acc = l_in + free_log2(lin.wq, lin.weight)
-            batch = lin.bn_mode == "fold" and self.training and lin.bn.use_batch
-            wf, bf = lin.folded(q * torch.exp2(l_in) if batch else None)
-            bc = free_bias(lin.free_bias_codes_float(s_acc, bf), s_acc, l_acc)
-            acc = torch.addmm(bc, q, lin.wq.codes_float(wf).T)
-            _trace(trace, acc)
-            if rq is None:
-                return acc if codes else acc * torch.exp2(l_acc)
-            act = self.acts[i]
-            l_a = free_log2(act, acc)
-            q = _trace(trace, free_requant(acc, rq, l_acc - l_a, act))
-            l_in = l_a
-        raise AssertionError("unreachable: the last layer returns")
+        out = run_chain(self, self.codes_in(x), trace)
+        return out.value if codes else out.real()
 
     @torch.no_grad()
-    def _calibrate_free(self, x: torch.Tensor) -> None:
-        """:meth:`calibrate` for free scales (layer by layer, hard quantization, on codes)."""
-        q = x * 2.0 ** -self.input_exp
-        l_in = float(self.input_exp)
-        for i, lin in enumerate(self.linears):
-            if lin.bn_mode == "fold":
-                lin.bn.reset_stats((q * 2.0 ** l_in) @ lin.weight.T + lin.bias)
-                lin.init_weight_scale()
-            wf, bf = lin.folded()
-            s_acc = torch.exp2(l_in + lin.wq.log2_scale.detach())
-            acc = q @ lin.wq.codes_float(wf).T + lin.free_bias_codes_float(s_acc, bf)
-            if i < len(self.acts):
-                q, l_in = calibrate_free_act(self.acts[i], acc * s_acc)
+    def integer_layers(self) -> list[IntLayer]:
+        """The hard-quantized model as integer layers (what export writes, hard_codes runs)."""
+        return integer_layers(self)
 
-    @torch.no_grad()
-    def integer_layers(self, in_lo: int = 0, in_hi: int | None = None) -> list[IntLayer]:
-        """The hard-quantized model as integer layers (what export writes, hard_codes runs).
 
-        ``in_lo``/``in_hi`` bound the input codes (default: the unsigned input range); they
-        only matter to express never/always-firing thresholds with a bounded bias.
-        """
-        in_hi = (1 << self.input_bits) - 1 if in_hi is None else in_hi
-        if self.scales == "free":
-            out = []
-            for lin, (s_acc, rq), act in zip(self.linears, self.free_plan(), [*self.acts, None]):
-                wf, bf = lin.folded()
-                w = lin.wq.codes(wf)
-                b = lin.free_bias_codes_float(s_acc, bf).to(torch.int64)
-                req = None if rq is None else (rq[0], "half_up", act.lo, act.hi, rq[1])
-                out.append(IntLayer(w, b, lin.weight_bits, req, None if act is None else act.bits))
-            return out
-        exps = self.layer_exps()
-        out = []
-        for i, lin in enumerate(self.linears):
-            w, b = lin.weight_codes(), lin.bias_codes(exps[i])
-            if i >= len(self.acts):
-                out.append(IntLayer(w, b, lin.weight_bits))
-                continue
-            act = self.acts[i]
-            if lin.bn_mode == "threshold":
-                w, b = _threshold_layer(w, b, *lin.threshold(exps[i], act.exp), in_lo, in_hi)
-                req = (0, "half_up", 0, 1, 1)
-            else:
-                shift, mult = requant_params(exps[i], lin.wq.exp, act.exp)
-                req = (shift, "half_up", act.lo, act.hi, mult)
-            out.append(IntLayer(w, b, lin.weight_bits, req, act.bits))
-            in_lo, in_hi = req[2], req[3]
-        return out
+def run_chain(model, x: QuantTensor, trace: list | None = None) -> QuantTensor:
+    """Run the chain of ``model``'s layers on a QuantTensor; ``trace`` receives every layer's
+    output value (detached)."""
+    for _, m in model.softfloor_chain():
+        x = m(x)
+        if trace is not None:
+            trace.append(x.value.detach().clone())
+    return x
+
+
+def input_layer(spec, bits: int, exp: int, shape: tuple):
+    """A builder network's :class:`~softfloor.nn.layers.QuantInput` from an input spec, checked
+    against its input: unsigned ``bits``-bit codes, zero point 0, as many values as ``shape``."""
+    import math
+
+    from .nn.layers import QuantInput
+    if (spec.bits != bits or spec.signed or spec.zero_point != 0
+            or spec.size != math.prod(shape)):
+        raise ValueError(
+            f"input_spec {spec} does not match the model's input: unsigned "
+            f"{bits}-bit codes of {math.prod(shape)} values, zero point 0")
+    return QuantInput.from_spec(spec, exp, shape)
+
+
+def scales_meta(model, wqs) -> dict:
+    """The scales for a model file's meta: ``exponents`` (power-of-two), or ``log2_scales``."""
+    if model.scales == "free":
+        return {"log2_scales": {"input": model.input_exp,
+                                "weights": [wq.log2_scale.detach().tolist() for wq in wqs],
+                                "activations": [float(a.log2_scale.detach())
+                                                for a in model.acts]}}
+    e = [wq.exp.tolist() if isinstance(wq.exp, torch.Tensor) else wq.exp for wq in wqs]
+    return {"exponents": {"input": model.input_exp, "weights": e,
+                          "activations": [a.exp for a in model.acts]}}
+
+
+def integer_layers(model) -> list[IntLayer]:
+    """A builder network's integer ops (:func:`softfloor.nn.exporter.lower` on its unsigned
+    ``input_bits`` input codes) as :class:`IntLayer` records: a weighted op with the
+    requantization and max-pool after it."""
+    import math
+
+    from .intmodel import ChannelRequant, Conv2d, Dense, InputSpec, MaxPool2d, Requant
+    from .nn.exporter import lower
+    n = math.prod(getattr(model, "input_shape", None) or (model.sizes[0],))
+    spec = InputSpec((n,), model.input_bits, False, 2.0 ** model.input_exp)
+    out: list[IntLayer] = []
+    for op in lower(model, spec, strict=False)[1]:
+        if isinstance(op, Dense):
+            out.append(IntLayer(torch.from_numpy(op.weight), torch.from_numpy(op.bias),
+                                op.weight_bits))
+        elif isinstance(op, Conv2d):
+            from .cnn import IntConvLayer
+            out.append(IntConvLayer(torch.from_numpy(op.weight), torch.from_numpy(op.bias),
+                                    op.weight_bits, padding=tuple(op.padding),
+                                    pad_value=op.pad_value, stride=op.stride[0]))
+        elif isinstance(op, ChannelRequant):
+            out[-1].requant = (torch.from_numpy(op.shift), op.rounding, op.lo, op.hi,
+                               torch.from_numpy(op.multiplier))
+            out[-1].act_bits = op.bits
+        elif isinstance(op, Requant):
+            out[-1].requant = (op.shift, op.rounding, op.lo, op.hi, op.multiplier)
+            out[-1].act_bits = op.bits
+        elif isinstance(op, MaxPool2d):
+            if getattr(out[-1], "pool", None) is not None:
+                raise ValueError("integer_layers: two max-pools after one layer")
+            out[-1].pool, out[-1].pool_stride = op.kernel[0], op.stride[0]
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -650,60 +676,6 @@ def free_plan(input_exp: int, layers) -> list[tuple[torch.Tensor, tuple | None]]
         if act is not None:
             l_in = l_a
     return plan
-
-
-def free_log2(quantizer, x: torch.Tensor) -> torch.Tensor:
-    """A weight quantizer's (``x`` its weight) or an activation's (``x`` its input batch) log2
-    scale parameter, with LSQ's gradient scale when it has one (the value exactly the same)."""
-    ls = quantizer.log2_scale
-    if isinstance(quantizer, QuantReLU):
-        if quantizer.surrogate.scale_grad == "lsq":
-            return grad_scale(ls, lsq_grad_factor(x[0].numel(), quantizer.hi))
-        return ls
-    if quantizer.scale_grad == "lsq":
-        return grad_scale(ls, lsq_grad_factor(quantizer._n(x), quantizer.hi))
-    return ls
-
-
-def free_bias(bc: torch.Tensor, s_acc: torch.Tensor, l_acc: torch.Tensor) -> torch.Tensor:
-    """Bias codes ``bc`` (their gradient to the bias) whose real value ``s_acc bc`` carries no
-    gradient to the scales, as with power-of-two scales: the added term is exactly 0 and cancels
-    the gradient of ``2**l_acc bc`` to the log2 scales in ``l_acc``."""
-    u = bc.detach() * s_acc / torch.exp2(l_acc)
-    return bc + (u - u.detach())
-
-
-def free_requant(acc: torch.Tensor, rq: tuple, l_ratio: torch.Tensor, act) -> torch.Tensor:
-    """Activation codes ``clamp(R(acc * m / 2**shift), lo, hi)`` of accumulators ``acc`` (``(N,
-    C)`` or ``(N, C, H, W)``; per-channel ``m``, ``shift``, ``l_ratio`` apply to axis 1).
-
-    The value of ``acc * m / 2**shift`` is exact (float64, ``acc * m < 2**53``), so the hard
-    phase is ``arith.requantize(acc, shift, "half_up", lo, hi, m)``; its gradient is that of
-    ``acc * 2**l_ratio``, the real ratio (the multiplier's rounding straight through).
-    """
-    shift, mult = rq
-    view = (-1,) + (1,) * (acc.dim() - 2)
-    if isinstance(mult, torch.Tensor):
-        ratio = (mult.to(acc.dtype) * torch.exp2(-shift.to(acc.dtype))).reshape(view)
-    else:
-        ratio = mult * 2.0 ** -shift
-    t = acc * torch.exp2(l_ratio).reshape(view)
-    return act.surrogate.quantize((t - t.detach()) + acc.detach() * ratio, act.lo, act.hi)
-
-
-@torch.no_grad()
-def calibrate_free_act(act, z: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """Free scales, calibration: init ``act``'s scale from real pre-activations ``z`` and
-    return its hard codes and its log2 scale."""
-    act.init_scale(z)
-    l_a = float(act.log2_scale)
-    return torch.clamp(round_half_up(z * 2.0 ** -l_a), act.lo, act.hi), l_a
-
-
-def _trace(trace: list | None, t: torch.Tensor) -> torch.Tensor:
-    if trace is not None:
-        trace.append(t.detach().clone())
-    return t
 
 
 def _unfold_grads(dx, dwf, dbf, saved, need_x: bool):
@@ -746,30 +718,6 @@ class _QuantMLPFn(torch.autograd.Function):
         if len(ctx.needs_input_grad) == 3:  # one flat parameter (QuantMLP.flatten_parameters)
             return None, dx, torch.cat([t.reshape(-1) for t in grads])
         return (None, dx, *grads)
-
-
-def _threshold_layer(w, b, direction, t, in_lo, in_hi):
-    """Rewrite ``gate = [acc >= t]`` / ``[acc <= t]`` / constant as ``clamp(acc', 0, 1)``.
-
-    ``acc' = acc - t + 1`` (``>=``) or ``-acc + t + 1`` (``<=``, the row negated, which keeps
-    1-bit weights in {-1, +1}); ``t`` is first clamped into the reachable accumulator range
-    (plus one), which changes no output but keeps the bias small.
-    """
-    lo, hi = ([int(v) for v in a]
-              for a in arith.dense_bounds(w.numpy(), b.numpy(), in_lo, in_hi))
-    w2, b2 = w.clone(), b.clone()
-    for c in range(w.shape[0]):
-        d = int(direction[c])
-        if d > 0:
-            tc = int(min(max(float(t[c]), float(lo[c])), float(hi[c]) + 1))
-            b2[c] = b[c] - tc + 1
-        elif d < 0:
-            tc = int(min(max(float(t[c]), float(lo[c]) - 1), float(hi[c])))
-            w2[c] = -w[c]
-            b2[c] = -b[c] + tc + 1
-        else:  # always (t = 1) or never (t = 0): acc' >= 1 or <= 0 for every input
-            b2[c] = b[c] + (1 - int(lo[c]) if float(t[c]) > 0 else -int(hi[c]))
-    return w2, b2
 
 
 class FloatMLP(nn.Module):

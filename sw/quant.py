@@ -40,12 +40,15 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import arith
-from .intmodel import MAX_MULTIPLIER
+from .intmodel import MAX_MULTIPLIER, Dense, Requant
+from .nn import lowering
+from .nn.tensor import IntState, QuantTensor
 from .surrogates import STERoundFn, Surrogate, make_surrogate, round_half_up, ste_round
 from .tensorops import pass_inside, scalar
 
@@ -545,6 +548,10 @@ class QuantReLU(nn.Module):
 
     def _init_top(self, r: torch.Tensor) -> None:
         top = float(torch.quantile(r, 0.999)) if r.numel() else 1.0
+        if top <= 0:  # a dead unit (no positive input): any scale; keep it near the inputs'
+            top = float(r.abs().max()) if r.numel() else 1.0
+        if top <= 0:
+            top = float(self.hi)
         e = math.log2(max(top / self.hi, 1e-12))
         self.log2_scale.fill_(e if self.free else math.ceil(e))
 
@@ -568,7 +575,12 @@ class QuantReLU(nn.Module):
         return (sur.scale_grad != "pact" and not (sur.learns_sharpness and not sur.hard)
                 and not self.free)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | QuantTensor) -> torch.Tensor | QuantTensor:
+        """Quantize: a :class:`~softfloor.nn.tensor.QuantTensor` (the layer on its own; any
+        input scale, an accumulator or codes) gives a QuantTensor of this layer's codes; a plain
+        tensor of real values gives the real fake-quantized values."""
+        if isinstance(x, QuantTensor):
+            return self.forward_quant(x)
         mode = self.surrogate.scale_grad
         if self.fusable():
             # One fused op (same values and gradients as the composition below).
@@ -600,6 +612,192 @@ class QuantReLU(nn.Module):
                                                        self.surrogate, rg[1]):
                 q = _BinaryTriangleFn.apply(v, q.detach())
         return s * q
+
+
+    # -- on its own: QuantTensor in, QuantTensor out -------------------------------------------
+
+    def forward_quant(self, x: QuantTensor) -> QuantTensor:
+        """The layer on its own (see :meth:`forward`).
+
+        Power-of-two scales: ``clamp(R(x / s), lo, hi) * s`` on the real values; after a
+        BatchNorm threshold (``x.bn``, a 1-bit activation) the hard phase decides with the exact
+        integer comparison the exported layer makes. Free scales: the codes
+        ``clamp(R(acc * m / 2**shift), lo, hi)`` (:func:`free_requant`, multiplier and shift of
+        the ratio of the scales), exactly the exported requantization in the hard phase.
+        """
+        if self.free or x.free:
+            return self._forward_free(x)
+        if x.bn is not None:
+            y = self._threshold_gate(x, self(x.value))
+        else:
+            y = self(x.value)
+        return QuantTensor(y.to(self.log2_scale.dtype), exp=self.exp, lo=self.lo, hi=self.hi)
+
+    def _threshold_gate(self, x: QuantTensor, y: torch.Tensor) -> torch.Tensor:
+        """In the hard phase, the 1-bit code of ``x.bn``'s integer threshold on the accumulator
+        ``x.pre`` (the gradient stays the surrogate's through BatchNorm)."""
+        if self.bits != 1:
+            raise ValueError(f"{type(self).__name__}({self.bits} bits) after a BatchNorm "
+                             "threshold: only a 1-bit activation turns BatchNorm into an integer "
+                             "threshold; use batchnorm='fold' (True) on the layer before")
+        if not self.surrogate.hard:
+            return y
+        lin = x.bn
+        with torch.no_grad():
+            direction, bound = lin.threshold_bound(x.in_exp, self.exp, lin.wq.exp)
+            e_acc = x.in_exp + lin.wq.exp
+            if isinstance(e_acc, torch.Tensor):
+                inv = torch.exp2(-e_acc.to(x.pre.dtype))
+                acc = x.pre * lin.channel_view(inv, x.pre.dim())
+                gate = (acc * lin.channel_view(direction, acc.dim())
+                        >= lin.channel_view(bound, acc.dim())).to(y.dtype)
+            else:
+                acc = x.pre * 2.0 ** -e_acc
+                gate = (acc * lin.channel_view(direction, acc.dim())
+                        >= lin.channel_view(bound, acc.dim())).to(y.dtype)
+        return y + (2.0 ** self.exp * gate - y).detach()
+
+    def _forward_free(self, x: QuantTensor) -> QuantTensor:
+        if not self.free:
+            raise ValueError(f"{type(self).__name__} has a power-of-two scale but its input has "
+                             "a free one: use the same scales (po2 or free) along the network")
+        if x.bn is not None:
+            raise ValueError("BatchNorm as a threshold needs power-of-two scales; use "
+                             "batchnorm='fold' with free scales")
+        acc = x.codes().to(torch.float64)
+        l_in = x.log2 if x.free else _exp_log2(x.exp)
+        l_a = free_log2(self, acc)
+        rq = free_ratio_params(l_in.detach() - self.log2_scale.detach())
+        q = free_requant(acc, rq, l_in - l_a, self)
+        return QuantTensor(q, log2=l_a, lo=self.lo, hi=self.hi)
+
+    @torch.no_grad()
+    def calibrate(self, x: QuantTensor) -> QuantTensor:
+        """Calibration: the scale from the batch ``x`` (its real values; after a BatchNorm
+        threshold also the statistics, and beta so that the activation fires at the mean), then
+        this layer's hard output."""
+        if x.bn is not None:
+            lin = x.bn
+            lin.bn.reset_stats(lin.bn.rows(x.pre))
+            z = lin.bn.apply(x.pre)
+            self.init_scale(z)
+            lin.bn.beta.fill_(2.0 ** self.exp / 2)   # fire at the mean: s/2 sits at beta
+            x = x.with_value(lin.bn.apply(x.pre))
+        elif self.free or x.free:
+            # As the networks on codes always have: the next codes from the real values
+            # (not through the quantized ratio), so calibration is that of the real network.
+            z = x.real().to(torch.float64)
+            self.init_scale(z)
+            l_a = float(self.log2_scale)
+            q = torch.clamp(round_half_up(z * 2.0 ** -l_a), self.lo, self.hi)
+            return QuantTensor(q, log2=self.log2_scale.detach().to(torch.float64), lo=self.lo,
+                               hi=self.hi)
+        else:
+            self.init_scale(x.value)
+        hard, self.surrogate.hard = self.surrogate.hard, True
+        try:
+            return self(x)
+        finally:
+            self.surrogate.hard = hard
+
+    def to_int(self, st: IntState) -> tuple[list, IntState]:
+        """The exported ops: a ``requant`` to this layer's codes (per channel after per-channel
+        weight scales), or, after a BatchNorm threshold, the pending weighted op with the
+        threshold folded into its bias and a ``requant`` to ``[0, 1]``."""
+        k = st.weighted
+        if st.pending is not None:
+            return self._threshold_to_int(st)
+        if self.free or st.log2 is not None:
+            if not self.free:
+                raise ValueError(f"{type(self).__name__}: power-of-two scale after a free one")
+            l_in = st.log2 if st.log2 is not None else _exp_log2(st.exp)
+            shift, mult = free_ratio_params(l_in - self.log2_scale.detach())
+        else:
+            e_in = torch.as_tensor(st.exp) if isinstance(st.exp, np.ndarray) else st.exp
+            shift, mult = requant_params(0, e_in, self.exp)
+        if st.strict:
+            lowering.check_requant_limits(shift, mult)
+        op = lowering.requant_op(st.name(f"act{k}" if k else "act"), shift, mult, self.bits,
+                                 self.lo < 0, self.lo, self.hi)
+        lo, hi = lowering.out_range(op, st.lo, st.hi)
+        new = _replace(st, lo=lo, hi=hi, kind="codes", exp=None if self.free else self.exp,
+                       log2=self.log2_scale.detach().to(torch.float64) if self.free else None)
+        return [op], new
+
+    def _threshold_to_int(self, st: IntState) -> tuple[list, IntState]:
+        lin, w, b, in_exp, in_lo, in_hi, k, make = st.pending
+        if self.bits != 1 or self.free:
+            raise ValueError(f"{type(lin).__name__} with batchnorm='threshold' must be followed "
+                             f"by a 1-bit power-of-two activation, got {self!r}; use "
+                             f"batchnorm='fold' (True)")
+        w2, b2 = lowering.threshold_rewrite(w, b, *lin.threshold(in_exp, self.exp), in_lo, in_hi)
+        weighted = make(w2, b2)
+        rq = Requant(st.name(f"act{k}"), 0, "half_up", 1, False, 0, 1, 1)
+        lo, hi = lowering.acc_bounds(lowering.as_numpy(w2), lowering.as_numpy(b2), in_lo, in_hi)
+        lo, hi = lowering.out_range(rq, lo, hi)
+        return [weighted, rq], _replace(st, lo=lo, hi=hi, kind="codes", exp=self.exp,
+                                        log2=None, pending=None)
+
+
+def _replace(st: IntState, **kw) -> IntState:
+    """``st`` with fields changed (the name registry and counters are shared)."""
+    import dataclasses
+    return dataclasses.replace(st, **kw)
+
+
+def _exp_log2(exp) -> torch.Tensor:
+    """A power-of-two exponent (int or per-channel int64) as a float64 log2 scale."""
+    if isinstance(exp, (torch.Tensor, np.ndarray)):
+        return torch.as_tensor(exp).to(torch.float64)
+    return torch.tensor(float(exp), dtype=torch.float64)
+
+
+def free_ratio_params(log2_ratio: torch.Tensor):
+    """:func:`free_requant_params` of a log2 ratio: ``(shift, multiplier)`` as ints, or per
+    channel (a vector) as int64 tensors."""
+    if log2_ratio.dim():
+        pairs = [free_requant_params(v) for v in log2_ratio.tolist()]
+        return tuple(torch.tensor(c, dtype=torch.int64) for c in zip(*pairs))
+    return free_requant_params(float(log2_ratio))
+
+
+def free_log2(quantizer, x: torch.Tensor) -> torch.Tensor:
+    """A weight quantizer's (``x`` its weight) or an activation's (``x`` its input batch) log2
+    scale parameter, with LSQ's gradient scale when it has one (the value exactly the same)."""
+    ls = quantizer.log2_scale
+    if isinstance(quantizer, QuantReLU):
+        if quantizer.surrogate.scale_grad == "lsq":
+            return grad_scale(ls, lsq_grad_factor(x[0].numel(), quantizer.hi))
+        return ls
+    if quantizer.scale_grad == "lsq":
+        return grad_scale(ls, lsq_grad_factor(quantizer._n(x), quantizer.hi))
+    return ls
+
+
+def free_bias(bc: torch.Tensor, s_acc: torch.Tensor, l_acc: torch.Tensor) -> torch.Tensor:
+    """Bias codes ``bc`` (their gradient to the bias) whose real value ``s_acc bc`` carries no
+    gradient to the scales, as with power-of-two scales: the added term is exactly 0 and cancels
+    the gradient of ``2**l_acc bc`` to the log2 scales in ``l_acc``."""
+    u = bc.detach() * s_acc / torch.exp2(l_acc)
+    return bc + (u - u.detach())
+
+
+def free_requant(acc: torch.Tensor, rq: tuple, l_ratio: torch.Tensor, act) -> torch.Tensor:
+    """Activation codes ``clamp(R(acc * m / 2**shift), lo, hi)`` of accumulators ``acc`` (``(N,
+    C)`` or ``(N, C, H, W)``; per-channel ``m``, ``shift``, ``l_ratio`` apply to axis 1).
+
+    The value of ``acc * m / 2**shift`` is exact (float64, ``acc * m < 2**53``), so the hard
+    phase is ``arith.requantize(acc, shift, "half_up", lo, hi, m)``; its gradient is that of
+    ``acc * 2**l_ratio``, the real ratio (the multiplier's rounding straight through).
+    """
+    shift, mult = rq
+    view = (-1,) + (1,) * (acc.dim() - 2)
+    if isinstance(mult, torch.Tensor):
+        ratio = (mult.to(acc.dtype) * torch.exp2(-shift.to(acc.dtype))).reshape(view)
+    else:
+        ratio = mult * 2.0 ** -shift
+    t = acc * torch.exp2(l_ratio).reshape(view)
+    return act.surrogate.quantize((t - t.detach()) + acc.detach() * ratio, act.lo, act.hi)
 
 
 #: PACT's clip-level weight decay (Choi et al. 2018: ``alpha`` is L2-regularised, ``lambda_alpha``):
@@ -704,6 +902,24 @@ class BatchNormStats(nn.Module):
                                  self.momentum)
         return mean, var, zc
 
+    @staticmethod
+    def rows(z: torch.Tensor) -> torch.Tensor:
+        """``z`` as ``(rows, channels)``: itself for ``(N, C)``; ``(N * H * W, C)`` for an
+        ``(N, C, H, W)`` batch (statistics per channel over batch, height and width)."""
+        if z.dim() == 2:
+            return z
+        return z.transpose(0, 1).reshape(z.shape[1], -1).T
+
+    def apply(self, z: torch.Tensor) -> torch.Tensor:
+        """BatchNorm of ``z`` (``(N, C)`` or ``(N, C, H, W)``): ``(z - mean) * gamma / sqrt(var +
+        eps) + beta`` with :meth:`stats` (the batch's while training with batch statistics)."""
+        mean, var = self.stats(self.rows(z))
+        f = self.factor(var)
+        if z.dim() == 2:
+            return (z - mean) * f + self.beta
+        v = (-1, 1, 1)
+        return (z - mean.reshape(v)) * f.reshape(v) + self.beta.reshape(v)
+
     @torch.no_grad()
     def reset_stats(self, z: torch.Tensor) -> None:
         """Set the running statistics to those of ``z`` (calibration)."""
@@ -741,119 +957,65 @@ class BatchNormStats(nn.Module):
         return self.gamma * self.rstd(var)
 
 
-class QuantLinear(nn.Module):
-    """Linear layer with quantized weights and an integer bias at the accumulator scale.
+def check_bn_mode(batchnorm, bn=None) -> str | None:
+    """The BatchNorm mode of a weighted layer from ``batchnorm`` (``False``/``None``, ``True`` or
+    ``"fold"``, ``"threshold"``) or the older ``bn`` argument (None or a mode)."""
+    mode = bn if batchnorm is None else ("fold" if batchnorm is True else batchnorm or None)
+    if mode is not None and mode not in BN_MODES:
+        raise ValueError(f"bn must be None or one of {', '.join(BN_MODES)}, got {mode!r}")
+    return mode
 
-    ``forward(x, in_exp)`` takes real inputs that are codes times ``2**in_exp`` and returns the
-    real accumulator ``2**(in_exp + w_exp) * (x_codes @ W_codes.T + b_codes)``.
 
-    Parameters
-    ----------
-    in_features, out_features : int
-    weight_bits : int
-        1..8.
-    bias_bits : int
-        Signed width the bias codes are clipped to (1..32).
-    scale_grad : str
-        Gradient mode of the weight scale (``"auto"`` or ``"lsq"``).
-    bn : None, "fold" or "threshold"
-        BatchNorm after the layer. ``"fold"``: folded into the weights and bias *before* they
-        are quantized (``w * gamma / sigma``, ``beta + (b - mu) * gamma / sigma``), so the
-        integer layer is an ordinary one. ``"threshold"``: the weights are quantized unfolded
-        and BatchNorm is applied to the accumulator by the model; for a 1-bit activation it
-        folds exactly into an integer threshold (see :meth:`threshold`).
-    per_channel : bool
-        One power-of-two weight scale per output feature (``wq.exp`` an int64 tensor; the
-        accumulator of output ``o`` has scale ``s_in * 2**wq.exp[o]``, the bias likewise).
-    free_scale : bool
-        A free weight scale (``WeightQuantizer(free=True)``): the layer then runs in the code
-        domain of :meth:`softfloor.models.QuantMLP.forward_free` (weight codes
-        ``wq.codes_float``, bias codes :meth:`free_bias_codes_float`), not through
-        :meth:`forward`.
-    """
+def check_scale_kind(scales: str | None, free_scale: bool) -> bool:
+    """True for free scales: ``scales`` (``"po2"`` or ``"free"``) if given, else ``free_scale``."""
+    return bool(free_scale) if scales is None else check_scales(scales) == "free"
 
-    def __init__(self, in_features: int, out_features: int, weight_bits: int = 4,
-                 bias_bits: int = 16, scale_grad: str = "auto", bn: str | None = None,
-                 per_channel: bool = False, free_scale: bool = False):
-        super().__init__()
-        self.in_features, self.out_features = in_features, out_features
-        self.bias_bits = check_bits("bias_bits", bias_bits, MAX_BIAS_BITS)
-        self.bias_lo, self.bias_hi = arith.code_range(bias_bits, True)
-        lin = nn.Linear(in_features, out_features)  # PyTorch's default init
-        self.weight = nn.Parameter(lin.weight.detach().clone())
-        self.bias = nn.Parameter(lin.bias.detach().clone())
-        self.wq = WeightQuantizer(weight_bits, scale_grad, out_features if per_channel else None,
-                                  free_scale)
-        self.wq.init_scale(self.weight)
-        if bn is not None and bn not in BN_MODES:
-            raise ValueError(f"bn must be None or one of {', '.join(BN_MODES)}, got {bn!r}")
-        self.bn_mode = bn
-        self.bn = BatchNormStats(out_features) if bn else None
 
-    def folded(self, x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Real weight and bias before quantization: BatchNorm folded in (``"fold"`` mode).
+def channel_view(t, ndim: int):
+    """A per-channel vector shaped to broadcast along axis 1 of an ``ndim``-d batch (itself for
+    ``(N, C)``); anything else unchanged."""
+    if isinstance(t, torch.Tensor) and t.dim() == 1 and ndim > 2:
+        return t.reshape((-1,) + (1,) * (ndim - 2))
+    return t
 
-        With ``x`` (a training batch) and batch statistics on, the statistics are the batch's.
-        """
-        if self.bn_mode != "fold":
-            return self.weight, self.bias
-        return self.bn.fold(self.weight, self.bias,
-                            None if x is None else lambda: F.linear(x, self.weight, self.bias))
 
-    @property
-    def weight_bits(self) -> int:
-        return self.wq.bits
+def weight_scale_grad(surrogate, scale_grad: str) -> str:
+    """The weight scale's gradient mode: ``"lsq"`` when the surrogate (a name or None) is LSQ's,
+    else ``scale_grad``. A weight quantizer takes the surrogate's scale gradient; weights are
+    rounded with the straight-through estimator whatever the surrogate (it shapes the rounding
+    of activations)."""
+    if surrogate is None:
+        return scale_grad
+    from .surrogates import SURROGATES, check_surrogate
+    name = surrogate if isinstance(surrogate, str) else surrogate.name
+    return "lsq" if SURROGATES[check_surrogate(name)].scale_grad == "lsq" else scale_grad
 
-    def extra_repr(self) -> str:
-        return f"{self.in_features}->{self.out_features}, bias_bits={self.bias_bits}"
 
-    def acc_scale(self, in_exp: int) -> torch.Tensor:
-        return torch.exp2(torch.tensor(float(in_exp), dtype=self.weight.dtype)) * self.wq.scale()
+def acc_bound(fan_in: int, x_absmax: int, weight_bits: int, bias_bits: int) -> int:
+    """Worst-case accumulator magnitude of a weighted layer: ``fan_in * max|x| * max|w| +
+    2**(bias_bits - 1)``."""
+    return fan_in * x_absmax * (1 if weight_bits == 1 else 1 << (weight_bits - 1)) \
+        + (1 << (bias_bits - 1))
 
-    def bias_codes_float(self, in_exp: int, bias: torch.Tensor | None = None) -> torch.Tensor:
-        s_acc = self.acc_scale(in_exp).detach()
-        b = self.folded()[1] if bias is None else bias
-        return torch.clamp(STERoundFn.apply(b / s_acc), self.bias_lo, self.bias_hi)
 
-    def free_bias_codes_float(self, s_acc: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """Free scales: bias codes at the accumulator scale ``s_acc`` (:func:`free_bias_codes`)."""
-        return free_bias_codes(bias, s_acc, self.bias_lo, self.bias_hi)
+def exact_compute_dtype(dtype: torch.dtype, bound: int, who: str) -> torch.dtype:
+    """``dtype`` when integers up to ``bound`` are exact in it, else float64 (a float32 layer
+    whose accumulators need more than 24 bits computes in float64); a ValueError beyond
+    float64's 53 bits."""
+    if bound < 1 << {torch.float32: 24, torch.float64: 53}.get(dtype, 11):
+        return dtype
+    if bound < 1 << 53:
+        return torch.float64
+    raise ValueError(f"{who}: accumulators up to {bound} are not exact in float64 "
+                     f"({bound.bit_length()} bits > 53); use narrower codes or fewer inputs")
 
-    def forward(self, x: torch.Tensor, in_exp: int) -> torch.Tensor:
-        wq = self.wq
-        if wq.free:
-            raise RuntimeError("a QuantLinear with a free scale has no power-of-two input "
-                               "exponent: it runs in QuantMLP.forward_free")
-        if wq.per_channel:
-            return self.forward_composed(x, in_exp)
-        wf, bf = self.folded(x)
-        e = wq.exp
-        gs = lsq_grad_factor(wf.numel(), wq.hi) if wq.scale_grad == "lsq" else 1.0
-        return _QuantLinearFn.apply(x, wf, bf, wq.log2_scale, 2.0 ** e, 2.0 ** (in_exp + e),
-                                    wq.lo, wq.hi, wq.bits == 1, gs, self.bias_lo, self.bias_hi)
 
-    def forward_composed(self, x: torch.Tensor, in_exp: int) -> torch.Tensor:
-        """:meth:`forward` composed from the fused weight and bias ops and ``addmm`` (the
-        reference the single fused op is tested against; the path of per-channel scales)."""
-        wf, bf = self.folded(x)
-        w = self.wq(wf)
-        b = _FakeQuantBiasFn.apply(bf, 2.0 ** (in_exp + self.wq.exp), self.bias_lo, self.bias_hi)
-        return torch.addmm(b, x, w.T)
+class ThresholdBN:
+    """BatchNorm before a 1-bit activation as an integer comparison (``batchnorm="threshold"``),
+    shared by :class:`QuantLinear` and :class:`softfloor.cnn.QuantConv2d` (``self.bn`` the
+    statistics, ``self.wq`` the weight quantizer)."""
 
-    @torch.no_grad()
-    def init_weight_scale(self) -> None:
-        """Re-initialise the weight scale from the (folded) weights."""
-        self.wq.init_scale(self.folded()[0])
-
-    @torch.no_grad()
-    def weight_codes(self) -> torch.Tensor:
-        """Integer weight codes (int64), ``(out_features, in_features)``."""
-        return self.wq.codes(self.folded()[0])
-
-    @torch.no_grad()
-    def bias_codes(self, in_exp: int) -> torch.Tensor:
-        """Integer bias codes (int64) at the accumulator scale ``2**(in_exp + w_exp)``."""
-        return self.bias_codes_float(in_exp).to(torch.int64)
+    channel_view = staticmethod(channel_view)
 
     @torch.no_grad()
     def threshold(self, in_exp: int, act_exp: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -876,7 +1038,7 @@ class QuantLinear(nn.Module):
 
     def threshold_bound(self, in_exp: int, act_exp: int, w_exp: int
                         ) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`threshold` as the fused training step compares it, in the model's dtype:
+        """:meth:`threshold` as the training forward compares it, in the model's dtype:
         ``(direction, bound)``, the activation fires where ``direction * acc >= bound``.
 
         ``bound = ceil(direction * t_real)`` (``acc <= floor(t)`` is ``-acc >= ceil(-t)``),
@@ -908,3 +1070,266 @@ class QuantLinear(nn.Module):
         t_real = (bn.running_mean + (half - bn.beta)
                   / torch.where(g == 0, scalar(1.0, dt), g)) / s_acc
         return torch.sign(g), t_real, bn.beta >= half
+
+
+class QuantLinear(ThresholdBN, nn.Module):
+    """Linear layer with quantized weights and an integer bias at the accumulator scale.
+
+    On its own (a :class:`~softfloor.nn.tensor.QuantTensor` in): returns the accumulator
+    ``2**(in_exp + w_exp) * (x_codes @ W_codes.T + b_codes)`` as a QuantTensor (``kind="acc"``),
+    the input exponent read from the input. ``forward(x, in_exp)`` with a plain tensor of real
+    inputs (codes times ``2**in_exp``) returns the real accumulator (the networks' own paths).
+
+    Parameters
+    ----------
+    in_features, out_features : int
+    weight_bits : int
+        1..8.
+    bias_bits : int
+        Signed width the bias codes are clipped to (1..32).
+    scale_grad : str
+        Gradient mode of the weight scale (``"auto"`` or ``"lsq"``).
+    bn : None, "fold" or "threshold"
+        BatchNorm after the layer (also ``batchnorm``). ``"fold"`` (``batchnorm=True``): folded
+        into the weights and bias *before* they are quantized (``w * gamma / sigma``, ``beta +
+        (b - mu) * gamma / sigma``), so the integer layer is an ordinary one. ``"threshold"``:
+        the weights are quantized unfolded and BatchNorm is applied to the accumulator; the
+        1-bit activation after it turns it exactly into an integer threshold (see
+        :meth:`threshold`).
+    per_channel : bool
+        One weight scale per output feature (``wq.exp`` an int64 tensor; the accumulator of
+        output ``o`` has scale ``s_in * 2**wq.exp[o]``, the bias likewise).
+    free_scale : bool
+        A free weight scale (also ``scales="free"``): the layer computes on codes (integer
+        multiplier + shift requantization in the activation after it).
+    surrogate : str, optional
+        The weight scale takes this surrogate's scale gradient (``"lsq"``: LSQ's); weights
+        round straight-through.
+    """
+
+    def __init__(self, in_features: int, out_features: int, weight_bits: int = 4,
+                 bias_bits: int = 16, scale_grad: str = "auto", bn: str | None = None,
+                 per_channel: bool = False, free_scale: bool = False, *,
+                 batchnorm: bool | str | None = None, scales: str | None = None,
+                 surrogate: str | None = None):
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self.bias_bits = check_bits("bias_bits", bias_bits, MAX_BIAS_BITS)
+        self.bias_lo, self.bias_hi = arith.code_range(bias_bits, True)
+        lin = nn.Linear(in_features, out_features)  # PyTorch's default init
+        self.weight = nn.Parameter(lin.weight.detach().clone())
+        self.bias = nn.Parameter(lin.bias.detach().clone())
+        free = check_scale_kind(scales, free_scale)
+        self.wq = WeightQuantizer(weight_bits, weight_scale_grad(surrogate, scale_grad),
+                                  out_features if per_channel else None, free)
+        self.wq.init_scale(self.weight)
+        self.bn_mode = check_bn_mode(batchnorm, bn)
+        if self.bn_mode == "threshold" and free:
+            raise ValueError("QuantLinear: batchnorm='threshold' needs power-of-two scales; use "
+                             "batchnorm='fold' with free scales")
+        self.bn = BatchNormStats(out_features) if self.bn_mode else None
+
+    def folded(self, x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Real weight and bias before quantization: BatchNorm folded in (``"fold"`` mode).
+
+        With ``x`` (a training batch) and batch statistics on, the statistics are the batch's.
+        """
+        if self.bn_mode != "fold":
+            return self.weight, self.bias
+        return self.bn.fold(self.weight, self.bias,
+                            None if x is None else
+                            lambda: F.linear(x.to(self.weight.dtype), self.weight, self.bias))
+
+    @property
+    def weight_bits(self) -> int:
+        return self.wq.bits
+
+    def extra_repr(self) -> str:
+        bn = f", batchnorm={self.bn_mode}" if self.bn_mode else ""
+        return f"{self.in_features}->{self.out_features}, bias_bits={self.bias_bits}{bn}"
+
+    def acc_scale(self, in_exp: int) -> torch.Tensor:
+        return torch.exp2(torch.tensor(float(in_exp), dtype=self.weight.dtype)) * self.wq.scale()
+
+    def bias_codes_float(self, in_exp: int, bias: torch.Tensor | None = None) -> torch.Tensor:
+        s_acc = self.acc_scale(in_exp).detach()
+        b = self.folded()[1] if bias is None else bias
+        return torch.clamp(STERoundFn.apply(b / s_acc), self.bias_lo, self.bias_hi)
+
+    def free_bias_codes_float(self, s_acc: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """Free scales: bias codes at the accumulator scale ``s_acc`` (:func:`free_bias_codes`)."""
+        return free_bias_codes(bias, s_acc, self.bias_lo, self.bias_hi)
+
+    def forward(self, x: torch.Tensor | QuantTensor, in_exp: int | None = None):
+        if isinstance(x, QuantTensor):
+            return self.forward_quant(x)
+        if in_exp is None:
+            raise TypeError(_NEEDS_CODES.format(type(self).__name__))
+        wq = self.wq
+        if wq.free:
+            raise RuntimeError("a QuantLinear with a free scale has no power-of-two input "
+                               "exponent: it runs in QuantMLP.forward_free")
+        if wq.per_channel:
+            return self.forward_composed(x, in_exp)
+        wf, bf = self.folded(x)
+        e = wq.exp
+        gs = lsq_grad_factor(wf.numel(), wq.hi) if wq.scale_grad == "lsq" else 1.0
+        dt = x.dtype
+        return _QuantLinearFn.apply(x, wf.to(dt), bf.to(dt), wq.log2_scale, 2.0 ** e,
+                                    2.0 ** (in_exp + e), wq.lo, wq.hi, wq.bits == 1, gs,
+                                    self.bias_lo, self.bias_hi)
+
+    def forward_composed(self, x: torch.Tensor, in_exp: int) -> torch.Tensor:
+        """:meth:`forward` composed from the fused weight and bias ops and ``addmm`` (the
+        reference the single fused op is tested against; the path of per-channel scales)."""
+        wf, bf = self.folded(x)
+        dt = x.dtype
+        w = self.wq(wf).to(dt)
+        b = _FakeQuantBiasFn.apply(bf, 2.0 ** (in_exp + self.wq.exp), self.bias_lo,
+                                   self.bias_hi).to(dt)
+        return torch.addmm(b, x, w.T)
+
+    # -- on its own -------------------------------------------------------------------------
+
+    def forward_quant(self, x: QuantTensor) -> QuantTensor:
+        """The accumulator of a QuantTensor input (see the class docstring). Power-of-two
+        scales compute on real values, in float64 when a float32 layer's accumulators could
+        exceed 24 bits (:func:`exact_compute_dtype`); free scales on codes, in float64."""
+        check_input(self, x.bn, x.value.shape, 2, self.in_features, self.out_features,
+                    f"it needs (N, {self.in_features}) (add a Flatten after convolutions)")
+        return accumulate(self, x, self.in_features)
+
+    def _forward_free(self, x: QuantTensor, bound: int) -> QuantTensor:
+        q = x.codes().to(torch.float64)
+        l_in = x.log2 if x.free else _exp_log2(x.exp)
+        l_acc = l_in + free_log2(self.wq, self.weight)
+        batch = self.bn_mode == "fold" and self.training and self.bn.use_batch
+        wf, bf = self.folded(q * torch.exp2(l_in) if batch else None)
+        s_acc = torch.exp2(l_in.detach() + self.wq.log2_scale.detach())
+        bc = free_bias(self.free_bias_codes_float(s_acc, bf), s_acc, l_acc).to(q.dtype)
+        acc = torch.addmm(bc, q, self.wq.codes_float(wf).to(q.dtype).T)
+        return QuantTensor(acc, log2=l_acc, lo=-bound, hi=bound, kind="acc")
+
+    @torch.no_grad()
+    def calibrate(self, x: QuantTensor) -> QuantTensor:
+        """Calibration on a batch: with BatchNorm folded, its statistics from the float layer's
+        output and the weight scale from the folded weights; then the layer's output."""
+        if self.bn_mode == "fold":
+            xr = x.real().to(self.weight.dtype)
+            self.bn.reset_stats(xr @ self.weight.T + self.bias)
+            self.init_weight_scale()
+        return self(x)
+
+    def to_int(self, st: IntState) -> tuple[list, IntState]:
+        """A ``dense`` op (weight and bias codes; widths from the actual integers), or with
+        ``batchnorm="threshold"`` the op pending the 1-bit activation that gets its
+        threshold."""
+        check_input(self, st.pending, st.shape, 1, self.in_features, self.out_features,
+                    "add a Flatten before it", batched=False)
+        return weighted_to_int(self, st, "fc", self.weight_codes(),
+                               lambda name, w, b, bb, ab: Dense(name, w, b, self.weight_bits,
+                                                                bb, ab),
+                               (self.out_features,))
+
+    @torch.no_grad()
+    def init_weight_scale(self) -> None:
+        """Re-initialise the weight scale from the (folded) weights."""
+        self.wq.init_scale(self.folded()[0])
+
+    @torch.no_grad()
+    def weight_codes(self) -> torch.Tensor:
+        """Integer weight codes (int64), ``(out_features, in_features)``."""
+        return self.wq.codes(self.folded()[0])
+
+    @torch.no_grad()
+    def bias_codes(self, in_exp: int) -> torch.Tensor:
+        """Integer bias codes (int64) at the accumulator scale ``2**(in_exp + w_exp)``."""
+        return self.bias_codes_float(in_exp).to(torch.int64)
+
+
+def accumulate(layer, x: QuantTensor, fan_in: int) -> QuantTensor:
+    """The accumulator QuantTensor of a weighted layer (:class:`QuantLinear`, ``QuantConv2d``)
+    on ``x``: power-of-two scales through the layer's own forward on real values (in float64
+    when its accumulators could exceed the dtype's exact integers), free scales through its
+    ``_forward_free`` on codes; with ``batchnorm="threshold"`` BatchNorm of the accumulator,
+    pending the 1-bit activation."""
+    name = type(layer).__name__
+    bound = acc_bound(fan_in, x.absmax, layer.wq.bits, layer.bias_bits)
+    if layer.wq.free:
+        return layer._forward_free(x, bound)
+    if x.free:
+        raise ValueError(_MIXED.format(name))
+    if x.per_channel:
+        raise ValueError(_PER_CHANNEL_IN.format(name))
+    dt = exact_compute_dtype(layer.weight.dtype, bound, name)
+    z = layer(x.value.to(dt), x.exp)
+    e_acc = x.exp + layer.wq.exp
+    if layer.bn_mode == "threshold":
+        return QuantTensor(layer.bn.apply(z), exp=e_acc, lo=-bound, hi=bound, kind="acc",
+                           bn=layer, pre=z, in_exp=x.exp)
+    return QuantTensor(z, exp=e_acc, lo=-bound, hi=bound, kind="acc")
+
+
+_NEEDS_CODES = ("{} needs quantized inputs: a QuantTensor from softfloor.nn.QuantInput or a "
+                "quantized activation (got a plain tensor); put a QuantInput before the first layer")
+_PENDING_BN = ("{} follows a layer with batchnorm='threshold', which must be followed by a 1-bit "
+               "QuantReLU (the BatchNorm becomes its integer threshold); use batchnorm='fold' "
+               "(True) otherwise")
+_MIXED = ("{} has a power-of-two weight scale but its input has a free scale: use the same "
+          "scales (po2 or free) along the network")
+_PER_CHANNEL_IN = ("{} gets an input with per-channel scales (a layer with per-channel weight "
+                   "scales and no activation after it): put a quantized activation between them")
+
+
+def check_input(layer, pending, shape, dims: int, width: int, out: int, needs: str,
+                batched: bool = True) -> None:
+    """Refuse what a weighted layer cannot take: a BatchNorm threshold still pending, or an
+    input of ``dims`` axes (the batch axis first when ``batched``) whose feature or channel axis
+    is not ``width``; ``needs`` says what to do."""
+    if pending is not None:
+        raise ValueError(_PENDING_BN.format(type(layer).__name__))
+    shape = tuple(shape)
+    if len(shape) != dims or shape[int(batched)] != width:
+        raise ValueError(f"{type(layer).__name__}({width}->{out}) "
+                         f"{'got input' if batched else 'gets codes'} of shape {shape}; {needs}")
+
+
+def weighted_to_int(layer, st: IntState, kind: str, w: torch.Tensor, make, out_shape
+                    ) -> tuple[list, IntState]:
+    """The export of a weighted layer (:class:`QuantLinear`, ``QuantConv2d``): integer weight
+    and bias codes at the accumulator scale, an op from ``make(name, w, b, bias_bits,
+    acc_bits)`` named ``kind`` + its number, and the accumulator's state; with a BatchNorm
+    threshold, pending the activation."""
+    import dataclasses
+    st.weighted += 1
+    k = st.weighted
+    counts = st.names
+    n = 1 + sum(1 for name in counts if name.startswith(f"{kind}") and name[len(kind):].isdigit())
+    name_base = f"{kind}{n}"
+    if layer.wq.free:
+        wf, bf = layer.folded()
+        l_in = st.log2 if st.log2 is not None else _exp_log2(st.exp)
+        s_acc = torch.exp2(l_in + layer.wq.log2_scale.detach())
+        b = layer.free_bias_codes_float(s_acc, bf).detach().to(torch.int64)
+        scale = dict(exp=None, log2=l_in + layer.wq.log2_scale.detach().to(torch.float64))
+    else:
+        if st.log2 is not None:
+            raise ValueError(_MIXED.format(type(layer).__name__))
+        if st.per_channel:
+            raise ValueError(_PER_CHANNEL_IN.format(type(layer).__name__))
+        b = layer.bias_codes(st.exp)
+        e = layer.wq.exp
+        scale = dict(exp=st.exp + (e.numpy() if isinstance(e, torch.Tensor) else e), log2=None)
+
+    def build(w2, b2, name=None):
+        wn, bn_ = lowering.as_numpy(w2), lowering.as_numpy(b2)
+        bb, ab = lowering.widths(wn, bn_, st.lo, st.hi)
+        return make(name or st.name(name_base), wn, bn_, bb, ab)
+
+    if layer.bn_mode == "threshold":
+        st.name(name_base)  # reserve the name
+        pend = (layer, w, b, st.exp, st.lo, st.hi, k, lambda w2, b2: build(w2, b2, name_base))
+        return [], dataclasses.replace(st, shape=out_shape, pending=pend, kind="acc", **scale)
+    op = build(w, b)
+    lo, hi = lowering.acc_bounds(lowering.as_numpy(w), lowering.as_numpy(b), st.lo, st.hi)
+    return [op], dataclasses.replace(st, shape=out_shape, lo=lo, hi=hi, kind="acc", **scale)

@@ -12,7 +12,7 @@ Deterministic for a seed: the run uses one CPU thread and its own random generat
 from __future__ import annotations
 
 import contextlib
-import os
+import io
 import math
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as F
 
 from . import cnn, input_thresholds
-from .data import DigitsSplit, augment_codes, check_input_bits, check_input_quant, load_digits_split
+from .data import DigitsSplit, augment_codes, check_input_bits, check_input_quant, load_split
 from .cnn import FloatCNN, QuantCNN
+from .artifacts import atomic_write_bytes
 from .intmodel import InputSpec
 from .models import SIZES, FloatMLP, QuantMLP, check_activation, check_free_scales, int_dense
 from .quant import PACT_DECAY, check_binary_grad, check_bits, check_scales, pact_penalty
@@ -33,8 +34,10 @@ from .surrogates import AnnealSchedule, check_surrogate, default_k
 
 Progress = Callable[[int, int, dict], None]
 
-#: Network architectures: the MLP (``sizes``) and the small CNN (:mod:`softfloor.cnn`).
-ARCHS = ("mlp", "cnn")
+#: Network architectures: the MLP (``sizes``), the CNN (:mod:`softfloor.cnn`; ``layers`` a
+#: layer spec, :func:`softfloor.zoo.parse_cnn`) and a user's builder (``layers`` is
+#: ``FILE.py:FUNCTION``, :func:`softfloor.zoo.build_custom`).
+ARCHS = ("mlp", "cnn", "custom")
 
 #: Adam's implementation switch (the same arithmetic either way; float and QAT runs both use
 #: it): the single-tensor loop, PyTorch's default on the CPU, the faster one here for the
@@ -112,10 +115,13 @@ class TrainConfig:
     pact_decay: float = PACT_DECAY     # surrogate "pact": L2 weight of the clip levels
     lr_schedule: str | None = None     # None: per configuration (learning_rate_schedule)
     binary_act_grad: str | None = None  # None: per configuration (binary_grad)
+    data: str = "digits"               # "digits", "mnist5k" or a path to an .npz data set
+    layers: str | None = None          # cnn: a layer spec; custom: FILE.py:FUNCTION
 
     def __post_init__(self):
         if self.arch not in ARCHS:
             raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+        _check_arch_layers(self)
         if self.arch == "cnn" and self.batchnorm and self.scales == "free":
             raise ValueError("batchnorm with scales 'free' is not implemented for arch 'cnn'; "
                              "use scales 'po2' (BatchNorm folded into the convolutions)")
@@ -333,6 +339,8 @@ class TrainResult:
     history: list = field(default_factory=list)
     seconds: float = 0.0
     input_spec: InputSpec | None = None
+    #: CPU time of each epoch (s, one thread), when measured.
+    epoch_seconds: list = field(default_factory=list)
 
     @property
     def test_accuracy(self) -> float:
@@ -358,11 +366,30 @@ def _one_thread():
         torch.set_num_threads(n)
 
 
+def _check_arch_layers(cfg: TrainConfig) -> None:
+    """``layers`` fits ``arch``: a CNN layer spec for ``cnn`` (optional), ``FILE.py:FUNCTION``
+    for ``custom`` (required), nothing for ``mlp`` (its widths are ``sizes``)."""
+    from .zoo import parse_arch, parse_cnn
+    if not isinstance(cfg.data, str) or not cfg.data:
+        raise ValueError(f"data must be a data set name or an .npz path, got {cfg.data!r}")
+    if cfg.arch == "cnn" and cfg.layers is not None:
+        parse_cnn(cfg.layers)
+    elif cfg.arch == "custom":  # None: a network given to softfloor.fit (no builder)
+        if cfg.layers is not None:
+            parse_arch(cfg.layers)
+    elif cfg.layers is not None:
+        raise ValueError(f"layers {cfg.layers!r} is for arch cnn or custom; the MLP's widths "
+                         f"are sizes")
+
+
 def digits_split(cfg: TrainConfig) -> DigitsSplit:
-    """The digits split the config trains on: ``cfg.in_bits`` codes made by its
+    """The split the config trains on: its ``data`` with ``cfg.in_bits`` codes made by its
     :attr:`~TrainConfig.input_quantizer` (per-pixel thresholds calibrated on the training
     samples)."""
-    return load_digits_split(cfg.in_bits, cfg.input_quantizer)
+    return load_split(cfg.data, cfg.in_bits, cfg.input_quantizer)
+
+
+data_split = digits_split
 
 
 def _check_split(cfg: TrainConfig, split: DigitsSplit) -> None:
@@ -381,14 +408,14 @@ def _check_split(cfg: TrainConfig, split: DigitsSplit) -> None:
 AUGMENT_SEED = 1_000_000
 
 
-def _augmenter(cfg: TrainConfig, step: float, hi: float):
+def _augmenter(cfg: TrainConfig, step: float, hi: float, lo: float = 0.0):
     """The per-batch augmentation of a run (None without one): inputs on the grid ``k * step``
-    in ``[0, hi]``, deterministic for the seed."""
+    in ``[lo, hi]``, deterministic for the seed."""
     shift, noise = cfg.augment_options
     if not shift and not noise:
         return None
     gen = torch.Generator().manual_seed(AUGMENT_SEED + cfg.seed)
-    return lambda xb: augment_codes(xb, shift, noise, step, hi, gen)
+    return lambda xb: augment_codes(xb, shift, noise, step, hi, gen, lo)
 
 
 class TrainingDiverged(ValueError):
@@ -441,13 +468,15 @@ def lr_factor(schedule: str, step: int, total: int) -> float:
 
 
 def _fit(model, params, x, y, cfg: TrainConfig, on_epoch, progress: Progress | None,
-         augment=None, inputs=None, penalty=None):
+         augment=None, inputs=None, penalty=None, epoch_times: list | None = None):
     """Adam + per-step cosine decay over shuffled mini-batches; returns the history.
     ``augment`` (optional) maps each input batch to the one trained on. ``inputs`` (optional,
     a :class:`~softfloor.input_thresholds.LearnedThresholds`) makes the batches instead of
     ``x`` and is updated after every step from their gradient, with the same cosine
     factor. ``penalty`` (optional, a callable) gives a regulariser added to every step's loss
-    (the history's ``loss`` stays the cross entropy)."""
+    (the history's ``loss`` stays the cross entropy). Each epoch's entry also has ``acc``: the
+    fraction of that epoch's training batches classified right, in training mode (soft
+    surrogates, augmentation), not a test accuracy."""
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.Adam(params, lr=cfg.learning_rate, betas=cfg.adam_betas,
                            weight_decay=cfg.weight_decay, **ADAM_IMPL)
@@ -458,10 +487,11 @@ def _fit(model, params, x, y, cfg: TrainConfig, on_epoch, progress: Progress | N
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(shape, step, total))
     history = []
     for epoch in range(cfg.epochs):
+        t_epoch = time.process_time()  # CPU time: a shared machine's load does not count
         info = on_epoch(epoch)
         model.train()
         perm = torch.randperm(n, generator=gen)
-        loss_sum = 0.0
+        loss_sum, correct = 0.0, 0
         for start in range(0, n, cfg.batch_size):
             idx = perm[start:start + cfg.batch_size]
             xb = x[idx] if inputs is None else inputs.batch(idx)
@@ -469,7 +499,8 @@ def _fit(model, params, x, y, cfg: TrainConfig, on_epoch, progress: Progress | N
                 xb = augment(xb)
             if inputs is not None:
                 xb.requires_grad_()
-            ce = F.cross_entropy(model(xb), y[idx])
+            logits = model(xb)
+            ce = F.cross_entropy(logits, y[idx])
             reg = None if penalty is None else penalty()
             loss = ce if reg is None else ce + reg
             opt.zero_grad(set_to_none=True)
@@ -479,7 +510,10 @@ def _fit(model, params, x, y, cfg: TrainConfig, on_epoch, progress: Progress | N
             if inputs is not None:
                 inputs.update(xb.grad, sched.get_last_lr()[0] / cfg.learning_rate)
             loss_sum += float(ce.detach()) * len(idx)
-        info = {"loss": loss_sum / n, "lr": sched.get_last_lr()[0]} | info
+            correct += int((logits.detach().argmax(1) == y[idx]).sum())
+        info = {"loss": loss_sum / n, "acc": correct / n, "lr": sched.get_last_lr()[0]} | info
+        if epoch_times is not None:
+            epoch_times.append(time.process_time() - t_epoch)
         history.append({"epoch": epoch + 1} | info)
         if progress is not None:
             progress(epoch + 1, cfg.epochs, info)
@@ -503,10 +537,12 @@ def train_qat(cfg: TrainConfig, split: DigitsSplit, progress: Progress | None = 
         the mean loss, learning rate, sharpness ``k`` and ``hard``.
     """
     _check_split(cfg, split)
+    if cfg.arch == "custom":
+        return _train_custom(cfg, split, progress)
     t0 = time.perf_counter()
     with _one_thread():
         torch.manual_seed(cfg.seed)
-        model = _build(cfg, "qat")
+        model = _build(cfg, "qat", split.shape, split.classes)
         x = torch.as_tensor(split.c_train, dtype=getattr(model, "dtype", torch.float64)) \
             * 2.0 ** model.input_exp
         y = torch.as_tensor(split.y_train)
@@ -564,7 +600,7 @@ def train_float(cfg: TrainConfig, split: DigitsSplit, progress: Progress | None 
     t0 = time.perf_counter()
     with _one_thread():
         torch.manual_seed(cfg.seed)
-        model = _build(cfg, "float")
+        model = _build(cfg, "float", split.shape, split.classes)
         x = torch.as_tensor(split.x_train, dtype=torch.float32)
         y = torch.as_tensor(split.y_train)
         # Real inputs pixel / 16 in [0, 1]: the same shifts, noise steps of one pixel level.
@@ -607,6 +643,10 @@ def hard_codes(model: QuantMLP, codes, intermediates: bool = False):
     """
     if isinstance(model, QuantCNN):
         return cnn.hard_codes(model, codes, intermediates)
+    if not isinstance(model, QuantMLP):  # any network of softfloor.nn layers: its export
+        from . import golden
+        from .nn.exporter import export
+        return golden.run(export(model), np.asarray(codes), intermediates)
     x = torch.as_tensor(np.asarray(codes), dtype=torch.int64)
     per_layer = []
     for layer in model.integer_layers():
@@ -623,6 +663,12 @@ def float_hard_codes(model: QuantMLP, codes) -> np.ndarray:
     (:meth:`~softfloor.models.QuantMLP.exact_dtype`), so this equals
     :func:`hard_codes`; raises if a result is not an integer (it would be a bug).
     """
+    if not isinstance(model, (QuantMLP, QuantCNN)):  # any network of softfloor.nn layers
+        from .loop import input_layer
+        from .nn.graph import hard_forward_codes
+        qin = input_layer(model)
+        c = torch.as_tensor(np.asarray(codes))
+        return hard_forward_codes(model, qin.codes(c.reshape((len(c),) + tuple(qin.shape))))
     hard = [a.surrogate.hard for a in model.acts]
     was_training = model.training
     model.eval()
@@ -652,24 +698,92 @@ def quantized_accuracy(model: QuantMLP, codes, labels) -> float:
 # Checkpoints
 
 
-def _build(cfg: TrainConfig, kind: str) -> torch.nn.Module:
+def _build(cfg: TrainConfig, kind: str, shape=None, classes: int | None = None
+           ) -> torch.nn.Module:
+    """The network of ``cfg`` (``kind`` ``"qat"`` or its ``"float"`` twin) for data with
+    per-sample ``shape`` and ``classes`` classes (default: the digits')."""
+    from . import zoo
+    shape = tuple(shape) if shape is not None else (1, 8, 8)
+    classes = classes or 10
     kw = {"hard_grad": cfg.hard_grad} if cfg.surrogate == "sigmoid" else None
+    if cfg.arch == "custom":
+        if cfg.layers is None:
+            raise ValueError("this network was given to softfloor.fit, not built from "
+                             "--arch FILE.py:FUNCTION: there is no builder to rebuild it from")
+        model = zoo.build_custom(cfg.layers, custom_options(cfg, shape, classes))
+        return zoo.float_twin(model) if kind == "float" else model
     if cfg.arch == "cnn":
+        layers = zoo.cnn_layers(cfg.layers, shape, classes)
         if kind == "float":
-            return FloatCNN()
+            return FloatCNN(input_shape=shape, layers=layers)
         return QuantCNN(cfg.weight_bits, cfg.act_bits, cfg.in_bits, cfg.surrogate,
                         cfg.bias_bits, kw, per_channel=cfg.per_channel,
                         activation=cfg.activation, scales=cfg.scales,
                         batchnorm=cfg.use_batchnorm, first_weight_bits=cfg.first_weight_bits,
-                        binary_act_grad=cfg.binary_grad)
+                        binary_act_grad=cfg.binary_grad, input_shape=shape, layers=layers)
+    sizes = zoo.mlp_sizes(cfg.sizes, int(np.prod(shape)), classes, SIZES)
     if kind == "float":
-        return FloatMLP(cfg.sizes)
-    return QuantMLP(cfg.sizes, cfg.weight_bits, cfg.act_bits, cfg.in_bits, cfg.surrogate,
-                    cfg.bias_bits,
-                    {"hard_grad": cfg.hard_grad} if cfg.surrogate == "sigmoid" else None,
-                    batchnorm=cfg.use_batchnorm, per_channel=cfg.per_channel,
+        return FloatMLP(sizes)
+    return QuantMLP(sizes, cfg.weight_bits, cfg.act_bits, cfg.in_bits, cfg.surrogate,
+                    cfg.bias_bits, kw, batchnorm=cfg.use_batchnorm, per_channel=cfg.per_channel,
                     activation=cfg.activation, scales=cfg.scales,
                     first_weight_bits=cfg.first_weight_bits, binary_act_grad=cfg.binary_grad)
+
+
+def custom_options(cfg: TrainConfig, shape, classes: int) -> dict:
+    """What a user's builder may take (by name): the config's widths and options, the data's
+    per-sample ``input_shape`` and ``classes``."""
+    return {"weight_bits": cfg.weight_bits, "act_bits": cfg.act_bits, "input_bits": cfg.in_bits,
+            "first_weight_bits": cfg.first_bits, "surrogate": cfg.surrogate,
+            "batchnorm": cfg.use_batchnorm, "per_channel": cfg.per_channel,
+            "scales": cfg.scales, "activation": cfg.activation, "input_shape": tuple(shape),
+            "classes": classes, "bias_bits": cfg.bias_bits}
+
+
+def _train_custom(cfg: TrainConfig, split: DigitsSplit, progress) -> TrainResult:
+    """A user's builder (``--arch FILE.py:FUNCTION``) trained by the loop of
+    :func:`softfloor.fit` on the split, its QuantInput taking the split's input quantizer."""
+    from .loop import input_layer, train_network
+    from .nn.layers import QuantInput
+    torch.manual_seed(cfg.seed)
+    model = _build(cfg, "qat", split.shape, split.classes)
+    qin = input_layer(model)
+    spec = split.input_spec
+    if qin.bits != spec.bits or qin.signed != spec.signed:
+        raise ValueError(f"--arch {cfg.layers}: its QuantInput has {qin.bits}-bit "
+                         f"{'signed' if qin.signed else 'unsigned'} codes, the data's input "
+                         f"quantizer {spec.bits}-bit {'signed' if spec.signed else 'unsigned'}; "
+                         f"build it with QuantInput(input_bits)")
+    set_input(qin, QuantInput.from_spec(spec, qin.exp, split.shape))
+    evals = {"test": (split.x_test, split.y_test), "train": (split.x_train, split.y_train)}
+    return train_network(model, qin, cfg, split.x_train, split.y_train, evals, progress)
+
+
+def set_input(qin, src) -> None:
+    """Make the QuantInput ``qin`` quantize as ``src`` does (its mode, scales and shape)."""
+    qin.mode, qin.shape, qin.scale_ = src.mode, src.shape, src.scale_.clone()
+
+
+def _data_shape(model) -> tuple:
+    """The per-sample input shape a model was built for."""
+    if hasattr(model, "input_shape"):
+        return tuple(model.input_shape)
+    if hasattr(model, "sizes"):
+        return (model.sizes[0],)
+    from .loop import input_layer
+    try:
+        return tuple(input_layer(model).shape)
+    except ValueError:  # a float twin of a user's network
+        return tuple(getattr(model, "input_shape", ()))
+
+
+def _classes(model) -> int:
+    if hasattr(model, "sizes"):
+        return int(model.sizes[-1])
+    if hasattr(model, "fc"):
+        return int(model.fc.out_features)
+    return int(getattr(model, "classes", 0)) or int(
+        [m for m in model.modules() if hasattr(m, "out_features")][-1].out_features)
 
 
 def save_checkpoint(result: TrainResult, path) -> Path:
@@ -680,13 +794,13 @@ def save_checkpoint(result: TrainResult, path) -> Path:
     blob = {"format": "softfloor.checkpoint", "version": 1, "kind": kind,
             "config": result.config.to_dict(), "state_dict": result.model.state_dict(),
             "accuracy": dict(result.accuracy), "history": list(result.history),
-            "seconds": float(result.seconds)}
+            "seconds": float(result.seconds), "data_shape": list(_data_shape(result.model)),
+            "classes": _classes(result.model)}
     if result.input_spec is not None:
         blob["input_spec"] = result.input_spec.to_dict()
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
-    return path
+    buf = io.BytesIO()
+    torch.save(blob, buf)
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def load_checkpoint(path) -> TrainResult:
@@ -696,14 +810,20 @@ def load_checkpoint(path) -> TrainResult:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such checkpoint; run the training stage first")
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(blob, dict) or blob.get("format") != "softfloor.checkpoint":
-        raise ValueError(f"{path}: not a softfloor checkpoint")
-    cfg = TrainConfig.from_dict(blob["config"])
-    model = _build(cfg, blob["kind"])
-    model.load_state_dict(blob["state_dict"])
-    if isinstance(model, (QuantMLP, QuantCNN)):
-        model.set_surrogate(cfg.schedule().k_end, True)
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(blob, dict) or blob.get("format") != "softfloor.checkpoint":
+            raise ValueError("not a softfloor checkpoint")
+        cfg = TrainConfig.from_dict(blob["config"])
+        model = _build(cfg, blob["kind"], blob.get("data_shape"), blob.get("classes"))
+        model.load_state_dict(blob["state_dict"])
+    except Exception as e:  # torch.load raises RuntimeError, UnpicklingError, EOFError, ...
+        msg = " ".join(str(e).split())[:160] or type(e).__name__
+        raise ValueError(f"{path}: truncated or not a softfloor checkpoint ({msg}); rerun the "
+                         f"training stage") from None
+    if blob["kind"] == "qat":
+        from .nn.graph import set_surrogate
+        set_surrogate(model, cfg.schedule().k_end, True)
     model.eval()
     spec = blob.get("input_spec")
     if spec is not None:

@@ -60,7 +60,8 @@ def model_name(wb: int, ab: int, arch: str = "mlp") -> str:
 
 
 def _train(wb: int, ab: int, epochs: int, cache: Path | None = None, arch: str = "mlp"):
-    from softfloor import export, intmodel, train
+    from softfloor import intmodel, train
+    from softfloor.nn import exporter as export
     cfg = train.TrainConfig(arch=arch, weight_bits=wb, act_bits=ab, epochs=epochs,
                             surrogate="ste" if min(wb, ab) <= 2 else "sigmoid")
     split = train.digits_split(cfg)

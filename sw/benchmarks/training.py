@@ -26,9 +26,12 @@ Tables
   :data:`CNN_SURROGATES`, and its float twin; epoch time as a ratio to the float CNN (also in
   ``rows``, config ``cnn w4a4``).
 
-Plots (PNG, if matplotlib is installed: ``pip install .[bench]``): ``surrogates.png`` (each
-surrogate and its gradient at several sharpness values), ``curves.png`` (training loss per
-epoch), ``accuracy_vs_bits.png``.
+Plots (PNG, if matplotlib is installed: ``pip install .[bench]``), drawn by
+:mod:`softfloor.benchmarks.training_plots` from the JSON (``curves``: every main-table run's
+loss per epoch; ``run``: seeds, epochs, commit), so they can be redrawn without training:
+``surrogates.png`` (each surrogate and its gradient at several sharpness values),
+``curves.png`` (training loss per epoch, median and range over seeds),
+``accuracy_vs_bits.png`` (mean ± std over seeds per configuration).
 """
 from __future__ import annotations
 
@@ -216,6 +219,7 @@ def run(out_dir: Path, quick: bool) -> dict:
     seeds = (0,) if quick else (0, 1, 2)
     epochs = 4 if quick else 60
     surrogates = list(SURROGATE_NAMES or SURROGATES)
+    info = _run_info(seeds, epochs)  # the commit the runs start from
 
     jobs: dict[tuple, tuple] = {}
     for seed in seeds:
@@ -354,82 +358,40 @@ def run(out_dir: Path, quick: bool) -> dict:
                                     "epoch_time_vs_float")} for r in cnn_table]
         notes.append("CNN rows (config 'cnn w4a4'): epoch time is a ratio to the float CNN, "
                      "not to the float MLP.")
-    plots = _plots(out_dir, results, seeds, surrogates, float_acc, means, quick)
+    result = {"rows": rows, "tables": {"accuracy (%, mean ± std over seeds)": acc_table,
+                                       "batchnorm_flipped": flip_table,
+                                       "epoch time vs float MLP": time_table,
+                                       "smooth_vs_ste": verdict, "schedules": sched_table,
+                                       "variants (free scales, hardtanh)": var_table,
+                                       "cnn": cnn_table},
+              "notes": notes, "float_accuracy": float_acc, "quick": quick,
+              "configs": [c[0] for c in CONFIGS],
+              "curves": {name: {sur: {str(s): results[("main", sur, name, s)]["loss"]
+                                      for s in seeds if ("main", sur, name, s) in results}
+                                for sur in surrogates}
+                         for name, *_ in CONFIGS},
+              "run": info | {"runs": len(results)}}
+    from softfloor.benchmarks.training_plots import write_all
+    plots = write_all(result, out_dir)
     if plots:
         notes.append("plots: " + ", ".join(plots))
-    return {"rows": rows, "tables": {"accuracy (%, mean ± std over seeds)": acc_table,
-                                     "batchnorm_flipped": flip_table,
-                                     "epoch time vs float MLP": time_table,
-                                     "smooth_vs_ste": verdict, "schedules": sched_table,
-                                     "variants (free scales, hardtanh)": var_table,
-                                     "cnn": cnn_table},
-            "notes": notes, "float_accuracy": float_acc, "quick": quick}
+    return result
 
 
-def _plots(out_dir: Path, results: dict, seeds, surrogates, float_acc, means, quick) -> list[str]:
+def _run_info(seeds, epochs: int) -> dict:
+    """What the figures say about their data: seeds, epochs, commit, date, and what a reduced
+    run left out."""
+    import datetime
+    import subprocess
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return []
-    import torch
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, cwd=Path(__file__).parent, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    left_out = [n for n, on in (("BatchNorm switched", WITH_FLIPPED), ("schedules",
+                                WITH_SCHEDULES), ("CNN", WITH_CNN), ("variants", WITH_VARIANTS))
+                if not on]
+    return {"seeds": list(seeds), "epochs": epochs, "commit": commit or None,
+            "date": datetime.date.today().isoformat(),
+            "reduced": ("main table only; without " + ", ".join(left_out)) if left_out else ""}
 
-    from softfloor.surrogates import (dsq_round, dsq_round_grad, fourier_r, fourier_round,
-                                      fourier_round_grad, smooth_round, smooth_round_grad)
-    made = []
-    x = torch.linspace(-1.5, 2.5, 2001, dtype=torch.float64)
-    fams = [("sigmoid (normalised)", smooth_round, smooth_round_grad, (1, 4, 20, 80), lambda k: k),
-            ("DSQ (alpha)", dsq_round, dsq_round_grad, (0.5, 2, 10, 40), lambda k: k),
-            ("Fourier / arctan (r)", lambda v, k: fourier_round(v, fourier_r(k)),
-             lambda v, k: fourier_round_grad(v, fourier_r(k)), (1.5, 5, 20, 100), fourier_r)]
-    fig, axes = plt.subplots(2, len(fams) + 1, figsize=(16, 7))
-    for j, (title, f, g, ks, lab) in enumerate(fams):
-        for k in ks:
-            axes[0, j].plot(x, f(x, float(k)), label=f"k={k} ({lab(float(k)):.3g})")
-            axes[1, j].plot(x, g(x, float(k)))
-        axes[0, j].plot(x, torch.floor(x + 0.5), "k--", lw=0.8, label="round half up")
-        axes[0, j].set_title(title)
-        axes[0, j].legend(fontsize=7)
-        axes[1, j].set_title("gradient")
-        axes[1, j].set_yscale("log")
-    axes[0, -1].plot(x, torch.floor(x + 0.5), label="STE forward")
-    axes[0, -1].set_title("STE (clipped to [0, 1] here)")
-    axes[1, -1].plot(x, ((x >= -0.5) & (x <= 1.5)).double(), label="clipped")
-    axes[1, -1].plot(x, torch.ones_like(x), "--", label="plain")
-    axes[1, -1].legend()
-    fig.tight_layout()
-    fig.savefig(out_dir / "surrogates.png", dpi=90)
-    plt.close(fig)
-    made.append("surrogates.png")
-
-    fig, axes = plt.subplots(1, len(CONFIGS), figsize=(4 * len(CONFIGS), 3.6), sharey=True,
-                             squeeze=False)
-    axes = axes[0]
-    for ax, (name, *_) in zip(axes, CONFIGS):
-        for sur in surrogates:
-            r = results.get(("main", sur, name, seeds[0]))
-            if r:
-                ax.plot(range(1, len(r["loss"]) + 1), r["loss"], label=sur)
-        ax.set_title(f"{name} (seed {seeds[0]})")
-        ax.set_yscale("log")
-        ax.set_xlabel("epoch")
-    axes[0].set_ylabel("training loss")
-    axes[-1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out_dir / "curves.png", dpi=90)
-    plt.close(fig)
-    made.append("curves.png")
-
-    fig, ax = plt.subplots(figsize=(8, 5))
-    names = [c[0] for c in CONFIGS]
-    for sur in surrogates:
-        ax.plot(names, [100 * means[(sur, n)] for n in names], "o-", label=sur)
-    ax.axhline(100 * statistics.fmean(float_acc), color="k", ls="--", label="float")
-    ax.set_ylabel("test accuracy (%, hard-quantized, mean over seeds)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out_dir / "accuracy_vs_bits.png", dpi=90)
-    plt.close(fig)
-    made.append("accuracy_vs_bits.png")
-    return made

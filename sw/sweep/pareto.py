@@ -133,7 +133,7 @@ def plot(items: list[dict], mask: list[bool], objectives, path: Path, title: str
     colors = {v: cmap(i / max(1, len(cvals) - 1) if numeric else i % 10)
               for i, v in enumerate(cvals)}
     markers = dict(zip(mvals, "osD^vP*Xph"))
-    fig, axes = plt.subplots(1, len(xs), figsize=(6.2 * len(xs), 4.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(xs), figsize=(5.0 * len(xs), 4.4), squeeze=False)  # 1000 px
     for ax, (key, sense, label) in zip(axes[0], xs):
         for it, on in sorted(zip(items, mask), key=lambda t: t[1]):
             if it.get(key) is None:
@@ -169,7 +169,7 @@ def plot(items: list[dict], mask: list[bool], objectives, path: Path, title: str
                  f"Pareto front (accuracy, logic"
                  f"{', inferences/s' if len(xs) > 1 else ''})", fontsize=12)
     fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
 

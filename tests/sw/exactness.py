@@ -7,7 +7,7 @@ import pytest
 
 from softfloor import golden, intmodel
 from softfloor.data import load_digits_split
-from softfloor.export import export_result
+from softfloor.nn.exporter import export_result
 from softfloor.train import float_hard_codes, hard_codes, result_split, train_qat
 
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from softfloor import cli, golden, intmodel
 from softfloor.cnn import (FloatCNN, IntConvLayer, QuantCNN, QuantConv2d, int_conv2d,
                            int_maxpool2d)
-from softfloor.export import export, export_result
+from softfloor.nn.exporter import export, export_result
 from softfloor.intmodel import (ChannelRequant, Conv2d, Dense, Flatten, MaxPool2d, ModelFormatError,
                                 Requant)
 from softfloor.quant import QuantReLU

@@ -7,7 +7,7 @@ import torch
 
 from softfloor import golden, intmodel
 from softfloor.data import load_digits_split
-from softfloor.export import export, export_result
+from softfloor.nn.exporter import export, export_result
 from softfloor.intmodel import ChannelRequant, Dense, ModelFormatError, Requant
 from softfloor.models import QuantMLP, worst_case_acc_bits
 from softfloor.quant import PACT_DECAY

@@ -14,9 +14,18 @@ def test_section_tiny_run(tmp_path, monkeypatch):
     monkeypatch.setattr(training, "SURROGATE_NAMES", ("ste", "sigmoid"))
     monkeypatch.setattr(training, "WITH_CNN", False)
     monkeypatch.setattr(training, "WORKERS", 1)
-    monkeypatch.setattr(training, "_plots", lambda *a: [])
     assert main(["training", "--quick", "--out", str(tmp_path)]) == 0
     res = json.loads((tmp_path / "training.json").read_text())
+    # the figures: drawn with the run, and again from its JSON alone (labelled, 1000 px wide)
+    assert set(res["curves"]) == {"w2a2", "w1a1+BN"} and res["run"]["seeds"] == [0]
+    assert len(res["curves"]["w2a2"]["ste"]["0"]) == 4  # quick: 4 epochs
+    from softfloor.benchmarks import training_plots
+    assert training_plots.main([str(tmp_path / "training.json"), "--out",
+                                str(tmp_path / "again")]) == 0
+    for d in (tmp_path, tmp_path / "again"):
+        for name in ("surrogates.png", "curves.png", "accuracy_vs_bits.png"):
+            png = (d / name).read_bytes()
+            assert int.from_bytes(png[16:20], "big") == 1000, (d, name)
     rows = {(r["surrogate"], r["config"]): r for r in res["rows"]}
     assert set(rows) == {("float", "float")} | {(s, c) for s in ("ste", "sigmoid")
                                                 for c in ("w2a2", "w1a1+BN")}
