@@ -23,12 +23,13 @@ test-fast: bootstrap
 # per streaming unit (engines at every folding, window, pool, threshold, conv, FIFOs) on both
 # simulators, a third of SOAK_NETS random CNNs per simulator, the digits
 # MLP streamed 200 samples with gaps/backpressure/reset, and SOAK_NETS random networks per
-# simulator from a fresh base seed (printed; reproduce one with SOFTFLOOR_SEED=<seed>).
+# simulator from a fresh base seed (printed; reproduce one with SOFTFLOOR_SEED=<seed>), and
+# 5,000 random commands on corrupted artifacts (tests/sw/test_errors_property.py; 500 in `make test`).
 SOAK_NETS ?= 60
 soak: bootstrap
 	@base=$${SOFTFLOOR_RANDNET_BASE:-$$(date +%s)}; echo "soak: random networks from base seed $$base"; \
 	SOFTFLOOR_SOAK=1 SOFTFLOOR_RANDNET_BASE=$$base SOFTFLOOR_RANDNET_COUNT=$(SOAK_NETS) \
-	$(PY) -m pytest -n $(JOBS) -q --durations=10 tests/sim
+	$(PY) -m pytest -n $(JOBS) -q --durations=10 tests/sim tests/sw/test_errors_property.py
 
 bench: bootstrap
 	@$(PY) -c "import matplotlib, ray" 2>/dev/null || $(VENV)/bin/pip install -q -e ".[bench,sweep]" torch==2.13.0

@@ -40,7 +40,7 @@ from softfloor.hw import synth
 from softfloor.hw.link import LinkTop
 from softfloor.hw.pll import PLLSetting, ecp5_pll, ice40_pll
 from softfloor.hw.uart import divisor_for
-from softfloor.intmodel import load
+from softfloor.intmodel import atomic_write_text, load
 
 __all__ = ["Board", "BOARDS", "get_board", "BoardTop", "build_board", "BoardBuild",
            "DEFAULT_BAUD", "BOARD_TOP"]
@@ -233,7 +233,7 @@ def elaborate_board(board: Board, info: proto.LinkInfo, pll: PLLSetting, divisor
         if name.endswith((".debug.v", cons)):
             dest = out / (BOARD_TOP + (".v" if name.endswith(".debug.v") else cons))
             text = content if isinstance(content, str) else content.decode()
-            dest.write_text(text)
+            atomic_write_text(dest, text)
             files[dest.suffix] = dest
     return files[".v"], files[cons]
 
@@ -284,6 +284,6 @@ def build_board(board: Board | str, out_dir, core_verilog, manifest: dict, model
     res = BoardBuild(board.name, board.device, round(pll.fout_mhz, 4), pll.params, r.fmax_mhz,
                      True, baud, divisor, r.logic_cells, r.ff, r.dsp, r.ram_blocks, r.io,
                      str(bit), bit.stat().st_size, tried, round(time.monotonic() - t0, 1))
-    (out / "board.json").write_text(json.dumps(res.to_dict() | {"info": info.to_dict()},
-                                               indent=1) + "\n")
+    atomic_write_text(out / "board.json", json.dumps(res.to_dict() | {"info": info.to_dict()},
+                                                     indent=1) + "\n")
     return res

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import golden, intmodel
+from .artifacts import load_npz, save_npz
 from . import protocol as proto
 
 __all__ = ["board_stage", "check_board_device", "run", "program", "RunResult"]
@@ -71,7 +72,8 @@ def board_stage(out, board: str, *, baud: int, bare: dict | None = None, say=pri
     rec = r.to_dict()
     rec["bare_core"] = {k: (bare or {}).get(k) for k in ("device", "logic_cells", "ff", "dsp",
                                                          "ram_blocks", "fmax_mhz")}
-    vec = np.load(_need(out / "vectors.npz", "golden", out))
+    vec = load_npz(_need(out / "vectors.npz", "golden", out), {"inputs": "int", "golden": "int"},
+                   rerun=f"rerun `softfloor golden --out {out}`")
     say(f"  {board} link: {len(vec['inputs'])} samples through the UART on {simulator} ...")
     v = linksim.link_verilog(verilog, info, linksim.SIM_DIVISOR, d / "sim")
     res = run_simulated(v, info, vec["inputs"], simulator, d / "sim")
@@ -144,26 +146,22 @@ def run_simulated(link_v, info: proto.LinkInfo, codes, simulator: str, work,
                                                      "divisor": sim.divisor})
 
 
-def _inputs(model, inputs, labels, out: Path):
+def _inputs(model, inputs, labels, out: Path, clip: bool = False):
+    from . import userinputs
     if inputs is None:
-        z = np.load(_need(out / "inputs.npz", "data", out))
-        return z["codes"], (z["labels"] if "labels" in z else None)
-    try:
-        x = np.load(inputs)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{inputs}: cannot read float inputs as .npy: {e}") from None
-    codes = model.input.quantize(x)
-    y = None
-    if labels is not None:
-        y = np.load(labels)
-        if y.shape != (len(codes),):
-            raise ValueError(f"{labels}: expected {len(codes)} labels, got shape {y.shape}")
-    return codes, y
+        if labels is not None:
+            raise ValueError("--labels labels the --inputs given with it; give both, or neither "
+                             "(the flow's test inputs carry their labels)")
+        z = load_npz(_need(out / "inputs.npz", "data", out), {"codes": "int"},
+                     rerun=f"rerun `softfloor data --out {out}`")
+        return z["codes"], z.get("labels")
+    u = userinputs.load(model, inputs, labels, clip)
+    return u.codes, u.labels
 
 
 def run(out, *, port: str | None = None, sim: bool = False, inputs=None, labels=None,
         baud: int = 115200, simulator: str = "verilator", board: str | None = None,
-        say=print) -> dict:
+        say=print, clip: bool = False) -> dict:
     """``softfloor run``: the inputs through a board (``port``) or its simulation (``sim``).
 
     Returns a summary (samples, mismatches against the golden model, accuracy, inferences/s);
@@ -173,7 +171,7 @@ def run(out, *, port: str | None = None, sim: bool = False, inputs=None, labels=
     out = Path(out)
     model_file = _need(out / MODEL_FILE, "export", out)
     model = intmodel.load(model_file)
-    codes, y = _inputs(model, inputs, labels, out)
+    codes, y = _inputs(model, inputs, labels, out, clip)
     want = golden.run(model, codes)
     if sim:
         from .sim import linksim
@@ -205,7 +203,7 @@ def run(out, *, port: str | None = None, sim: bool = False, inputs=None, labels=
                                if res.seconds else None}
     if y is not None:
         summary["accuracy"] = float(np.mean(golden.classify(model, res.outputs) == y))
-    np.savez(out / "run.npz", inputs=codes, outputs=res.outputs, golden=want)
+    save_npz(out / "run.npz", inputs=codes, outputs=res.outputs, golden=want)
     return summary
 
 

@@ -6,6 +6,7 @@ half-written is left behind by the stage that failed (files are written atomical
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -172,7 +173,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                         f"STE) or triangle (peak at the threshold, zero 2 steps away); "
                         f"{_default(rules, 'binary_act_grad')}")
     p.add_argument("--epochs", type=_bits(1, 10000, "--epochs"), default=60)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_bits(0, 2**32 - 1, "--seed"), default=0,
+                   help="random seed of the training (0..2**32-1, default 0)")
 
 
 def _sim_args(p: argparse.ArgumentParser) -> None:
@@ -202,6 +204,12 @@ def _output_arg(p: argparse.ArgumentParser) -> None:
                    help="what the network outputs: its logits (default), or the class index "
                         "(an argmax op at the end: the output stream carries one index per "
                         "sample)")
+
+
+def _clip_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--clip", action="store_true",
+                   help="saturate --inputs values outside the model's calibrated range "
+                        "(otherwise an error: they are usually unscaled data)")
 
 
 BOARDS = ("icebreaker", "ulx3s", "orangecrab")  # kept in step with softfloor.hw.boards (tested)
@@ -234,6 +242,7 @@ def parser() -> argparse.ArgumentParser:
                                               "(skips data, training, export)")
     p.add_argument("--inputs", type=Path, help="with --model: float inputs .npy, one row per sample")
     p.add_argument("--labels", type=Path, help="with --model: optional labels .npy")
+    _clip_arg(p)
     _board_args(p)
 
     for name, helptext in [("data", "digits split, inputs quantized -> inputs.npz"),
@@ -279,6 +288,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--inputs", type=Path, help="float inputs .npy, one row per sample (default: "
                                                "the flow's test inputs)")
     p.add_argument("--labels", type=Path, help="labels .npy: accuracy")
+    _clip_arg(p)
     p.add_argument("--simulator", choices=("verilator", "icarus"), default="verilator")
     _board_args(p)
 
@@ -301,6 +311,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--check", type=Path, metavar="INPUTS.npy",
                    help="float inputs: measure agreement with QONNX execute_onnx")
     p.add_argument("--labels", type=Path, metavar="LABELS.npy", help="with --check: accuracies")
+    p.add_argument("--allow-approximate", action="store_true",
+                   help="write the model file even when the import is approximate (non-power-"
+                        "of-two scales); otherwise that is an error (exit 2) listing where")
     return ap
 
 
@@ -310,7 +323,7 @@ def _options(args: argparse.Namespace) -> flow_mod.FlowOptions:
               "first_weight_bits", "input_bits", "input_quant", "surrogate", "batchnorm",
               "augment_shift", "augment_noise", "lr_schedule", "binary_act_grad", "epochs",
               "seed", "simulator", "device", "model", "inputs", "labels", "waves", "objective",
-              "plan", "plan_out", "allow_overfit", "output", "board", "baud"):
+              "plan", "plan_out", "allow_overfit", "output", "board", "baud", "clip"):
         if hasattr(args, k):
             setattr(o, k, getattr(args, k))
     if o.input_quant is not None:
@@ -327,13 +340,27 @@ def _options(args: argparse.Namespace) -> flow_mod.FlowOptions:
 def _import_qonnx(args: argparse.Namespace) -> int:
     import json
 
-    import numpy as np
-
-    from . import intmodel, qonnx_import
+    from . import intmodel, qonnx_import, userinputs
+    from .artifacts import load_array
+    if args.labels is not None and args.check is None:
+        raise ValueError("--labels needs --check INPUTS.npy (the inputs they label)")
+    if args.onnx.is_file() and args.onnx.stat().st_size == 0:
+        raise ValueError(f"{args.onnx}: empty file, not an ONNX model (export it with "
+                         f"brevitas.export.export_qonnx)")
     res = qonnx_import.import_qonnx(args.onnx, name=args.onnx.stem)
+    if not res.exact and not args.allow_approximate:
+        approx = res.approximations
+        raise ValueError(f"{args.onnx}: the import is approximate in {len(approx)} places "
+                         f"(first: {approx[0] if approx else '?'}); pass --allow-approximate to "
+                         f"write it anyway, or train with power-of-two scales")
     if args.check is not None:
-        x = np.load(args.check)
-        labels = np.load(args.labels) if args.labels is not None else None
+        x = load_array(args.check, "--check", "float inputs, one row per sample")
+        if x[0].size != res.model.input.size:
+            raise ValueError(f"--check {args.check}: shape {x.shape}, expected one row of "
+                             f"{res.model.input.size} values per sample (the model's input "
+                             f"{tuple(res.model.input.shape)})")
+        labels = (userinputs.load_labels(args.labels, len(x), userinputs.classes(res.model))
+                  if args.labels is not None else None)
         agree = qonnx_import.agreement(args.onnx, res.model, x, labels)
         res.model.meta["agreement"] = agree
     intmodel.save(res.model, args.output)
@@ -354,7 +381,7 @@ def _board_command(args: argparse.Namespace) -> int:
     say = (lambda m: None) if args.quiet else print
     summary = board.run(args.out, port=args.port, sim=args.sim, inputs=args.inputs,
                         labels=args.labels, baud=args.baud, simulator=args.simulator,
-                        board=args.board, say=say)
+                        board=args.board, say=say, clip=args.clip)
     print(json.dumps(summary))
     if summary["mismatches_vs_golden"]:
         print(f"softfloor: error: {summary['mismatches_vs_golden']} samples differ from the "
@@ -444,11 +471,26 @@ def main(argv: list[str] | None = None) -> int:
             flow_mod.run_stage(ctx, args.command)
         return 0
     except known as e:
-        print(f"softfloor: error: {e}", file=sys.stderr)
+        print(f"softfloor: error: {_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("softfloor: interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # a defect in softfloor: still one line, and a distinct exit code
+        if os.environ.get("SOFTFLOOR_DEBUG"):
+            raise
+        print(f"softfloor: internal error: {type(e).__name__}: {_one_line(e)} (a bug: please "
+              f"report it; SOFTFLOOR_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return INTERNAL_ERROR
+
+
+#: Exit code of an unexpected exception (a defect, never a user error; sysexits EX_SOFTWARE).
+INTERNAL_ERROR = 70
+
+
+def _one_line(e: BaseException) -> str:
+    """An exception's message on one line."""
+    return " ".join(str(e).split()) or type(e).__name__
 
 
 if __name__ == "__main__":

@@ -27,8 +27,10 @@ from typing import Callable
 
 import numpy as np
 
-from . import golden, intmodel
+from . import golden, intmodel, userinputs
 from . import progress as progress_mod
+from .artifacts import ArtifactError, load_json, load_npz, save_npz
+from .provenance import Lineage, sha256
 
 MODEL_FILE = "model.intmodel.json"
 SIMULATOR_CHOICES = ("verilator", "icarus", "both")
@@ -83,6 +85,7 @@ class FlowOptions:
     model: Path | None = None      # an existing integer model file: skip data/train/export
     inputs: Path | None = None     # float inputs (.npy), one row per sample
     labels: Path | None = None     # optional labels (.npy)
+    clip: bool = False             # saturate inputs outside the model's calibrated range
     waves: bool = False
     quiet: bool = False
 
@@ -123,15 +126,19 @@ class Context:
 
     def recorded(self, stage: str) -> dict:
         p = self.out / "stages" / f"{stage}.json"
-        return json.loads(p.read_text()) if p.exists() else {}
+        return load_json(p, rerun=f"rerun `softfloor {stage} --out {self.out}`") \
+            if p.exists() else {}
+
+    def lineage(self, stage: str) -> Lineage:
+        """What ``stage`` reads, checked (:class:`softfloor.provenance.Lineage`); the files it
+        reads are also hashed into :attr:`reads` (``stages/made_from.json``)."""
+        return Lineage(self.out, stage, reads=self.reads)
 
     def need(self, name: str, stage: str) -> Path:
-        p = self.out / name
-        if not p.exists():
-            raise FileNotFoundError(f"{p} not found: run `softfloor {stage} --out {self.out}` first")
-        from .report_html import sha256
-        self.reads[name] = sha256(p)
-        return p
+        """``DIR/name``, checked against the record of ``stage`` that wrote it (one file; a
+        stage reading several uses :meth:`lineage`, which also checks them against each
+        other)."""
+        return self.lineage("?").read(name, stage)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -143,33 +150,36 @@ def stage_data(ctx: Context) -> None:
     from . import train
     cfg = _train_config(ctx.opts)
     split = train.digits_split(cfg)
-    np.savez(ctx.out / "dataset.npz", c_train=split.c_train, y_train=split.y_train,
+    save_npz(ctx.out / "dataset.npz", c_train=split.c_train, y_train=split.y_train,
              c_test=split.c_test, y_test=split.y_test)
-    np.savez(ctx.out / "inputs.npz", codes=split.c_test, x=split.x_test, labels=split.y_test)
+    save_npz(ctx.out / "inputs.npz", codes=split.c_test, x=split.x_test, labels=split.y_test)
+    lin = ctx.lineage("data")
+    if cfg.data not in DATASETS:  # a data set file of the user's
+        lin.source(cfg.data, "--data")
     ctx.record("data", {"dataset": "sklearn digits" if cfg.data == "digits" else cfg.data,
                         "train": len(split.y_train), "test": len(split.y_test),
                         "input_bits": split.input_spec.bits,
                         "input_quant": cfg.input_quantizer, "shape": list(split.shape),
-                        "classes": split.classes})
+                        "classes": split.classes,
+                        "provenance": lin.record(["dataset.npz", "inputs.npz"])})
 
 
 def stage_inputs(ctx: Context) -> None:
     """Float inputs of a user's model, quantized with the model file's input spec."""
     o = ctx.opts
-    model = intmodel.load(ctx.need(MODEL_FILE, "flow"))
-    try:
-        x = np.load(o.inputs)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{o.inputs}: cannot read float inputs as .npy: {e}") from None
-    codes = model.input.quantize(x)
-    arrays = {"codes": codes, "x": x}
-    if o.labels is not None:
-        labels = np.load(o.labels)
-        if labels.shape != (len(codes),):
-            raise ValueError(f"{o.labels}: expected {len(codes)} labels, got shape {labels.shape}")
-        arrays["labels"] = labels.astype(np.int64)
-    np.savez(ctx.out / "inputs.npz", **arrays)
-    ctx.record("data", {"dataset": str(o.inputs), "test": len(codes)})
+    lin = ctx.lineage("data")
+    model = intmodel.load(lin.read(MODEL_FILE, "model"))
+    u = userinputs.load(model, lin.source(o.inputs, "--inputs"),
+                        o.labels and lin.source(o.labels, "--labels"), clip=o.clip)
+    arrays = {"codes": u.codes, "x": u.x}
+    if u.labels is not None:
+        arrays["labels"] = u.labels
+    save_npz(ctx.out / "inputs.npz", **arrays)
+    rec = {"dataset": str(o.inputs), "test": len(u.codes)}
+    if u.clipped:
+        rec["clipped_samples"] = u.clipped
+        ctx.say(f"  --clip: {u.clipped} samples had values outside the calibrated range")
+    ctx.record("data", rec | {"provenance": lin.record(["inputs.npz"])})
 
 
 def _train_config(o: FlowOptions):
@@ -201,7 +211,8 @@ def stage_train(ctx: Context) -> None:
         res = train.train_qat(cfg, split, progress=update)
     train.save_checkpoint(res, ctx.out / "model.pt")
     info = {"config": train.config_dict(cfg), "accuracy_float": fl.test_accuracy,
-            "accuracy_quantized": res.test_accuracy}
+            "accuracy_quantized": res.test_accuracy,
+            "input_range": [float(split.x_train.min()), float(split.x_train.max())]}
     if cfg.input_quantizer == "learned":
         from .data import scale_thresholds
         info["input_thresholds"] = scale_thresholds(res.input_spec.scale).tolist()
@@ -211,23 +222,31 @@ def stage_train(ctx: Context) -> None:
             f" quantized {100 * res.test_accuracy:.2f}% (hard-quantized, as exported)")
     curves = {k: [{f: h[f] for f in ("epoch", "loss", "acc") if f in h} for h in r.history]
               for k, r in (("float", fl), ("quantized", res))}
-    ctx.record("train", info | {"history": curves})
+    lin = ctx.lineage("train")
+    if cfg.data not in DATASETS:  # a data set file of the user's
+        lin.source(cfg.data, "--data")
+    ctx.record("train", info | {"history": curves,
+                                "provenance": lin.record(["model.pt", "train.json"])})
 
 
 def stage_export(ctx: Context) -> None:
     """Hard-quantized torch model -> integer model file."""
     from . import train
     from .nn import exporter as export
-    res = train.load_checkpoint(ctx.need("model.pt", "train"))
+    lin = ctx.lineage("export")
+    res = train.load_checkpoint(lin.read("model.pt"))
+    meta = load_json(lin.read("train.json"), rerun=f"rerun `softfloor train --out {ctx.out}`")
+    inp = load_npz(lin.read("inputs.npz", only=("data", "model")), {"codes": "int"},
+                   rerun=f"rerun `softfloor data --out {ctx.out}`")
     data = res.config.data if res.config.data in DATASETS else Path(res.config.data).stem
-    model = export.export(res.model, res.input_spec, name=f"{data}-{res.config.arch}",
-                          meta=json.loads(ctx.need("train.json", "train").read_text()))
+    model = export.export(res.model, res.input_spec, name=f"{data}-{res.config.arch}", meta=meta)
     model = with_output(model, ctx.opts.output)
     intmodel.save(model, ctx.out / MODEL_FILE)
     ctx.say(model.summary())
-    changed = _requantize_inputs(ctx, model)
+    changed = _requantize_inputs(ctx, model, inp)
     ctx.record("export", {"layers": len(model.layers), "macs": model.macs(),
-                          "inputs_requantized": changed})
+                          "inputs_requantized": changed,
+                          "provenance": lin.record([MODEL_FILE, "inputs.npz"])})
 
 
 def with_output(model: intmodel.IntModel, output: str) -> intmodel.IntModel:
@@ -251,48 +270,66 @@ def with_output(model: intmodel.IntModel, output: str) -> intmodel.IntModel:
                              intmodel.OutputSpec(1.0), model.name, dict(model.meta))
 
 
-def _requantize_inputs(ctx: Context, model: intmodel.IntModel) -> int | None:
-    """Make ``inputs.npz``'s codes those of the model file's input quantizer (a trained one,
-    e.g. learned input thresholds, differs from the data stage's); returns how many samples
-    changed (None: the inputs carry no real values, e.g. written by an older version)."""
-    path = ctx.need("inputs.npz", "data")
-    inp = dict(np.load(path))
+def _requantize_inputs(ctx: Context, model: intmodel.IntModel, inp: dict) -> int | None:
+    """Make ``inputs.npz``'s codes (``inp``) those of the model file's input quantizer (a
+    trained one, e.g. learned input thresholds, differs from the data stage's); returns how
+    many samples changed (None: the inputs carry no real values, e.g. written by an older
+    version)."""
     if "x" not in inp:
         return None
     codes = model.input.quantize(inp["x"])
     changed = int(np.sum(np.any(codes != inp["codes"], axis=1)))
     if changed:
-        inp["codes"] = codes
-        tmp = path.with_name(f".{path.stem}.tmp.npz")
-        np.savez(tmp, **inp)
-        tmp.replace(path)
+        save_npz(ctx.out / "inputs.npz", **(inp | {"codes": codes}))
     return changed
 
 
 def stage_golden(ctx: Context) -> None:
     """Golden integer model on the test inputs."""
-    model = intmodel.load(ctx.need(MODEL_FILE, "export"))
-    inp = np.load(ctx.need("inputs.npz", "data"))
+    lin = ctx.lineage("golden")
+    model = intmodel.load(lin.read(MODEL_FILE))
+    inp = _read_inputs(ctx, lin, model)
     codes = inp["codes"]
     t0 = time.perf_counter()
     out = golden.run(model, codes)
     dt = time.perf_counter() - t0
-    _save_vectors(ctx, inputs=codes, golden=out)
+    save_npz(ctx.out / "vectors.npz", inputs=codes, golden=out)  # no older rtl_* beside it
     rec = {"samples": len(codes), "seconds": dt}
     if "labels" in inp:
         rec["accuracy"] = float(np.mean(golden.classify(model, out) == inp["labels"]))
-    ctx.record("golden", rec)
+    ctx.record("golden", rec | {"provenance": lin.record(["vectors.npz"])})
+
+
+def _read_inputs(ctx: Context, lin: Lineage, model: intmodel.IntModel) -> dict:
+    """``inputs.npz`` checked against ``model``: codes of its input size, made by its input
+    quantizer (when the real inputs are stored), labels one per sample."""
+    path = lin.read("inputs.npz")
+    inp = load_npz(path, {"codes": "int"}, rerun=f"rerun `softfloor data --out {ctx.out}`")
+    codes = inp["codes"]
+    if codes.ndim != 2 or len(codes) == 0 or codes.shape[1] != model.input.size:
+        raise ArtifactError(f"{path}: codes of shape {codes.shape}, the model "
+                            f"{ctx.out / MODEL_FILE} expects (N, {model.input.size}) with N >= 1; "
+                            f"rerun `softfloor data --out {ctx.out}`")
+    if "x" in inp and not np.array_equal(model.input.quantize(inp["x"]), codes):
+        raise ArtifactError(f"{path}: codes are not {ctx.out / MODEL_FILE}'s quantization of its "
+                            f"inputs x; rerun `softfloor export --out {ctx.out}`")
+    if "labels" in inp and inp["labels"].shape != (len(codes),):
+        raise ArtifactError(f"{path}: {inp['labels'].shape} labels for {len(codes)} samples; "
+                            f"rerun `softfloor data --out {ctx.out}`")
+    return inp
 
 
 def stage_rtl(ctx: Context) -> None:
     """Integer model file -> one Verilog file + manifest.json (and the plan file if asked)."""
     from softfloor.hw import generate, planfile, planner
     o = ctx.opts
-    model = intmodel.load(ctx.need(MODEL_FILE, "export"))
+    lin = ctx.lineage("rtl")
+    model = intmodel.load(lin.read(MODEL_FILE))
     if o.plan is not None:
         if o.fold:
             raise ValueError("give --plan or --fold, not both (edit the plan file's pe/simd)")
         plan = planfile.read_plan(o.plan, model, o.device)
+        lin.source(o.plan, "--plan")
     else:
         overrides = dict(planner.parse_fold(f) for f in (o.fold or ()))
         plan = planner.plan(model, o.device, o.objective, overrides)
@@ -308,16 +345,22 @@ def stage_rtl(ctx: Context) -> None:
                        "initiation_interval": man["initiation_interval"],
                        "mac_units": man["mac_units"], "plan": man.get("plan"),
                        "plan_text": str(plan),
-                       "plan_file": str(o.plan) if o.plan is not None else None})
+                       "plan_file": str(o.plan) if o.plan is not None else None,
+                       "provenance": lin.record([f"{man['top']}.v", "manifest.json"])})
 
 
 def stage_sim(ctx: Context) -> None:
     """cocotb co-simulation of every test sample on each requested simulator."""
     from softfloor.sim import cosim
-    man = json.loads(ctx.need("manifest.json", "rtl").read_text())
-    verilog = ctx.need(f"{man['top']}.v", "rtl")
-    vec = dict(np.load(ctx.need("vectors.npz", "golden")))
-    inp = np.load(ctx.need("inputs.npz", "data"))
+    lin = ctx.lineage("sim")
+    man, verilog = _read_rtl(ctx, lin)
+    vec = load_npz(lin.read("vectors.npz"), {"inputs": "int", "golden": "int"},
+                   rerun=f"rerun `softfloor golden --out {ctx.out}`")
+    model = intmodel.load(lin.read(MODEL_FILE))
+    inp = _read_inputs(ctx, lin, model)
+    if not np.array_equal(vec["inputs"], inp["codes"]):
+        raise ArtifactError(f"{ctx.out / 'vectors.npz'}: inputs differ from "
+                            f"{ctx.out / 'inputs.npz'}; rerun `softfloor golden --out {ctx.out}`")
     rec = {}
     for sim in ctx.opts.simulators():
         ctx.say(f"  co-simulating {len(vec['inputs'])} samples on {sim} ...")
@@ -335,7 +378,6 @@ def stage_sim(ctx: Context) -> None:
                     "run_seconds": round(r.run_seconds, 2),
                     "first_mismatches": r.first_mismatches[:5]}
         if "labels" in inp and len(r.outputs) == len(inp["labels"]):
-            model = intmodel.load(ctx.out / MODEL_FILE)  # per-channel output scales: real argmax
             rec[sim]["accuracy"] = float(np.mean(golden.classify(model, r.outputs)
                                                   == inp["labels"]))
         if r.waves:
@@ -345,7 +387,7 @@ def stage_sim(ctx: Context) -> None:
             # Locate the fault: first bad layer and element, from engine-output probes + waves.
             from softfloor.sim import diagnose
             try:
-                d = diagnose.diagnose(intmodel.load(ctx.need(MODEL_FILE, "export")), man,
+                d = diagnose.diagnose(model, man,
                                       verilog, vec["inputs"], vec["golden"], r.outputs, sim,
                                       ctx.out / "cosim" / "diagnose")
             except Exception as e:  # the mismatch counts stand; say why there is no diagnosis
@@ -357,16 +399,26 @@ def stage_sim(ctx: Context) -> None:
                                 first_bad_instance=d.first_bad_instance,
                                 diagnosis=d.to_dict(), diagnosis_waves=d.waves)
                 ctx.say("    MISMATCH -- " + str(d).replace("\n", "\n    "))
-    _save_vectors(ctx, **vec)
-    ctx.record("sim", rec)
+    save_npz(ctx.out / "vectors.npz", **vec)
+    ctx.record("sim", rec | {"provenance": lin.record(["vectors.npz"])})
+
+
+def _read_rtl(ctx: Context, lin: Lineage) -> tuple[dict, Path]:
+    """``manifest.json`` and the Verilog it names, both checked against the rtl record."""
+    rerun = f"rerun `softfloor rtl --out {ctx.out}`"
+    man = load_json(lin.read("manifest.json"), ("top",), rerun=rerun)
+    if not isinstance(man["top"], str) or not man["top"].isidentifier():
+        raise ArtifactError(f"{ctx.out / 'manifest.json'}: field 'top' is not a module name; "
+                            f"{rerun}")
+    return man, lin.read(f"{man['top']}.v", "rtl")
 
 
 def stage_synth(ctx: Context) -> None:
     """Yosys synth_ice40 + nextpnr-ice40: logic cells, FFs, DSPs, RAM blocks, Fmax."""
     from softfloor.hw import synth
     synth.get_device(ctx.opts.device)
-    man = json.loads(ctx.need("manifest.json", "rtl").read_text())
-    verilog = ctx.need(f"{man['top']}.v", "rtl")
+    lin = ctx.lineage("synth")
+    man, verilog = _read_rtl(ctx, lin)
     rec = {}
     with ctx.progress.steps("synth") as progress:
         if ctx.opts.synth_cache is not None:
@@ -378,7 +430,7 @@ def stage_synth(ctx: Context) -> None:
             r = synth.synthesize(verilog, man["top"], ctx.out / "synth", ctx.opts.device,
                                  progress=progress)
     ctx.say(f"    {r}")
-    ctx.record("synth", r.to_dict() | rec)
+    ctx.record("synth", r.to_dict() | rec | {"provenance": lin.record([])})
 
 
 def _write_core(ctx: Context, man: dict, boards: dict | None = None) -> None:
@@ -386,10 +438,15 @@ def _write_core(ctx: Context, man: dict, boards: dict | None = None) -> None:
     when the golden stage has written them)."""
     from .hw import fusesoc
     path = ctx.out / "vectors.npz"
-    if not path.exists():
+    try:  # the golden vectors of this model only
+        lin = Lineage(ctx.out, "rtl")
+        lin.read(MODEL_FILE)
+        lin.read("vectors.npz")
+    except ArtifactError:
         fusesoc.write_core(ctx.out, man, None, None, boards)
         return
-    vec = np.load(path)
+    vec = load_npz(path, {"inputs": "int", "golden": "int"},
+                   rerun=f"rerun `softfloor golden --out {ctx.out}`")
     n = min(len(vec["inputs"]), 32)
     fusesoc.write_core(ctx.out, man, vec["inputs"][:n], vec["golden"][:n], boards)
 
@@ -397,11 +454,13 @@ def _write_core(ctx: Context, man: dict, boards: dict | None = None) -> None:
 def stage_board(ctx: Context) -> None:
     """Board top (UART link + PLL + pins) -> bitstream, then the link simulated end to end."""
     from .board import board_stage
-    rec = board_stage(ctx.out, ctx.opts.board, baud=ctx.opts.baud,
-                      bare=ctx.recorded("synth"), say=ctx.say)
-    man = json.loads(ctx.need("manifest.json", "rtl").read_text())
+    lin = ctx.lineage("board")
+    man, _ = _read_rtl(ctx, lin)
+    bare = lin.adopt("synth") or {}
+    bare.pop("provenance", None)
+    rec = board_stage(ctx.out, ctx.opts.board, baud=ctx.opts.baud, bare=bare, say=ctx.say)
     _write_core(ctx, man, rec.pop("fusesoc_boards"))
-    ctx.record("board", rec)
+    ctx.record("board", rec | {"provenance": lin.record([])})
 
 
 #: The stage record of what each stage read: ``{stage: {file: sha256 when it was read}}``.
@@ -429,12 +488,51 @@ def run_stage(ctx: Context, name: str, fn=None) -> None:
     ctx.record("timings", times)
 
 
+def _remove_previous(ctx: Context, keep_training: bool) -> None:
+    """Remove the artifacts of a previous run in ``ctx.out``: the stage records, the report,
+    the synthesis and board outputs, and every file the chain rebuilds (``keep_training``: the
+    dataset, checkpoint and train.json, which a ``--model`` run does not touch)."""
+    out = ctx.out
+    out.mkdir(parents=True, exist_ok=True)
+    names = {"report.json", "report.html", "vectors.npz", "inputs.npz", MODEL_FILE,
+             "manifest.json"}
+    if not keep_training:
+        names |= {"dataset.npz", "model.pt", "train.json"}
+    try:
+        names.add(f"{load_json(out / 'manifest.json', ('top',))['top']}.v")
+    except (ArtifactError, TypeError):
+        pass
+    names.add("softfloor_top.v")
+    for name in sorted(names):
+        if (out / name).is_file() and "/" not in name:
+            (out / name).unlink()
+    shutil.rmtree(out / "stages", ignore_errors=True)
+    for sub in ("synth", "board"):
+        if (out / sub).is_dir():
+            shutil.rmtree(out / sub)
+
+
 def flow(opts: FlowOptions) -> dict:
     """Run the whole chain into ``opts.out`` and return the report."""
     ctx = Context(opts)
     opts.simulators()  # validate before spending minutes on training
     if opts.output not in OUTPUTS:
         raise ValueError(f"unknown output {opts.output!r}; choose one of {', '.join(OUTPUTS)}")
+    model = None
+    if opts.model is None and (opts.inputs is not None or opts.labels is not None):
+        raise ValueError("--inputs/--labels are the inputs of a --model MODEL_FILE; without "
+                         "--model the flow trains on --data (digits by default): drop them or add "
+                         "--model")
+    if opts.model is not None:
+        if opts.inputs is None:
+            raise ValueError("--model needs --inputs INPUTS.npy (float inputs, one row per sample)")
+        model = with_output(intmodel.load(opts.model), opts.output)  # validates first
+        userinputs.load(model, opts.inputs, opts.labels, opts.clip)
+    else:  # a configuration or data set file the trainer rejects fails here, not after deleting
+        cfg = _train_config(opts)
+        if cfg.data not in DATASETS:
+            from . import train
+            train.digits_split(cfg)
     if opts.plan is not None and not Path(opts.plan).is_file():
         raise FileNotFoundError(f"{opts.plan}: plan file not found (write one with "
                                 f"`softfloor rtl --plan-out {opts.plan}`)")
@@ -445,15 +543,16 @@ def flow(opts: FlowOptions) -> dict:
         from softfloor.hw import synth
         synth.get_device(opts.device)
     out = ctx.out
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in ("report.json", "vectors.npz"):
-        (out / stale).unlink(missing_ok=True)
-    shutil.rmtree(out / "stages", ignore_errors=True)
-    if opts.model is not None:
-        if opts.inputs is None:
-            raise ValueError("--model needs --inputs INPUTS.npy (float inputs, one row per sample)")
-        model = with_output(intmodel.load(opts.model), opts.output)  # validates first
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a directory")
+    # Everything is valid: only now remove what this run rebuilds or will not rebuild, so
+    # that an interrupted run leaves nothing of the previous one to be mixed with its files.
+    _remove_previous(ctx, keep_training=model is not None)
+    if model is not None:
         intmodel.save(model, out / MODEL_FILE)
+        lin = Lineage(out, "model")
+        lin.source(opts.model, "--model")
+        ctx.record("model", {"model": str(opts.model), "provenance": lin.record([MODEL_FILE])})
         run_stage(ctx, "data", stage_inputs)
         steps = ["golden", "rtl", "sim"]
     else:
@@ -473,11 +572,22 @@ def flow(opts: FlowOptions) -> dict:
 # Report
 
 def report(ctx: Context) -> dict:
-    """Assemble ``report.json`` from the stage records, and ``report.html`` from it
-    (:mod:`softfloor.report_html`)."""
-    tr, gd, sm, sy = (ctx.recorded(s) for s in ("train", "golden", "sim", "synth"))
-    man_path = ctx.out / "manifest.json"
-    man = json.loads(man_path.read_text()) if man_path.exists() else {}
+    """Assemble ``report.json`` from the stage records, after checking that the artifacts and
+    the records are of one chain (:mod:`softfloor.provenance`): one model, one RTL; and
+    ``report.html`` from it (:mod:`softfloor.report_html`)."""
+    lin = Lineage(ctx.out, "report")
+    read = {}
+    for name in (MODEL_FILE, "inputs.npz", "vectors.npz", "manifest.json"):
+        if (ctx.out / name).exists():
+            read[name] = lin.read(name)
+    man = {}
+    if "manifest.json" in read:
+        man, verilog = _read_rtl(ctx, lin)
+        read[verilog.name] = verilog
+    tr = lin.adopt("train", descends=MODEL_FILE in read) or {}
+    gd, sm, sy, bd = (lin.adopt(s) or {} for s in ("golden", "sim", "synth", "board"))
+    for r in (tr, gd, sm, sy, bd):
+        r.pop("provenance", None)
     rtl_acc = [v["accuracy"] for v in sm.values() if "accuracy" in v]
     measured_ii = [v["initiation_interval"] for v in sm.values() if v.get("initiation_interval")]
     measured_lat = [v["latency_cycles"] for v in sm.values() if v.get("latency_cycles")]
@@ -516,9 +626,11 @@ def report(ctx: Context) -> dict:
                   if sy else {"device": ctx.opts.device, "skipped": True, "logic_cells": None,
                               "ff": None, "dsp": None, "ram_blocks": None, "fmax_mhz": None}),
         "timings": ctx.recorded("timings"),
-        **({"board": ctx.recorded("board")} if ctx.recorded("board") else {}),
+        **({"board": bd} if bd else {}),
         "model": str(ctx.out / MODEL_FILE),
         "config": tr.get("config"),
+        "provenance": {"artifacts": {n: sha256(p) for n, p in read.items()},
+                       "made_from": dict(sorted(lin.made_from.items()))},
     }
     if sy and sy.get("fmax_mhz") and rep["hardware"]["initiation_interval"]:
         rep["hardware"]["inferences_per_second"] = round(
@@ -613,10 +725,3 @@ def format_table(rep: dict) -> str:
     return "\n".join([line] + [f"{k:<{w}}  {v}" for k, v in rows] + [line])
 
 
-def _save_vectors(ctx: Context, **arrays) -> None:
-    path = ctx.out / "vectors.npz"
-    if path.exists():
-        old = dict(np.load(path))
-        old.update(arrays)
-        arrays = old
-    np.savez(path, **arrays)

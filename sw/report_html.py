@@ -21,12 +21,13 @@ Sections (each a ``<section>`` with an ``id``, in this order):
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import html
 import json
 from pathlib import Path
 
 import numpy as np
+
+from softfloor.provenance import sha256
 
 #: Artifacts the report summarises: (file name, or ``{top}`` / ``{stage}`` pattern, the stage
 #: that writes it, what it is). Missing files are left out.
@@ -49,14 +50,6 @@ ARTIFACTS = (
 )
 STAGE_ORDER = ("data", "train", "export", "golden", "rtl", "sim", "synth", "board", "timings",
                "made_from")
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def artifacts(out: Path, top: str = "softfloor_top", exclude: tuple = ()) -> list[dict]:

@@ -12,7 +12,7 @@ Deterministic for a seed: the run uses one CPU thread and its own random generat
 from __future__ import annotations
 
 import contextlib
-import os
+import io
 import math
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from . import cnn, input_thresholds
 from .data import DigitsSplit, augment_codes, check_input_bits, check_input_quant, load_split
 from .cnn import FloatCNN, QuantCNN
+from .artifacts import atomic_write_bytes
 from .intmodel import InputSpec
 from .models import SIZES, FloatMLP, QuantMLP, check_activation, check_free_scales, int_dense
 from .quant import PACT_DECAY, check_binary_grad, check_bits, check_scales, pact_penalty
@@ -797,10 +798,9 @@ def save_checkpoint(result: TrainResult, path) -> Path:
             "classes": _classes(result.model)}
     if result.input_spec is not None:
         blob["input_spec"] = result.input_spec.to_dict()
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(blob, tmp)
-    os.replace(tmp, path)
-    return path
+    buf = io.BytesIO()
+    torch.save(blob, buf)
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def load_checkpoint(path) -> TrainResult:
@@ -810,12 +810,17 @@ def load_checkpoint(path) -> TrainResult:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such checkpoint; run the training stage first")
-    blob = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(blob, dict) or blob.get("format") != "softfloor.checkpoint":
-        raise ValueError(f"{path}: not a softfloor checkpoint")
-    cfg = TrainConfig.from_dict(blob["config"])
-    model = _build(cfg, blob["kind"], blob.get("data_shape"), blob.get("classes"))
-    model.load_state_dict(blob["state_dict"])
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(blob, dict) or blob.get("format") != "softfloor.checkpoint":
+            raise ValueError("not a softfloor checkpoint")
+        cfg = TrainConfig.from_dict(blob["config"])
+        model = _build(cfg, blob["kind"], blob.get("data_shape"), blob.get("classes"))
+        model.load_state_dict(blob["state_dict"])
+    except Exception as e:  # torch.load raises RuntimeError, UnpicklingError, EOFError, ...
+        msg = " ".join(str(e).split())[:160] or type(e).__name__
+        raise ValueError(f"{path}: truncated or not a softfloor checkpoint ({msg}); rerun the "
+                         f"training stage") from None
     if blob["kind"] == "qat":
         from .nn.graph import set_surrogate
         set_surrogate(model, cfg.schedule().k_end, True)

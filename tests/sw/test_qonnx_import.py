@@ -478,3 +478,31 @@ def test_weights_wider_than_8_bits_import_exactly(tmp_path):
     assert json.loads((tmp_path / "m.json").read_text())["version"] == 3
     x = np.random.default_rng(0).uniform(-0.2, 1.2, size=(64, 4)).astype(np.float32)
     assert qi.agreement(p, res.model, x, batch=64)["codes_equal"] == 64
+
+
+def test_cli_errors_approximate_empty_and_wrong_check_shapes(tmp_path):
+    """import-qonnx: an approximate import exits 2 unless --allow-approximate; an empty file
+    and --check inputs of the wrong shape are one-line errors; nothing is written."""
+    from tests.sw.errorcases import assert_one_line_error, run_cli
+
+    def body(nodes, const, quant, helper):
+        nodes.append(helper.make_node("Relu", ["acc"], ["r"], name="relu"))
+        return quant("r", "y", 0.3, 3, 0, rounding="FLOOR")  # not a power of two
+    p = _graph(tmp_path, body)
+    out = tmp_path / "m.intmodel.json"
+    rc, err = run_cli(["import-qonnx", p, "-o", out])
+    assert_one_line_error(rc, err)
+    assert "the import is approximate" in err and "--allow-approximate" in err
+    assert not out.exists()
+    np.save(tmp_path / "x.npy", np.zeros((3, 5), np.float32))
+    rc, err = run_cli(["import-qonnx", p, "-o", out, "--allow-approximate",
+                       "--check", tmp_path / "x.npy"])
+    assert_one_line_error(rc, err)
+    assert "--check" in err and "expected one row of 4 values" in err
+    assert not out.exists()
+    assert run_cli(["import-qonnx", p, "-o", out, "--allow-approximate"])[0] == 0
+    assert im.load(out).name
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    rc, err = run_cli(["import-qonnx", tmp_path / "empty.onnx", "-o", tmp_path / "e.json"])
+    assert_one_line_error(rc, err)
+    assert "empty file, not an ONNX model" in err
