@@ -32,7 +32,7 @@ soak: bootstrap
 	$(PY) -m pytest -n $(JOBS) -q --durations=10 tests/sim tests/sw/test_errors_property.py
 
 bench: bootstrap
-	@$(PY) -c "import matplotlib, ray" 2>/dev/null || $(VENV)/bin/pip install -q -e ".[bench,sweep]" torch==2.13.0
+	@$(PY) -c "import matplotlib, ray, da4ml" 2>/dev/null || $(VENV)/bin/pip install -q -e ".[bench,sweep]" torch==2.13.0
 	$(PY) -m softfloor.benchmarks --out build/bench $(SECTIONS)
 
 clean:

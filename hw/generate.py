@@ -94,7 +94,8 @@ def _manifest(pipeline: Pipeline, plan, name: str, device: str = "up5k") -> dict
             f"last row group's output transfers - 1) + sum over requant engines of "
             f"{ELEMENTWISE_LATENCY}; tree_levels (per layer in layers[]) is "
             f"ceil(log2(simd * product terms)), or for a fully unrolled constant-weight engine "
-            f"(pe = rows, simd = cols) ceil(log4(ceil(simd / 4)))"),
+            f"(pe = rows, simd = cols) the registered stages of its matrix's adder graph - 1 "
+            f"(one register per 2 adder levels)"),
         "initiation_interval": pipeline.initiation_interval,
         "initiation_interval_formula": (
             "max over engines of max(ceil(rows/pe)*ceil(cols/simd), input transfers, output "

@@ -26,8 +26,10 @@ reader, ignored on input and rewritten on output)::
 live: ``"rom"`` or ``"constants"`` for a dense or conv layer -- constants exactly when
 unrolled --, ``"logic"`` or ``"rom"`` for a lut, ``"logic"`` otherwise) and ``dsp`` (dense and
 conv: build the products for DSP blocks; only products of at least 11 bits qualify). Stream
-widths follow from the folds. ``model`` and ``objective`` are informational; ``device`` must
-be the device of the run. Reading a file and writing it back gives the same file.
+widths follow from the folds and the top's beats: ``elements_per_beat`` (``{"input": n,
+"output": m}``, written when the plan's beats are not the defaults, e.g. widened by the latency
+objective so that every layer unrolls; a caller's own beats take precedence). ``model`` and
+``objective`` are informational; ``device`` must be the device of the run. Reading a file and writing it back gives the same file.
 
 Every error is one line naming the file, the layer and the field (:class:`PlanFileError`).
 """
@@ -47,7 +49,8 @@ __all__ = ["PLAN_VERSION", "PlanFileError", "plan_document", "write_plan", "read
 
 #: The plan-file format this module writes and reads.
 PLAN_VERSION = 1
-_TOP_KEYS = {"plan_version", "model", "device", "objective", "layers", "report"}
+_TOP_KEYS = {"plan_version", "model", "device", "objective", "elements_per_beat", "layers",
+             "report"}
 
 
 class PlanFileError(ValueError):
@@ -67,8 +70,14 @@ def plan_document(plan: Plan, model_name: str = "") -> dict:
                            "out_elements_per_transfer": lp.out_elements_per_transfer,
                            "estimate": dict(lp.estimate)}
         layers.append(entry)
-    return {"plan_version": PLAN_VERSION, "model": model_name or plan.pipeline.model.name,
-            "device": plan.device, "objective": plan.objective, "layers": layers,
+    doc = {"plan_version": PLAN_VERSION, "model": model_name or plan.pipeline.model.name,
+           "device": plan.device, "objective": plan.objective}
+    pl = plan.pipeline
+    beats = {"input": pl.in_layout.elements_per_beat, "output": pl.out_layout.elements_per_beat}
+    d_in, d_out = beat_layouts(pl.model, None, pl.ops)
+    if (beats["input"], beats["output"]) != (d_in.elements_per_beat, d_out.elements_per_beat):
+        doc["elements_per_beat"] = beats
+    return doc | {"layers": layers,
             "report": {"initiation_interval": plan.initiation_interval,
                        "cycles_per_inference": plan.cycles_per_inference,
                        "mac_units": plan.mac_units,
@@ -166,7 +175,18 @@ def parse_plan(doc, model: IntModel, device: str, *, where: str = "plan",
             folded.append(op.apply_plan_entry(entry, at))
         except PlanEntryError as e:
             raise PlanFileError(str(e)) from None
-    in_l, out_l = beat_layouts(model, elements_per_beat, ops)
+    beats = doc.get("elements_per_beat")
+    if beats is not None and (not isinstance(beats, dict) or set(beats) != {"input", "output"}
+                              or not all(isinstance(v, int) and not isinstance(v, bool)
+                                         and v >= 1 for v in beats.values())):
+        _fail(where, f"elements_per_beat: expected {{\"input\": n, \"output\": m}} with "
+                     f"positive integers, got {beats!r}")
+    if elements_per_beat is None and beats is not None:
+        elements_per_beat = (beats["input"], beats["output"])
+    try:
+        in_l, out_l = beat_layouts(model, elements_per_beat, ops)
+    except ValueError as e:
+        _fail(where, f"elements_per_beat: {e}")
     try:
         pipeline = Pipeline.make(model, folded, in_l, out_l)
     except ValueError as e:

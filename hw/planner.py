@@ -191,13 +191,17 @@ def fold_ops(ops: list[HwOp], folding: dict | None) -> list[HwOp]:
 
 def realize(model: IntModel, folding=None, elements_per_beat=None) -> Pipeline:
     """The pipeline ``folding`` describes: a :class:`Plan` (its own pipeline when its beat
-    layouts are the ones asked for), ``{layer name: (pe, simd[, dsp])}``, or ``None`` (every
-    folded layer ``1 x 1``). Layers without a hardware op raise
+    layouts are the ones asked for, or when none are asked for: the plan's beats, which the
+    latency objective may have widened), ``{layer name: (pe, simd[, dsp])}``, or ``None``
+    (every folded layer ``1 x 1``). Layers without a hardware op raise
     :class:`~softfloor.hw.ops.UnsupportedLayerError` naming the layer and its op."""
     if isinstance(folding, Pipeline):
         return folding
     ops = lower(model)
-    in_l, out_l = beat_layouts(model, elements_per_beat, ops)
+    if elements_per_beat is None and isinstance(folding, Plan) and folding.pipeline is not None:
+        in_l, out_l = folding.pipeline.in_layout, folding.pipeline.out_layout
+    else:
+        in_l, out_l = beat_layouts(model, elements_per_beat, ops)
     if isinstance(folding, Plan):
         pl = folding.pipeline
         if pl is not None and pl.model is model and pl.in_layout.to_dict() == in_l.to_dict() \
@@ -292,10 +296,15 @@ def plan(model: IntModel, device: str = "up5k", objective: str = "throughput",
     ops = [op.with_fold(*overrides[op.name][:2]) if op.name in overrides else op for op in ops]
     free = [i for i, op in enumerate(ops) if op.fold is not None and op.name not in overrides]
 
-    def evaluate(choice: dict):
+    beats = {"layouts": (in_l, out_l)}          # the latency objective may widen them
+
+    def build(choice: dict, layouts=None) -> Pipeline:
         trial = [op.with_fold(*choice[i]) if i in choice else op for i, op in enumerate(ops)]
+        return Pipeline.make(model, _assign_dsp(trial, dev), *(layouts or beats["layouts"]))
+
+    def evaluate(choice: dict, layouts=None):
         try:
-            pl = Pipeline.make(model, _assign_dsp(trial, dev), in_l, out_l)
+            pl = build(choice, layouts)
         except ValueError:
             return None
         ests = [op.estimate(device) for op in pl.ops]
@@ -386,6 +395,16 @@ def plan(model: IntModel, device: str = "up5k", objective: str = "throughput",
         tr = evaluate(full)
         if tr and tr[3]:                          # fully unrolled fits: the least latency
             choice, r = full, tr
+        elif elements_per_beat is None:           # wider beats may let every layer unroll
+            wide = _unroll_beats(model, ops, dev, full, evaluate)
+            if wide is not None and wide[1][0].cycles_per_inference < r[0].cycles_per_inference:
+                beats["layouts"], (choice, r) = wide[0], (full, wide[1])
+                li, lo = wide[0]
+                notes.append(f"beats: {li.elements_per_beat} input elements ({li.tdata_width} "
+                             f"bits) and {lo.elements_per_beat} output elements "
+                             f"({lo.tdata_width} bits) per beat, the narrowest that let every "
+                             f"layer unroll ({r[0].cycles_per_inference} cycles against "
+                             f"{result[1][0].cycles_per_inference} at the default beats)")
     if objective == "latency":
         improved = True
         while improved:
@@ -403,5 +422,66 @@ def plan(model: IntModel, device: str = "up5k", objective: str = "throughput",
                 if tr and tr[3]:
                     choice, r, improved = trial_choice, tr, True
                     break
+    if objective == "latency":
+        notes += _not_unrolled(ops, free, choice, r, build, evaluate, caps, device)
     return plan_from_pipeline(r[0], device, objective, budget=budget,
                               overrides=set(overrides), notes=notes)
+
+
+def _unroll_beats(model: IntModel, ops: list[HwOp], dev, full: dict, evaluate):
+    """``((in_layout, out_layout), evaluation)`` of the beats under which the fully unrolled
+    choice ``full`` is legal, fits and fits the device's I/O pins with the least latency (then
+    the narrowest beats); ``None`` if there are none. Input beats: the default, powers of two
+    and the whole vector; output beats: the default or every output."""
+    d_in, d_out = beat_layouts(model, None, ops)
+    n_in, n_out = model.input.size, model.output_size
+    ins = sorted({d_in.elements_per_beat, n_in} | {1 << k for k in range(n_in.bit_length())
+                                                   if d_in.elements_per_beat < 1 << k < n_in})
+    best = None
+    for k_in in ins:
+        for k_out in sorted({d_out.elements_per_beat, n_out}):
+            try:
+                layouts = beat_layouts(model, (k_in, k_out), ops)
+            except ValueError:
+                continue
+            tr = evaluate(full, layouts)
+            if tr is None or not tr[3] or tr[0].io_pins > dev.io:
+                continue
+            key = (tr[0].cycles_per_inference, layouts[0].tdata_width + layouts[1].tdata_width)
+            if best is None or key < best[0]:
+                best = (key, layouts, tr)
+    return None if best is None else best[1:]
+
+
+def _not_unrolled(ops, free, choice, r, build, evaluate, caps, device) -> list[str]:
+    """One note per free layer the latency plan leaves folded: why its full unroll was not
+    taken (its streams, or the estimate over which budget)."""
+    notes = []
+    for i in free:
+        op = r[0].ops[i]
+        if op.fold == (op.rows, op.cols):
+            continue
+        trial = {**choice, i: (op.rows, op.cols)}
+        tr = evaluate(trial)
+        alone = op.with_fold(op.rows, op.cols).estimate(device)["lc"]
+        if tr is None and alone > caps["lc"]:
+            why = (f"unrolled it alone needs {alone} estimated logic cells > the budget of "
+                   f"{caps['lc']}")
+        elif tr is None:
+            try:
+                build(trial)
+                why = "no legal stream widths"
+            except ValueError as e:
+                why = f"the streams cannot carry it ({e})"
+        elif not tr[3]:
+            over = [f"{tr[1][k]} estimated {RESOURCES[k]} > {caps[k]}" for k in RESOURCES
+                    if tr[1][k] > caps[k]]
+            why = "the design would not fit: " + ", ".join(over)
+        elif tr[0].cycles_per_inference >= r[0].cycles_per_inference:
+            why = (f"unrolling it alone gives {tr[0].cycles_per_inference} cycles, no fewer "
+                   f"than {r[0].cycles_per_inference}")
+        else:
+            why = "the step-by-step search stopped before it (pass --fold to force it)"
+        notes.append(f"{op.name} not fully unrolled ({op.rows}x{op.cols}), kept "
+                     f"{op.fold[0]}x{op.fold[1]}: {why}")
+    return notes

@@ -27,7 +27,7 @@ from amaranth.back import verilog
 from amaranth.hdl import Cat, Module, Mux, Shape, Signal, Value
 from amaranth.lib import data
 
-__all__ = ["Field", "Harness", "harness", "pack", "unpack", "run_vectors",
+__all__ = ["Field", "Harness", "harness", "pack", "unpack", "run_vectors", "run_pipelined",
            "StreamHarness", "stream_harness", "run_stream"]
 
 
@@ -73,7 +73,7 @@ def _layout(shapes: dict) -> list:
     return fields
 
 
-def harness(top: str, inputs: dict, outputs: dict) -> Harness:
+def harness(top: str, inputs: dict, outputs: dict, logic=None) -> Harness:
     """Build a combinational harness.
 
     Parameters
@@ -81,12 +81,17 @@ def harness(top: str, inputs: dict, outputs: dict) -> Harness:
     top : Verilog module name.
     inputs : ``{name: shape}`` of the input fields.
     outputs : ``{name: fn}``, ``fn(signals) -> Value`` given ``{name: Signal}`` of the inputs.
+    logic : callable, optional
+        ``logic(m, signals) -> {name: Value}``: more outputs, from helpers that add their
+        (combinational) logic to the module ``m``.
     """
     m = Module()
     sigs = {n: Signal(s, name=n) for n, s in inputs.items()}
+    exprs = {name: fn(sigs) for name, fn in outputs.items()}
+    if logic is not None:
+        exprs.update(logic(m, sigs))
     outs = {}
-    for name, fn in outputs.items():
-        expr = fn(sigs)
+    for name, expr in exprs.items():
         outs[name] = Signal(expr.shape(), name=f"o_{name}")
         m.d.comb += outs[name].eq(expr)
     in_fields = _layout(inputs)
@@ -139,21 +144,50 @@ def run_vectors(h: Harness, vectors: dict, simulator: str, work_dir) -> dict:
     job = {"inputs": str(work / "vin.json"), "outputs": str(work / "vout.npy"),
            "fields": [[f.name, f.offset, f.width, f.signed] for f in h.outputs]}
     (work / "vin.json").write_text(json.dumps([str(w) for w in words]))
-    (work / "vout.npy").unlink(missing_ok=True)
+    _run_job(h.write(cosim.cache_root() / "units"), h.top, simulator, work, job,
+             "softfloor.sim.tb_unit", "SOFTFLOOR_UNIT_JOB")
+    out = np.load(work / "vout.npy")
+    return {f.name: out[:, k] for k, f in enumerate(h.outputs)}
+
+
+def run_pipelined(verilog, top: str, words: list[int], latency: int, simulator: str, work_dir,
+                  *, ports=("clk", "x_in", "y_out")) -> list[int]:
+    """Clock ``words`` (integers, one per cycle) into the input port of a pipelined unit and
+    return the output port's words, ``latency`` edges after each was captured
+    (:mod:`softfloor.sim.tb_pipe`). ``verilog`` is a file (or a list of files); ``ports`` are
+    the clock, input and output port names. Built once per content (see
+    :func:`softfloor.sim.cosim.build`)."""
+    from . import cosim
+    work = Path(work_dir).resolve() / simulator
+    work.mkdir(parents=True, exist_ok=True)
+    files = [Path(v) for v in (verilog if isinstance(verilog, (list, tuple)) else [verilog])]
+    text = "\n".join(f.read_text() for f in files)
+    vpath = _write_verilog(top, text, cosim.cache_root() / "units")
+    job = {"inputs": str(work / "in.json"), "outputs": str(work / "out.json"),
+           "latency": int(latency), "clk": ports[0], "input": ports[1], "output": ports[2]}
+    (work / "in.json").write_text(json.dumps([str(int(w)) for w in words]))
+    _run_job(vpath, top, simulator, work, job, "softfloor.sim.tb_pipe", "SOFTFLOOR_PIPE_JOB")
+    return [int(w) for w in json.loads((work / "out.json").read_text())]
+
+
+def _run_job(vpath: Path, top: str, simulator: str, work: Path, job: dict, test_module: str,
+             env: str) -> None:
+    """Write ``job`` (its ``outputs`` file removed first), build ``vpath`` (cached) and run
+    the cocotb ``test_module`` on it with the job file in ``env``; a failed test or a missing
+    output file is a :class:`~softfloor.sim.cosim.CosimError`."""
+    from . import cosim
+    Path(job["outputs"]).unlink(missing_ok=True)
     (work / "job.json").write_text(json.dumps(job))
-    vpath = h.write(cosim.cache_root() / "units")
-    runner, build_dir, _ = cosim.build(vpath, h.top, simulator)
+    runner, build_dir, _ = cosim.build(vpath, top, simulator)
     try:
-        runner.test(test_module="softfloor.sim.tb_unit", hdl_toplevel=h.top, test_dir=work,
-                    build_dir=build_dir, extra_env={"SOFTFLOOR_UNIT_JOB": str(work / "job.json")},
+        runner.test(test_module=test_module, hdl_toplevel=top, test_dir=work,
+                    build_dir=build_dir, extra_env={env: str(work / "job.json")},
                     log_file=work / "sim.log", results_xml=str(work / "results.xml"),
                     timescale=cosim.TIMESCALE if simulator == "icarus" else None)
     except SystemExit as e:
         raise cosim.CosimError(cosim._failure_message(simulator, work, e.code)) from None
-    if not (work / "vout.npy").exists():
+    if not Path(job["outputs"]).exists():
         raise cosim.CosimError(cosim._failure_message(simulator, work, None))
-    out = np.load(work / "vout.npy")
-    return {f.name: out[:, k] for k, f in enumerate(h.outputs)}
 
 
 # -- streaming units --------------------------------------------------------------------------

@@ -23,9 +23,9 @@ import numpy as np
 from softfloor.intmodel import ChannelRequant, CodeType, Dense, Requant
 from softfloor.hw.ops import cost
 from softfloor.hw.ops.base import HwOp, Lowering, PlanEntryError
-from softfloor.hw.rtl import primitives as P
-from softfloor.hw.rtl.mvu import (CONST_GROUP, CONST_RADIX, MVU_LATENCY, MatrixVectorUnit,
-                                  check_fold, dsp_eligible, is_const, product_bits, product_selector_bits,
+from softfloor.hw.rtl import cmvm
+from softfloor.hw.rtl.mvu import (MVU_LATENCY, MatrixVectorUnit, check_fold, const_graph,
+                                  dsp_eligible, is_const, product_bits, product_selector_bits,
                                   product_terms, tree_levels)
 from softfloor.hw.rtl.tables import positive_int
 
@@ -37,51 +37,26 @@ def fold_values(n: int) -> list[int]:
     return sorted({math.ceil(n / k) for k in range(1, n + 1)})
 
 
-def const_tree(weight, in_type: CodeType, acc_bits: int) -> tuple[int, int]:
-    """(adder bits, register bits) of the constant-weight trees of a fully unrolled MVU, as
-    :meth:`MatrixVectorUnit._const_sums` builds them: one leaf ``x << shift`` per canonical
-    signed digit, groups of ``CONST_GROUP`` columns, then ``CONST_RADIX``-way registered levels
-    (an add/sub of widths a, b is max(a, b) + 1 bits, registers at most ``acc_bits``)."""
-    W = np.asarray(weight, dtype=np.int64)
-    xw = in_type.bits + (0 if in_type.signed else 1)
-    digits = {}
+#: A constant matrix of more canonical-signed-digit terms than this is estimated from its plain
+#: trees instead of solved (the solver's time grows about with the square of the terms: 6k
+#: terms take seconds, 23k a minute; such a matrix unrolled is over 20k LUTs anyway).
+SOLVE_TERMS = 8192
+#: Adder and register bits of the shared graph over those of the plain trees, on random
+#: 64x64 and 128x128 matrices of 4 and 8 bits (0.54..0.59).
+SHARED_FRACTION = 0.6
 
-    def tree(widths):
-        add = 0
-        while len(widths) > 1:
-            nxt = []
-            for j in range(0, len(widths), 2):
-                if j + 1 < len(widths):
-                    w = min(max(widths[j], widths[j + 1]) + 1, acc_bits)
-                    add += w
-                    nxt.append(w)
-                else:
-                    nxt.append(widths[j])
-            widths = nxt
-        return add, (widths[0] if widths else 0)
 
-    adders = regs = 0
-    for row in W:
-        nodes = []
-        for g0 in range(0, len(row), CONST_GROUP):
-            leaves = []
-            for v in row[g0:g0 + CONST_GROUP]:
-                v = int(v)
-                if v not in digits:
-                    digits[v] = [k for k, _ in P.csd_digits(v)]
-                leaves += [xw + k for k in digits[v]]
-            if leaves:
-                a, w = tree(leaves)
-                adders, regs = adders + a, regs + min(w, acc_bits)
-                nodes.append(min(w, acc_bits))
-        while len(nodes) > 1:
-            nxt = []
-            for j in range(0, len(nodes), CONST_RADIX):
-                a, w = tree(nodes[j:j + CONST_RADIX])
-                adders, regs = adders + a, regs + w
-                nxt.append(w)
-            nodes = nxt
-    return adders, regs
+def const_tree(weight, in_type: CodeType) -> tuple[int, int]:
+    """(adder bits, register bits) of a fully unrolled MVU's constant weights: the carry-chain
+    bits of the adders of the matrix's shared-subexpression graph and its pipeline register
+    bits, as :meth:`MatrixVectorUnit._const_sums` builds them (:func:`const_graph`); beyond
+    :data:`SOLVE_TERMS` terms, :data:`SHARED_FRACTION` of the plain trees'."""
+    if int(cmvm.term_counts(weight).sum()) <= SOLVE_TERMS:
+        g = const_graph(weight, in_type)
+        return g.total_adder_bits, g.register_bits()
+    g = cmvm.matrix_naive(weight, in_type.lo, in_type.hi)
+    return (int(SHARED_FRACTION * g.total_adder_bits),
+            int(SHARED_FRACTION * g.register_bits()))
 
 
 @dataclass(frozen=True, kw_only=True, eq=False, repr=False)
@@ -260,7 +235,8 @@ class DenseOp(HwOp):
 
     @property
     def tree_levels(self) -> int:
-        return tree_levels(self.simd, self.product_terms, self.const_weights)
+        return tree_levels(self.simd, self.product_terms, self.const_weights,
+                           self.dense.weight)
 
     @property
     def mvu_in_ept(self) -> int:
@@ -384,11 +360,12 @@ class DenseOp(HwOp):
         return est | {"parts": parts} if detail else est
 
     def _estimate_const(self, fam: str, c: dict) -> dict:
-        """Fully unrolled: constant-weight add/sub trees, no weight ROM, constant biases."""
+        """Fully unrolled: the matrix's shared-subexpression adder graph, no weight ROM,
+        constant biases."""
         d, rq, t = self.dense, self.requant, self.in_type
         in_ept, out_ept = self.in_ept, self.out_ept
         ab, xb = d.acc_bits, t.bits
-        adders, regs = const_tree(d.weight, t, ab)
+        adders, regs = const_tree(d.weight, t)
         ob = rq.bits if rq else ab
         rq_luts = cost.requant_lane_luts(rq, self.rows, ab) * out_ept
         slots = self.simd // in_ept

@@ -30,7 +30,9 @@ Micro-architecture (FINN MVAU style, ``PE`` output rows x ``SIMD`` input columns
   requantizer ``out_elements_per_transfer`` rows at a time while the next group accumulates. The
   MAC pipeline stalls only when a finished group cannot move to the hold register.
 * Fully unrolled (``pe = rows``, ``simd = cols``): the weights and biases are constants in the
-  logic (a shift-add per canonical signed digit, add/sub trees), no ROM, no multiplier.
+  logic, no ROM, no multiplier: the product stage and the tree levels are the matrix's
+  shared-subexpression adder graph (:mod:`softfloor.hw.rtl.cmvm`), registered every two adder
+  levels (:mod:`softfloor.hw.rtl.cmvm_emit`).
 
 The module-level functions are the unit's arithmetic facts (product widths, partial products,
 tree depth, ROM words) that the op's formulas and this unit share.
@@ -47,11 +49,13 @@ from amaranth.lib.wiring import In, Out
 
 from softfloor.intmodel import ChannelRequant, CodeType, Dense
 from softfloor.hw.rtl import primitives as P
+from softfloor.hw.rtl.cmvm import AdderGraph, matrix_graph, stages_of
+from softfloor.hw.rtl.cmvm_emit import emit
 from softfloor.hw.rtl.stream_io import transfer_shape
 from softfloor.hw.rtl.tables import positive_int, table_value
 
 __all__ = ["MatrixVectorUnit", "MVU_LATENCY", "SPLIT_WEIGHT_BITS", "DSP_MIN_PRODUCT_BITS",
-           "CONST_GROUP", "CONST_RADIX", "tree_levels", "is_const", "requant_params",
+           "tree_levels", "const_graph", "is_const", "requant_params",
            "product_bits", "product_selector_bits", "product_terms", "dsp_eligible",
            "check_fold", "weight_words", "bias_words"]
 
@@ -65,25 +69,28 @@ MVU_LATENCY = 8
 SPLIT_WEIGHT_BITS = 6
 #: Yosys maps a ``$mul`` to an iCE40/ECP5 DSP only when its result is at least this wide.
 DSP_MIN_PRODUCT_BITS = 11
-#: Constant-weight (fully unrolled) units: input columns summed per product-stage register,
-#: and values summed per registered tree level (two add/sub levels each).
-CONST_GROUP = 4
-CONST_RADIX = 4
 
 
-def tree_levels(simd: int, product_terms: int = 1, const: bool = False) -> int:
+def tree_levels(simd: int, product_terms: int = 1, const: bool = False, weight=None) -> int:
     """Registered adder-tree levels after the product stage of an MVU.
 
     Folded (ROM weights): ``ceil(log2(simd * product_terms))``, one add per level. Constant
-    weights: the product stage already sums :data:`CONST_GROUP` columns, then each level sums
-    :data:`CONST_RADIX` values: ``ceil(log_RADIX(ceil(simd / GROUP)))``.
+    weights: the adder graph of the whole matrix ``weight`` (:func:`const_graph`) is
+    registered every :data:`~softfloor.hw.rtl.cmvm.LEVELS_PER_STAGE` adder levels; its first
+    stage is the product stage, so its stages - 1 (:func:`~softfloor.hw.rtl.cmvm.stages_of`,
+    known without solving the graph).
     """
     if not const:
         return (simd * product_terms - 1).bit_length()
-    n, levels = math.ceil(simd / CONST_GROUP), 0
-    while n > 1:
-        n, levels = math.ceil(n / CONST_RADIX), levels + 1
-    return levels
+    if weight is None:
+        raise ValueError("constant weights: the tree levels come from the weight matrix")
+    return stages_of(weight) - 1
+
+
+def const_graph(weight, in_type: CodeType) -> AdderGraph:
+    """The shared-subexpression adder graph of the constant ``weight`` matrix on ``in_type``
+    codes (:func:`softfloor.hw.rtl.cmvm.matrix_graph`, cached per matrix and code range)."""
+    return matrix_graph(weight, in_type.lo, in_type.hi)
 
 
 def is_const(rows: int, cols: int, pe: int, simd: int) -> bool:
@@ -235,7 +242,8 @@ class MatrixVectorUnit(wiring.Component):
         self.const_weights = is_const(self.rows, self.cols, pe, simd)
         self.dsp = bool(dsp) and not self.const_weights
         self.product_terms = product_terms(dense.weight_bits, in_type, self.dsp)
-        self.tree_levels = tree_levels(simd, self.product_terms, self.const_weights)
+        self.tree_levels = tree_levels(simd, self.product_terms, self.const_weights,
+                                       dense.weight)
         last_rows = self.rows - (self.groups - 1) * pe
         self.last_group_transfers = last_rows // self.out_ept
         acc_type = dense.out_type(in_type)
@@ -373,7 +381,7 @@ class MatrixVectorUnit(wiring.Component):
         if self.in_shape.signed:
             xs = [x.as_signed() for x in xs]
         if const:
-            sums = self._const_sums(m, xs, advance, ab, L)
+            sums = self._const_sums(m, xs, advance)
         else:
             sums = self._rom_sums(m, xs, wr, advance, ab, L)
 
@@ -392,37 +400,12 @@ class MatrixVectorUnit(wiring.Component):
         self._output(m, accs, ctl, advance, vT, lastT, lastgT, ab)
         return m
 
-    def _const_sums(self, m, xs, advance, ab, L):
-        """Per row: the product stage registers, per CONST_GROUP columns, the add/sub tree of
-        its canonical-signed-digit terms; then L registered levels of CONST_RADIX values."""
-        W = np.asarray(self.dense.weight, dtype=np.int64)
-        sums = []
-        for p in range(self.pe):
-            nodes = []
-            for g0 in range(0, self.simd, CONST_GROUP):
-                cs = range(g0, min(g0 + CONST_GROUP, self.cols))
-                t = P.signed_sum(P.const_dot_leaves([xs[c] for c in cs], [W[p, c] for c in cs]))
-                if t is None:
-                    continue
-                r = Signal(signed(min(len(t[0]), ab)), name=f"prod_{p}_{g0 // CONST_GROUP}")
-                with m.If(advance):
-                    m.d.sync += r.eq(t[0])
-                nodes.append((r, t[1]))
-            for lv in range(L):
-                nxt = []
-                for j in range(0, len(nodes), CONST_RADIX):
-                    v, neg = P.signed_sum(nodes[j:j + CONST_RADIX])
-                    r = Signal(signed(min(len(v), ab)), name=f"sum{lv}_{p}_{j // CONST_RADIX}")
-                    with m.If(advance):
-                        m.d.sync += r.eq(v)
-                    nxt.append((r, neg))
-                nodes = nxt
-            if not nodes:
-                sums.append(Const(0, signed(ab)))
-            else:
-                v, neg = nodes[0]
-                sums.append(-v if neg else v)
-        return sums
+    def _const_sums(self, m, xs, advance):
+        """Per row: the sum from the shared-subexpression adder graph of the whole matrix
+        (:mod:`softfloor.hw.rtl.cmvm`), registered by adder depth in ``1 + tree_levels``
+        stages, the first being the product stage."""
+        return emit(m, xs[:self.cols], const_graph(self.dense.weight, self.in_type),
+                    enable=advance, name="cm")
 
     def _rom_sums(self, m, xs, wr, advance, ab, L):
         pe, simd, ws = self.pe, self.simd, self.dense.weight_bits

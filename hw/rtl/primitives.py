@@ -30,8 +30,7 @@ __all__ = [
     "multiply", "round_shift", "saturate", "relu", "requantize", "requantize_shape",
     "accumulate", "skid_buffer", "SkidBuffer", "code_shape",
     "np_multiply_shift_add", "multiply_shift_add", "multiply_narrow", "multiply_binary",
-    "multiply_const", "split_product_terms", "csd_digits", "np_const_dot", "signed_sum",
-    "const_dot_leaves",
+    "multiply_const", "split_product_terms", "csd_digits",
 ]
 
 
@@ -322,7 +321,8 @@ def multiply_const(x, c: int) -> Value:
 
 
 # ----------------------------------------------------------------------------------------------
-# Constant weights (fully unrolled engines): shift-add, add/sub, no multiplier at all
+# Constant weights (fully unrolled units): the digits the adder graph of
+# softfloor.hw.rtl.cmvm is built from
 
 def csd_digits(c: int) -> list[tuple[int, int]]:
     """Canonical signed digits of ``c``: ``[(shift, sign)]`` with ``c == sum(sign << shift)``.
@@ -330,7 +330,8 @@ def csd_digits(c: int) -> list[tuple[int, int]]:
     The fewest non-zero digits (no two adjacent): 7 -> 8 - 1, 3 -> 4 - 1, -6 -> -8 + 2; a
     power of two or its negative is one digit; 0 has none. A constant multiplier is one
     add/sub per digit beyond the first; a ternary weight (-1, 0, 1) is one signed term or none,
-    a binary one (+-1) is +-x (the add/sub form of XNOR-popcount).
+    a binary one (+-1) is +-x (the add/sub form of XNOR-popcount). :mod:`softfloor.hw.rtl.cmvm`
+    builds a constant matrix's adder graph from these terms.
     """
     c = _check_int("c", c)
     out, k = [], 0
@@ -342,45 +343,3 @@ def csd_digits(c: int) -> list[tuple[int, int]]:
         c >>= 1
         k += 1
     return out
-
-
-def np_const_dot(w, x):
-    """Numpy face of a constant-weight dot product built from :func:`const_dot_leaves` and
-    :func:`signed_sum`: the exact ``x @ w.T`` (int64)."""
-    return np_multiply(x, 1) @ np_multiply(w, 1).T
-
-
-def const_dot_leaves(xs, weights) -> list[tuple[Value, bool]]:
-    """The signed terms of ``sum(w * x)`` for constant ``weights``: one ``(x << shift,
-    negative)`` per canonical signed digit (:func:`csd_digits`); zero weights give none."""
-    out = []
-    for x, w in zip(xs, weights):
-        x = Value.cast(x)
-        xs_ = x.as_signed() if x.shape().signed else Cat(x, Const(0, 1)).as_signed()
-        for k, d in csd_digits(int(w)):
-            out.append((xs_ << k if k else xs_, d < 0))
-    return out
-
-
-def signed_sum(terms) -> tuple[Value, bool] | None:
-    """Balanced add/sub tree of ``[(value, negative)]``: ``(v, neg)`` with the exact sum equal to
-    ``-v`` if ``neg`` else ``v`` (negations are folded into subtractions; only a tree whose
-    terms are all negative keeps ``neg``). ``None`` for no terms."""
-    nodes = [(Value.cast(v), bool(n)) for v, n in terms]
-    if not nodes:
-        return None
-    while len(nodes) > 1:
-        nxt = []
-        for j in range(0, len(nodes), 2):
-            if j + 1 == len(nodes):
-                nxt.append(nodes[j])
-                continue
-            (a, na), (b, nb) = nodes[j], nodes[j + 1]
-            if na == nb:
-                nxt.append((a + b, na))
-            elif nb:
-                nxt.append((a - b, False))
-            else:
-                nxt.append((b - a, False))
-        nodes = nxt
-    return nodes[0]

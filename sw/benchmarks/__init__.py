@@ -8,4 +8,4 @@ and the runner writes ``<out>/<name>.json`` plus ``<out>/<name>.md`` (a markdown
 and a combined ``<out>/README.md``.
 """
 SECTIONS = ("golden", "training", "hardware", "simulation", "qonnx", "compare", "sweep",
-            "board", "mnist")
+            "board", "mnist", "unrolled")

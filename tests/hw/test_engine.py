@@ -7,6 +7,7 @@ import pytest
 
 from softfloor import golden
 from softfloor.hw.ops import DenseOp, RequantOp
+from softfloor.hw.rtl.mvu import const_graph
 from softfloor.intmodel import CodeType, Dense, Requant
 
 from tests.randmodel import random_codes, random_model
@@ -250,7 +251,10 @@ def test_fully_unrolled_constant_weights(wb):
     eng = DenseOp.of(d, model.input.code_type, model.layers[1] if len(model.layers) > 1
                       else None, pe=6, simd=23, in_elements_per_transfer=23,
                       out_elements_per_transfer=6)
-    assert eng.const_weights and eng.cycles == 1 and eng.tree_levels == 2
+    assert eng.const_weights and eng.cycles == 1
+    # the shared-subexpression graph sets the depth: one register per two adder levels
+    g = const_graph(d.weight, model.input.code_type)
+    assert eng.tree_levels == g.stages() - 1 == -(-g.max_depth // 2) - 1
     codes = random_codes(rng, model, 6)
     got, r = run_engine(eng, codes)
     np.testing.assert_array_equal(got, golden.run(model, codes))

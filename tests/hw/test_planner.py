@@ -6,8 +6,10 @@ import json
 import numpy as np
 import pytest
 
-from softfloor.hw import planner, synth
+from softfloor.hw import planfile, planner, synth
 from softfloor.hw.generate import build_manifest, generate
+from softfloor.hw.rtl import cmvm
+from softfloor.hw.rtl.mvu import const_graph
 from softfloor.intmodel import CodeType, Dense, InputSpec, IntModel, OutputSpec, Requant
 
 from tests.randmodel import acc_bits_for, digits_model, random_model
@@ -60,20 +62,54 @@ def test_latency_objective_fully_unrolls_when_it_fits():
     assert p.initiation_interval == 1 and p.estimate["ram"] == 0
     man = build_manifest(m, folding=p, device="ecp5-25f", elements_per_beat=(12, 4))
     assert man["cycles_per_inference"] == p.cycles_per_inference
-    assert [l["tree_levels"] for l in man["layers"]] == [1, 1]
-    # the default one-element output beat cannot drain 4 results per cycle: a folded plan
+    types = m.types()
+    want = [const_graph(l.weight, types[k]).stages() - 1 for k, l in enumerate(m.layers)
+            if isinstance(l, Dense)]
+    assert [l["tree_levels"] for l in man["layers"] if l["kind"] == "dense"] == want
+    # no beats given: the default one-element output beat cannot drain 4 results per cycle,
+    # so the latency objective widens the beats to the narrowest that let every layer unroll
     q = planner.plan(m, "ecp5-25f", "latency")
-    assert q.initiation_interval > 1
+    assert [(lp.pe, lp.simd) for lp in q.layers if lp.kind == "dense"] == [(8, 12), (4, 8)]
+    assert q.cycles_per_inference == p.cycles_per_inference
+    assert (q.pipeline.in_layout.elements_per_beat, q.pipeline.out_layout.elements_per_beat) \
+        == (12, 4)
+    assert any(n.startswith("beats: 12 input elements") for n in q.notes), q.notes
+    # the plan's beats reach the top when the generator is given none
+    man = build_manifest(m, folding=q, device="ecp5-25f")
+    assert man["cycles_per_inference"] == q.cycles_per_inference
+    assert man["input"]["elements_per_beat"] == 12 and man["output"]["elements_per_beat"] == 4
+    # the throughput objective keeps the default beats
+    assert planner.plan(m, "ecp5-25f").pipeline.in_layout.elements_per_beat == 1
 
 
-def test_const_tree_counts_signed_digits():
-    """The constant-weight estimate counts one leaf per canonical signed digit (zeros free)."""
+def test_latency_objective_says_why_a_layer_stays_folded():
+    """On a device too small to unroll, one note per folded layer names the reason."""
+    rng = np.random.default_rng(5)
+    m = random_model(rng, [12, 8, 4], weight_bits=4, final_requant=True)
+    p = planner.plan(m, "hx1k", "latency")
+    why = {n.split(" ")[0]: n for n in p.notes if "not fully unrolled" in n}
+    assert set(why) == {"fc0", "fc1"}, p.notes
+    assert "estimated logic cells > the budget of 960" in why["fc0"]
+    assert "the streams cannot carry it" in why["fc1"] and "output stream" in why["fc1"]
+    assert planner.plan(m, "hx1k").notes == []             # throughput: no such notes
+
+
+def test_const_tree_counts_the_shared_adder_graph():
+    """The constant-weight estimate counts the carry-chain bits of the matrix's adder graph
+    (zeros free, low bits passed through) and its pipeline registers."""
     t = CodeType.full(4, False)
-    assert planner.const_tree(np.zeros((3, 8), dtype=np.int64), t, 12) == (0, 0)
-    one = planner.const_tree(np.array([[1, 0, 0, 0]]), t, 12)
-    assert one == (0, 5)                                    # a single leaf, registered
-    # 7 = 8 - 1: two leaves -> one add/sub of max(5 + 3, 5) + 1 = 9 bits
-    assert planner.const_tree(np.array([[7, 0, 0, 0]]), t, 12) == (9, 9)
+    assert planner.const_tree(np.zeros((3, 8), dtype=np.int64), t) == (0, 0)
+    # a single term: no adder, the input registered once (the product stage), u4
+    assert planner.const_tree(np.array([[1, 0, 0, 0]]), t) == (0, 4)
+    # 7 = 8 - 1: one subtraction (x << 3) - x in [0, 105]: 7 bits, registered
+    assert planner.const_tree(np.array([[7, 0, 0, 0]]), t) == (7, 7)
+    # the same two columns in two rows: x0 + x1 built once (5 bits), then 2*(..) and 3*(..)
+    adders, regs = planner.const_tree(np.array([[1, 1, 0], [3, 3, 0]]), t)
+    assert adders == 5 + 7 and regs == 5 + 7
+    # 2 rows with 3 shared pairs: fewer adder bits than the plain trees
+    w = np.array([[1, 2, -1, 3], [1, 2, -1, -3]])
+    shared = planner.const_tree(w, t)[0]
+    assert shared < cmvm.naive(w, [(0, 15)] * 4).total_adder_bits
 
 
 def test_overrides_are_kept_and_checked():
@@ -224,3 +260,20 @@ def test_cli_rtl_stage_prints_and_records_the_plan(tmp_path, capsys):
     assert rec["plan"] == man["plan"]
     assert cli.main(["rtl", "--out", str(tmp_path), "--fold", "fc0=2"]) == 2
     assert "expected LAYER=PExSIMD" in capsys.readouterr().err
+
+
+def test_plan_file_records_the_widened_beats():
+    """A latency plan's widened beats go into the plan file and come back from it; default
+    beats are not written; a malformed entry is a PlanFileError naming the field."""
+    rng = np.random.default_rng(5)
+    m = random_model(rng, [12, 8, 4], weight_bits=4, final_requant=True)
+    q = planner.plan(m, "ecp5-25f", "latency")
+    doc = planfile.plan_document(q)
+    assert doc["elements_per_beat"] == {"input": 12, "output": 4}
+    back = planfile.parse_plan(json.loads(json.dumps(doc)), m, "ecp5-25f")
+    assert back.cycles_per_inference == q.cycles_per_inference
+    assert planfile.plan_document(back) == doc
+    assert "elements_per_beat" not in planfile.plan_document(planner.plan(m, "ecp5-25f"))
+    bad = dict(doc, elements_per_beat={"input": 0, "output": 4})
+    with pytest.raises(planfile.PlanFileError, match="elements_per_beat"):
+        planfile.parse_plan(bad, m, "ecp5-25f")
