@@ -460,12 +460,8 @@ def stage_board(ctx: Context) -> None:
     bare.pop("provenance", None)
     rec = board_stage(ctx.out, ctx.opts.board, baud=ctx.opts.baud, bare=bare, say=ctx.say)
     _write_core(ctx, man, rec.pop("fusesoc_boards"))
-    from .board import board_dir
-    from .hw.boards import get_board
-    bit = board_dir(ctx.out, ctx.opts.board) / \
-        f"softfloor_board{get_board(ctx.opts.board).bitstream_suffix}"
     # `program` sends only the bitstream built from this DIR's model and RTL: its hash.
-    rec["bitstream_sha256"] = sha256(bit)
+    rec["bitstream_sha256"] = sha256(rec["bitstream"])
     ctx.record("board", rec | {"provenance": lin.record([])})
 
 
