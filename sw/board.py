@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import golden, intmodel
-from .artifacts import load_npz, save_npz
+from .artifacts import load_json, load_npz, save_npz
 from . import protocol as proto
 
 __all__ = ["board_stage", "check_board_device", "run", "program", "RunResult"]
@@ -207,16 +207,74 @@ def run(out, *, port: str | None = None, sim: bool = False, inputs=None, labels=
     return summary
 
 
-def program(out, board: str, bitstream=None) -> str:
-    """Program ``board`` with the built bitstream; one clear error when the programmer or the
-    board is missing. Returns the programmer's last line."""
+#: What every bitstream of a family holds near its start: the iCE40 sync word (after the
+#: ``FF 00 ... 00 FF`` comment), the ECP5 preamble.
+BITSTREAM_MAGIC = {"ice40": b"\x7e\xaa\x99\x7e", "ecp5": b"\xff\xff\xbd\xb3"}
+#: The iCE40 bitstream's last command (wakeup): a truncated one lacks it.
+ICE40_END = b"\x01\x06\x00"
+
+
+def check_bitstream(out, board: str, bitstream=None) -> Path:
+    """The bitstream ``program`` would send to ``board``, checked: a file of the board's
+    family (its sync word or preamble; an iCE40 one ends with the wakeup command); the one in
+    DIR (no ``bitstream``) must also be the file the ``board`` stage recorded building, from
+    the model, manifest and Verilog now in DIR. ``ArtifactError`` naming the file and what to
+    rerun otherwise."""
+    from .artifacts import ArtifactError
     from .hw.boards import get_board
+    from .provenance import Lineage, StaleArtifact, sha256
     b = get_board(board)
+    out = Path(out)
+    rebuild = f"`softfloor board --board {board} --out {out}`"
     bit = Path(bitstream) if bitstream else \
         board_dir(out, board) / f"softfloor_board{b.bitstream_suffix}"
-    if not bit.exists():
+    if bitstream and not bit.is_file():
+        raise FileNotFoundError(f"--bitstream {bit}: {'not a file' if bit.exists() else 'not found'}"
+                                f"; give the {b.bitstream_suffix} bitstream that {rebuild} "
+                                f"writes, or leave --bitstream out to program that one")
+    if not bit.is_file():
         raise FileNotFoundError(f"{bit} not found: run `softfloor flow --board {board} --out "
-                                f"{out}` (or `softfloor board --board {board}`) first")
+                                f"{out}` (or {rebuild}) first")
+    with open(bit, "rb") as f:
+        head = f.read(4096)
+        f.seek(max(0, bit.stat().st_size - len(ICE40_END)))
+        tail = f.read()
+    magic = BITSTREAM_MAGIC[b.family]
+    if magic not in head or (b.family == "ice40" and tail != ICE40_END):
+        raise ArtifactError(f"{bit} is not a whole {b.family.upper()} bitstream for the {board} "
+                            f"(no {magic.hex().upper()} {'sync word' if b.family == 'ice40' else 'preamble'}"
+                            f"{' or wakeup command at its end' if b.family == 'ice40' else ''}; "
+                            f"empty, truncated or another file): rerun {rebuild}")
+    if bitstream:  # the user's own file
+        return bit
+    lin = Lineage(out, "program")
+    path = out / "stages" / "board.json"
+    rec = load_json(path, rerun=f"rerun {rebuild}") if path.exists() else {}
+    if rec.get("board") != board or "bitstream_sha256" not in rec:
+        raise StaleArtifact(f"{bit}: no record of building it in {path} (built by an older "
+                            f"softfloor or for another board since): rerun {rebuild}")
+    if rec["bitstream_sha256"] != sha256(bit):
+        raise StaleArtifact(f"{bit} is not the bitstream `softfloor board` recorded building "
+                            f"(changed since, truncated, or left by an interrupted run): rerun "
+                            f"{rebuild}")
+    from .flow import read_rtl
+    read_rtl(lin)
+    lin.read(MODEL_FILE)
+    try:
+        lin.adopt("board", descends=False)
+    except StaleArtifact:
+        raise StaleArtifact(f"{bit} was built from another model or RTL than the one in {out} "
+                            f"now: rerun {rebuild}") from None
+    return bit
+
+
+def program(out, board: str, bitstream=None) -> str:
+    """Program ``board`` with the built bitstream (checked by :func:`check_bitstream`); one
+    clear error when the programmer or the board is missing. Returns the programmer's last
+    line."""
+    from .hw.boards import get_board
+    b = get_board(board)
+    bit = check_bitstream(out, board, bitstream)
     tool = b.programmer[0]
     exe = shutil.which(tool)
     if exe is None:

@@ -466,13 +466,8 @@ def load_npz(path) -> dict:
         raise FileNotFoundError(f"{path}: no such data set file") from None
     if not zipped:
         raise ValueError(f"{path}: not an .npz archive (numpy.savez writes one)")
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{path}: no such data set file") from None
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path}: cannot read as .npz ({e})") from None
+    from .artifacts import load_npz
+    arrays = load_npz(path)  # a damaged archive: one error naming it
 
     def bad(field, what):
         return ValueError(f"{path}: {field}: {what}")

@@ -353,7 +353,7 @@ def stage_sim(ctx: Context) -> None:
     """cocotb co-simulation of every test sample on each requested simulator."""
     from softfloor.sim import cosim
     lin = ctx.lineage("sim")
-    man, verilog = _read_rtl(ctx, lin)
+    man, verilog = read_rtl(lin)
     vec = load_npz(lin.read("vectors.npz"), {"inputs": "int", "golden": "int"},
                    rerun=f"rerun `softfloor golden --out {ctx.out}`")
     model = intmodel.load(lin.read(MODEL_FILE))
@@ -403,12 +403,12 @@ def stage_sim(ctx: Context) -> None:
     ctx.record("sim", rec | {"provenance": lin.record(["vectors.npz"])})
 
 
-def _read_rtl(ctx: Context, lin: Lineage) -> tuple[dict, Path]:
+def read_rtl(lin: Lineage) -> tuple[dict, Path]:
     """``manifest.json`` and the Verilog it names, both checked against the rtl record."""
-    rerun = f"rerun `softfloor rtl --out {ctx.out}`"
+    rerun = f"rerun `softfloor rtl --out {lin.out}`"
     man = load_json(lin.read("manifest.json"), ("top",), rerun=rerun)
     if not isinstance(man["top"], str) or not man["top"].isidentifier():
-        raise ArtifactError(f"{ctx.out / 'manifest.json'}: field 'top' is not a module name; "
+        raise ArtifactError(f"{lin.out / 'manifest.json'}: field 'top' is not a module name; "
                             f"{rerun}")
     return man, lin.read(f"{man['top']}.v", "rtl")
 
@@ -418,7 +418,7 @@ def stage_synth(ctx: Context) -> None:
     from softfloor.hw import synth
     synth.get_device(ctx.opts.device)
     lin = ctx.lineage("synth")
-    man, verilog = _read_rtl(ctx, lin)
+    man, verilog = read_rtl(lin)
     rec = {}
     with ctx.progress.steps("synth") as progress:
         if ctx.opts.synth_cache is not None:
@@ -455,11 +455,13 @@ def stage_board(ctx: Context) -> None:
     """Board top (UART link + PLL + pins) -> bitstream, then the link simulated end to end."""
     from .board import board_stage
     lin = ctx.lineage("board")
-    man, _ = _read_rtl(ctx, lin)
+    man, _ = read_rtl(lin)
     bare = lin.adopt("synth") or {}
     bare.pop("provenance", None)
     rec = board_stage(ctx.out, ctx.opts.board, baud=ctx.opts.baud, bare=bare, say=ctx.say)
     _write_core(ctx, man, rec.pop("fusesoc_boards"))
+    # `program` sends only the bitstream built from this DIR's model and RTL: its hash.
+    rec["bitstream_sha256"] = sha256(rec["bitstream"])
     ctx.record("board", rec | {"provenance": lin.record([])})
 
 
@@ -582,7 +584,7 @@ def report(ctx: Context) -> dict:
             read[name] = lin.read(name)
     man = {}
     if "manifest.json" in read:
-        man, verilog = _read_rtl(ctx, lin)
+        man, verilog = read_rtl(lin)
         read[verilog.name] = verilog
     tr = lin.adopt("train", descends=MODEL_FILE in read) or {}
     gd, sm, sy, bd = (lin.adopt(s) or {} for s in ("golden", "sim", "synth", "board"))

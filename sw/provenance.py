@@ -82,6 +82,10 @@ class Lineage:
         self._via: dict[str, tuple[str, set[str]]] = {}
 
     def _cmd(self, stage: str) -> str:
+        if stage == "model":  # the record of `flow --model FILE`: no subcommand of its own
+            return f"`softfloor flow --model FILE --out {self.out}`"
+        if stage == "board":
+            return f"`softfloor board --board BOARD --out {self.out}`"
         return f"`softfloor {stage} --out {self.out}`"
 
     def record_of(self, stage: str) -> dict | None:

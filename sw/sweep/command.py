@@ -51,11 +51,10 @@ def main(args: argparse.Namespace) -> int:
             print(f"{p.id}  {p.label}")
         print(f"{len(points)} points, stages {', '.join(spec.stages)}")
         return 0
-    if args.cpus is not None and args.cpus < 1:
-        raise ValueError(f"--cpus {args.cpus}: give at least 1")
     out = args.out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
     cache = (args.synth_cache or out / "synth-cache").resolve()
+    check_before_writing(args, out, cache)
+    out.mkdir(parents=True, exist_ok=True)
     address = args.address or os.environ.get("RAY_ADDRESS") or None
     with ResultsTable(out / "sweep.sqlite") as table:
         table.set_meta(name=spec.name, spec=spec.text, softfloor=__version__)
@@ -85,6 +84,23 @@ def main(args: argparse.Namespace) -> int:
               f"{out / 'results.csv'} (column error)", file=sys.stderr)
         return 1
     return 0
+
+
+def check_before_writing(args: argparse.Namespace, out: Path, cache: Path) -> None:
+    """Everything of the command line a sweep checks before it writes or starts Ray: ``--cpus``,
+    the directories (not files), the results table of a rerun (a sweep's SQLite table), Ray
+    installed (unless ``--serial``). ValueError naming the option and what to do."""
+    from softfloor.sweep import engine
+    from softfloor.sweep.table import check_table
+    if args.cpus is not None and args.cpus < 1:
+        raise ValueError(f"--cpus {args.cpus}: give at least 1")
+    for opt, d in (("--out", out), ("--synth-cache", cache)):
+        for q in (d, *d.parents):
+            if q.exists() and not q.is_dir():
+                raise ValueError(f"{opt} {d}: {q} is a file, not a directory; give a directory")
+    check_table(out / "sweep.sqlite")
+    if not args.serial:
+        engine.import_ray()
 
 
 def write_outputs(spec, rows: list[dict], out: Path, quiet: bool = False) -> dict:

@@ -132,6 +132,9 @@ def load_spec(path: str | Path) -> Spec:
         text = path.read_text()
     except OSError as e:
         raise SpecError(f"{path}: cannot read the sweep spec: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        raise SpecError(f"{path}: not a text file (byte {e.start} is not UTF-8); a sweep spec "
+                        f"is TOML (docs/sweep.md)") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -183,7 +186,13 @@ def parse_spec(data: dict, path: Path = Path("<spec>"), text: str = "") -> Spec:
     exclude = [{k: _check_value(fields, k, v, f"{where}: [[exclude]] #{i + 1} {k}")
                 for k, v in ex.items()} for i, ex in enumerate(exclude)]
     pareto = data.get("pareto", {})
-    mean_over = tuple(pareto.get("mean_over", ()))
+    if not isinstance(pareto, dict):
+        raise SpecError(f"{where}: [pareto] must be a table, e.g. [pareto] mean_over = [\"seed\"]")
+    mean_over = pareto.get("mean_over", [])
+    if not isinstance(mean_over, list) or not all(isinstance(k, str) for k in mean_over):
+        raise SpecError(f"{where}: [pareto] mean_over must be a list of axis names, e.g. "
+                        f"[\"seed\"]")
+    mean_over = tuple(mean_over)
     for k in pareto:
         if k != "mean_over":
             raise SpecError(f"{where}: [pareto] {k}: unknown key; [pareto] has mean_over")
@@ -192,6 +201,8 @@ def parse_spec(data: dict, path: Path = Path("<spec>"), text: str = "") -> Spec:
             raise SpecError(f"{where}: [pareto] mean_over {k!r} is not an axis or a field set by "
                             f"one ({', '.join(axes)})")
     name = data.get("name", path.stem)
+    if not isinstance(name, str):
+        raise SpecError(f"{where}: name must be a string (the title of the outputs)")
     return Spec(path, text, str(name), tuple(s for s in STAGE_NEEDS if s in stages), fixed,
                 axes, exclude, mean_over)
 
@@ -200,7 +211,7 @@ def _check_stages(stages, where: str) -> None:
     if not isinstance(stages, list) or not stages:
         raise SpecError(f"{where}: stages must be a list, e.g. {list(STAGE_NEEDS)}")
     for s in stages:
-        if s not in STAGE_NEEDS:
+        if not isinstance(s, str) or s not in STAGE_NEEDS:
             raise SpecError(f"{where}: stages: unknown stage {s!r}; the flow's stages are "
                             f"{', '.join(STAGE_NEEDS)}")
         missing = [n for n in STAGE_NEEDS[s] if n not in stages]
@@ -265,11 +276,20 @@ def _check_value(fields: dict, name: str, value, ctx: str):
 
 
 def _type_name(t) -> str:
+    if t in (tuple, list) or typing.get_origin(t) in (tuple, list):
+        return "a list, e.g. [\"fc1=8x4\"]" if t is tuple else "a list"
     return getattr(t, "__name__", None) or str(t).replace("typing.", "")
 
 
 def _check_cli_choice(name: str, value, ctx: str) -> None:
     """The choices and range checks of ``softfloor flow``'s option for this field, if any."""
+    if name == "fold" and isinstance(value, tuple):
+        from softfloor.hw.planner import parse_fold
+        for f in value:
+            try:
+                parse_fold(f if isinstance(f, str) else repr(f))
+            except ValueError as e:
+                raise SpecError(f"{ctx}: {e}") from None
     action = _flow_actions().get(name)
     if action is None or value is None or isinstance(value, (bool, tuple)):
         return

@@ -58,6 +58,32 @@ NAMES = tuple(c[0] for c in COLUMNS)
 METRICS = NAMES[NAMES.index("accuracy"):NAMES.index("result")]
 
 
+def check_table(path: str | Path) -> None:
+    """An existing ``sweep.sqlite`` is a sweep's results table (read-only; nothing is created):
+    ValueError naming it otherwise."""
+    path = Path(path)
+    if not path.exists():
+        return
+    what = (f"{path} is not a sweep's results table ({{}}): give another --out, or remove it "
+            f"to start the sweep again")
+    if not path.is_file():
+        raise ValueError(what.format("not a file"))
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE "
+                                               "type = 'table'")}
+            cols = {r[1] for r in db.execute("PRAGMA table_info(points)")}
+            if "points" in tables:
+                db.execute("SELECT id, status FROM points").fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error as e:
+        raise ValueError(what.format(f"SQLite says: {e}")) from None
+    if tables and ("points" not in tables or not {"id", "status"} <= cols):
+        raise ValueError(what.format("no points table with id and status"))
+
+
 class ResultsTable:
     """The SQLite table of a sweep's finished points (one writer: the sweep's driver)."""
 

@@ -46,10 +46,10 @@ def finished_flow(root: Path, seed: int, n: int = 24) -> dict:
     return {"out": out, "model": m, "x": x, "y": y}
 
 
-def run_cli(argv: list[str]) -> tuple[int, str]:
-    """``softfloor argv`` in this process: (exit code, stderr)."""
+def run_cli(argv: list[str], stdout: io.StringIO | None = None) -> tuple[int, str]:
+    """``softfloor argv`` in this process: (exit code, stderr); its output goes to ``stdout``."""
     err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(stdout or io.StringIO()):
         try:
             rc = cli.main([str(a) for a in argv])
         except SystemExit as e:  # argparse

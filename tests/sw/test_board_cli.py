@@ -13,13 +13,14 @@ from softfloor import protocol as proto
 from softfloor.host import Host, LinkError, _check
 from softfloor.hw import boards
 from tests.randmodel import random_model
+from tests.sw.propcases import fake_bitstream
 
 
 def _bitstream(tmp_path, board="icebreaker"):
+    """A well-formed bitstream of the user's (not one DIR records): ``--bitstream`` args."""
     b = boards.get_board(board)
-    d = tmp_path / "board" / board
-    d.mkdir(parents=True)
-    (d / f"softfloor_board{b.bitstream_suffix}").write_bytes(b"\x00" * 16)
+    bit = fake_bitstream(tmp_path / f"user{b.bitstream_suffix}", b.family, b"\x00" * 16)
+    return ["--bitstream", str(bit)]
 
 
 def test_board_choices_in_step():
@@ -27,15 +28,15 @@ def test_board_choices_in_step():
 
 
 def test_program_without_programmer(tmp_path, monkeypatch, capsys):
-    _bitstream(tmp_path)
+    bit = _bitstream(tmp_path)
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    assert cli.main(["program", "--board", "icebreaker", "--out", str(tmp_path)]) == 2
+    assert cli.main(["program", "--board", "icebreaker", "--out", str(tmp_path), *bit]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "iceprog not found" in err[0]
 
 
 def test_program_without_board(tmp_path, monkeypatch, capsys):
-    _bitstream(tmp_path, "ulx3s")
+    bit = _bitstream(tmp_path, "ulx3s")
     bindir = tmp_path / "bin"
     bindir.mkdir()
     fake = bindir / "openFPGALoader"
@@ -43,9 +44,31 @@ def test_program_without_board(tmp_path, monkeypatch, capsys):
                     "exit 1\n")
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
-    assert cli.main(["program", "--board", "ulx3s", "--out", str(tmp_path)]) == 2
+    assert cli.main(["program", "--board", "ulx3s", "--out", str(tmp_path), *bit]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no ulx3s found" in err[0] and "device not found" in err[0]
+
+
+@pytest.mark.parametrize("how", ["empty", "truncated", "other family", "no record",
+                                 "changed since"])
+def test_program_refuses_a_bitstream_it_cannot_trust(tmp_path, capsys, how):
+    """A bitstream that is not whole, of another family, or not the one the board stage
+    recorded building from DIR's files: one line naming it and what to rerun."""
+    b = boards.get_board("icebreaker")
+    bit = tmp_path / "board" / "icebreaker" / f"softfloor_board{b.bitstream_suffix}"
+    fake_bitstream(bit, "ecp5" if how == "other family" else "ice40", b"\x01" * 64)
+    if how == "empty":
+        bit.write_bytes(b"")
+    elif how == "truncated":
+        bit.write_bytes(bit.read_bytes()[:-2])
+    elif how == "changed since":
+        (tmp_path / "stages").mkdir()
+        (tmp_path / "stages" / "board.json").write_text(
+            '{"board": "icebreaker", "bitstream_sha256": "00", '
+            '"provenance": {"writes": {}, "made_from": {}}}')
+    assert cli.main(["program", "--board", "icebreaker", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(bit) in err[0] and "softfloor board --board icebreaker" in err[0]
 
 
 def test_program_without_bitstream(tmp_path, capsys):

@@ -11,7 +11,7 @@ from softfloor.sweep.spec import SpecError, load_spec, parse_spec, point_id
 
 def spec(text: str, tmp_path):
     p = tmp_path / "s.toml"
-    p.write_text(text)
+    p.write_text(text, encoding="latin-1")  # "\xff": a byte that is not UTF-8
     return load_spec(p)
 
 
@@ -80,6 +80,13 @@ fold = []
     ("[axes]\nseed = [0]\n[pareto]\nmean_over = ['bits']", "mean_over 'bits' is not an axis"),
     ("[axes\nseed = [0]", "not valid TOML"),
     ("", "[axes] must be a table with at least one axis"),
+    ("pareto = 5\n[axes]\nseed = [0]", "[pareto] must be a table"),
+    ("[axes]\nseed = [0]\n[pareto]\nmean_over = 'seed'", "mean_over must be a list"),
+    ("stages = [1, {a = 1}]\n[axes]\nseed = [0]", "unknown stage 1"),
+    ("name = [1]\n[axes]\nseed = [0]", "name must be a string"),
+    ("[axes]\nfold = [['fc0=0x2']]", "fold[0]: --fold 'fc0=0x2': expected LAYER=PExSIMD"),
+    ("[fixed]\nfold = 'fc0=2x2'\n[axes]\nseed = [0]", "not a valid fold (FlowOptions.fold: a list"),
+    ("[axes]\nseed = [0]\n\xff", "not a text file"),
 ])
 def test_bad_specs_name_the_key(text, match, tmp_path):
     with pytest.raises(SpecError) as e:
@@ -103,3 +110,36 @@ def test_every_flow_option_is_an_axis_by_name():
         s = parse_spec({"axes": {f.name: [value]}})
         assert s.points()[0].params[f.name] == (tuple(value) if isinstance(value, list)
                                                 else value)
+
+
+@pytest.mark.parametrize("how, match", [
+    ("out-file", "is a file, not a directory"),
+    ("table-garbage", "is not a sweep's results table"),
+    ("table-other", "no points table with id and status"),
+    ("cache-file", "--synth-cache"),
+])
+def test_sweep_paths_are_checked_before_anything_is_written(tmp_path, how, match):
+    import sqlite3
+
+    from tests.sw.errorcases import assert_one_line_error, run_cli
+    (tmp_path / "s.toml").write_text("stages = ['data']\n[axes]\nseed = [0]\n")
+    out, extra = tmp_path / "out", []
+    if how == "out-file":
+        out.write_text("x")
+    elif how == "cache-file":
+        (tmp_path / "c").write_text("x")
+        extra = ["--synth-cache", tmp_path / "c"]
+    else:
+        out.mkdir()
+        if how == "table-garbage":
+            (out / "sweep.sqlite").write_bytes(b"SQLite format 3\x00" + b"\x07" * 100)
+        else:
+            db = sqlite3.connect(out / "sweep.sqlite")
+            db.execute("CREATE TABLE foo (a)")
+            db.commit()
+            db.close()
+    before = sorted(tmp_path.rglob("*"))
+    rc, err = run_cli(["sweep", tmp_path / "s.toml", "--out", out, "--serial", *extra])
+    assert_one_line_error(rc, err)
+    assert match in err
+    assert sorted(tmp_path.rglob("*")) == before
