@@ -28,6 +28,7 @@ REAL_DIVISOR_SAMPLES = 6
 def _board_row(model, split, board: str, out: Path, n: int) -> dict:
     import numpy as np
     from softfloor import golden, intmodel
+    from softfloor.artifacts import save_npz
     from softfloor import protocol as proto
     from softfloor.board import board_stage, run_simulated
     from softfloor.hw import boards, planner, synth
@@ -38,8 +39,8 @@ def _board_row(model, split, board: str, out: Path, n: int) -> dict:
     intmodel.save(model, out / "model.intmodel.json")
     codes, labels = split.c_test[:n], split.y_test[:n]
     want = golden.run(model, codes)
-    np.savez(out / "inputs.npz", codes=codes, labels=labels)
-    np.savez(out / "vectors.npz", inputs=codes, golden=want)
+    save_npz(out / "inputs.npz", codes=codes, labels=labels)
+    save_npz(out / "vectors.npz", inputs=codes, golden=want)
     plan = planner.plan(model, b.device, "throughput")
     man = generate(model, out, device=b.device, folding=plan).manifest
     bare = synth.synthesize(out / f"{man['top']}.v", man["top"], out / "synth", b.device)
