@@ -15,13 +15,19 @@ from softfloor import protocol as proto
 from softfloor.hw import boards
 from softfloor.hw.generate import generate
 from softfloor.hw.pll import ecp5_pll, ice40_pll
+from softfloor.sim import tools
+from tests.conftest import require_tool
 from tests.randmodel import random_model
 
 
 def _tool(name):
+    """The YoWASP tool ``name``: FAILS under CI when missing, skips loudly elsewhere."""
     exe = shutil.which(name) or str(Path(sys.executable).parent / name)
-    if not Path(exe).exists():
-        pytest.skip(f"{name} not installed")
+
+    def check():
+        if not Path(exe).exists():
+            raise tools.ToolMissing(f"{name} not installed (the bootstrap's YoWASP wheels)")
+    require_tool(name, check)
     return exe
 
 

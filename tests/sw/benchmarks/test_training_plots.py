@@ -1,9 +1,12 @@
 """The training benchmark's figures: labelled, legended, zoomed where the surrogates differ."""
 from __future__ import annotations
 
+import importlib
+
 import pytest
 
 from softfloor.benchmarks import training_plots
+from tests.conftest import require_extra
 
 CONFIGS = ["w8a8", "w2a2"]
 ROWS = [{"surrogate": "float", "config": "float", "acc_mean": 96.7, "acc_std": 0.2},
@@ -22,7 +25,7 @@ def test_zoom_leaves_out_a_surrogate_that_does_not_train():
 
 
 def test_a_figure_without_labels_or_legend_is_refused(tmp_path):
-    plt = pytest.importorskip("matplotlib.pyplot")
+    plt = require_extra("sweep", lambda: importlib.import_module("matplotlib.pyplot"))
     fig, ax = plt.subplots()
     ax.plot([0, 1], [0, 1], label="a")
     with pytest.raises(ValueError, match="no x label"):
@@ -37,6 +40,6 @@ def test_a_figure_without_labels_or_legend_is_refused(tmp_path):
 
 
 def test_accuracy_figure_is_1000_px_wide(tmp_path):
-    pytest.importorskip("matplotlib")
+    require_extra("sweep", lambda: importlib.import_module("matplotlib"))
     path = training_plots.accuracy_figure(tmp_path / "a.png", ROWS, CONFIGS, "test data")
     assert int.from_bytes(path.read_bytes()[16:20], "big") == 1000
