@@ -640,8 +640,8 @@ class _Importer:
         mult = 1 if shift >= 0 else 1 << -shift
         if out_scale is None:          # v1 does not clamp: the range of the shifted input
             ty = self.types()
-            lo, hi = (int(v) for v in arith.requantize(np.array([ty.lo, ty.hi]), max(shift, 0),
-                                                       rounding, multiplier=mult))
+            lo, hi = (int(v) for v in arith.round_shift(np.array([ty.lo, ty.hi], np.int64) * mult,
+                                                        max(shift, 0), rounding))
             bits, signed = arith.bits_for_range(lo, hi)
             s_out = s * 2.0 ** t
         else:
