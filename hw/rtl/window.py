@@ -32,6 +32,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from softfloor import arith
 from softfloor.hw.rtl import primitives as P
 from softfloor.hw.rtl.stream_io import transfer_shape
 from softfloor.hw.rtl.tables import positive_int, table_value
@@ -163,8 +164,7 @@ class SlidingWindow(wiring.Component):
         self.padding = tuple(int(v) for v in padding)
         if len(self.padding) != 4 or min(self.padding) < 0:
             raise ValueError(f"{name}: padding must be 4 integers >= 0, got {padding!r}")
-        lo = -(1 << (self.element_shape.width - 1)) if self.element_shape.signed else 0
-        hi = (1 << (self.element_shape.width - (1 if self.element_shape.signed else 0))) - 1
+        lo, hi = arith.code_range(self.element_shape.width, self.element_shape.signed)
         if not lo <= int(pad_value) <= hi:
             raise ValueError(f"{name}: pad_value {pad_value} is not a code of {self.element_shape}")
         self.pad_value = int(pad_value)
@@ -237,7 +237,7 @@ class SlidingWindow(wiring.Component):
         words = self.in_transfers
         aw = max(0, (words - 1).bit_length())
         kb = (k - 1).bit_length()
-        depth = 2 << aw
+        depth = self.memory_words
         m.submodules.fbuf = fbuf = Memory(shape=unsigned(k * b), depth=depth, init=[0] * depth)
         wp = fbuf.write_port()
         rps = [fbuf.read_port() for _ in range(n)]
