@@ -182,11 +182,6 @@ def _unwrap(obj):
     return obj
 
 
-def unwrap(x) -> torch.Tensor:
-    """The real values of a :class:`QuantTensor`, anything else unchanged."""
-    return x.real() if isinstance(x, QuantTensor) else x
-
-
 @dataclass
 class IntState:
     """The integer tensor between two layers at export time (what ``to_int`` reads and
