@@ -200,6 +200,7 @@ def dense_bounds(weight: np.ndarray, bias: np.ndarray, in_lo: int, in_hi: int
                  ) -> tuple[np.ndarray, np.ndarray]:
     """Worst-case accumulator bounds of ``x @ weight.T + bias`` per output, for x in [in_lo, in_hi].
 
+    ``in_lo``/``in_hi`` are one range for every input or arrays of one range per input column.
     Each term ``w * x`` is extreme at an end of the input range, so the bounds are exact
     (attained by some input) for independent inputs.
     """

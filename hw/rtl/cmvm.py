@@ -101,12 +101,14 @@ class AdderGraph:
             depth.append(max(depth[ad.a], depth[ad.b]) + 1)
         lo = np.array([r[0] for r in self.in_ranges], dtype=object)
         hi = np.array([r[1] for r in self.in_ranges], dtype=object)
-        self.coeffs, self.depth, self.ranges, self.shapes = co, depth, [], []
-        for c in co:
-            a, b = c * lo, c * hi
-            r = (int(np.minimum(a, b).sum()), int(np.maximum(a, b).sum())) if n else (0, 0)
-            self.ranges.append(r)
-            self.shapes.append(arith.bits_for_range(*r))
+        self.coeffs, self.depth = co, depth
+        if n:   # each node is a dense row over the inputs: its bounds per input column
+            nlo, nhi = arith.dense_bounds(np.array(co, dtype=object), np.zeros(len(co), object),
+                                          lo, hi)
+            self.ranges = [(int(a), int(b)) for a, b in zip(nlo, nhi)]
+        else:
+            self.ranges = [(0, 0)] * len(co)
+        self.shapes = [arith.bits_for_range(*r) for r in self.ranges]
         for o in self.outputs:
             if o.node is not None and not 0 <= o.node < len(co):
                 raise ValueError(f"output of unknown node {o.node}")
