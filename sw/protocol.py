@@ -35,13 +35,13 @@ driver (:mod:`softfloor.host`) keeps two in flight, so the UART's two directions
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import struct
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
+
+from softfloor import provenance
 
 __all__ = ["END", "ESC", "ESC_END", "ESC_ESC", "INFER", "INFO", "RESULT", "INFO_REPLY", "ERROR",
            "ERRORS", "VERSION", "MAX_IN_FLIGHT", "crc8", "slip_encode", "SlipDecoder",
@@ -284,7 +284,7 @@ def parse_info(payload: bytes) -> LinkInfo:
 
 def model_hash(model_file: str | os.PathLike) -> str:
     """First 8 bytes (16 hex digits) of the SHA-256 of the model file's bytes."""
-    return hashlib.sha256(Path(model_file).read_bytes()).hexdigest()[:16]
+    return provenance.sha256(model_file)[:16]
 
 
 def link_info(manifest: dict, model, model_file, *, clock_hz: int, baud: int) -> LinkInfo:
