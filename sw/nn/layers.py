@@ -30,6 +30,7 @@ from softfloor.input_thresholds import threshold_grad
 from softfloor.intmodel import MAX_LUT_ENTRIES, Flatten as FlattenOp, InputSpec, Lut, MaxPool2d
 from softfloor.nn.tensor import IntState, QuantTensor
 from softfloor.quant import QuantHardTanh, STERoundFn, check_bits
+from softfloor.surrogates import round_half_up
 
 #: How a :class:`QuantInput` makes its per-value 1-bit thresholds.
 THRESHOLDS = ("calibrate", "learned")
@@ -54,7 +55,7 @@ class _ThresholdFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, t, width: float):
         s = 2 * t
-        codes = torch.clamp(torch.floor(x / s + 0.5), 0, 1)
+        codes = arith.saturate(round_half_up(x / s), 0, 1)
         ctx.save_for_backward(x, t)
         ctx.width = width
         return codes
@@ -237,7 +238,7 @@ class QuantInput(nn.Module):
         else:
             s = self._scales()
             s = s.reshape(self.shape) if s.dim() else s
-            q = torch.clamp(torch.floor(x64 / s + 0.5), self.lo, self.hi)
+            q = arith.saturate(round_half_up(x64 / s), self.lo, self.hi)
         return QuantTensor(q.to(self._dtype()) * 2.0 ** self.exp, exp=self.exp, lo=self.lo,
                            hi=self.hi)
 
@@ -327,7 +328,7 @@ class _TableActivation(nn.Module):
         q = np.arange(self.pre.lo, self.pre.hi + 1, dtype=np.float64)
         u = torch.as_tensor(q * 2.0 ** self.pre.exp)
         y = self.fn(u).numpy() * 2.0 ** -self.exp
-        return np.clip(arith.round_float(y, "half_up"), self.lo, self.hi).astype(np.int64)
+        return arith.saturate(arith.round_float(y, "half_up"), self.lo, self.hi).astype(np.int64)
 
     def forward(self, x):
         u = self.pre(x)
