@@ -12,6 +12,7 @@ import math
 
 from softfloor.intmodel import ChannelRequant
 from softfloor.hw.rtl.mvu import requant_params
+from softfloor.hw.rtl.tables import double_buffer_depth
 from softfloor.hw.synth import get_device
 
 __all__ = ["COEFFS", "SCALE", "family", "ram_blocks", "mem_blocks", "logic_cells",
@@ -75,7 +76,7 @@ def estimate_window(frame, in_bits: int, in_ept: int, lanes: int, device: str) -
     C, H, W = frame
     xb = in_bits
     words = (C * H * W) // in_ept
-    depth = 2 << max(0, (words - 1).bit_length())
+    depth = double_buffer_depth(words)
     ram = lanes * mem_blocks(depth, in_ept * xb, fam)
     ew = (C * H * W).bit_length() + 3
     per_lane = 4 * ew + 12 + (in_ept - 1) * xb

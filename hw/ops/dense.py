@@ -27,7 +27,7 @@ from softfloor.hw.rtl import cmvm
 from softfloor.hw.rtl.mvu import (MVU_LATENCY, MatrixVectorUnit, check_fold, const_graph,
                                   dsp_eligible, is_const, product_bits, product_selector_bits,
                                   product_terms, tree_levels)
-from softfloor.hw.rtl.tables import positive_int
+from softfloor.hw.rtl.tables import double_buffer_depth, positive_int
 
 __all__ = ["DenseOp", "fold_values", "const_tree"]
 
@@ -343,7 +343,7 @@ class DenseOp(HwOp):
                 ram += blocks
             else:
                 rom_luts += width * max(1, depth * c["rom_lut_per_word"]) if depth > 1 else 0
-        xdepth = 2 << max(0, (self.folds - 1).bit_length())
+        xdepth = double_buffer_depth(self.folds)
         xblocks = cost.ram_blocks(xdepth, simd * xb, fam)
         dpr = math.ceil(xdepth / 16) * math.ceil(simd * xb / 4)
         if c["lutram"] and dpr * 4 < xblocks * bcost:

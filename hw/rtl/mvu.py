@@ -52,7 +52,7 @@ from softfloor.hw.rtl import primitives as P
 from softfloor.hw.rtl.cmvm import AdderGraph, matrix_graph, stages_of
 from softfloor.hw.rtl.cmvm_emit import emit
 from softfloor.hw.rtl.stream_io import transfer_shape
-from softfloor.hw.rtl.tables import positive_int, table_value
+from softfloor.hw.rtl.tables import double_buffer_depth, positive_int, table_value
 
 __all__ = ["MatrixVectorUnit", "MVU_LATENCY", "SPLIT_WEIGHT_BITS", "DSP_MIN_PRODUCT_BITS",
            "tree_levels", "const_graph", "is_const", "requant_params",
@@ -274,8 +274,9 @@ class MatrixVectorUnit(wiring.Component):
         # ---- memories --------------------------------------------------------------------
         # Zero-initialised: a 4-state simulator never reads X from it (Verilator and the
         # FPGA start from zeros too).
-        m.submodules.xbuf = xbuf = Memory(shape=unsigned(simd * b), depth=2 << fold_w,
-                                          init=[0] * (2 << fold_w))
+        xdepth = double_buffer_depth(F)
+        m.submodules.xbuf = xbuf = Memory(shape=unsigned(simd * b), depth=xdepth,
+                                          init=[0] * xdepth)
         xw, xr = xbuf.write_port(), xbuf.read_port()
         const = self.const_weights
         if not const:

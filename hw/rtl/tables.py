@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Module, Shape, Signal, Value
 
-__all__ = ["channel_tables", "table_value", "positive_int"]
+__all__ = ["channel_tables", "table_value", "positive_int", "double_buffer_depth"]
+
+
+def double_buffer_depth(words: int) -> int:
+    """Depth of a memory holding two banks of ``words`` words, each bank a power of two (the
+    bank is the address's top bit): ``2 * 2**ceil(log2(words))``."""
+    return 2 << max(0, (int(words) - 1).bit_length())
 
 
 def positive_int(name: str, v) -> int:

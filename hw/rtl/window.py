@@ -35,7 +35,7 @@ from amaranth.lib.wiring import In, Out
 from softfloor import arith
 from softfloor.hw.rtl import primitives as P
 from softfloor.hw.rtl.stream_io import transfer_shape
-from softfloor.hw.rtl.tables import positive_int, table_value
+from softfloor.hw.rtl.tables import double_buffer_depth, positive_int, table_value
 
 __all__ = ["SlidingWindow", "WINDOW_LATENCY", "RELEASE_DELAY", "ORDERS", "stream_index",
            "window_taps", "im2col", "release_hazard"]
@@ -224,7 +224,7 @@ class SlidingWindow(wiring.Component):
 
     @property
     def memory_words(self) -> int:
-        return 2 << max(0, (self.in_transfers - 1).bit_length())
+        return double_buffer_depth(self.in_transfers)
 
     read_ports = property(lambda self: self.out_ept)
 
