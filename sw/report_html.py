@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from softfloor.artifacts import load_json, load_npz
 from softfloor.provenance import sha256
 
 #: Artifacts the report summarises: (file name, or ``{top}`` / ``{stage}`` pattern, the stage
@@ -81,8 +82,8 @@ def artifacts(out: Path, top: str = "softfloor_top", exclude: tuple = ()) -> lis
 
 def _load_json(path: Path) -> dict:
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
+        return load_json(path)
+    except (OSError, ValueError):           # ArtifactError is a ValueError
         return {}
 
 
@@ -274,14 +275,14 @@ def _confusion(out: Path, model_path: Path) -> tuple[np.ndarray | None, str]:
     """Confusion matrix of the RTL's classes (first simulator with outputs), else the golden
     model's, against the labels; and what it is of."""
     try:
-        inp = np.load(out / "inputs.npz")
-        vec = np.load(out / "vectors.npz")
-        if "labels" not in inp.files:
+        inp = load_npz(out / "inputs.npz")
+        vec = load_npz(out / "vectors.npz")
+        if "labels" not in inp:
             return None, "no labels"
         from . import golden, intmodel
         model = intmodel.load(model_path)
         labels = inp["labels"].astype(np.int64)
-        which = next((k for k in vec.files if k.startswith("rtl_")
+        which = next((k for k in vec if k.startswith("rtl_")
                       and len(vec[k]) == len(labels)), "golden")
         pred = golden.classify(model, vec[which])
         if len(pred) != len(labels):
@@ -292,7 +293,7 @@ def _confusion(out: Path, model_path: Path) -> tuple[np.ndarray | None, str]:
     cm = np.zeros((n, n), dtype=np.int64)
     np.add.at(cm, (labels, pred), 1)
     same = ""
-    if which != "golden" and "golden" in vec.files:
+    if which != "golden" and "golden" in vec:
         g = golden.classify(model, vec["golden"])
         same = f"; identical to the golden model's on {int(np.sum(g == pred))}/{len(g)} samples"
     what = ("RTL on " + which[4:] if which != "golden" else "golden model") + \
