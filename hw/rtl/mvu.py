@@ -303,19 +303,20 @@ class MatrixVectorUnit(wiring.Component):
         xw, xr = xbuf.write_port(), xbuf.read_port()
         const = self.const_weights
         loaded = None
-        if not const:
-            if self.spram:
-                waddr_sp, wen_sp = Signal(14), Signal()
-                wdata, loaded = spram.weight_spram(m, pe * simd * ws, G * F, self.w, waddr_sp,
-                                                   wen_sp)
-            else:
-                m.submodules.wrom = wrom = Memory(shape=unsigned(pe * simd * ws), depth=G * F,
-                                                  init=self.weight_words())
-                wr = wrom.read_port()
-                wdata = wr.data
+        if not const and self.spram:
+            waddr_sp, wen_sp = Signal(14), Signal()
+            wdata, loaded = spram.weight_spram(m, pe * simd * ws, G * F, self.w, waddr_sp,
+                                               wen_sp)
             m.submodules.brom = brom = Memory(shape=unsigned(pe * self.dense.bias_bits),
                                               depth=G, init=self.bias_words())
             br = brom.read_port()
+        elif not const:
+            m.submodules.wrom = wrom = Memory(shape=unsigned(pe * simd * ws), depth=G * F,
+                                              init=self.weight_words())
+            m.submodules.brom = brom = Memory(shape=unsigned(pe * self.dense.bias_bits),
+                                              depth=G, init=self.bias_words())
+            wr, br = wrom.read_port(), brom.read_port()
+            wdata = wr.data
 
         def bank_addr(word, bank):
             return Cat(word, bank) if fold_w else bank
