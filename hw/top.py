@@ -78,7 +78,7 @@ def weight_layout(ops) -> list[dict]:
     """Per SPRAM layer of the image: name, first transfer, transfers, blocks, words, word bits."""
     out, at = [], 0
     for op in spram_ops(ops):
-        n = op.groups * op.folds * op.spram_blocks()
+        n = op.groups * op.folds * op.spram_blocks() * spram.PER_WORD
         out.append({"layer": op.name, "offset": at, "transfers": n,
                     "spram_blocks": op.spram_blocks(), "words": op.groups * op.folds,
                     "word_bits": op.weight_width})

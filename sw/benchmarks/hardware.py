@@ -59,6 +59,59 @@ def model_name(wb: int, ab: int, arch: str = "mlp") -> str:
     return f"digits-w{wb}a{ab}" if arch == "mlp" else f"digits-{arch}-w{wb}a{ab}"
 
 
+#: FINN's TFC topology (MNIST MLP) and the widths of its rows (random weights: MNIST training at
+#: these sizes is the "your own network" workload; the layout and the timing do not depend on
+#: the values).
+TFC_SIZES = (784, 64, 64, 64, 10)
+TFC_MODELS = ((1, 1), (2, 2))
+#: TFC inferences/s targets on the UP5K (Fmax / II).
+TARGET_UP5K_TFC = {(1, 1): 100_000, (2, 2): 25_000}
+TFC_SAMPLES = 40
+
+
+def tfc_model(wb: int, ab: int, seed: int = 0):
+    """TFC with random ``wb``-bit weights (1 bit: {-1, +1}), biases that centre each row's
+    accumulator on random inputs, ``ab``-bit unsigned activations (clamped ReLU; each shift set
+    so that random inputs spread over the codes), ``ab``-bit unsigned pixels, raw logits; and
+    random test codes."""
+    import numpy as np
+
+    from softfloor import arith
+    from softfloor.intmodel import Dense, InputSpec, IntModel, OutputSpec, Requant
+    rng = np.random.default_rng(seed + 10 * wb + ab)
+    spec = InputSpec((TFC_SIZES[0],), ab, False, scale=1.0)
+    t = spec.code_type
+    x = rng.integers(t.lo, t.hi, size=(256, TFC_SIZES[0]), endpoint=True)
+    layers = []
+    n = len(TFC_SIZES) - 1
+    for k in range(n):
+        rows, cols = TFC_SIZES[k + 1], TFC_SIZES[k]
+        if wb == 1:
+            w = rng.choice([-1, 1], size=(rows, cols))
+        else:
+            w = rng.integers(*arith.code_range(wb, True), size=(rows, cols), endpoint=True)
+        w = w.astype(np.int64)
+        b = -np.median(x @ w.T, axis=0).round().astype(np.int64)     # centred accumulators
+        bb = arith.bits_for_range(min(int(b.min()), -1), max(int(b.max()), 0))[0]
+        lo, hi = arith.dense_bounds(w, b, t.lo, t.hi)
+        acc = arith.bits_for_range(min(int(lo.min()), -1), max(int(hi.max()), 0))[0]
+        d = Dense(f"fc{k}", w, b, wb, bb, acc)
+        layers.append(d)
+        x = d.execute(x)
+        t = d.out_type(t)
+        if k < n - 1:
+            top = (1 << ab) - 1
+            spread = max(1, int(np.percentile(np.abs(x), 90)))
+            shift = max(0, spread.bit_length() - ab)
+            rq = Requant(f"act{k}", shift, "half_up", ab, False, 0, top, 1)
+            layers.append(rq)
+            x = rq.execute(x)
+            t = rq.out_type(t)
+    model = IntModel(spec, layers, OutputSpec(1.0), f"tfc-w{wb}a{ab}-random")
+    codes = rng.integers(0, (1 << ab) - 1, size=(TFC_SAMPLES, TFC_SIZES[0]), endpoint=True)
+    return model, codes
+
+
 def _train(wb: int, ab: int, epochs: int, cache: Path | None = None, arch: str = "mlp"):
     from softfloor import intmodel, train
     from softfloor.nn import exporter as export
