@@ -138,3 +138,13 @@ def test_spram_estimate_counts_blocks_and_load_logic():
     assert op.with_spram(True).spram_problem("up5k").startswith("fold 4x8 reads 96")
     assert op.with_spram(True).spram_problem("ecp5-25f") == "ecp5-25f has no SPRAM"
     assert op.with_fold(2, 8).spram_problem("up5k") is None
+
+
+def test_board_refuses_a_core_with_spram_weights(big, tmp_path):
+    """The UART board top does not send the weight image: one line naming the layer."""
+    from softfloor.hw.boards import check_core
+    m, p = big
+    g = generate(m, tmp_path, folding=p)
+    with pytest.raises(ValueError, match=r"^layer\(s\) fc0 keep their weights in SPRAM.*re-plan"):
+        check_core(g.manifest)
+    check_core(generate(digits_model(0), tmp_path / "d").manifest)     # ROM weights: fine
