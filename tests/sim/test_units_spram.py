@@ -43,7 +43,7 @@ def test_spram_engine_bit_exact(simulator, tmp_path):
     need(simulator)
     op = spram_engine()
     h = engine_harness("u_dense_spram", op)
-    assert "SB_SPRAM256KA" in h.verilog and len(h.weight_words) == 48 * 3
+    assert "SB_SPRAM256KA" in h.verilog and len(h.weight_words) == 48 * 3 * spram.PER_WORD
     rng = np.random.default_rng(5)
     n = -(-CHECKED_TRANSFERS // op.rows)
     t = op.in_type
