@@ -109,21 +109,32 @@ class Driver:
         for sample in samples:
             beats = pack(sample, self.port)
             for j, word in enumerate(beats):
-                while self.gap_prob and self.rng.random() < self.gap_prob:
-                    dut.s_axis_tvalid.value = 0
-                    await RisingEdge(dut.clk)
-                dut.s_axis_tdata.value = word
-                dut.s_axis_tlast.value = int(j == len(beats) - 1)
-                dut.s_axis_tvalid.value = 1
-                while True:
-                    await ReadOnly()
-                    if dut.s_axis_tready.value == 1:
-                        break
-                    await RisingEdge(dut.s_axis_tready)
-                self.accepted.append(upcoming_edge())
-                await RisingEdge(dut.clk)
+                self.accepted.append(await put(dut, "s_axis", word, self.gap_prob, self.rng,
+                                               last=int(j == len(beats) - 1)))
         dut.s_axis_tvalid.value = 0
         dut.s_axis_tlast.value = 0
+
+
+async def put(dut, port: str, word: int, gap_prob: float, rng: random.Random,
+              last: int | None = None) -> int:
+    """One transfer on ``<port>_tdata`` (and ``_tlast``) after random idle cycles (each with
+    probability ``gap_prob``); waits for ``<port>_tready``. The edge index it is accepted on."""
+    valid, ready = getattr(dut, f"{port}_tvalid"), getattr(dut, f"{port}_tready")
+    while gap_prob and rng.random() < gap_prob:
+        valid.value = 0
+        await RisingEdge(dut.clk)
+    getattr(dut, f"{port}_tdata").value = word
+    if last is not None:
+        getattr(dut, f"{port}_tlast").value = last
+    valid.value = 1
+    while True:
+        await ReadOnly()
+        if ready.value == 1:
+            break
+        await RisingEdge(ready)
+    edge = upcoming_edge()
+    await RisingEdge(dut.clk)
+    return edge
 
 
 class Monitor:
@@ -263,18 +274,7 @@ async def load_weights(dut, words: list[int], gap_prob: float, rng: random.Rando
     the last accepted transfer."""
     last = upcoming_edge()
     for word in words:
-        while gap_prob and rng.random() < gap_prob:
-            dut.w_axis_tvalid.value = 0
-            await RisingEdge(dut.clk)
-        dut.w_axis_tdata.value = word
-        dut.w_axis_tvalid.value = 1
-        while True:
-            await ReadOnly()
-            if dut.w_axis_tready.value == 1:
-                break
-            await RisingEdge(dut.w_axis_tready)
-        last = upcoming_edge()
-        await RisingEdge(dut.clk)
+        last = await put(dut, "w_axis", word, gap_prob, rng)
     dut.w_axis_tvalid.value = 0
     return last
 
