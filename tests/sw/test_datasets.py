@@ -92,9 +92,11 @@ def test_cli_refuses_a_bad_file_before_writing_anything(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("softfloor: error:") and "x_test: NaN or infinity" in err
     assert len(err.splitlines()) == 1
-    assert not (out / "inputs.npz").exists() and not (out / "dataset.npz").exists()
-    assert cli.main(["data", "--out", str(out), "--data", "data.csv", "--quiet"]) == 2
-    assert "not a data set name" in capsys.readouterr().err
+    assert not out.exists()                      # not even an empty directory
+    for cmd in ("data", "train"):
+        assert cli.main([cmd, "--out", str(out), "--data", "data.csv", "--quiet"]) == 2
+        assert "not a data set name" in capsys.readouterr().err
+        assert not out.exists()
 
 
 def test_cli_arch_specs_and_data_train_and_export(tmp_path, capsys):
