@@ -8,8 +8,9 @@ than the UP5K SG48 has), on the HX8K (w8a8, w4a4), on an ECP5-25F (every width, 
 input beat being the bottleneck), and fully unrolled (``pe = rows``, ``simd = cols``: weights as
 constants, see :class:`softfloor.hw.rtl.mvu.MatrixVectorUnit`) on an ECP5-85F with a 32-bit input beat
 and all 10 logits in one output beat; and the digits CNN (``softfloor.cnn``: conv3x3x8 -> pool ->
-conv3x3x16 -> pool -> dense, w4a4) on the UP5K and the ECP5-25F: the planner's plan (``ROWS``),
-then
+conv3x3x16 -> pool -> dense, w4a4) on the UP5K and the ECP5-25F; and FINN's TFC (784-64-64-64-10,
+:func:`tfc_model`: random weights, w1a1 and w2a2, on the UP5K, both simulators; w2a2 keeps its
+first layer in SPRAM): the planner's plan (``ROWS``), then
 
 * RTL co-simulation on Verilator (and Icarus for the unrolled rows) of the test samples:
   bit-exactness against the golden model, measured latency (an isolated sample) and measured
