@@ -12,7 +12,7 @@
 * ``tb_in.hex`` / ``tb_out.hex``: input beats and expected output beats (``$readmemh``);
 * for a design with SPRAM weights: the testbench also loads ``weights_spram.hex`` through
   ``w_axis`` after reset (parameters ``W_BEATS``, ``W_FILE``) and the ``tb`` fileset carries
-  the image and ``SB_SPRAM256KA_sim.v`` (the cell's behavioural model, written here).
+  the image and ``SB_SPRAM256KA.v`` (the cell's behavioural model, written here).
 
 The testbench prints ``PASS: N beats`` or ``FAIL ...`` and stops with ``$fatal`` on failure.
 """
@@ -198,7 +198,7 @@ def write_core(out_dir, manifest: dict, inputs, outputs, boards: dict | None = N
                   "      - tb_out.hex: {copyto: tb_out.hex, file_type: user}"]
         if wl:
             lines += [f"      - {wl['file']}: {{copyto: {wl['file']}, file_type: user}}",
-                      "      - SB_SPRAM256KA_sim.v"]
+                      "      - SB_SPRAM256KA.v"]
         lines += ["    file_type: verilogSource"]
     for name, b in sorted((boards or {}).items()):
         cons_type = "PCF" if b["family"] == "ice40" else "LPF"

@@ -133,8 +133,8 @@ def uses_spram(verilog_text: str) -> bool:
 
 
 def write_sim_model(directory) -> Path:
-    """Write :data:`SIM_MODEL` as ``SB_SPRAM256KA_sim.v`` in ``directory``; its path."""
-    p = Path(directory) / "SB_SPRAM256KA_sim.v"
+    """Write :data:`SIM_MODEL` as ``SB_SPRAM256KA.v`` in ``directory``; its path."""
+    p = Path(directory) / "SB_SPRAM256KA.v"
     p.parent.mkdir(parents=True, exist_ok=True)
     if not p.exists() or p.read_text() != SIM_MODEL:
         p.write_text(SIM_MODEL)

@@ -57,6 +57,10 @@ def test_spram_engine_bit_exact(simulator, tmp_path):
     assert want.size >= CHECKED_TRANSFERS
     assert r.raw["framing_errors"] == [] and not r.raw.get("extra_output_beats")
     assert r.latency_cycles == op.latency
+    if simulator == "verilator":                  # lint-clean with the cell's model
+        from softfloor.sim import lint
+        rep = lint.lint(h.write(tmp_path), "u_dense_spram")
+        assert rep.ok, str(rep)
 
 
 @pytest.mark.parametrize("simulator", list(tools.SIMULATORS))
