@@ -231,8 +231,11 @@ class DenseOp(HwOp):
     def fold_options(self, device: str, wide: bool, max_lanes: int = 1 << 16) -> list[tuple]:
         """(cycles, lc, pe, simd) of every fold worth considering (no fold with the same cycle
         count and more lanes in either dimension); ``wide``: also folds that finish more than
-        one result per cycle (wider output streams)."""
+        one result per cycle (wider output streams). The fully unrolled fold is left out when
+        even :meth:`const_lc_floor` exceeds the device's logic cells (solving a large matrix's
+        adder graph takes the planner tens of seconds)."""
         out = []
+        device_lc = get_device(device).logic_cells
         for pe in fold_values(self.rows):
             for simd in fold_values(self.cols):
                 f = math.ceil(self.cols / simd)
@@ -242,6 +245,8 @@ class DenseOp(HwOp):
                     continue                 # keeps the output stream one element wide
                 s = dataclasses.replace(self, pe=pe, simd=simd, in_ept=1, out_ept=1,
                                         use_dsp=False)
+                if s.const_weights and s.const_lc_floor(device) > device_lc:
+                    continue                 # unrolled, it cannot fit the device at all
                 if self.spram and s.spram_problem(device):
                     continue                 # SPRAM weights: only folds the blocks can hold
                 out.append((s.plan_cycles, s.estimate(device)["lc"], pe, simd))
@@ -418,13 +423,26 @@ class DenseOp(HwOp):
                "spram": nspram}
         return est | {"parts": parts} if detail else est
 
-    def _estimate_const(self, fam: str, c: dict) -> dict:
+    def const_lc_floor(self, device: str) -> int:
+        """A lower bound of the fully unrolled fold's estimated logic cells, without building
+        its adder graph: for a matrix of more than :data:`SOLVE_TERMS` terms (estimated from
+        :data:`SHARED_FRACTION` of its plain trees: at least one adder bit per adder, ``terms
+        - 1`` adders per row), else the logic around the graph alone. Lets the planner drop
+        unrolled folds that cannot fit the device before solving them."""
+        terms = cmvm.term_counts(self.dense.weight)
+        adders = 0
+        if int(terms.sum()) > SOLVE_TERMS:
+            adders = int(SHARED_FRACTION * int(np.maximum(terms - 1, 0).sum()))
+        fam = cost.family(device)
+        return self._estimate_const(fam, cost.COEFFS[fam], (adders, 0))["lc"]
+
+    def _estimate_const(self, fam: str, c: dict, tree: tuple | None = None) -> dict:
         """Fully unrolled: the matrix's shared-subexpression adder graph, no weight ROM,
-        constant biases."""
+        constant biases; ``tree``: (adder bits, register bits) instead of :func:`const_tree`'s."""
         d, rq, t = self.dense, self.requant, self.in_type
         in_ept, out_ept = self.in_ept, self.out_ept
         ab, xb = d.acc_bits, t.bits
-        adders, regs = const_tree(d.weight, t)
+        adders, regs = tree if tree is not None else const_tree(d.weight, t)
         ob = rq.bits if rq else ab
         rq_luts = cost.requant_lane_luts(rq, self.rows, ab) * out_ept
         slots = self.simd // in_ept

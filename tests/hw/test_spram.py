@@ -14,7 +14,7 @@ import pytest
 
 from softfloor.hw import planfile, planner
 from softfloor.hw.generate import WEIGHT_IMAGE, generate
-from softfloor.hw.ops import DenseOp
+from softfloor.hw.ops import DenseOp, lower
 from softfloor.hw.rtl import spram
 from softfloor.hw.rtl.mvu import weight_words
 from tests.randcnn import random_cnn
@@ -148,3 +148,26 @@ def test_board_refuses_a_core_with_spram_weights(big, tmp_path):
     with pytest.raises(ValueError, match=r"^layer\(s\) fc0 keep their weights in SPRAM.*re-plan"):
         check_core(g.manifest)
     check_core(generate(digits_model(0), tmp_path / "d").manifest)     # ROM weights: fine
+
+
+def test_unrolled_floor_is_a_lower_bound_and_prunes_tfc():
+    """The planner drops an unrolled fold only when its cheap lower bound exceeds the device:
+    the bound never exceeds the estimate (checked above and below SOLVE_TERMS), and TFC's
+    784x64 first layer is over the UP5K by it (the plan no longer solves its adder graph)."""
+    from softfloor.hw.ops.dense import SOLVE_TERMS
+    from softfloor.hw.rtl import cmvm
+    for sizes, wb in (((20, 12), 4), ((110, 100), 2)):
+        m = random_model(np.random.default_rng(2), sizes, in_bits=2, in_signed=False,
+                         weight_bits=wb, act_bits=2, final_requant=False)
+        op = DenseOp.of(m.layers[0], m.input.code_type, None, pe=sizes[1], simd=sizes[0],
+                        out_elements_per_transfer=sizes[1])
+        assert op.const_weights
+        terms = int(cmvm.term_counts(op.dense.weight).sum())
+        assert (terms > SOLVE_TERMS) == (sizes[0] > 50)
+        assert 0 < op.const_lc_floor("up5k") <= op.estimate("up5k")["lc"]
+    from softfloor.benchmarks.hardware import tfc_model
+    m, _ = tfc_model(1, 1)
+    fc0 = lower(m)[0]
+    op = fc0.with_fold(fc0.rows, fc0.cols)
+    assert op.const_lc_floor("up5k") > 5280
+    assert all(c[2:] != (fc0.rows, fc0.cols) for c in fc0.fold_options("up5k", True))
