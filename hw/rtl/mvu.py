@@ -32,7 +32,8 @@ Micro-architecture (FINN MVAU style, ``PE`` output rows x ``SIMD`` input columns
 * Fully unrolled (``pe = rows``, ``simd = cols``): the weights and biases are constants in the
   logic, no ROM, no multiplier: the product stage and the tree levels are the matrix's
   shared-subexpression adder graph (:mod:`softfloor.hw.rtl.cmvm`), registered every two adder
-  levels (:mod:`softfloor.hw.rtl.cmvm_emit`).
+  levels (:mod:`softfloor.hw.rtl.cmvm_emit`). Each input bank is one word, read without a
+  register straight into the graph's first stage.
 
 The module-level functions are the unit's arithmetic facts (product widths, partial products,
 tree depth, ROM words) that the op's formulas and this unit share.
@@ -49,12 +50,14 @@ from amaranth.lib.wiring import In, Out
 
 from softfloor.intmodel import ChannelRequant, CodeType, Dense
 from softfloor.hw.rtl import primitives as P
+from softfloor.hw.rtl import spram
 from softfloor.hw.rtl.cmvm import AdderGraph, matrix_graph, stages_of
 from softfloor.hw.rtl.cmvm_emit import emit
 from softfloor.hw.rtl.stream_io import transfer_shape
 from softfloor.hw.rtl.tables import double_buffer_depth, positive_int, table_value
 
-__all__ = ["MatrixVectorUnit", "MVU_LATENCY", "SPLIT_WEIGHT_BITS", "DSP_MIN_PRODUCT_BITS",
+__all__ = ["MatrixVectorUnit", "MVU_LATENCY", "MVU_CONST_LATENCY", "mvu_latency",
+           "SPLIT_WEIGHT_BITS", "DSP_MIN_PRODUCT_BITS",
            "tree_levels", "const_graph", "is_const", "requant_params",
            "product_bits", "product_selector_bits", "product_terms", "dsp_eligible",
            "check_fold", "weight_words", "bias_words"]
@@ -64,11 +67,20 @@ __all__ = ["MatrixVectorUnit", "MVU_LATENCY", "SPLIT_WEIGHT_BITS", "DSP_MIN_PROD
 #: memory read (1), product (1), accumulator (1), hold (1), scale (1), round (1), saturate (1),
 #: skid buffer output (1); the handshake is on the skid register's first valid cycle (-1).
 MVU_LATENCY = 8
+#: The same for a fully unrolled (constant-weight) MVU: its input buffer is two one-vector
+#: banks, read without a register straight into the adder graph's first stage (one cycle less).
+MVU_CONST_LATENCY = MVU_LATENCY - 1
 #: Shift-add products whose narrower operand (the one whose bits gate the terms) is this wide
 #: are split into two registered partial products.
 SPLIT_WEIGHT_BITS = 6
 #: Yosys maps a ``$mul`` to an iCE40/ECP5 DSP only when its result is at least this wide.
 DSP_MIN_PRODUCT_BITS = 11
+
+
+def mvu_latency(const: bool) -> int:
+    """The fixed part of an MVU's tail latency: :data:`MVU_CONST_LATENCY` for constant weights
+    (:func:`is_const`), else :data:`MVU_LATENCY`."""
+    return MVU_CONST_LATENCY if const else MVU_LATENCY
 
 
 def tree_levels(simd: int, product_terms: int = 1, const: bool = False, weight=None) -> int:
@@ -221,16 +233,26 @@ class MatrixVectorUnit(wiring.Component):
     dsp : bool
         Build the ``weight x input`` products as ``$mul`` cells that synthesis maps to DSP blocks
         (when they are wide enough, see :func:`dsp_eligible`); otherwise as shift-and-add logic.
+    weight_memory : {"rom", "spram"}
+        ``"rom"``: the weights are the initial contents of a ROM (block RAM or logic).
+        ``"spram"``: they sit in iCE40 UP5K SPRAM blocks (:mod:`softfloor.hw.rtl.spram`),
+        written through the ``w`` stream after reset; ``i.ready`` stays low until all
+        :meth:`load_words` were accepted. Ignored when fully unrolled (constants).
 
     Members
     -------
     i : ``In(stream.Signature(transfer_shape(in_shape, in_elements_per_transfer)))``
     o : ``Out(stream.Signature(transfer_shape(out_shape, out_elements_per_transfer)))``
+    w : ``In(stream.Signature(unsigned(spram.LOAD_BITS)))``, only with ``weight_memory="spram"``
     """
 
     def __init__(self, dense: Dense, in_type: CodeType, requant=None, *, pe: int = 1,
                  simd: int = 1, in_elements_per_transfer: int = 1,
-                 out_elements_per_transfer: int = 1, dsp: bool = False):
+                 out_elements_per_transfer: int = 1, dsp: bool = False,
+                 weight_memory: str = "rom"):
+        if weight_memory not in ("rom", "spram"):
+            raise ValueError(f"{dense.name}: weight_memory must be 'rom' or 'spram', got "
+                             f"{weight_memory!r}")
         self.dense, self.requant, self.in_type = dense, requant, in_type
         self.rows, self.cols = dense.out_features, dense.in_features
         check_fold(dense.name, self.rows, self.cols, pe, simd, in_elements_per_transfer,
@@ -250,15 +272,27 @@ class MatrixVectorUnit(wiring.Component):
         out_type = requant.out_type(acc_type) if requant else acc_type
         self.in_shape = P.code_shape(in_type.bits, in_type.signed)
         self.out_shape = P.code_shape(out_type.bits, out_type.signed)
-        super().__init__({
-            "i": In(stream.Signature(transfer_shape(self.in_shape, self.in_ept))),
-            "o": Out(stream.Signature(transfer_shape(self.out_shape, self.out_ept)))})
+        self.spram = weight_memory == "spram" and not self.const_weights
+        ports = {"i": In(stream.Signature(transfer_shape(self.in_shape, self.in_ept))),
+                 "o": Out(stream.Signature(transfer_shape(self.out_shape, self.out_ept)))}
+        if self.spram:
+            ports["w"] = In(stream.Signature(unsigned(spram.LOAD_BITS)))
+        super().__init__(ports)
 
     def weight_words(self) -> list[int]:
         return weight_words(self.dense.weight, self.dense.weight_bits, self.pe, self.simd)
 
     def bias_words(self) -> list[int]:
         return bias_words(self.dense.bias, self.dense.bias_bits, self.pe)
+
+    @property
+    def weight_width(self) -> int:
+        """Bits of one weight-memory word (``pe * simd * weight_bits``)."""
+        return self.pe * self.simd * self.dense.weight_bits
+
+    def load_words(self) -> list[int]:
+        """The ``w`` stream's transfers that load the SPRAM weights (:func:`spram.load_words`)."""
+        return spram.load_words(self.weight_words(), self.weight_width)
 
     # -- hardware ---------------------------------------------------------------------------
     def elaborate(self, platform):
@@ -277,14 +311,24 @@ class MatrixVectorUnit(wiring.Component):
         xdepth = double_buffer_depth(F)
         m.submodules.xbuf = xbuf = Memory(shape=unsigned(simd * b), depth=xdepth,
                                           init=[0] * xdepth)
-        xw, xr = xbuf.write_port(), xbuf.read_port()
         const = self.const_weights
-        if not const:
+        # Constant weights: one word per bank, read without a register (see MVU_CONST_LATENCY).
+        xw, xr = xbuf.write_port(), xbuf.read_port(domain="comb" if const else "sync")
+        loaded = None
+        if not const and self.spram:
+            waddr_sp, wen_sp = Signal(14), Signal()
+            wdata, loaded = spram.weight_spram(m, pe * simd * ws, G * F, self.w, waddr_sp,
+                                               wen_sp)
+            m.submodules.brom = brom = Memory(shape=unsigned(pe * self.dense.bias_bits),
+                                              depth=G, init=self.bias_words())
+            br = brom.read_port()
+        elif not const:
             m.submodules.wrom = wrom = Memory(shape=unsigned(pe * simd * ws), depth=G * F,
                                               init=self.weight_words())
             m.submodules.brom = brom = Memory(shape=unsigned(pe * self.dense.bias_bits),
                                               depth=G, init=self.bias_words())
             wr, br = wrom.read_port(), brom.read_port()
+            wdata = wr.data
 
         def bank_addr(word, bank):
             return Cat(word, bank) if fold_w else bank
@@ -298,7 +342,8 @@ class MatrixVectorUnit(wiring.Component):
         slots = simd // win
         last_slots = (self.cols - (F - 1) * simd) // win
         take = Signal()
-        m.d.comb += [self.i.ready.eq(~full.bit_select(wr_bank, 1)),
+        room = ~full.bit_select(wr_bank, 1)
+        m.d.comb += [self.i.ready.eq(room & loaded if self.spram else room),
                      take.eq(self.i.valid & self.i.ready)]
         data_in = Value.cast(self.i.payload)
         if slots == 1:
@@ -349,9 +394,12 @@ class MatrixVectorUnit(wiring.Component):
         lastg0 = Signal()
         m.d.comb += [issue.eq(full.bit_select(rd_bank, 1) & advance),
                      first0.eq(fold == 0), last0.eq(fold == F - 1), lastg0.eq(group == G - 1),
-                     xr.addr.eq(bank_addr(fold[:fold_w] if fold_w else fold, rd_bank)),
-                     xr.en.eq(advance)]
+                     xr.addr.eq(bank_addr(fold[:fold_w] if fold_w else fold, rd_bank))]
         if not const:
+            m.d.comb += xr.en.eq(advance)
+        if self.spram:
+            m.d.comb += [waddr_sp.eq(waddr), wen_sp.eq(advance)]
+        elif not const:
             m.d.comb += [wr.addr.eq(waddr), wr.en.eq(advance)]
         with m.If(issue):
             with m.If(last0):
@@ -365,8 +413,9 @@ class MatrixVectorUnit(wiring.Component):
                 m.d.sync += [fold.eq(fold + 1), waddr.eq(waddr + 1)]
 
         # ---- control pipeline: stage 1 = memory outputs, 2 = products, 3.. = tree levels ---
+        # (constant weights: stage 1 = the adder graph's first stage, 2.. = its other stages)
         L = self.tree_levels
-        T = 2 + L                                   # stage whose registers feed the accumulator
+        T = (1 if const else 2) + L                 # stage whose registers feed the accumulator
         ctl = [(issue, first0, last0, lastg0, group)]
         for k in range(1, T + 1):
             v, f, l, lg = Signal(name=f"v{k}"), Signal(name=f"first{k}"), Signal(name=f"last{k}"), \
@@ -384,7 +433,7 @@ class MatrixVectorUnit(wiring.Component):
         if const:
             sums = self._const_sums(m, xs, advance)
         else:
-            sums = self._rom_sums(m, xs, wr, advance, ab, L)
+            sums = self._rom_sums(m, xs, wdata, advance, ab, L)
 
         # bias read one stage ahead of the accumulator (constants when fully unrolled)
         bb = self.dense.bias_bits
@@ -408,14 +457,14 @@ class MatrixVectorUnit(wiring.Component):
         return emit(m, xs[:self.cols], const_graph(self.dense.weight, self.in_type),
                     enable=advance, name="cm")
 
-    def _rom_sums(self, m, xs, wr, advance, ab, L):
+    def _rom_sums(self, m, xs, wdata, advance, ab, L):
         pe, simd, ws = self.pe, self.simd, self.dense.weight_bits
         level = []
         for p in range(pe):
             lane = []
             for s in range(simd):
                 k = p * simd + s
-                wbits = wr.data[k * ws:(k + 1) * ws]
+                wbits = wdata[k * ws:(k + 1) * ws]
                 if ws == 1:
                     prods = [P.multiply_binary(wbits[0], xs[s])]
                 elif self.dsp:
