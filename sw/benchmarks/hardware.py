@@ -9,8 +9,8 @@ input beat being the bottleneck), and fully unrolled (``pe = rows``, ``simd = co
 constants, see :class:`softfloor.hw.rtl.mvu.MatrixVectorUnit`) on an ECP5-85F with a 32-bit input beat
 and all 10 logits in one output beat; and the digits CNN (``softfloor.cnn``: conv3x3x8 -> pool ->
 conv3x3x16 -> pool -> dense, w4a4) on the UP5K and the ECP5-25F; and FINN's TFC (784-64-64-64-10,
-:func:`tfc_model`: random weights, w1a1 and w2a2, on the UP5K, both simulators; w2a2 keeps its
-first layer in SPRAM): the planner's plan (``ROWS``), then
+:func:`tfc_model`: random weights, w1a1, w2a2 and w4a4, on the UP5K and the ECP5-25F, both
+simulators; on the UP5K w2a2 and w4a4 keep their first layer in SPRAM): the planner's plan (``ROWS``), then
 
 * RTL co-simulation on Verilator (and Icarus for the unrolled rows) of the test samples:
   bit-exactness against the golden model, measured latency (an isolated sample) and measured
@@ -46,7 +46,8 @@ ROWS = ([((wb, ab), "up5k", "throughput", False) for wb, ab in MODELS]
         + [((wb, ab), "ecp5-25f", "throughput", False) for wb, ab in MODELS]
         + [((4, 4), "ecp5-25f", "throughput", False, "cnn")]
         + [((wb, ab), "ecp5-85f", "latency", True) for wb, ab in ((4, 4), (2, 2), (1, 1))]
-        + [((wb, ab), "up5k", "throughput", False, "tfc") for wb, ab in ((1, 1), (2, 2))])
+        + [((wb, ab), "up5k", "throughput", False, "tfc") for wb, ab in ((1, 1), (2, 2), (4, 4))]
+        + [((wb, ab), "ecp5-25f", "throughput", False, "tfc") for wb, ab in ((1, 1), (2, 2), (4, 4))])
 #: Output beat of the rows whose default beat needs more pins than the device has: the
 #: UP5K SG48 (39 pins) takes w8a8's 32-bit logits in two 16-bit beats.
 OUTPUT_TDATA = {((8, 8), "up5k"): 16}
@@ -75,7 +76,7 @@ def _memory(entry: dict) -> str:
 #: these sizes is the "your own network" workload; the layout and the timing do not depend on
 #: the values).
 TFC_SIZES = (784, 64, 64, 64, 10)
-TFC_MODELS = ((1, 1), (2, 2))
+TFC_MODELS = ((1, 1), (2, 2), (4, 4))
 #: TFC inferences/s targets on the UP5K (Fmax / II).
 TARGET_UP5K_TFC = {"tfc-w1a1-random": 100_000, "tfc-w2a2-random": 25_000}
 TFC_SAMPLES = 40
