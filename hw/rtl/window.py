@@ -34,10 +34,11 @@ from amaranth.lib.wiring import In, Out
 
 from softfloor import arith
 from softfloor.hw.rtl import primitives as P
+from softfloor.hw.rtl.linebuffer import line_geometry, line_mode_error, line_timing
 from softfloor.hw.rtl.stream_io import transfer_shape
 from softfloor.hw.rtl.tables import double_buffer_depth, positive_int, table_value
 
-__all__ = ["SlidingWindow", "WINDOW_LATENCY", "RELEASE_DELAY", "ORDERS", "stream_index",
+__all__ = ["SlidingWindow", "WINDOW_LATENCY", "RELEASE_DELAY", "ORDERS", "MODES", "stream_index",
            "window_taps", "im2col", "release_hazard"]
 
 #: Cycles from the last input transfer accepted to the first output transfer accepted (idle
@@ -48,6 +49,9 @@ WINDOW_LATENCY = 6
 RELEASE_DELAY = 2
 #: Element orders of a (C, H, W) tensor on a stream.
 ORDERS = ("chw", "hwc")
+#: Window memories: two whole frames (``"frame"``) or a line buffer (``"lines"``, see
+#: :mod:`softfloor.hw.rtl.linebuffer`).
+MODES = ("frame", "lines")
 
 
 def stream_index(order: str, shape, c, y, x):
@@ -150,8 +154,11 @@ class SlidingWindow(wiring.Component):
     def __init__(self, shape, element_shape, *, order: str = "hwc", kernel=(1, 1),
                  stride=(1, 1), padding=(0, 0, 0, 0), pad_value: int = 0,
                  in_elements_per_transfer: int = 1, out_elements_per_transfer: int = 1,
-                 name: str = "window"):
+                 mode: str = "frame", name: str = "window"):
         self.name = name
+        if mode not in MODES:
+            raise ValueError(f"{name}: mode must be one of {MODES}, got {mode!r}")
+        self.mode = mode
         self.shape = tuple(positive_int("shape", int(v)) for v in shape)
         if len(self.shape) != 3:
             raise ValueError(f"{name}: shape must be (C, H, W), got {shape!r}")
@@ -185,7 +192,12 @@ class SlidingWindow(wiring.Component):
             raise ValueError(f"{name}: out_elements_per_transfer={n} must divide the window's "
                              f"{self.cols} taps")
         self.in_ept, self.out_ept = k, n
-        self.late_release = release_hazard(self.shape, self.order, self.kernel, self.stride,
+        if mode == "lines":
+            why = line_mode_error(self.shape, order, self.kernel, self.padding, k)
+            if why:
+                raise ValueError(f"{name}: {why}")
+            self.lines = line_geometry(self.shape, self.kernel, self.stride, self.padding, k, n)
+        self.late_release = mode == "frame" and release_hazard(self.shape, self.order, self.kernel, self.stride,
                                            self.padding, k, n)
         super().__init__({
             "i": In(stream.Signature(transfer_shape(self.element_shape, k))),
@@ -209,27 +221,47 @@ class SlidingWindow(wiring.Component):
     def out_transfers(self) -> int:
         return self.pixels * self.transfers_per_pixel
 
+    def _line_timing(self):
+        return line_timing(self.shape, self.kernel, self.stride, self.padding, self.in_ept,
+                           self.out_ept)
+
     @property
     def initiation_interval(self) -> int:
+        if self.mode == "lines":
+            t = self._line_timing()
+            return t[-1][2] - t[-2][2]
         return max(self.in_transfers, self.out_transfers
                    + (RELEASE_DELAY if self.late_release else 0))
 
     @property
     def tail_latency(self) -> int:
+        """Last input transfer accepted -> last output transfer accepted (one frame, input at
+        full rate, output always ready)."""
+        if self.mode == "lines":
+            _, last_in, last_out = self._line_timing()[0]
+            return last_out - last_in
         return self.out_transfers - 1 + WINDOW_LATENCY
 
     @property
     def latency(self) -> int:
+        """First input transfer accepted -> last output transfer accepted (as above)."""
+        if self.mode == "lines":
+            first_in, _, last_out = self._line_timing()[0]
+            return last_out - first_in
         return self.in_transfers - 1 + self.tail_latency
 
     @property
     def memory_words(self) -> int:
+        if self.mode == "lines":
+            return self.lines.depth
         return double_buffer_depth(self.in_transfers)
 
     read_ports = property(lambda self: self.out_ept)
 
     # -- hardware ---------------------------------------------------------------------------
     def elaborate(self, platform):
+        if self.mode == "lines":
+            return self._elaborate_lines()
         m = Module()
         C, H, W = self.shape
         k, n = self.in_ept, self.out_ept
@@ -357,6 +389,133 @@ class SlidingWindow(wiring.Component):
             sel1 = reg(eu[:kb] if kb else 0, f"sel1_{j}", max(1, kb))
             word = rps[j].data
             elem = word.word_select(sel1, b) if k > 1 else word
+            lanes.append(Mux(pad1, Const(self.pad_value, self.element_shape).as_unsigned(),
+                             elem))
+        with m.If(advance):
+            m.d.sync += [v1.eq(vb), res.valid.eq(v1), res.payload.eq(Cat(*lanes))]
+        out = P.skid_buffer(m, "skid", res, transfer_shape(self.element_shape, n))
+        m.d.comb += [self.o.payload.eq(out.payload), self.o.valid.eq(out.valid),
+                     out.ready.eq(self.o.ready)]
+        return m
+
+    def _elaborate_lines(self):
+        """The line buffer (see :mod:`softfloor.hw.rtl.linebuffer`): a ring of ``depth`` words,
+        global word counters modulo ``R`` (written ``wr``, released ``relg``, the reader's frame
+        start ``fbase``), the pixel's base address in the ring kept incrementally."""
+        m = Module()
+        C, H, W = self.shape
+        g = self.lines
+        k, n, b = self.in_ept, self.out_ept, self.element_shape.width
+        depth, words = g.depth, g.words
+        rbits = (words + depth).bit_length() + 1            # R = 2**rbits > 2 * (words + depth)
+        m.submodules.lbuf = lbuf = Memory(shape=unsigned(k * b), depth=depth, init=[0] * depth)
+        wp = lbuf.write_port()
+        rps = [lbuf.read_port() for _ in range(n)]
+        aw = max(1, (depth - 1).bit_length())
+
+        def addmod(x, const):
+            """``(x + const) mod depth`` for ``0 <= x < depth`` (``const`` any integer)."""
+            c = const % depth
+            if c == 0:
+                return x
+            s_ = x + c
+            return Mux(s_ >= depth, s_ - depth, s_)[:aw]
+
+        # ---- write side: ring address, global count, free space -----------------------------
+        wr, relg, fbase = Signal(rbits), Signal(rbits), Signal(rbits)
+        waddr = Signal(aw)
+        take = Signal()
+        occ = Signal(rbits)
+        m.d.comb += [occ.eq(wr - relg), self.i.ready.eq(occ < depth),
+                     take.eq(self.i.valid & self.i.ready),
+                     wp.addr.eq(waddr), wp.data.eq(Value.cast(self.i.payload)), wp.en.eq(take)]
+        with m.If(take):
+            m.d.sync += [wr.eq(wr + 1), waddr.eq(addmod(waddr, 1))]
+
+        # ---- read side: (oy, ox, t) counters, need / release of the pixel --------------------
+        T = self.transfers_per_pixel
+        (kh, kw), (sy, sx), (pt, pl, _, _) = self.kernel, self.stride, self.padding
+        res = stream.Signature(transfer_shape(self.element_shape, n)).create()
+        advance, issue = Signal(), Signal()
+        m.d.comb += advance.eq(~res.valid | res.ready)
+        t = Signal(range(max(2, T)))
+        ox = Signal(range(max(2, self.ow)))
+        oy = Signal(range(max(2, self.oh)))
+        span = max(H, W) + max(pt, pl) + max(kh, kw) + max(sy * self.oh, sx * self.ow) + 2
+        by = Signal(signed(span.bit_length() + 1), init=-pt)
+        bx = Signal(signed(span.bit_length() + 1), init=-pl)
+        start = (-pt * W - pl) * g.pixel_words % depth
+        pbase = Signal(aw, init=start)                # ring address of the window's top left
+        rbase = Signal(aw, init=start)                # ... of the row's first window
+        fstart = Signal(aw)                           # ring address of the frame's word 0
+        wbits = words.bit_length() + 1
+        need = Signal(wbits)
+        rel = Signal(wbits)
+        rbase_w, cbase_w = (table_value(m, list(v), i, unsigned(wbits), nm) for v, i, nm in
+                            ((g.row_base, oy, "row_base"), (g.col_base, ox, "col_base")))
+        rnext = table_value(m, list(g.row_next), oy, unsigned(wbits), "row_next")
+        m.d.comb += [
+            need.eq(table_value(m, list(g.row_need), oy, unsigned(wbits), "row_need")
+                    + table_value(m, list(g.col_need), ox, unsigned(wbits), "col_need")),
+            rel.eq(Mux(rbase_w + cbase_w < rnext, rbase_w + cbase_w, rnext))]
+        lead = Signal(rbits)
+        m.d.comb += [lead.eq(wr - fbase), issue.eq(advance & (lead >= need))]
+        last_t, last_x, last_y = (t == T - 1), (ox == self.ow - 1), (oy == self.oh - 1)
+        with m.If(issue):
+            with m.If(last_t):
+                m.d.sync += t.eq(0)
+                with m.If(last_x):
+                    m.d.sync += [ox.eq(0), bx.eq(-pl)]
+                    with m.If(last_y):
+                        f2 = addmod(fstart, words)
+                        m.d.sync += [oy.eq(0), by.eq(-pt), fbase.eq(fbase + words),
+                                     fstart.eq(f2), rbase.eq(addmod(f2, start)),
+                                     pbase.eq(addmod(f2, start))]
+                    with m.Else():
+                        r2 = addmod(rbase, sy * W * g.pixel_words)
+                        m.d.sync += [oy.eq(oy + 1), by.eq(by + sy), rbase.eq(r2), pbase.eq(r2)]
+                with m.Else():
+                    m.d.sync += [ox.eq(ox + 1), bx.eq(bx + sx),
+                                 pbase.eq(addmod(pbase, sx * g.pixel_words))]
+            with m.Else():
+                m.d.sync += t.eq(t + 1)
+
+        def reg(expr, name, shape=None):
+            r = Signal(shape if shape is not None else Value.cast(expr).shape(), name=name)
+            with m.If(advance):
+                m.d.sync += r.eq(expr)
+            return r
+
+        va = reg(issue, "va")
+        vb = reg(va, "vb")
+        v1 = Signal(name="v1")
+        rel_a = reg((fbase + rel)[:rbits], "rel_a", rbits)
+        rel_b = reg(rel_a, "rel_b", rbits)
+        with m.If(advance & vb):                  # the taps are read: release what they free
+            m.d.sync += relg.eq(rel_b)
+        kb = (k - 1).bit_length()
+        lanes = []
+        for j in range(n):
+            qs = [t_ * n + j for t_ in range(T)]
+
+            def pick(vals, name, unsigned_=False):
+                shape = (unsigned(max(1, max(vals).bit_length())) if unsigned_
+                         else signed(max(v.bit_length() for v in vals) + 1))
+                return table_value(m, vals, t, shape, f"{name}{j}")
+
+            iy = reg(by + pick([self.taps[q][1] for q in qs], "ky"), f"iy{j}", by.shape())
+            ix = reg(bx + pick([self.taps[q][2] for q in qs], "kx"), f"ix{j}", bx.shape())
+            off = pick([g.tap_offset[q] for q in qs], "off", True)
+            sa = reg(pbase + off, f"sa{j}", unsigned(aw + 1))
+            sela = reg(pick([g.tap_select[q] for q in qs], "sel", True), f"sela{j}")
+            inb = reg((iy >= 0) & (iy < H) & (ix >= 0) & (ix < W), f"inb{j}", 1)
+            ab = reg(Mux(sa >= depth, sa - depth, sa)[:aw], f"ab{j}", unsigned(aw))
+            selb = reg(sela, f"selb{j}")
+            m.d.comb += [rps[j].addr.eq(ab), rps[j].en.eq(advance)]
+            pad1 = reg(~inb, f"pad1_{j}", 1)
+            sel1 = reg(selb, f"sel1_{j}")
+            word = rps[j].data
+            elem = word.word_select(sel1[:max(1, kb)], b) if k > 1 else word
             lanes.append(Mux(pad1, Const(self.pad_value, self.element_shape).as_unsigned(),
                              elem))
         with m.If(advance):
