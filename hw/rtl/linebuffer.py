@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-__all__ = ["LineGeometry", "line_geometry", "line_timing", "line_mode_error", "ISSUE_TO_OUT",
-           "ISSUE_TO_RELEASE"]
+__all__ = ["LineGeometry", "line_geometry", "line_timing", "line_mode_error", "line_cycles",
+           "ISSUE_TO_OUT", "ISSUE_TO_RELEASE"]
 
 #: Cycles from issuing a tap transfer to accepting it at the output (address, read, tap
 #: register, skid; see ``WINDOW_LATENCY``: one more from the last write to the issue).
@@ -141,3 +141,13 @@ def line_timing(shape, kernel, stride, padding, in_ept: int, out_ept: int,
         last_out = start[f * P + P - 1] + T - 1 + ISSUE_TO_OUT
         out.append((wtime[f * words], wtime[f * words + words - 1], last_out))
     return tuple(out)
+
+
+def line_cycles(shape, kernel, stride, padding, in_ept: int, out_ept: int) -> dict:
+    """The line buffer's timing from :func:`line_timing`: ``initiation_interval`` (frames back to
+    back), ``latency`` (first input -> last output) and ``tail_latency`` (last input -> last
+    output) of one frame, input at full rate, output always ready."""
+    t = line_timing(tuple(shape), tuple(kernel), tuple(stride), tuple(padding), in_ept, out_ept)
+    (first_in, last_in, last_out) = t[0]
+    return {"initiation_interval": t[-1][2] - t[-2][2], "latency": last_out - first_in,
+            "tail_latency": last_out - last_in}

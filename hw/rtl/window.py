@@ -34,7 +34,7 @@ from amaranth.lib.wiring import In, Out
 
 from softfloor import arith
 from softfloor.hw.rtl import primitives as P
-from softfloor.hw.rtl.linebuffer import line_geometry, line_mode_error, line_timing
+from softfloor.hw.rtl.linebuffer import line_cycles, line_geometry, line_mode_error
 from softfloor.hw.rtl.stream_io import transfer_shape
 from softfloor.hw.rtl.tables import double_buffer_depth, positive_int, table_value
 
@@ -221,15 +221,14 @@ class SlidingWindow(wiring.Component):
     def out_transfers(self) -> int:
         return self.pixels * self.transfers_per_pixel
 
-    def _line_timing(self):
-        return line_timing(self.shape, self.kernel, self.stride, self.padding, self.in_ept,
-                           self.out_ept)
+    def _line(self, key: str) -> int:
+        return line_cycles(self.shape, self.kernel, self.stride, self.padding, self.in_ept,
+                           self.out_ept)[key]
 
     @property
     def initiation_interval(self) -> int:
         if self.mode == "lines":
-            t = self._line_timing()
-            return t[-1][2] - t[-2][2]
+            return self._line("initiation_interval")
         return max(self.in_transfers, self.out_transfers
                    + (RELEASE_DELAY if self.late_release else 0))
 
@@ -238,16 +237,14 @@ class SlidingWindow(wiring.Component):
         """Last input transfer accepted -> last output transfer accepted (one frame, input at
         full rate, output always ready)."""
         if self.mode == "lines":
-            _, last_in, last_out = self._line_timing()[0]
-            return last_out - last_in
+            return self._line("tail_latency")
         return self.out_transfers - 1 + WINDOW_LATENCY
 
     @property
     def latency(self) -> int:
         """First input transfer accepted -> last output transfer accepted (as above)."""
         if self.mode == "lines":
-            first_in, _, last_out = self._line_timing()[0]
-            return last_out - first_in
+            return self._line("latency")
         return self.in_transfers - 1 + self.tail_latency
 
     @property
