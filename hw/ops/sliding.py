@@ -10,8 +10,7 @@ from softfloor.hw.ops import cost
 from softfloor.hw.ops.base import PlanEntryError
 from softfloor.hw.rtl.linebuffer import line_cycles, line_geometry, line_mode_error
 from softfloor.hw.rtl.tables import double_buffer_depth
-from softfloor.hw.rtl.window import (MODES, RELEASE_DELAY, WINDOW_LATENCY, im2col, release_hazard,
-                                     window_taps)
+from softfloor.hw.rtl.window import MODES, RELEASE_DELAY, WINDOW_LATENCY, im2col, release_hazard
 
 __all__ = ["SlidingWindowOp", "MAX_TAP_LANES", "LINES_ABOVE_BITS", "divisors"]
 
@@ -43,8 +42,9 @@ class SlidingWindowOp:
 
     @property
     def out_hw(self) -> tuple[int, int]:
-        L = self.layer
-        return window_taps(self.in_shape, L.kernel, L.stride, self.padding)[0]
+        (_, H, W), L, (pt, pl, pb, pr) = self.in_shape, self.layer, self.padding
+        return ((H + pt + pb - L.kernel[0]) // L.stride[0] + 1,
+                (W + pl + pr - L.kernel[1]) // L.stride[1] + 1)
 
     @property
     def pixels(self) -> int:

@@ -235,7 +235,8 @@ CONVS = {
                              tap_elements_per_transfer=2, out_elements_per_transfer=2)),
     "lines_cnv": ((4, 6, 5), CodeType.full(1, False), "hwc", 4, (3, 3), (1, 1), (0, 0, 0, 0), 0,
                   2, False, dict(pe=4, simd=12, in_elements_per_transfer=2,
-                                 tap_elements_per_transfer=6, window="lines")),
+                                 tap_elements_per_transfer=6, out_elements_per_transfer=2,
+                                 window="lines")),
 }
 
 
