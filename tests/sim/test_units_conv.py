@@ -70,13 +70,12 @@ WINDOWS = {
     "chw_k3x3_s2x1_pad": ((2, 4, 5), signed(7), "chw", (3, 3), (2, 1), (1, 1, 1, 0), -7, 2, 3),
     "hwc_k2x3_s1x2_pad": ((3, 3, 4), unsigned(6), "hwc", (2, 3), (1, 2), (0, 2, 1, 1), 63, 4, 2),
     "hwc_k1x1": ((4, 2, 3), signed(5), "hwc", (1, 1), (1, 1), (0, 0, 0, 0), 0, 1, 4),
-    # line buffers: a CNV conv (3x3, stride 1, no padding), padding with stride 2x1, a pool
+    # line buffers: a CNV conv (3x3, stride 1, no padding), padding with stride 2x1 (the pool
+    # unit's line buffer: POOLS)
     "lines_cnv_k3x3": ((4, 7, 6), unsigned(8), "hwc", (3, 3), (1, 1), (0, 0, 0, 0), 0, 2, 3,
                        "lines"),
     "lines_k3x3_s2x1_pad": ((2, 6, 5), signed(7), "hwc", (3, 3), (2, 1), (1, 1, 1, 0), -7, 1,
                             2, "lines"),
-    "lines_pool_k2_s2": ((4, 6, 6), unsigned(8), "hwc", (2, 2), (2, 2), (0, 0, 0, 0), 0, 4, 4,
-                         "lines"),
 }
 
 
