@@ -25,6 +25,7 @@ Faces (FINN style):
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
@@ -121,6 +122,14 @@ def release_hazard(shape, order, kernel, stride, padding, in_ept: int, out_ept: 
                     stream_index(order, shape, c, y, x) // in_ept <= 1:
                 return True
     return False
+
+
+def _stage(m, advance, expr, name, shape=None):
+    """A pipeline register loaded from ``expr`` while ``advance``."""
+    r = Signal(shape if shape is not None else Value.cast(expr).shape(), name=name)
+    with m.If(advance):
+        m.d.sync += r.eq(expr)
+    return r
 
 
 class SlidingWindow(wiring.Component):
@@ -256,6 +265,59 @@ class SlidingWindow(wiring.Component):
     read_ports = property(lambda self: self.out_ept)
 
     # -- hardware ---------------------------------------------------------------------------
+    def _read_counters(self, m):
+        """The reader's output-side signals and its (oy, ox, t) counters, with the window's
+        top-left corner ``(by, bx) = (oy * sy - pt, ox * sx - pl)``; ``issue`` is driven by
+        the caller."""
+        C, H, W = self.shape
+        T = self.transfers_per_pixel
+        (kh, kw), (sy, sx), (pt, pl, _, _) = self.kernel, self.stride, self.padding
+        res = stream.Signature(transfer_shape(self.element_shape, self.out_ept)).create()
+        advance = Signal()
+        m.d.comb += advance.eq(~res.valid | res.ready)
+        issue = Signal()
+        t = Signal(range(max(2, T)))
+        ox = Signal(range(max(2, self.ow)))
+        oy = Signal(range(max(2, self.oh)))
+        span = max(H, W) + max(pt, pl) + max(kh, kw) + max(sy * self.oh, sx * self.ow) + 2
+        by = Signal(signed(span.bit_length() + 1), init=-pt)       # oy * sy - pt
+        bx = Signal(signed(span.bit_length() + 1), init=-pl)       # ox * sx - pl
+        last_t, last_x, last_y = (t == T - 1), (ox == self.ow - 1), (oy == self.oh - 1)
+        return SimpleNamespace(T=T, span=span, res=res, advance=advance, issue=issue, t=t,
+                               ox=ox, oy=oy, by=by, bx=bx, last_t=last_t, last_x=last_x,
+                               last_y=last_y)
+
+    def _step_counters(self, m, c, next_frame, next_row=None, next_col=None):
+        """Advance the counters on ``issue``; the callbacks add what changes with them."""
+        (sy, sx), (pt, pl, _, _) = self.stride, self.padding
+        with m.If(c.issue):
+            with m.If(c.last_t):
+                m.d.sync += c.t.eq(0)
+                with m.If(c.last_x):
+                    m.d.sync += [c.ox.eq(0), c.bx.eq(-pl)]
+                    with m.If(c.last_y):
+                        m.d.sync += [c.oy.eq(0), c.by.eq(-pt)]
+                        next_frame()
+                    with m.Else():
+                        m.d.sync += [c.oy.eq(c.oy + 1), c.by.eq(c.by + sy)]
+                        if next_row:
+                            next_row()
+                with m.Else():
+                    m.d.sync += [c.ox.eq(c.ox + 1), c.bx.eq(c.bx + sx)]
+                    if next_col:
+                        next_col()
+            with m.Else():
+                m.d.sync += c.t.eq(c.t + 1)
+
+    def _emit(self, m, c, v1, vb, lanes):
+        """The tap register and the skid buffer to ``o``."""
+        with m.If(c.advance):
+            m.d.sync += [v1.eq(vb), c.res.valid.eq(v1), c.res.payload.eq(Cat(*lanes))]
+        out = P.skid_buffer(m, "skid", c.res, transfer_shape(self.element_shape, self.out_ept))
+        m.d.comb += [self.o.payload.eq(out.payload), self.o.valid.eq(out.valid),
+                     out.ready.eq(self.o.ready)]
+
+
     def elaborate(self, platform):
         if self.mode == "lines":
             return self._elaborate_lines()
@@ -275,7 +337,7 @@ class SlidingWindow(wiring.Component):
             return Cat(word[:aw], bank) if aw else bank
 
         full = Signal(2)
-        set_full, clr_full = Signal(2), Signal(2)
+        set_full, clr_full = Signal(2), Signal(2, name="clr_full")
         rd_bank = Signal()
         m.d.sync += full.eq((full | set_full) & ~clr_full)
 
@@ -302,19 +364,10 @@ class SlidingWindow(wiring.Component):
                 m.d.sync += wr_word.eq(wr_word + 1)
 
         # ---- read side: (oy, ox, t) counters -------------------------------------------------
-        T = self.transfers_per_pixel
+        c = self._read_counters(m)
+        T, span, advance, issue = c.T, c.span, c.advance, c.issue
         (kh, kw), (sy, sx), (pt, pl, _, _) = self.kernel, self.stride, self.padding
-        res = stream.Signature(transfer_shape(self.element_shape, n)).create()
-        advance = Signal()
-        m.d.comb += advance.eq(~res.valid | res.ready)
-        issue = Signal()
-        t = Signal(range(max(2, T)))
-        ox = Signal(range(max(2, self.ow)))
-        oy = Signal(range(max(2, self.oh)))
-        span = max(H, W) + max(pt, pl) + max(kh, kw) + max(sy * self.oh, sx * self.ow) + 2
-        by = Signal(signed(span.bit_length() + 1), init=-pt)       # oy * sy - pt
-        bx = Signal(signed(span.bit_length() + 1), init=-pl)       # ox * sx - pl
-        last_t, last_x, last_y = (t == T - 1), (ox == self.ow - 1), (oy == self.oh - 1)
+        last_t, last_x, last_y, t = c.last_t, c.last_x, c.last_y, c.t
         if self.late_release:
             gap = Signal(2)                   # idle cycles after a frame (see late_release)
             m.d.comb += issue.eq(full.bit_select(rd_bank, 1) & advance & (gap == 0))
@@ -324,21 +377,13 @@ class SlidingWindow(wiring.Component):
                 m.d.sync += gap.eq(gap - 1)
         else:
             m.d.comb += issue.eq(full.bit_select(rd_bank, 1) & advance)
-        with m.If(issue):
-            with m.If(last_t):
-                m.d.sync += t.eq(0)
-                with m.If(last_x):
-                    m.d.sync += [ox.eq(0), bx.eq(-pl)]
-                    with m.If(last_y):
-                        m.d.sync += [oy.eq(0), by.eq(-pt), rd_bank.eq(~rd_bank)]
-                        if not self.late_release:
-                            m.d.comb += clr_full.eq(Mux(rd_bank, 0b10, 0b01))
-                    with m.Else():
-                        m.d.sync += [oy.eq(oy + 1), by.eq(by + sy)]
-                with m.Else():
-                    m.d.sync += [ox.eq(ox + 1), bx.eq(bx + sx)]
-            with m.Else():
-                m.d.sync += t.eq(t + 1)
+
+        def next_frame():
+            m.d.sync += rd_bank.eq(~rd_bank)
+            if not self.late_release:
+                m.d.comb += clr_full.eq(Mux(rd_bank, 0b10, 0b01))
+        self._step_counters(m, c, next_frame)
+        by, bx = c.by, c.bx
 
         # ---- per lane: tap address, padding, element select (pipelined: geometry register,
         # address register, memory read, tap register) ------------------------------------
@@ -346,10 +391,7 @@ class SlidingWindow(wiring.Component):
         ew = (self.frame + rs * span + cs * span).bit_length() + 2
 
         def reg(expr, name, shape=None):
-            r = Signal(shape if shape is not None else Value.cast(expr).shape(), name=name)
-            with m.If(advance):
-                m.d.sync += r.eq(expr)
-            return r
+            return _stage(m, advance, expr, name, shape)
 
         va = reg(issue, "va")
         vb = reg(va, "vb")
@@ -388,11 +430,7 @@ class SlidingWindow(wiring.Component):
             elem = word.word_select(sel1, b) if k > 1 else word
             lanes.append(Mux(pad1, Const(self.pad_value, self.element_shape).as_unsigned(),
                              elem))
-        with m.If(advance):
-            m.d.sync += [v1.eq(vb), res.valid.eq(v1), res.payload.eq(Cat(*lanes))]
-        out = P.skid_buffer(m, "skid", res, transfer_shape(self.element_shape, n))
-        m.d.comb += [self.o.payload.eq(out.payload), self.o.valid.eq(out.valid),
-                     out.ready.eq(self.o.ready)]
+        self._emit(m, c, v1, vb, lanes)
         return m
 
     def _elaborate_lines(self):
@@ -430,17 +468,9 @@ class SlidingWindow(wiring.Component):
             m.d.sync += [wr.eq(wr + 1), waddr.eq(addmod(waddr, 1))]
 
         # ---- read side: (oy, ox, t) counters, need / release of the pixel --------------------
-        T = self.transfers_per_pixel
+        c = self._read_counters(m)
+        T, advance, issue, t, ox, oy = c.T, c.advance, c.issue, c.t, c.ox, c.oy
         (kh, kw), (sy, sx), (pt, pl, _, _) = self.kernel, self.stride, self.padding
-        res = stream.Signature(transfer_shape(self.element_shape, n)).create()
-        advance, issue = Signal(), Signal()
-        m.d.comb += advance.eq(~res.valid | res.ready)
-        t = Signal(range(max(2, T)))
-        ox = Signal(range(max(2, self.ow)))
-        oy = Signal(range(max(2, self.oh)))
-        span = max(H, W) + max(pt, pl) + max(kh, kw) + max(sy * self.oh, sx * self.ow) + 2
-        by = Signal(signed(span.bit_length() + 1), init=-pt)
-        bx = Signal(signed(span.bit_length() + 1), init=-pl)
         start = (-pt * W - pl) * g.pixel_words % depth
         pbase = Signal(aw, init=start)                # ring address of the window's top left
         rbase = Signal(aw, init=start)                # ... of the row's first window
@@ -457,31 +487,23 @@ class SlidingWindow(wiring.Component):
             rel.eq(Mux(rbase_w + cbase_w < rnext, rbase_w + cbase_w, rnext))]
         lead = Signal(rbits)
         m.d.comb += [lead.eq(wr - fbase), issue.eq(advance & (lead >= need))]
-        last_t, last_x, last_y = (t == T - 1), (ox == self.ow - 1), (oy == self.oh - 1)
-        with m.If(issue):
-            with m.If(last_t):
-                m.d.sync += t.eq(0)
-                with m.If(last_x):
-                    m.d.sync += [ox.eq(0), bx.eq(-pl)]
-                    with m.If(last_y):
-                        f2 = addmod(fstart, words)
-                        m.d.sync += [oy.eq(0), by.eq(-pt), fbase.eq(fbase + words),
-                                     fstart.eq(f2), rbase.eq(addmod(f2, start)),
-                                     pbase.eq(addmod(f2, start))]
-                    with m.Else():
-                        r2 = addmod(rbase, sy * W * g.pixel_words)
-                        m.d.sync += [oy.eq(oy + 1), by.eq(by + sy), rbase.eq(r2), pbase.eq(r2)]
-                with m.Else():
-                    m.d.sync += [ox.eq(ox + 1), bx.eq(bx + sx),
-                                 pbase.eq(addmod(pbase, sx * g.pixel_words))]
-            with m.Else():
-                m.d.sync += t.eq(t + 1)
+
+        def next_frame():
+            f2 = addmod(fstart, words)
+            m.d.sync += [fbase.eq(fbase + words), fstart.eq(f2), rbase.eq(addmod(f2, start)),
+                         pbase.eq(addmod(f2, start))]
+
+        def next_row():
+            r2 = addmod(rbase, sy * W * g.pixel_words)
+            m.d.sync += [rbase.eq(r2), pbase.eq(r2)]
+
+        def next_col():
+            m.d.sync += pbase.eq(addmod(pbase, sx * g.pixel_words))
+        self._step_counters(m, c, next_frame, next_row, next_col)
+        by, bx = c.by, c.bx
 
         def reg(expr, name, shape=None):
-            r = Signal(shape if shape is not None else Value.cast(expr).shape(), name=name)
-            with m.If(advance):
-                m.d.sync += r.eq(expr)
-            return r
+            return _stage(m, advance, expr, name, shape)
 
         va = reg(issue, "va")
         vb = reg(va, "vb")
@@ -515,9 +537,5 @@ class SlidingWindow(wiring.Component):
             elem = word.word_select(sel1[:max(1, kb)], b) if k > 1 else word
             lanes.append(Mux(pad1, Const(self.pad_value, self.element_shape).as_unsigned(),
                              elem))
-        with m.If(advance):
-            m.d.sync += [v1.eq(vb), res.valid.eq(v1), res.payload.eq(Cat(*lanes))]
-        out = P.skid_buffer(m, "skid", res, transfer_shape(self.element_shape, n))
-        m.d.comb += [self.o.payload.eq(out.payload), self.o.valid.eq(out.valid),
-                     out.ready.eq(self.o.ready)]
+        self._emit(m, c, v1, vb, lanes)
         return m
