@@ -32,7 +32,7 @@ from softfloor.intmodel import IntModel, atomic_write_text, load
 from softfloor.hw import planner
 from softfloor.hw.pipeline import ADAPTER_LATENCY, IO_PINS_UP5K_SG48, Pipeline
 from softfloor.hw.rtl.elementwise import ELEMENTWISE_LATENCY
-from softfloor.hw.rtl.mvu import MVU_LATENCY
+from softfloor.hw.rtl.mvu import MVU_CONST_LATENCY, MVU_LATENCY
 from softfloor.hw.top import SoftfloorTop
 
 __all__ = ["generate", "build_manifest", "make_top", "Generated", "MANIFEST_VERSION"]
@@ -91,7 +91,8 @@ def _manifest(pipeline: Pipeline, plan, name: str, device: str = "up5k") -> dict
             f"input transfers - 1 + {ADAPTER_LATENCY} + (output beats_per_element - 1) + "
             f"sum over dense engines of "
             f"(ceil(rows/pe)*ceil(cols/simd) + tree_levels + {MVU_LATENCY} + "
-            f"last row group's output transfers - 1) + sum over requant engines of "
+            f"last row group's output transfers - 1; {MVU_CONST_LATENCY} instead of "
+            f"{MVU_LATENCY} for a fully unrolled engine) + sum over requant engines of "
             f"{ELEMENTWISE_LATENCY}; tree_levels (per layer in layers[]) is "
             f"ceil(log2(simd * product terms)), or for a fully unrolled constant-weight engine "
             f"(pe = rows, simd = cols) the registered stages of its matrix's adder graph - 1 "

@@ -118,8 +118,8 @@ class SoftfloorTop(wiring.Component):
         op starts computing only when its whole input vector has arrived, so latencies add
         up: 1 (unpacker) + ``input transfers - 1`` + per op, from its last input accepted to
         its last output accepted, its ``tail_latency`` (a dense op: ``cycles + tree levels +
-        MVU_LATENCY + last group transfers - 1``; an elementwise op: ``ELEMENTWISE_LATENCY``)
-        + 1 (packer).
+        MVU_LATENCY + last group transfers - 1``, ``MVU_CONST_LATENCY`` when fully unrolled;
+        an elementwise op: ``ELEMENTWISE_LATENCY``) + 1 (packer).
         """
         return self.pipeline.cycles_per_inference
 

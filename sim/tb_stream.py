@@ -45,6 +45,8 @@ from cocotb.clock import Clock
 from cocotb.triggers import ReadOnly, RisingEdge
 from cocotb.utils import get_sim_time
 
+from softfloor import arith
+
 PERIOD_NS = 10
 
 
@@ -191,14 +193,7 @@ class Probe:
 
     def _decode(self, word: int) -> list[int]:
         b, per = self.spec["element_bits"], self.spec.get("elements_per_transfer", 1)
-        mask = (1 << b) - 1
-        out = []
-        for j in range(per):
-            v = (word >> (j * b)) & mask
-            if self.spec["signed"] and v >> (b - 1):
-                v -= 1 << b
-            out.append(v)
-        return out
+        return [arith.wrap(word >> (j * b), b, self.spec["signed"]) for j in range(per)]
 
     async def run(self) -> None:
         while True:

@@ -27,6 +27,8 @@ from amaranth.back import verilog
 from amaranth.hdl import Cat, Module, Mux, Shape, Signal, Value
 from amaranth.lib import data
 
+from softfloor import arith
+
 __all__ = ["Field", "Harness", "harness", "pack", "unpack", "run_vectors", "run_pipelined",
            "StreamHarness", "stream_harness", "run_stream"]
 
@@ -114,13 +116,7 @@ def pack(fields, row) -> int:
 
 def unpack(fields, word: int) -> list[int]:
     """The wide port word -> integer codes of every field (sign-extended when signed)."""
-    out = []
-    for f in fields:
-        v = (word >> f.offset) & ((1 << f.width) - 1)
-        if f.signed and v >> (f.width - 1):
-            v -= 1 << f.width
-        out.append(v)
-    return out
+    return [arith.wrap(word >> f.offset, f.width, f.signed) for f in fields]
 
 
 def run_vectors(h: Harness, vectors: dict, simulator: str, work_dir) -> dict:

@@ -72,6 +72,18 @@ def code_range(bits: int, signed: bool) -> tuple[int, int]:
     return 0, (1 << bits) - 1
 
 
+def wrap(v, bits: int, signed: bool):
+    """The ``bits``-wide code held in the low ``bits`` bits of ``v`` (an int or an integer
+    array): those bits as an unsigned number, or as two's complement (sign-extended) when
+    ``signed``. What a register of that width reads back, and how a bus field is decoded."""
+    v = v & ((1 << bits) - 1)
+    if not signed:
+        return v
+    if isinstance(v, np.ndarray):
+        return np.where((v >> (bits - 1)) & 1, v - (1 << bits), v)
+    return v - (1 << bits) if (v >> (bits - 1)) & 1 else v
+
+
 def bits_for_range(lo: int, hi: int) -> tuple[int, bool]:
     """Fewest bits (and signedness) of a two's complement code holding ``[lo, hi]``."""
     lo, hi = int(lo), int(hi)

@@ -464,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"see {opts.out / 'report.json'}", file=sys.stderr)
                 return 1
             return 0
+        if args.command in ("data", "train"):
+            flow_mod.check_training_options(opts)  # nothing created before it passes
         ctx = flow_mod.Context(opts)
         if args.command == "report":
             print(flow_mod.format_table(flow_mod.report(ctx)))

@@ -441,6 +441,25 @@ def load_mnist5k() -> dict:
             "y_train": y_train, "x_test": x_test, "y_test": y_test}
 
 
+def class_labels(y, where: str, hint: str = "give class indices 0, 1, ...") -> np.ndarray:
+    """``y`` as int64 class labels, or a ValueError ``"{where}: ..."``: integer dtypes, or
+    floats that are all whole numbers (as ``numpy.loadtxt`` reads a label column); not NaN,
+    not fractional, not negative. (The upper bound, the class count, is the caller's.)"""
+    y = np.asarray(y)
+    if y.dtype.kind == "f":
+        if not np.all(np.isfinite(y)):
+            raise ValueError(f"{where}: NaN or infinite labels; {hint}")
+        frac = y != np.round(y)
+        if np.any(frac):
+            raise ValueError(f"{where}: non-integer labels (e.g. {y[frac].flat[0]:g}); {hint}")
+    elif y.dtype.kind not in "iub":
+        raise ValueError(f"{where}: dtype {y.dtype}: expected integer class labels; {hint}")
+    if y.size and y.min() < 0:
+        raise ValueError(f"{where}: label {int(y.min())} is negative (class labels are 0, 1, "
+                         f"...); {hint}")
+    return y.astype(np.int64)
+
+
 #: The arrays of a data set file (``x_val``/``y_val`` optional, ``classes`` optional).
 NPZ_FIELDS = ("x_train", "y_train", "x_test", "y_test")
 
@@ -451,8 +470,8 @@ def load_npz(path) -> dict:
     ``0 .. classes-1`` (``classes`` default: the largest training label + 1).
 
     Every check raises a ValueError naming the file and the field: missing fields, shapes
-    (samples per split, the same per-sample shape everywhere), dtypes (real inputs, integer
-    labels), NaN or infinite inputs, labels outside the class count.
+    (samples per split, the same per-sample shape everywhere), dtypes (real inputs; labels as
+    :func:`class_labels` takes them), NaN or infinite inputs, labels outside the class count.
     """
     from pathlib import Path
     path = Path(path)
@@ -501,11 +520,10 @@ def load_npz(path) -> dict:
         if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
             i = int(np.argwhere(~np.isfinite(x.reshape(len(x), -1)))[0][0])
             raise bad(f"x_{s}", f"NaN or infinity (sample {i})")
-        if y.dtype.kind not in "iu":
-            raise bad(f"y_{s}", f"dtype {y.dtype}: expected integer class labels")
         if y.shape != (x.shape[0],):
             raise bad(f"y_{s}", f"shape {y.shape}: expected ({x.shape[0]},), one label per "
                                 f"sample of x_{s}")
+        arrays[f"y_{s}"] = class_labels(y, f"{path}: y_{s}")
     if "classes" in arrays:
         c = arrays["classes"]
         if c.shape != () or c.dtype.kind not in "iu" or int(c) < 2:
@@ -513,17 +531,12 @@ def load_npz(path) -> dict:
         classes = int(c)
     else:
         classes = int(arrays["y_train"].max()) + 1
-    for s in splits:
-        y = arrays[f"y_{s}"]
-        if y.min() < 0:
-            raise bad(f"y_{s}", f"label {int(y.min())} is negative (class labels are 0, 1, ...)")
     if classes < 2:
         raise bad("y_train", "fewer than 2 classes")
     for s in splits:
         y = arrays[f"y_{s}"]
         if y.max() >= classes:
-            v = int(y.min()) if y.min() < 0 else int(y.max())
-            raise bad(f"y_{s}", f"label {v} outside 0..{classes - 1} (the class count "
+            raise bad(f"y_{s}", f"label {int(y.max())} outside 0..{classes - 1} (the class count "
                                 f"{'from classes' if 'classes' in arrays else 'from y_train'})")
     if len(shape) == 3 and max(shape) > 4096:
         raise bad("x_train", f"per-sample shape {shape} too large")

@@ -514,6 +514,15 @@ def _remove_previous(ctx: Context, keep_training: bool) -> None:
             shutil.rmtree(out / sub)
 
 
+def check_training_options(opts: FlowOptions) -> None:
+    """Raise what the trainer would on these options (the configuration, a ``--data`` file),
+    before a stage creates or changes anything in ``--out``."""
+    cfg = _train_config(opts)
+    if cfg.data not in DATASETS:
+        from . import train
+        train.digits_split(cfg)
+
+
 def flow(opts: FlowOptions) -> dict:
     """Run the whole chain into ``opts.out`` and return the report."""
     ctx = Context(opts)
@@ -531,10 +540,7 @@ def flow(opts: FlowOptions) -> dict:
         model = with_output(intmodel.load(opts.model), opts.output)  # validates first
         userinputs.load(model, opts.inputs, opts.labels, opts.clip)
     else:  # a configuration or data set file the trainer rejects fails here, not after deleting
-        cfg = _train_config(opts)
-        if cfg.data not in DATASETS:
-            from . import train
-            train.digits_split(cfg)
+        check_training_options(opts)
     if opts.plan is not None and not Path(opts.plan).is_file():
         raise FileNotFoundError(f"{opts.plan}: plan file not found (write one with "
                                 f"`softfloor rtl --plan-out {opts.plan}`)")

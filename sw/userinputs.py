@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from softfloor import intmodel
+from softfloor import data, intmodel
 from softfloor.artifacts import ArtifactError, load_array
 
 
@@ -93,11 +93,12 @@ def load_labels(path: Path, n: int, n_classes: int) -> np.ndarray:
     if y.shape != (n,):
         raise ArtifactError(f"--labels {path}: shape {y.shape}, expected ({n},): one label per "
                             f"input row")
-    if y.dtype.kind == "f" and not np.all(y == np.round(y)):
-        raise ArtifactError(f"--labels {path}: non-integer values (e.g. {y[y != np.round(y)][0]:g}"
-                            f"); give class indices 0..{n_classes - 1}")
-    bad = (y < 0) | (y >= n_classes)
+    try:
+        y = data.class_labels(y, f"--labels {path}", f"give class indices 0..{n_classes - 1}")
+    except ValueError as e:
+        raise ArtifactError(str(e)) from None
+    bad = y >= n_classes
     if np.any(bad):
         raise ArtifactError(f"--labels {path}: {int(np.sum(bad))} labels outside the model's "
-                            f"classes 0..{n_classes - 1} (e.g. {y[bad][0]:g}); give class indices")
-    return y.astype(np.int64)
+                            f"classes 0..{n_classes - 1} (e.g. {y[bad][0]}); give class indices")
+    return y

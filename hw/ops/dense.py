@@ -24,9 +24,9 @@ from softfloor.intmodel import ChannelRequant, CodeType, Dense, Requant
 from softfloor.hw.ops import cost
 from softfloor.hw.ops.base import HwOp, Lowering, PlanEntryError
 from softfloor.hw.rtl import cmvm
-from softfloor.hw.rtl.mvu import (MVU_LATENCY, MatrixVectorUnit, check_fold, const_graph,
+from softfloor.hw.rtl.mvu import (MatrixVectorUnit, check_fold, const_graph,
                                   dsp_eligible, is_const, product_bits, product_selector_bits,
-                                  product_terms, tree_levels)
+                                  mvu_latency, product_terms, tree_levels)
 from softfloor.hw.rtl.tables import double_buffer_depth, positive_int
 
 __all__ = ["DenseOp", "fold_values", "const_tree"]
@@ -250,7 +250,8 @@ class DenseOp(HwOp):
     @property
     def mvu_tail_latency(self) -> int:
         last_rows = self.rows - (self.groups - 1) * self.pe
-        return self.mvu_cycles + self.tree_levels + MVU_LATENCY + last_rows // self.out_ept - 1
+        return (self.mvu_cycles + self.tree_levels + mvu_latency(self.const_weights)
+                + last_rows // self.out_ept - 1)
 
     @property
     def initiation_interval(self) -> int:

@@ -146,7 +146,7 @@ class AdderGraph:
         vals = [x[:, i] for i in range(self.n_inputs)]
         for k, ad in enumerate(self.adders):
             a, b = vals[ad.a] << ad.sa, vals[ad.b] << ad.sb
-            vals.append(_wrap(a - b if ad.sub else a + b, *self.shapes[self.n_inputs + k]))
+            vals.append(arith.wrap(a - b if ad.sub else a + b, *self.shapes[self.n_inputs + k]))
         out = np.zeros((len(x), len(self.outputs)), dtype=np.int64)
         for r, o in enumerate(self.outputs):
             if o.node is not None:
@@ -222,14 +222,6 @@ class AdderGraph:
                                             + (f"<<{o.shift}" if o.shift else ""))
             lines.append(f"  y{r} = {v}")
         return "\n".join(lines)
-
-
-def _wrap(v, bits: int, signed_: bool):
-    m = (1 << bits) - 1
-    v = v & m
-    if signed_:
-        v = np.where(v >> (bits - 1) & 1, v - (1 << bits), v)
-    return v
 
 
 # ----------------------------------------------------------------------------------------------

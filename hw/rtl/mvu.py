@@ -32,7 +32,8 @@ Micro-architecture (FINN MVAU style, ``PE`` output rows x ``SIMD`` input columns
 * Fully unrolled (``pe = rows``, ``simd = cols``): the weights and biases are constants in the
   logic, no ROM, no multiplier: the product stage and the tree levels are the matrix's
   shared-subexpression adder graph (:mod:`softfloor.hw.rtl.cmvm`), registered every two adder
-  levels (:mod:`softfloor.hw.rtl.cmvm_emit`).
+  levels (:mod:`softfloor.hw.rtl.cmvm_emit`). Each input bank is one word, read without a
+  register straight into the graph's first stage.
 
 The module-level functions are the unit's arithmetic facts (product widths, partial products,
 tree depth, ROM words) that the op's formulas and this unit share.
@@ -54,7 +55,8 @@ from softfloor.hw.rtl.cmvm_emit import emit
 from softfloor.hw.rtl.stream_io import transfer_shape
 from softfloor.hw.rtl.tables import double_buffer_depth, positive_int, table_value
 
-__all__ = ["MatrixVectorUnit", "MVU_LATENCY", "SPLIT_WEIGHT_BITS", "DSP_MIN_PRODUCT_BITS",
+__all__ = ["MatrixVectorUnit", "MVU_LATENCY", "MVU_CONST_LATENCY", "mvu_latency",
+           "SPLIT_WEIGHT_BITS", "DSP_MIN_PRODUCT_BITS",
            "tree_levels", "const_graph", "is_const", "requant_params",
            "product_bits", "product_selector_bits", "product_terms", "dsp_eligible",
            "check_fold", "weight_words", "bias_words"]
@@ -64,11 +66,20 @@ __all__ = ["MatrixVectorUnit", "MVU_LATENCY", "SPLIT_WEIGHT_BITS", "DSP_MIN_PROD
 #: memory read (1), product (1), accumulator (1), hold (1), scale (1), round (1), saturate (1),
 #: skid buffer output (1); the handshake is on the skid register's first valid cycle (-1).
 MVU_LATENCY = 8
+#: The same for a fully unrolled (constant-weight) MVU: its input buffer is two one-vector
+#: banks, read without a register straight into the adder graph's first stage (one cycle less).
+MVU_CONST_LATENCY = MVU_LATENCY - 1
 #: Shift-add products whose narrower operand (the one whose bits gate the terms) is this wide
 #: are split into two registered partial products.
 SPLIT_WEIGHT_BITS = 6
 #: Yosys maps a ``$mul`` to an iCE40/ECP5 DSP only when its result is at least this wide.
 DSP_MIN_PRODUCT_BITS = 11
+
+
+def mvu_latency(const: bool) -> int:
+    """The fixed part of an MVU's tail latency: :data:`MVU_CONST_LATENCY` for constant weights
+    (:func:`is_const`), else :data:`MVU_LATENCY`."""
+    return MVU_CONST_LATENCY if const else MVU_LATENCY
 
 
 def tree_levels(simd: int, product_terms: int = 1, const: bool = False, weight=None) -> int:
@@ -277,8 +288,9 @@ class MatrixVectorUnit(wiring.Component):
         xdepth = double_buffer_depth(F)
         m.submodules.xbuf = xbuf = Memory(shape=unsigned(simd * b), depth=xdepth,
                                           init=[0] * xdepth)
-        xw, xr = xbuf.write_port(), xbuf.read_port()
         const = self.const_weights
+        # Constant weights: one word per bank, read without a register (see MVU_CONST_LATENCY).
+        xw, xr = xbuf.write_port(), xbuf.read_port(domain="comb" if const else "sync")
         if not const:
             m.submodules.wrom = wrom = Memory(shape=unsigned(pe * simd * ws), depth=G * F,
                                               init=self.weight_words())
@@ -349,8 +361,9 @@ class MatrixVectorUnit(wiring.Component):
         lastg0 = Signal()
         m.d.comb += [issue.eq(full.bit_select(rd_bank, 1) & advance),
                      first0.eq(fold == 0), last0.eq(fold == F - 1), lastg0.eq(group == G - 1),
-                     xr.addr.eq(bank_addr(fold[:fold_w] if fold_w else fold, rd_bank)),
-                     xr.en.eq(advance)]
+                     xr.addr.eq(bank_addr(fold[:fold_w] if fold_w else fold, rd_bank))]
+        if not const:
+            m.d.comb += xr.en.eq(advance)
         if not const:
             m.d.comb += [wr.addr.eq(waddr), wr.en.eq(advance)]
         with m.If(issue):
@@ -365,8 +378,9 @@ class MatrixVectorUnit(wiring.Component):
                 m.d.sync += [fold.eq(fold + 1), waddr.eq(waddr + 1)]
 
         # ---- control pipeline: stage 1 = memory outputs, 2 = products, 3.. = tree levels ---
+        # (constant weights: stage 1 = the adder graph's first stage, 2.. = its other stages)
         L = self.tree_levels
-        T = 2 + L                                   # stage whose registers feed the accumulator
+        T = (1 if const else 2) + L                 # stage whose registers feed the accumulator
         ctl = [(issue, first0, last0, lastg0, group)]
         for k in range(1, T + 1):
             v, f, l, lg = Signal(name=f"v{k}"), Signal(name=f"first{k}"), Signal(name=f"last{k}"), \

@@ -16,6 +16,8 @@ from amaranth.lib import data
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from softfloor import arith
+
 __all__ = ["BeatLayout", "beat_shape", "transfer_shape", "BeatUnpacker", "BeatPacker"]
 
 
@@ -110,23 +112,18 @@ class BeatLayout:
     def unpack(self, beats) -> list[int]:
         """``tdata`` words of one sample -> element codes (sign-extended when signed)."""
         out = []
-        mask = (1 << self.element_bits) - 1
         if self.beats_per_element > 1:
             T, k = self.tdata_width, self.beats_per_element
             beats = [int(w) for w in beats]
             for e in range(len(beats) // k):
-                v = sum(beats[e * k + j] << (j * T) for j in range(k)) & mask
-                if self.signed and v >> (self.element_bits - 1):
-                    v -= 1 << self.element_bits
-                out.append(v)
+                v = sum(beats[e * k + j] << (j * T) for j in range(k))
+                out.append(arith.wrap(v, self.element_bits, self.signed))
             return out
         for k, word in enumerate(beats):
             n = self.last_beat_elements if k == self.beats_per_sample - 1 else self.elements_per_beat
             for i in range(n):
-                v = (int(word) >> (i * self.element_bits)) & mask
-                if self.signed and v >> (self.element_bits - 1):
-                    v -= 1 << self.element_bits
-                out.append(v)
+                out.append(arith.wrap(int(word) >> (i * self.element_bits), self.element_bits,
+                                      self.signed))
         return out
 
 

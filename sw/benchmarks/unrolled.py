@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from softfloor import arith
+
 #: Targets of the comparison (softfloor / da4ml), reported per row, never asserted.
 TARGET_SLOTS_RATIO = 0.9
 TARGET_FMAX_RATIO = 1.0
@@ -200,9 +202,7 @@ def _pack(fields, row) -> int:
 def _unpack(fields, word: int) -> list[int]:
     out, off = [], 0
     for w, sg, f in fields:
-        v = (word >> off) & ((1 << w) - 1) if w else 0
-        if sg and w and v >> (w - 1):
-            v -= 1 << w
+        v = arith.wrap(word >> off, w, sg) if w else 0
         out.append(v * (1 << -f) if f <= 0 else v >> f)
         off += w
     return out

@@ -52,6 +52,13 @@ def test_fully_unrolled_constant_weights(simulator, tmp_path):
     np.testing.assert_array_equal(r.outputs, want)
     assert r.latency_cycles == gen.manifest["cycles_per_inference"]
     assert r.initiation_interval == gen.manifest["initiation_interval"]
+    # input gaps and output stalls: the unregistered bank read and the stalled graph
+    x = random_codes(rng, model, 60)
+    want = golden.run(model, x)
+    r = cosim.cosimulate(gen.verilog, gen.manifest, x, simulator, tmp_path / "stalls",
+                         expected=want, gap_prob=0.3, stall_prob=0.5, seed=6,
+                         measure_latency=False)
+    np.testing.assert_array_equal(r.outputs, want)
 
 
 def test_output_elements_split_over_narrow_beats(simulator, tmp_path):

@@ -111,3 +111,18 @@ def test_multithreshold_counts_thresholds_at_or_below():
     assert arith.multithreshold(x, per_ch[None, :, :]).tolist() == [[2, 1], [1, 2]]
     t = torch.tensor(per_ch)[None]
     assert arith.multithreshold(torch.tensor(x), t).tolist() == [[2, 1], [1, 2]]
+
+
+@pytest.mark.parametrize("bits", [1, 2, 3, 8, 17])
+def test_wrap_is_the_register_of_that_width(bits):
+    """Every integer maps to the code with the same low bits inside the width's range; codes
+    already in range are unchanged; ints and arrays agree."""
+    for signed in (False, True):
+        lo, hi = arith.code_range(bits, signed)
+        vs = np.arange(lo - 3 * (1 << bits), hi + 3 * (1 << bits) + 1)
+        got = arith.wrap(vs, bits, signed)
+        assert got.min() >= lo and got.max() <= hi
+        assert np.all((got - vs) % (1 << bits) == 0)
+        inside = (vs >= lo) & (vs <= hi)
+        np.testing.assert_array_equal(got[inside], vs[inside])
+        assert [arith.wrap(int(v), bits, signed) for v in vs[::7]] == got[::7].tolist()

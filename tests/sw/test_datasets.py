@@ -39,6 +39,11 @@ def test_a_good_file_loads_flat_or_as_images(tmp_path):
     np.savez(tmp_path / "neg.npz", **(_good(rng) | {"x_train": rng.normal(0, 3, (40, 64))}))
     s = load_split(str(tmp_path / "neg.npz"), 4)
     assert s.input_spec.signed and s.c_train.min() < 0
+    # whole-number float labels (as numpy.loadtxt reads a label column) are class indices
+    good = _good(rng)
+    np.savez(tmp_path / "fl.npz", **(good | {"y_train": good["y_train"].astype(float)}))
+    d = load_npz(tmp_path / "fl.npz")
+    assert d["y_train"].dtype == np.int64 and np.array_equal(d["y_train"], good["y_train"])
 
 
 BAD = [
@@ -46,8 +51,9 @@ BAD = [
     (lambda a: a.update(x_test=np.zeros((10, 8, 8))), r"x_test: shape \(10, 8, 8\): expected"),
     (lambda a: a.update(x_test=np.zeros((20, 63))), r"x_test: per-sample shape \(63,\) differs"),
     (lambda a: a["x_train"].__setitem__((3, 5), np.nan), r"x_train: NaN or infinity \(sample 3\)"),
-    (lambda a: a.update(y_train=a["y_train"].astype(float)), "y_train: dtype float64: expected "
-                                                             "integer class labels"),
+    (lambda a: a.update(y_train=a["y_train"] + 0.5), r"y_train: non-integer labels \(e\.g\. "),
+    (lambda a: a.update(y_train=a["y_train"].astype(str)), "y_train: dtype <U.*: expected "
+                                                           "integer class labels"),
     (lambda a: a.update(y_test=np.full(20, 12)), r"y_test: label 12 outside 0\.\.3"),
     (lambda a: a.update(y_train=np.zeros(39, dtype=int)), r"y_train: shape \(39,\): expected"),
     (lambda a: a.update(x_train=np.array([["a"] * 64] * 40)), "x_train: dtype <U1"),
@@ -86,9 +92,11 @@ def test_cli_refuses_a_bad_file_before_writing_anything(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("softfloor: error:") and "x_test: NaN or infinity" in err
     assert len(err.splitlines()) == 1
-    assert not (out / "inputs.npz").exists() and not (out / "dataset.npz").exists()
-    assert cli.main(["data", "--out", str(out), "--data", "data.csv", "--quiet"]) == 2
-    assert "not a data set name" in capsys.readouterr().err
+    assert not out.exists()                      # not even an empty directory
+    for cmd in ("data", "train"):
+        assert cli.main([cmd, "--out", str(out), "--data", "data.csv", "--quiet"]) == 2
+        assert "not a data set name" in capsys.readouterr().err
+        assert not out.exists()
 
 
 def test_cli_arch_specs_and_data_train_and_export(tmp_path, capsys):

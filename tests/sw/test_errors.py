@@ -88,7 +88,7 @@ CASES = {
     "negative labels": (
         lambda d: _model_flow(d, "--inputs", d["x"], "--labels",
                               _npy(d, "y.npy", -np.ones(len(_x(d)), int))),
-        "outside the model's classes"),
+        "label -1 is negative"),
     "NaN labels": (
         lambda d: _model_flow(d, "--inputs", d["x"], "--labels",
                               _npy(d, "y.npy", np.full(len(_x(d)), np.nan))), "NaN"),
