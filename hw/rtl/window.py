@@ -457,7 +457,8 @@ class SlidingWindow(wiring.Component):
             return Mux(s_ >= depth, s_ - depth, s_)[:aw]
 
         # ---- write side: ring address, global count, free space -----------------------------
-        wr, relg, fbase = Signal(rbits), Signal(rbits), Signal(rbits)
+        wr, relg = Signal(rbits), Signal(rbits)
+        fbase = Signal(rbits, name="fbase")
         waddr = Signal(aw)
         take = Signal()
         occ = Signal(rbits)
@@ -472,9 +473,9 @@ class SlidingWindow(wiring.Component):
         T, advance, issue, t, ox, oy = c.T, c.advance, c.issue, c.t, c.ox, c.oy
         (kh, kw), (sy, sx), (pt, pl, _, _) = self.kernel, self.stride, self.padding
         start = (-pt * W - pl) * g.pixel_words % depth
-        pbase = Signal(aw, init=start)                # ring address of the window's top left
-        rbase = Signal(aw, init=start)                # ... of the row's first window
-        fstart = Signal(aw)                           # ring address of the frame's word 0
+        pbase = Signal(aw, init=start, name="pbase")  # ring address of the window's top left
+        rbase = Signal(aw, init=start, name="rbase")  # ... of the row's first window
+        fstart = Signal(aw, name="fstart")            # ring address of the frame's word 0
         wbits = words.bit_length() + 1
         need = Signal(wbits)
         rel = Signal(wbits)
