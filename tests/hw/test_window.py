@@ -45,14 +45,20 @@ def test_window_matches_twin_and_timing(case):
                         pad_value=int(rng.integers(lo, hi + 1)), in_elements_per_transfer=k,
                         out_elements_per_transfer=n)
     frames = rng.integers(lo, hi + 1, (6, int(np.prod(shape))))
+    got = check_twin_and_timing(win, frames)
+    got2, _ = run_window(win, frames, gap=0.3, stall=0.4, seed=case)
+    np.testing.assert_array_equal(got2, got)
+
+
+def check_twin_and_timing(win, frames):
+    """Frames back to back: the twin's taps, the isolated latency and the II; the taps."""
     got, r = run_window(win, frames)
     np.testing.assert_array_equal(got, win.model(frames))
     per = win.out_transfers
     last_out = r.out_cycles[per - 1::per]
     assert last_out[0] - r.in_cycles[0] == win.latency
     assert set(np.diff(last_out[1:])) == {win.initiation_interval}, np.diff(last_out)
-    got2, _ = run_window(win, frames, gap=0.3, stall=0.4, seed=case)
-    np.testing.assert_array_equal(got2, got)
+    return got
 
 
 def test_window_twin_is_conv_im2col():
@@ -114,12 +120,7 @@ def test_line_buffer_matches_twin_and_timing(case):
                         pad_value=int(rng.integers(0, 16)), in_elements_per_transfer=k,
                         out_elements_per_transfer=n, mode="lines")
     frames = rng.integers(0, 16, (6, int(np.prod(shape))))
-    got, r = run_window(win, frames)
-    np.testing.assert_array_equal(got, win.model(frames))
-    per = win.out_transfers
-    last_out = r.out_cycles[per - 1::per]
-    assert last_out[0] - r.in_cycles[0] == win.latency
-    assert set(np.diff(last_out[1:])) == {win.initiation_interval}, np.diff(last_out)
+    got = check_twin_and_timing(win, frames)
     assert win.memory_words < 2 * win.in_transfers
     for seed in range(2):
         got2, _ = run_window(win, frames, gap=0.3, stall=0.6, seed=seed)
