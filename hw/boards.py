@@ -43,6 +43,7 @@ from softfloor.hw.uart import divisor_for
 from softfloor.intmodel import atomic_write_text, load
 
 __all__ = ["Board", "BOARDS", "get_board", "BoardTop", "build_board", "BoardBuild",
+           "check_core",
            "DEFAULT_BAUD", "BOARD_TOP"]
 
 DEFAULT_BAUD = 115200
@@ -242,6 +243,20 @@ def _module_name(verilog: Path) -> str:
     return Path(verilog).stem
 
 
+def check_core(manifest: dict) -> None:
+    """A ValueError (one line, naming the layers and what to do) unless the board top can drive
+    the core: the UART link does not send a run-time weight image (SPRAM weights,
+    ``manifest["weight_load"]``), and without it the core never leaves reset's idle state."""
+    wl = manifest.get("weight_load")
+    if wl:
+        layers = ", ".join(lay["layer"] for lay in wl.get("layers", [])) or "some layers"
+        raise ValueError(
+            f"layer(s) {layers} keep their weights in SPRAM, loaded at run time through "
+            f"w_axis, which the board's UART link does not send: re-plan them without SPRAM "
+            f"for a board (a --plan file with \"memory\": \"rom\" and a fold that fits block "
+            f"RAM, or a smaller model)")
+
+
 def build_board(board: Board | str, out_dir, core_verilog, manifest: dict, model_file, *,
                 baud: int = DEFAULT_BAUD, target_mhz: float | None = None, attempts: int = 4,
                 seed: int = 1, progress=None) -> BoardBuild:
@@ -251,6 +266,7 @@ def build_board(board: Board | str, out_dir, core_verilog, manifest: dict, model
     Fmax is below its PLL clock retries at the fastest PLL setting not above that Fmax.
     """
     board = get_board(board) if isinstance(board, str) else board
+    check_core(manifest)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     core_verilog = Path(core_verilog).resolve()

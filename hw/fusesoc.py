@@ -9,7 +9,10 @@
   options);
 * ``softfloor_top_tb.v``: plain Verilog-2001 testbench, parameters ``IN_BEATS``, ``OUT_BEATS``,
   ``IN_FILE``, ``OUT_FILE``, ``TIMEOUT_CYCLES`` (``vlogparam`` in the core file);
-* ``tb_in.hex`` / ``tb_out.hex``: input beats and expected output beats (``$readmemh``).
+* ``tb_in.hex`` / ``tb_out.hex``: input beats and expected output beats (``$readmemh``);
+* for a design with SPRAM weights: the testbench also loads ``weights_spram.hex`` through
+  ``w_axis`` after reset (parameters ``W_BEATS``, ``W_FILE``) and the ``tb`` fileset carries
+  the image and ``SB_SPRAM256KA.v`` (the cell's behavioural model, written here).
 
 The testbench prints ``PASS: N beats`` or ``FAIL ...`` and stops with ``$fatal`` on failure.
 """
@@ -21,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from softfloor.intmodel import atomic_write_text
+from softfloor.hw.rtl.spram import write_sim_model
 from softfloor.hw.rtl.stream_io import BeatLayout
 
 __all__ = ["write_core", "core_name", "CORE_FILE", "TB_TOP"]
@@ -40,11 +44,39 @@ def _hex_lines(words, width: int) -> str:
     return "".join(f"{int(w):0{digits}x}\n" for w in words)
 
 
+def _weight_load(manifest: dict) -> dict:
+    """The testbench pieces that load a design's SPRAM weight image through ``w_axis`` (the
+    top's ``weight_load``; empty strings for a design without one)."""
+    wl = manifest.get("weight_load")
+    if not wl:
+        return {"params": "", "regs": "", "ports": "", "read": "", "driver": ""}
+    return {
+        "params": f'  parameter W_BEATS = {wl["transfers"]};\n'
+                  f'  parameter W_FILE = "{wl["file"]}";\n',
+        "regs": f"  reg [{wl['transfer_bits'] - 1}:0] w_mem [0:W_BEATS-1];\n"
+                f"  reg [{wl['transfer_bits'] - 1}:0] w_tdata = 0;\n"
+                "  reg w_tvalid = 1'b0;\n  wire w_tready;\n  integer k = 0;\n",
+        "ports": ",\n    .w_axis_tdata(w_tdata), .w_axis_tvalid(w_tvalid), "
+                 ".w_axis_tready(w_tready)",
+        "read": "    $readmemh(W_FILE, w_mem);\n",
+        "driver": """
+  // Weight loader: the SPRAM image after reset (the core takes no input before it is loaded).
+  always @(posedge clk) begin
+    if (!rst) begin
+      if (w_tvalid && w_tready) k = k + 1;
+      w_tvalid <= (k < W_BEATS);
+      w_tdata <= (k < W_BEATS) ? w_mem[k] : 0;
+    end
+  end
+"""}
+
+
 def _testbench(manifest: dict) -> str:
     top = manifest["top"]
     iw, ow = manifest["input"]["tdata_width"], manifest["output"]["tdata_width"]
     ibps = manifest["input"]["beats_per_sample"]
     obps = manifest["output"]["beats_per_sample"]
+    w = _weight_load(manifest)
     return f"""// Self-checking testbench of {top} (written by softfloor; plain Verilog-2001).
 // Streams IN_FILE's input beats through the core back to back and compares every output beat
 // with OUT_FILE; prints PASS or FAIL and stops with $fatal on a failure.
@@ -55,7 +87,7 @@ module {TB_TOP};
   parameter IN_FILE = "tb_in.hex";
   parameter OUT_FILE = "tb_out.hex";
   parameter TIMEOUT_CYCLES = 1000000;
-  localparam IN_BPS = {ibps};
+{w["params"]}  localparam IN_BPS = {ibps};
   localparam OUT_BPS = {obps};
 
   reg clk = 1'b0;
@@ -68,22 +100,22 @@ module {TB_TOP};
   wire [{ow - 1}:0] m_tdata;
   wire m_tvalid, m_tlast;
   integer i = 0, o = 0, errors = 0, cycles = 0;
-
+{w["regs"]}
   {top} dut (
     .clk(clk), .rst(rst),
     .s_axis_tdata(s_tdata), .s_axis_tvalid(s_tvalid), .s_axis_tlast(s_tlast),
     .s_axis_tready(s_tready),
     .m_axis_tdata(m_tdata), .m_axis_tvalid(m_tvalid), .m_axis_tlast(m_tlast),
-    .m_axis_tready(1'b1));
+    .m_axis_tready(1'b1){w["ports"]});
 
   initial begin
     $readmemh(IN_FILE, in_mem);
     $readmemh(OUT_FILE, out_mem);
-    repeat (4) @(posedge clk);
+{w["read"]}    repeat (4) @(posedge clk);
     rst <= 1'b0;
   end
   always #5 clk = ~clk;
-
+{w["driver"]}
   // Driver: beat i is offered until accepted, then beat i + 1.
   always @(posedge clk) begin
     cycles = cycles + 1;
@@ -144,11 +176,14 @@ def write_core(out_dir, manifest: dict, inputs, outputs, boards: dict | None = N
     top = manifest["top"]
     verilog = manifest.get("verilog", f"{top}.v")
     sim = inputs is not None
+    wl = manifest.get("weight_load")
     if sim:
         tin, tout, nin, nout = _vectors(manifest, inputs, outputs)
         atomic_write_text(out / "tb_in.hex", tin)
         atomic_write_text(out / "tb_out.hex", tout)
         atomic_write_text(out / f"{TB_TOP}.v", _testbench(manifest))
+        if wl:
+            write_sim_model(out)
     desc = description or (f"softfloor accelerator for model {manifest.get('model')}: "
                            f"AXI4-Stream in ({manifest['input']['tdata_width']} bits) and out "
                            f"({manifest['output']['tdata_width']} bits), II "
@@ -160,8 +195,11 @@ def write_core(out_dir, manifest: dict, inputs, outputs, boards: dict | None = N
     if sim:
         lines += ["  tb:", "    files:", f"      - {TB_TOP}.v",
                   "      - tb_in.hex: {copyto: tb_in.hex, file_type: user}",
-                  "      - tb_out.hex: {copyto: tb_out.hex, file_type: user}",
-                  "    file_type: verilogSource"]
+                  "      - tb_out.hex: {copyto: tb_out.hex, file_type: user}"]
+        if wl:
+            lines += [f"      - {wl['file']}: {{copyto: {wl['file']}, file_type: user}}",
+                      "      - SB_SPRAM256KA.v"]
+        lines += ["    file_type: verilogSource"]
     for name, b in sorted((boards or {}).items()):
         cons_type = "PCF" if b["family"] == "ice40" else "LPF"
         rel_v = Path(b["verilog"]).resolve().relative_to(out.resolve())
@@ -176,7 +214,8 @@ def write_core(out_dir, manifest: dict, inputs, outputs, boards: dict | None = N
                                          ("TIMEOUT_CYCLES", "int",
                                           1000 + 4 * (nin + nout) * max(
                                               1, manifest["initiation_interval"])
-                                          + manifest["cycles_per_inference"])):
+                                          + manifest["cycles_per_inference"]
+                                          + (2 * wl["transfers"] if wl else 0))):
             lines += [f"  {pname}:", f"    datatype: {datatype}", f"    default: {default}",
                       "    paramtype: vlogparam"]
     lines += ["", "targets:", "  default:", "    filesets: [rtl]", f"    toplevel: {top}"]

@@ -17,9 +17,17 @@ folding). Each ``layers[i]`` has ``instance`` (``engine{i}_{name}``, the Verilog
 transfer, element ``j`` at bits ``[j*b, (j+1)*b)``), ``out_element_bits``, ``out_signed``,
 ``cycles``, ``initiation_interval``, ``latency``, ``tail_latency`` and ``resources``; a dense
 layer also has ``tree_levels`` and ``const_weights`` (fully unrolled: weights as constants).
+
+A design with weights in SPRAM (no initial contents: loaded at run time through ``w_axis``, see
+:class:`~softfloor.hw.top.SoftfloorTop`) also gets ``weights_spram.hex`` next to the Verilog
+(one load byte per line, hex) and the manifest key ``weight_load``: ``file``,
+``sha256``, ``port`` (``w_axis``), ``transfer_bits``, ``transfers`` and ``layers`` (per SPRAM
+layer: ``layer``, ``offset``, ``transfers``, ``spram_blocks``, ``words``, ``word_bits``); its
+layers' entries say ``memory: "spram"``, ``spram_blocks``, ``spram_words``, ``weight_word_bits``.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -33,11 +41,30 @@ from softfloor.hw import planner
 from softfloor.hw.pipeline import ADAPTER_LATENCY, IO_PINS_UP5K_SG48, Pipeline
 from softfloor.hw.rtl.elementwise import ELEMENTWISE_LATENCY
 from softfloor.hw.rtl.mvu import MVU_CONST_LATENCY, MVU_LATENCY
-from softfloor.hw.top import SoftfloorTop
+from softfloor.hw.rtl.spram import LOAD_BITS
+from softfloor.hw.top import SoftfloorTop, spram_ops, weight_image, weight_layout
 
-__all__ = ["generate", "build_manifest", "make_top", "Generated", "MANIFEST_VERSION"]
+__all__ = ["generate", "build_manifest", "make_top", "Generated", "MANIFEST_VERSION",
+           "WEIGHT_IMAGE"]
 
 MANIFEST_VERSION = 1
+#: The SPRAM weight image a design with run-time weights gets next to its Verilog.
+WEIGHT_IMAGE = "weights_spram.hex"
+
+
+def _weight_image_text(pipeline: Pipeline) -> str | None:
+    """The image file's text (one load byte per line), or None without SPRAM weights."""
+    words = weight_image(pipeline.ops)
+    return "".join(f"{w:02x}\n" for w in words) if spram_ops(pipeline.ops) else None
+
+
+def _weight_load(pipeline: Pipeline, text: str) -> dict:
+    return {"file": WEIGHT_IMAGE, "sha256": hashlib.sha256(text.encode()).hexdigest(),
+            "port": "w_axis", "transfer_bits": LOAD_BITS,
+            "transfers": sum(e["transfers"] for e in weight_layout(pipeline.ops)),
+            "when": "after every reset, before the first sample (s_axis_tready stays low "
+                    "until the last transfer is accepted)",
+            "layers": weight_layout(pipeline.ops)}
 
 
 @dataclass
@@ -142,7 +169,11 @@ def build_manifest(model, *, elements_per_beat=None, name: str = "softfloor_top"
     """The manifest of the top that :func:`generate` would emit, without generating Verilog."""
     pipeline, plan = _plan(model, elements_per_beat=elements_per_beat, device=device,
                            objective=objective, overrides=overrides, folding=folding)
-    return _manifest(pipeline, plan, _check_name(name), device)
+    manifest = _manifest(pipeline, plan, _check_name(name), device)
+    img = _weight_image_text(pipeline)
+    if img is not None:
+        manifest["weight_load"] = _weight_load(pipeline, img)
+    return manifest
 
 
 def generate(model, out_dir, *, elements_per_beat=None, name: str = "softfloor_top",
@@ -175,9 +206,16 @@ def generate(model, out_dir, *, elements_per_beat=None, name: str = "softfloor_t
     top = make_top(model, elements_per_beat=elements_per_beat, device=device,
                    objective=objective, overrides=overrides, folding=folding)
     manifest = _manifest(top.pipeline, top.plan, name, device)
+    img = _weight_image_text(top.pipeline)
+    if img is not None:
+        manifest["weight_load"] = _weight_load(top.pipeline, img)
     text = verilog.convert(top, name=name, emit_src=False)
     out_dir = Path(out_dir)
     v_path = atomic_write_text(out_dir / f"{name}.v", text)
+    if img is not None:
+        atomic_write_text(out_dir / WEIGHT_IMAGE, img)
+    elif (out_dir / WEIGHT_IMAGE).exists():      # a previous design's image: not this one's
+        (out_dir / WEIGHT_IMAGE).unlink()
     manifest["verilog"] = v_path.name
     m_path = atomic_write_text(out_dir / "manifest.json", json.dumps(manifest, indent=1) + "\n")
     return Generated(manifest, v_path, m_path, time.monotonic() - t0)

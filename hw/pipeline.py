@@ -20,6 +20,7 @@ from softfloor.intmodel import IntModel
 from softfloor.hw.ops import HwOp, lower
 from softfloor.hw.ops.conv2d import divisors
 from softfloor.hw.rtl import primitives as P
+from softfloor.hw.rtl.spram import LOAD_BITS
 from softfloor.hw.rtl.stream_io import BeatLayout
 
 __all__ = ["Pipeline", "link_widths", "check_split_output", "beat_layouts",
@@ -249,11 +250,15 @@ class Pipeline:
 
     @property
     def io_pins(self) -> int:
-        return self.in_layout.tdata_width + 3 + self.out_layout.tdata_width + 3 + 2
+        """Top-level pins: both AXI4-Stream ports, clock and reset, and the weight-load port
+        (``w_axis``: data, valid, ready) when weights sit in SPRAM."""
+        load = LOAD_BITS + 2 if any(op.memory == "spram" for op in self.ops) else 0
+        return self.in_layout.tdata_width + 3 + self.out_layout.tdata_width + 3 + 2 + load
 
     def totals(self, estimates: list[dict]) -> dict:
         """The planner's total of per-op ``estimates``: their sum plus the adapters' logic."""
-        tot = {k: sum(e[k] for e in estimates) for k in ("lc", "ff", "ram", "dsp")}
+        tot = {k: sum(e.get(k, 0) for e in estimates) for k in ("lc", "ff", "ram", "dsp",
+                                                                  "spram")}
         tot["lc"] += int(ADAPTER_LC_PER_BIT * self.adapter_bits) + 20
         return tot
 

@@ -24,7 +24,8 @@ reader, ignored on input and rewritten on output)::
 ``simd`` (dense and conv layers: ``1 <= pe <= rows``, ``1 <= simd <= cols``), ``unrolled``
 (optional; true exactly when ``pe = rows`` and ``simd = cols``), ``memory`` (where the constants
 live: ``"rom"`` or ``"constants"`` for a dense or conv layer -- constants exactly when
-unrolled --, ``"logic"`` or ``"rom"`` for a lut, ``"logic"`` otherwise) and ``dsp`` (dense and
+unrolled --, or ``"spram"`` for a folded dense layer on a device with SPRAM (the UP5K; at most
+16384 weight words and as many 16-bit blocks side by side as the device has), ``"logic"`` or ``"rom"`` for a lut, ``"logic"`` otherwise) and ``dsp`` (dense and
 conv: build the products for DSP blocks; only products of at least 11 bits qualify). Stream
 widths follow from the folds and the top's beats: ``elements_per_beat`` (``{"input": n,
 "output": m}``, written when the plan's beats are not the defaults, e.g. widened by the latency
@@ -172,7 +173,7 @@ def parse_plan(doc, model: IntModel, device: str, *, where: str = "plan",
         if not isinstance(entry.get("report", {}), dict):
             _fail(at, "report: expected an object (it is ignored on input)")
         try:
-            folded.append(op.apply_plan_entry(entry, at))
+            folded.append(op.apply_plan_entry(entry, at, device))
         except PlanEntryError as e:
             raise PlanFileError(str(e)) from None
     beats = doc.get("elements_per_beat")

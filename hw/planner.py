@@ -40,7 +40,14 @@ DEFAULT_BUDGET = 0.75
 #: MAC-lane utilisation the throughput search aims for first (see :func:`plan`).
 DEFAULT_MIN_UTILISATION = 0.9
 #: Resources a plan is checked against, with their names in messages.
-RESOURCES = {"lc": "logic cells", "ram": "RAM blocks", "dsp": "DSP blocks"}
+RESOURCES = {"lc": "logic cells", "ram": "RAM blocks", "dsp": "DSP blocks",
+             "spram": "SPRAM blocks"}
+
+
+def _caps(dev, budget: float) -> dict:
+    """What a plan may use of ``dev``: ``budget`` of its logic cells, all its memories, DSPs."""
+    return {"lc": int(dev.logic_cells * budget), "ram": dev.ram_blocks, "dsp": dev.dsp,
+            "spram": dev.spram}
 
 
 class DesignDoesNotFit(ValueError):
@@ -105,18 +112,18 @@ class Plan:
     def over_budget(self) -> list[str]:
         """One phrase per resource the estimate exceeds, naming the layer that uses most."""
         dev = get_device(self.device)
-        total = {"lc": dev.logic_cells, "ram": dev.ram_blocks, "dsp": dev.dsp}
+        total = _caps(dev, 1.0)
         out = []
         for key, what in RESOURCES.items():
-            if self.estimate[key] <= self.budget[key]:
+            if self.estimate.get(key, 0) <= self.budget.get(key, 0):
                 continue
-            top = max(self.layers, key=lambda lp: lp.estimate[key])
+            top = max(self.layers, key=lambda lp: lp.estimate.get(key, 0))
             pct = round(100 * self.budget[key] / max(1, total[key]))
             cap = (f"the budget of {self.budget[key]} ({pct}% of {total[key]})"
                    if self.budget[key] < total[key] else f"the {total[key]} it has")
             fold = f", fold {top.pe}x{top.simd}" if top.mac_units else ""
             out.append(f"{self.estimate[key]} estimated {what} > {cap}, most in layer "
-                       f"{top.name} ({top.estimate[key]}{fold})")
+                       f"{top.name} ({top.estimate.get(key, 0)}{fold})")
         return out
 
     def check_fits(self) -> None:
@@ -133,18 +140,21 @@ class Plan:
         head = (f"plan for {self.device} ({self.objective}): II {self.initiation_interval} "
                 f"cycles, latency {self.cycles_per_inference} cycles, {self.mac_units} MAC lanes, "
                 f"utilisation {100 * self.mac_utilisation:.1f}%")
+        sp = bool(self.estimate.get("spram"))      # an SPRAM column when the plan uses SPRAM
         cols = ("layer", "rows x cols", "PE x SIMD", "cycles", "lanes", "in/out", "est LC",
-                "RAM", "DSP")
+                "RAM", "DSP") + (("SPRAM",) if sp else ())
         rows = [cols]
         for lp in self.layers:
             rows.append((lp.name + (" *" if lp.override else ""), f"{lp.rows}x{lp.cols}",
                          f"{lp.pe}x{lp.simd}", str(lp.cycles), str(lp.mac_units),
                          f"{lp.in_elements_per_transfer}/{lp.out_elements_per_transfer}",
                          str(lp.estimate["lc"]), str(lp.estimate["ram"]),
-                         str(lp.estimate["dsp"])))
+                         str(lp.estimate["dsp"]))
+                        + ((str(lp.estimate.get("spram", 0)),) if sp else ()))
         e, b = self.estimate, self.budget
         rows.append(("total", "", "", str(self.initiation_interval), str(self.mac_units), "",
-                     f"{e['lc']}/{b['lc']}", f"{e['ram']}/{b['ram']}", f"{e['dsp']}/{b['dsp']}"))
+                     f"{e['lc']}/{b['lc']}", f"{e['ram']}/{b['ram']}", f"{e['dsp']}/{b['dsp']}")
+                    + ((f"{e['spram']}/{b['spram']}",) if sp else ()))
         w = [max(len(r[i]) for r in rows) for i in range(len(cols))]
         lines = [head] + ["  " + "  ".join(r[i].ljust(w[i]) for i in range(len(cols)))
                           for r in rows]
@@ -217,7 +227,7 @@ def plan_from_pipeline(pipeline: Pipeline, device: str, objective: str, *,
                        budget: float = DEFAULT_BUDGET, overrides=(), notes=()) -> Plan:
     """The :class:`Plan` of a pipeline on ``device``: estimates, totals, fit, timing."""
     dev = get_device(device)
-    caps = {"lc": int(dev.logic_cells * budget), "ram": dev.ram_blocks, "dsp": dev.dsp}
+    caps = _caps(dev, budget)
     ests = [op.estimate(device) for op in pipeline.ops]
     tot = pipeline.totals(ests)
     fits = all(tot[k] <= caps[k] for k in RESOURCES)
@@ -292,7 +302,7 @@ def plan(model: IntModel, device: str = "up5k", objective: str = "throughput",
             raise ValueError(f"--fold {name}={pe}x{simd}: pe must be in 1..{op.rows} and simd "
                              f"in 1..{op.cols} for this {op.rows}x{op.cols} layer")
     in_l, out_l = beat_layouts(model, elements_per_beat, ops)
-    caps = {"lc": int(dev.logic_cells * budget), "ram": dev.ram_blocks, "dsp": dev.dsp}
+    caps = _caps(dev, budget)
     ops = [op.with_fold(*overrides[op.name][:2]) if op.name in overrides else op for op in ops]
     free = [i for i, op in enumerate(ops) if op.fold is not None and op.name not in overrides]
 
@@ -334,10 +344,9 @@ def plan(model: IntModel, device: str = "up5k", objective: str = "throughput",
     # (no padded lanes when pe and simd divide rows and cols: the MAC-lane utilisation).
     cheap = lambda c: (c[1], c[2] * c[3])           # noqa: E731
     lean = lambda c: (c[2] * c[3], c[1])            # noqa: E731
-    _, narrow_t = tables(False, cheap)
-    cands, wide_t = tables(True, cheap)
-    _, narrow_l = tables(False, lean)
-    _, wide_l = tables(True, lean)
+    fixed = [op.plan_cycles for op in ops if op.name in overrides]
+    floor_ii = max(fixed + [1])
+    macs = int(model.macs())
 
     def cheapest(table, bound):
         pick = None
@@ -347,37 +356,66 @@ def plan(model: IntModel, device: str = "up5k", objective: str = "throughput",
             pick = b
         return pick
 
-    fixed = [op.plan_cycles for op in ops if op.name in overrides]
-    targets = sorted({c for cs in cands.values() for c, *_ in cs} | set(fixed))
-    floor_ii = max(fixed + [1])
-    macs = int(model.macs())
-
     def utilisation(r):
         return macs / max(1, r[0].mac_units * r[2])
 
-    def search(pools, floor_util, need_fit=True):
-        for t in targets:
-            if t < floor_ii:
-                continue
-            for table in pools:
-                choice = {}
-                for i in free:
-                    b = cheapest(table[i], t)
-                    if b is None:
-                        break
-                    choice[i] = (b[2], b[3])
-                else:
-                    r = evaluate(choice)
-                    if r and (r[3] or not need_fit) and r[2] <= t \
-                            and utilisation(r) >= floor_util:
-                        return choice, r
-        return None
+    def solve():
+        """The fold search over the current ``ops`` (their memories as set): (candidate folds
+        per free op, (choice, evaluation) or None)."""
+        _, narrow_t = tables(False, cheap)
+        cands, wide_t = tables(True, cheap)
+        _, narrow_l = tables(False, lean)
+        _, wide_l = tables(True, lean)
+        targets = sorted({c for cs in cands.values() for c, *_ in cs} | set(fixed))
 
-    # First the smallest II whose plan keeps >= min_utilisation of its MAC lanes busy (folds
-    # that divide rows and columns, layers balanced), then, if none, the smallest II that fits.
-    result = (search((narrow_t, narrow_l, wide_t, wide_l), min_utilisation)
-              or search((narrow_t, wide_t), 0.0))
+        def search(pools, floor_util, need_fit=True):
+            for t in targets:
+                if t < floor_ii:
+                    continue
+                for table in pools:
+                    choice = {}
+                    for i in free:
+                        b = cheapest(table[i], t)
+                        if b is None:
+                            break
+                        choice[i] = (b[2], b[3])
+                    else:
+                        r = evaluate(choice)
+                        if r and (r[3] or not need_fit) and r[2] <= t \
+                                and utilisation(r) >= floor_util:
+                            return choice, r
+            return None
+
+        # First the smallest II whose plan keeps >= min_utilisation of its MAC lanes busy
+        # (folds that divide rows and columns, layers balanced), then, if none, the smallest
+        # II that fits.
+        found = (search((narrow_t, narrow_l, wide_t, wide_l), min_utilisation)
+                 or search((narrow_t, wide_t), 0.0))
+        return cands, found, lambda: search((narrow_t, wide_t), 0.0, need_fit=False)
+
+    cands, result, loose = solve()
     notes = []
+    if result is None and dev.spram:
+        # Block RAM and logic cannot hold it: weights to SPRAM, the largest layer first, while
+        # the device has SPRAM blocks and no fold fits.
+        order = sorted((i for i in free if ops[i].with_spram(True).memory == "spram"),
+                       key=lambda i: -ops[i].weight_bits_total)
+        for i in order:
+            ops[i] = ops[i].with_spram(True)
+            if not ops[i].fold_options(device, True):
+                ops[i] = ops[i].with_spram(False)   # no fold of it fits the SPRAM blocks
+                continue
+            cands, result, loose = solve()
+            if result is not None:
+                moved = [ops[k].name for k in order if ops[k].spram]
+                notes.append(f"weights of {', '.join(moved)} in SPRAM (block RAM and logic "
+                             f"cannot hold them at any fitting fold); load them through "
+                             f"w_axis after reset")
+                break
+        else:
+            for i in order:
+                ops[i] = ops[i].with_spram(False)
+            cands, result, loose = solve()
     if result is None:                          # nothing fits: the smallest design, flagged
         choice = {i: (1, 1) for i in free}
         r = evaluate(choice)
@@ -387,7 +425,7 @@ def plan(model: IntModel, device: str = "up5k", objective: str = "throughput",
                          f"plan" if free else
                          f"the given folds do not fit {int(budget * 100)}% of {device}")
         else:                  # the given folds need wider streams than 1x1 neighbours take
-            result = search((narrow_t, wide_t), 0.0, need_fit=False)
+            result = loose()
             if result is None:
                 link_widths(_assign_dsp(ops, dev), in_l, out_l)     # raises, naming the layer
                 check_split_output(ops[-1], out_l)

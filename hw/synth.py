@@ -7,7 +7,8 @@ of each compiles WebAssembly for minutes, then it is cached).
 
 Resource names differ per family; :class:`SynthResult` reports them in common terms:
 ``logic_cells`` (iCE40 ``ICESTORM_LC``; ECP5 ``TRELLIS_COMB`` = LUT4 slots), ``ff``,
-``ram_blocks`` (EBR/SPRAM; ECP5 ``DP16KD``), ``dsp`` (``SB_MAC16``; ECP5 ``MULT18X18D``).
+``ram_blocks`` (EBR; ECP5 ``DP16KD``), ``spram`` (``SB_SPRAM256KA``, UP5K), ``dsp``
+(``SB_MAC16``; ECP5 ``MULT18X18D``).
 """
 from __future__ import annotations
 
@@ -33,10 +34,12 @@ class Device:
     dsp: int
     io: int
     ram_block_bits: int = 4096      # one RAM block: iCE40 EBR 4 kbit, ECP5 DP16KD 18 kbit
+    spram: int = 0                  # SB_SPRAM256KA blocks (16 bits x 16384 words; UP5K: 4)
 
 
 DEVICES = {
-    "up5k": Device("up5k", "ice40", ("--up5k", "--package", "sg48"), 5280, 30, 8, 39),
+    "up5k": Device("up5k", "ice40", ("--up5k", "--package", "sg48"), 5280, 30, 8, 39,
+                   spram=4),
     "hx8k": Device("hx8k", "ice40", ("--hx8k", "--package", "ct256"), 7680, 32, 0, 206),
     "hx1k": Device("hx1k", "ice40", ("--hx1k", "--package", "tq144"), 1280, 16, 0, 95),
     # ECP5: logic_cells = LUT4s, ram_blocks = DP16KD (18 kbit), dsp = MULT18X18D.
@@ -66,13 +69,15 @@ class SynthResult:
     tools: str
     seconds: float
     bitstream: str | None = None
+    spram: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def __str__(self) -> str:
+        sp = f", {self.spram} SPRAM" if self.spram else ""
         return (f"{self.device}: {self.logic_cells} LC, {self.ff} FF, {self.dsp} DSP, "
-                f"{self.ram_blocks} RAM, Fmax {self.fmax_mhz} MHz ({self.tools})")
+                f"{self.ram_blocks} RAM{sp}, Fmax {self.fmax_mhz} MHz ({self.tools})")
 
 
 def get_device(name: str) -> Device:
@@ -170,8 +175,8 @@ def synthesize(verilog: str | os.PathLike, top: str, out_dir: str | os.PathLike,
         bit = _pack(dev.family, top, out)
     if dev.family == "ice40":
         return SynthResult(dev.name, util.get("ICESTORM_LC", 0), ff, util.get("ICESTORM_DSP", 0),
-                           util.get("ICESTORM_RAM", 0) + util.get("ICESTORM_SPRAM", 0), fmax,
-                           util.get("SB_IO", 0), kind, time.monotonic() - t0, bit)
+                           util.get("ICESTORM_RAM", 0), fmax, util.get("SB_IO", 0), kind,
+                           time.monotonic() - t0, bit, util.get("ICESTORM_SPRAM", 0))
     return SynthResult(dev.name, util.get("TRELLIS_COMB", 0), util.get("TRELLIS_FF", ff),
                        util.get("MULT18X18D", 0), util.get("DP16KD", 0), fmax,
                        util.get("TRELLIS_IO", 0), f"{kind} (router2)", time.monotonic() - t0,

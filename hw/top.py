@@ -28,11 +28,26 @@ reset is active high and synchronous):
 ``m_axis_tlast``   out    high on the last beat of every sample
 ``m_axis_tready``  in
 =================  =====  =====================================================================
+
+A design with weights in SPRAM (the UP5K's ``SB_SPRAM256KA`` has no initial contents, see
+:mod:`softfloor.hw.rtl.spram`) has three more ports, the weight-load stream:
+
+=================  =====  =====================================================================
+``w_axis_tdata``   in     8 bits: one byte of the weight image
+``w_axis_tvalid``  in
+``w_axis_tready``  out    high until the whole image is loaded
+=================  =====  =====================================================================
+
+After every reset the image (:meth:`SoftfloorTop.weight_image`, the generator's
+``weights_spram.hex``) is written through ``w_axis``, the SPRAM layers in stream order, each
+its :meth:`~softfloor.hw.rtl.mvu.MatrixVectorUnit.load_words`; ``s_axis_tready`` stays low
+until the last transfer is accepted, so an unloaded design never accepts a sample or produces
+an output.
 """
 from __future__ import annotations
 
 import numpy as np
-from amaranth.hdl import Module
+from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -42,10 +57,33 @@ from softfloor.hw.pipeline import (ADAPTER_LATENCY, IO_PINS_UP5K_SG48, beat_layo
                                    check_split_output, default_elements_per_beat,
                                    output_element_bits)
 from softfloor.hw.planner import Plan, realize
+from softfloor.hw.rtl import spram
 from softfloor.hw.rtl.stream_io import BeatPacker, BeatUnpacker
 
-__all__ = ["SoftfloorTop", "beat_layouts", "output_element_bits", "default_elements_per_beat",
+__all__ = ["SoftfloorTop", "spram_ops", "weight_image", "weight_layout", "beat_layouts", "output_element_bits", "default_elements_per_beat",
            "check_split_output", "ADAPTER_LATENCY", "IO_PINS_UP5K_SG48"]
+
+
+def spram_ops(ops) -> list:
+    """The ops whose weights sit in SPRAM, in stream (= load) order."""
+    return [op for op in ops if op.memory == "spram"]
+
+
+def weight_image(ops) -> list[int]:
+    """The ``w_axis`` transfers after reset: every SPRAM layer's load words, in stream order."""
+    return [w for op in spram_ops(ops) for w in op.load_words()]
+
+
+def weight_layout(ops) -> list[dict]:
+    """Per SPRAM layer of the image: name, first transfer, transfers, blocks, words, word bits."""
+    out, at = [], 0
+    for op in spram_ops(ops):
+        n = op.groups * op.folds * op.spram_blocks() * spram.PER_WORD
+        out.append({"layer": op.name, "offset": at, "transfers": n,
+                    "spram_blocks": op.spram_blocks(), "words": op.groups * op.folds,
+                    "word_bits": op.weight_width})
+        at += n
+    return out
 
 
 class SoftfloorTop(wiring.Component):
@@ -81,12 +119,26 @@ class SoftfloorTop(wiring.Component):
         self.ops = self.pipeline.ops
         self.in_layout, self.out_layout = self.pipeline.in_layout, self.pipeline.out_layout
         iw, ow = self.in_layout.tdata_width, self.out_layout.tdata_width
-        super().__init__({
+        ports = {
             "s_axis_tdata": In(iw), "s_axis_tvalid": In(1), "s_axis_tlast": In(1),
             "s_axis_tready": Out(1),
             "m_axis_tdata": Out(ow), "m_axis_tvalid": Out(1), "m_axis_tlast": Out(1),
             "m_axis_tready": In(1),
-        })
+        }
+        if self.spram_ops:
+            ports |= {"w_axis_tdata": In(spram.LOAD_BITS), "w_axis_tvalid": In(1),
+                      "w_axis_tready": Out(1)}
+        super().__init__(ports)
+
+    # -- run-time weights (SPRAM) -------------------------------------------------------------
+    @property
+    def spram_ops(self) -> list:
+        """The ops whose weights sit in SPRAM, in stream (= load) order."""
+        return spram_ops(self.ops)
+
+    def weight_image(self) -> list[int]:
+        """The ``w_axis`` transfers after reset (:func:`weight_image`)."""
+        return weight_image(self.ops)
 
     # -- the FINN-style faces ---------------------------------------------------------------
     def model_run(self, codes) -> np.ndarray:
@@ -140,15 +192,33 @@ class SoftfloorTop(wiring.Component):
         m = Module()
         m.submodules.unpack = unpack = BeatUnpacker(self.in_layout, self.in_elements_per_transfer)
         m.d.comb += [unpack.i.payload.data.eq(self.s_axis_tdata),
-                     unpack.i.payload.last.eq(self.s_axis_tlast),
-                     unpack.i.valid.eq(self.s_axis_tvalid),
-                     self.s_axis_tready.eq(unpack.i.ready)]
+                     unpack.i.payload.last.eq(self.s_axis_tlast)]
+        if not self.spram_ops:
+            m.d.comb += [unpack.i.valid.eq(self.s_axis_tvalid),
+                         self.s_axis_tready.eq(unpack.i.ready)]
+        else:                       # nothing enters before the weight image is loaded
+            ready_all = Signal(name="weights_loaded")
+            m.d.comb += [unpack.i.valid.eq(self.s_axis_tvalid & ready_all),
+                         self.s_axis_tready.eq(unpack.i.ready & ready_all)]
         prev = unpack.o
+        loaded = None                   # every SPRAM layer before this one is loaded
+        readies = []
         for n, op in enumerate(self.ops):
             eng = op.build()
             m.submodules[f"engine{n}_{op.name}"] = eng
             wiring.connect(m, prev, eng.i)
             prev = eng.o
+            if "w" in eng.signature.members:          # the load stream, layer after layer
+                turn = Signal(name=f"wload{n}")
+                m.d.comb += turn.eq(eng.w.ready if loaded is None else loaded & eng.w.ready)
+                m.d.comb += [eng.w.payload.eq(self.w_axis_tdata),
+                             eng.w.valid.eq(self.w_axis_tvalid & turn)]
+                readies.append(turn)
+                done = Signal(name=f"wloaded{n}")
+                m.d.comb += done.eq(~eng.w.ready if loaded is None else loaded & ~eng.w.ready)
+                loaded = done
+        if loaded is not None:
+            m.d.comb += [self.w_axis_tready.eq(Cat(*readies).any()), ready_all.eq(loaded)]
         m.submodules.pack = pack = BeatPacker(self.out_layout, self.ops[-1].out_element_shape,
                                               self.out_elements_per_transfer)
         wiring.connect(m, prev, pack.i)

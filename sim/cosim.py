@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from softfloor.hw.rtl import spram
+
 from . import tools
 
 #: Verilator warnings that Amaranth's generated Verilog trips and that are benign there.
@@ -87,7 +89,10 @@ def build(verilog: Path, top: str, simulator: str, waves: bool = False, log=None
     build_dir = cache_root() / f"{simulator}-{design_hash(verilog, simulator, waves)}"
     stamp = build_dir / ".softfloor-built"
     t0 = time.monotonic()
-    kwargs = dict(sources=[verilog], hdl_toplevel=top, build_dir=build_dir, timescale=TIMESCALE,
+    sources = [verilog]
+    if spram.uses_spram(verilog.read_text()):       # the SB_SPRAM256KA cells' model
+        sources.append(spram.write_sim_model(cache_root() / "models"))
+    kwargs = dict(sources=sources, hdl_toplevel=top, build_dir=build_dir, timescale=TIMESCALE,
                   waves=waves, log_file=build_dir / "build.log")
     if simulator == "verilator":
         kwargs["build_args"] = VERILATOR_ARGS
@@ -142,7 +147,8 @@ def cosimulate(verilog: str | os.PathLike, manifest: dict, inputs: np.ndarray, s
                gap_prob: float = 0.0, stall_prob: float = 0.0, seed: int = 0,
                measure_latency: bool = True, strict: bool = False, waves: bool = False,
                probes: list | None = None, reset: dict | None = None,
-               idle_check_cycles: int = 0, progress=None) -> CosimResult:
+               idle_check_cycles: int = 0, progress=None, weight_image=None,
+               weight_image_words: int | None = None) -> CosimResult:
     """Stream ``inputs`` (integer codes, one row per sample) through the RTL on ``simulator``.
 
     Parameters
@@ -165,6 +171,11 @@ def cosimulate(verilog: str | os.PathLike, manifest: dict, inputs: np.ndarray, s
     progress : optional ``callable(done, total, note)``: called with ``note`` set while the
         simulation model is built, then with the count of samples out of the stream as it grows
         (from this process, polling a file the testbench writes; ``note`` None).
+    weight_image : the SPRAM weight image (hex file) loaded through ``w_axis`` after every
+        reset; default: the manifest's ``weight_load.file`` next to ``verilog``. A design whose
+        manifest has a ``weight_load`` cannot run without it.
+    weight_image_words : load only that many words, then check the design stays idle (see
+        :mod:`softfloor.sim.tb_stream`); ``result.raw`` has the counts.
     """
     verilog = Path(verilog).resolve()
     work = Path(work_dir).resolve() / simulator
@@ -181,6 +192,15 @@ def cosimulate(verilog: str | os.PathLike, manifest: dict, inputs: np.ndarray, s
     if expected is not None:
         np.save(work / "expected.npy", np.asarray(expected, dtype=np.int64))
         job["expected"] = str(work / "expected.npy")
+    wl = manifest.get("weight_load")
+    if wl and weight_image is None:
+        weight_image = verilog.parent / wl["file"]
+    if wl:
+        if not Path(weight_image).is_file():
+            raise CosimError(f"{weight_image}: the weight image of this design (manifest "
+                             f"weight_load) is missing: regenerate the design (softfloor rtl)")
+        job["weight_image"] = str(Path(weight_image).resolve())
+        job["weight_image_words"] = weight_image_words
     for name in ("outputs.npy", "results.json", "probes.npz", "progress.txt"):
         (work / name).unlink(missing_ok=True)
     (work / "job.json").write_text(json.dumps(job))

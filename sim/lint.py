@@ -13,7 +13,10 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from softfloor.hw.rtl import spram
+
 from . import tools
+from .cosim import cache_root
 
 __all__ = ["lint", "load_waivers", "LintReport", "LintMessage", "WAIVERS"]
 
@@ -66,8 +69,11 @@ def lint(verilog, top: str, waivers: dict | None = None) -> LintReport:
     """Run ``verilator --lint-only -Wall`` on ``verilog`` and apply ``waivers``."""
     exe = tools.ensure_verilator()
     waivers = load_waivers() if waivers is None else waivers
-    proc = subprocess.run([exe, "--lint-only", "-Wall", "--top-module", top, str(verilog)],
-                          capture_output=True, text=True, timeout=600)
+    extra = []
+    if spram.uses_spram(Path(verilog).read_text()):     # the SB_SPRAM256KA cells' model
+        extra = [str(spram.write_sim_model(cache_root() / "models"))]
+    proc = subprocess.run([exe, "--lint-only", "-Wall", "--top-module", top, str(verilog),
+                           *extra], capture_output=True, text=True, timeout=600)
     rep = LintReport(str(verilog), top)
     for raw in proc.stderr.splitlines():
         m = _LINE.match(raw)

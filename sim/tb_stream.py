@@ -29,6 +29,12 @@ Options of the job (all optional):
   completely delivered at ``m_axis`` before reset was asserted is dropped; the outputs of samples
   delivered before reset are kept (``pre_reset_outputs`` in the results); ``outputs`` holds only
   the samples sent after reset, and must be exact.
+* ``weight_image``: a hex file (one load byte a line) written through ``w_axis``
+  after every reset, before any sample (designs with SPRAM weights, see
+  :mod:`softfloor.hw.rtl.spram`); the load uses ``gap_prob`` idle cycles too.
+* ``weight_image_words``: load only this many transfers of the image, then offer a sample for
+  ``idle_check_cycles`` cycles and count the input beats accepted and output beats seen
+  (``short_image_inputs_accepted``, ``short_image_output_beats``; both must be 0); no stream.
 """
 from __future__ import annotations
 
@@ -105,21 +111,32 @@ class Driver:
         for sample in samples:
             beats = pack(sample, self.port)
             for j, word in enumerate(beats):
-                while self.gap_prob and self.rng.random() < self.gap_prob:
-                    dut.s_axis_tvalid.value = 0
-                    await RisingEdge(dut.clk)
-                dut.s_axis_tdata.value = word
-                dut.s_axis_tlast.value = int(j == len(beats) - 1)
-                dut.s_axis_tvalid.value = 1
-                while True:
-                    await ReadOnly()
-                    if dut.s_axis_tready.value == 1:
-                        break
-                    await RisingEdge(dut.s_axis_tready)
-                self.accepted.append(upcoming_edge())
-                await RisingEdge(dut.clk)
+                self.accepted.append(await put(dut, "s_axis", word, self.gap_prob, self.rng,
+                                               last=int(j == len(beats) - 1)))
         dut.s_axis_tvalid.value = 0
         dut.s_axis_tlast.value = 0
+
+
+async def put(dut, port: str, word: int, gap_prob: float, rng: random.Random,
+              last: int | None = None) -> int:
+    """One transfer on ``<port>_tdata`` (and ``_tlast``) after random idle cycles (each with
+    probability ``gap_prob``); waits for ``<port>_tready``. The edge index it is accepted on."""
+    valid, ready = getattr(dut, f"{port}_tvalid"), getattr(dut, f"{port}_tready")
+    while gap_prob and rng.random() < gap_prob:
+        valid.value = 0
+        await RisingEdge(dut.clk)
+    getattr(dut, f"{port}_tdata").value = word
+    if last is not None:
+        getattr(dut, f"{port}_tlast").value = last
+    valid.value = 1
+    while True:
+        await ReadOnly()
+        if ready.value == 1:
+            break
+        await RisingEdge(ready)
+    edge = upcoming_edge()
+    await RisingEdge(dut.clk)
+    return edge
 
 
 class Monitor:
@@ -236,7 +253,31 @@ class ProgressFile:
         tmp.replace(self.path)
 
 
-async def reset(dut, cycles: int = 4) -> None:
+def _weight_image(job: dict) -> list[int] | None:
+    """The weight-load transfers (``job["weight_image"]``: a hex file, one word a line), cut to
+    ``job["weight_image_words"]`` when given (a short image: the design must stay idle)."""
+    path = job.get("weight_image")
+    if not path:
+        return None
+    words = [int(t, 16) for t in Path(path).read_text().split()]
+    n = job.get("weight_image_words")
+    return words if n is None else words[:int(n)]
+
+
+async def load_weights(dut, words: list[int], gap_prob: float, rng: random.Random) -> int:
+    """Write the weight image through ``w_axis`` (with random idle cycles); the edge index of
+    the last accepted transfer."""
+    last = upcoming_edge()
+    for word in words:
+        last = await put(dut, "w_axis", word, gap_prob, rng)
+    dut.w_axis_tvalid.value = 0
+    return last
+
+
+async def reset(dut, cycles: int = 4, job: dict | None = None) -> None:
+    """Reset; then, for a design with a run-time weight image, load it (after every reset)."""
+    if hasattr(dut, "w_axis_tvalid"):
+        dut.w_axis_tvalid.value = 0
     dut.s_axis_tvalid.value = 0
     dut.s_axis_tlast.value = 0
     dut.s_axis_tdata.value = 0
@@ -246,6 +287,28 @@ async def reset(dut, cycles: int = 4) -> None:
         await RisingEdge(dut.clk)
     dut.rst.value = 0
     await RisingEdge(dut.clk)
+    words = _weight_image(job or {})
+    if words is not None:
+        await load_weights(dut, words, (job or {}).get("gap_prob", 0.0),
+                           random.Random((job or {}).get("seed", 0)))
+
+
+async def _short_image(dut, job: dict, man: dict, inputs: np.ndarray, results: dict) -> None:
+    """After a short weight image: offer a sample for ``idle_check_cycles`` and count the
+    input beats accepted and output beats seen (both must stay 0)."""
+    dut.s_axis_tdata.value = pack(inputs[0], man["input"])[0]
+    dut.s_axis_tvalid.value = 1
+    dut.m_axis_tready.value = 1
+    acc = outs = 0
+    for _ in range(int(job.get("idle_check_cycles", 0)) or 200):
+        await ReadOnly()
+        acc += int(dut.s_axis_tready.value == 1)
+        outs += int(dut.m_axis_tvalid.value == 1)
+        if hasattr(dut, "w_axis_tready"):
+            results["w_ready_after_image"] = int(dut.w_axis_tready.value)
+        await RisingEdge(dut.clk)
+    dut.s_axis_tvalid.value = 0
+    results.update(short_image_inputs_accepted=acc, short_image_output_beats=outs)
 
 
 async def _reset_midstream(dut, job: dict, man: dict, rng: random.Random, inputs: np.ndarray,
@@ -266,7 +329,7 @@ async def _reset_midstream(dut, job: dict, man: dict, rng: random.Random, inputs
     results["pre_reset_outputs"] = [list(map(int, s)) for s in mon.samples]
     results["pre_reset_beats_accepted"] = len(drv.accepted)
     results["reset_edge"] = upcoming_edge()
-    await reset(dut, int(spec.get("cycles", 3)))
+    await reset(dut, int(spec.get("cycles", 3)), job)
     return inputs[split:]
 
 
@@ -284,9 +347,14 @@ async def stream_samples(dut):
     dut.s_axis_tvalid.value = 0
     dut.m_axis_tready.value = 0
     cocotb.start_soon(Clock(dut.clk, PERIOD_NS, unit="ns").start(start_high=False))
-    await reset(dut)
+    await reset(dut, job=job)
 
     results: dict = {"samples": int(len(inputs))}
+    if job.get("weight_image_words") is not None:
+        await _short_image(dut, job, man, inputs, results)
+        np.save(job["outputs"], np.zeros((0, 0), dtype=np.int64))
+        Path(job["results"]).write_text(json.dumps(results, indent=1))
+        return
     if job.get("reset"):
         inputs = await _reset_midstream(dut, job, man, rng, inputs, results)
         results["samples"] = int(len(inputs))
@@ -300,7 +368,7 @@ async def stream_samples(dut):
         await mon.wait_for(1)
         task.cancel()
         results["latency_cycles"] = mon.sample_edges[0] - drv.accepted[0]
-        await reset(dut)
+        await reset(dut, job=job)
 
     # 2. the whole stream, back to back (or with the requested gaps and backpressure).
     drv = Driver(dut, man["input"], job.get("gap_prob", 0.0), rng)

@@ -196,14 +196,24 @@ class StreamHarness:
 
     ``manifest`` has the keys the testbench reads: ``top``, ``input`` and ``output`` (beat
     layouts, :meth:`softfloor.hw.rtl.stream_io.BeatLayout.to_dict`). One *beat* is one transfer of
-    the unit, one *sample* is one vector (``elements`` elements on each side).
+    the unit, one *sample* is one vector (``elements`` elements on each side). A unit with a
+    weight-load stream ``w`` (SPRAM weights) also gets ``w_axis_*`` ports, ``weight_words`` (its
+    load transfers) and a manifest ``weight_load`` entry: :meth:`write` writes the image
+    (``<verilog stem>.weights.hex``) next to the Verilog.
     """
     top: str
     verilog: str
     manifest: dict
+    weight_words: list | None = None
 
     def write(self, out_dir) -> Path:
-        return _write_verilog(self.top, self.verilog, out_dir)
+        path = _write_verilog(self.top, self.verilog, out_dir)
+        if self.weight_words is not None:
+            img = path.with_name(self.manifest["weight_load"]["file"].replace(
+                "{stem}", path.stem))
+            if not img.exists():
+                img.write_text("".join(f"{w:02x}\n" for w in self.weight_words))
+        return path
 
 
 def _has_last(payload) -> bool:
@@ -251,9 +261,19 @@ def stream_harness(top: str, unit, in_layout, out_layout) -> StreamHarness:
             with m.If(m_tvalid & m_tready):
                 m.d.sync += cnt.eq(Mux(cnt == n - 1, 0, cnt + 1))
     ports = [s_tdata, s_tvalid, s_tlast, s_tready, m_tdata, m_tvalid, m_tlast, m_tready]
+    manifest = {"top": top, "input": in_layout.to_dict(), "output": out_layout.to_dict()}
+    words = None
+    if "w" in unit.signature.members:
+        w_tdata, w_tvalid, w_tready = (Signal(len(unit.w.payload), name="w_axis_tdata"),
+                                       Signal(name="w_axis_tvalid"), Signal(name="w_axis_tready"))
+        m.d.comb += [unit.w.payload.eq(w_tdata), unit.w.valid.eq(w_tvalid),
+                     w_tready.eq(unit.w.ready)]
+        ports += [w_tdata, w_tvalid, w_tready]
+        words = unit.load_words()
     text = verilog.convert(m, name=top, ports=ports, emit_src=False)
-    return StreamHarness(top, text, {"top": top, "input": in_layout.to_dict(),
-                                     "output": out_layout.to_dict()})
+    if words is not None:
+        manifest["weight_load"] = {"file": "{stem}.weights.hex", "transfers": len(words)}
+    return StreamHarness(top, text, manifest, words)
 
 
 def run_stream(h: StreamHarness, inputs, simulator: str, work_dir, *, expected=None,
@@ -263,5 +283,9 @@ def run_stream(h: StreamHarness, inputs, simulator: str, work_dir, *, expected=N
     ``measure_latency``, ``waves``). The Verilog is built once per content hash."""
     from . import cosim
     vpath = h.write(cosim.cache_root() / "units")
+    if h.weight_words is not None:
+        options.setdefault("weight_image",
+                           vpath.with_name(h.manifest["weight_load"]["file"].replace(
+                               "{stem}", vpath.stem)))
     return cosim.cosimulate(vpath, h.manifest, inputs, simulator, work_dir, expected=expected,
                             **options)

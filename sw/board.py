@@ -51,11 +51,12 @@ def board_stage(out, board: str, *, baud: int, bare: dict | None = None, say=pri
                 simulator: str = "verilator") -> dict:
     """Build ``board``'s bitstream from the rtl stage's artifacts and check its link in
     simulation. Returns the stage record (``fusesoc_boards``: what the core file needs)."""
-    from .hw.boards import build_board, get_board
+    from .hw.boards import build_board, check_core, get_board
     from .sim import linksim
     out = Path(out)
     b = get_board(board)
     man = json.loads(_need(out / "manifest.json", "rtl", out).read_text())
+    check_core(man)
     verilog = _need(out / f"{man['top']}.v", "rtl", out)
     model_file = _need(out / MODEL_FILE, "export", out)
     d = board_dir(out, board)
@@ -272,8 +273,11 @@ def program(out, board: str, bitstream=None) -> str:
     """Program ``board`` with the built bitstream (checked by :func:`check_bitstream`); one
     clear error when the programmer or the board is missing. Returns the programmer's last
     line."""
-    from .hw.boards import get_board
+    from .hw.boards import check_core, get_board
     b = get_board(board)
+    man = Path(out) / "manifest.json"
+    if man.is_file():
+        check_core(json.loads(man.read_text()))
     bit = check_bitstream(out, board, bitstream)
     tool = b.programmer[0]
     exe = shutil.which(tool)

@@ -25,9 +25,11 @@ model computes in a dtype in which the hard-quantized forward is exact
 
 BatchNorm (``QuantCNN(batchnorm=True)``) is folded into every convolution before quantization,
 as the MLP's ``"fold"`` mode: per output channel ``w * g``, ``beta + (b - mean) * g``, ``g =
-gamma / sqrt(var + eps)``, with the statistics over batch, height and width of the float
-convolution while batch statistics are on (the soft phase), the running ones afterwards and in
-the exported model, which is then a plain quantized convolution. Power-of-two scales only.
+gamma / sqrt(var + eps)`` with the running statistics (the hard phase and the exported model,
+a plain quantized convolution). While batch statistics are on (the soft phase) the layer
+convolves with ``Q(w g) / g`` and normalises that output with its batch statistics over batch,
+height and width (one convolution, PyTorch's QAT ``ConvBn2d`` scheme), which also update the
+running ones. Power-of-two scales only.
 """
 from __future__ import annotations
 
@@ -136,17 +138,14 @@ class QuantConv2d(ThresholdBN, nn.Module):
     def weight_bits(self) -> int:
         return self.wq.bits
 
-    def folded(self, x: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Real weight and bias before quantization, BatchNorm folded in (``"fold"``, as
-        :meth:`softfloor.quant.QuantLinear.folded`); otherwise the parameters.
-
-        With ``x`` (a training batch) and batch statistics on, the statistics are those of the
-        float convolution of the batch over batch, height and width, per output channel.
-        """
+    def folded(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Real weight and bias before quantization, BatchNorm folded in with its running
+        statistics (``"fold"``, as :meth:`softfloor.quant.QuantLinear.folded`); otherwise the
+        parameters. While training with batch statistics the layer runs
+        :meth:`_forward_batch_stats` instead."""
         if self.bn_mode != "fold":
             return self.weight, self.bias
-        return self.bn.fold(self.weight, self.bias,
-                            None if x is None else lambda: self._float_conv_rows(x))
+        return self.bn.fold(self.weight, self.bias)
 
     @torch.no_grad()
     def reset_bn(self, x: torch.Tensor) -> None:
@@ -189,12 +188,36 @@ class QuantConv2d(ThresholdBN, nn.Module):
         if self.wq.free:
             raise RuntimeError("a QuantConv2d with a free scale has no power-of-two input "
                                "exponent: it runs in QuantCNN.forward_free")
-        wf, bf = self.folded(x)
+        if self.bn_mode == "fold" and self.training and self.bn.use_batch:
+            return self._forward_batch_stats(x, in_exp)
+        wf, bf = self.folded()
         dt = x.dtype
         w = self.wq(wf).to(dt)
         b = fake_quant_bias(bf, self._acc_scale(in_exp), self.bias_lo, self.bias_hi).to(dt)
         x, p = self._pad(x, 2.0 ** in_exp)
         return F.conv2d(x, w, b, stride=self.stride, padding=p)
+
+    def _forward_batch_stats(self, x: torch.Tensor, in_exp: int) -> torch.Tensor:
+        """The soft phase of folded BatchNorm in one convolution (the scheme of PyTorch's QAT
+        ``ConvBn2d``): the weights folded with the *running* statistics, quantized and unfolded
+        again (``Q(w g) / g``), their convolution (the float one, but for the weights'
+        quantization) normalised with its own batch statistics, which also update the running
+        ones. The batch statistics of a second, float convolution (:meth:`folded`) would cost as
+        much as the layer itself; the hard phase and the export fold the running statistics as
+        before."""
+        bn, dt = self.bn, x.dtype
+        g = bn.factor(bn.running_var).reshape(-1, 1, 1, 1)
+        w = (self.wq(self.weight * g) / g).to(dt)
+        x, p = self._pad(x, 2.0 ** in_exp)
+        z = F.conv2d(x, w, None, stride=self.stride, padding=p)
+        out, mean, rstd = torch.ops.aten.native_batch_norm(
+            z, bn.gamma.to(dt), bn.beta.to(dt), None, None, True, 0.0, bn.eps)
+        with torch.no_grad():  # the running statistics are those of the convolution + bias
+            var = rstd.double().pow(-2).sub_(bn.eps)
+            torch._foreach_lerp_([bn.running_mean, bn.running_var],
+                                 [(mean + self.bias).to(bn.running_mean.dtype),
+                                  var.to(bn.running_var.dtype)], bn.momentum)
+        return out
 
     def _acc_scale(self, in_exp: int):
         e = self.acc_exp(in_exp)

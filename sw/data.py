@@ -366,6 +366,41 @@ DATASETS = ("digits", "mnist5k")
 MNIST5K_FILE = ("data", "data", "mnist_5k.csv.gz")
 
 
+#: :func:`code_noise` draws its per-value probabilities in steps of ``1 / NOISE_LEVELS``.
+NOISE_LEVELS = 1 << 16
+
+
+def code_noise(x, noise: float, step: float, lo: float, hi: float, gen):
+    """``x`` (a torch tensor of codes times ``step``) with each value moved one step up or down
+    (equally likely) with probability ``noise``, then clamped to ``[lo, hi]``: the noise of
+    :func:`augment_codes` without shifts, from a quarter of the random draws.
+
+    Each value takes 16 random bits (a 64-bit draw serves four values), so the probability is
+    ``noise`` rounded to an even multiple of ``1 / NOISE_LEVELS`` (half up, half down); a
+    different random stream from :func:`augment_codes`'s. Deterministic for the generator
+    ``gen``'s state; ``x`` is unchanged.
+    """
+    import torch
+    if not 0.0 <= float(noise) <= 1.0:
+        raise ValueError(f"augment noise must be a probability in [0, 1], got {noise!r}")
+    half = round(float(noise) * NOISE_LEVELS / 2)
+    if not half:
+        return x.clone()
+    n = x.numel()
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-2 ** 63, None, generator=gen)
+    # u uniform in -2**15 .. 2**15 - 1, exact in x's dtype: up where u < a, down where
+    # a <= u < b; clamp(c - u, 0, 1) is the 0/1 of u < c (integers), cheaper than a comparison
+    u = bits.view(torch.int16)[:n].view(x.shape).to(x.dtype)
+    a, b = half - NOISE_LEVELS // 2, 2 * half - NOISE_LEVELS // 2
+    delta = torch.rsub(u, a).clamp_(0, 1).mul_(2).sub_(torch.rsub(u, b).clamp_(0, 1))
+    return torch.addcmul(x, delta, _scalar(step, x.dtype)).clamp_(lo, hi)
+
+
+def _scalar(v: float, dtype):
+    from .tensorops import scalar
+    return scalar(v, dtype)
+
+
 def check_unit_range(split: DigitsSplit, what: str) -> None:
     """Raise unless the split's inputs lie in ``[0, 1]`` (pixels as fractions of the top
     level): what the digits' input rules (``what``) assume."""

@@ -346,7 +346,9 @@ def stage_rtl(ctx: Context) -> None:
                        "mac_units": man["mac_units"], "plan": man.get("plan"),
                        "plan_text": str(plan),
                        "plan_file": str(o.plan) if o.plan is not None else None,
-                       "provenance": lin.record([f"{man['top']}.v", "manifest.json"])})
+                       "provenance": lin.record([f"{man['top']}.v", "manifest.json"]
+                                                + ([man["weight_load"]["file"]]
+                                                   if man.get("weight_load") else []))})
 
 
 def stage_sim(ctx: Context) -> None:
@@ -410,6 +412,8 @@ def read_rtl(lin: Lineage) -> tuple[dict, Path]:
     if not isinstance(man["top"], str) or not man["top"].isidentifier():
         raise ArtifactError(f"{lin.out / 'manifest.json'}: field 'top' is not a module name; "
                             f"{rerun}")
+    if man.get("weight_load"):         # the SPRAM weight image the testbench loads
+        lin.read(man["weight_load"]["file"], "rtl")
     return man, lin.read(f"{man['top']}.v", "rtl")
 
 
@@ -629,7 +633,7 @@ def report(ctx: Context) -> dict:
                                "run_seconds": v.get("run_seconds")} for k, v in sm.items()},
         },
         "synth": ({k: sy.get(k) for k in ("device", "logic_cells", "ff", "dsp", "ram_blocks",
-                                          "fmax_mhz", "io", "tools")}
+                                          "spram", "fmax_mhz", "io", "tools")}
                   | ({"cache": sy["cache"]} if "cache" in sy else {})
                   if sy else {"device": ctx.opts.device, "skipped": True, "logic_cells": None,
                               "ff": None, "dsp": None, "ram_blocks": None, "fmax_mhz": None}),
@@ -658,7 +662,7 @@ def report(ctx: Context) -> dict:
 
 
 #: Resources of ``report.json``'s ``synth`` checked against the device (``available``).
-RESOURCES = ("logic_cells", "ff", "ram_blocks", "dsp", "io")
+RESOURCES = ("logic_cells", "ff", "ram_blocks", "spram", "dsp", "io")
 
 
 def _utilisation(sy: dict) -> dict:
@@ -670,7 +674,7 @@ def _utilisation(sy: dict) -> dict:
     except ValueError:
         return {}
     avail = {"logic_cells": dev.logic_cells, "ff": dev.logic_cells, "ram_blocks": dev.ram_blocks,
-             "dsp": dev.dsp, "io": dev.io}
+             "spram": dev.spram, "dsp": dev.dsp, "io": dev.io}
     util = {k: round(sy[k] / avail[k], 4) for k in RESOURCES
             if sy.get(k) is not None and avail[k]}
     fits = all(sy.get(k) is None or sy[k] <= avail[k] for k in RESOURCES)
@@ -683,8 +687,11 @@ def resource_rows(sy: dict) -> list[tuple[str, str]]:
     sy = sy if "available" in sy else sy | _utilisation(sy)
     avail, rows = sy.get("available") or {}, []
     for key, label in (("logic_cells", "logic cells"), ("ff", "flip-flops"),
-                       ("ram_blocks", "RAM blocks"), ("dsp", "DSP"), ("io", "I/O")):
+                       ("ram_blocks", "RAM blocks"), ("spram", "SPRAM (SB_SPRAM256KA)"),
+                       ("dsp", "DSP"), ("io", "I/O")):
         used, n = sy.get(key), avail.get(key)
+        if key == "spram" and not n:
+            continue                          # a device without SPRAM
         rows.append((f"{sy.get('device')} {label} used / available",
                      f"{used} / {n}  ({100 * used / n:.1f}%)" if used is not None and n
                      else f"{used} / {n if n is not None else '?'}"))

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from .data import DigitsSplit, digits_input_spec, pixels, scale_thresholds
+from .tensorops import pass_inside
 
 #: Width of the backward ramp, in pixel levels.
 WIDTH = 2.0
@@ -52,8 +53,9 @@ def threshold_grad(pixels: torch.Tensor, t: torch.Tensor, grad_codes: torch.Tens
     """The thresholds' gradient given the inputs' (``grad_codes``, shape of ``pixels``): the
     straight-through derivative of ``clamp((p - t) / width + 1/2, 0, 1) * step``, summed over
     the batch."""
-    inside = (pixels - t).abs_() <= width / 2
-    return (grad_codes * inside).sum(0).mul_(-step / width)
+    r = pixels - t
+    return pass_inside(grad_codes.to(r.dtype), r, -width / 2, width / 2).sum(0).mul_(
+        -step / width)
 
 
 def integer_thresholds(t) -> np.ndarray:

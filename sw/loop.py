@@ -199,7 +199,7 @@ def train_network(model: nn.Module, qin: QuantInput, cfg, x_tr, y_tr, evals: dic
                   progress=None):
     """The loop of :func:`fit` on real training inputs ``x_tr`` (flat rows) quantized by
     ``qin``; ``evals`` maps names to ``(x, y)`` (None skipped) measured at the end."""
-    from softfloor.train import TrainResult, _augmenter, _fit, _one_thread
+    from softfloor.train import TrainResult, _fit, _one_thread
     t0 = time.perf_counter()
     with _one_thread():
         torch.manual_seed(cfg.seed)
@@ -229,18 +229,40 @@ def train_network(model: nn.Module, qin: QuantInput, cfg, x_tr, y_tr, evals: dic
         times: list = []
         # the config's input-code augmentation: on the batches of codes, or after the learned
         # thresholds (the fused MLP; a gradient straight through to them)
-        step = 2.0 ** qin.exp
-        augment = _augmenter(cfg, step, qin.hi * step, qin.lo * step)
+        augment = augmenter(cfg, 2.0 ** qin.exp, qin.lo, qin.hi)
         if learned and isinstance(net, FusedMLP):
             net.augment, augment = augment, None
         elif learned:
             augment = None
-        history = _fit(net, list(model.parameters()), x, y, cfg, on_epoch, progress,
-                       augment=augment, penalty=penalty, epoch_times=times)
+        # the fused step's parameters as one flat tensor: one Adam update instead of one per
+        # parameter, element for element the same arithmetic
+        flat = fast.mlp.flatten_parameters() if fast is not None else None
+        params = list(model.parameters()) if flat is None else \
+            [flat] + [p for p in qin.parameters()]
+        try:
+            history = _fit(net, params, x, y, cfg, on_epoch, progress, augment=augment,
+                           penalty=penalty, epoch_times=times)
+        finally:
+            if flat is not None:
+                fast.mlp.unflatten_parameters()
         set_surrogate(model, schedule.k_end, True)
         model.eval()
         acc = accuracies(model, qin, evals)
     return TrainResult(model, cfg, acc, history, time.perf_counter() - t0, qin.spec(), times)
+
+
+def augmenter(cfg, step: float, lo: int, hi: int):
+    """The per-batch input-code augmentation of ``cfg`` for codes ``lo..hi`` times ``step``
+    (None without one): noise alone through :func:`softfloor.data.code_noise` (a quarter of
+    the random draws of :func:`softfloor.data.augment_codes`, which shifts take), seeded with
+    ``AUGMENT_SEED + seed``."""
+    from softfloor.data import code_noise
+    from softfloor.train import AUGMENT_SEED, _augmenter
+    shift, noise = cfg.augment_options
+    if shift or not noise:
+        return _augmenter(cfg, step, hi * step, lo * step)
+    gen = torch.Generator().manual_seed(AUGMENT_SEED + cfg.seed)
+    return lambda xb: code_noise(xb, noise, step, lo * step, hi * step, gen)
 
 
 def accuracies(model: nn.Module, qin: QuantInput, evals: dict) -> dict:

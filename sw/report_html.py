@@ -455,7 +455,8 @@ def _plan(rep: dict) -> str:
 
 
 RESOURCES = (("logic_cells", "logic cells", "lc"), ("ff", "flip-flops", "ff"),
-             ("ram_blocks", "RAM blocks", "ram"), ("dsp", "DSP", "dsp"), ("io", "I/O pins", None))
+             ("ram_blocks", "RAM blocks", "ram"), ("spram", "SPRAM", "spram"),
+             ("dsp", "DSP", "dsp"), ("io", "I/O pins", None))
 
 
 def _resources(rep: dict) -> str:
@@ -465,12 +466,12 @@ def _resources(rep: dict) -> str:
                         '(<code>softfloor synth</code>)</p>')
     est = (rep["hardware"].get("plan") or {}).get("estimate", {})
     width, lab_w, inner, bar_h = 640, 110, 360, 22
-    parts = [f'<svg class="chart" viewBox="0 0 {width} {len(RESOURCES) * 34 + 30}" '
-             f'width="{width}" height="{len(RESOURCES) * 34 + 30}" role="img">']
-    for i, (key, label, ekey) in enumerate(RESOURCES):
+    shown = [r for r in RESOURCES                 # SPRAM only on a device that has it
+             if sy.get(r[0]) is not None and sy["available"].get(r[0])]
+    parts = [f'<svg class="chart" viewBox="0 0 {width} {len(shown) * 34 + 30}" '
+             f'width="{width}" height="{len(shown) * 34 + 30}" role="img">']
+    for i, (key, label, ekey) in enumerate(shown):
         used, avail = sy.get(key), sy["available"].get(key)
-        if used is None or not avail:
-            continue
         y = 6 + i * 34
         frac = used / avail
         w = min(1.0, frac) * inner
@@ -485,7 +486,7 @@ def _resources(rep: dict) -> str:
                          f'class="est"><title>estimate {est[ekey]}</title></line>')
         parts.append(f'<text x="{lab_w + inner + 8}" y="{y + 16}">{used:,} / {avail:,} '
                      f'({100 * frac:.1f}%)</text>')
-    y = len(RESOURCES) * 34 + 14
+    y = len(shown) * 34 + 14
     parts.append(f'<line x1="{lab_w}" x2="{lab_w + 16}" y1="{y}" y2="{y}" class="est"/>'
                  f'<text x="{lab_w + 22}" y="{y + 4}" class="tick">planner estimate</text>'
                  f'<rect x="{lab_w + 140}" y="{y - 6}" width="14" height="12" class="okb"/>'

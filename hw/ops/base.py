@@ -299,7 +299,8 @@ class HwOp:
 
     # -- resources --------------------------------------------------------------------------
     def estimate(self, device: str = "up5k") -> dict:
-        """Estimated ``{"lc", "ff", "ram", "dsp"}`` on ``device`` with these stream widths."""
+        """Estimated ``{"lc", "ff", "ram", "dsp"}`` on ``device`` with these stream widths (and
+        ``"spram"``, UP5K SPRAM blocks, when it uses any; absent means 0)."""
         raise NotImplementedError
 
     @property
@@ -356,8 +357,9 @@ class HwOp:
         """Its choices in a plan file (``kind`` and ``memory``; folded ops add theirs)."""
         return {"name": self.name, "kind": self.kind, "memory": self.memory}
 
-    def apply_plan_entry(self, entry: dict, where: str) -> "HwOp":
-        """This op with the choices of a plan-file entry (already checked to name this op)."""
+    def apply_plan_entry(self, entry: dict, where: str, device: str = "up5k") -> "HwOp":
+        """This op with the choices of a plan-file entry (already checked to name this op) for
+        ``device``."""
         mem = entry.get("memory", self.memory)
         if mem not in self.memories:
             raise PlanEntryError(f"{where}.memory: {mem!r} is not a memory of a {self.kind} "
@@ -365,6 +367,11 @@ class HwOp:
         return self.with_memory(mem)
 
     def with_memory(self, memory: str) -> "HwOp":
+        return self
+
+    def with_spram(self, on: bool) -> "HwOp":
+        """This op with its weights in SPRAM (``on``) or not; ops without weights in a
+        memory, or that cannot use SPRAM, return themselves (their ``memory`` unchanged)."""
         return self
 
 

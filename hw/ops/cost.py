@@ -4,7 +4,8 @@ Every op's ``estimate(device)`` counts the datapath its unit emits with these pe
 coefficients, fitted to Yosys + nextpnr results (``tests/hw/test_planner.py`` and the
 ``hardware`` benchmark report estimate / synthesized ratios). An estimate is
 ``{"lc", "ff", "ram", "dsp"}``: logic cells (iCE40 LCs, ECP5 LUT4s), flip-flops, RAM blocks
-(iCE40 4 kbit EBR, ECP5 18 kbit DP16KD) and DSP blocks.
+(iCE40 4 kbit EBR, ECP5 18 kbit DP16KD) and DSP blocks; ops that can use the UP5K's SPRAM add
+``"spram"`` (256 kbit blocks; a missing key counts 0).
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ __all__ = ["COEFFS", "SCALE", "family", "ram_blocks", "mem_blocks", "logic_cells
 COEFFS = {
     "ice40": {"lut_per_pp": 1.0, "lut_per_add_bit": 1.0, "ff_unpaired": 0.3, "control": 10,
               "rom_lut_per_word": 0.1, "const_lut_per_add_bit": 1.0, "xbuf_lut_per_bit": 1.0,
-              "block_cost": 64, "lutram": False, "lut_per_dpr16x4": 0},
+              "block_cost": 64, "lutram": False, "lut_per_dpr16x4": 0,
+              "spram_load_luts": 40},
     # ECP5 (LUT4 slots, TRELLIS_COMB): nextpnr also spends about one LUT slot per two FFs as
     # a route-through, and Yosys keeps ~2x the estimated FFs, hence the large FF term; ROMs in
     # logic and shift-add products come out cheaper than on iCE40 (k_rom, k_mul). Fitted on
@@ -35,7 +37,7 @@ COEFFS = {
              "rom_lut_per_word": 0.1, "const_lut_per_add_bit": 1.0, "xbuf_lut_per_bit": 1.0,
              "block_cost": 128, "lutram": True, "lut_per_dpr16x4": 4, "k_mul": 0.7,
              "k_rom": 0.5, "const_ff": 0.0, "const_scale": 1.1, "const_narrow": 0.65,
-             "narrow_scale": 0.55},
+             "narrow_scale": 0.55, "spram_load_luts": 40},
 }
 COEFFS["ice40"].update(const_ff=COEFFS["ice40"]["ff_unpaired"], const_scale=1.08,
                        const_narrow=0.65, narrow_scale=1.0)
@@ -106,8 +108,8 @@ def estimate_window(frame, in_bits: int, in_ept: int, lanes: int, device: str, *
 
 
 def add(a: dict, b: dict) -> dict:
-    """Two estimates summed key by key (the keys of ``a``)."""
-    return {k: a[k] + b[k] for k in a}
+    """Two estimates summed key by key (the keys of ``a``; a key ``b`` lacks counts 0)."""
+    return {k: a[k] + b.get(k, 0) for k in a}
 
 
 def requant_mults(rq, channels: int) -> tuple[list[int], int]:

@@ -8,7 +8,10 @@ the same products, summed in another order).
 Folds: ``pe`` output rows and ``simd`` input columns per cycle; ``ceil(rows/pe) *
 ceil(cols/simd)`` compute cycles per vector. Fully unrolled (``pe = rows``, ``simd = cols``)
 the weights are constants in the logic (memory ``"constants"``), otherwise they sit in a ROM
-(memory ``"rom"``: block RAM or logic, as Yosys finds cheaper). Weight widths are generic: the
+(memory ``"rom"``: block RAM or logic, as Yosys finds cheaper) or, on the iCE40 UP5K, in SPRAM
+(memory ``"spram"``: ``ceil(pe*simd*weight_bits / 16)`` blocks side by side, ``groups*folds <=
+16384`` words, loaded at run time through the top's ``w_axis`` stream, see
+:mod:`softfloor.hw.rtl.spram`). Weight widths are generic: the
 product widths, ROM words and estimates follow ``weight_bits`` (1-bit weights {-1, +1} are a
 sign bit and a conditional negate).
 """
@@ -23,11 +26,12 @@ import numpy as np
 from softfloor.intmodel import ChannelRequant, CodeType, Dense, Requant
 from softfloor.hw.ops import cost
 from softfloor.hw.ops.base import HwOp, Lowering, PlanEntryError
-from softfloor.hw.rtl import cmvm
+from softfloor.hw.rtl import cmvm, spram
 from softfloor.hw.rtl.mvu import (MatrixVectorUnit, check_fold, const_graph,
                                   dsp_eligible, is_const, product_bits, product_selector_bits,
-                                  mvu_latency, product_terms, tree_levels)
+                                  mvu_latency, product_terms, tree_levels, weight_words)
 from softfloor.hw.rtl.tables import double_buffer_depth, positive_int
+from softfloor.hw.synth import get_device
 
 __all__ = ["DenseOp", "fold_values", "const_tree"]
 
@@ -65,17 +69,19 @@ class DenseOp(HwOp):
 
     Fields: ``layer`` (the model's layer), ``dense`` (the matrix the unit computes: the layer,
     columns permuted after a flatten), ``requant`` (fused, or ``None``: raw accumulators out),
-    ``pe``, ``simd``, ``use_dsp`` (build the products for DSP blocks when they qualify).
+    ``pe``, ``simd``, ``use_dsp`` (build the products for DSP blocks when they qualify),
+    ``spram`` (weights in SPRAM when folded, see :meth:`spram_fits`).
     """
     kind = "dense"
     layer_types = (Dense,)
-    memories = ("rom", "constants")
+    memories = ("rom", "constants", "spram")
 
     dense: Dense
     requant: object = None
     pe: int = 1
     simd: int = 1
     use_dsp: bool = False
+    spram: bool = False
 
     def __post_init__(self):
         if not isinstance(self.dense, Dense):
@@ -174,7 +180,50 @@ class DenseOp(HwOp):
 
     @property
     def memory(self) -> str:
-        return "constants" if self.const_weights else "rom"
+        if self.const_weights:
+            return "constants"
+        return "spram" if self.spram else "rom"
+
+    @property
+    def weight_width(self) -> int:
+        """Bits of one weight-memory word: ``pe * simd * weight_bits``."""
+        return self.pe * self.simd * self.dense.weight_bits
+
+    def spram_blocks(self) -> int:
+        """SPRAM blocks its weights take (0 unless in SPRAM)."""
+        return spram.blocks(self.weight_width) if self.memory == "spram" else 0
+
+    def spram_problem(self, device: str) -> str | None:
+        """Why this fold cannot keep its weights in SPRAM on ``device`` (None: it can)."""
+        have = get_device(device).spram
+        if self.kind != "dense":
+            return f"a {self.kind} layer keeps its weights in 'rom' (SPRAM: dense layers only)"
+        if not have:
+            return f"{device} has no SPRAM"
+        if self.const_weights:
+            return "the fully unrolled fold keeps its weights as constants"
+        depth = self.groups * self.folds
+        if depth > spram.SPRAM_DEPTH:
+            return (f"fold {self.pe}x{self.simd} needs {depth} weight words, more than the "
+                    f"{spram.SPRAM_DEPTH} of an SPRAM block: raise pe or simd")
+        if spram.blocks(self.weight_width) > have:
+            return (f"fold {self.pe}x{self.simd} reads {self.weight_width} weight bits per "
+                    f"cycle, {spram.blocks(self.weight_width)} SPRAM blocks side by side, more "
+                    f"than the {have} of {device}: lower pe or simd")
+        return None
+
+    def load_words(self) -> list[int]:
+        """The ``w_axis`` bytes that load its SPRAM weights (the unit's
+        :meth:`~softfloor.hw.rtl.mvu.MatrixVectorUnit.load_words`, without building it)."""
+        return spram.load_words(weight_words(self.dense.weight, self.dense.weight_bits,
+                                             self.pe, self.simd), self.weight_width)
+
+    def with_spram(self, on: bool) -> "DenseOp":
+        """Weights in SPRAM or not (dense layers only: a subclass's unit, e.g. the conv
+        unit, keeps its ROM)."""
+        if on and self.kind != DenseOp.kind:
+            return self
+        return dataclasses.replace(self, spram=bool(on))
 
     def with_fold(self, pe: int, simd: int) -> "DenseOp":
         return dataclasses.replace(self, pe=pe, simd=simd)
@@ -182,8 +231,11 @@ class DenseOp(HwOp):
     def fold_options(self, device: str, wide: bool, max_lanes: int = 1 << 16) -> list[tuple]:
         """(cycles, lc, pe, simd) of every fold worth considering (no fold with the same cycle
         count and more lanes in either dimension); ``wide``: also folds that finish more than
-        one result per cycle (wider output streams)."""
+        one result per cycle (wider output streams). The fully unrolled fold is left out when
+        even :meth:`const_lc_floor` exceeds the device's logic cells (solving a large matrix's
+        adder graph takes the planner tens of seconds)."""
         out = []
+        device_lc = get_device(device).logic_cells
         for pe in fold_values(self.rows):
             for simd in fold_values(self.cols):
                 f = math.ceil(self.cols / simd)
@@ -193,6 +245,10 @@ class DenseOp(HwOp):
                     continue                 # keeps the output stream one element wide
                 s = dataclasses.replace(self, pe=pe, simd=simd, in_ept=1, out_ept=1,
                                         use_dsp=False)
+                if s.const_weights and s.const_lc_floor(device) > device_lc:
+                    continue                 # unrolled, it cannot fit the device at all
+                if self.spram and s.spram_problem(device):
+                    continue                 # SPRAM weights: only folds the blocks can hold
                 out.append((s.plan_cycles, s.estimate(device)["lc"], pe, simd))
         out.sort()
         return out
@@ -338,7 +394,13 @@ class DenseOp(HwOp):
         # (DPR16X4, cost 4 per 16x4) when that is cheaper.
         bcost = c["block_cost"]
         ram, rom_luts, lutram = 0, 0, 0
-        for depth, width in ((self.groups * self.folds, lanes * wb), (self.groups, pe * bb)):
+        roms = [(self.groups * self.folds, lanes * wb), (self.groups, pe * bb)]
+        nspram = 0
+        if self.memory == "spram":                 # weights in SPRAM: load counters, address mux
+            roms, nspram = roms[1:], spram.blocks(lanes * wb)
+            ctl += c["spram_load_luts"] + 2 * nspram
+            ffs += 14 + nspram.bit_length() + 1
+        for depth, width in roms:
             blocks = cost.ram_blocks(depth, width, fam)
             if blocks * bcost < depth * width / 16:
                 ram += blocks
@@ -357,16 +419,30 @@ class DenseOp(HwOp):
         lc = sum(c.get(f"k_{k}", 1.0) * v for k, v in parts.items()) * cost.SCALE[fam]
         if t.bits + (0 if t.signed else 1) <= 2:        # 1-bit codes: LUT4s absorb narrow adders
             lc *= c["narrow_scale"]
-        est = {"lc": int(round(lc)), "ff": int(ffs), "ram": int(ram), "dsp": int(dsp)}
+        est = {"lc": int(round(lc)), "ff": int(ffs), "ram": int(ram), "dsp": int(dsp),
+               "spram": nspram}
         return est | {"parts": parts} if detail else est
 
-    def _estimate_const(self, fam: str, c: dict) -> dict:
+    def const_lc_floor(self, device: str) -> int:
+        """A lower bound of the fully unrolled fold's estimated logic cells, without building
+        its adder graph: for a matrix of more than :data:`SOLVE_TERMS` terms (estimated from
+        :data:`SHARED_FRACTION` of its plain trees: at least one adder bit per adder, ``terms
+        - 1`` adders per row), else the logic around the graph alone. Lets the planner drop
+        unrolled folds that cannot fit the device before solving them."""
+        terms = cmvm.term_counts(self.dense.weight)
+        adders = 0
+        if int(terms.sum()) > SOLVE_TERMS:
+            adders = int(SHARED_FRACTION * int(np.maximum(terms - 1, 0).sum()))
+        fam = cost.family(device)
+        return self._estimate_const(fam, cost.COEFFS[fam], (adders, 0))["lc"]
+
+    def _estimate_const(self, fam: str, c: dict, tree: tuple | None = None) -> dict:
         """Fully unrolled: the matrix's shared-subexpression adder graph, no weight ROM,
-        constant biases."""
+        constant biases; ``tree``: (adder bits, register bits) instead of :func:`const_tree`'s."""
         d, rq, t = self.dense, self.requant, self.in_type
         in_ept, out_ept = self.in_ept, self.out_ept
         ab, xb = d.acc_bits, t.bits
-        adders, regs = const_tree(d.weight, t)
+        adders, regs = tree if tree is not None else const_tree(d.weight, t)
         ob = rq.bits if rq else ab
         rq_luts = cost.requant_lane_luts(rq, self.rows, ab) * out_ept
         slots = self.simd // in_ept
@@ -379,13 +455,14 @@ class DenseOp(HwOp):
         narrow = c["const_narrow"] if t.bits + (0 if t.signed else 1) <= 2 else 1.0
         lc = (c["const_lut_per_add_bit"] * narrow * adders + acc + rq_luts + 2 * out_ept * ob
               + gather + xbuf + c["control"] + c["const_ff"] * ffs) * c["const_scale"]
-        return {"lc": int(round(lc)), "ff": int(ffs), "ram": 0, "dsp": 0}
+        return {"lc": int(round(lc)), "ff": int(ffs), "ram": 0, "dsp": 0, "spram": 0}
 
     # -- hardware ---------------------------------------------------------------------------
     def build(self) -> MatrixVectorUnit:
         return MatrixVectorUnit(self.dense, self.in_type, self.requant, pe=self.pe,
                                 simd=self.simd, in_elements_per_transfer=self.in_ept,
-                                out_elements_per_transfer=self.out_ept, dsp=self.dsp)
+                                out_elements_per_transfer=self.out_ept, dsp=self.dsp,
+                                weight_memory="spram" if self.memory == "spram" else "rom")
 
     # -- manifest and plan file -------------------------------------------------------------
     def manifest_entry(self, index: int, device: str) -> dict:
@@ -394,6 +471,10 @@ class DenseOp(HwOp):
                      tree_levels=self.tree_levels, acc_bits=self.dense.acc_bits,
                      weight_bits=self.dense.weight_bits, macs=self.macs,
                      const_weights=self.const_weights)
+        if self.memory == "spram":
+            entry.update(memory="spram", spram_blocks=self.spram_blocks(),
+                         spram_words=self.groups * self.folds,
+                         weight_word_bits=self.weight_width)
         rq = self.requant
         if rq is not None:
             entry["requant"] = {"multiplier": np.asarray(rq.multiplier).tolist(),
@@ -405,7 +486,7 @@ class DenseOp(HwOp):
         return {"name": self.name, "kind": self.kind, "pe": self.pe, "simd": self.simd,
                 "unrolled": self.const_weights, "memory": self.memory, "dsp": self.dsp}
 
-    def apply_plan_entry(self, entry: dict, where: str) -> "DenseOp":
+    def apply_plan_entry(self, entry: dict, where: str, device: str = "up5k") -> "DenseOp":
         pe, simd = entry.get("pe"), entry.get("simd")
         for key, v in (("pe", pe), ("simd", simd)):
             if isinstance(v, bool) or not isinstance(v, int):
@@ -427,6 +508,11 @@ class DenseOp(HwOp):
         if mem not in self.memories:
             raise PlanEntryError(f"{where}.memory: {mem!r} is not a memory of a {self.kind} "
                                  f"layer (choose {' or '.join(map(repr, self.memories))})")
+        if mem == "spram" and not op.const_weights:
+            why = op.spram_problem(device)
+            if why:
+                raise PlanEntryError(f"{where}.memory: 'spram' is not possible: {why}")
+            op = op.with_spram(True)
         if mem != op.memory:
             raise PlanEntryError(f"{where}.memory: {mem!r} needs "
                                  + ("the fully unrolled fold" if mem == "constants"

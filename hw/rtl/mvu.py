@@ -50,6 +50,7 @@ from amaranth.lib.wiring import In, Out
 
 from softfloor.intmodel import ChannelRequant, CodeType, Dense
 from softfloor.hw.rtl import primitives as P
+from softfloor.hw.rtl import spram
 from softfloor.hw.rtl.cmvm import AdderGraph, matrix_graph, stages_of
 from softfloor.hw.rtl.cmvm_emit import emit
 from softfloor.hw.rtl.stream_io import transfer_shape
@@ -232,16 +233,26 @@ class MatrixVectorUnit(wiring.Component):
     dsp : bool
         Build the ``weight x input`` products as ``$mul`` cells that synthesis maps to DSP blocks
         (when they are wide enough, see :func:`dsp_eligible`); otherwise as shift-and-add logic.
+    weight_memory : {"rom", "spram"}
+        ``"rom"``: the weights are the initial contents of a ROM (block RAM or logic).
+        ``"spram"``: they sit in iCE40 UP5K SPRAM blocks (:mod:`softfloor.hw.rtl.spram`),
+        written through the ``w`` stream after reset; ``i.ready`` stays low until all
+        :meth:`load_words` were accepted. Ignored when fully unrolled (constants).
 
     Members
     -------
     i : ``In(stream.Signature(transfer_shape(in_shape, in_elements_per_transfer)))``
     o : ``Out(stream.Signature(transfer_shape(out_shape, out_elements_per_transfer)))``
+    w : ``In(stream.Signature(unsigned(spram.LOAD_BITS)))``, only with ``weight_memory="spram"``
     """
 
     def __init__(self, dense: Dense, in_type: CodeType, requant=None, *, pe: int = 1,
                  simd: int = 1, in_elements_per_transfer: int = 1,
-                 out_elements_per_transfer: int = 1, dsp: bool = False):
+                 out_elements_per_transfer: int = 1, dsp: bool = False,
+                 weight_memory: str = "rom"):
+        if weight_memory not in ("rom", "spram"):
+            raise ValueError(f"{dense.name}: weight_memory must be 'rom' or 'spram', got "
+                             f"{weight_memory!r}")
         self.dense, self.requant, self.in_type = dense, requant, in_type
         self.rows, self.cols = dense.out_features, dense.in_features
         check_fold(dense.name, self.rows, self.cols, pe, simd, in_elements_per_transfer,
@@ -261,15 +272,27 @@ class MatrixVectorUnit(wiring.Component):
         out_type = requant.out_type(acc_type) if requant else acc_type
         self.in_shape = P.code_shape(in_type.bits, in_type.signed)
         self.out_shape = P.code_shape(out_type.bits, out_type.signed)
-        super().__init__({
-            "i": In(stream.Signature(transfer_shape(self.in_shape, self.in_ept))),
-            "o": Out(stream.Signature(transfer_shape(self.out_shape, self.out_ept)))})
+        self.spram = weight_memory == "spram" and not self.const_weights
+        ports = {"i": In(stream.Signature(transfer_shape(self.in_shape, self.in_ept))),
+                 "o": Out(stream.Signature(transfer_shape(self.out_shape, self.out_ept)))}
+        if self.spram:
+            ports["w"] = In(stream.Signature(unsigned(spram.LOAD_BITS)))
+        super().__init__(ports)
 
     def weight_words(self) -> list[int]:
         return weight_words(self.dense.weight, self.dense.weight_bits, self.pe, self.simd)
 
     def bias_words(self) -> list[int]:
         return bias_words(self.dense.bias, self.dense.bias_bits, self.pe)
+
+    @property
+    def weight_width(self) -> int:
+        """Bits of one weight-memory word (``pe * simd * weight_bits``)."""
+        return self.pe * self.simd * self.dense.weight_bits
+
+    def load_words(self) -> list[int]:
+        """The ``w`` stream's transfers that load the SPRAM weights (:func:`spram.load_words`)."""
+        return spram.load_words(self.weight_words(), self.weight_width)
 
     # -- hardware ---------------------------------------------------------------------------
     def elaborate(self, platform):
@@ -291,12 +314,21 @@ class MatrixVectorUnit(wiring.Component):
         const = self.const_weights
         # Constant weights: one word per bank, read without a register (see MVU_CONST_LATENCY).
         xw, xr = xbuf.write_port(), xbuf.read_port(domain="comb" if const else "sync")
-        if not const:
+        loaded = None
+        if not const and self.spram:
+            waddr_sp, wen_sp = Signal(14), Signal()
+            wdata, loaded = spram.weight_spram(m, pe * simd * ws, G * F, self.w, waddr_sp,
+                                               wen_sp)
+            m.submodules.brom = brom = Memory(shape=unsigned(pe * self.dense.bias_bits),
+                                              depth=G, init=self.bias_words())
+            br = brom.read_port()
+        elif not const:
             m.submodules.wrom = wrom = Memory(shape=unsigned(pe * simd * ws), depth=G * F,
                                               init=self.weight_words())
             m.submodules.brom = brom = Memory(shape=unsigned(pe * self.dense.bias_bits),
                                               depth=G, init=self.bias_words())
             wr, br = wrom.read_port(), brom.read_port()
+            wdata = wr.data
 
         def bank_addr(word, bank):
             return Cat(word, bank) if fold_w else bank
@@ -310,7 +342,8 @@ class MatrixVectorUnit(wiring.Component):
         slots = simd // win
         last_slots = (self.cols - (F - 1) * simd) // win
         take = Signal()
-        m.d.comb += [self.i.ready.eq(~full.bit_select(wr_bank, 1)),
+        room = ~full.bit_select(wr_bank, 1)
+        m.d.comb += [self.i.ready.eq(room & loaded if self.spram else room),
                      take.eq(self.i.valid & self.i.ready)]
         data_in = Value.cast(self.i.payload)
         if slots == 1:
@@ -364,7 +397,9 @@ class MatrixVectorUnit(wiring.Component):
                      xr.addr.eq(bank_addr(fold[:fold_w] if fold_w else fold, rd_bank))]
         if not const:
             m.d.comb += xr.en.eq(advance)
-        if not const:
+        if self.spram:
+            m.d.comb += [waddr_sp.eq(waddr), wen_sp.eq(advance)]
+        elif not const:
             m.d.comb += [wr.addr.eq(waddr), wr.en.eq(advance)]
         with m.If(issue):
             with m.If(last0):
@@ -398,7 +433,7 @@ class MatrixVectorUnit(wiring.Component):
         if const:
             sums = self._const_sums(m, xs, advance)
         else:
-            sums = self._rom_sums(m, xs, wr, advance, ab, L)
+            sums = self._rom_sums(m, xs, wdata, advance, ab, L)
 
         # bias read one stage ahead of the accumulator (constants when fully unrolled)
         bb = self.dense.bias_bits
@@ -422,14 +457,14 @@ class MatrixVectorUnit(wiring.Component):
         return emit(m, xs[:self.cols], const_graph(self.dense.weight, self.in_type),
                     enable=advance, name="cm")
 
-    def _rom_sums(self, m, xs, wr, advance, ab, L):
+    def _rom_sums(self, m, xs, wdata, advance, ab, L):
         pe, simd, ws = self.pe, self.simd, self.dense.weight_bits
         level = []
         for p in range(pe):
             lane = []
             for s in range(simd):
                 k = p * simd + s
-                wbits = wr.data[k * ws:(k + 1) * ws]
+                wbits = wdata[k * ws:(k + 1) * ws]
                 if ws == 1:
                     prods = [P.multiply_binary(wbits[0], xs[s])]
                 elif self.dsp:

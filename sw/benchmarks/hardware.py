@@ -8,10 +8,12 @@ than the UP5K SG48 has), on the HX8K (w8a8, w4a4), on an ECP5-25F (every width, 
 input beat being the bottleneck), and fully unrolled (``pe = rows``, ``simd = cols``: weights as
 constants, see :class:`softfloor.hw.rtl.mvu.MatrixVectorUnit`) on an ECP5-85F with a 32-bit input beat
 and all 10 logits in one output beat; and the digits CNN (``softfloor.cnn``: conv3x3x8 -> pool ->
-conv3x3x16 -> pool -> dense, w4a4) on the UP5K and the ECP5-25F; and, with random weights of
-their widths (:mod:`softfloor.benchmarks.workloads`, :data:`WORKLOADS`: no accuracy), FINN's CNV
-at w1a1 and w2a2 on the ECP5-85F (3 frames) and a 28x28 CNN at w4a4 on the ECP5-25F (20
-frames): the planner's plan (``ROWS``), then
+conv3x3x16 -> pool -> dense, w4a4) on the UP5K and the ECP5-25F; FINN's TFC (784-64-64-64-10,
+:func:`tfc_model`: random weights, w1a1 and w2a2, on the UP5K, both simulators; w2a2 keeps its
+first layer in SPRAM); and, with random weights of their widths
+(:mod:`softfloor.benchmarks.workloads`, :data:`WORKLOADS`: no accuracy), FINN's CNV at w1a1 and
+w2a2 on the ECP5-85F (3 frames) and a 28x28 CNN at w4a4 on the ECP5-25F (20 frames): the
+planner's plan (``ROWS``), then
 
 * RTL co-simulation on Verilator (and Icarus for the unrolled rows) of the test samples:
   bit-exactness against the golden model, measured latency (an isolated sample) and measured
@@ -47,6 +49,7 @@ ROWS = ([((wb, ab), "up5k", "throughput", False) for wb, ab in MODELS]
         + [((wb, ab), "ecp5-25f", "throughput", False) for wb, ab in MODELS]
         + [((4, 4), "ecp5-25f", "throughput", False, "cnn")]
         + [((wb, ab), "ecp5-85f", "latency", True) for wb, ab in ((4, 4), (2, 2), (1, 1))]
+        + [((wb, ab), "up5k", "throughput", False, "tfc") for wb, ab in ((1, 1), (2, 2))]
         + [((1, 1), "ecp5-85f", "throughput", False, "cnv"),
            ((2, 2), "ecp5-85f", "throughput", False, "cnv"),
            ((4, 4), "ecp5-25f", "throughput", False, "cnn28")])
@@ -56,6 +59,9 @@ WORKLOADS = {"cnv": 3, "cnn28": 20}
 #: Output beat of the rows whose default beat needs more pins than the device has: the
 #: UP5K SG48 (39 pins) takes w8a8's 32-bit logits in two 16-bit beats.
 OUTPUT_TDATA = {((8, 8), "up5k"): 16}
+#: Output beat of the TFC rows on the UP5K (raw logits, 16-bit elements, in two 8-bit beats:
+#: with the weight-load port of a design with SPRAM weights the 16-bit beat needs 42 pins).
+TFC_OUTPUT_TDATA = 8
 TARGET_UP5K_W4A4 = 200_000
 #: Rows built at once (sweep workers; None: the CPUs available, at most 4).
 WORKERS: int | None = None
@@ -66,6 +72,8 @@ UNROLLED_IN_BEAT_BITS = 32
 def model_name(wb: int, ab: int, arch: str = "mlp") -> str:
     if arch in WORKLOADS:
         return f"{arch}-w{wb}a{ab}"
+    if arch == "tfc":
+        return f"tfc-w{wb}a{ab}-random"
     return f"digits-w{wb}a{ab}" if arch == "mlp" else f"digits-{arch}-w{wb}a{ab}"
 
 
@@ -79,6 +87,64 @@ def _workload(wb: int, ab: int, arch: str):
     model = getattr(workloads, arch)(wb, ab)
     x = np.random.default_rng(1).integers(0, 256, size=(WORKLOADS[arch], model.input.size))
     return model, SimpleNamespace(c_test=x, y_test=None)
+
+
+def _memory(entry: dict) -> str:
+    """Where a manifest layer entry's weights live (``rom``, ``constants``, ``spram``)."""
+    return entry.get("memory") or ("constants" if entry["const_weights"] else "rom")
+
+
+#: FINN's TFC topology (MNIST MLP) and the widths of its rows (random weights: MNIST training at
+#: these sizes is the "your own network" workload; the layout and the timing do not depend on
+#: the values).
+TFC_SIZES = (784, 64, 64, 64, 10)
+TFC_MODELS = ((1, 1), (2, 2))
+#: TFC inferences/s targets on the UP5K (Fmax / II).
+TARGET_UP5K_TFC = {"tfc-w1a1-random": 100_000, "tfc-w2a2-random": 25_000}
+TFC_SAMPLES = 40
+
+
+def tfc_model(wb: int, ab: int, seed: int = 0):
+    """TFC with random ``wb``-bit weights (1 bit: {-1, +1}), biases that centre each row's
+    accumulator on random inputs, ``ab``-bit unsigned activations (clamped ReLU; each shift set
+    so that random inputs spread over the codes), ``ab``-bit unsigned pixels, raw logits; and
+    random test codes."""
+    import numpy as np
+
+    from softfloor import arith
+    from softfloor.intmodel import Dense, InputSpec, IntModel, OutputSpec, Requant
+    rng = np.random.default_rng(seed + 10 * wb + ab)
+    spec = InputSpec((TFC_SIZES[0],), ab, False, scale=1.0)
+    t = spec.code_type
+    x = rng.integers(t.lo, t.hi, size=(256, TFC_SIZES[0]), endpoint=True)
+    layers = []
+    n = len(TFC_SIZES) - 1
+    for k in range(n):
+        rows, cols = TFC_SIZES[k + 1], TFC_SIZES[k]
+        if wb == 1:
+            w = rng.choice([-1, 1], size=(rows, cols))
+        else:
+            w = rng.integers(*arith.code_range(wb, True), size=(rows, cols), endpoint=True)
+        w = w.astype(np.int64)
+        b = -np.median(x @ w.T, axis=0).round().astype(np.int64)     # centred accumulators
+        bb = arith.bits_for_range(min(int(b.min()), -1), max(int(b.max()), 0))[0]
+        lo, hi = arith.dense_bounds(w, b, t.lo, t.hi)
+        acc = arith.bits_for_range(min(int(lo.min()), -1), max(int(hi.max()), 0))[0]
+        d = Dense(f"fc{k}", w, b, wb, bb, acc)
+        layers.append(d)
+        x = d.execute(x)
+        t = d.out_type(t)
+        if k < n - 1:
+            top = (1 << ab) - 1
+            spread = max(1, int(np.percentile(np.abs(x), 90)))
+            shift = max(0, spread.bit_length() - ab)
+            rq = Requant(f"act{k}", shift, "half_up", ab, False, 0, top, 1)
+            layers.append(rq)
+            x = rq.execute(x)
+            t = rq.out_type(t)
+    model = IntModel(spec, layers, OutputSpec(1.0), f"tfc-w{wb}a{ab}-random")
+    codes = rng.integers(0, (1 << ab) - 1, size=(TFC_SAMPLES, TFC_SIZES[0]), endpoint=True)
+    return model, codes
 
 
 def _train(wb: int, ab: int, epochs: int, cache: Path | None = None, arch: str = "mlp"):
@@ -125,6 +191,9 @@ def _row(model, split, device: str, out: Path, n_samples: int, objective: str = 
     epb = unrolled_beats(model) if unrolled else None
     otw = next((v for (m, d), v in OUTPUT_TDATA.items()
                 if d == device and model.name == f"digits-w{m[0]}a{m[1]}"), None)
+    tfc = model.name.startswith("tfc-")
+    if tfc:
+        otw = TFC_OUTPUT_TDATA
     if otw:
         epb = {"output_tdata_width": otw}
     plan = planner.plan(model, device, objective,
@@ -150,15 +219,15 @@ def _row(model, split, device: str, out: Path, n_samples: int, objective: str = 
             return row | {"cached": True}
     x = split.c_test[:n_samples]
     want = golden.run(model, x)
-    sims = ("verilator", "icarus") if unrolled else ("verilator",)
+    sims = ("verilator", "icarus") if unrolled or tfc else ("verilator",)
     mism, results = 0, {}
     for sim in sims:
         r = cosim.cosimulate(gen.verilog, man, x, sim, out / "cosim", expected=want)
         results[sim] = r
         mism += int(np.sum(np.any(r.outputs != want, axis=1))) + abs(len(want) - len(r.outputs))
     r = results["verilator"]
-    acc = (None if split.y_test is None else
-           float(np.mean(np.argmax(r.outputs, 1) == split.y_test[:len(r.outputs)])))
+    acc = (None if split.y_test is None      # random weights (TFC rows): no accuracy
+           else float(np.mean(np.argmax(r.outputs, 1) == split.y_test[:len(r.outputs)])))
     dev = synth.get_device(device)
     if man["io_pins"] > dev.io:
         raise ValueError(f"the top needs {man['io_pins']} I/O pins, {device} has {dev.io} "
@@ -182,14 +251,18 @@ def _row(model, split, device: str, out: Path, n_samples: int, objective: str = 
         "inferences_per_s": round(ips) if ips else None,
         "mac_util": round(man["macs_per_inference"] / (man["mac_units"] * ii), 3) if ii else None,
         "est_lc": est["lc"], "est_over_actual_lc": round(est["lc"] / s.logic_cells, 2),
-        "est_ram": est["ram"], "samples": len(x), "simulators": "+".join(sims),
+        "est_ram": est["ram"], "spram": s.spram, "est_spram": est.get("spram", 0),
+        "memories": " ".join(f"{e['name']}:{_memory(e)}" for e in man["layers"]
+                             if "const_weights" in e),
+        "samples": len(x), "simulators": "+".join(sims),
         "mismatches": mism, "accuracy_rtl": acc,
         "io_pins": man["io_pins"], "out_beat": f"{man['output']['tdata_width']}b x "
         f"{man['output']['beats_per_sample']}", "tools": s.tools, "generate_s": round(gen_s, 1),
         "synth_pnr_s": round(synth_s, 1), "seconds": round(time.monotonic() - t0, 1),
     }
-    if unrolled:
+    if unrolled or tfc:
         for sim, rs in results.items():
+            row[f"ii_measured_{sim}"] = rs.initiation_interval
             row[f"latency_measured_{sim}"] = rs.latency_cycles
     cached.write_text(json.dumps(row | {"key": key}, indent=1) + "\n")
     return row
@@ -198,7 +271,12 @@ def _row(model, split, device: str, out: Path, n_samples: int, objective: str = 
 def _job(job: tuple[str, dict]) -> dict:
     """A sweep point: train (or load) one model, or build and measure one row."""
     kind, p = job
-    model, split = _train(p["wb"], p["ab"], p["epochs"], Path(p["cache"]), p["arch"])
+    if p["arch"] == "tfc":                      # random weights, random codes, no labels
+        from types import SimpleNamespace
+        model, codes = tfc_model(p["wb"], p["ab"])
+        split = SimpleNamespace(c_test=codes, y_test=None)
+    else:
+        model, split = _train(p["wb"], p["ab"], p["epochs"], Path(p["cache"]), p["arch"])
     if kind == "model":
         return {"model": model.name}
     return _row(model, split, p["device"], Path(p["dir"]), p["n"], p["objective"],
@@ -258,6 +336,16 @@ def run(out_dir: Path, quick: bool) -> dict:
                          f"inferences/s, bit-exact): {'met' if ok else 'NOT met'} -- "
                          f"{r['lc_pct']}% LC, {r['inferences_per_s']} inferences/s, "
                          f"{r['mismatches']} mismatches")
+    for r in rows:
+        goal = TARGET_UP5K_TFC.get(r.get("model")) if r.get("device") == "up5k" else None
+        if goal and "lc_pct" in r:
+            ok = (r["lc_pct"] <= 90 and (r["inferences_per_s"] or 0) >= goal
+                  and r["mismatches"] == 0 and r["ii_measured"] == r["ii_planned"])
+            notes.append(f"target ({r['model']} on UP5K: <= 90% LC, >= {goal:,} inferences/s, "
+                         f"bit-exact on {r['simulators']}, measured II = formula): "
+                         f"{'met' if ok else 'NOT met'} -- {r['lc_pct']}% LC, {r['ram']} RAM, "
+                         f"{r['spram']} SPRAM, {r['inferences_per_s']} inferences/s, "
+                         f"{r['mismatches']} mismatches, II {r['ii_measured']}")
     ratios = [r["est_over_actual_lc"] for r in rows if "est_over_actual_lc" in r]
     if ratios:
         notes.append(f"planner LC estimate / synthesized: {min(ratios)}..{max(ratios)} "

@@ -8,8 +8,8 @@ next to its float twin (the same widths with float layers, trained by the same l
 same hyperparameters). Accuracy is the test split's (1,000 samples; the hard-quantized model,
 bit-exact to its exported integer model, checked on every run); the validation accuracy (20 %
 of the training samples held out) is what a recipe is chosen on. Epoch time is the median
-epoch's wall time, as a ratio to the float twin's in the same run (one thread, nice'd, on a
-shared machine: a guide, not a measurement to the percent).
+epoch's CPU time, as a ratio to the float twin's in the same run (one thread, two runs at a
+time, on a shared machine: a guide, not a measurement to the percent).
 
 Then each example's exported model (seed 0) is co-simulated on every one of the 1,000 test
 samples by ``softfloor flow --model`` on Verilator and Icarus: mismatches against the golden

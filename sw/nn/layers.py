@@ -48,24 +48,30 @@ def _mi_thresholds(x: np.ndarray, y: np.ndarray, levels: int = THRESHOLD_LEVELS)
 
 
 class _ThresholdFn(torch.autograd.Function):
-    """1-bit codes ``clamp(floor(x / s + 1/2), 0, 1)`` with ``s = 2 t`` (1 exactly where
-    ``x >= t``, as the integer model's input rule computes it); backward to ``t`` the
-    straight-through ramp of :func:`softfloor.input_thresholds.threshold_grad`."""
+    """1-bit codes times ``step`` in ``dtype``: 1 where ``x >= t``, else 0; backward to ``t`` the
+    straight-through ramp of :func:`softfloor.input_thresholds.threshold_grad`.
+
+    ``exact``: the code is the integer model's input rule ``clamp(floor(x / s + 1/2), 0, 1)``
+    with ``s = 2 t`` (what the exported model computes; evaluation). Otherwise the comparison
+    ``x >= t`` (training: one op instead of four on the float64 inputs; the two differ only
+    where ``x / 2t`` rounds to 1/2 from below, within an ulp of the threshold)."""
 
     @staticmethod
-    def forward(ctx, x, t, width: float):
-        s = 2 * t
-        codes = arith.saturate(round_half_up(x / s), 0, 1)
+    def forward(ctx, x, t, width: float, exact: bool, step: float, dtype):
+        if exact:
+            codes = arith.saturate(round_half_up(x / (2 * t)), 0, 1).to(dtype)
+        else:
+            codes = (x >= t).to(dtype)
         ctx.save_for_backward(x, t)
-        ctx.width = width
-        return codes
+        ctx.width, ctx.step = width, step
+        return codes.mul_(step)
 
     @staticmethod
     def backward(ctx, g):
         x, t = ctx.saved_tensors
         return None, threshold_grad(x.reshape(x.shape[0], -1), t.reshape(-1),
-                                    g.reshape(g.shape[0], -1), 1.0,
-                                    ctx.width).reshape(t.shape), None
+                                    g.reshape(g.shape[0], -1).to(x.dtype), ctx.step,
+                                    ctx.width).reshape(t.shape), None, None, None, None
 
 
 class QuantInput(nn.Module):
@@ -234,13 +240,14 @@ class QuantInput(nn.Module):
             x64 = x64.reshape((x64.shape[0],) + self.shape)
         if self.mode == "learned":
             t = self.threshold.clamp_min(1e-12).reshape(self.shape)
-            q = _ThresholdFn.apply(x64, t, self.width)
+            v = _ThresholdFn.apply(x64, t, self.width, not self.training, 2.0 ** self.exp,
+                                   self._dtype())
         else:
             s = self._scales()
             s = s.reshape(self.shape) if s.dim() else s
             q = arith.saturate(round_half_up(x64 / s), self.lo, self.hi)
-        return QuantTensor(q.to(self._dtype()) * 2.0 ** self.exp, exp=self.exp, lo=self.lo,
-                           hi=self.hi)
+            v = q.to(self._dtype()) * 2.0 ** self.exp
+        return QuantTensor(v, exp=self.exp, lo=self.lo, hi=self.hi)
 
     def to_int(self, st: IntState | None) -> tuple[list, IntState]:
         spec = self.spec()

@@ -49,3 +49,34 @@ def test_core_accepted_and_icarus_target_runs(tmp_path):
     r = _fusesoc("--cores-root", str(tmp_path), "run", "--work-root", str(tmp_path / "fs2"),
                  "--target", "sim", vlnv, cwd=tmp_path)
     assert r.returncode != 0 and "MISMATCH beat 3" in r.stdout
+
+
+def test_icarus_target_loads_the_spram_image(tmp_path):
+    """A design with SPRAM weights: the testbench loads ``weights_spram.hex`` through
+    ``w_axis`` first (with the cell's model in the fileset); without the whole image the
+    core stays idle and the run fails."""
+    from softfloor.hw import planfile, planner
+    require_tool("icarus", tools.ensure_icarus)
+    rng = np.random.default_rng(8)
+    model = random_model(rng, (9, 6, 4), in_bits=3, in_signed=False, final_requant=False)
+    doc = planfile.plan_document(planner.plan(model, "up5k"), "m")
+    doc["layers"][0].update(pe=2, simd=3, unrolled=False, memory="spram")
+    p = planfile.parse_plan(doc, model, "up5k")
+    gen = generate(model, tmp_path, folding=p)
+    n = gen.manifest["weight_load"]["transfers"]
+    assert n == 3 * 3 * -(-2 * 3 * model.layers[0].weight_bits // 16) * 2   # groups x folds
+    x = random_codes(rng, model, 6)
+    write_core(tmp_path, gen.manifest, x, golden.run(model, x))
+    vlnv = core_name(gen.manifest)
+    r = _fusesoc("--cores-root", str(tmp_path), "run", "--work-root", str(tmp_path / "fs"),
+                 "--target", "sim", vlnv, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "PASS: " in r.stdout and "(6 samples)" in r.stdout
+    img = tmp_path / "weights_spram.hex"
+    img.write_text("".join(img.read_text().splitlines(keepends=True)[:-1]))
+    tb = tmp_path / "softfloor_top_tb.v"
+    tb.write_text(tb.read_text().replace(f"parameter W_BEATS = {n};",
+                                         f"parameter W_BEATS = {n - 1};"))
+    r = _fusesoc("--cores-root", str(tmp_path), "run", "--work-root", str(tmp_path / "fs2"),
+                 "--target", "sim", vlnv, cwd=tmp_path)
+    assert r.returncode != 0 and "FAIL: timeout" in r.stdout and ", 0 of " in r.stdout

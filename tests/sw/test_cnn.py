@@ -328,29 +328,32 @@ def test_cnn_batchnorm_folds_into_the_convolutions(wb, ab, surrogate, pc, splits
 
 
 def test_cnn_batchnorm_uses_batch_statistics_while_soft():
-    """In the soft phase the fold uses the batch's per-channel statistics over (N, H, W) of
-    the float convolution and moves the running ones; in the hard phase the running ones."""
+    """In the soft phase one convolution with the weights folded by the running statistics,
+    quantized and unfolded (``Q(w g) / g``), normalised with its own batch statistics over (N,
+    H, W), which move the running ones (those of the convolution + bias); in the hard phase the
+    running fold, the statistics frozen."""
     torch.manual_seed(0)
     m = QuantCNN(2, 2, 4, "ste", batchnorm=True).train()
     x = torch.rand(16, 64, dtype=m.dtype)
     m.calibrate(x)
-    conv = m.convs[0]
-    img = m._image(x)
-    z = F.conv2d(img, conv.weight, conv.bias, padding=conv.padding)
-    before = conv.bn.running_mean.clone()
-    with torch.no_grad():
-        conv.bn.running_mean.add_(0.5)
+    conv, e = m.convs[0], m.input_exp
+    bn, img = conv.bn, m._image(x)
     m.set_surrogate(1.0, False)
-    wf, bf = conv.folded(img)
-    mean = z.mean(dim=(0, 2, 3))
-    var = z.var(dim=(0, 2, 3), unbiased=False)
-    g = conv.bn.gamma / torch.sqrt(var + conv.bn.eps)
-    assert torch.allclose(wf, conv.weight * g[:, None, None, None], atol=1e-6)
-    assert torch.allclose(bf, conv.bn.beta + (conv.bias - mean) * g, atol=1e-5)
-    assert not torch.equal(conv.bn.running_mean, before + 0.5)  # moved toward the batch
+    g = (bn.gamma / torch.sqrt(bn.running_var + bn.eps))[:, None, None, None]
+    z = F.conv2d(img, conv.wq(conv.weight * g) / g, None, padding=conv.padding)
+    mean, var = z.mean(dim=(0, 2, 3)), z.var(dim=(0, 2, 3), unbiased=False)
+    c = (slice(None), None, None)
+    want = (z - mean[c]) / torch.sqrt(var + bn.eps)[c] * bn.gamma[c] + bn.beta[c]
+    rm, rv = bn.running_mean.clone(), bn.running_var.clone()
+    assert torch.allclose(conv(img, e), want, atol=1e-5)
+    assert torch.allclose(bn.running_mean, rm.lerp(mean + conv.bias, bn.momentum), atol=1e-6)
+    assert torch.allclose(bn.running_var, rv.lerp(var, bn.momentum), rtol=1e-4, atol=1e-7)
     m.set_surrogate(1.0, True)
-    frozen = conv.bn.running_mean.clone()
-    wf2, _ = conv.folded(img)
-    assert torch.equal(conv.bn.running_mean, frozen)
-    g2 = conv.bn.gamma / torch.sqrt(conv.bn.running_var + conv.bn.eps)
-    assert torch.allclose(wf2, conv.weight * g2[:, None, None, None])
+    frozen = bn.running_mean.clone()
+    hard = conv(img, e)
+    assert torch.equal(bn.running_mean, frozen)
+    wf, bf = conv.folded()
+    g2 = bn.gamma / torch.sqrt(bn.running_var + bn.eps)
+    assert torch.allclose(wf, conv.weight * g2[:, None, None, None])
+    assert torch.allclose(hard, F.conv2d(img, conv.wq(wf), conv.bias_codes(e).to(img.dtype)
+                                         * 2.0 ** conv.acc_exp(e), padding=conv.padding))

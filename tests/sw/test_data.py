@@ -150,6 +150,25 @@ def test_augment_is_deterministic_and_same_in_torch_and_numpy_shapes():
     assert f.dtype == torch.float32
 
 
+def test_code_noise_moves_codes_one_step_at_the_rate_and_is_deterministic():
+    import torch
+    from softfloor.data import code_noise
+    x = torch.full((300, 784), 0.25, dtype=torch.float32)
+    x[:, :100] = 0.0
+    out = code_noise(x, 0.3, 0.25, 0.0, 0.75, torch.Generator().manual_seed(5))
+    assert out.dtype == x.dtype and out.shape == x.shape and torch.equal(x[0, :2], x[0, :2])
+    d = (out - x)[:, 100:]
+    assert set(d.unique().tolist()) == {-0.25, 0.0, 0.25}
+    assert abs(float((d > 0).float().mean()) - 0.15) < 0.005
+    assert abs(float((d < 0).float().mean()) - 0.15) < 0.005
+    assert float(out[:, :100].min()) == 0.0  # clamped at lo
+    assert torch.equal(out, code_noise(x, 0.3, 0.25, 0.0, 0.75, torch.Generator().manual_seed(5)))
+    assert bool((code_noise(x, 1.0, 0.25, 0.0, 0.75, torch.Generator()) != x)[:, 100:].all())
+    assert torch.equal(code_noise(x, 0.0, 0.25, 0.0, 0.75, None), x)
+    with pytest.raises(ValueError, match="augment noise must be a probability"):
+        code_noise(x, 1.5, 0.25, 0.0, 0.75, None)
+
+
 @pytest.mark.parametrize("kw, msg", [
     ({"shift": 8}, "augment shift must be an integer from 0 to 7"),
     ({"shift": 1.5}, "augment shift"), ({"noise": 1.5}, "augment noise must be a probability"),

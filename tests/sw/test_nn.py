@@ -157,6 +157,19 @@ def test_learned_input_thresholds_train_in_the_users_loop_and_export():
     assert np.array_equal(want, got) and m.input.per_value and m.input.bits == 1
 
 
+def test_learned_thresholds_compare_in_training_and_apply_the_exported_rule_in_eval():
+    q = snn.QuantInput(1, thresholds="learned")
+    x = _x((32,), 200).double()
+    q.calibrate(x, (x[:, 0] > x[:, 1]).long())
+    t = q.threshold.detach()
+    x[0] = t  # on the thresholds: code 1 both ways
+    train = q.train()(x).value
+    assert train.dtype == torch.get_default_dtype()
+    assert torch.equal(train, (x >= t).to(train.dtype) * 2.0 ** q.exp)
+    want = q.spec().quantize(x.numpy())
+    assert np.array_equal(q.eval()(x).value.detach().numpy() / 2.0 ** q.exp, want)
+
+
 class Base(nn.Module):
     def __init__(self):
         super().__init__()
