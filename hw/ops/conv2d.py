@@ -116,5 +116,5 @@ class Conv2dOp(SlidingWindowOp, DenseOp):
     def plan_entry(self) -> dict:
         return super().plan_entry() | {"window": self.window_mode}
 
-    def apply_plan_entry(self, entry: dict, where: str) -> "Conv2dOp":
-        return super().apply_plan_entry(entry, where).apply_window_entry(entry, where)
+    def apply_plan_entry(self, entry: dict, where: str, device: str = "up5k") -> "Conv2dOp":
+        return super().apply_plan_entry(entry, where, device).apply_window_entry(entry, where)

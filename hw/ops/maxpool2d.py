@@ -109,5 +109,5 @@ class MaxPool2dOp(SlidingWindowOp, HwOp):
     def plan_entry(self) -> dict:
         return super().plan_entry() | {"window": self.window_mode}
 
-    def apply_plan_entry(self, entry: dict, where: str) -> "MaxPool2dOp":
-        return super().apply_plan_entry(entry, where).apply_window_entry(entry, where)
+    def apply_plan_entry(self, entry: dict, where: str, device: str = "up5k") -> "MaxPool2dOp":
+        return super().apply_plan_entry(entry, where, device).apply_window_entry(entry, where)
