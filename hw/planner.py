@@ -322,8 +322,13 @@ def plan(model: IntModel, device: str = "up5k", objective: str = "throughput",
         fits = all(tot[k] <= caps[k] for k in RESOURCES)
         return pl, tot, pl.initiation_interval, fits
 
+    options = {}                                  # (op, wide) -> its fold options
+
     def tables(wide, key):
-        cands = {i: ops[i].fold_options(device, wide) for i in free}
+        for i in free:
+            if (i, wide) not in options:
+                options[i, wide] = ops[i].fold_options(device, wide)
+        cands = {i: options[i, wide] for i in free}
         best_for = {}
         for i, cs in cands.items():               # best fold (by ``key``) per cycle bound
             best, table = None, []

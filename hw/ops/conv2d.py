@@ -30,19 +30,21 @@ class Conv2dOp(SlidingWindowOp, DenseOp):
 
     #: Window lanes (frame-memory read ports); ``None``: the fewest that keep up (the default).
     tap_lanes: int | None = None
+    #: Window memory, ``"frame"`` or ``"lines"``; ``None``: as :attr:`window_mode` chooses.
+    window: str | None = None
 
     @classmethod
     def of(cls, conv: Conv2d, in_type, shape, *, order: str = "hwc", requant=None,
            pe: int = 1, simd: int = 1, in_elements_per_transfer: int = 1,
            tap_elements_per_transfer: int | None = None, out_elements_per_transfer: int = 1,
-           dsp: bool = False) -> "Conv2dOp":
+           dsp: bool = False, window: str | None = None) -> "Conv2dOp":
         """The op of one conv layer (and its fused requant) alone on a ``shape`` frame in
         ``order``, folded, with stream widths and window lanes as given (validated)."""
         op = cls(names=(conv.name,) + ((requant.name,) if requant else ()), in_type=in_type,
                  in_shape=tuple(shape), in_order=order, layer=conv, dense=conv_as_dense(conv),
                  requant=requant, pe=pe, simd=simd, in_ept=in_elements_per_transfer,
                  out_ept=out_elements_per_transfer, use_dsp=dsp,
-                 tap_lanes=tap_elements_per_transfer)
+                 tap_lanes=tap_elements_per_transfer, window=window)
         return op.check_widths()
 
     @classmethod
@@ -85,6 +87,11 @@ class Conv2dOp(SlidingWindowOp, DenseOp):
 
     @property
     def tail_latency(self) -> int:
+        """Whole frames: the window's pixels one MVU interval apart after the frame. Line
+        buffer: the window's own tail (input at full rate) and the MVU's; exact when the MVU
+        keeps up with the window, a lower bound otherwise."""
+        if self.window_mode == "lines":
+            return self.window_tail_latency + self.mvu_tail_latency
         return (WINDOW_LATENCY + self.cols // self.tap_ept - 1
                 + (self.pixels - 1) * self.mvu_initiation_interval + self.mvu_tail_latency)
 
@@ -100,7 +107,14 @@ class Conv2dOp(SlidingWindowOp, DenseOp):
                         requant=self.requant, pe=self.pe, simd=self.simd,
                         in_elements_per_transfer=self.in_ept,
                         tap_elements_per_transfer=self.tap_ept,
-                        out_elements_per_transfer=self.out_ept, dsp=self.dsp)
+                        out_elements_per_transfer=self.out_ept, dsp=self.dsp,
+                        window=self.window_mode)
 
     def manifest_entry(self, index: int, device: str) -> dict:
         return super().manifest_entry(index, device) | self.window_manifest()
+
+    def plan_entry(self) -> dict:
+        return super().plan_entry() | {"window": self.window_mode}
+
+    def apply_plan_entry(self, entry: dict, where: str, device: str = "up5k") -> "Conv2dOp":
+        return super().apply_plan_entry(entry, where, device).apply_window_entry(entry, where)

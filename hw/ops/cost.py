@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 
 from softfloor.intmodel import ChannelRequant
+from softfloor.hw.rtl.linebuffer import line_geometry
 from softfloor.hw.rtl.mvu import requant_params
 from softfloor.hw.rtl.tables import double_buffer_depth
 from softfloor.hw.synth import get_device
@@ -70,21 +71,38 @@ def logic_cells(luts: float, ffs: float, family: str) -> int:
     return int(round((luts + COEFFS[family]["ff_unpaired"] * ffs) * SCALE[family]))
 
 
-def estimate_window(frame, in_bits: int, in_ept: int, lanes: int, device: str) -> dict:
+def estimate_window(frame, in_bits: int, in_ept: int, lanes: int, device: str, *,
+                    mode: str = "frame", kernel=(1, 1), stride=(1, 1),
+                    padding=(0, 0, 0, 0)) -> dict:
     """A :class:`~softfloor.hw.rtl.window.SlidingWindow` on a ``(C, H, W)`` frame of
-    ``in_bits`` codes: frame memory (2 banks, one copy per read lane), address generation per
-    lane (adders, constant multiplies, bounds), control."""
+    ``in_bits`` codes: its memory (``"frame"``: 2 banks; ``"lines"``: the line buffer's ring;
+    one copy per read lane), address generation per lane (adders, constant multiplies or ring
+    wrap, bounds), control (``"lines"``: word counters, need / release tables)."""
     fam = family(device)
     C, H, W = frame
     xb = in_bits
     words = (C * H * W) // in_ept
-    depth = double_buffer_depth(words)
+    if mode == "lines":
+        g = line_geometry(tuple(frame), tuple(kernel), tuple(stride), tuple(padding), in_ept,
+                          lanes)
+        depth = g.depth
+        aw = max(1, (depth - 1).bit_length())
+        rb = (words + depth).bit_length() + 1
+        bw = (max(H, W) + 2 * max(kernel)).bit_length() + 2
+        tables = (len(g.row_need) + len(g.col_need)) * 3 * g.words.bit_length() // 4
+        per_lane = 3 * aw + 4 * bw + 8 + (in_ept - 1) * xb
+        ctrl = 6 * rb + 6 * aw + tables + 60
+        ffs_ctrl = 4 * rb + 3 * aw + 2 * bw + 10
+        lane_ffs = 2 * aw + 2 * bw + xb + 6
+    else:
+        depth = double_buffer_depth(words)
+        ew = (C * H * W).bit_length() + 3
+        per_lane = 4 * ew + 12 + (in_ept - 1) * xb
+        ctrl, ffs_ctrl, lane_ffs = 60, 6 * ew + 10, xb + 4
     ram = lanes * mem_blocks(depth, in_ept * xb, fam)
-    ew = (C * H * W).bit_length() + 3
-    per_lane = 4 * ew + 12 + (in_ept - 1) * xb
     mem_luts = 0 if ram else lanes * in_ept * xb * max(1, depth // 16)
-    luts = lanes * per_lane + mem_luts + 60
-    ffs = lanes * (xb + 4) + 6 * ew + 10
+    luts = lanes * per_lane + mem_luts + ctrl
+    ffs = lanes * lane_ffs + ffs_ctrl
     lc = (luts + COEFFS[fam]["ff_unpaired"] * ffs) * SCALE[fam]
     return {"lc": int(round(lc)), "ff": int(ffs), "ram": int(ram), "dsp": 0}
 

@@ -16,7 +16,6 @@ from softfloor.hw.ops import cost
 from softfloor.hw.ops.base import HwOp, Lowering
 from softfloor.hw.ops.sliding import MAX_TAP_LANES, SlidingWindowOp, divisors
 from softfloor.hw.rtl.conv import POOL_LATENCY, MaxPoolUnit
-from softfloor.hw.rtl.window import WINDOW_LATENCY
 
 __all__ = ["MaxPool2dOp"]
 
@@ -29,15 +28,18 @@ class MaxPool2dOp(SlidingWindowOp, HwOp):
 
     #: Window lanes (divides ``kh*kw``); ``None``: as many as MAX_TAP_LANES allows.
     tap_lanes: int | None = None
+    #: Window memory, ``"frame"`` or ``"lines"``; ``None``: as :attr:`window_mode` chooses.
+    window: str | None = None
 
     @classmethod
     def of(cls, pool: MaxPool2d, in_type: CodeType, shape, *, order: str = "hwc",
            in_elements_per_transfer: int = 1,
-           tap_elements_per_transfer: int | None = None) -> "MaxPool2dOp":
+           tap_elements_per_transfer: int | None = None,
+           window: str | None = None) -> "MaxPool2dOp":
         """The op of one max-pool alone on a ``shape`` frame in ``order`` (validated)."""
         return cls(names=(pool.name,), in_type=in_type, in_shape=tuple(shape), in_order=order,
                    layer=pool, in_ept=in_elements_per_transfer,
-                   tap_lanes=tap_elements_per_transfer).check_widths()
+                   tap_lanes=tap_elements_per_transfer, window=window).check_widths()
 
     @classmethod
     def lower(cls, lw: Lowering) -> list[HwOp]:
@@ -85,7 +87,7 @@ class MaxPool2dOp(SlidingWindowOp, HwOp):
 
     @property
     def tail_latency(self) -> int:
-        return self.window_out_transfers - 1 + WINDOW_LATENCY + POOL_LATENCY
+        return self.window_tail_latency + POOL_LATENCY
 
     def estimate(self, device: str = "up5k") -> dict:
         fam = cost.family(device)
@@ -99,7 +101,13 @@ class MaxPool2dOp(SlidingWindowOp, HwOp):
     def build(self) -> MaxPoolUnit:
         return MaxPoolUnit(self.layer, self.in_type, self.in_shape, order=self.in_order,
                            in_elements_per_transfer=self.in_ept,
-                           tap_elements_per_transfer=self.tap_ept)
+                           tap_elements_per_transfer=self.tap_ept, window=self.window_mode)
 
     def manifest_entry(self, index: int, device: str) -> dict:
         return super().manifest_entry(index, device) | self.window_manifest()
+
+    def plan_entry(self) -> dict:
+        return super().plan_entry() | {"window": self.window_mode}
+
+    def apply_plan_entry(self, entry: dict, where: str, device: str = "up5k") -> "MaxPool2dOp":
+        return super().apply_plan_entry(entry, where, device).apply_window_entry(entry, where)

@@ -57,6 +57,8 @@ class ConvUnit(wiring.Component):
         Input stream width (power of two dividing the frame).
     tap_elements_per_transfer : int
         Window -> MVU width (divides ``simd`` and ``C*kh*kw``; one frame read port each).
+    window : "frame" or "lines"
+        The window's memory (see :class:`~softfloor.hw.rtl.window.SlidingWindow`).
     out_elements_per_transfer : int
         Output stream width (as the MVU's).
     """
@@ -64,7 +66,7 @@ class ConvUnit(wiring.Component):
     def __init__(self, conv: Conv2d, in_type: CodeType, shape, *, order: str = "hwc",
                  requant=None, pe: int = 1, simd: int = 1, in_elements_per_transfer: int = 1,
                  tap_elements_per_transfer: int = 1, out_elements_per_transfer: int = 1,
-                 dsp: bool = False):
+                 dsp: bool = False, window: str = "frame"):
         self.conv = conv
         self.core = MatrixVectorUnit(conv_as_dense(conv), in_type, requant, pe=pe, simd=simd,
                                      in_elements_per_transfer=tap_elements_per_transfer,
@@ -75,7 +77,7 @@ class ConvUnit(wiring.Component):
                                     pad_value=conv.pad_value,
                                     in_elements_per_transfer=in_elements_per_transfer,
                                     out_elements_per_transfer=tap_elements_per_transfer,
-                                    name=conv.name)
+                                    mode=window, name=conv.name)
         self.in_shape, self.out_shape = self.core.in_shape, self.core.out_shape
         self.in_ept, self.out_ept = in_elements_per_transfer, out_elements_per_transfer
         super().__init__({"i": In(stream.Signature(transfer_shape(self.in_shape, self.in_ept))),
@@ -101,7 +103,8 @@ class MaxPoolUnit(wiring.Component):
     """
 
     def __init__(self, pool: MaxPool2d, in_type: CodeType, shape, *, order: str = "hwc",
-                 in_elements_per_transfer: int = 1, tap_elements_per_transfer: int = 1):
+                 in_elements_per_transfer: int = 1, tap_elements_per_transfer: int = 1,
+                 window: str = "frame"):
         kk = pool.kernel[0] * pool.kernel[1]
         n = positive_int("tap_elements_per_transfer", tap_elements_per_transfer)
         if kk % n:
@@ -112,7 +115,7 @@ class MaxPoolUnit(wiring.Component):
         self.window = SlidingWindow(shape, self.in_shape, order=order, kernel=pool.kernel,
                                     stride=pool.stride, pad_value=0,
                                     in_elements_per_transfer=in_elements_per_transfer,
-                                    out_elements_per_transfer=n, name=pool.name)
+                                    out_elements_per_transfer=n, mode=window, name=pool.name)
         self.group = kk // n
         self.in_ept, self.tap_ept, self.out_ept = in_elements_per_transfer, n, 1
         super().__init__({"i": In(stream.Signature(transfer_shape(self.in_shape, self.in_ept))),

@@ -25,6 +25,7 @@ Faces (FINN style):
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
@@ -34,10 +35,11 @@ from amaranth.lib.wiring import In, Out
 
 from softfloor import arith
 from softfloor.hw.rtl import primitives as P
+from softfloor.hw.rtl.linebuffer import line_cycles, line_geometry, line_mode_error
 from softfloor.hw.rtl.stream_io import transfer_shape
 from softfloor.hw.rtl.tables import double_buffer_depth, positive_int, table_value
 
-__all__ = ["SlidingWindow", "WINDOW_LATENCY", "RELEASE_DELAY", "ORDERS", "stream_index",
+__all__ = ["SlidingWindow", "WINDOW_LATENCY", "RELEASE_DELAY", "ORDERS", "MODES", "stream_index",
            "window_taps", "im2col", "release_hazard"]
 
 #: Cycles from the last input transfer accepted to the first output transfer accepted (idle
@@ -48,6 +50,9 @@ WINDOW_LATENCY = 6
 RELEASE_DELAY = 2
 #: Element orders of a (C, H, W) tensor on a stream.
 ORDERS = ("chw", "hwc")
+#: Window memories: two whole frames (``"frame"``) or a line buffer (``"lines"``, see
+#: :mod:`softfloor.hw.rtl.linebuffer`).
+MODES = ("frame", "lines")
 
 
 def stream_index(order: str, shape, c, y, x):
@@ -119,6 +124,14 @@ def release_hazard(shape, order, kernel, stride, padding, in_ept: int, out_ept: 
     return False
 
 
+def _stage(m, advance, expr, name, shape=None):
+    """A pipeline register loaded from ``expr`` while ``advance``."""
+    r = Signal(shape if shape is not None else Value.cast(expr).shape(), name=name)
+    with m.If(advance):
+        m.d.sync += r.eq(expr)
+    return r
+
+
 class SlidingWindow(wiring.Component):
     """Double-buffered frame memory and im2col tap generator.
 
@@ -150,8 +163,11 @@ class SlidingWindow(wiring.Component):
     def __init__(self, shape, element_shape, *, order: str = "hwc", kernel=(1, 1),
                  stride=(1, 1), padding=(0, 0, 0, 0), pad_value: int = 0,
                  in_elements_per_transfer: int = 1, out_elements_per_transfer: int = 1,
-                 name: str = "window"):
+                 mode: str = "frame", name: str = "window"):
         self.name = name
+        if mode not in MODES:
+            raise ValueError(f"{name}: mode must be one of {MODES}, got {mode!r}")
+        self.mode = mode
         self.shape = tuple(positive_int("shape", int(v)) for v in shape)
         if len(self.shape) != 3:
             raise ValueError(f"{name}: shape must be (C, H, W), got {shape!r}")
@@ -185,7 +201,12 @@ class SlidingWindow(wiring.Component):
             raise ValueError(f"{name}: out_elements_per_transfer={n} must divide the window's "
                              f"{self.cols} taps")
         self.in_ept, self.out_ept = k, n
-        self.late_release = release_hazard(self.shape, self.order, self.kernel, self.stride,
+        if mode == "lines":
+            why = line_mode_error(self.shape, order, self.kernel, self.padding, k)
+            if why:
+                raise ValueError(f"{name}: {why}")
+            self.lines = line_geometry(self.shape, self.kernel, self.stride, self.padding, k, n)
+        self.late_release = mode == "frame" and release_hazard(self.shape, self.order, self.kernel, self.stride,
                                            self.padding, k, n)
         super().__init__({
             "i": In(stream.Signature(transfer_shape(self.element_shape, k))),
@@ -209,27 +230,97 @@ class SlidingWindow(wiring.Component):
     def out_transfers(self) -> int:
         return self.pixels * self.transfers_per_pixel
 
+    def _line(self, key: str) -> int:
+        return line_cycles(self.shape, self.kernel, self.stride, self.padding, self.in_ept,
+                           self.out_ept)[key]
+
     @property
     def initiation_interval(self) -> int:
+        if self.mode == "lines":
+            return self._line("initiation_interval")
         return max(self.in_transfers, self.out_transfers
                    + (RELEASE_DELAY if self.late_release else 0))
 
     @property
     def tail_latency(self) -> int:
+        """Last input transfer accepted -> last output transfer accepted (one frame, input at
+        full rate, output always ready)."""
+        if self.mode == "lines":
+            return self._line("tail_latency")
         return self.out_transfers - 1 + WINDOW_LATENCY
 
     @property
     def latency(self) -> int:
+        """First input transfer accepted -> last output transfer accepted (as above)."""
+        if self.mode == "lines":
+            return self._line("latency")
         return self.in_transfers - 1 + self.tail_latency
 
     @property
     def memory_words(self) -> int:
+        if self.mode == "lines":
+            return self.lines.depth
         return double_buffer_depth(self.in_transfers)
 
     read_ports = property(lambda self: self.out_ept)
 
     # -- hardware ---------------------------------------------------------------------------
+    def _read_counters(self, m):
+        """The reader's output-side signals and its (oy, ox, t) counters, with the window's
+        top-left corner ``(by, bx) = (oy * sy - pt, ox * sx - pl)``; ``issue`` is driven by
+        the caller."""
+        C, H, W = self.shape
+        T = self.transfers_per_pixel
+        (kh, kw), (sy, sx), (pt, pl, _, _) = self.kernel, self.stride, self.padding
+        res = stream.Signature(transfer_shape(self.element_shape, self.out_ept)).create()
+        advance = Signal()
+        m.d.comb += advance.eq(~res.valid | res.ready)
+        issue = Signal()
+        t = Signal(range(max(2, T)))
+        ox = Signal(range(max(2, self.ow)))
+        oy = Signal(range(max(2, self.oh)))
+        span = max(H, W) + max(pt, pl) + max(kh, kw) + max(sy * self.oh, sx * self.ow) + 2
+        by = Signal(signed(span.bit_length() + 1), init=-pt)       # oy * sy - pt
+        bx = Signal(signed(span.bit_length() + 1), init=-pl)       # ox * sx - pl
+        last_t, last_x, last_y = (t == T - 1), (ox == self.ow - 1), (oy == self.oh - 1)
+        return SimpleNamespace(T=T, span=span, res=res, advance=advance, issue=issue, t=t,
+                               ox=ox, oy=oy, by=by, bx=bx, last_t=last_t, last_x=last_x,
+                               last_y=last_y)
+
+    def _step_counters(self, m, c, next_frame, next_row=None, next_col=None):
+        """Advance the counters on ``issue``; the callbacks add what changes with them."""
+        (sy, sx), (pt, pl, _, _) = self.stride, self.padding
+        with m.If(c.issue):
+            with m.If(c.last_t):
+                m.d.sync += c.t.eq(0)
+                with m.If(c.last_x):
+                    m.d.sync += [c.ox.eq(0), c.bx.eq(-pl)]
+                    with m.If(c.last_y):
+                        m.d.sync += [c.oy.eq(0), c.by.eq(-pt)]
+                        next_frame()
+                    with m.Else():
+                        m.d.sync += [c.oy.eq(c.oy + 1), c.by.eq(c.by + sy)]
+                        if next_row:
+                            next_row()
+                with m.Else():
+                    m.d.sync += [c.ox.eq(c.ox + 1), c.bx.eq(c.bx + sx)]
+                    if next_col:
+                        next_col()
+            with m.Else():
+                m.d.sync += c.t.eq(c.t + 1)
+
+    def _emit(self, m, c, v1, vb, lanes):
+        """The tap register and the skid buffer to ``o``."""
+        with m.If(c.advance):
+            m.d.sync += [v1.eq(vb), c.res.valid.eq(v1), c.res.payload.eq(Cat(*lanes))]
+        out = P.skid_buffer(m, "skid", c.res, transfer_shape(self.element_shape, self.out_ept))
+        m.d.comb += [self.o.payload.eq(out.payload), self.o.valid.eq(out.valid),
+                     out.ready.eq(self.o.ready)]
+
+
     def elaborate(self, platform):
+        if self.mode == "lines":
+            return self._elaborate_lines()
         m = Module()
         C, H, W = self.shape
         k, n = self.in_ept, self.out_ept
@@ -246,7 +337,7 @@ class SlidingWindow(wiring.Component):
             return Cat(word[:aw], bank) if aw else bank
 
         full = Signal(2)
-        set_full, clr_full = Signal(2), Signal(2)
+        set_full, clr_full = Signal(2), Signal(2, name="clr_full")
         rd_bank = Signal()
         m.d.sync += full.eq((full | set_full) & ~clr_full)
 
@@ -273,19 +364,10 @@ class SlidingWindow(wiring.Component):
                 m.d.sync += wr_word.eq(wr_word + 1)
 
         # ---- read side: (oy, ox, t) counters -------------------------------------------------
-        T = self.transfers_per_pixel
+        c = self._read_counters(m)
+        T, span, advance, issue = c.T, c.span, c.advance, c.issue
         (kh, kw), (sy, sx), (pt, pl, _, _) = self.kernel, self.stride, self.padding
-        res = stream.Signature(transfer_shape(self.element_shape, n)).create()
-        advance = Signal()
-        m.d.comb += advance.eq(~res.valid | res.ready)
-        issue = Signal()
-        t = Signal(range(max(2, T)))
-        ox = Signal(range(max(2, self.ow)))
-        oy = Signal(range(max(2, self.oh)))
-        span = max(H, W) + max(pt, pl) + max(kh, kw) + max(sy * self.oh, sx * self.ow) + 2
-        by = Signal(signed(span.bit_length() + 1), init=-pt)       # oy * sy - pt
-        bx = Signal(signed(span.bit_length() + 1), init=-pl)       # ox * sx - pl
-        last_t, last_x, last_y = (t == T - 1), (ox == self.ow - 1), (oy == self.oh - 1)
+        last_t, last_x, last_y, t = c.last_t, c.last_x, c.last_y, c.t
         if self.late_release:
             gap = Signal(2)                   # idle cycles after a frame (see late_release)
             m.d.comb += issue.eq(full.bit_select(rd_bank, 1) & advance & (gap == 0))
@@ -295,21 +377,13 @@ class SlidingWindow(wiring.Component):
                 m.d.sync += gap.eq(gap - 1)
         else:
             m.d.comb += issue.eq(full.bit_select(rd_bank, 1) & advance)
-        with m.If(issue):
-            with m.If(last_t):
-                m.d.sync += t.eq(0)
-                with m.If(last_x):
-                    m.d.sync += [ox.eq(0), bx.eq(-pl)]
-                    with m.If(last_y):
-                        m.d.sync += [oy.eq(0), by.eq(-pt), rd_bank.eq(~rd_bank)]
-                        if not self.late_release:
-                            m.d.comb += clr_full.eq(Mux(rd_bank, 0b10, 0b01))
-                    with m.Else():
-                        m.d.sync += [oy.eq(oy + 1), by.eq(by + sy)]
-                with m.Else():
-                    m.d.sync += [ox.eq(ox + 1), bx.eq(bx + sx)]
-            with m.Else():
-                m.d.sync += t.eq(t + 1)
+
+        def next_frame():
+            m.d.sync += rd_bank.eq(~rd_bank)
+            if not self.late_release:
+                m.d.comb += clr_full.eq(Mux(rd_bank, 0b10, 0b01))
+        self._step_counters(m, c, next_frame)
+        by, bx = c.by, c.bx
 
         # ---- per lane: tap address, padding, element select (pipelined: geometry register,
         # address register, memory read, tap register) ------------------------------------
@@ -317,10 +391,7 @@ class SlidingWindow(wiring.Component):
         ew = (self.frame + rs * span + cs * span).bit_length() + 2
 
         def reg(expr, name, shape=None):
-            r = Signal(shape if shape is not None else Value.cast(expr).shape(), name=name)
-            with m.If(advance):
-                m.d.sync += r.eq(expr)
-            return r
+            return _stage(m, advance, expr, name, shape)
 
         va = reg(issue, "va")
         vb = reg(va, "vb")
@@ -359,9 +430,113 @@ class SlidingWindow(wiring.Component):
             elem = word.word_select(sel1, b) if k > 1 else word
             lanes.append(Mux(pad1, Const(self.pad_value, self.element_shape).as_unsigned(),
                              elem))
-        with m.If(advance):
-            m.d.sync += [v1.eq(vb), res.valid.eq(v1), res.payload.eq(Cat(*lanes))]
-        out = P.skid_buffer(m, "skid", res, transfer_shape(self.element_shape, n))
-        m.d.comb += [self.o.payload.eq(out.payload), self.o.valid.eq(out.valid),
-                     out.ready.eq(self.o.ready)]
+        self._emit(m, c, v1, vb, lanes)
+        return m
+
+    def _elaborate_lines(self):
+        """The line buffer (see :mod:`softfloor.hw.rtl.linebuffer`): a ring of ``depth`` words,
+        global word counters modulo ``R`` (written ``wr``, released ``relg``, the reader's frame
+        start ``fbase``), the pixel's base address in the ring kept incrementally."""
+        m = Module()
+        C, H, W = self.shape
+        g = self.lines
+        k, n, b = self.in_ept, self.out_ept, self.element_shape.width
+        depth, words = g.depth, g.words
+        rbits = (words + depth).bit_length() + 1            # R = 2**rbits > 2 * (words + depth)
+        m.submodules.lbuf = lbuf = Memory(shape=unsigned(k * b), depth=depth, init=[0] * depth)
+        wp = lbuf.write_port()
+        rps = [lbuf.read_port() for _ in range(n)]
+        aw = max(1, (depth - 1).bit_length())
+
+        def addmod(x, const):
+            """``(x + const) mod depth`` for ``0 <= x < depth`` (``const`` any integer)."""
+            c = const % depth
+            if c == 0:
+                return x
+            s_ = x + c
+            return Mux(s_ >= depth, s_ - depth, s_)[:aw]
+
+        # ---- write side: ring address, global count, free space -----------------------------
+        wr, relg = Signal(rbits), Signal(rbits)
+        fbase = Signal(rbits, name="fbase")
+        waddr = Signal(aw)
+        take = Signal()
+        occ = Signal(rbits)
+        m.d.comb += [occ.eq(wr - relg), self.i.ready.eq(occ < depth),
+                     take.eq(self.i.valid & self.i.ready),
+                     wp.addr.eq(waddr), wp.data.eq(Value.cast(self.i.payload)), wp.en.eq(take)]
+        with m.If(take):
+            m.d.sync += [wr.eq(wr + 1), waddr.eq(addmod(waddr, 1))]
+
+        # ---- read side: (oy, ox, t) counters, need / release of the pixel --------------------
+        c = self._read_counters(m)
+        T, advance, issue, t, ox, oy = c.T, c.advance, c.issue, c.t, c.ox, c.oy
+        (kh, kw), (sy, sx), (pt, pl, _, _) = self.kernel, self.stride, self.padding
+        start = (-pt * W - pl) * g.pixel_words % depth
+        pbase = Signal(aw, init=start, name="pbase")  # ring address of the window's top left
+        rbase = Signal(aw, init=start, name="rbase")  # ... of the row's first window
+        fstart = Signal(aw, name="fstart")            # ring address of the frame's word 0
+        wbits = words.bit_length() + 1
+        need = Signal(wbits)
+        rel = Signal(wbits)
+        rbase_w, cbase_w = (table_value(m, list(v), i, unsigned(wbits), nm) for v, i, nm in
+                            ((g.row_base, oy, "row_base"), (g.col_base, ox, "col_base")))
+        rnext = table_value(m, list(g.row_next), oy, unsigned(wbits), "row_next")
+        m.d.comb += [
+            need.eq(table_value(m, list(g.row_need), oy, unsigned(wbits), "row_need")
+                    + table_value(m, list(g.col_need), ox, unsigned(wbits), "col_need")),
+            rel.eq(Mux(rbase_w + cbase_w < rnext, rbase_w + cbase_w, rnext))]
+        lead = Signal(rbits)
+        m.d.comb += [lead.eq(wr - fbase), issue.eq(advance & (lead >= need))]
+
+        def next_frame():
+            f2 = addmod(fstart, words)
+            m.d.sync += [fbase.eq(fbase + words), fstart.eq(f2), rbase.eq(addmod(f2, start)),
+                         pbase.eq(addmod(f2, start))]
+
+        def next_row():
+            r2 = addmod(rbase, sy * W * g.pixel_words)
+            m.d.sync += [rbase.eq(r2), pbase.eq(r2)]
+
+        def next_col():
+            m.d.sync += pbase.eq(addmod(pbase, sx * g.pixel_words))
+        self._step_counters(m, c, next_frame, next_row, next_col)
+        by, bx = c.by, c.bx
+
+        def reg(expr, name, shape=None):
+            return _stage(m, advance, expr, name, shape)
+
+        va = reg(issue, "va")
+        vb = reg(va, "vb")
+        v1 = Signal(name="v1")
+        rel_a = reg((fbase + rel)[:rbits], "rel_a", rbits)
+        rel_b = reg(rel_a, "rel_b", rbits)
+        with m.If(advance & vb):                  # the taps are read: release what they free
+            m.d.sync += relg.eq(rel_b)
+        kb = (k - 1).bit_length()
+        lanes = []
+        for j in range(n):
+            qs = [t_ * n + j for t_ in range(T)]
+
+            def pick(vals, name, unsigned_=False):
+                shape = (unsigned(max(1, max(vals).bit_length())) if unsigned_
+                         else signed(max(v.bit_length() for v in vals) + 1))
+                return table_value(m, vals, t, shape, f"{name}{j}")
+
+            iy = reg(by + pick([self.taps[q][1] for q in qs], "ky"), f"iy{j}", by.shape())
+            ix = reg(bx + pick([self.taps[q][2] for q in qs], "kx"), f"ix{j}", bx.shape())
+            off = pick([g.tap_offset[q] for q in qs], "off", True)
+            sa = reg(pbase + off, f"sa{j}", unsigned(aw + 1))
+            sela = reg(pick([g.tap_select[q] for q in qs], "sel", True), f"sela{j}")
+            inb = reg((iy >= 0) & (iy < H) & (ix >= 0) & (ix < W), f"inb{j}", 1)
+            ab = reg(Mux(sa >= depth, sa - depth, sa)[:aw], f"ab{j}", unsigned(aw))
+            selb = reg(sela, f"selb{j}")
+            m.d.comb += [rps[j].addr.eq(ab), rps[j].en.eq(advance)]
+            pad1 = reg(~inb, f"pad1_{j}", 1)
+            sel1 = reg(selb, f"sel1_{j}")
+            word = rps[j].data
+            elem = word.word_select(sel1[:max(1, kb)], b) if k > 1 else word
+            lanes.append(Mux(pad1, Const(self.pad_value, self.element_shape).as_unsigned(),
+                             elem))
+        self._emit(m, c, v1, vb, lanes)
         return m

@@ -8,9 +8,12 @@ than the UP5K SG48 has), on the HX8K (w8a8, w4a4), on an ECP5-25F (every width, 
 input beat being the bottleneck), and fully unrolled (``pe = rows``, ``simd = cols``: weights as
 constants, see :class:`softfloor.hw.rtl.mvu.MatrixVectorUnit`) on an ECP5-85F with a 32-bit input beat
 and all 10 logits in one output beat; and the digits CNN (``softfloor.cnn``: conv3x3x8 -> pool ->
-conv3x3x16 -> pool -> dense, w4a4) on the UP5K and the ECP5-25F; and FINN's TFC (784-64-64-64-10,
+conv3x3x16 -> pool -> dense, w4a4) on the UP5K and the ECP5-25F; FINN's TFC (784-64-64-64-10,
 :func:`tfc_model`: random weights, w1a1, w2a2 and w4a4, on the UP5K and the ECP5-25F, both
-simulators; on the UP5K w2a2 and w4a4 keep their first layer in SPRAM): the planner's plan (``ROWS``), then
+simulators; on the UP5K w2a2 and w4a4 keep their first layer in SPRAM); and, with random weights
+of their widths (:mod:`softfloor.benchmarks.workloads`, :data:`WORKLOADS`: no accuracy), FINN's
+CNV at w1a1 and w2a2 on the ECP5-85F (3 frames) and a 28x28 CNN at w4a4 on the ECP5-25F (20
+frames): the planner's plan (``ROWS``), then
 
 * RTL co-simulation on Verilator (and Icarus for the unrolled rows) of the test samples:
   bit-exactness against the golden model, measured latency (an isolated sample) and measured
@@ -47,7 +50,13 @@ ROWS = ([((wb, ab), "up5k", "throughput", False) for wb, ab in MODELS]
         + [((4, 4), "ecp5-25f", "throughput", False, "cnn")]
         + [((wb, ab), "ecp5-85f", "latency", True) for wb, ab in ((4, 4), (2, 2), (1, 1))]
         + [((wb, ab), "up5k", "throughput", False, "tfc") for wb, ab in ((1, 1), (2, 2), (4, 4))]
-        + [((wb, ab), "ecp5-25f", "throughput", False, "tfc") for wb, ab in ((1, 1), (2, 2), (4, 4))])
+        + [((wb, ab), "ecp5-25f", "throughput", False, "tfc") for wb, ab in ((1, 1), (2, 2), (4, 4))]
+        + [((1, 1), "ecp5-85f", "throughput", False, "cnv"),
+           ((2, 2), "ecp5-85f", "throughput", False, "cnv"),
+           ((4, 4), "ecp5-25f", "throughput", False, "cnn28")])
+#: Workloads with random weights (:mod:`softfloor.benchmarks.workloads`; no training, no
+#: accuracy): arch -> co-simulated frames (random 8-bit codes).
+WORKLOADS = {"cnv": 3, "cnn28": 20}
 #: Output beat of the rows whose default beat needs more pins than the device has: the
 #: UP5K SG48 (39 pins) takes w8a8's 32-bit logits in two 16-bit beats.
 OUTPUT_TDATA = {((8, 8), "up5k"): 16}
@@ -62,9 +71,23 @@ UNROLLED_IN_BEAT_BITS = 32
 
 
 def model_name(wb: int, ab: int, arch: str = "mlp") -> str:
+    if arch in WORKLOADS:
+        return f"{arch}-w{wb}a{ab}"
     if arch == "tfc":
         return f"tfc-w{wb}a{ab}-random"
     return f"digits-w{wb}a{ab}" if arch == "mlp" else f"digits-{arch}-w{wb}a{ab}"
+
+
+def _workload(wb: int, ab: int, arch: str):
+    """A workload of :data:`WORKLOADS` and its frames (``c_test``; ``y_test`` None)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from softfloor.benchmarks import workloads
+    model = getattr(workloads, arch)(wb, ab)
+    x = np.random.default_rng(1).integers(0, 256, size=(WORKLOADS[arch], model.input.size))
+    return model, SimpleNamespace(c_test=x, y_test=None)
 
 
 def _memory(entry: dict) -> str:
@@ -126,6 +149,8 @@ def tfc_model(wb: int, ab: int, seed: int = 0):
 
 
 def _train(wb: int, ab: int, epochs: int, cache: Path | None = None, arch: str = "mlp"):
+    if arch in WORKLOADS:
+        return _workload(wb, ab, arch)
     from softfloor import intmodel, train
     from softfloor.nn import exporter as export
     cfg = train.TrainConfig(arch=arch, weight_bits=wb, act_bits=ab, epochs=epochs,
@@ -288,7 +313,8 @@ def run(out_dir: Path, quick: bool) -> dict:
               for (wb, ab), *_, arch in jobs}
     rowjobs = {(wb, ab, device, objective, unrolled, arch): ("row", {
         "wb": wb, "ab": ab, "arch": arch, "epochs": epochs, "cache": str(out / "models"),
-        "device": device, "objective": objective, "unrolled": unrolled, "n": n,
+        "device": device, "objective": objective, "unrolled": unrolled,
+        "n": min(n, WORKLOADS.get(arch, n)),
         "dir": str(out / row_name(wb, ab, device, objective, unrolled, arch))})
         for (wb, ab), device, objective, unrolled, arch in jobs}
     workers = WORKERS or max(1, min(local_cpus(), 4))

@@ -277,3 +277,33 @@ def test_plan_file_records_the_widened_beats():
     bad = dict(doc, elements_per_beat={"input": 0, "output": 4})
     with pytest.raises(planfile.PlanFileError, match="elements_per_beat"):
         planfile.parse_plan(bad, m, "ecp5-25f")
+
+
+def test_plan_file_window_memory():
+    """Conv/pool entries record their window memory; a plan file may switch it where a line
+    buffer is possible; a wrong value or an impossible line buffer is a one-line
+    PlanFileError naming file, layer and field; the manifest records the choice."""
+    from softfloor.benchmarks.workloads import random_network
+    m = random_network((("conv", 8), ("conv", 8), ("pool",), ("dense", 3)), (3, 24, 24), 8, 2,
+                       4)
+    q = planner.plan(m, "ecp5-25f")
+    doc = planfile.plan_document(q)
+    modes = {e["name"]: e["window"] for e in doc["layers"] if "window" in e}
+    assert modes == {"conv0": "frame", "conv1": "lines", "pool2": "lines"}
+    assert planfile.plan_document(planfile.parse_plan(json.loads(json.dumps(doc)), m,
+                                                      "ecp5-25f")) == doc
+    k = next(i for i, e in enumerate(doc["layers"]) if e["name"] == "conv1")
+    frame = json.loads(json.dumps(doc))
+    frame["layers"][k]["window"] = "frame"
+    back = planfile.parse_plan(frame, m, "ecp5-25f")
+    assert back.pipeline.ops[k].window_mode == "frame"
+    assert back.estimate["ram"] > q.estimate["ram"]
+    for where, value, match in [(k, "ring", "conv1\\).window: 'ring' is not a window memory"),
+                                (0, "lines", "conv0\\).window: \"lines\" is not possible")]:
+        bad = json.loads(json.dumps(doc))
+        bad["layers"][where]["window"] = value
+        with pytest.raises(planfile.PlanFileError, match=match) as e:
+            planfile.parse_plan(bad, m, "ecp5-25f", where="p.json")
+        assert str(e.value).startswith("p.json: layers[") and "\n" not in str(e.value)
+    man = build_manifest(m, device="ecp5-25f", folding=q)
+    assert {l["name"]: l.get("window") for l in man["layers"]}["conv1"] == "lines"

@@ -45,14 +45,20 @@ def test_window_matches_twin_and_timing(case):
                         pad_value=int(rng.integers(lo, hi + 1)), in_elements_per_transfer=k,
                         out_elements_per_transfer=n)
     frames = rng.integers(lo, hi + 1, (6, int(np.prod(shape))))
+    got = check_twin_and_timing(win, frames)
+    got2, _ = run_window(win, frames, gap=0.3, stall=0.4, seed=case)
+    np.testing.assert_array_equal(got2, got)
+
+
+def check_twin_and_timing(win, frames):
+    """Frames back to back: the twin's taps, the isolated latency and the II; the taps."""
     got, r = run_window(win, frames)
     np.testing.assert_array_equal(got, win.model(frames))
     per = win.out_transfers
     last_out = r.out_cycles[per - 1::per]
     assert last_out[0] - r.in_cycles[0] == win.latency
     assert set(np.diff(last_out[1:])) == {win.initiation_interval}, np.diff(last_out)
-    got2, _ = run_window(win, frames, gap=0.3, stall=0.4, seed=case)
-    np.testing.assert_array_equal(got2, got)
+    return got
 
 
 def test_window_twin_is_conv_im2col():
@@ -93,3 +99,43 @@ def test_window_long_output_stalls(shape, order, kernel, k, n):
     for seed in range(3):
         got, _ = run_window(win, frames, stall=0.9, seed=seed)
         np.testing.assert_array_equal(got, win.model(frames))
+
+
+#: Line buffers: (C, H, W), kernel, stride, padding, in ept, out ept (all "hwc")
+LINE_CASES = [((2, 5, 6), (3, 3), (1, 1), (1, 1, 1, 1), 1, 1),
+              ((4, 6, 5), (3, 3), (2, 1), (0, 1, 1, 0), 2, 3),
+              ((3, 8, 8), (3, 3), (1, 1), (0, 0, 0, 0), 1, 9),        # CNV conv: no padding
+              ((2, 6, 6), (2, 2), (2, 2), (0, 0, 0, 0), 2, 4),        # CNV pool
+              ((8, 5, 5), (3, 3), (1, 1), (0, 0, 0, 0), 8, 8),        # ring deeper than a frame
+              ((1, 7, 5), (3, 2), (2, 2), (1, 0, 1, 1), 1, 2)]
+
+
+@pytest.mark.parametrize("case", range(len(LINE_CASES)))
+def test_line_buffer_matches_twin_and_timing(case):
+    """The line buffer: the same taps as im2col; latency and II equal its cycle model's; the
+    same taps again with input gaps and output stalls; a ring smaller than two frames."""
+    shape, kernel, stride, padding, k, n = LINE_CASES[case]
+    rng = np.random.default_rng(case)
+    win = SlidingWindow(shape, unsigned(4), kernel=kernel, stride=stride, padding=padding,
+                        pad_value=int(rng.integers(0, 16)), in_elements_per_transfer=k,
+                        out_elements_per_transfer=n, mode="lines")
+    frames = rng.integers(0, 16, (6, int(np.prod(shape))))
+    got = check_twin_and_timing(win, frames)
+    assert win.memory_words < 2 * win.in_transfers
+    for seed in range(2):
+        got2, _ = run_window(win, frames, gap=0.3, stall=0.6, seed=seed)
+        np.testing.assert_array_equal(got2, got)
+
+
+def test_line_buffer_size_and_rejections():
+    """CNV's second conv (30x30x64, 1-bit): the ring holds 2 rows + 3 pixels and the frame
+    boundary's lag (FINN's minimum is 2 rows + 3 pixels), not two frames; orders, widths and
+    paddings a line buffer cannot serve are refused by name."""
+    win = SlidingWindow((64, 30, 30), unsigned(1), kernel=(3, 3), mode="lines",
+                        out_elements_per_transfer=8)
+    assert (2 * 30 + 3) * 64 <= win.memory_words <= 2 * (2 * 30 + 3) * 64 + 8 * 64
+    assert win.initiation_interval == max(win.in_transfers, win.out_transfers)
+    for kw, why in [(dict(order="chw"), "hwc"), (dict(in_elements_per_transfer=4), "divide"),
+                    (dict(padding=(3, 0, 0, 0)), "padding"), (dict(mode="ring"), "mode")]:
+        with pytest.raises(ValueError, match=why):
+            SlidingWindow((3, 6, 6), unsigned(4), kernel=(3, 3), **{"mode": "lines", **kw})

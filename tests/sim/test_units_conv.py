@@ -65,19 +65,27 @@ def distinct_frames(rng, n, size, shape, avoid=()):
 # -- sliding window -----------------------------------------------------------------------------
 
 WINDOWS = {
-    # name: shape, element shape, order, kernel, stride, padding, pad value, in/out per transfer
+    # name: shape, element shape, order, kernel, stride, padding, pad value, in/out per
+    # transfer[, memory mode]
     "chw_k3x3_s2x1_pad": ((2, 4, 5), signed(7), "chw", (3, 3), (2, 1), (1, 1, 1, 0), -7, 2, 3),
     "hwc_k2x3_s1x2_pad": ((3, 3, 4), unsigned(6), "hwc", (2, 3), (1, 2), (0, 2, 1, 1), 63, 4, 2),
     "hwc_k1x1": ((4, 2, 3), signed(5), "hwc", (1, 1), (1, 1), (0, 0, 0, 0), 0, 1, 4),
+    # line buffers: a CNV conv (3x3, stride 1, no padding), padding with stride 2x1 (the pool
+    # unit's line buffer: POOLS)
+    "lines_cnv_k3x3": ((4, 7, 6), unsigned(8), "hwc", (3, 3), (1, 1), (0, 0, 0, 0), 0, 2, 3,
+                       "lines"),
+    "lines_k3x3_s2x1_pad": ((2, 6, 5), signed(7), "hwc", (3, 3), (2, 1), (1, 1, 1, 0), -7, 1,
+                            2, "lines"),
 }
 
 
 @pytest.mark.parametrize("simulator,name", unit_cases("window", WINDOWS))
 def test_sliding_window(simulator, name, tmp_path):
     need(simulator)
-    shape, el, order, k, s, pad, pv, kin, kout = WINDOWS[name]
+    shape, el, order, k, s, pad, pv, kin, kout, *mode = WINDOWS[name]
     win = SlidingWindow(shape, el, order=order, kernel=k, stride=s, padding=pad, pad_value=pv,
-                        in_elements_per_transfer=kin, out_elements_per_transfer=kout, name=name)
+                        in_elements_per_transfer=kin, out_elements_per_transfer=kout,
+                        mode=(mode or ["frame"])[0], name=name)
     rng = np.random.default_rng(sum(map(ord, name)))
     lo, hi = arith.code_range(el.width, el.signed)
     corners = np.array([np.full(win.frame, lo), np.full(win.frame, hi),
@@ -99,15 +107,17 @@ POOLS = {
     "k2_s2_hwc": ((3, 4, 4), CodeType.full(5, True), "hwc", (2, 2), (2, 2), 1, 2),
     "k3_s2_chw": ((2, 5, 5), CodeType.full(4, False), "chw", (3, 3), (2, 2), 2, 3),
     "k2_s1_overlap": ((2, 3, 4), CodeType.full(6, True), "hwc", (2, 2), (1, 1), 1, 1),
+    "lines_k2_s2": ((4, 6, 6), CodeType.full(3, False), "hwc", (2, 2), (2, 2), 2, 2, "lines"),
 }
 
 
 @pytest.mark.parametrize("simulator,name", unit_cases("pool", POOLS))
 def test_maxpool_engine(simulator, name, tmp_path):
     need(simulator)
-    shape, t, order, k, s, kin, taps = POOLS[name]
+    shape, t, order, k, s, kin, taps, *mode = POOLS[name]
     eng = MaxPool2dOp.of(MaxPool2d("pool", k, s), t, shape, order=order,
-                         in_elements_per_transfer=kin, tap_elements_per_transfer=taps)
+                         in_elements_per_transfer=kin, tap_elements_per_transfer=taps,
+                         window=(mode or ["frame"])[0])
     frame = int(np.prod(shape))
     rng = np.random.default_rng(sum(map(ord, name)))
     onehot = np.full((frame, frame), t.lo) + np.eye(frame, dtype=np.int64) * (t.hi - t.lo)
@@ -222,6 +232,10 @@ CONVS = {
                         (0, 0, 0, 0), 0, 2, False,
                         dict(pe=2, simd=4, in_elements_per_transfer=1,
                              tap_elements_per_transfer=2, out_elements_per_transfer=2)),
+    "lines_cnv": ((4, 6, 5), CodeType.full(1, False), "hwc", 4, (3, 3), (1, 1), (0, 0, 0, 0), 0,
+                  2, False, dict(pe=4, simd=12, in_elements_per_transfer=2,
+                                 tap_elements_per_transfer=6, out_elements_per_transfer=2,
+                                 window="lines")),
 }
 
 
