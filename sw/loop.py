@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from softfloor import golden
+from softfloor import arith, golden
 from softfloor.nn.graph import calibrate, chain, hard_forward_codes, set_surrogate
 from softfloor.nn.layers import QuantInput
 from softfloor.nn.tensor import QuantTensor
@@ -276,7 +276,7 @@ def accuracies(model: nn.Module, qin: QuantInput, evals: dict) -> dict:
             continue
         xr = np.asarray(x, dtype=np.float64).reshape((len(x),) + qin.shape)
         codes = hard_forward_codes(model, torch.as_tensor(xr))
-        acc[name] = float(np.mean(np.argmax(codes, axis=1) == np.asarray(y)))
+        acc[name] = float(np.mean(arith.argmax_first(codes) == np.asarray(y)))
         last = (xr, codes)
     if last is not None:
         m = export(model)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import cnn, input_thresholds
+from . import arith, cnn, input_thresholds
 from .data import DigitsSplit, augment_codes, check_input_bits, check_input_quant, load_split
 from .cnn import FloatCNN, QuantCNN
 from .artifacts import atomic_write_bytes
@@ -691,7 +691,7 @@ def float_hard_codes(model: QuantMLP, codes) -> np.ndarray:
 
 def quantized_accuracy(model: QuantMLP, codes, labels) -> float:
     """Accuracy of the hard-quantized model: argmax (first maximum) of the integer codes."""
-    return float((np.argmax(hard_codes(model, codes), axis=1) == np.asarray(labels)).mean())
+    return float((arith.argmax_first(hard_codes(model, codes)) == np.asarray(labels)).mean())
 
 
 # ----------------------------------------------------------------------------------------------
