@@ -47,10 +47,17 @@ def _rows(db) -> dict[str, tuple]:
         return {}
 
 
+def _default_sigint():
+    # As from a terminal: a test run started in the background by a non-interactive shell
+    # inherits SIGINT ignored, and Python keeps an ignored SIGINT ignored (no Ctrl-C).
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(spec, out, log):
     return subprocess.Popen([sys.executable, "-m", "softfloor", "sweep", str(spec), "--out",
                              str(out), "--cpus", "2"], stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True, env=os.environ | {"PYTHONUNBUFFERED": "1"})
+                            start_new_session=True, preexec_fn=_default_sigint,
+                            env=os.environ | {"PYTHONUNBUFFERED": "1"})
 
 
 def _wait_rows(p, db, n, timeout=600):
