@@ -41,7 +41,7 @@ from softfloor.hw import planner
 from softfloor.hw.pipeline import ADAPTER_LATENCY, IO_PINS_UP5K_SG48, Pipeline
 from softfloor.hw.rtl.elementwise import ELEMENTWISE_LATENCY
 from softfloor.hw.rtl.mvu import MVU_CONST_LATENCY, MVU_LATENCY
-from softfloor.hw.rtl.spram import LOAD_BITS
+from softfloor.hw.rtl.spram import LOAD_BITS, image_text
 from softfloor.hw.top import SoftfloorTop, spram_ops, weight_image, weight_layout
 
 __all__ = ["generate", "build_manifest", "make_top", "Generated", "MANIFEST_VERSION",
@@ -55,7 +55,7 @@ WEIGHT_IMAGE = "weights_spram.hex"
 def _weight_image_text(pipeline: Pipeline) -> str | None:
     """The image file's text (one load byte per line), or None without SPRAM weights."""
     words = weight_image(pipeline.ops)
-    return "".join(f"{w:02x}\n" for w in words) if spram_ops(pipeline.ops) else None
+    return image_text(words) if spram_ops(pipeline.ops) else None
 
 
 def _weight_load(pipeline: Pipeline, text: str) -> dict:

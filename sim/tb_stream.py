@@ -259,7 +259,8 @@ def _weight_image(job: dict) -> list[int] | None:
     path = job.get("weight_image")
     if not path:
         return None
-    words = [int(t, 16) for t in Path(path).read_text().split()]
+    from softfloor.hw.rtl.spram import read_image
+    words = read_image(Path(path).read_text())
     n = job.get("weight_image_words")
     return words if n is None else words[:int(n)]
 
@@ -287,10 +288,10 @@ async def reset(dut, cycles: int = 4, job: dict | None = None) -> None:
         await RisingEdge(dut.clk)
     dut.rst.value = 0
     await RisingEdge(dut.clk)
-    words = _weight_image(job or {})
+    job = job or {}
+    words = _weight_image(job)
     if words is not None:
-        await load_weights(dut, words, (job or {}).get("gap_prob", 0.0),
-                           random.Random((job or {}).get("seed", 0)))
+        await load_weights(dut, words, job.get("gap_prob", 0.0), random.Random(job.get("seed", 0)))
 
 
 async def _short_image(dut, job: dict, man: dict, inputs: np.ndarray, results: dict) -> None:

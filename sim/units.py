@@ -28,6 +28,7 @@ from amaranth.hdl import Cat, Module, Mux, Shape, Signal, Value
 from amaranth.lib import data
 
 from softfloor import arith
+from softfloor.hw.rtl import spram
 
 __all__ = ["Field", "Harness", "harness", "pack", "unpack", "run_vectors", "run_pipelined",
            "StreamHarness", "stream_harness", "run_stream"]
@@ -212,7 +213,7 @@ class StreamHarness:
             img = path.with_name(self.manifest["weight_load"]["file"].replace(
                 "{stem}", path.stem))
             if not img.exists():
-                img.write_text("".join(f"{w:02x}\n" for w in self.weight_words))
+                img.write_text(spram.image_text(self.weight_words))
         return path
 
 

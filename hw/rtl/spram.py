@@ -23,7 +23,7 @@ from pathlib import Path
 
 from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, Signal
 
-__all__ = ["SPRAM_WIDTH", "SPRAM_DEPTH", "LOAD_BITS", "blocks", "fits", "load_words",
+__all__ = ["SPRAM_WIDTH", "SPRAM_DEPTH", "LOAD_BITS", "blocks", "fits", "load_words", "image_text", "read_image",
            "SIM_MODEL", "write_sim_model", "uses_spram", "weight_spram"]
 
 #: Bits per SPRAM word, words per SPRAM block.
@@ -49,6 +49,16 @@ def load_words(words: list[int], width: int) -> list[int]:
     mask = (1 << LOAD_BITS) - 1
     return [(w >> (LOAD_BITS * k)) & mask for w in words
             for k in range(blocks(width) * PER_WORD)]
+
+
+def image_text(transfers: list[int]) -> str:
+    """A weight image file's text: the load transfers in load order, one hex byte a line."""
+    return "".join(f"{t:02x}\n" for t in transfers)
+
+
+def read_image(text: str) -> list[int]:
+    """The load transfers of a weight image file's text (:func:`image_text`'s inverse)."""
+    return [int(t, 16) for t in text.split()]
 
 
 def weight_spram(m: Module, width: int, depth: int, load, addr, en, name: str = "wspram"):
